@@ -1,0 +1,67 @@
+# Herald's developer entry points. `make help` lists them.
+
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+export PATH := $(BIN):$(PATH)
+
+# Pinned tool versions: `make tools` installs exactly these with `go install`, so generated code
+# and lint results are reproducible.
+BUF_VERSION := v1.75.0
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+STATICCHECK_VERSION := v0.8.2
+GRPCURL_VERSION := v1.9.4
+
+# Every Go module of the workspace.
+MODULES := . ./proto ./internal ./services/notifier ./services/workers ./services/contacts
+
+.PHONY: help run test bench proto breaking lint fmt vet tools build clean
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+run: ## Start the whole system on this machine (embedded NATS, private PostgreSQL, simulator).
+	$(GO) run ./cmd/herald-dev
+
+test: ## Run every module's tests against real PostgreSQL and JetStream.
+	$(GO) test -count=1 $(addsuffix /...,$(MODULES))
+
+bench: ## Run the micro-benchmarks.
+	$(GO) test -run='^$$' -bench=. -benchmem $(addsuffix /...,$(MODULES))
+
+build: ## Build every binary into ./bin.
+	$(GO) build -o $(BIN)/ ./cmd/... ./services/notifier/cmd/... ./services/workers/cmd/... ./services/contacts/cmd/...
+
+proto: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## Lint the API and regenerate proto/gen.
+	cd proto && buf lint && rm -rf gen && buf generate
+
+breaking: $(BIN)/buf ## Check the API for breaking changes against the main branch.
+	cd proto && buf breaking --against '../.git#branch=main,subdir=proto'
+
+lint: $(BIN)/staticcheck $(BIN)/buf vet ## gofmt, go vet, staticcheck and buf lint.
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	staticcheck $(addsuffix /...,$(MODULES))
+	cd proto && buf lint
+
+vet: ## go vet every module.
+	$(GO) vet $(addsuffix /...,$(MODULES))
+
+fmt: ## gofmt every Go file.
+	gofmt -w $$(git ls-files '*.go')
+
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/staticcheck $(BIN)/grpcurl ## Install the pinned tools into ./bin.
+
+$(BIN)/buf:
+	GOBIN=$(BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+$(BIN)/protoc-gen-go:
+	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+$(BIN)/protoc-gen-go-grpc:
+	GOBIN=$(BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+$(BIN)/staticcheck:
+	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+$(BIN)/grpcurl:
+	GOBIN=$(BIN) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+
+clean: ## Remove built binaries (not ./.herald, which holds make run's data).
+	rm -rf $(BIN)

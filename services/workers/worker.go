@@ -1,0 +1,109 @@
+// Package workers turns queued deliveries into provider calls. The root package holds what a
+// delivery looks like to a worker, the Sender interface that each provider implements, and the
+// error classes that decide between sent, retry later, and give up. The consumer (consumer/)
+// pulls deliveries from JetStream, claims them in PostgreSQL (postgres/), calls a Sender, and
+// records the outcome.
+package workers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/heraldhq/herald/internal/delivery"
+)
+
+// Message is one claimed delivery, with everything a provider needs to send it.
+type Message struct {
+	DeliveryID     uuid.UUID
+	NotificationID uuid.UUID
+	Channel        delivery.Channel
+	// To is the channel's address: an email address, an E.164 number or a device token. It must
+	// never be logged.
+	To       string
+	Category string
+	Priority delivery.Priority
+	Content  delivery.Content
+	// Attempt counts provider calls for this delivery, this one included (1 on the first try).
+	Attempt int
+	// ExpiresAt is when the delivery stops being worth sending; providers that support it (APNs,
+	// FCM) pass it on.
+	ExpiresAt time.Time
+}
+
+// Result is what a provider answered when it accepted a message.
+type Result struct {
+	// ProviderMessageID is the provider's id for the message, when it gives one.
+	ProviderMessageID string
+}
+
+// Sender sends messages on one channel through one provider. Implementations are safe for
+// concurrent use. Send returns nil when the provider accepted the message; otherwise an error
+// that Classify understands (a *PermanentError, a *TransientError), or any other error, which
+// counts as transient.
+type Sender interface {
+	// Provider names the provider, e.g. "sendgrid", for the delivery record and metrics.
+	Provider() string
+	Send(ctx context.Context, m *Message) (Result, error)
+}
+
+// PermanentError is a provider answer that retrying cannot change: a bad token, an invalid
+// address, a payload the provider refuses.
+type PermanentError struct {
+	// Reason is a short machine-readable cause, e.g. "bad_token", recorded as the delivery's
+	// reason.
+	Reason string
+	Err    error
+}
+
+func (e *PermanentError) Error() string { return fmt.Sprintf("permanent (%s): %v", e.Reason, e.Err) }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent returns a *PermanentError.
+func Permanent(reason string, err error) error { return &PermanentError{Reason: reason, Err: err} }
+
+// TransientError is a provider answer worth retrying: a timeout, a 5xx, a rate limit.
+type TransientError struct {
+	// RetryAfter is the provider's requested wait (Retry-After); zero means use the backoff.
+	RetryAfter time.Duration
+	Err        error
+}
+
+func (e *TransientError) Error() string { return fmt.Sprintf("transient: %v", e.Err) }
+func (e *TransientError) Unwrap() error { return e.Err }
+
+// Transient returns a *TransientError.
+func Transient(retryAfter time.Duration, err error) error {
+	return &TransientError{RetryAfter: retryAfter, Err: err}
+}
+
+// Outcome is what became of one attempt.
+type Outcome int
+
+// The outcomes of an attempt.
+const (
+	OutcomeSent Outcome = iota
+	OutcomeRetry
+	OutcomeFailed
+)
+
+// Classify maps a Send error to an outcome, the reason to record and, for retries, the wait the
+// provider asked for. Errors of unknown kind are transient: retrying a send that might have
+// worked is bounded by the attempt limit, giving up on one that would have worked is a loss.
+func Classify(err error) (o Outcome, reason string, retryAfter time.Duration) {
+	if err == nil {
+		return OutcomeSent, "", 0
+	}
+	var perm *PermanentError
+	if errors.As(err, &perm) {
+		return OutcomeFailed, perm.Reason, 0
+	}
+	var tr *TransientError
+	if errors.As(err, &tr) {
+		return OutcomeRetry, "provider_unavailable", tr.RetryAfter
+	}
+	return OutcomeRetry, "provider_error", 0
+}
