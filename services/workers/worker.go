@@ -107,3 +107,71 @@ func Classify(err error) (o Outcome, reason string, retryAfter time.Duration) {
 	}
 	return OutcomeRetry, "provider_error", 0
 }
+
+// ClaimStatus says what a worker may do with a delivery it was handed.
+type ClaimStatus int
+
+// The answers to a claim.
+const (
+	// Claimed: the delivery is this worker's until its lease expires; send it.
+	Claimed ClaimStatus = iota
+	// Done: nothing to do (already sent, terminal, expired, or unknown); ack the message.
+	Done
+	// Busy: another worker holds a live lease; look again at RetryAt.
+	Busy
+)
+
+// Claim is the answer for one delivery id.
+type Claim struct {
+	ID      uuid.UUID
+	Status  ClaimStatus
+	Message *Message  // set when Claimed
+	RetryAt time.Time // set when Busy
+}
+
+// Attempt is the outcome of one provider call, to be recorded.
+type Attempt struct {
+	Message           *Message
+	Provider          string
+	Outcome           Outcome
+	Dead              bool   // the last allowed attempt failed transiently
+	Reason            string // machine-readable cause when not sent
+	Error             string // the provider's error, without addresses or secrets
+	ProviderMessageID string
+	RetryAt           time.Time // when to try again, for OutcomeRetry
+	Started           time.Time
+	Latency           time.Duration
+}
+
+// Store claims deliveries and records what became of them. The postgres package implements it.
+type Store interface {
+	// Claim takes the deliveries for worker, each for lease, and answers for every id.
+	Claim(ctx context.Context, worker string, lease time.Duration, ids []uuid.UUID) ([]Claim, error)
+	// Record stores the attempts and moves their deliveries on, in one transaction. A sent
+	// outcome always lands (the provider has the message); other outcomes only while worker
+	// still holds the lease.
+	Record(ctx context.Context, worker string, attempts []Attempt) error
+}
+
+// Policy is a channel's retry policy.
+type Policy struct {
+	MaxAttempts int
+	BaseBackoff time.Duration
+	MaxBackoff  time.Duration
+}
+
+// DefaultPolicy retries for about an hour and a half before giving up.
+var DefaultPolicy = Policy{MaxAttempts: 10, BaseBackoff: 5 * time.Second, MaxBackoff: 15 * time.Minute}
+
+// Backoff returns how long to wait after the given failed attempt (1-based): exponential with
+// full jitter in its upper half, at least retryAfter when the provider asked for it. jitter is
+// a number in [0, 1).
+func (p Policy) Backoff(attempt int, retryAfter time.Duration, jitter float64) time.Duration {
+	d := p.BaseBackoff
+	for i := 1; i < attempt && d < p.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, p.MaxBackoff)
+	d = d/2 + time.Duration(float64(d/2)*jitter)
+	return max(d, retryAfter)
+}

@@ -1,0 +1,264 @@
+// Command herald-dev runs the whole of Herald on one machine, with nothing installed or
+// configured beyond the machine's PostgreSQL binaries: an embedded NATS JetStream server, a
+// private PostgreSQL in ./.herald (or the database in DATABASE_URL), the notifier, contacts and
+// workers services, and the provider simulator that shows what was "delivered". `make run`
+// starts it; Ctrl-C stops everything; the next start reuses the data.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/heraldhq/herald/internal/appkey"
+	"github.com/heraldhq/herald/internal/cli"
+	"github.com/heraldhq/herald/internal/natsembed"
+	"github.com/heraldhq/herald/internal/pgserver"
+	contactsd "github.com/heraldhq/herald/services/contacts/daemon"
+	notifierd "github.com/heraldhq/herald/services/notifier/daemon"
+	workersd "github.com/heraldhq/herald/services/workers/daemon"
+	"github.com/heraldhq/herald/services/workers/sim"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "herald-dev:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	dir          string
+	databaseURL  string
+	pgPort       int
+	natsPort     int
+	notifierGRPC string
+	notifierHTTP string
+	contactsGRPC string
+	contactsHTTP string
+	workersHTTP  string
+	simAddr      string
+	logLevel     string
+}
+
+func run(args []string) error {
+	var c config
+	fs := flag.NewFlagSet("herald-dev", flag.ContinueOnError)
+	fs.StringVar(&c.dir, "dir", ".herald", "where the stack keeps its data and dev.env")
+	fs.StringVar(&c.databaseURL, "database-url", os.Getenv("DATABASE_URL"), "use this PostgreSQL instead of a private one (default $DATABASE_URL)")
+	fs.IntVar(&c.pgPort, "pg-port", 7432, "port of the private PostgreSQL")
+	fs.IntVar(&c.natsPort, "nats-port", 7422, "port of the embedded NATS server")
+	fs.StringVar(&c.notifierGRPC, "notifier-grpc", "127.0.0.1:7400", "notifier gRPC address")
+	fs.StringVar(&c.notifierHTTP, "notifier-http", "127.0.0.1:7480", "notifier HTTP address")
+	fs.StringVar(&c.contactsGRPC, "contacts-grpc", "127.0.0.1:7401", "contacts gRPC address")
+	fs.StringVar(&c.contactsHTTP, "contacts-http", "127.0.0.1:7481", "contacts HTTP address")
+	fs.StringVar(&c.workersHTTP, "workers-http", "127.0.0.1:7482", "workers HTTP address")
+	fs.StringVar(&c.simAddr, "sim-addr", "127.0.0.1:7490", "simulator address")
+	fs.StringVar(&c.logLevel, "log-level", "warn", "services' log level (logs go to <dir>/herald.log)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	s, err := start(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	s.printSummary()
+	select {
+	case <-ctx.Done():
+		fmt.Println("\nstopping...")
+	case err = <-s.failed:
+	}
+	return err
+}
+
+type stack struct {
+	cfg      config
+	apiKey   string
+	logFile  *os.File
+	pg       *pgserver.Server
+	dbURL    string
+	nats     *server.Server
+	sim      *http.Server
+	notifier *notifierd.Daemon
+	contacts *contactsd.Daemon
+	workers  *workersd.Daemon
+	failed   chan error
+}
+
+func start(ctx context.Context, c config) (_ *stack, err error) {
+	began := time.Now()
+	s := &stack{cfg: c, failed: make(chan error, 4)}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	dir, err := filepath.Abs(c.dir)
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.dir = dir
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	if s.logFile, err = os.OpenFile(filepath.Join(dir, "herald.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err != nil {
+		return nil, err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, fmt.Errorf("log level: %w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(s.logFile, &slog.HandlerOptions{Level: level}))
+
+	// The app key survives restarts in dev.env; the notifier installs it at start-up.
+	s.apiKey = cli.ReadEnvFile(filepath.Join(dir, "dev.env"))["HERALD_API_KEY"]
+	if _, err := appkey.Parse(s.apiKey); err != nil {
+		s.apiKey = appkey.New().String()
+	}
+
+	fmt.Println("starting Herald...")
+	s.dbURL = c.databaseURL
+	if s.dbURL == "" {
+		if err := pgserver.Available(); err != nil {
+			return nil, err
+		}
+		s.pg, err = pgserver.Start(ctx, pgserver.Config{Dir: filepath.Join(dir, "pg"), Port: c.pgPort, Fsync: true, Log: s.logFile})
+		if err != nil {
+			return nil, fmt.Errorf("postgres: %w", err)
+		}
+		if err := s.pg.CreateDatabase(ctx, "herald"); err != nil {
+			return nil, err
+		}
+		s.dbURL = s.pg.URL("herald")
+	}
+	if s.nats, err = natsembed.Start(natsembed.Config{Dir: filepath.Join(dir, "nats"), Port: c.natsPort}); err != nil {
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	natsURL := s.nats.ClientURL()
+
+	simLis, err := net.Listen("tcp", c.simAddr)
+	if err != nil {
+		return nil, fmt.Errorf("simulator: %w", err)
+	}
+	s.sim = &http.Server{Handler: sim.NewServer(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := s.sim.Serve(simLis); !errors.Is(err, http.ErrServerClosed) {
+			s.failed <- fmt.Errorf("simulator: %w", err)
+		}
+	}()
+
+	// The notifier first: it owns the schema holding the app keys that the others check.
+	if s.notifier, err = notifierd.Start(ctx, notifierd.Config{
+		GRPCAddr: c.notifierGRPC, HTTPAddr: c.notifierHTTP, DatabaseURL: s.dbURL, NATSURL: natsURL,
+		ContactsAddr: c.contactsGRPC, BootstrapKey: s.apiKey, BootstrapApp: "dev",
+		StreamReplicas: 1, RepublishAfter: time.Minute, ReconcileInterval: time.Second,
+		KeyCacheTTL: 2 * time.Second, Log: log.With("service", "notifier"),
+	}); err != nil {
+		return nil, fmt.Errorf("notifier: %w", err)
+	}
+	if s.contacts, err = contactsd.Start(ctx, contactsd.Config{
+		GRPCAddr: c.contactsGRPC, HTTPAddr: c.contactsHTTP, DatabaseURL: s.dbURL,
+		KeyCacheTTL: 2 * time.Second, Log: log.With("service", "contacts"),
+	}); err != nil {
+		return nil, fmt.Errorf("contacts: %w", err)
+	}
+	wfs := flag.NewFlagSet("workers", flag.ContinueOnError)
+	var wcfg workersd.Config
+	wcfg.RegisterFlags(wfs) // the workers' own defaults
+	wcfg.HTTPAddr, wcfg.DatabaseURL, wcfg.NATSURL = c.workersHTTP, s.dbURL, natsURL
+	wcfg.SimURL = "http://" + simLis.Addr().String()
+	wcfg.BaseBackoff = time.Second
+	wcfg.Log = log.With("service", "workers")
+	if s.workers, err = workersd.Start(ctx, wcfg); err != nil {
+		return nil, fmt.Errorf("workers: %w", err)
+	}
+	for _, ch := range []<-chan error{s.notifier.Err(), s.contacts.Err(), s.workers.Err()} {
+		go func() { s.failed <- <-ch }()
+	}
+	if err := s.writeEnv(); err != nil {
+		return nil, err
+	}
+	fmt.Printf("ready in %.1fs\n", time.Since(began).Seconds())
+	return s, nil
+}
+
+func (s *stack) writeEnv() error {
+	lines := []string{
+		"# Written by herald-dev (make run). heraldctl reads this file when no flags are given.",
+		"HERALD_API_KEY=" + s.apiKey,
+		"HERALD_NOTIFIER_ADDR=" + s.notifier.GRPCAddr(),
+		"HERALD_CONTACTS_ADDR=" + s.contacts.GRPCAddr(),
+		"HERALD_NATS_URL=" + s.nats.ClientURL(),
+		"HERALD_DATABASE_URL=" + s.dbURL,
+		"HERALD_SIM_URL=http://" + s.cfg.simAddr,
+		"",
+	}
+	return os.WriteFile(filepath.Join(s.cfg.dir, "dev.env"), []byte(strings.Join(lines, "\n")), 0o600)
+}
+
+func (s *stack) printSummary() {
+	pg := "external (DATABASE_URL)"
+	if s.pg != nil {
+		pg = fmt.Sprintf("127.0.0.1:%d (data in %s)", s.pg.Port(), filepath.Join(s.cfg.dir, "pg"))
+	}
+	fmt.Printf(`
+Herald is running.
+  notifier   gRPC %s   HTTP http://%s
+  contacts   gRPC %s   HTTP http://%s
+  workers    HTTP http://%s   (all channels through the simulator)
+  simulator  http://%s   (what was "delivered"; JSON at /v1/messages)
+  nats       %s
+  postgres   %s
+  logs       %s
+
+Environment for heraldctl and grpcurl: %s
+Try:
+  go run ./cmd/heraldctl send --email you@example.com --subject Hello --body "It works"
+  go run ./cmd/heraldctl status <notification id>
+
+Ctrl-C stops everything.
+`, s.notifier.GRPCAddr(), s.notifier.HTTPAddr(), s.contacts.GRPCAddr(), s.contacts.HTTPAddr(),
+		s.workers.HTTPAddr(), s.cfg.simAddr, s.nats.ClientURL(), pg,
+		filepath.Join(s.cfg.dir, "herald.log"), filepath.Join(s.cfg.dir, "dev.env"))
+}
+
+// close stops everything in the reverse order of start.
+func (s *stack) close() {
+	if s.workers != nil {
+		s.workers.Close()
+	}
+	if s.contacts != nil {
+		s.contacts.Close()
+	}
+	if s.notifier != nil {
+		s.notifier.Close()
+	}
+	if s.sim != nil {
+		s.sim.Close()
+	}
+	if s.nats != nil {
+		s.nats.Shutdown()
+		s.nats.WaitForShutdown()
+	}
+	if s.pg != nil {
+		if err := s.pg.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "postgres:", err)
+		}
+	}
+	if s.logFile != nil {
+		s.logFile.Close()
+	}
+}

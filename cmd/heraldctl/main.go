@@ -1,0 +1,246 @@
+// Command heraldctl is Herald's command line for developers and operators: it sends
+// notifications and shows what became of them. Without flags it talks to the stack that
+// `make run` started, reading ./.herald/dev.env; HERALD_NOTIFIER_ADDR and HERALD_API_KEY (or
+// --addr and --key) point it elsewhere.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/heraldhq/herald/internal/appkey"
+	"github.com/heraldhq/herald/internal/cli"
+	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
+)
+
+const usage = `heraldctl talks to a running Herald.
+
+Usage:
+  heraldctl send [flags]        send a notification (see heraldctl send -h)
+  heraldctl status <id>         show a notification and its deliveries
+  heraldctl apps create <name>  create an app and print its first key (needs an admin key)
+
+Common flags (before the command): --addr, --key, --env-file; or HERALD_NOTIFIER_ADDR,
+HERALD_API_KEY. Defaults come from ./.herald/dev.env, written by make run.
+`
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
+		if st, ok := status.FromError(err); ok {
+			fmt.Fprintf(os.Stderr, "heraldctl: %s: %s\n", st.Code(), st.Message())
+		} else {
+			fmt.Fprintln(os.Stderr, "heraldctl:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("heraldctl", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), usage) }
+	envFile := fs.String("env-file", ".herald/dev.env", "file of HERALD_* settings written by make run")
+	addr := fs.String("addr", "", "notifier gRPC address (default $HERALD_NOTIFIER_ADDR, then the env file)")
+	key := fs.String("key", "", "app key (default $HERALD_API_KEY, then the env file)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return errors.New("no command")
+	}
+	env := cli.ReadEnvFile(*envFile)
+	pick := func(flagValue, name string) string {
+		if flagValue != "" {
+			return flagValue
+		}
+		if v := os.Getenv(name); v != "" {
+			return v
+		}
+		return env[name]
+	}
+	target, apiKey := pick(*addr, "HERALD_NOTIFIER_ADDR"), pick(*key, "HERALD_API_KEY")
+	if target == "" {
+		target = "127.0.0.1:7400"
+	}
+	if apiKey == "" {
+		return errors.New("no app key: pass --key, set HERALD_API_KEY, or start the dev stack with make run")
+	}
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		appkey.Credentials(apiKey))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+
+	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	switch cmd {
+	case "send":
+		return send(ctx, heraldv1.NewNotificationServiceClient(conn), rest, out)
+	case "status":
+		if len(rest) != 1 {
+			return errors.New("usage: heraldctl status <notification id>")
+		}
+		return showStatus(ctx, heraldv1.NewNotificationServiceClient(conn), rest[0], out)
+	case "apps":
+		if len(rest) != 2 || rest[0] != "create" {
+			return errors.New("usage: heraldctl apps create <name>")
+		}
+		res, err := heraldv1.NewAdminServiceClient(conn).CreateApp(ctx, &heraldv1.CreateAppRequest{Name: rest[1]})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "app %s (%s)\nkey %s\n(the key is shown only once)\n", res.App.Name, res.App.AppId, res.Key)
+		return nil
+	}
+	fs.Usage()
+	return fmt.Errorf("unknown command %q", cmd)
+}
+
+func send(ctx context.Context, client heraldv1.NotificationServiceClient, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("send", flag.ContinueOnError)
+	var (
+		email     = fs.String("email", "", "recipient email address")
+		phone     = fs.String("phone", "", "recipient phone number (E.164, e.g. +14155550100)")
+		iosToken  = fs.String("ios-token", "", "recipient APNs device token")
+		fcmToken  = fs.String("android-token", "", "recipient FCM registration token")
+		user      = fs.String("user", "", "recipient user id (instead of addresses)")
+		category  = fs.String("category", "account", "notification category")
+		channels  = fs.String("channels", "", "comma-separated channels (ios,android,sms,email); empty means all reachable")
+		title     = fs.String("title", "", "push title")
+		subject   = fs.String("subject", "", "email subject")
+		body      = fs.String("body", "", "text body (push, SMS, email text)")
+		html      = fs.String("html", "", "email HTML")
+		template  = fs.String("template", "", "template name (instead of inline content)")
+		data      = fs.String("data", "", "template data as a JSON object")
+		idem      = fs.String("idempotency-key", "", "idempotency key")
+		ttl       = fs.Duration("ttl", 0, "how long the notification may wait to be sent")
+		wait      = fs.Bool("wait", false, "wait until every delivery is final, then show them")
+		waitLimit = fs.Duration("wait-timeout", 30*time.Second, "how long --wait waits")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	req := &heraldv1.SendRequest{IdempotencyKey: *idem, Category: *category}
+	if *user != "" {
+		req.Recipient = &heraldv1.Recipient{Kind: &heraldv1.Recipient_UserId{UserId: *user}}
+	} else {
+		a := &heraldv1.Address{Email: *email, Phone: *phone}
+		if *iosToken != "" {
+			a.IosTokens = []string{*iosToken}
+		}
+		if *fcmToken != "" {
+			a.AndroidTokens = []string{*fcmToken}
+		}
+		req.Recipient = &heraldv1.Recipient{Kind: &heraldv1.Recipient_Address{Address: a}}
+	}
+	for _, name := range strings.Split(*channels, ",") {
+		if name = strings.TrimSpace(name); name == "" {
+			continue
+		}
+		ch, ok := heraldv1.Channel_value["CHANNEL_"+strings.ToUpper(name)]
+		if !ok {
+			return fmt.Errorf("unknown channel %q", name)
+		}
+		req.Channels = append(req.Channels, heraldv1.Channel(ch))
+	}
+	if *template != "" {
+		req.Message = &heraldv1.SendRequest_Template{Template: &heraldv1.TemplateRef{Name: *template}}
+	} else {
+		req.Message = &heraldv1.SendRequest_Content{Content: &heraldv1.Content{Title: *title, Subject: *subject, Body: *body, Html: *html}}
+	}
+	if *data != "" {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(*data), &m); err != nil {
+			return fmt.Errorf("--data: %w", err)
+		}
+		s, err := structpb.NewStruct(m)
+		if err != nil {
+			return fmt.Errorf("--data: %w", err)
+		}
+		req.Data = s
+	}
+	if *ttl > 0 {
+		req.Ttl = durationpb.New(*ttl)
+	}
+	res, err := client.Send(ctx, req)
+	if err != nil {
+		return err
+	}
+	dup := ""
+	if res.Duplicate {
+		dup = " (duplicate: the idempotency key was seen before)"
+	}
+	fmt.Fprintf(out, "notification %s%s\n", res.NotificationId, dup)
+	if !*wait {
+		w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "DELIVERY\tCHANNEL\tSTATE\tREASON")
+		for _, d := range res.Deliveries {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", d.DeliveryId, channelName(d.Channel), stateName(d.State), d.Reason)
+		}
+		return w.Flush()
+	}
+	deadline := time.Now().Add(*waitLimit)
+	for {
+		n, err := client.GetNotification(ctx, &heraldv1.GetNotificationRequest{NotificationId: res.NotificationId})
+		if err != nil {
+			return err
+		}
+		if allFinal(n.Notification) || time.Now().After(deadline) {
+			return printNotification(out, n.Notification)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func allFinal(n *heraldv1.Notification) bool {
+	for _, d := range n.Deliveries {
+		switch d.State {
+		case heraldv1.DeliveryState_DELIVERY_STATE_SCHEDULED, heraldv1.DeliveryState_DELIVERY_STATE_QUEUED,
+			heraldv1.DeliveryState_DELIVERY_STATE_SENDING, heraldv1.DeliveryState_DELIVERY_STATE_RETRYING:
+			return false
+		}
+	}
+	return true
+}
+
+func showStatus(ctx context.Context, client heraldv1.NotificationServiceClient, id string, out io.Writer) error {
+	res, err := client.GetNotification(ctx, &heraldv1.GetNotificationRequest{NotificationId: id})
+	if err != nil {
+		return err
+	}
+	return printNotification(out, res.Notification)
+}
+
+func printNotification(out io.Writer, n *heraldv1.Notification) error {
+	fmt.Fprintf(out, "notification %s  category %s  created %s\n", n.NotificationId, n.Category,
+		n.CreateTime.AsTime().Local().Format(time.DateTime))
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "DELIVERY\tCHANNEL\tSTATE\tATTEMPTS\tPROVIDER\tPROVIDER ID\tREASON\tLAST ERROR")
+	for _, d := range n.Deliveries {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", d.DeliveryId, channelName(d.Channel), stateName(d.State),
+			d.Attempts, d.Provider, d.ProviderMessageId, d.Reason, d.LastError)
+	}
+	return w.Flush()
+}
+
+func channelName(c heraldv1.Channel) string {
+	return strings.ToLower(strings.TrimPrefix(c.String(), "CHANNEL_"))
+}
+
+func stateName(s heraldv1.DeliveryState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "DELIVERY_STATE_"))
+}

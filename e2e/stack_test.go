@@ -1,0 +1,178 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/heraldhq/herald/internal/appkey"
+	"github.com/heraldhq/herald/internal/fakes/sendgridfake"
+	"github.com/heraldhq/herald/internal/natstest"
+	"github.com/heraldhq/herald/internal/pgdb"
+	"github.com/heraldhq/herald/internal/pgtest"
+	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
+	contactsd "github.com/heraldhq/herald/services/contacts/daemon"
+	contactspg "github.com/heraldhq/herald/services/contacts/postgres"
+	notifierd "github.com/heraldhq/herald/services/notifier/daemon"
+	notifierpg "github.com/heraldhq/herald/services/notifier/postgres"
+	workersd "github.com/heraldhq/herald/services/workers/daemon"
+	workerspg "github.com/heraldhq/herald/services/workers/postgres"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+const sendgridKey = "SG.test-key"
+
+// stack is a whole Herald started in-process against a private PostgreSQL database, an
+// in-process JetStream server and the SendGrid fake.
+type stack struct {
+	dbURL    string
+	natsURL  string
+	pool     *pgxpool.Pool
+	key      string
+	fake     *sendgridfake.Fake
+	fakeURL  string
+	notifier *notifierd.Daemon
+	contacts *contactsd.Daemon
+	workers  *workersd.Daemon
+
+	conn     *grpc.ClientConn
+	notify   heraldv1.NotificationServiceClient
+	tmpl     heraldv1.TemplateServiceClient
+	people   heraldv1.ContactsServiceClient
+	contConn *grpc.ClientConn
+}
+
+type stackOptions struct {
+	noWorkers bool
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func migrateAll(ctx context.Context, url string) error {
+	pool, err := pgdb.Open(ctx, url, 2)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, m := range []func(context.Context, *pgxpool.Pool, *slog.Logger) error{
+		notifierpg.Migrate, workerspg.Migrate, contactspg.Migrate,
+	} {
+		if err := m(ctx, pool, log); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func startStack(t *testing.T, opts stackOptions) *stack {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := &stack{key: appkey.New().String()}
+	s.dbURL = pgtest.DB(t, "herald", migrateAll)
+	s.natsURL = natstest.Start(t).ClientURL()
+	s.fake = sendgridfake.New(sendgridKey)
+	s.fakeURL = s.fake.Start()
+	t.Cleanup(s.fake.Close)
+	var err error
+	if s.pool, err = pgdb.Open(ctx, s.dbURL, 4); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.pool.Close)
+	log := testLogger(t)
+
+	s.contacts, err = contactsd.Start(ctx, contactsd.Config{
+		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DatabaseURL: s.dbURL, Log: log.With("service", "contacts"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.contacts.Close)
+	s.notifier, err = notifierd.Start(ctx, notifierd.Config{
+		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DatabaseURL: s.dbURL, NATSURL: s.natsURL,
+		ContactsAddr: s.contacts.GRPCAddr(), BootstrapKey: s.key, BootstrapApp: "test",
+		RepublishAfter: 2 * time.Second, ReconcileInterval: 200 * time.Millisecond,
+		Log: log.With("service", "notifier"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.notifier.Close)
+	if !opts.noWorkers {
+		s.startWorkers(t)
+	}
+
+	dial := func(addr string) *grpc.ClientConn {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			appkey.Credentials(s.key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	s.conn = dial(s.notifier.GRPCAddr())
+	s.contConn = dial(s.contacts.GRPCAddr())
+	s.notify = heraldv1.NewNotificationServiceClient(s.conn)
+	s.tmpl = heraldv1.NewTemplateServiceClient(s.conn)
+	s.people = heraldv1.NewContactsServiceClient(s.contConn)
+	return s
+}
+
+// workersConfig is the configuration both the in-process workers and the workers binary use in
+// these tests: short leases and backoffs so that recovery paths finish quickly.
+func (s *stack) workersConfig() workersd.Config {
+	return workersd.Config{
+		HTTPAddr: "127.0.0.1:0", DatabaseURL: s.dbURL, NATSURL: s.natsURL, Channels: "ios,android,sms,email",
+		EmailProvider: "sendgrid", PushProvider: "sim", SMSProvider: "sim", SimURL: "http://127.0.0.1:9",
+		SendGridAPIKey: sendgridKey, SendGridBaseURL: s.fakeURL, EmailFrom: "herald@example.com",
+		EmailFromName: "Herald", Concurrency: 16, BatchSize: 64, Lease: 3 * time.Second,
+		SendTimeout: 2 * time.Second, AckWait: 5 * time.Second, MaxAttempts: 5,
+		BaseBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, StreamReplicas: 1,
+	}
+}
+
+func (s *stack) startWorkers(t *testing.T) {
+	t.Helper()
+	cfg := s.workersConfig()
+	cfg.Log = testLogger(t).With("service", "workers")
+	var err error
+	if s.workers, err = workersd.Start(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.workers.Close)
+}
+
+// waitFor polls cond until it holds or the deadline passes. The deadline is generous: it only
+// bounds a broken run, it is not an assertion about speed.
+func waitFor(t *testing.T, what string, limit time.Duration, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		ok, err := cond()
+		if err != nil {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s after %s", what, limit)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,252 @@
+// Package appkey authenticates the services that call Herald. A key looks like
+// "hk_<key id>_<secret>": the "hk_" prefix lets secret scanners recognise it, the key id finds
+// the stored record, and only a SHA-256 hash of the secret is stored. The secret has 256 bits of
+// entropy, so a fast hash is enough: there is nothing to brute-force.
+package appkey
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base32"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/heraldhq/herald/internal/errs"
+)
+
+const prefix = "hk_"
+
+// Key is a parsed app key.
+type Key struct {
+	ID     string
+	Secret string
+}
+
+// String returns the key as callers send it.
+func (k Key) String() string { return prefix + k.ID + "_" + k.Secret }
+
+// Hash returns the stored form of the key's secret.
+func (k Key) Hash() []byte {
+	h := sha256.Sum256([]byte(k.Secret))
+	return h[:]
+}
+
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// New returns a fresh random key.
+func New() Key {
+	id := make([]byte, 10)
+	secret := make([]byte, 32)
+	rand.Read(id)
+	rand.Read(secret)
+	return Key{ID: idEncoding.EncodeToString(id), Secret: base64.RawURLEncoding.EncodeToString(secret)}
+}
+
+// Parse splits a key into its id and secret. It returns an error for anything not shaped like a
+// key; the error never repeats the input.
+func Parse(s string) (Key, error) {
+	rest, ok := strings.CutPrefix(s, prefix)
+	if !ok {
+		return Key{}, errors.New("not a Herald key")
+	}
+	id, secret, ok := strings.Cut(rest, "_")
+	if !ok || len(id) != 16 || len(secret) != 43 {
+		return Key{}, errors.New("not a Herald key")
+	}
+	if _, err := idEncoding.DecodeString(id); err != nil {
+		return Key{}, errors.New("not a Herald key")
+	}
+	if _, err := base64.RawURLEncoding.DecodeString(secret); err != nil {
+		return Key{}, errors.New("not a Herald key")
+	}
+	return Key{ID: id, Secret: secret}, nil
+}
+
+// Caller is an authenticated app.
+type Caller struct {
+	AppID   uuid.UUID
+	AppName string
+	KeyID   string
+	Admin   bool
+}
+
+// Record is a stored key.
+type Record struct {
+	Caller
+	SecretHash []byte
+	RevokedAt  *time.Time
+}
+
+// ErrNoKey is what a Lookup returns for a key id it does not know.
+var ErrNoKey = errors.New("no such key")
+
+// Lookup finds the stored record of a key id, or returns ErrNoKey.
+type Lookup func(ctx context.Context, keyID string) (Record, error)
+
+// Authenticator checks keys against their stored records, caching records briefly so that the
+// hot path does not pay a database round trip per call.
+type Authenticator struct {
+	lookup Lookup
+	ttl    time.Duration
+	now    func() time.Time
+
+	mu    sync.Mutex
+	cache map[string]cached
+}
+
+type cached struct {
+	rec     Record
+	found   bool
+	expires time.Time
+}
+
+// NewAuthenticator returns an Authenticator that caches each record for ttl (0 disables the
+// cache). A revoked key keeps working on a replica for at most ttl.
+func NewAuthenticator(lookup Lookup, ttl time.Duration) *Authenticator {
+	return &Authenticator{lookup: lookup, ttl: ttl, now: time.Now, cache: map[string]cached{}}
+}
+
+var errBadKey = errs.E(errs.Unauthenticated, "invalid or revoked app key")
+
+// Authenticate returns the caller that token (a key) belongs to. Every failure - malformed,
+// unknown, wrong secret, revoked - gives the same Unauthenticated error, so an answer never tells
+// which keys exist.
+func (a *Authenticator) Authenticate(ctx context.Context, token string) (Caller, error) {
+	key, err := Parse(token)
+	if err != nil {
+		return Caller{}, errBadKey
+	}
+	rec, found, err := a.record(ctx, key.ID)
+	if err != nil {
+		return Caller{}, errs.Wrap(errs.Unavailable, err, "cannot check the app key now")
+	}
+	hash := key.Hash()
+	if !found {
+		// Compare anyway so that unknown and known ids take the same time.
+		subtle.ConstantTimeCompare(hash, hash)
+		return Caller{}, errBadKey
+	}
+	if subtle.ConstantTimeCompare(hash, rec.SecretHash) != 1 || rec.RevokedAt != nil {
+		return Caller{}, errBadKey
+	}
+	return rec.Caller, nil
+}
+
+func (a *Authenticator) record(ctx context.Context, id string) (Record, bool, error) {
+	now := a.now()
+	if a.ttl > 0 {
+		a.mu.Lock()
+		c, ok := a.cache[id]
+		a.mu.Unlock()
+		if ok && now.Before(c.expires) {
+			return c.rec, c.found, nil
+		}
+	}
+	rec, err := a.lookup(ctx, id)
+	found := err == nil
+	if err != nil && !errors.Is(err, ErrNoKey) {
+		return Record{}, false, err
+	}
+	if a.ttl > 0 {
+		a.mu.Lock()
+		if len(a.cache) > 10000 {
+			clear(a.cache) // bounded: unknown ids from a scanner must not grow it forever
+		}
+		a.cache[id] = cached{rec: rec, found: found, expires: now.Add(a.ttl)}
+		a.mu.Unlock()
+	}
+	return rec, found, nil
+}
+
+// PostgresLookup reads keys from the notifier's schema, which owns apps and keys (see
+// services/notifier/postgres/migrations). Other services that authenticate callers use it
+// read-only.
+func PostgresLookup(pool *pgxpool.Pool) Lookup {
+	return func(ctx context.Context, keyID string) (Record, error) {
+		var r Record
+		err := pool.QueryRow(ctx, `
+			SELECT a.id, a.name, a.admin, k.secret_hash, k.revoked_at
+			FROM notifier.app_keys k JOIN notifier.apps a ON a.id = k.app_id
+			WHERE k.id = $1`, keyID).Scan(&r.AppID, &r.AppName, &r.Admin, &r.SecretHash, &r.RevokedAt)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return Record{}, ErrNoKey
+		}
+		if err != nil {
+			return Record{}, fmt.Errorf("look up app key: %w", err)
+		}
+		r.KeyID = keyID
+		return r, nil
+	}
+}
+
+type callerKey struct{}
+
+// WithCaller returns ctx carrying the authenticated caller.
+func WithCaller(ctx context.Context, c Caller) context.Context {
+	return context.WithValue(ctx, callerKey{}, c)
+}
+
+// CallerFrom returns the caller that the interceptor authenticated.
+func CallerFrom(ctx context.Context) (Caller, bool) {
+	c, ok := ctx.Value(callerKey{}).(Caller)
+	return c, ok
+}
+
+// Token returns the bearer token of an incoming gRPC call, or "".
+func Token(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get("authorization") {
+		if t, ok := strings.CutPrefix(v, "Bearer "); ok {
+			return strings.TrimSpace(t)
+		}
+	}
+	return ""
+}
+
+// UnaryServerInterceptor authenticates every call to a method under one of the protected
+// service prefixes (e.g. "/herald.v1.") and puts the caller in the context. Health checks and
+// reflection stay open.
+func UnaryServerInterceptor(a *Authenticator, protected ...string) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		for _, p := range protected {
+			if strings.HasPrefix(info.FullMethod, p) {
+				tok := Token(ctx)
+				if tok == "" {
+					return nil, errs.Status(errs.E(errs.Unauthenticated, "missing app key: send `authorization: Bearer <key>`")).Err()
+				}
+				c, err := a.Authenticate(ctx, tok)
+				if err != nil {
+					return nil, errs.Status(err).Err()
+				}
+				return h(WithCaller(ctx, c), req)
+			}
+		}
+		return h(ctx, req)
+	}
+}
+
+// Credentials returns per-RPC credentials that send key as a bearer token. They work over
+// plaintext connections, which Herald uses on loopback; use TLS elsewhere.
+func Credentials(key string) grpc.DialOption {
+	return grpc.WithPerRPCCredentials(bearer(key))
+}
+
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return false }

@@ -1,0 +1,195 @@
+// Package errs is Herald's error vocabulary: every service returns these kinds from its domain
+// code, and the gRPC edge maps them to status codes in one table (Status). Internal causes stay
+// in the logs; clients see a message written for them.
+package errs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// Kind classifies an error by what the caller can do about it.
+type Kind int
+
+// The kinds of error.
+const (
+	Internal           Kind = iota // a bug or an unexpected failure: not the caller's doing
+	Invalid                        // the request is malformed; see the field violations
+	NotFound                       // the named thing does not exist (or is not the caller's)
+	Conflict                       // the request contradicts existing state
+	Unauthenticated                // no valid credentials
+	PermissionDenied               // valid credentials, not allowed
+	Exhausted                      // a rate limit or quota; see RetryAfter
+	Unavailable                    // a dependency is down; retrying later may work
+	FailedPrecondition             // the system is not in a state to do this
+)
+
+var codeOf = map[Kind]codes.Code{
+	Internal:           codes.Internal,
+	Invalid:            codes.InvalidArgument,
+	NotFound:           codes.NotFound,
+	Conflict:           codes.AlreadyExists,
+	Unauthenticated:    codes.Unauthenticated,
+	PermissionDenied:   codes.PermissionDenied,
+	Exhausted:          codes.ResourceExhausted,
+	Unavailable:        codes.Unavailable,
+	FailedPrecondition: codes.FailedPrecondition,
+}
+
+// FieldViolation names one bad field of a request and why it is bad.
+type FieldViolation struct {
+	Field  string // dotted path, e.g. "recipient.address.email"
+	Reason string
+}
+
+// Error is an error of a known kind with a message safe to show the caller.
+type Error struct {
+	Kind       Kind
+	Message    string
+	Fields     []FieldViolation
+	RetryAfter time.Duration
+	// Err is the internal cause, for logs only.
+	Err error
+}
+
+func (e *Error) Error() string {
+	msg := e.Message
+	for _, f := range e.Fields {
+		msg += fmt.Sprintf("; %s: %s", f.Field, f.Reason)
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// E returns an error of the given kind with a message formatted for the caller.
+func E(k Kind, format string, args ...any) *Error {
+	return &Error{Kind: k, Message: fmt.Sprintf(format, args...)}
+}
+
+// Wrap returns an error of the given kind whose message is for the caller and whose cause err
+// is kept for the logs.
+func Wrap(k Kind, err error, message string) *Error {
+	return &Error{Kind: k, Message: message, Err: err}
+}
+
+// Field returns an Invalid error for one field.
+func Field(field, reason string) *Error {
+	return &Error{Kind: Invalid, Message: "invalid request", Fields: []FieldViolation{{field, reason}}}
+}
+
+// Violations collects field violations; Err returns nil when there are none.
+type Violations []FieldViolation
+
+// Add records that field is bad for reason.
+func (v *Violations) Add(field, reason string) { *v = append(*v, FieldViolation{field, reason}) }
+
+// Err returns an Invalid error holding the violations, or nil.
+func (v Violations) Err() error {
+	if len(v) == 0 {
+		return nil
+	}
+	return &Error{Kind: Invalid, Message: "invalid request", Fields: v}
+}
+
+// KindOf returns the kind of err: the kind of the first *Error in its chain, Unavailable for
+// context deadlines and cancellations, Internal otherwise.
+func KindOf(err error) Kind {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return Unavailable
+	}
+	return Internal
+}
+
+// Is reports whether err is of kind k.
+func Is(err error, k Kind) bool { return err != nil && KindOf(err) == k }
+
+// Status turns err into the gRPC status a client sees: the kind's code, the message written for
+// the caller (never the internal cause), BadRequest details for field violations and RetryInfo
+// for exhausted limits. Errors that already carry a gRPC status pass through.
+func Status(err error) *status.Status {
+	if err == nil {
+		return nil
+	}
+	if s, ok := status.FromError(err); ok {
+		return s
+	}
+	var e *Error
+	if !errors.As(err, &e) {
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			return status.New(codes.DeadlineExceeded, "deadline exceeded")
+		case errors.Is(err, context.Canceled):
+			return status.New(codes.Canceled, "canceled")
+		}
+		return status.New(codes.Internal, "internal error")
+	}
+	msg := e.Message
+	if e.Kind == Internal || msg == "" {
+		msg = "internal error"
+	}
+	for _, f := range e.Fields {
+		msg += fmt.Sprintf("; %s: %s", f.Field, f.Reason)
+	}
+	st := status.New(codeOf[e.Kind], msg)
+	var details []protoadapt.MessageV1
+	if len(e.Fields) > 0 {
+		br := &errdetails.BadRequest{}
+		for _, f := range e.Fields {
+			br.FieldViolations = append(br.FieldViolations,
+				&errdetails.BadRequest_FieldViolation{Field: f.Field, Description: f.Reason})
+		}
+		details = append(details, br)
+	}
+	if e.Kind == Exhausted && e.RetryAfter > 0 {
+		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)})
+	}
+	if len(details) > 0 {
+		if withDetails, err := st.WithDetails(details...); err == nil {
+			st = withDetails
+		}
+	}
+	return st
+}
+
+// UnaryServerInterceptor logs internal failures with their causes and answers the client with
+// Status(err), so handlers return domain errors and nothing else decides codes.
+func UnaryServerInterceptor(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				log.ErrorContext(ctx, "panic in handler", "method", info.FullMethod, "panic", r,
+					"stack", string(debug.Stack()))
+				resp, err = nil, status.Error(codes.Internal, "internal error")
+			}
+		}()
+		resp, err = h(ctx, req)
+		if err == nil {
+			return resp, nil
+		}
+		st := Status(err)
+		switch st.Code() {
+		case codes.Internal, codes.Unavailable, codes.Unknown:
+			log.ErrorContext(ctx, "request failed", "method", info.FullMethod, "code", st.Code().String(), "err", err)
+		}
+		return nil, st.Err()
+	}
+}

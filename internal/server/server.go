@@ -1,0 +1,141 @@
+// Package server runs the two listeners every Herald service has: gRPC (the API, with health
+// checking and reflection) and HTTP (health, readiness, and whatever pages the service adds).
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+)
+
+// MaxMessageSize bounds every gRPC request and response.
+const MaxMessageSize = 4 << 20
+
+// Check reports whether a dependency is usable; readiness fails while any check fails.
+type Check func(ctx context.Context) error
+
+// Server is a service's gRPC and HTTP listeners.
+type Server struct {
+	GRPC   *grpc.Server
+	HTTP   *http.ServeMux
+	Health *health.Server
+
+	log      *slog.Logger
+	grpcLis  net.Listener
+	httpLis  net.Listener
+	httpSrv  *http.Server
+	checks   map[string]Check
+	serveErr chan error
+}
+
+// New listens on grpcAddr and httpAddr (":0" style addresses pick free ports) and builds the
+// servers; call Start to serve. An empty grpcAddr means HTTP only (GRPC is still built, but
+// never served). The interceptors run in order around every unary call.
+func New(log *slog.Logger, grpcAddr, httpAddr string, interceptors ...grpc.UnaryServerInterceptor) (*Server, error) {
+	var gl net.Listener
+	if grpcAddr != "" {
+		var err error
+		if gl, err = net.Listen("tcp", grpcAddr); err != nil {
+			return nil, fmt.Errorf("listen grpc: %w", err)
+		}
+	}
+	hl, err := net.Listen("tcp", httpAddr)
+	if err != nil {
+		if gl != nil {
+			gl.Close()
+		}
+		return nil, fmt.Errorf("listen http: %w", err)
+	}
+	s := &Server{
+		GRPC: grpc.NewServer(
+			grpc.ChainUnaryInterceptor(interceptors...),
+			grpc.MaxRecvMsgSize(MaxMessageSize),
+			grpc.MaxSendMsgSize(MaxMessageSize),
+		),
+		HTTP:     http.NewServeMux(),
+		Health:   health.NewServer(),
+		log:      log,
+		grpcLis:  gl,
+		httpLis:  hl,
+		checks:   map[string]Check{},
+		serveErr: make(chan error, 2),
+	}
+	healthpb.RegisterHealthServer(s.GRPC, s.Health)
+	reflection.Register(s.GRPC)
+	s.HTTP.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	s.HTTP.HandleFunc("GET /readyz", s.ready)
+	s.httpSrv = &http.Server{Handler: s.HTTP, ReadHeaderTimeout: 10 * time.Second}
+	return s, nil
+}
+
+// AddCheck makes readiness depend on check.
+func (s *Server) AddCheck(name string, check Check) { s.checks[name] = check }
+
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	for name, check := range s.checks {
+		if err := check(ctx); err != nil {
+			s.log.Warn("not ready", "check", name, "err", err)
+			http.Error(w, name+" unavailable", http.StatusServiceUnavailable)
+			return
+		}
+	}
+	w.Write([]byte("ready\n"))
+}
+
+// Start serves both listeners in the background and marks the gRPC health as serving.
+func (s *Server) Start() {
+	s.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	if s.grpcLis != nil {
+		go func() { s.serveErr <- s.GRPC.Serve(s.grpcLis) }()
+	}
+	go func() {
+		if err := s.httpSrv.Serve(s.httpLis); !errors.Is(err, http.ErrServerClosed) {
+			s.serveErr <- err
+		}
+	}()
+}
+
+// Err reports a listener that stopped unexpectedly.
+func (s *Server) Err() <-chan error { return s.serveErr }
+
+// GRPCAddr is the address the gRPC listener is bound to, or "" without one.
+func (s *Server) GRPCAddr() string {
+	if s.grpcLis == nil {
+		return ""
+	}
+	return s.grpcLis.Addr().String()
+}
+
+// HTTPAddr is the address the HTTP listener is bound to.
+func (s *Server) HTTPAddr() string { return s.httpLis.Addr().String() }
+
+// Close stops accepting calls and waits for the ones in progress until ctx is done, then cuts
+// them off.
+func (s *Server) Close(ctx context.Context) {
+	s.Health.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		s.GRPC.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.GRPC.Stop()
+	}
+	s.httpSrv.Shutdown(ctx)
+	s.httpSrv.Close()
+}

@@ -1,0 +1,31 @@
+// Package templates parses, validates and renders Herald's notification templates.
+//
+// A template has up to six parts (Parts): a push title and body, an SMS body, and an email
+// subject, HTML body and text body. The HTML body is an html/template, so data is escaped for
+// the context it lands in (element text, attribute, URL, script); the other parts are
+// text/templates and are not escaped. Data is the JSON object a caller sent with the
+// notification (google.protobuf.Struct as map[string]any): a key the template names but the data
+// lacks is an error, and a JSON null renders as nothing.
+//
+// Templates come from outside (apps create them through the API), so Parse and Render treat
+// them as hostile:
+//
+//   - Each part's source is at most MaxSourceSize bytes of UTF-8, and each rendered part at most
+//     MaxOutputSize bytes; a render that would write more stops with ErrOutputTooLarge.
+//   - {{define}}, {{block}} and {{template}} are refused, so there is no recursion; every action
+//     runs at most once per iteration of the ranges around it.
+//   - Each iteration of a {{range}} is charged for the size of its body, and the text built by
+//     printf, print, println, html, js and urlquery is charged by the byte; a render that spends
+//     more than its budget stops with ErrTooMuchWork. printf refuses '*' widths, large widths and
+//     precisions, and non-scalar arguments, so no single call can build a huge string.
+//   - Only text/template's builtin functions exist: nothing reads files, the environment or the
+//     network. The builtin call runs functions found in the data, and JSON data holds none; a Go
+//     caller must not put functions (or types with methods) in the data.
+//
+// What remains unbounded by the package is the cost of builtins that scan their arguments (eq,
+// lt and the like on long strings) times the work budget, so callers should also bound the size
+// of the data they accept.
+//
+// The subject renders to one line: a subject with a line break or other control character,
+// whether from the template or the data, is an error, so data cannot inject mail headers.
+package templates

@@ -1,0 +1,49 @@
+// Command notifier serves Herald's NotificationService, TemplateService and AdminService and
+// runs the reconciler. Every flag has a HERALD_* environment fallback (see -h).
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/heraldhq/herald/internal/cli"
+	"github.com/heraldhq/herald/services/notifier/daemon"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "notifier:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("notifier", flag.ContinueOnError)
+	var cfg daemon.Config
+	cfg.RegisterFlags(fs)
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	keyFile := fs.String("bootstrap-key-file", "", "file holding the bootstrap key (instead of --bootstrap-key)")
+	if err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	var err error
+	if cfg.Log, err = cli.Logger(*logLevel); err != nil {
+		return err
+	}
+	if cfg.BootstrapKey, err = cli.Secret(cfg.BootstrapKey, *keyFile); err != nil {
+		return err
+	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	d, err := daemon.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-d.Err():
+	}
+	d.Close()
+	return err
+}

@@ -1,0 +1,198 @@
+// Package daemon wires a running notifier: database, migrations, JetStream, the gRPC and HTTP
+// listeners and the reconciler. cmd/notifier runs one from flags; the dev stack and the
+// end-to-end tests start the same thing in-process.
+package daemon
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/heraldhq/herald/internal/appkey"
+	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/pgdb"
+	"github.com/heraldhq/herald/internal/queue"
+	"github.com/heraldhq/herald/internal/server"
+	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
+	"github.com/heraldhq/herald/services/notifier"
+	"github.com/heraldhq/herald/services/notifier/contacts"
+	"github.com/heraldhq/herald/services/notifier/postgres"
+	nqueue "github.com/heraldhq/herald/services/notifier/queue"
+	"github.com/heraldhq/herald/services/notifier/rpc"
+)
+
+// Config is everything a notifier needs to run.
+type Config struct {
+	GRPCAddr     string
+	HTTPAddr     string
+	DatabaseURL  string
+	NATSURL      string
+	ContactsAddr string
+	// BootstrapKey, when set, is installed as a key of the admin app BootstrapApp at start-up,
+	// so a deployment can create its first key from a secret it generated itself.
+	BootstrapKey string
+	BootstrapApp string
+	// StreamReplicas is the JetStream replication factor (3 on a cluster).
+	StreamReplicas    int
+	RepublishAfter    time.Duration
+	ReconcileInterval time.Duration
+	// KeyCacheTTL bounds how long a revoked key keeps working on this replica.
+	KeyCacheTTL time.Duration
+	Log         *slog.Logger
+}
+
+// RegisterFlags binds c's fields to flags with their defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:7400", "gRPC listen address")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:7480", "HTTP listen address (health, readiness)")
+	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL (required)")
+	fs.StringVar(&c.NATSURL, "nats-url", nats.DefaultURL, "NATS URL(s), comma-separated")
+	fs.StringVar(&c.ContactsAddr, "contacts-addr", "127.0.0.1:7401", "contacts service gRPC address")
+	fs.StringVar(&c.BootstrapKey, "bootstrap-key", "", "an app key (hk_...) to install for the bootstrap app at start-up")
+	fs.StringVar(&c.BootstrapApp, "bootstrap-app", "admin", "name of the admin app that owns the bootstrap key")
+	fs.IntVar(&c.StreamReplicas, "stream-replicas", 1, "JetStream stream replicas")
+	fs.DurationVar(&c.RepublishAfter, "republish-after", 5*time.Minute, "re-publish a queued delivery not picked up after this long")
+	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", time.Second, "time between reconciler passes")
+	fs.DurationVar(&c.KeyCacheTTL, "key-cache-ttl", 2*time.Second, "how long a looked-up app key is cached")
+}
+
+// Daemon is a running notifier.
+type Daemon struct {
+	cfg      Config
+	pool     *pgxpool.Pool
+	nc       *nats.Conn
+	contacts *grpc.ClientConn
+	srv      *server.Server
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+// Start brings a notifier up: it migrates the schema, ensures the streams, and serves.
+func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	if cfg.DatabaseURL == "" {
+		return nil, fmt.Errorf("a database URL is required (--database-url or HERALD_DATABASE_URL)")
+	}
+	log := cfg.Log
+	d := &Daemon{cfg: cfg, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			d.closeResources()
+		}
+	}()
+
+	openCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if d.pool, err = pgdb.Open(openCtx, cfg.DatabaseURL, 0); err != nil {
+		return nil, err
+	}
+	if err = postgres.Migrate(openCtx, d.pool, log); err != nil {
+		return nil, err
+	}
+	store := postgres.New(d.pool)
+	if cfg.BootstrapKey != "" {
+		key, err := appkey.Parse(cfg.BootstrapKey)
+		if err != nil {
+			return nil, fmt.Errorf("bootstrap key: %w", err)
+		}
+		if err := store.EnsureKey(openCtx, cfg.BootstrapApp, true, key.ID, key.Hash()); err != nil {
+			return nil, err
+		}
+	}
+
+	if d.nc, err = nats.Connect(cfg.NATSURL, nats.Name("herald-notifier"), nats.MaxReconnects(-1)); err != nil {
+		return nil, fmt.Errorf("connect nats: %w", err)
+	}
+	js, err := jetstream.New(d.nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if err = queue.EnsureStreams(openCtx, js, queue.StreamConfig{Replicas: cfg.StreamReplicas}); err != nil {
+		return nil, err
+	}
+	pub := nqueue.NewPublisher(js)
+
+	svc := &notifier.Service{Store: store, Publisher: pub, Log: log, RepublishAfter: cfg.RepublishAfter}
+	if cfg.ContactsAddr != "" {
+		d.contacts, err = grpc.NewClient(cfg.ContactsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, fmt.Errorf("contacts client: %w", err)
+		}
+		svc.Directory = contacts.New(d.contacts)
+	}
+
+	auth := appkey.NewAuthenticator(appkey.PostgresLookup(d.pool), cfg.KeyCacheTTL)
+	d.srv, err = server.New(log, cfg.GRPCAddr, cfg.HTTPAddr,
+		errs.UnaryServerInterceptor(log),
+		appkey.UnaryServerInterceptor(auth, "/herald.v1."))
+	if err != nil {
+		return nil, err
+	}
+	api := &rpc.Server{Service: svc}
+	heraldv1.RegisterNotificationServiceServer(d.srv.GRPC, api)
+	heraldv1.RegisterTemplateServiceServer(d.srv.GRPC, api)
+	heraldv1.RegisterAdminServiceServer(d.srv.GRPC, api)
+	d.srv.AddCheck("database", func(ctx context.Context) error { return d.pool.Ping(ctx) })
+	d.srv.AddCheck("nats", func(context.Context) error {
+		if !d.nc.IsConnected() {
+			return fmt.Errorf("nats: %s", d.nc.Status())
+		}
+		return nil
+	})
+	d.srv.Start()
+
+	rctx, rcancel := context.WithCancel(context.Background())
+	d.cancel = rcancel
+	rec := &notifier.Reconciler{Store: store, Publisher: pub, Log: log,
+		Interval: cfg.ReconcileInterval, RepublishAfter: cfg.RepublishAfter, Batch: 1000}
+	go func() {
+		defer close(d.done)
+		rec.Run(rctx)
+	}()
+	log.Info("notifier ready", "grpc", d.srv.GRPCAddr(), "http", d.srv.HTTPAddr(),
+		"nats", strings.Split(cfg.NATSURL, ",")[0])
+	return d, nil
+}
+
+// GRPCAddr is where the API listens.
+func (d *Daemon) GRPCAddr() string { return d.srv.GRPCAddr() }
+
+// HTTPAddr is where health and readiness are served.
+func (d *Daemon) HTTPAddr() string { return d.srv.HTTPAddr() }
+
+// Err reports a listener that failed while serving.
+func (d *Daemon) Err() <-chan error { return d.srv.Err() }
+
+// Close stops serving, waiting up to 10 s for calls in progress, then releases everything.
+func (d *Daemon) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d.srv.Close(ctx)
+	d.cancel()
+	<-d.done
+	d.closeResources()
+}
+
+func (d *Daemon) closeResources() {
+	if d.contacts != nil {
+		d.contacts.Close()
+	}
+	if d.nc != nil {
+		d.nc.Drain()
+	}
+	if d.pool != nil {
+		d.pool.Close()
+	}
+}

@@ -1,0 +1,143 @@
+// Package notifier decides what Herald sends. It accepts a notification from a calling app,
+// validates it, resolves the recipient's channel targets, renders the content, records the
+// notification and one delivery per target in PostgreSQL, and hands each delivery to its
+// channel's queue. The reconciler in this package re-publishes deliveries whose message was
+// lost, releases deliveries held by dead workers, fires scheduled ones and expires stale ones.
+//
+// The root package holds the domain and the interfaces it consumes; postgres/ stores it,
+// queue/ publishes to JetStream, rpc/ serves the gRPC API, daemon/ wires a running service.
+package notifier
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/templates"
+)
+
+// Notification is one accepted Send: who it is for, what it says, and its deliveries.
+type Notification struct {
+	ID             uuid.UUID
+	AppID          uuid.UUID
+	IdempotencyKey string
+	// RequestHash fingerprints the request, so a reused idempotency key with a different request
+	// is told apart from a retry.
+	RequestHash []byte
+	Category    string
+	UserID      string
+	Template    *TemplateRef
+	Priority    delivery.Priority
+	SendAt      time.Time
+	ExpiresAt   time.Time
+	CreatedAt   time.Time
+	Deliveries  []*Delivery
+}
+
+// Delivery is one channel target of a notification.
+type Delivery struct {
+	ID             uuid.UUID
+	NotificationID uuid.UUID
+	Channel        delivery.Channel
+	// To is the address (email, E.164 phone, device token); empty for a delivery skipped for
+	// lack of one. Never logged.
+	To                string
+	State             delivery.State
+	Reason            string
+	Content           delivery.Content
+	Attempts          int
+	LastError         string
+	Provider          string
+	ProviderMessageID string
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+	SentAt            *time.Time
+	// DueAt is when the reconciler looks at the delivery next, if it is not sent by then: the
+	// send time of a scheduled delivery, the re-publish deadline of a queued one. Nil once
+	// terminal.
+	DueAt *time.Time
+}
+
+// TemplateRef names a stored template version.
+type TemplateRef struct {
+	Name    string
+	Version int    // 0 means the latest
+	Locale  string // "" means the default
+}
+
+// Template is one stored, immutable template version.
+type Template struct {
+	Name        string
+	Version     int
+	Description string
+	Parts       templates.Parts
+	CreatedAt   time.Time
+}
+
+// App is a calling service.
+type App struct {
+	ID        uuid.UUID
+	Name      string
+	Admin     bool
+	CreatedAt time.Time
+}
+
+// User is what the notifier needs to know of a recipient from the contacts service.
+type User struct {
+	ID     string
+	Email  string
+	Phone  string
+	Locale string
+}
+
+// Publication is one message to put on a channel's queue.
+type Publication struct {
+	DeliveryID uuid.UUID
+	Channel    delivery.Channel
+	// Generation counts publishes of this delivery, so that each deliberate re-publish gets a
+	// fresh message id (see queue.MsgID).
+	Generation int
+}
+
+// Store keeps notifications, deliveries, templates and apps. The postgres package implements it.
+type Store interface {
+	// CreateNotification records n and its deliveries in one transaction. When n carries an
+	// idempotency key that the app already used, nothing is written and the earlier
+	// notification is returned with created == false.
+	CreateNotification(ctx context.Context, n *Notification) (stored *Notification, created bool, err error)
+	// NotificationByKey returns the app's notification with that idempotency key, or a NotFound
+	// error.
+	NotificationByKey(ctx context.Context, appID uuid.UUID, key string) (*Notification, error)
+	// Notification returns the app's notification with its deliveries, or a NotFound error.
+	Notification(ctx context.Context, appID, id uuid.UUID) (*Notification, error)
+
+	// CreateTemplate stores t as the next version of its name and returns it as stored.
+	CreateTemplate(ctx context.Context, t *Template) (*Template, error)
+	// Template returns a template version (0: the latest), or a NotFound error.
+	Template(ctx context.Context, name string, version int) (*Template, error)
+
+	// CreateApp stores a new app, or returns a Conflict error when the name is taken.
+	CreateApp(ctx context.Context, a *App) error
+	// AddKey stores a key's hash for an app, or returns NotFound for an unknown app.
+	AddKey(ctx context.Context, appID uuid.UUID, keyID string, secretHash []byte) error
+
+	// Reconcile takes up to limit deliveries whose deadline has passed and moves each on: a
+	// scheduled or stale queued delivery is (re-)queued, one whose worker's lease expired is
+	// released, one past its ttl is expired. It returns what must be published again.
+	Reconcile(ctx context.Context, now time.Time, republishAfter time.Duration, limit int) ([]Publication, error)
+}
+
+// Publisher puts deliveries on their channels' queues.
+type Publisher interface {
+	// Publish publishes every publication and waits for the broker's acknowledgements. It
+	// returns the first error; publications that failed are re-published by the reconciler.
+	Publish(ctx context.Context, pubs []Publication) error
+}
+
+// Directory looks up recipients in the contacts service.
+type Directory interface {
+	// Users returns the users that exist among ids, keyed by id.
+	Users(ctx context.Context, ids []string) (map[string]User, error)
+}

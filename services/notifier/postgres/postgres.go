@@ -1,0 +1,316 @@
+// Package postgres stores the notifier's apps, keys, templates, notifications and deliveries in
+// PostgreSQL (schema "notifier"), and applies the schema's embedded migrations.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/pgdb"
+	"github.com/heraldhq/herald/services/notifier"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Schema is the PostgreSQL schema the notifier owns.
+const Schema = "notifier"
+
+// Migrate brings the notifier's schema up to date.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return err
+	}
+	return pgdb.Migrate(ctx, pool, Schema, sub, log)
+}
+
+// Store implements notifier.Store.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+var _ notifier.Store = (*Store)(nil)
+
+// New returns a Store on pool.
+func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+// CreateNotification implements notifier.Store.
+func (s *Store) CreateNotification(ctx context.Context, n *notifier.Notification) (*notifier.Notification, bool, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, false, pgdb.Err(err)
+	}
+	defer tx.Rollback(ctx)
+
+	var tname *string
+	var tversion *int
+	var tlocale *string
+	if n.Template != nil {
+		tname, tversion, tlocale = &n.Template.Name, &n.Template.Version, &n.Template.Locale
+	}
+	tag, err := tx.Exec(ctx, `
+		INSERT INTO notifier.notifications (id, app_id, idempotency_key, request_hash, category, user_id,
+			template_name, template_version, template_locale, priority, send_at, expires_at, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+		ON CONFLICT (app_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING`,
+		n.ID, n.AppID, nullIfEmpty(n.IdempotencyKey), n.RequestHash, n.Category, nullIfEmpty(n.UserID),
+		tname, tversion, tlocale, string(n.Priority), n.SendAt, n.ExpiresAt, n.CreatedAt)
+	if err != nil {
+		return nil, false, pgdb.Err(err)
+	}
+	if tag.RowsAffected() == 0 {
+		tx.Rollback(ctx)
+		prev, err := s.NotificationByKey(ctx, n.AppID, n.IdempotencyKey)
+		return prev, false, err
+	}
+
+	k := len(n.Deliveries)
+	ids := make([]uuid.UUID, k)
+	channels := make([]string, k)
+	addrs := make([]string, k)
+	states := make([]string, k)
+	reasons := make([]string, k)
+	contents := make([]string, k)
+	dues := make([]*time.Time, k)
+	for i, d := range n.Deliveries {
+		c, err := json.Marshal(d.Content)
+		if err != nil {
+			return nil, false, fmt.Errorf("encode content: %w", err)
+		}
+		ids[i], channels[i], addrs[i], states[i], reasons[i], contents[i], dues[i] =
+			d.ID, string(d.Channel), d.To, string(d.State), d.Reason, string(c), d.DueAt
+	}
+	_, err = tx.Exec(ctx, `
+		INSERT INTO notifier.deliveries (id, notification_id, channel, address, category, priority,
+			state, reason, content, due_at, expires_at, created_at, updated_at)
+		SELECT u.id, $1, u.channel, u.address, $2, $3, u.state, u.reason, u.content::jsonb, u.due_at, $4, $5, $5
+		FROM unnest($6::uuid[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[])
+			AS u(id, channel, address, state, reason, content, due_at)`,
+		n.ID, n.Category, string(n.Priority), n.ExpiresAt, n.CreatedAt,
+		ids, channels, addrs, states, reasons, contents, dues)
+	if err != nil {
+		return nil, false, pgdb.Err(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, false, pgdb.Err(err)
+	}
+	return n, true, nil
+}
+
+const notificationColumns = `id, app_id, coalesce(idempotency_key, ''), request_hash, category,
+	coalesce(user_id, ''), template_name, template_version, template_locale, priority, send_at,
+	expires_at, created_at`
+
+func scanNotification(row pgx.Row) (*notifier.Notification, error) {
+	var n notifier.Notification
+	var tname, tlocale *string
+	var tversion *int
+	var priority string
+	err := row.Scan(&n.ID, &n.AppID, &n.IdempotencyKey, &n.RequestHash, &n.Category, &n.UserID,
+		&tname, &tversion, &tlocale, &priority, &n.SendAt, &n.ExpiresAt, &n.CreatedAt)
+	if err != nil {
+		return nil, err
+	}
+	n.Priority = delivery.Priority(priority)
+	if tname != nil {
+		n.Template = &notifier.TemplateRef{Name: *tname}
+		if tversion != nil {
+			n.Template.Version = *tversion
+		}
+		if tlocale != nil {
+			n.Template.Locale = *tlocale
+		}
+	}
+	return &n, nil
+}
+
+// NotificationByKey implements notifier.Store.
+func (s *Store) NotificationByKey(ctx context.Context, appID uuid.UUID, key string) (*notifier.Notification, error) {
+	n, err := scanNotification(s.pool.QueryRow(ctx, `SELECT `+notificationColumns+`
+		FROM notifier.notifications WHERE app_id = $1 AND idempotency_key = $2`, appID, key))
+	return s.withDeliveries(ctx, n, err)
+}
+
+// Notification implements notifier.Store.
+func (s *Store) Notification(ctx context.Context, appID, id uuid.UUID) (*notifier.Notification, error) {
+	n, err := scanNotification(s.pool.QueryRow(ctx, `SELECT `+notificationColumns+`
+		FROM notifier.notifications WHERE id = $1 AND app_id = $2`, id, appID))
+	return s.withDeliveries(ctx, n, err)
+}
+
+func (s *Store) withDeliveries(ctx context.Context, n *notifier.Notification, err error) (*notifier.Notification, error) {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, errs.E(errs.NotFound, "notification not found")
+	}
+	if err != nil {
+		return nil, pgdb.Err(err)
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT id, channel, address, state, reason, attempts, last_error, provider,
+			provider_message_id, created_at, updated_at, sent_at
+		FROM notifier.deliveries WHERE notification_id = $1 ORDER BY id`, n.ID)
+	if err != nil {
+		return nil, pgdb.Err(err)
+	}
+	n.Deliveries, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (*notifier.Delivery, error) {
+		d := notifier.Delivery{NotificationID: n.ID}
+		var ch, state string
+		err := r.Scan(&d.ID, &ch, &d.To, &state, &d.Reason, &d.Attempts, &d.LastError, &d.Provider,
+			&d.ProviderMessageID, &d.CreatedAt, &d.UpdatedAt, &d.SentAt)
+		d.Channel, d.State = delivery.Channel(ch), delivery.State(state)
+		return &d, err
+	})
+	if err != nil {
+		return nil, pgdb.Err(err)
+	}
+	return n, nil
+}
+
+// CreateTemplate implements notifier.Store.
+func (s *Store) CreateTemplate(ctx context.Context, t *notifier.Template) (*notifier.Template, error) {
+	parts, err := json.Marshal(t.Parts)
+	if err != nil {
+		return nil, fmt.Errorf("encode template parts: %w", err)
+	}
+	// Two concurrent creates of the same name race for the same version; the loser retries.
+	for range 5 {
+		out := *t
+		err = s.pool.QueryRow(ctx, `
+			INSERT INTO notifier.templates (name, version, description, parts)
+			SELECT $1, coalesce(max(version), 0) + 1, $2, $3 FROM notifier.templates WHERE name = $1
+			RETURNING version, created_at`, t.Name, t.Description, parts).Scan(&out.Version, &out.CreatedAt)
+		if _, dup := pgdb.IsUniqueViolation(err); dup {
+			continue
+		}
+		if err != nil {
+			return nil, pgdb.Err(err)
+		}
+		return &out, nil
+	}
+	return nil, errs.Wrap(errs.Unavailable, err, "too many concurrent versions of this template; try again")
+}
+
+// Template implements notifier.Store.
+func (s *Store) Template(ctx context.Context, name string, version int) (*notifier.Template, error) {
+	t := notifier.Template{Name: name}
+	var parts []byte
+	err := s.pool.QueryRow(ctx, `
+		SELECT version, description, parts, created_at FROM notifier.templates
+		WHERE name = $1 AND ($2 = 0 OR version = $2) ORDER BY version DESC LIMIT 1`, name, version).
+		Scan(&t.Version, &t.Description, &parts, &t.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		if version > 0 {
+			return nil, errs.E(errs.NotFound, "template %q version %d not found", name, version)
+		}
+		return nil, errs.E(errs.NotFound, "template %q not found", name)
+	}
+	if err != nil {
+		return nil, pgdb.Err(err)
+	}
+	if err := json.Unmarshal(parts, &t.Parts); err != nil {
+		return nil, fmt.Errorf("decode template %s v%d: %w", name, t.Version, err)
+	}
+	return &t, nil
+}
+
+// CreateApp implements notifier.Store.
+func (s *Store) CreateApp(ctx context.Context, a *notifier.App) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO notifier.apps (id, name, admin, created_at) VALUES ($1, $2, $3, $4)`,
+		a.ID, a.Name, a.Admin, a.CreatedAt)
+	if _, dup := pgdb.IsUniqueViolation(err); dup {
+		return errs.E(errs.Conflict, "an app named %q already exists", a.Name)
+	}
+	return pgdb.Err(err)
+}
+
+// AddKey implements notifier.Store.
+func (s *Store) AddKey(ctx context.Context, appID uuid.UUID, keyID string, secretHash []byte) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO notifier.app_keys (id, app_id, secret_hash) VALUES ($1, $2, $3)`,
+		keyID, appID, secretHash)
+	if pgdb.Code(err) == pgdb.ForeignKeyViolation {
+		return errs.E(errs.NotFound, "app not found")
+	}
+	return pgdb.Err(err)
+}
+
+// EnsureKey makes sure an app with this name exists and that the key belongs to it and is not
+// revoked. Deployments use it to install a key they generated themselves (the dev stack, a
+// bootstrap admin key from a secret).
+func (s *Store) EnsureKey(ctx context.Context, appName string, admin bool, keyID string, secretHash []byte) error {
+	_, err := s.pool.Exec(ctx, `
+		WITH app AS (
+			INSERT INTO notifier.apps (id, name, admin) VALUES ($1, $2, $3)
+			ON CONFLICT (name) DO UPDATE SET admin = notifier.apps.admin OR excluded.admin
+			RETURNING id
+		)
+		INSERT INTO notifier.app_keys (id, app_id, secret_hash) SELECT $4, id, $5 FROM app
+		ON CONFLICT (id) DO UPDATE SET app_id = excluded.app_id, secret_hash = excluded.secret_hash, revoked_at = NULL`,
+		uuid.Must(uuid.NewV7()), appName, admin, keyID, secretHash)
+	if err != nil {
+		return fmt.Errorf("ensure key for app %s: %w", appName, err)
+	}
+	return nil
+}
+
+// Reconcile implements notifier.Store. One statement moves every due row on and tells which
+// ones to publish; rows locked by another reconciler are skipped.
+func (s *Store) Reconcile(ctx context.Context, now time.Time, republishAfter time.Duration, limit int) ([]notifier.Publication, error) {
+	rows, err := s.pool.Query(ctx, `
+		WITH due AS (
+			SELECT id FROM notifier.deliveries
+			WHERE due_at <= $1
+			ORDER BY due_at
+			LIMIT $3
+			FOR UPDATE SKIP LOCKED
+		), moved AS (
+			UPDATE notifier.deliveries d SET
+				state = CASE
+					WHEN d.expires_at <= $1 THEN 'expired'
+					WHEN d.state IN ('scheduled', 'sending') THEN 'queued'
+					ELSE d.state END,
+				reason = CASE WHEN d.expires_at <= $1 THEN 'ttl' ELSE d.reason END,
+				publishes = d.publishes + 1,
+				due_at = CASE WHEN d.expires_at <= $1 THEN NULL
+					ELSE $1 + $2 * power(2, least(d.publishes, 6)) END,
+				lease_owner = NULL,
+				updated_at = $1
+			FROM due WHERE d.id = due.id
+			RETURNING d.id, d.channel, d.state, d.publishes
+		)
+		SELECT id, channel, publishes FROM moved WHERE state <> 'expired'`,
+		now, republishAfter, limit)
+	if err != nil {
+		return nil, pgdb.Err(err)
+	}
+	pubs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (notifier.Publication, error) {
+		var p notifier.Publication
+		var ch string
+		err := r.Scan(&p.DeliveryID, &ch, &p.Generation)
+		p.Channel = delivery.Channel(ch)
+		return p, err
+	})
+	if err != nil {
+		return nil, pgdb.Err(err)
+	}
+	return pubs, nil
+}
+
+func nullIfEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

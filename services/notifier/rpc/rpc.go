@@ -1,0 +1,309 @@
+// Package rpc serves the notifier's gRPC API (NotificationService, TemplateService,
+// AdminService): it turns protos into domain calls and domain results into protos, and nothing
+// else. Errors become status codes in the errs interceptor.
+package rpc
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/heraldhq/herald/internal/appkey"
+	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/templates"
+	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
+	"github.com/heraldhq/herald/services/notifier"
+)
+
+// Server implements the notifier's gRPC services on a notifier.Service.
+type Server struct {
+	heraldv1.UnimplementedNotificationServiceServer
+	heraldv1.UnimplementedTemplateServiceServer
+	heraldv1.UnimplementedAdminServiceServer
+
+	Service *notifier.Service
+}
+
+func caller(ctx context.Context) (appkey.Caller, error) {
+	c, ok := appkey.CallerFrom(ctx)
+	if !ok { // the auth interceptor guards every method; reaching here is a wiring bug
+		return appkey.Caller{}, errs.E(errs.Unauthenticated, "missing app key")
+	}
+	return c, nil
+}
+
+// Send implements NotificationService.Send.
+func (s *Server) Send(ctx context.Context, req *heraldv1.SendRequest) (*heraldv1.SendResponse, error) {
+	c, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	dreq, err := sendRequest(req)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.Service.Send(ctx, c, dreq)
+	if err != nil {
+		return nil, err
+	}
+	out := &heraldv1.SendResponse{NotificationId: res.Notification.ID.String(), Duplicate: res.Duplicate}
+	for _, d := range res.Notification.Deliveries {
+		out.Deliveries = append(out.Deliveries, &heraldv1.Delivery{
+			DeliveryId: d.ID.String(),
+			Channel:    channelProto[d.Channel],
+			State:      stateProto[d.State],
+			Reason:     d.Reason,
+		})
+	}
+	return out, nil
+}
+
+func sendRequest(req *heraldv1.SendRequest) (*notifier.SendRequest, error) {
+	// Deterministic marshalling makes equal requests hash equally, for idempotent replays.
+	raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
+	if err != nil {
+		return nil, errs.Field("request", "cannot be encoded")
+	}
+	hash := sha256.Sum256(raw)
+	out := &notifier.SendRequest{
+		IdempotencyKey: req.GetIdempotencyKey(),
+		RequestHash:    hash[:],
+		Category:       req.GetCategory(),
+		Priority:       priorityDomain[req.GetPriority()],
+	}
+	var v errs.Violations
+	switch r := req.GetRecipient().GetKind().(type) {
+	case *heraldv1.Recipient_UserId:
+		out.UserID = r.UserId
+		if out.UserID == "" {
+			v.Add("recipient.user_id", "is empty")
+		}
+	case *heraldv1.Recipient_Address:
+		a := r.Address
+		out.Address = &notifier.Address{Email: a.GetEmail(), Phone: a.GetPhone(),
+			IOSTokens: a.GetIosTokens(), AndroidTokens: a.GetAndroidTokens()}
+	}
+	for i, ch := range req.GetChannels() {
+		d, ok := channelDomain[ch]
+		if !ok {
+			v.Add(fmt.Sprintf("channels[%d]", i), "must be CHANNEL_IOS, CHANNEL_ANDROID, CHANNEL_SMS or CHANNEL_EMAIL")
+			continue
+		}
+		out.Channels = append(out.Channels, d)
+	}
+	switch m := req.GetMessage().(type) {
+	case *heraldv1.SendRequest_Template:
+		out.Template = &notifier.TemplateRef{Name: m.Template.GetName(), Version: int(m.Template.GetVersion()),
+			Locale: m.Template.GetLocale()}
+		if m.Template.Version != nil && m.Template.GetVersion() <= 0 {
+			v.Add("template.version", "must be positive")
+		}
+	case *heraldv1.SendRequest_Content:
+		c := m.Content
+		out.Content = &notifier.Content{Title: c.GetTitle(), Body: c.GetBody(), Subject: c.GetSubject(), HTML: c.GetHtml()}
+	}
+	if _, ok := priorityDomain[req.GetPriority()]; !ok {
+		v.Add("priority", "is not a known priority")
+	}
+	if req.Data != nil {
+		out.Data = req.Data.AsMap()
+	}
+	if req.SendAt != nil {
+		if err := req.SendAt.CheckValid(); err != nil {
+			v.Add("send_at", "is not a valid timestamp")
+		}
+		out.SendAt = req.SendAt.AsTime()
+	}
+	if req.Ttl != nil {
+		if err := req.Ttl.CheckValid(); err != nil {
+			v.Add("ttl", "is not a valid duration")
+		}
+		out.TTL = req.Ttl.AsDuration()
+	}
+	return out, v.Err()
+}
+
+// GetNotification implements NotificationService.GetNotification.
+func (s *Server) GetNotification(ctx context.Context, req *heraldv1.GetNotificationRequest) (*heraldv1.GetNotificationResponse, error) {
+	c, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := uuid.Parse(req.GetNotificationId())
+	if err != nil {
+		return nil, errs.Field("notification_id", "must be a notification id (a UUID)")
+	}
+	n, err := s.Service.GetNotification(ctx, c, id)
+	if err != nil {
+		return nil, err
+	}
+	out := &heraldv1.Notification{
+		NotificationId: n.ID.String(),
+		IdempotencyKey: n.IdempotencyKey,
+		Category:       n.Category,
+		UserId:         n.UserID,
+		Priority:       priorityProto[n.Priority],
+		CreateTime:     timestamppb.New(n.CreatedAt),
+		SendTime:       timestamppb.New(n.SendAt),
+		ExpireTime:     timestamppb.New(n.ExpiresAt),
+	}
+	if t := n.Template; t != nil {
+		v := int32(t.Version)
+		out.Template = &heraldv1.TemplateRef{Name: t.Name, Version: &v}
+		if t.Locale != "" {
+			out.Template.Locale = &t.Locale
+		}
+	}
+	for _, d := range n.Deliveries {
+		out.Deliveries = append(out.Deliveries, &heraldv1.Delivery{
+			DeliveryId:        d.ID.String(),
+			Channel:           channelProto[d.Channel],
+			State:             stateProto[d.State],
+			Reason:            d.Reason,
+			Attempts:          int32(d.Attempts),
+			LastError:         d.LastError,
+			Provider:          d.Provider,
+			ProviderMessageId: d.ProviderMessageID,
+			CreateTime:        timestamppb.New(d.CreatedAt),
+			UpdateTime:        timestamppb.New(d.UpdatedAt),
+			SentTime:          optTime(d.SentAt),
+		})
+	}
+	return &heraldv1.GetNotificationResponse{Notification: out}, nil
+}
+
+// CreateTemplate implements TemplateService.CreateTemplate.
+func (s *Server) CreateTemplate(ctx context.Context, req *heraldv1.CreateTemplateRequest) (*heraldv1.CreateTemplateResponse, error) {
+	t := req.GetTemplate()
+	if t == nil {
+		return nil, errs.Field("template", "is required")
+	}
+	p := t.GetParts()
+	stored, err := s.Service.CreateTemplate(ctx, &notifier.Template{
+		Name:        t.GetName(),
+		Description: t.GetDescription(),
+		Parts: templates.Parts{
+			PushTitle: p.GetPushTitle(), PushBody: p.GetPushBody(), SMSBody: p.GetSmsBody(),
+			EmailSubject: p.GetEmailSubject(), EmailHTML: p.GetEmailHtml(), EmailText: p.GetEmailText(),
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &heraldv1.CreateTemplateResponse{Template: templateProto(stored)}, nil
+}
+
+// GetTemplate implements TemplateService.GetTemplate.
+func (s *Server) GetTemplate(ctx context.Context, req *heraldv1.GetTemplateRequest) (*heraldv1.GetTemplateResponse, error) {
+	if req.Version != nil && req.GetVersion() <= 0 {
+		return nil, errs.Field("version", "must be positive")
+	}
+	t, err := s.Service.GetTemplate(ctx, req.GetName(), int(req.GetVersion()))
+	if err != nil {
+		return nil, err
+	}
+	return &heraldv1.GetTemplateResponse{Template: templateProto(t)}, nil
+}
+
+func templateProto(t *notifier.Template) *heraldv1.Template {
+	p := t.Parts
+	return &heraldv1.Template{
+		Name:        t.Name,
+		Version:     int32(t.Version),
+		Description: t.Description,
+		Parts: &heraldv1.TemplateParts{
+			PushTitle: p.PushTitle, PushBody: p.PushBody, SmsBody: p.SMSBody,
+			EmailSubject: p.EmailSubject, EmailHtml: p.EmailHTML, EmailText: p.EmailText,
+		},
+		CreateTime: timestamppb.New(t.CreatedAt),
+	}
+}
+
+// CreateApp implements AdminService.CreateApp.
+func (s *Server) CreateApp(ctx context.Context, req *heraldv1.CreateAppRequest) (*heraldv1.CreateAppResponse, error) {
+	c, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a, key, err := s.Service.CreateApp(ctx, c, req.GetName(), req.GetAdmin())
+	if err != nil {
+		return nil, err
+	}
+	return &heraldv1.CreateAppResponse{
+		App:   &heraldv1.App{AppId: a.ID.String(), Name: a.Name, Admin: a.Admin, CreateTime: timestamppb.New(a.CreatedAt)},
+		Key:   key.String(),
+		KeyId: key.ID,
+	}, nil
+}
+
+// IssueKey implements AdminService.IssueKey.
+func (s *Server) IssueKey(ctx context.Context, req *heraldv1.IssueKeyRequest) (*heraldv1.IssueKeyResponse, error) {
+	c, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := uuid.Parse(req.GetAppId())
+	if err != nil {
+		return nil, errs.Field("app_id", "must be an app id (a UUID)")
+	}
+	key, err := s.Service.IssueKey(ctx, c, id)
+	if err != nil {
+		return nil, err
+	}
+	return &heraldv1.IssueKeyResponse{Key: key.String(), KeyId: key.ID}, nil
+}
+
+func optTime(t *time.Time) *timestamppb.Timestamp {
+	if t == nil {
+		return nil
+	}
+	return timestamppb.New(*t)
+}
+
+var (
+	channelProto = map[delivery.Channel]heraldv1.Channel{
+		delivery.IOS:     heraldv1.Channel_CHANNEL_IOS,
+		delivery.Android: heraldv1.Channel_CHANNEL_ANDROID,
+		delivery.SMS:     heraldv1.Channel_CHANNEL_SMS,
+		delivery.Email:   heraldv1.Channel_CHANNEL_EMAIL,
+	}
+	channelDomain = invert(channelProto)
+	stateProto    = map[delivery.State]heraldv1.DeliveryState{
+		delivery.Scheduled: heraldv1.DeliveryState_DELIVERY_STATE_SCHEDULED,
+		delivery.Queued:    heraldv1.DeliveryState_DELIVERY_STATE_QUEUED,
+		delivery.Sending:   heraldv1.DeliveryState_DELIVERY_STATE_SENDING,
+		delivery.Retrying:  heraldv1.DeliveryState_DELIVERY_STATE_RETRYING,
+		delivery.Sent:      heraldv1.DeliveryState_DELIVERY_STATE_SENT,
+		delivery.Delivered: heraldv1.DeliveryState_DELIVERY_STATE_DELIVERED,
+		delivery.Bounced:   heraldv1.DeliveryState_DELIVERY_STATE_BOUNCED,
+		delivery.Skipped:   heraldv1.DeliveryState_DELIVERY_STATE_SKIPPED,
+		delivery.Failed:    heraldv1.DeliveryState_DELIVERY_STATE_FAILED,
+		delivery.Dead:      heraldv1.DeliveryState_DELIVERY_STATE_DEAD,
+		delivery.Expired:   heraldv1.DeliveryState_DELIVERY_STATE_EXPIRED,
+		delivery.Canceled:  heraldv1.DeliveryState_DELIVERY_STATE_CANCELED,
+	}
+	priorityProto = map[delivery.Priority]heraldv1.Priority{
+		delivery.Low:    heraldv1.Priority_PRIORITY_LOW,
+		delivery.Normal: heraldv1.Priority_PRIORITY_NORMAL,
+		delivery.High:   heraldv1.Priority_PRIORITY_HIGH,
+	}
+	priorityDomain = func() map[heraldv1.Priority]delivery.Priority {
+		m := invert(priorityProto)
+		m[heraldv1.Priority_PRIORITY_UNSPECIFIED] = delivery.Normal
+		return m
+	}()
+)
+
+func invert[K, V comparable](m map[K]V) map[V]K {
+	out := make(map[V]K, len(m))
+	for k, v := range m {
+		out[v] = k
+	}
+	return out
+}

@@ -1,0 +1,462 @@
+package notifier
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"github.com/heraldhq/herald/internal/address"
+	"github.com/heraldhq/herald/internal/appkey"
+	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/templates"
+)
+
+// SendRequest is one notification for one recipient, as the API describes it.
+type SendRequest struct {
+	IdempotencyKey string
+	// RequestHash fingerprints the whole request (the transport computes it).
+	RequestHash []byte
+	// Exactly one of UserID and Address is set.
+	UserID   string
+	Address  *Address
+	Category string
+	// Channels to use; empty means every channel the recipient can be reached on.
+	Channels []delivery.Channel
+	// Exactly one of Template and Content is set.
+	Template *TemplateRef
+	Content  *Content
+	Data     map[string]any
+	Priority delivery.Priority
+	SendAt   time.Time
+	TTL      time.Duration
+}
+
+// Address lists the targets of a recipient who is not a known user.
+type Address struct {
+	Email         string
+	Phone         string
+	IOSTokens     []string
+	AndroidTokens []string
+}
+
+// Content is inline content: literal text, not rendered.
+type Content struct {
+	Title, Body, Subject, HTML string
+}
+
+// Limits on request fields, so that one request cannot cost unbounded memory or storage.
+const (
+	maxIdempotencyKey = 256
+	maxUserID         = 128
+	maxTokens         = 100
+	maxTitle          = 1024
+	maxBody           = 64 << 10
+	maxHTML           = 256 << 10
+	maxTTL            = 30 * 24 * time.Hour
+	maxSchedule       = 365 * 24 * time.Hour
+)
+
+var categoryPattern = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,63}$`)
+
+// Service is the notifier: it accepts notifications and answers for them.
+type Service struct {
+	Store     Store
+	Publisher Publisher
+	Directory Directory
+	Log       *slog.Logger
+	// RepublishAfter is how long a queued delivery may wait for a worker before the reconciler
+	// publishes it again.
+	RepublishAfter time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+
+	parsed sync.Map // templateKey -> *templates.Template; versions are immutable
+}
+
+type templateKey struct {
+	name    string
+	version int
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// SendResult is what became of a Send.
+type SendResult struct {
+	Notification *Notification
+	// Duplicate is true when the idempotency key was seen before and nothing was created.
+	Duplicate bool
+}
+
+// Send accepts a notification from the calling app. It returns once the notification and its
+// deliveries are committed; publishing to the queues follows, and a failed publish is repaired
+// by the reconciler. Errors: Invalid (with field violations), Conflict (idempotency key reused
+// with another request), NotFound (template), Unavailable.
+func (s *Service) Send(ctx context.Context, caller appkey.Caller, req *SendRequest) (*SendResult, error) {
+	if err := validate(req); err != nil {
+		return nil, err
+	}
+	if req.IdempotencyKey != "" {
+		prev, err := s.Store.NotificationByKey(ctx, caller.AppID, req.IdempotencyKey)
+		if err == nil {
+			return s.replay(prev, req)
+		}
+		if !errs.Is(err, errs.NotFound) {
+			return nil, err
+		}
+	}
+
+	now := s.now()
+	n := &Notification{
+		ID:             mustV7(),
+		AppID:          caller.AppID,
+		IdempotencyKey: req.IdempotencyKey,
+		RequestHash:    req.RequestHash,
+		Category:       req.Category,
+		UserID:         req.UserID,
+		Priority:       req.Priority,
+		SendAt:         now,
+		CreatedAt:      now,
+	}
+	if n.Priority == "" {
+		n.Priority = delivery.Normal
+	}
+	if req.SendAt.After(now) {
+		n.SendAt = req.SendAt
+	}
+	ttl := req.TTL
+	if ttl == 0 {
+		ttl = delivery.DefaultTTL
+	}
+	n.ExpiresAt = n.SendAt.Add(ttl)
+
+	targets, locale, err := s.resolve(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	content, err := s.render(ctx, req, locale, n)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range targets {
+		d := &Delivery{
+			ID:             mustV7(),
+			NotificationID: n.ID,
+			Channel:        t.channel,
+			To:             t.to,
+			State:          delivery.Queued,
+			CreatedAt:      now,
+			UpdatedAt:      now,
+		}
+		switch c, ok := content[t.channel]; {
+		case t.to == "":
+			d.State, d.Reason = delivery.Skipped, "no_address"
+		case !ok:
+			d.State, d.Reason = delivery.Skipped, "no_content"
+		default:
+			d.Content = c
+			due := now.Add(s.RepublishAfter)
+			if n.SendAt.After(now) {
+				d.State, due = delivery.Scheduled, n.SendAt
+			}
+			d.DueAt = &due
+		}
+		n.Deliveries = append(n.Deliveries, d)
+	}
+
+	stored, created, err := s.Store.CreateNotification(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	if !created { // a concurrent Send with the same key won the race
+		return s.replay(stored, req)
+	}
+	s.publish(ctx, n)
+	return &SendResult{Notification: n}, nil
+}
+
+func (s *Service) replay(prev *Notification, req *SendRequest) (*SendResult, error) {
+	if string(prev.RequestHash) != string(req.RequestHash) {
+		return nil, errs.E(errs.Conflict,
+			"idempotency key %q was already used for a different request", req.IdempotencyKey)
+	}
+	return &SendResult{Notification: prev, Duplicate: true}, nil
+}
+
+// publish hands the queued deliveries to the broker. The notification is already committed, so
+// a failure here only delays it: the reconciler publishes what is still queued.
+func (s *Service) publish(ctx context.Context, n *Notification) {
+	var pubs []Publication
+	for _, d := range n.Deliveries {
+		if d.State == delivery.Queued {
+			pubs = append(pubs, Publication{DeliveryID: d.ID, Channel: d.Channel})
+		}
+	}
+	if len(pubs) == 0 {
+		return
+	}
+	if err := s.Publisher.Publish(ctx, pubs); err != nil {
+		s.Log.Warn("publish failed; the reconciler will publish again",
+			"notification_id", n.ID, "deliveries", len(pubs), "err", err)
+	}
+}
+
+type target struct {
+	channel delivery.Channel
+	to      string
+}
+
+// resolve lists the channel targets of the recipient, restricted to the requested channels.
+// A requested channel the recipient cannot be reached on gets one target with no address, which
+// becomes a skipped delivery.
+func (s *Service) resolve(ctx context.Context, req *SendRequest) ([]target, string, error) {
+	addr := req.Address
+	locale := ""
+	if req.UserID != "" {
+		if s.Directory == nil {
+			return nil, "", errs.E(errs.FailedPrecondition, "no contacts service is configured")
+		}
+		users, err := s.Directory.Users(ctx, []string{req.UserID})
+		if err != nil {
+			return nil, "", err
+		}
+		u, ok := users[req.UserID]
+		if !ok {
+			return nil, "", errs.E(errs.NotFound, "user %q not found", req.UserID)
+		}
+		addr = &Address{Email: u.Email, Phone: u.Phone}
+		locale = u.Locale
+	}
+	byChannel := map[delivery.Channel][]string{
+		delivery.IOS:     addr.IOSTokens,
+		delivery.Android: addr.AndroidTokens,
+	}
+	if addr.Email != "" {
+		byChannel[delivery.Email] = []string{addr.Email}
+	}
+	if addr.Phone != "" {
+		byChannel[delivery.SMS] = []string{addr.Phone}
+	}
+	channels := req.Channels
+	explicit := len(channels) > 0
+	if !explicit {
+		channels = delivery.Channels
+	}
+	var out []target
+	for _, ch := range channels {
+		tos := byChannel[ch]
+		if len(tos) == 0 && explicit {
+			out = append(out, target{channel: ch})
+		}
+		for _, to := range tos {
+			out = append(out, target{channel: ch, to: to})
+		}
+	}
+	if len(out) == 0 {
+		return nil, "", errs.Field("recipient", "the recipient has no address on any channel")
+	}
+	return out, locale, nil
+}
+
+// render produces each channel's content, from the template or the inline content.
+func (s *Service) render(ctx context.Context, req *SendRequest, locale string, n *Notification) (map[delivery.Channel]delivery.Content, error) {
+	var r templates.Rendered
+	if c := req.Content; c != nil {
+		subject := c.Subject
+		if subject == "" {
+			subject = c.Title
+		}
+		r = templates.Rendered{PushTitle: c.Title, PushBody: c.Body, SMSBody: c.Body,
+			EmailSubject: subject, EmailHTML: c.HTML, EmailText: c.Body}
+	} else {
+		t, tmpl, err := s.template(ctx, req.Template.Name, req.Template.Version)
+		if err != nil {
+			return nil, err
+		}
+		n.Template = &TemplateRef{Name: t.Name, Version: t.Version, Locale: req.Template.Locale}
+		if r, err = tmpl.Render(req.Data); err != nil {
+			return nil, templateError("template", err)
+		}
+	}
+	_ = locale // locale-specific template parts arrive with the template policy work
+
+	out := map[delivery.Channel]delivery.Content{}
+	if r.PushBody != "" || r.PushTitle != "" {
+		push := delivery.Content{Title: r.PushTitle, Body: r.PushBody, Data: req.Data}
+		out[delivery.IOS], out[delivery.Android] = push, push
+	}
+	if r.SMSBody != "" {
+		out[delivery.SMS] = delivery.Content{Body: r.SMSBody}
+	}
+	if r.EmailSubject != "" && (r.EmailHTML != "" || r.EmailText != "") {
+		out[delivery.Email] = delivery.Content{Subject: r.EmailSubject, HTML: r.EmailHTML, Text: r.EmailText}
+	}
+	if len(req.Channels) > 0 {
+		for _, ch := range req.Channels {
+			if _, ok := out[ch]; !ok {
+				field := "content"
+				if req.Template != nil {
+					field = "template"
+				}
+				return nil, errs.Field(field, fmt.Sprintf("has nothing to send on channel %s", ch))
+			}
+		}
+	}
+	return out, nil
+}
+
+func (s *Service) template(ctx context.Context, name string, version int) (*Template, *templates.Template, error) {
+	t, err := s.Store.Template(ctx, name, version)
+	if err != nil {
+		return nil, nil, err
+	}
+	key := templateKey{t.Name, t.Version}
+	if p, ok := s.parsed.Load(key); ok {
+		return t, p.(*templates.Template), nil
+	}
+	p, err := templates.Parse(t.Parts)
+	if err != nil {
+		// Stored templates were validated when created; this is a bug or a changed parser.
+		return nil, nil, fmt.Errorf("parse stored template %s v%d: %w", t.Name, t.Version, err)
+	}
+	s.parsed.Store(key, p)
+	return t, p, nil
+}
+
+// templateError turns a template parse or render error into a field violation under prefix.
+func templateError(prefix string, err error) error {
+	if te, ok := err.(*templates.Error); ok {
+		return errs.Field(prefix+"."+te.Part, te.Err.Error())
+	}
+	return errs.Field(prefix, err.Error())
+}
+
+// validate checks the request's shape and normalises its addresses in place.
+func validate(req *SendRequest) error {
+	var v errs.Violations
+	if len(req.IdempotencyKey) > maxIdempotencyKey {
+		v.Add("idempotency_key", fmt.Sprintf("must be at most %d bytes", maxIdempotencyKey))
+	}
+	switch {
+	case req.UserID != "" && req.Address != nil:
+		v.Add("recipient", "set either user_id or address, not both")
+	case req.UserID != "":
+		if len(req.UserID) > maxUserID || !utf8.ValidString(req.UserID) {
+			v.Add("recipient.user_id", fmt.Sprintf("must be valid UTF-8 of at most %d bytes", maxUserID))
+		}
+	case req.Address != nil:
+		validateAddress(req.Address, &v)
+	default:
+		v.Add("recipient", "is required: set user_id or address")
+	}
+	if !categoryPattern.MatchString(req.Category) {
+		v.Add("category", "must be 1-64 lower-case letters, digits, '_', '-' or '.', starting with a letter")
+	}
+	seen := map[delivery.Channel]bool{}
+	for i, ch := range req.Channels {
+		if seen[ch] {
+			v.Add(fmt.Sprintf("channels[%d]", i), "is repeated")
+		}
+		seen[ch] = true
+	}
+	switch {
+	case req.Template != nil && req.Content != nil:
+		v.Add("message", "set either template or content, not both")
+	case req.Template != nil:
+		if req.Template.Name == "" {
+			v.Add("template.name", "is required")
+		}
+		if req.Template.Version < 0 {
+			v.Add("template.version", "must be positive")
+		}
+	case req.Content != nil:
+		c := req.Content
+		checkLen(&v, "content.title", c.Title, maxTitle)
+		checkLen(&v, "content.subject", c.Subject, maxTitle)
+		checkLen(&v, "content.body", c.Body, maxBody)
+		checkLen(&v, "content.html", c.HTML, maxHTML)
+		if c.Body == "" && c.Title == "" && c.HTML == "" {
+			v.Add("content", "needs at least a title, body or html")
+		}
+	default:
+		v.Add("message", "is required: set template or content")
+	}
+	if req.TTL < 0 || req.TTL > maxTTL {
+		v.Add("ttl", fmt.Sprintf("must be between 0 and %s", maxTTL))
+	}
+	if !req.SendAt.IsZero() && time.Until(req.SendAt) > maxSchedule {
+		v.Add("send_at", "must be within a year")
+	}
+	return v.Err()
+}
+
+func validateAddress(a *Address, v *errs.Violations) {
+	if a.Email == "" && a.Phone == "" && len(a.IOSTokens) == 0 && len(a.AndroidTokens) == 0 {
+		v.Add("recipient.address", "needs at least one of email, phone, ios_tokens, android_tokens")
+		return
+	}
+	if a.Email != "" {
+		e, err := address.Email(a.Email)
+		if err != nil {
+			v.Add("recipient.address.email", err.Error())
+		}
+		a.Email = e
+	}
+	if a.Phone != "" {
+		p, err := address.Phone(a.Phone)
+		if err != nil {
+			v.Add("recipient.address.phone", err.Error())
+		}
+		a.Phone = p
+	}
+	a.IOSTokens = checkTokens(v, "recipient.address.ios_tokens", a.IOSTokens, address.APNsToken)
+	a.AndroidTokens = checkTokens(v, "recipient.address.android_tokens", a.AndroidTokens, address.FCMToken)
+}
+
+func checkTokens(v *errs.Violations, field string, tokens []string, parse func(string) (string, error)) []string {
+	if len(tokens) > maxTokens {
+		v.Add(field, fmt.Sprintf("must hold at most %d tokens", maxTokens))
+		return nil
+	}
+	out := make([]string, 0, len(tokens))
+	for i, t := range tokens {
+		norm, err := parse(t)
+		if err != nil {
+			v.Add(fmt.Sprintf("%s[%d]", field, i), err.Error())
+			continue
+		}
+		if !slices.Contains(out, norm) {
+			out = append(out, norm)
+		}
+	}
+	return out
+}
+
+func checkLen(v *errs.Violations, field, s string, max int) {
+	if len(s) > max {
+		v.Add(field, fmt.Sprintf("must be at most %d bytes", max))
+	}
+	if !utf8.ValidString(s) {
+		v.Add(field, "must be valid UTF-8")
+	}
+}
+
+func mustV7() uuid.UUID {
+	id, err := uuid.NewV7()
+	if err != nil {
+		panic(err) // only when the system's random source fails
+	}
+	return id
+}

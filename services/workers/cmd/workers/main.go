@@ -1,0 +1,50 @@
+// Command workers delivers queued notifications: one JetStream consumer per channel it is told
+// to serve (--channels), each calling its configured provider. Every flag has a HERALD_*
+// environment fallback (see -h).
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/heraldhq/herald/internal/cli"
+	"github.com/heraldhq/herald/services/workers/daemon"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "workers:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("workers", flag.ContinueOnError)
+	var cfg daemon.Config
+	cfg.RegisterFlags(fs)
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	keyFile := fs.String("sendgrid-api-key-file", "", "file holding the SendGrid API key")
+	if err := cli.Parse(fs, args); err != nil {
+		return err
+	}
+	var err error
+	if cfg.Log, err = cli.Logger(*logLevel); err != nil {
+		return err
+	}
+	if cfg.SendGridAPIKey, err = cli.Secret(cfg.SendGridAPIKey, *keyFile); err != nil {
+		return err
+	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	d, err := daemon.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-d.Err():
+	}
+	d.Close()
+	return err
+}

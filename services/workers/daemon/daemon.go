@@ -1,0 +1,232 @@
+// Package daemon wires a running workers process: database, migrations, JetStream, one consumer
+// per configured channel with its provider, and the HTTP listener for health and readiness.
+// cmd/workers runs one from flags; the dev stack and the end-to-end tests start the same thing.
+package daemon
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/pgdb"
+	"github.com/heraldhq/herald/internal/queue"
+	"github.com/heraldhq/herald/internal/server"
+	"github.com/heraldhq/herald/services/workers"
+	"github.com/heraldhq/herald/services/workers/consumer"
+	"github.com/heraldhq/herald/services/workers/postgres"
+	"github.com/heraldhq/herald/services/workers/sendgrid"
+	"github.com/heraldhq/herald/services/workers/sim"
+)
+
+// Config is everything a workers process needs to run.
+type Config struct {
+	HTTPAddr    string
+	DatabaseURL string
+	NATSURL     string
+	// Channels this process serves, comma-separated ("ios,android,sms,email").
+	Channels string
+	WorkerID string
+
+	// Providers per channel: "sim" for every channel; "sendgrid" for email.
+	EmailProvider   string
+	PushProvider    string
+	SMSProvider     string
+	SimURL          string
+	SendGridAPIKey  string
+	SendGridBaseURL string
+	EmailFrom       string
+	EmailFromName   string
+
+	Concurrency    int
+	BatchSize      int
+	Lease          time.Duration
+	SendTimeout    time.Duration
+	AckWait        time.Duration
+	MaxAttempts    int
+	BaseBackoff    time.Duration
+	MaxBackoff     time.Duration
+	StreamReplicas int
+	Log            *slog.Logger
+}
+
+// RegisterFlags binds c's fields to flags with their defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:7482", "HTTP listen address (health, readiness)")
+	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL (required)")
+	fs.StringVar(&c.NATSURL, "nats-url", nats.DefaultURL, "NATS URL(s), comma-separated")
+	fs.StringVar(&c.Channels, "channels", "ios,android,sms,email", "channels this process delivers")
+	fs.StringVar(&c.WorkerID, "worker-id", "", "this worker's id in leases and the attempt log (default: host-pid-random)")
+	fs.StringVar(&c.EmailProvider, "email-provider", "sim", "email provider: sendgrid or sim")
+	fs.StringVar(&c.PushProvider, "push-provider", "sim", "iOS and Android push provider: sim")
+	fs.StringVar(&c.SMSProvider, "sms-provider", "sim", "SMS provider: sim")
+	fs.StringVar(&c.SimURL, "sim-url", "http://127.0.0.1:7490", "simulator base URL, for the sim provider")
+	fs.StringVar(&c.SendGridAPIKey, "sendgrid-api-key", "", "SendGrid API key (prefer --sendgrid-api-key-file)")
+	fs.StringVar(&c.SendGridBaseURL, "sendgrid-base-url", "https://api.sendgrid.com", "SendGrid API base URL")
+	fs.StringVar(&c.EmailFrom, "email-from", "herald@example.com", "email sender address")
+	fs.StringVar(&c.EmailFromName, "email-from-name", "Herald", "email sender name")
+	fs.IntVar(&c.Concurrency, "concurrency", 32, "provider calls in flight per channel")
+	fs.IntVar(&c.BatchSize, "batch-size", 256, "deliveries per claim or record statement")
+	fs.DurationVar(&c.Lease, "lease", time.Minute, "how long a claim lasts before another worker may take the delivery")
+	fs.DurationVar(&c.SendTimeout, "send-timeout", 15*time.Second, "bound on one provider call")
+	fs.DurationVar(&c.AckWait, "ack-wait", queue.DefaultAckWait, "JetStream ack wait")
+	fs.IntVar(&c.MaxAttempts, "max-attempts", workers.DefaultPolicy.MaxAttempts, "attempts before a delivery is dead")
+	fs.DurationVar(&c.BaseBackoff, "base-backoff", workers.DefaultPolicy.BaseBackoff, "first retry backoff")
+	fs.DurationVar(&c.MaxBackoff, "max-backoff", workers.DefaultPolicy.MaxBackoff, "longest retry backoff")
+	fs.IntVar(&c.StreamReplicas, "stream-replicas", 1, "JetStream stream replicas")
+}
+
+// Daemon is a running workers process.
+type Daemon struct {
+	pool      *pgxpool.Pool
+	nc        *nats.Conn
+	srv       *server.Server
+	consumers []*consumer.Consumer
+}
+
+// Start brings the workers up.
+func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	if cfg.DatabaseURL == "" {
+		return nil, fmt.Errorf("a database URL is required (--database-url or HERALD_DATABASE_URL)")
+	}
+	if cfg.WorkerID == "" {
+		host, _ := os.Hostname()
+		cfg.WorkerID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), uuid.NewString()[:8])
+	}
+	log := cfg.Log.With("worker", cfg.WorkerID)
+	channels, err := parseChannels(cfg.Channels)
+	if err != nil {
+		return nil, err
+	}
+	senders := map[delivery.Channel]workers.Sender{}
+	for _, ch := range channels {
+		if senders[ch], err = sender(cfg, ch); err != nil {
+			return nil, err
+		}
+	}
+
+	d := &Daemon{}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	openCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if d.pool, err = pgdb.Open(openCtx, cfg.DatabaseURL, 0); err != nil {
+		return nil, err
+	}
+	if err = postgres.Migrate(openCtx, d.pool, log); err != nil {
+		return nil, err
+	}
+	if d.nc, err = nats.Connect(cfg.NATSURL, nats.Name("herald-workers"), nats.MaxReconnects(-1)); err != nil {
+		return nil, fmt.Errorf("connect nats: %w", err)
+	}
+	js, err := jetstream.New(d.nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if err = queue.EnsureStreams(openCtx, js, queue.StreamConfig{Replicas: cfg.StreamReplicas}); err != nil {
+		return nil, err
+	}
+	store := postgres.New(d.pool)
+	policy := workers.Policy{MaxAttempts: cfg.MaxAttempts, BaseBackoff: cfg.BaseBackoff, MaxBackoff: cfg.MaxBackoff}
+	for _, ch := range channels {
+		c, err := consumer.Start(openCtx, js, consumer.Config{
+			Channel: ch, Sender: senders[ch], Store: store, Policy: policy, WorkerID: cfg.WorkerID,
+			Concurrency: cfg.Concurrency, BatchSize: cfg.BatchSize, Lease: cfg.Lease,
+			SendTimeout: cfg.SendTimeout, AckWait: cfg.AckWait, Log: log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		d.consumers = append(d.consumers, c)
+	}
+
+	if d.srv, err = server.New(log, "", cfg.HTTPAddr); err != nil {
+		return nil, err
+	}
+	d.srv.AddCheck("database", func(ctx context.Context) error { return d.pool.Ping(ctx) })
+	d.srv.AddCheck("nats", func(context.Context) error {
+		if !d.nc.IsConnected() {
+			return fmt.Errorf("nats: %s", d.nc.Status())
+		}
+		return nil
+	})
+	d.srv.Start()
+	log.Info("workers ready", "http", d.srv.HTTPAddr(), "channels", cfg.Channels)
+	return d, nil
+}
+
+func parseChannels(s string) ([]delivery.Channel, error) {
+	var out []delivery.Channel
+	for _, name := range strings.Split(s, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		ch, err := delivery.ParseChannel(name)
+		if err != nil {
+			return nil, fmt.Errorf("--channels: %w", err)
+		}
+		out = append(out, ch)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("--channels: no channel given")
+	}
+	return out, nil
+}
+
+func sender(cfg Config, ch delivery.Channel) (workers.Sender, error) {
+	provider := map[delivery.Channel]string{
+		delivery.IOS: cfg.PushProvider, delivery.Android: cfg.PushProvider,
+		delivery.SMS: cfg.SMSProvider, delivery.Email: cfg.EmailProvider,
+	}[ch]
+	switch {
+	case provider == "sim":
+		return sim.NewSender(cfg.SimURL, ch), nil
+	case provider == "sendgrid" && ch == delivery.Email:
+		return sendgrid.New(sendgrid.Config{
+			APIKey: cfg.SendGridAPIKey, BaseURL: cfg.SendGridBaseURL,
+			From: cfg.EmailFrom, FromName: cfg.EmailFromName, Timeout: cfg.SendTimeout,
+		})
+	}
+	return nil, fmt.Errorf("channel %s: unknown provider %q", ch, provider)
+}
+
+// HTTPAddr is where health and readiness are served.
+func (d *Daemon) HTTPAddr() string { return d.srv.HTTPAddr() }
+
+// Err reports a listener that failed while serving.
+func (d *Daemon) Err() <-chan error { return d.srv.Err() }
+
+// Close stops the consumers (finishing and recording the sends in flight), then the listener
+// and the connections.
+func (d *Daemon) Close() {
+	for _, c := range d.consumers {
+		c.Stop()
+	}
+	if d.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		d.srv.Close(ctx)
+		cancel()
+	}
+	if d.nc != nil {
+		d.nc.Drain()
+	}
+	if d.pool != nil {
+		d.pool.Close()
+	}
+}
