@@ -14,13 +14,19 @@
 //     MaxOutputSize bytes; a render that would write more stops with ErrOutputTooLarge.
 //   - {{define}}, {{block}} and {{template}} are refused, so there is no recursion; every action
 //     runs at most once per iteration of the ranges around it.
-//   - Each iteration of a {{range}} is charged for the size of its body, and the text built by
-//     printf, print, println, html, js and urlquery is charged by the byte; a render that spends
-//     more than its budget stops with ErrTooMuchWork. printf refuses '*' widths, large widths and
-//     precisions, and non-scalar arguments, so no single call can build a huge string.
-//   - Only text/template's builtin functions exist: nothing reads files, the environment or the
-//     network. The builtin call runs functions found in the data, and JSON data holds none; a Go
-//     caller must not put functions (or types with methods) in the data.
+//   - Each iteration of a {{range}} is charged a fixed cost plus the size of its body, and the
+//     text built by printf, print, println, html, js and urlquery is charged by the byte; a render
+//     that spends more than its budget (MaxWork, MaxBuilt) stops with ErrTooMuchWork. printf
+//     refuses '*' widths, widths and precisions adding up to more than 1000, and list or object
+//     arguments, so no single call can build a huge string.
+//   - Only text/template's builtin functions exist, some replaced by the bounded versions above:
+//     nothing reads files, the environment or the network. The builtin call runs functions found
+//     in the data, and JSON data holds none; a Go caller must not put functions (or types with
+//     methods) in the data.
+//   - Errors quote template source and type names but never string, list or object data: range
+//     over a non-list, and eq or ne on lists or objects (which compare only with null), fail with
+//     messages of this package's own rather than text/template's, which quote the value.
+//   - Rendered text is valid UTF-8 without NUL, so it can be stored as PostgreSQL text.
 //
 // What remains unbounded by the package is the cost of builtins that scan their arguments (eq,
 // lt and the like on long strings) times the work budget, so callers should also bound the size

@@ -24,7 +24,7 @@ const (
 const (
 	MaxSourceSize = 64 << 10  // bytes of template source
 	MaxOutputSize = 256 << 10 // bytes of rendered text
-	MaxWork       = 100_000   // units of range work (body nodes per iteration) per render
+	MaxWork       = 100_000   // units of range work (16 + body nodes per iteration) per render
 	MaxBuilt      = 1 << 20   // bytes built by printf and its kin per render
 )
 
@@ -36,11 +36,11 @@ var (
 
 	errNotUTF8      = errors.New("template is not valid UTF-8")
 	errDefine       = errors.New("{{define}}, {{block}} and {{template}} are not supported")
-	errHTMLEscaper  = errors.New("html, js and urlquery are not needed in email_html: it escapes data by itself")
-	errSubjectLines = errors.New("subject must be a single line")
+	errHTMLEscaper  = errors.New("must not use html, js or urlquery: HTML escapes data by itself")
+	errSubjectLines = errors.New("must be a single line")
 	errRenderedUTF8 = errors.New("rendered text is not valid UTF-8")
 	errRenderedNUL  = errors.New("rendered text contains a NUL character")
-	errSubjectCtl   = errors.New("rendered subject must be a single line without control characters")
+	errSubjectCtl   = errors.New("must render to a single line without control characters")
 )
 
 // Error is a problem with one part of a template, found by Parse or Render.

@@ -1,0 +1,164 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// buildWorkers builds the workers binary once per test binary.
+var buildWorkers = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "herald-e2e-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "workers")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/heraldhq/herald/services/workers/cmd/workers")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build workers: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// workersProcess is the workers binary running as its own OS process.
+type workersProcess struct {
+	cmd    *exec.Cmd
+	log    bytes.Buffer
+	exited chan struct{}
+}
+
+func (s *stack) startWorkersProcess(t *testing.T) *workersProcess {
+	t.Helper()
+	bin, err := buildWorkers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := s.workersConfig()
+	p := &workersProcess{exited: make(chan struct{})}
+	p.cmd = exec.Command(bin,
+		"--http-addr", c.HTTPAddr, "--channels", c.Channels,
+		"--email-provider", c.EmailProvider, "--sendgrid-base-url", c.SendGridBaseURL,
+		"--email-from", c.EmailFrom, "--concurrency", strconv.Itoa(c.Concurrency),
+		"--batch-size", strconv.Itoa(c.BatchSize), "--lease", c.Lease.String(),
+		"--send-timeout", c.SendTimeout.String(), "--ack-wait", c.AckWait.String(),
+		"--max-attempts", strconv.Itoa(c.MaxAttempts), "--base-backoff", c.BaseBackoff.String(),
+		"--max-backoff", c.MaxBackoff.String(), "--log-level", "warn")
+	// Configuration through the environment too, as a deployment would pass secrets.
+	p.cmd.Env = append(os.Environ(),
+		"HERALD_DATABASE_URL="+c.DatabaseURL, "HERALD_NATS_URL="+c.NATSURL,
+		"HERALD_SENDGRID_API_KEY="+c.SendGridAPIKey)
+	p.cmd.Stdout, p.cmd.Stderr = &p.log, &p.log
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			t.Logf("workers process log:\n%s", p.log.String())
+		}
+	})
+	return p
+}
+
+func (p *workersProcess) kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+}
+
+// TestWorkersKilledMidSend kills the workers process with SIGKILL while 1,000 emails are queued
+// or in flight, starts it again, and checks that every email reaches the provider and is
+// recorded SENT, and that the only emails sent twice are ones in flight at the kill.
+func TestWorkersKilledMidSend(t *testing.T) {
+	const total = 1000
+	s := startStack(t, stackOptions{noWorkers: true})
+	s.fake.SetDelay(10 * time.Millisecond) // so that the kill finds sends in flight
+	ctx := context.Background()
+
+	ids := make([]string, total)
+	var wg sync.WaitGroup
+	errs := make(chan error, total)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < total; i += 8 {
+				res, err := s.notify.Send(ctx, emailRequest(fmt.Sprintf("user%d@example.com", i)))
+				if err != nil {
+					errs <- err
+					return
+				}
+				ids[i] = res.Deliveries[0].DeliveryId
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	first := s.startWorkersProcess(t)
+	waitFor(t, "the first workers process to send some emails", time.Minute, func() (bool, error) {
+		return len(s.fake.Messages()) >= total/4, nil
+	})
+	first.kill()
+	sentAtKill := len(s.fake.Messages())
+
+	// A process killed with SIGKILL writes nothing more: what it had claimed and not recorded
+	// is exactly what it may have sent without our knowing.
+	rows, _ := s.pool.Query(ctx, `SELECT id FROM notifier.deliveries WHERE state = 'sending'`)
+	inFlight, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := map[string]bool{}
+	for _, id := range inFlight {
+		held[id.String()] = true
+	}
+	if sentAtKill >= total {
+		t.Fatalf("all %d emails were sent before the kill; the test proves nothing", sentAtKill)
+	}
+
+	s.startWorkersProcess(t)
+	waitFor(t, "every delivery to be recorded sent", 2*time.Minute, func() (bool, error) {
+		var sent int
+		err := s.pool.QueryRow(ctx, `SELECT count(*) FROM notifier.deliveries WHERE state = 'sent'`).Scan(&sent)
+		return sent == total, err
+	})
+
+	duplicates := 0
+	for _, id := range ids {
+		switch n := s.fake.Count(id); {
+		case n == 0:
+			t.Errorf("delivery %s recorded sent but never reached the provider", id)
+		case n > 1:
+			duplicates += n - 1
+			if !held[id] {
+				t.Errorf("delivery %s was sent %d times but was not in flight at the kill", id, n)
+			}
+		}
+	}
+	t.Logf("sent before the kill: %d; in flight at the kill: %d; duplicates: %d", sentAtKill, len(held), duplicates)
+	if duplicates > len(held) {
+		t.Errorf("%d duplicates, more than the %d deliveries in flight at the kill", duplicates, len(held))
+	}
+	if got := len(s.fake.Messages()); got != total+duplicates {
+		t.Errorf("the provider received %d messages, want %d", got, total+duplicates)
+	}
+}
