@@ -3,6 +3,7 @@ package notifier
 import (
 	"context"
 	"regexp"
+	"strings"
 
 	"github.com/google/uuid"
 
@@ -29,11 +30,11 @@ func (s *Service) CreateTemplate(ctx context.Context, t *Template) (*Template, e
 		return nil, errs.Field("template.description", "must be at most 1024 bytes")
 	}
 	p := t.Parts
-	if p.PushBody == "" && p.PushTitle == "" && p.SMSBody == "" && p.EmailHTML == "" && p.EmailText == "" {
-		return nil, errs.Field("template.parts", "needs at least one part")
-	}
-	if (p.EmailHTML != "" || p.EmailText != "") && p.EmailSubject == "" {
-		return nil, errs.Field("template.parts.email_subject", "is required with an email body")
+	if !p.PushReady() && !p.SMSReady() && !p.EmailReady() {
+		if strings.TrimSpace(p.EmailHTML+p.EmailText) != "" {
+			return nil, errs.Field("template.parts.email_subject", "is required with an email body")
+		}
+		return nil, errs.Field("template.parts", "needs a push body, an SMS body, or an email subject and body")
 	}
 	if _, err := templates.Parse(p); err != nil {
 		return nil, templateError("template.parts", err)

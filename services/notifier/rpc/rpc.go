@@ -64,6 +64,8 @@ func (s *Server) Send(ctx context.Context, req *heraldv1.SendRequest) (*heraldv1
 	return out, nil
 }
 
+const maxData = 64 << 10
+
 func sendRequest(req *heraldv1.SendRequest) (*notifier.SendRequest, error) {
 	// Deterministic marshalling makes equal requests hash equally, for idempotent replays.
 	raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
@@ -112,7 +114,12 @@ func sendRequest(req *heraldv1.SendRequest) (*notifier.SendRequest, error) {
 		v.Add("priority", "is not a known priority")
 	}
 	if req.Data != nil {
-		out.Data = req.Data.AsMap()
+		// Bounded because every delivery stores it and templates range over it.
+		if proto.Size(req.Data) > maxData {
+			v.Add("data", fmt.Sprintf("must encode to at most %d bytes", maxData))
+		} else {
+			out.Data = req.Data.AsMap()
+		}
 	}
 	if req.SendAt != nil {
 		if err := req.SendAt.CheckValid(); err != nil {
