@@ -50,13 +50,34 @@ type Sender interface {
 	Send(ctx context.Context, m *Message) (Result, error)
 }
 
+// Effect is what a provider's answer says about the recipient's address beyond this delivery.
+// The workers publish it as an event; the contacts service applies it.
+type Effect string
+
+// The effects of provider answers.
+const (
+	NoEffect Effect = ""
+	// DeactivateToken: the device token is no longer valid (APNs 410 Unregistered, FCM
+	// UNREGISTERED or SENDER_ID_MISMATCH, an invalid token). Since, when set, is when the
+	// provider learned it: a token registered again after that stays active.
+	DeactivateToken Effect = "deactivate_token"
+	// InvalidNumber: the phone number cannot receive SMS (Twilio 21211, 21612, 21614).
+	InvalidNumber Effect = "invalid_number"
+	// OptOut: the recipient opted out at the provider (Twilio 21610, a STOP reply).
+	OptOut Effect = "opt_out"
+)
+
 // PermanentError is a provider answer that retrying cannot change: a bad token, an invalid
 // address, a payload the provider refuses.
 type PermanentError struct {
 	// Reason is a short machine-readable cause, e.g. "bad_token", recorded as the delivery's
 	// reason.
 	Reason string
-	Err    error
+	// Effect is what the answer means for the address, if anything.
+	Effect Effect
+	// Since qualifies DeactivateToken (APNs gives the time the token became invalid).
+	Since time.Time
+	Err   error
 }
 
 func (e *PermanentError) Error() string { return fmt.Sprintf("permanent (%s): %v", e.Reason, e.Err) }
@@ -64,6 +85,24 @@ func (e *PermanentError) Unwrap() error { return e.Err }
 
 // Permanent returns a *PermanentError.
 func Permanent(reason string, err error) error { return &PermanentError{Reason: reason, Err: err} }
+
+// PermanentWithEffect returns a *PermanentError that also changes the address's standing.
+func PermanentWithEffect(reason string, effect Effect, since time.Time, err error) error {
+	return &PermanentError{Reason: reason, Effect: effect, Since: since, Err: err}
+}
+
+// ConfigError is a provider answer that blames Herald's configuration, not the message: bad
+// credentials, a revoked key, a project mismatch. The delivery is not at fault, so the attempt
+// is not counted; the channel pauses and operators are alerted.
+type ConfigError struct {
+	Err error
+}
+
+func (e *ConfigError) Error() string { return fmt.Sprintf("provider configuration: %v", e.Err) }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Misconfigured returns a *ConfigError.
+func Misconfigured(err error) error { return &ConfigError{Err: err} }
 
 // TransientError is a provider answer worth retrying: a timeout, a 5xx, a rate limit.
 type TransientError struct {
@@ -100,6 +139,10 @@ func Classify(err error) (o Outcome, reason string, retryAfter time.Duration) {
 	var perm *PermanentError
 	if errors.As(err, &perm) {
 		return OutcomeFailed, perm.Reason, 0
+	}
+	var ce *ConfigError
+	if errors.As(err, &ce) {
+		return OutcomeRetry, "provider_config", 0
 	}
 	var tr *TransientError
 	if errors.As(err, &tr) {
