@@ -1,0 +1,158 @@
+package coherent
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// store is a database with a change feed: a write changes the value and appends its key to the
+// feed in one step, as a transaction would.
+type store struct {
+	mu     sync.Mutex
+	values map[string]int
+	feed   []string
+	polls  atomic.Int64
+}
+
+func (s *store) write(key string, v int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.values[key] = v
+	s.feed = append(s.feed, key)
+}
+
+func (s *store) read(key string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Let a read straddle concurrent writes and polls, as a database round trip would.
+	time.Sleep(time.Duration(rand.IntN(50)) * time.Microsecond)
+	return s.values[key]
+}
+
+func (s *store) Changes(_ context.Context, horizon uint64) ([]string, uint64, error) {
+	s.polls.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.feed[horizon:]...), uint64(len(s.feed)), nil
+}
+
+// get reads through the cache the way the contacts service does.
+func get(ctx context.Context, c *Cache[int], s *store, key string) (int, error) {
+	gen, err := c.Sync(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if v, ok := c.Get(key); ok {
+		return v, nil
+	}
+	v := s.read(key)
+	c.Put(gen, key, v)
+	return v, nil
+}
+
+// TestReadAfterWrite checks the cache's promise under concurrency: once a write returned, every
+// read that starts afterwards, through any replica's cache, sees it or something newer.
+func TestReadAfterWrite(t *testing.T) {
+	s := &store{values: map[string]int{}}
+	replicas := []*Cache[int]{New[int](s, 1000, time.Hour), New[int](s, 1000, time.Hour)}
+	ctx := context.Background()
+	keys := []string{"a", "b", "c"}
+	var acked sync.Map // key -> last acknowledged version
+	var writers, readers sync.WaitGroup
+	stop := make(chan struct{})
+	for _, k := range keys {
+		writers.Add(1)
+		go func() { // one writer per key, writing increasing versions
+			defer writers.Done()
+			for v := 1; ; v++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				s.write(k, v)
+				acked.Store(k, v)
+				time.Sleep(time.Duration(rand.IntN(100)) * time.Microsecond)
+			}
+		}()
+	}
+	errs := make(chan error, 8)
+	for r := range 8 {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			c := replicas[r%2]
+			for range 1000 {
+				k := keys[rand.IntN(len(keys))]
+				before, _ := acked.Load(k)
+				got, err := get(ctx, c, s, k)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if b, ok := before.(int); ok && got < b {
+					errs <- fmt.Errorf("read %s = %d after version %d was acknowledged", k, got, b)
+					return
+				}
+			}
+		}()
+	}
+	readers.Wait()
+	close(stop)
+	writers.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	t.Logf("%d polls served 8000 reads", s.polls.Load())
+}
+
+func TestHitsWithoutWrites(t *testing.T) {
+	s := &store{values: map[string]int{"k": 7}}
+	c := New[int](s, 10, time.Hour)
+	ctx := context.Background()
+	for range 3 {
+		if v, err := get(ctx, c, s, "k"); err != nil || v != 7 {
+			t.Fatalf("get = %d, %v", v, err)
+		}
+	}
+	if c.Len() != 1 {
+		t.Fatalf("%d entries, want 1", c.Len())
+	}
+	s.write("k", 8)
+	if v, _ := get(ctx, c, s, "k"); v != 8 {
+		t.Fatalf("after a write: %d, want 8", v)
+	}
+}
+
+func TestBounded(t *testing.T) {
+	s := &store{values: map[string]int{}}
+	c := New[int](s, 5, time.Hour)
+	ctx := context.Background()
+	for i := range 50 {
+		if _, err := get(ctx, c, s, fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+		if c.Len() > 5 {
+			t.Fatalf("%d entries, more than the bound", c.Len())
+		}
+	}
+}
+
+type failingFeed struct{}
+
+func (failingFeed) Changes(context.Context, uint64) ([]string, uint64, error) {
+	return nil, 0, fmt.Errorf("database down")
+}
+
+func TestFeedErrorFailsTheRead(t *testing.T) {
+	c := New[int](failingFeed{}, 5, time.Hour)
+	if _, err := c.Sync(context.Background()); err == nil {
+		t.Fatal("Sync succeeded with a failing feed")
+	}
+}
