@@ -53,11 +53,13 @@ func (s *stack) startWorkersProcess(t *testing.T) *workersProcess {
 		"--batch-size", strconv.Itoa(c.BatchSize), "--lease", c.Lease.String(),
 		"--send-timeout", c.SendTimeout.String(), "--ack-wait", c.AckWait.String(),
 		"--max-attempts", strconv.Itoa(c.MaxAttempts), "--base-backoff", c.BaseBackoff.String(),
-		"--max-backoff", c.MaxBackoff.String(), "--log-level", "warn")
+		"--max-backoff", c.MaxBackoff.String(), "--sim-url", c.SimURL, "--contacts-addr", c.ContactsAddr,
+		"--unsubscribe-url", c.UnsubscribeURL, "--log-level", "warn")
 	// Configuration through the environment too, as a deployment would pass secrets.
 	p.cmd.Env = append(os.Environ(),
 		"HERALD_DATABASE_URL="+c.DatabaseURL, "HERALD_NATS_URL="+c.NATSURL,
-		"HERALD_SENDGRID_API_KEY="+c.SendGridAPIKey)
+		"HERALD_SENDGRID_API_KEY="+c.SendGridAPIKey, "HERALD_CONTACTS_KEY="+c.ContactsKey,
+		"HERALD_LINK_KEYS="+c.LinkKeys)
 	p.cmd.Stdout, p.cmd.Stderr = &p.log, &p.log
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {

@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"io"
 	"log/slog"
+	"net/http/httptest"
 	"os"
 	"testing"
 	"time"
@@ -24,6 +27,7 @@ import (
 	notifierpg "github.com/heraldhq/herald/services/notifier/postgres"
 	workersd "github.com/heraldhq/herald/services/workers/daemon"
 	workerspg "github.com/heraldhq/herald/services/workers/postgres"
+	"github.com/heraldhq/herald/services/workers/sim"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -34,6 +38,9 @@ const sendgridKey = "SG.test-key"
 // in-process JetStream server and the SendGrid fake.
 type stack struct {
 	dbURL    string
+	linkKeys string
+	sim      *sim.Server
+	simURL   string
 	natsURL  string
 	pool     *pgxpool.Pool
 	key      string
@@ -82,12 +89,16 @@ func startStack(t *testing.T, opts stackOptions) *stack {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s := &stack{key: appkey.New().String()}
+	s := &stack{key: appkey.New().String(), linkKeys: "test:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))}
 	s.dbURL = pgtest.DB(t, "herald", migrateAll)
 	s.natsURL = natstest.Start(t).ClientURL()
 	s.fake = sendgridfake.New(sendgridKey)
 	s.fakeURL = s.fake.Start()
 	t.Cleanup(s.fake.Close)
+	s.sim = sim.NewServer()
+	simSrv := httptest.NewServer(s.sim)
+	t.Cleanup(simSrv.Close)
+	s.simURL = simSrv.URL
 	var err error
 	if s.pool, err = pgdb.Open(ctx, s.dbURL, 4); err != nil {
 		t.Fatal(err)
@@ -96,7 +107,9 @@ func startStack(t *testing.T, opts stackOptions) *stack {
 	log := testLogger(t)
 
 	s.contacts, err = contactsd.Start(ctx, contactsd.Config{
-		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DatabaseURL: s.dbURL, Log: log.With("service", "contacts"),
+		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DatabaseURL: s.dbURL, NATSURL: s.natsURL,
+		PublicURL: "http://contacts.test", LinkKeys: s.linkKeys, TwilioAuthToken: "twilio-token",
+		Log: log.With("service", "contacts"),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +151,9 @@ func startStack(t *testing.T, opts stackOptions) *stack {
 func (s *stack) workersConfig() workersd.Config {
 	return workersd.Config{
 		HTTPAddr: "127.0.0.1:0", DatabaseURL: s.dbURL, NATSURL: s.natsURL, Channels: "ios,android,sms,email",
-		EmailProvider: "sendgrid", PushProvider: "sim", SMSProvider: "sim", SimURL: "http://127.0.0.1:9",
+		EmailProvider: "sendgrid", PushProvider: "sim", SMSProvider: "sim", SimURL: s.simURL,
+		ContactsAddr: s.contacts.GRPCAddr(), ContactsKey: s.key, LinkKeys: s.linkKeys,
+		UnsubscribeURL: "http://contacts.test",
 		SendGridAPIKey: sendgridKey, SendGridBaseURL: s.fakeURL, EmailFrom: "herald@example.com",
 		EmailFromName: "Herald", Concurrency: 16, BatchSize: 64, Lease: 3 * time.Second,
 		SendTimeout: 2 * time.Second, AckWait: 5 * time.Second, MaxAttempts: 5,

@@ -7,6 +7,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/cli"
+	"github.com/heraldhq/herald/internal/linktoken"
 	"github.com/heraldhq/herald/internal/natsembed"
 	"github.com/heraldhq/herald/internal/pgserver"
 	contactsd "github.com/heraldhq/herald/services/contacts/daemon"
@@ -87,6 +90,7 @@ func run(args []string) error {
 type stack struct {
 	cfg      config
 	apiKey   string
+	linkKeys string
 	logFile  *os.File
 	pg       *pgserver.Server
 	dbURL    string
@@ -123,10 +127,18 @@ func start(ctx context.Context, c config) (_ *stack, err error) {
 	}
 	log := slog.New(slog.NewJSONHandler(s.logFile, &slog.HandlerOptions{Level: level}))
 
-	// The app key survives restarts in dev.env; the notifier installs it at start-up.
-	s.apiKey = cli.ReadEnvFile(filepath.Join(dir, "dev.env"))["HERALD_API_KEY"]
+	// The app key and the link-signing key survive restarts in dev.env; the notifier installs
+	// the app key at start-up.
+	env := cli.ReadEnvFile(filepath.Join(dir, "dev.env"))
+	s.apiKey = env["HERALD_API_KEY"]
 	if _, err := appkey.Parse(s.apiKey); err != nil {
 		s.apiKey = appkey.New().String()
+	}
+	s.linkKeys = env["HERALD_LINK_KEYS"]
+	if keys, err := linktoken.ParseKeys(s.linkKeys); err != nil || len(keys) == 0 {
+		secret := make([]byte, 32)
+		rand.Read(secret)
+		s.linkKeys = "dev:" + base64.StdEncoding.EncodeToString(secret)
 	}
 
 	fmt.Println("starting Herald...")
@@ -169,9 +181,12 @@ func start(ctx context.Context, c config) (_ *stack, err error) {
 	}); err != nil {
 		return nil, fmt.Errorf("notifier: %w", err)
 	}
+	contactsURL := "http://" + c.contactsHTTP
 	if s.contacts, err = contactsd.Start(ctx, contactsd.Config{
-		GRPCAddr: c.contactsGRPC, HTTPAddr: c.contactsHTTP, DatabaseURL: s.dbURL,
-		KeyCacheTTL: 2 * time.Second, Log: log.With("service", "contacts"),
+		GRPCAddr: c.contactsGRPC, HTTPAddr: c.contactsHTTP, DatabaseURL: s.dbURL, NATSURL: natsURL,
+		StreamReplicas: 1, KeyCacheTTL: 2 * time.Second, PublicURL: contactsURL, LinkKeys: s.linkKeys,
+		SMSHelpText: "Herald dev stack: reply STOP to stop, START to resume.",
+		Log:         log.With("service", "contacts"),
 	}); err != nil {
 		return nil, fmt.Errorf("contacts: %w", err)
 	}
@@ -180,6 +195,8 @@ func start(ctx context.Context, c config) (_ *stack, err error) {
 	wcfg.RegisterFlags(wfs) // the workers' own defaults
 	wcfg.HTTPAddr, wcfg.DatabaseURL, wcfg.NATSURL = c.workersHTTP, s.dbURL, natsURL
 	wcfg.SimURL = "http://" + simLis.Addr().String()
+	wcfg.ContactsAddr, wcfg.ContactsKey = c.contactsGRPC, s.apiKey
+	wcfg.LinkKeys, wcfg.UnsubscribeURL = s.linkKeys, contactsURL
 	wcfg.BaseBackoff = time.Second
 	wcfg.Log = log.With("service", "workers")
 	if s.workers, err = workersd.Start(ctx, wcfg); err != nil {
@@ -204,6 +221,7 @@ func (s *stack) writeEnv() error {
 		"HERALD_NATS_URL=" + s.nats.ClientURL(),
 		"HERALD_DATABASE_URL=" + s.dbURL,
 		"HERALD_SIM_URL=http://" + s.cfg.simAddr,
+		"HERALD_LINK_KEYS=" + s.linkKeys,
 		"",
 	}
 	return os.WriteFile(filepath.Join(s.cfg.dir, "dev.env"), []byte(strings.Join(lines, "\n")), 0o600)

@@ -1,16 +1,25 @@
-// Package contacts holds Herald's recipients: who they are and how to reach them. The root
-// package validates and decides; postgres/ stores users (schema "contacts"), rpc/ serves
-// ContactsService, daemon/ wires a running service.
+// Package contacts holds Herald's recipients: who they are, how to reach them (email, phone,
+// push devices), what they chose to receive (settings), and which addresses must not be used
+// (suppressions: opt-outs made at the address, addresses providers called invalid). The root
+// package validates and decides; postgres/ stores it (schema "contacts"), rpc/ serves
+// ContactsService, web/ serves the preference page, one-click unsubscribe and the SMS STOP
+// webhook, daemon/ wires a running service.
 package contacts
 
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/text/language"
+
 	"github.com/heraldhq/herald/internal/address"
+	"github.com/heraldhq/herald/internal/coherent"
+	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/preference"
 )
 
 // User is a recipient known by an id the calling services chose.
@@ -24,27 +33,115 @@ type User struct {
 	UpdatedAt time.Time
 }
 
-// Store keeps users. The postgres package implements it.
+// Device is a push token registered for a user. Platform is delivery.IOS or delivery.Android.
+type Device struct {
+	UserID            string
+	Platform          delivery.Channel
+	Token             string
+	App               string
+	Active            bool
+	DeactivatedReason string
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+}
+
+// Resolved is a user with what decides where their notifications go.
+type Resolved struct {
+	User     *User
+	Devices  []Device // active only
+	Settings *preference.Settings
+}
+
+// Target is one address on one channel.
+type Target struct {
+	Channel delivery.Channel
+	Address string
+}
+
+// Store keeps users, devices, settings and suppressions. Every write also records which users
+// and addresses it changed in the change feed, in the same transaction. The postgres package
+// implements it.
 type Store interface {
-	// UpsertUser creates or replaces u and returns it as stored.
+	// UpsertUser creates or replaces u's contact data (not its settings or devices).
 	UpsertUser(ctx context.Context, u *User) (*User, error)
 	// User returns a user, or a NotFound error.
 	User(ctx context.Context, id string) (*User, error)
-	// DeleteUser erases a user; deleting an unknown user is not an error.
+	// DeleteUser erases a user with their devices and settings; an unknown user is not an error.
 	DeleteUser(ctx context.Context, id string) error
-	// Users returns the users that exist among ids.
-	Users(ctx context.Context, ids []string) ([]*User, error)
+
+	// RegisterDevice stores d active for d.UserID, moving it from any other user, and lifts
+	// suppressions of its token. Errors: NotFound (user).
+	RegisterDevice(ctx context.Context, d *Device) (*Device, error)
+	// UnregisterDevice deletes a token; an unknown token is not an error.
+	UnregisterDevice(ctx context.Context, platform delivery.Channel, token string) error
+	// Devices lists a user's devices. Errors: NotFound (user).
+	Devices(ctx context.Context, userID string, includeInactive bool) ([]Device, error)
+	// DeactivateToken marks a token invalid (and suppresses it) unless it was registered after
+	// since; a zero since always deactivates.
+	DeactivateToken(ctx context.Context, platform delivery.Channel, token, reason string, since time.Time) error
+
+	// Settings returns a user's settings (nil when never set). Errors: NotFound (user).
+	Settings(ctx context.Context, userID string) (*preference.Settings, error)
+	// UpdateSettings replaces a user's settings. Errors: NotFound (user).
+	UpdateSettings(ctx context.Context, userID string, s *preference.Settings) error
+
+	// Suppress records a suppression; an existing one for the same address and category is
+	// replaced.
+	Suppress(ctx context.Context, s preference.Suppression) error
+	// Unsuppress lifts the opt-out suppressions (not the invalid-address ones) of an address
+	// for a category ("" for all).
+	Unsuppress(ctx context.Context, ch delivery.Channel, address, category string) error
+
+	// Resolve reads, in one round trip, the users among ids with their active devices and
+	// settings, and the suppressions on every address involved: the targets and the users' own
+	// addresses. Every such address appears in the map, with no suppressions if it has none.
+	Resolve(ctx context.Context, ids []string, targets []Target) ([]Resolved, map[Target][]preference.Suppression, error)
+
+	// Categories returns the notifier's categories.
+	Categories(ctx context.Context) ([]preference.Category, error)
+
+	// Changes reads the change feed (see coherent.Feed).
+	Changes(ctx context.Context, horizon uint64) ([]string, uint64, error)
+}
+
+// Publisher tells the other services about facts they must act on.
+type Publisher interface {
+	// UserDeleted announces that a user was erased, so delivery history keeps only the id.
+	UserDeleted(ctx context.Context, userID string) error
 }
 
 // Service is the contacts service.
 type Service struct {
-	Store Store
+	Store     Store
+	Publisher Publisher
+	cache     *coherent.Cache[cached]
 }
 
+// cached is a cache entry: a user (nil when the id is unknown) or an address's suppressions.
+type cached struct {
+	user *Resolved
+	sups []preference.Suppression
+}
+
+// New returns a Service on store whose lookups are cached coherently with every other replica.
+func New(store Store, pub Publisher) *Service {
+	return &Service{Store: store, Publisher: pub, cache: coherent.New[cached](store, 100_000, 30*time.Minute)}
+}
+
+// Limits on what one call may carry.
 const (
-	maxUserID   = 128
-	maxBatchGet = 1000
+	maxUserID  = 128
+	maxBatch   = 1000
+	maxAppName = 256
 )
+
+// UserKey is the change-feed and cache key of a user: stores record it when they change how
+// the user resolves (contact data, devices, settings).
+func UserKey(id string) string { return "u:" + id }
+
+// AddressKey is the change-feed and cache key of an address: stores record it when they change
+// its suppressions.
+func AddressKey(ch delivery.Channel, address string) string { return "a:" + string(ch) + ":" + address }
 
 // UpsertUser validates u, normalises its addresses and stores it.
 // Errors: Invalid (with field violations).
@@ -66,12 +163,17 @@ func (s *Service) UpsertUser(ctx context.Context, u *User) (*User, error) {
 		u.Phone = p
 	}
 	if u.Timezone != "" {
-		if _, err := time.LoadLocation(u.Timezone); err != nil || len(u.Timezone) > 64 {
+		if _, err := time.LoadLocation(u.Timezone); err != nil || len(u.Timezone) > 64 || u.Timezone == "Local" {
 			v.Add("user.timezone", "must be an IANA time zone such as Europe/Lisbon")
 		}
 	}
-	if len(u.Locale) > 35 {
-		v.Add("user.locale", "must be a BCP 47 tag such as pt-BR")
+	if u.Locale != "" {
+		tag, err := language.Parse(u.Locale)
+		if err != nil || len(u.Locale) > 35 {
+			v.Add("user.locale", "must be a BCP 47 language tag such as pt-BR")
+		} else {
+			u.Locale = tag.String()
+		}
 	}
 	if err := v.Err(); err != nil {
 		return nil, err
@@ -81,37 +183,268 @@ func (s *Service) UpsertUser(ctx context.Context, u *User) (*User, error) {
 
 // GetUser returns a user. Errors: Invalid, NotFound.
 func (s *Service) GetUser(ctx context.Context, id string) (*User, error) {
-	var v errs.Violations
-	checkID(&v, "user_id", id)
-	if err := v.Err(); err != nil {
+	if err := checkUserID("user_id", id); err != nil {
 		return nil, err
 	}
 	return s.Store.User(ctx, id)
 }
 
-// DeleteUser erases a user's contact data. Errors: Invalid.
+// DeleteUser erases a user's contact data, devices and settings, and announces it so that the
+// notifier erases the addresses from the user's delivery history. It announces even an unknown
+// user, so that a retry after a failed announcement completes the erasure. Errors: Invalid,
+// Unavailable.
 func (s *Service) DeleteUser(ctx context.Context, id string) error {
-	var v errs.Violations
-	checkID(&v, "user_id", id)
-	if err := v.Err(); err != nil {
+	if err := checkUserID("user_id", id); err != nil {
 		return err
 	}
-	return s.Store.DeleteUser(ctx, id)
+	if err := s.Store.DeleteUser(ctx, id); err != nil {
+		return err
+	}
+	if s.Publisher == nil {
+		return nil
+	}
+	if err := s.Publisher.UserDeleted(ctx, id); err != nil {
+		return errs.Wrap(errs.Unavailable, err, "the user is deleted but their delivery history is not yet erased; call DeleteUser again")
+	}
+	return nil
 }
 
 // BatchGetUsers returns the users that exist among ids. Errors: Invalid.
 func (s *Service) BatchGetUsers(ctx context.Context, ids []string) ([]*User, error) {
-	var v errs.Violations
-	if len(ids) > maxBatchGet {
-		v.Add("user_ids", fmt.Sprintf("must hold at most %d ids", maxBatchGet))
+	if err := checkIDs(ids); err != nil {
+		return nil, err
 	}
-	for i, id := range ids {
-		checkID(&v, fmt.Sprintf("user_ids[%d]", i), id)
+	found, err := s.resolve(ctx, ids, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*User, 0, len(found.Users))
+	for _, r := range found.Users {
+		out = append(out, r.User)
+	}
+	return out, nil
+}
+
+// RegisterDevice validates and stores a device. Errors: Invalid, NotFound (user).
+func (s *Service) RegisterDevice(ctx context.Context, d *Device) (*Device, error) {
+	var v errs.Violations
+	checkID(&v, "device.user_id", d.UserID)
+	d.Token = normaliseToken(&v, "device.token", d.Platform, d.Token)
+	if len(d.App) > maxAppName || !utf8.ValidString(d.App) {
+		v.Add("device.app", fmt.Sprintf("must be at most %d bytes of UTF-8", maxAppName))
 	}
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	return s.Store.Users(ctx, ids)
+	return s.Store.RegisterDevice(ctx, d)
+}
+
+// UnregisterDevice removes a token. Errors: Invalid.
+func (s *Service) UnregisterDevice(ctx context.Context, platform delivery.Channel, token string) error {
+	var v errs.Violations
+	token = normaliseToken(&v, "token", platform, token)
+	if err := v.Err(); err != nil {
+		return err
+	}
+	return s.Store.UnregisterDevice(ctx, platform, token)
+}
+
+// ListDevices lists a user's devices. Errors: Invalid, NotFound.
+func (s *Service) ListDevices(ctx context.Context, userID string, includeInactive bool) ([]Device, error) {
+	if err := checkUserID("user_id", userID); err != nil {
+		return nil, err
+	}
+	return s.Store.Devices(ctx, userID, includeInactive)
+}
+
+func normaliseToken(v *errs.Violations, field string, platform delivery.Channel, token string) string {
+	var err error
+	switch platform {
+	case delivery.IOS:
+		token, err = address.APNsToken(token)
+	case delivery.Android:
+		token, err = address.FCMToken(token)
+	default:
+		v.Add(field[:len(field)-len("token")]+"platform", "must be PLATFORM_IOS or PLATFORM_ANDROID")
+		return token
+	}
+	if err != nil {
+		v.Add(field, err.Error())
+	}
+	return token
+}
+
+// GetSettings returns a user's settings (empty when never set) and the categories they can
+// refer to. Errors: Invalid, NotFound.
+func (s *Service) GetSettings(ctx context.Context, userID string) (*preference.Settings, []preference.Category, error) {
+	if err := checkUserID("user_id", userID); err != nil {
+		return nil, nil, err
+	}
+	st, err := s.Store.Settings(ctx, userID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if st == nil {
+		st = &preference.Settings{}
+	}
+	cats, err := s.Store.Categories(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, cats, nil
+}
+
+// UpdateSettings validates and replaces a user's settings. Once it returns, every lookup on
+// every replica sees them. Errors: Invalid (unknown category, opting out of a critical one,
+// malformed quiet hours), NotFound.
+func (s *Service) UpdateSettings(ctx context.Context, userID string, st *preference.Settings) error {
+	if err := checkUserID("user_id", userID); err != nil {
+		return err
+	}
+	cats, err := s.Store.Categories(ctx)
+	if err != nil {
+		return err
+	}
+	byName := make(map[string]preference.Category, len(cats))
+	for _, c := range cats {
+		byName[c.Name] = c
+	}
+	if field, reason := st.Validate(byName); field != "" {
+		return errs.Field(field, reason)
+	}
+	slices.Sort(st.OptedOutChannels)
+	st.OptedOutChannels = slices.Compact(st.OptedOutChannels)
+	return s.Store.UpdateSettings(ctx, userID, st)
+}
+
+// Found is the answer to Resolve.
+type Found struct {
+	Users        map[string]*Resolved
+	Suppressions []preference.Suppression
+}
+
+// Resolve returns the users among ids with their active devices and settings, and the
+// suppressions on the targets and on the users' addresses. It reads through the coherent cache:
+// anything written before the call began is seen. Errors: Invalid, Unavailable.
+func (s *Service) Resolve(ctx context.Context, ids []string, targets []Target) (*Found, error) {
+	if err := checkIDs(ids); err != nil {
+		return nil, err
+	}
+	if len(ids)+len(targets) > maxBatch {
+		return nil, errs.Field("targets", fmt.Sprintf("users and targets together must be at most %d", maxBatch))
+	}
+	return s.resolve(ctx, ids, targets)
+}
+
+func (s *Service) resolve(ctx context.Context, ids []string, targets []Target) (*Found, error) {
+	gen, err := s.cache.Sync(ctx)
+	if err != nil {
+		return nil, errs.Wrap(errs.Unavailable, err, "the contacts database is unavailable; try again")
+	}
+	found := &Found{Users: map[string]*Resolved{}}
+	addrs := map[Target]bool{} // every address whose suppressions matter
+	var missIDs []string
+	for _, id := range ids {
+		c, ok := s.cache.Get(UserKey(id))
+		if !ok {
+			missIDs = append(missIDs, id)
+			continue
+		}
+		if c.user != nil {
+			found.Users[id] = c.user
+			for _, t := range addressesOf(c.user) {
+				addrs[t] = true
+			}
+		}
+	}
+	for _, t := range targets {
+		addrs[t] = true
+	}
+	have := map[Target]bool{} // addresses whose suppressions are already in found
+	var missAddrs []Target
+	for t := range addrs {
+		c, ok := s.cache.Get(AddressKey(t.Channel, t.Address))
+		if !ok {
+			missAddrs = append(missAddrs, t)
+			continue
+		}
+		found.Suppressions = append(found.Suppressions, c.sups...)
+		have[t] = true
+	}
+	if len(missIDs) == 0 && len(missAddrs) == 0 {
+		return found, nil
+	}
+	// The store also returns the suppressions of the fetched users' own addresses.
+	users, sups, err := s.Store.Resolve(ctx, missIDs, missAddrs)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range users {
+		found.Users[r.User.ID] = &r
+		s.cache.Put(gen, UserKey(r.User.ID), cached{user: &r})
+	}
+	for _, id := range missIDs {
+		if _, ok := found.Users[id]; !ok {
+			s.cache.Put(gen, UserKey(id), cached{}) // unknown ids are cached too
+		}
+	}
+	for t, list := range sups {
+		if !have[t] {
+			found.Suppressions = append(found.Suppressions, list...)
+			have[t] = true
+		}
+		s.cache.Put(gen, AddressKey(t.Channel, t.Address), cached{sups: list})
+	}
+	return found, nil
+}
+
+// addressesOf lists the addresses of a user: email, phone and active device tokens.
+func addressesOf(r *Resolved) []Target {
+	var out []Target
+	if r.User.Email != "" {
+		out = append(out, Target{delivery.Email, r.User.Email})
+	}
+	if r.User.Phone != "" {
+		out = append(out, Target{delivery.SMS, r.User.Phone})
+	}
+	for _, d := range r.Devices {
+		out = append(out, Target{d.Platform, d.Token})
+	}
+	return out
+}
+
+// Suppress records an opt-out or invalid address (from a provider, a STOP reply, an
+// unsubscribe link).
+func (s *Service) Suppress(ctx context.Context, sup preference.Suppression) error {
+	return s.Store.Suppress(ctx, sup)
+}
+
+// Unsuppress lifts an opt-out of an address (a START reply).
+func (s *Service) Unsuppress(ctx context.Context, ch delivery.Channel, address, category string) error {
+	return s.Store.Unsuppress(ctx, ch, address, category)
+}
+
+// DeactivateToken applies a provider's verdict that a push token is dead.
+func (s *Service) DeactivateToken(ctx context.Context, platform delivery.Channel, token, reason string, since time.Time) error {
+	return s.Store.DeactivateToken(ctx, platform, token, reason, since)
+}
+
+func checkIDs(ids []string) error {
+	var v errs.Violations
+	if len(ids) > maxBatch {
+		v.Add("user_ids", fmt.Sprintf("must hold at most %d ids", maxBatch))
+		return v.Err()
+	}
+	for i, id := range ids {
+		checkID(&v, fmt.Sprintf("user_ids[%d]", i), id)
+	}
+	return v.Err()
+}
+
+func checkUserID(field, id string) error {
+	var v errs.Violations
+	checkID(&v, field, id)
+	return v.Err()
 }
 
 func checkID(v *errs.Violations, field, id string) {

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/preference"
 	"github.com/heraldhq/herald/internal/templates"
 )
 
@@ -27,13 +28,17 @@ type Notification struct {
 	// is told apart from a retry.
 	RequestHash []byte
 	Category    string
-	UserID      string
-	Template    *TemplateRef
-	Priority    delivery.Priority
-	SendAt      time.Time
-	ExpiresAt   time.Time
-	CreatedAt   time.Time
-	Deliveries  []*Delivery
+	// Critical and DefaultOptIn are the category's rules when the notification was accepted;
+	// the workers apply them when they re-check the user's settings.
+	Critical     bool
+	DefaultOptIn bool
+	UserID       string
+	Template     *TemplateRef
+	Priority     delivery.Priority
+	SendAt       time.Time
+	ExpiresAt    time.Time
+	CreatedAt    time.Time
+	Deliveries   []*Delivery
 }
 
 // Delivery is one channel target of a notification.
@@ -54,6 +59,8 @@ type Delivery struct {
 	CreatedAt         time.Time
 	UpdatedAt         time.Time
 	SentAt            *time.Time
+	// ExpiresAt is when the delivery is no longer worth sending.
+	ExpiresAt time.Time
 	// DueAt is when the reconciler looks at the delivery next, if it is not sent by then: the
 	// send time of a scheduled delivery, the re-publish deadline of a queued one. Nil once
 	// terminal.
@@ -86,10 +93,27 @@ type App struct {
 
 // User is what the notifier needs to know of a recipient from the contacts service.
 type User struct {
-	ID     string
-	Email  string
-	Phone  string
-	Locale string
+	ID            string
+	Email         string
+	Phone         string
+	Locale        string
+	Timezone      string
+	IOSTokens     []string // active devices only
+	AndroidTokens []string
+	// Settings are nil when the user never chose any: category defaults apply.
+	Settings *preference.Settings
+}
+
+// Target is one address on one channel.
+type Target struct {
+	Channel delivery.Channel
+	Address string
+}
+
+// Recipients is what the contacts service knows of the recipients of a Send.
+type Recipients struct {
+	Users        map[string]User
+	Suppressions []preference.Suppression
 }
 
 // Publication is one message to put on a channel's queue.
@@ -118,10 +142,19 @@ type Store interface {
 	// Template returns a template version (0: the latest), or a NotFound error.
 	Template(ctx context.Context, name string, version int) (*Template, error)
 
+	// Categories returns every category.
+	Categories(ctx context.Context) ([]preference.Category, error)
+	// PutCategory creates or replaces a category.
+	PutCategory(ctx context.Context, c preference.Category) error
+
 	// CreateApp stores a new app, or returns a Conflict error when the name is taken.
 	CreateApp(ctx context.Context, a *App) error
 	// AddKey stores a key's hash for an app, or returns NotFound for an unknown app.
 	AddKey(ctx context.Context, appID uuid.UUID, keyID string, secretHash []byte) error
+
+	// EraseUser removes the addresses and content of every delivery to a deleted user, keeping
+	// only the user id in the history, and cancels those not yet sent.
+	EraseUser(ctx context.Context, userID string) error
 
 	// Reconcile takes up to limit deliveries whose deadline has passed and moves each on: a
 	// scheduled or stale queued delivery is (re-)queued, one whose worker's lease expired is
@@ -138,6 +171,7 @@ type Publisher interface {
 
 // Directory looks up recipients in the contacts service.
 type Directory interface {
-	// Users returns the users that exist among ids, keyed by id.
-	Users(ctx context.Context, ids []string) (map[string]User, error)
+	// Resolve returns, in one round trip, the users that exist among userIDs and the
+	// suppressions on the targets and on those users' own addresses.
+	Resolve(ctx context.Context, userIDs []string, targets []Target) (*Recipients, error)
 }

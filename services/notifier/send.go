@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -16,6 +18,7 @@ import (
 	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/preference"
 	"github.com/heraldhq/herald/internal/templates"
 )
 
@@ -79,6 +82,7 @@ type Service struct {
 	Now func() time.Time
 
 	parsed sync.Map // templateKey -> *templates.Template; versions are immutable
+	cats   categories
 }
 
 type templateKey struct {
@@ -105,7 +109,7 @@ type SendResult struct {
 // by the reconciler. Errors: Invalid (with field violations), Conflict (idempotency key reused
 // with another request), NotFound (template), Unavailable.
 func (s *Service) Send(ctx context.Context, caller appkey.Caller, req *SendRequest) (*SendResult, error) {
-	if err := validate(req); err != nil {
+	if err := validate(req, s.now()); err != nil {
 		return nil, err
 	}
 	if req.IdempotencyKey != "" {
@@ -142,36 +146,49 @@ func (s *Service) Send(ctx context.Context, caller appkey.Caller, req *SendReque
 	}
 	n.ExpiresAt = n.SendAt.Add(ttl)
 
-	targets, locale, err := s.resolve(ctx, req)
+	cat, err := s.category(ctx, req.Category)
 	if err != nil {
 		return nil, err
 	}
-	content, err := s.render(ctx, req, locale, n)
+	n.Critical, n.DefaultOptIn = cat.Critical, cat.DefaultOptIn
+	r, err := s.resolve(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	for _, t := range targets {
+	content, err := s.render(ctx, req, r.locale(), n)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range r.targets {
 		d := &Delivery{
 			ID:             mustV7(),
 			NotificationID: n.ID,
 			Channel:        t.channel,
 			To:             t.to,
-			State:          delivery.Queued,
+			State:          delivery.Skipped,
+			ExpiresAt:      n.ExpiresAt,
 			CreatedAt:      now,
 			UpdatedAt:      now,
 		}
-		switch c, ok := content[t.channel]; {
+		c, ok := content[t.channel]
+		switch {
 		case t.to == "":
-			d.State, d.Reason = delivery.Skipped, "no_address"
+			d.Reason = "no_address"
 		case !ok:
-			d.State, d.Reason = delivery.Skipped, "no_content"
+			d.Reason = "no_content"
 		default:
-			d.Content = c
-			due := now.Add(s.RepublishAfter)
-			if n.SendAt.After(now) {
-				d.State, due = delivery.Scheduled, n.SendAt
+			if d.Reason = r.refusal(cat, t); d.Reason != "" {
+				break
 			}
-			d.DueAt = &due
+			d.Content = c
+			at := n.SendAt
+			if until, quiet := r.quietUntil(cat, t.channel, at); quiet {
+				at, d.ExpiresAt = until, until.Add(ttl)
+			}
+			d.State, d.DueAt = delivery.Queued, ptr(minTime(now.Add(s.RepublishAfter), d.ExpiresAt))
+			if at.After(now) {
+				d.State, d.DueAt = delivery.Scheduled, &at
+			}
 		}
 		n.Deliveries = append(n.Deliveries, d)
 	}
@@ -218,26 +235,78 @@ type target struct {
 	to      string
 }
 
-// resolve lists the channel targets of the recipient, restricted to the requested channels.
-// A requested channel the recipient cannot be reached on gets one target with no address, which
-// becomes a skipped delivery.
-func (s *Service) resolve(ctx context.Context, req *SendRequest) ([]target, string, error) {
+// recipient is who a Send goes to, as the contacts service knows them.
+type recipient struct {
+	user    *User // nil for a raw address
+	targets []target
+	sups    []preference.Suppression
+}
+
+func (r *recipient) locale() string {
+	if r.user == nil {
+		return ""
+	}
+	return r.user.Locale
+}
+
+// refusal says why t must not receive category cat: an invalid address, a suppression, or the
+// user's settings. "" means send.
+func (r *recipient) refusal(cat preference.Category, t target) string {
+	if reason, blocked := preference.Blocked(r.sups, cat, t.channel, t.to); blocked {
+		return reason
+	}
+	if r.user != nil && !r.user.Settings.Allows(cat, t.channel) {
+		return preference.ReasonOptedOut
+	}
+	return ""
+}
+
+// quietUntil returns when the user's quiet hours around at end, if at falls in them and they
+// apply to the channel and category.
+func (r *recipient) quietUntil(cat preference.Category, ch delivery.Channel, at time.Time) (time.Time, bool) {
+	if r.user == nil || r.user.Settings == nil || r.user.Settings.QuietHours == nil ||
+		cat.Critical || !preference.Interrupts(ch) {
+		return time.Time{}, false
+	}
+	loc, err := time.LoadLocation(r.user.Timezone)
+	if err != nil || r.user.Timezone == "" {
+		loc = time.UTC
+	}
+	return r.user.Settings.QuietHours.Until(at, loc)
+}
+
+// resolve finds the recipient's channel targets, restricted to the requested channels, with
+// what the contacts service knows of them, in one round trip. A requested channel the
+// recipient cannot be reached on gets one target with no address, which becomes a skipped
+// delivery.
+func (s *Service) resolve(ctx context.Context, req *SendRequest) (*recipient, error) {
+	r := &recipient{}
 	addr := req.Address
-	locale := ""
-	if req.UserID != "" {
-		if s.Directory == nil {
-			return nil, "", errs.E(errs.FailedPrecondition, "no contacts service is configured")
+	if s.Directory == nil {
+		if req.UserID != "" {
+			return nil, errs.E(errs.FailedPrecondition, "no contacts service is configured")
 		}
-		users, err := s.Directory.Users(ctx, []string{req.UserID})
+	} else {
+		var ids []string
+		var lookup []Target
+		if req.UserID != "" {
+			ids = []string{req.UserID}
+		} else {
+			lookup = addr.targets()
+		}
+		found, err := s.Directory.Resolve(ctx, ids, lookup)
 		if err != nil {
-			return nil, "", err
+			return nil, err
 		}
-		u, ok := users[req.UserID]
-		if !ok {
-			return nil, "", errs.E(errs.NotFound, "user %q not found", req.UserID)
+		r.sups = found.Suppressions
+		if req.UserID != "" {
+			u, ok := found.Users[req.UserID]
+			if !ok {
+				return nil, errs.E(errs.NotFound, "user %q not found", req.UserID)
+			}
+			r.user = &u
+			addr = &Address{Email: u.Email, Phone: u.Phone, IOSTokens: u.IOSTokens, AndroidTokens: u.AndroidTokens}
 		}
-		addr = &Address{Email: u.Email, Phone: u.Phone}
-		locale = u.Locale
 	}
 	byChannel := map[delivery.Channel][]string{
 		delivery.IOS:     addr.IOSTokens,
@@ -254,20 +323,36 @@ func (s *Service) resolve(ctx context.Context, req *SendRequest) ([]target, stri
 	if !explicit {
 		channels = delivery.Channels
 	}
-	var out []target
 	for _, ch := range channels {
 		tos := byChannel[ch]
 		if len(tos) == 0 && explicit {
-			out = append(out, target{channel: ch})
+			r.targets = append(r.targets, target{channel: ch})
 		}
 		for _, to := range tos {
-			out = append(out, target{channel: ch, to: to})
+			r.targets = append(r.targets, target{channel: ch, to: to})
 		}
 	}
-	if len(out) == 0 {
-		return nil, "", errs.Field("recipient", "the recipient has no address on any channel")
+	if len(r.targets) == 0 {
+		return nil, errs.Field("recipient", "the recipient has no address on any channel")
 	}
-	return out, locale, nil
+	return r, nil
+}
+
+func (a *Address) targets() []Target {
+	var out []Target
+	if a.Email != "" {
+		out = append(out, Target{delivery.Email, a.Email})
+	}
+	if a.Phone != "" {
+		out = append(out, Target{delivery.SMS, a.Phone})
+	}
+	for _, t := range a.IOSTokens {
+		out = append(out, Target{delivery.IOS, t})
+	}
+	for _, t := range a.AndroidTokens {
+		out = append(out, Target{delivery.Android, t})
+	}
+	return out
 }
 
 // render produces each channel's content, from the template or the inline content.
@@ -344,17 +429,15 @@ func templateError(prefix string, err error) error {
 }
 
 // validate checks the request's shape and normalises its addresses in place.
-func validate(req *SendRequest) error {
+func validate(req *SendRequest, now time.Time) error {
 	var v errs.Violations
-	if len(req.IdempotencyKey) > maxIdempotencyKey {
-		v.Add("idempotency_key", fmt.Sprintf("must be at most %d bytes", maxIdempotencyKey))
-	}
+	checkLen(&v, "idempotency_key", req.IdempotencyKey, maxIdempotencyKey)
 	switch {
 	case req.UserID != "" && req.Address != nil:
 		v.Add("recipient", "set either user_id or address, not both")
 	case req.UserID != "":
-		if len(req.UserID) > maxUserID || !utf8.ValidString(req.UserID) {
-			v.Add("recipient.user_id", fmt.Sprintf("must be valid UTF-8 of at most %d bytes", maxUserID))
+		if len(req.UserID) > maxUserID || !storable(req.UserID) {
+			v.Add("recipient.user_id", fmt.Sprintf("must be valid UTF-8 without NUL of at most %d bytes", maxUserID))
 		}
 	case req.Address != nil:
 		validateAddress(req.Address, &v)
@@ -378,6 +461,8 @@ func validate(req *SendRequest) error {
 		if req.Template.Name == "" {
 			v.Add("template.name", "is required")
 		}
+		checkLen(&v, "template.name", req.Template.Name, maxTitle)
+		checkLen(&v, "template.locale", req.Template.Locale, maxTitle)
 		if req.Template.Version < 0 {
 			v.Add("template.version", "must be positive")
 		}
@@ -393,10 +478,13 @@ func validate(req *SendRequest) error {
 	default:
 		v.Add("message", "is required: set template or content")
 	}
+	if !storableData(req.Data) {
+		v.Add("data", "must not hold NUL characters, NaN or infinite numbers")
+	}
 	if req.TTL < 0 || req.TTL > maxTTL {
 		v.Add("ttl", fmt.Sprintf("must be between 0 and %s", maxTTL))
 	}
-	if !req.SendAt.IsZero() && time.Until(req.SendAt) > maxSchedule {
+	if !req.SendAt.IsZero() && req.SendAt.Sub(now) > maxSchedule {
 		v.Add("send_at", "must be within a year")
 	}
 	return v.Err()
@@ -451,6 +539,48 @@ func checkLen(v *errs.Violations, field, s string, max int) {
 	if !utf8.ValidString(s) {
 		v.Add(field, "must be valid UTF-8")
 	}
+	if strings.IndexByte(s, 0) >= 0 {
+		v.Add(field, "must not contain NUL characters")
+	}
+}
+
+// storable reports whether PostgreSQL can store s as text or in jsonb: it rejects invalid UTF-8
+// and NUL, so that such input is answered as invalid rather than failing the insert.
+func storable(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
+
+// storableData reports whether data encodes to JSON that jsonb accepts: no NUL in keys or
+// strings (jsonb refuses \u0000) and no NaN or infinity (encoding/json refuses them).
+func storableData(data any) bool {
+	switch d := data.(type) {
+	case string:
+		return strings.IndexByte(d, 0) < 0
+	case float64:
+		return !math.IsNaN(d) && !math.IsInf(d, 0)
+	case float32:
+		return storableData(float64(d))
+	case []any:
+		for _, e := range d {
+			if !storableData(e) {
+				return false
+			}
+		}
+	case map[string]any:
+		for k, e := range d {
+			if strings.IndexByte(k, 0) >= 0 || !storableData(e) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 func mustV7() uuid.UUID {

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/preference"
 )
 
 // Message is one claimed delivery, with everything a provider needs to send it.
@@ -23,15 +24,29 @@ type Message struct {
 	Channel        delivery.Channel
 	// To is the channel's address: an email address, an E.164 number or a device token. It must
 	// never be logged.
-	To       string
+	To string
+	// UserID is the recipient's user id, or "" for a raw address.
+	UserID   string
 	Category string
-	Priority delivery.Priority
-	Content  delivery.Content
+	// Critical and DefaultOptIn are the category's rules (see preference.Category).
+	Critical     bool
+	DefaultOptIn bool
+	Priority     delivery.Priority
+	Content      delivery.Content
+	// UnsubscribeURL and UnsubscribeMailto, when set, go into an email's List-Unsubscribe
+	// header (RFC 2369), with one-click unsubscribe (RFC 8058) for the URL.
+	UnsubscribeURL    string
+	UnsubscribeMailto string
 	// Attempt counts provider calls for this delivery, this one included (1 on the first try).
 	Attempt int
 	// ExpiresAt is when the delivery stops being worth sending; providers that support it (APNs,
 	// FCM) pass it on.
 	ExpiresAt time.Time
+}
+
+// Rules returns the message's category as the preference package sees it.
+func (m *Message) Rules() preference.Category {
+	return preference.Category{Name: m.Category, Critical: m.Critical, DefaultOptIn: m.DefaultOptIn}
 }
 
 // Result is what a provider answered when it accepted a message.
@@ -127,6 +142,9 @@ const (
 	OutcomeSent Outcome = iota
 	OutcomeRetry
 	OutcomeFailed
+	// OutcomeSkipped: the recipient no longer wants it (opted out, address suppressed since
+	// the notification was accepted); no provider was called.
+	OutcomeSkipped
 )
 
 // Classify maps a Send error to an outcome, the reason to record and, for retries, the wait the
@@ -182,8 +200,11 @@ type Attempt struct {
 	Error             string // the provider's error, without addresses or secrets
 	ProviderMessageID string
 	RetryAt           time.Time // when to try again, for OutcomeRetry
-	Started           time.Time
-	Latency           time.Duration
+	// Effect and Since: what the provider's answer means for the address (OutcomeFailed).
+	Effect  Effect
+	Since   time.Time
+	Started time.Time
+	Latency time.Duration
 }
 
 // Store claims deliveries and records what became of them. The postgres package implements it.
@@ -194,6 +215,24 @@ type Store interface {
 	// outcome always lands (the provider has the message); other outcomes only while worker
 	// still holds the lease.
 	Record(ctx context.Context, worker string, attempts []Attempt) error
+	// Release gives claimed deliveries back (queued, the attempt not counted) when the worker
+	// cannot send them now.
+	Release(ctx context.Context, worker string, ids []uuid.UUID) error
+}
+
+// Gate re-checks, just before a send, that the recipient still wants it: an opt-out or a
+// suppression recorded after the notification was accepted stops it.
+type Gate interface {
+	// Check answers, for each message that must not be sent, why; messages not in the answer
+	// go ahead. An error means it could not check, and nothing may be sent.
+	Check(ctx context.Context, msgs []*Message) (map[uuid.UUID]string, error)
+}
+
+// Announcer tells the contacts service what provider answers mean for addresses (a dead token,
+// an invalid number, an opt-out at the provider).
+type Announcer interface {
+	// Announce publishes a's effect; a must carry one.
+	Announce(ctx context.Context, a Attempt) error
 }
 
 // Policy is a channel's retry policy.

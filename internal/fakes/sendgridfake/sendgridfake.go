@@ -42,6 +42,8 @@ type Message struct {
 	Categories []string
 	// CustomArgs merges the request's custom_args with the personalization's, which win.
 	CustomArgs map[string]string
+	// Headers merges the request's headers with the personalization's, which win.
+	Headers map[string]string
 	// MessageID is the X-Message-Id the fake answered for the request.
 	MessageID  string
 	ReceivedAt time.Time
@@ -370,6 +372,7 @@ func (f *Fake) record(req *mailRequest, id string) {
 			Subject:    req.Subject,
 			Categories: append([]string(nil), req.Categories...),
 			CustomArgs: make(map[string]string),
+			Headers:    make(map[string]string),
 			MessageID:  id,
 			ReceivedAt: now,
 		}
@@ -395,6 +398,12 @@ func (f *Fake) record(req *mailRequest, id string) {
 		}
 		for k, v := range p.CustomArgs {
 			m.CustomArgs[k] = v
+		}
+		for k, v := range req.Headers {
+			m.Headers[k] = v
+		}
+		for k, v := range p.Headers {
+			m.Headers[k] = v
 		}
 		if d, ok := m.CustomArgs["delivery_id"]; ok {
 			f.counts[d]++

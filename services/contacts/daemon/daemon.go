@@ -9,27 +9,44 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/events"
+	"github.com/heraldhq/herald/internal/linktoken"
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/internal/server"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 	"github.com/heraldhq/herald/services/contacts"
+	cevents "github.com/heraldhq/herald/services/contacts/events"
 	"github.com/heraldhq/herald/services/contacts/postgres"
 	"github.com/heraldhq/herald/services/contacts/rpc"
+	"github.com/heraldhq/herald/services/contacts/web"
 )
 
 // Config is everything a contacts service needs to run.
 type Config struct {
-	GRPCAddr    string
-	HTTPAddr    string
-	DatabaseURL string
-	KeyCacheTTL time.Duration
-	Log         *slog.Logger
+	GRPCAddr       string
+	HTTPAddr       string
+	DatabaseURL    string
+	NATSURL        string
+	StreamReplicas int
+	KeyCacheTTL    time.Duration
+	// PublicURL is where end users reach this service's HTTP pages (preference page,
+	// unsubscribe, SMS webhook), e.g. https://notify.example.com.
+	PublicURL string
+	// LinkKeys sign preference and unsubscribe links: "id:base64secret,..."; the first signs.
+	LinkKeys string
+	// TwilioAuthToken verifies Twilio's inbound SMS webhook; empty turns the webhook off.
+	TwilioAuthToken string
+	SMSHelpText     string
+	Log             *slog.Logger
 }
 
 // RegisterFlags binds c's fields to flags with their defaults.
@@ -37,13 +54,23 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:7401", "gRPC listen address")
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:7481", "HTTP listen address (health, readiness)")
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL (required)")
+	fs.StringVar(&c.NATSURL, "nats-url", nats.DefaultURL, "NATS URL(s), comma-separated")
+	fs.IntVar(&c.StreamReplicas, "stream-replicas", 1, "JetStream stream replicas")
 	fs.DurationVar(&c.KeyCacheTTL, "key-cache-ttl", 2*time.Second, "how long a looked-up app key is cached")
+	fs.StringVar(&c.PublicURL, "public-url", "http://127.0.0.1:7481", "public base URL of this service's HTTP pages")
+	fs.StringVar(&c.LinkKeys, "link-keys", "", "keys that sign preference and unsubscribe links: id:base64secret,... (first signs)")
+	fs.StringVar(&c.TwilioAuthToken, "twilio-auth-token", "", "Twilio auth token, to verify inbound SMS webhooks (empty: webhook off)")
+	fs.StringVar(&c.SMSHelpText, "sms-help-text", "Reply STOP to stop these messages, START to receive them again.", "answer to an SMS HELP")
 }
 
 // Daemon is a running contacts service.
 type Daemon struct {
-	pool *pgxpool.Pool
-	srv  *server.Server
+	pool    *pgxpool.Pool
+	nc      *nats.Conn
+	applier jetstream.ConsumeContext
+	srv     *server.Server
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
 // Start brings the contacts service up. App keys are checked against the notifier's schema, so
@@ -70,15 +97,73 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err = postgres.Migrate(openCtx, d.pool, log); err != nil {
 		return nil, err
 	}
+	if d.nc, err = nats.Connect(cfg.NATSURL, nats.Name("herald-contacts"), nats.MaxReconnects(-1)); err != nil {
+		return nil, fmt.Errorf("connect nats: %w", err)
+	}
+	js, err := jetstream.New(d.nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if err = events.Ensure(openCtx, js, cfg.StreamReplicas); err != nil {
+		return nil, err
+	}
+	store := postgres.New(d.pool)
+	svc := contacts.New(store, &cevents.Publisher{JS: js})
+	if d.applier, err = cevents.Apply(openCtx, js, svc); err != nil {
+		return nil, err
+	}
+
 	auth := appkey.NewAuthenticator(appkey.PostgresLookup(d.pool), cfg.KeyCacheTTL)
 	if d.srv, err = server.New(log, cfg.GRPCAddr, cfg.HTTPAddr,
 		errs.UnaryServerInterceptor(log),
 		appkey.UnaryServerInterceptor(auth, "/herald.v1.")); err != nil {
 		return nil, err
 	}
-	heraldv1.RegisterContactsServiceServer(d.srv.GRPC, &rpc.Server{Service: &contacts.Service{Store: postgres.New(d.pool)}})
+	api := &rpc.Server{Service: svc}
+	if cfg.LinkKeys != "" {
+		keys, err := linktoken.ParseKeys(cfg.LinkKeys)
+		if err != nil {
+			return nil, fmt.Errorf("--link-keys: %w", err)
+		}
+		signer, err := linktoken.New(keys...)
+		if err != nil {
+			return nil, fmt.Errorf("--link-keys: %w", err)
+		}
+		pages := web.New(svc, web.Config{PublicURL: strings.TrimSuffix(cfg.PublicURL, "/"), Signer: signer,
+			TwilioAuthToken: cfg.TwilioAuthToken, SMSHelpText: cfg.SMSHelpText, Log: log})
+		pages.Register(d.srv.HTTP)
+		api.Links = pages
+	} else {
+		log.Warn("no --link-keys: preference links, unsubscribe and the SMS webhook are off")
+	}
+	heraldv1.RegisterContactsServiceServer(d.srv.GRPC, api)
 	d.srv.AddCheck("database", func(ctx context.Context) error { return d.pool.Ping(ctx) })
+	d.srv.AddCheck("nats", func(context.Context) error {
+		if !d.nc.IsConnected() {
+			return fmt.Errorf("nats: %s", d.nc.Status())
+		}
+		return nil
+	})
 	d.srv.Start()
+
+	// The change feed only needs to outlive the caches' staleness bound (see contacts.New).
+	bg, cancelBG := context.WithCancel(context.Background())
+	d.cancel, d.done = cancelBG, make(chan struct{})
+	go func() {
+		defer close(d.done)
+		t := time.NewTicker(10 * time.Minute)
+		defer t.Stop()
+		for {
+			if err := store.PruneChanges(bg, time.Hour); err != nil && bg.Err() == nil {
+				log.Warn("prune change feed", "err", err)
+			}
+			select {
+			case <-bg.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
 	log.Info("contacts ready", "grpc", d.srv.GRPCAddr(), "http", d.srv.HTTPAddr())
 	return d, nil
 }
@@ -98,6 +183,17 @@ func (d *Daemon) Close() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		d.srv.Close(ctx)
 		cancel()
+	}
+	if d.cancel != nil {
+		d.cancel()
+		<-d.done
+	}
+	if d.applier != nil {
+		d.applier.Stop()
+		<-d.applier.Closed()
+	}
+	if d.nc != nil {
+		d.nc.Drain()
 	}
 	if d.pool != nil {
 		d.pool.Close()

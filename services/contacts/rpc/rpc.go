@@ -3,18 +3,28 @@ package rpc
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/protoconv"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 	"github.com/heraldhq/herald/services/contacts"
 )
+
+// Links issues preference-page links; the web package implements it.
+type Links interface {
+	// PreferenceLink returns a signed link to userID's preference page, valid for ttl.
+	PreferenceLink(userID string, ttl time.Duration) (url string, expires time.Time, err error)
+}
 
 // Server implements heraldv1.ContactsServiceServer on a contacts.Service.
 type Server struct {
 	heraldv1.UnimplementedContactsServiceServer
 	Service *contacts.Service
+	Links   Links
 }
 
 // UpsertUser implements ContactsService.UpsertUser.
@@ -62,9 +72,141 @@ func (s *Server) BatchGetUsers(ctx context.Context, req *heraldv1.BatchGetUsersR
 	return out, nil
 }
 
+// RegisterDevice implements ContactsService.RegisterDevice.
+func (s *Server) RegisterDevice(ctx context.Context, req *heraldv1.RegisterDeviceRequest) (*heraldv1.RegisterDeviceResponse, error) {
+	d := req.GetDevice()
+	if d == nil {
+		return nil, errs.Field("device", "is required")
+	}
+	stored, err := s.Service.RegisterDevice(ctx, &contacts.Device{
+		UserID: d.GetUserId(), Platform: protoconv.PlatformDomain[d.GetPlatform()], Token: d.GetToken(), App: d.GetApp(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &heraldv1.RegisterDeviceResponse{Device: deviceProto(*stored)}, nil
+}
+
+// UnregisterDevice implements ContactsService.UnregisterDevice.
+func (s *Server) UnregisterDevice(ctx context.Context, req *heraldv1.UnregisterDeviceRequest) (*heraldv1.UnregisterDeviceResponse, error) {
+	if err := s.Service.UnregisterDevice(ctx, protoconv.PlatformDomain[req.GetPlatform()], req.GetToken()); err != nil {
+		return nil, err
+	}
+	return &heraldv1.UnregisterDeviceResponse{}, nil
+}
+
+// ListDevices implements ContactsService.ListDevices.
+func (s *Server) ListDevices(ctx context.Context, req *heraldv1.ListDevicesRequest) (*heraldv1.ListDevicesResponse, error) {
+	devices, err := s.Service.ListDevices(ctx, req.GetUserId(), req.GetIncludeInactive())
+	if err != nil {
+		return nil, err
+	}
+	out := &heraldv1.ListDevicesResponse{}
+	for _, d := range devices {
+		out.Devices = append(out.Devices, deviceProto(d))
+	}
+	return out, nil
+}
+
+// GetSettings implements ContactsService.GetSettings.
+func (s *Server) GetSettings(ctx context.Context, req *heraldv1.GetSettingsRequest) (*heraldv1.GetSettingsResponse, error) {
+	st, cats, err := s.Service.GetSettings(ctx, req.GetUserId())
+	if err != nil {
+		return nil, err
+	}
+	out := &heraldv1.GetSettingsResponse{Settings: protoconv.SettingsProto(st)}
+	for _, c := range cats {
+		out.Categories = append(out.Categories, protoconv.CategoryProto(c))
+	}
+	return out, nil
+}
+
+// UpdateSettings implements ContactsService.UpdateSettings.
+func (s *Server) UpdateSettings(ctx context.Context, req *heraldv1.UpdateSettingsRequest) (*heraldv1.UpdateSettingsResponse, error) {
+	st, err := protoconv.SettingsDomain(req.GetSettings())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Service.UpdateSettings(ctx, req.GetUserId(), st); err != nil {
+		return nil, err
+	}
+	return &heraldv1.UpdateSettingsResponse{Settings: protoconv.SettingsProto(st)}, nil
+}
+
+// ResolveRecipients implements ContactsService.ResolveRecipients.
+func (s *Server) ResolveRecipients(ctx context.Context, req *heraldv1.ResolveRecipientsRequest) (*heraldv1.ResolveRecipientsResponse, error) {
+	var targets []contacts.Target
+	var v errs.Violations
+	for i, t := range req.GetTargets() {
+		ch, ok := protoconv.ChannelDomain[t.GetChannel()]
+		if !ok {
+			v.Add(fmt.Sprintf("targets[%d].channel", i), "is not a channel")
+		}
+		targets = append(targets, contacts.Target{Channel: ch, Address: t.GetAddress()})
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	found, err := s.Service.Resolve(ctx, req.GetUserIds(), targets)
+	if err != nil {
+		return nil, err
+	}
+	out := &heraldv1.ResolveRecipientsResponse{}
+	for _, r := range found.Users {
+		ru := &heraldv1.ResolvedUser{User: userProto(r.User)}
+		if r.Settings != nil {
+			ru.Settings = protoconv.SettingsProto(r.Settings)
+		}
+		for _, d := range r.Devices {
+			ru.Devices = append(ru.Devices, deviceProto(d))
+		}
+		out.Users = append(out.Users, ru)
+	}
+	for _, sup := range found.Suppressions {
+		out.Suppressions = append(out.Suppressions, &heraldv1.Suppression{
+			Channel: protoconv.ChannelProto[sup.Channel], Address: sup.Address, Category: sup.Category,
+			Reason: sup.Reason, Invalid: sup.Invalid,
+		})
+	}
+	return out, nil
+}
+
+// CreatePreferenceLink implements ContactsService.CreatePreferenceLink.
+func (s *Server) CreatePreferenceLink(ctx context.Context, req *heraldv1.CreatePreferenceLinkRequest) (*heraldv1.CreatePreferenceLinkResponse, error) {
+	if s.Links == nil {
+		return nil, errs.E(errs.FailedPrecondition, "preference links need --public-url and --link-keys on the contacts service")
+	}
+	ttl := 7 * 24 * time.Hour
+	if req.Ttl != nil {
+		if err := req.Ttl.CheckValid(); err != nil || req.Ttl.AsDuration() <= 0 || req.Ttl.AsDuration() > 30*24*time.Hour {
+			return nil, errs.Field("ttl", "must be between 1s and 30 days")
+		}
+		ttl = req.Ttl.AsDuration()
+	}
+	if _, err := s.Service.GetUser(ctx, req.GetUserId()); err != nil {
+		return nil, err
+	}
+	url, expires, err := s.Links.PreferenceLink(req.GetUserId(), ttl)
+	if err != nil {
+		return nil, err
+	}
+	return &heraldv1.CreatePreferenceLinkResponse{Url: url, ExpireTime: timestamppb.New(expires)}, nil
+}
+
 func userProto(u *contacts.User) *heraldv1.User {
 	return &heraldv1.User{
 		UserId: u.ID, Email: u.Email, Phone: u.Phone, Locale: u.Locale, Timezone: u.Timezone,
 		CreateTime: timestamppb.New(u.CreatedAt), UpdateTime: timestamppb.New(u.UpdatedAt),
 	}
+}
+
+func deviceProto(d contacts.Device) *heraldv1.Device {
+	out := &heraldv1.Device{
+		UserId: d.UserID, Platform: protoconv.PlatformProto[d.Platform], Token: d.Token, App: d.App,
+		Active: d.Active, DeactivatedReason: d.DeactivatedReason,
+	}
+	if !d.CreatedAt.IsZero() {
+		out.CreateTime, out.UpdateTime = timestamppb.New(d.CreatedAt), timestamppb.New(d.UpdatedAt)
+	}
+	return out
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/events"
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/internal/queue"
 	"github.com/heraldhq/herald/internal/server"
@@ -72,6 +73,7 @@ type Daemon struct {
 	pool     *pgxpool.Pool
 	nc       *nats.Conn
 	contacts *grpc.ClientConn
+	erasures jetstream.ConsumeContext
 	srv      *server.Server
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -120,6 +122,24 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	if err = queue.EnsureStreams(openCtx, js, queue.StreamConfig{Replicas: cfg.StreamReplicas}); err != nil {
+		return nil, err
+	}
+	if err = events.Ensure(openCtx, js, cfg.StreamReplicas); err != nil {
+		return nil, err
+	}
+	// A deleted user's delivery history keeps only their id.
+	if d.erasures, err = events.Consume(openCtx, js, "notifier", []string{events.UserDeleted},
+		func(ctx context.Context, _ string, e events.Event) error {
+			if e.UserID == "" {
+				return nil
+			}
+			if err := store.EraseUser(ctx, e.UserID); err != nil {
+				log.Warn("erase deleted user's deliveries", "err", err)
+				return err
+			}
+			log.Info("erased deleted user's deliveries", "user_id", e.UserID)
+			return nil
+		}); err != nil {
 		return nil, err
 	}
 	pub := nqueue.NewPublisher(js)
@@ -186,6 +206,10 @@ func (d *Daemon) Close() {
 }
 
 func (d *Daemon) closeResources() {
+	if d.erasures != nil {
+		d.erasures.Stop()
+		<-d.erasures.Closed()
+	}
 	if d.contacts != nil {
 		d.contacts.Close()
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/pgdb"
+	"github.com/heraldhq/herald/internal/preference"
 	"github.com/heraldhq/herald/services/notifier"
 )
 
@@ -85,6 +86,7 @@ func (s *Store) CreateNotification(ctx context.Context, n *notifier.Notification
 	reasons := make([]string, k)
 	contents := make([]string, k)
 	dues := make([]*time.Time, k)
+	expires := make([]time.Time, k)
 	for i, d := range n.Deliveries {
 		c, err := json.Marshal(d.Content)
 		if err != nil {
@@ -92,15 +94,21 @@ func (s *Store) CreateNotification(ctx context.Context, n *notifier.Notification
 		}
 		ids[i], channels[i], addrs[i], states[i], reasons[i], contents[i], dues[i] =
 			d.ID, string(d.Channel), d.To, string(d.State), d.Reason, string(c), d.DueAt
+		expires[i] = d.ExpiresAt
+		if expires[i].IsZero() {
+			expires[i] = n.ExpiresAt
+		}
 	}
 	_, err = tx.Exec(ctx, `
-		INSERT INTO notifier.deliveries (id, notification_id, channel, address, category, priority,
-			state, reason, content, due_at, expires_at, created_at, updated_at)
-		SELECT u.id, $1, u.channel, u.address, $2, $3, u.state, u.reason, u.content::jsonb, u.due_at, $4, $5, $5
-		FROM unnest($6::uuid[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[])
-			AS u(id, channel, address, state, reason, content, due_at)`,
-		n.ID, n.Category, string(n.Priority), n.ExpiresAt, n.CreatedAt,
-		ids, channels, addrs, states, reasons, contents, dues)
+		INSERT INTO notifier.deliveries (id, notification_id, user_id, channel, address, category, priority,
+			critical, default_opt_in, state, reason, content, due_at, expires_at, created_at, updated_at)
+		SELECT u.id, $1, $2, u.channel, u.address, $3, $4, $14, $15, u.state, u.reason, u.content::jsonb,
+			u.due_at, u.expires_at, $5, $5
+		FROM unnest($6::uuid[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+			$12::timestamptz[], $13::timestamptz[])
+			AS u(id, channel, address, state, reason, content, due_at, expires_at)`,
+		n.ID, nullIfEmpty(n.UserID), n.Category, string(n.Priority), n.CreatedAt,
+		ids, channels, addrs, states, reasons, contents, dues, expires, n.Critical, n.DefaultOptIn)
 	if err != nil {
 		return nil, false, pgdb.Err(err)
 	}
@@ -226,6 +234,30 @@ func (s *Store) Template(ctx context.Context, name string, version int) (*notifi
 	return &t, nil
 }
 
+// Categories implements notifier.Store.
+func (s *Store) Categories(ctx context.Context) ([]preference.Category, error) {
+	rows, err := s.pool.Query(ctx, `SELECT name, description, critical, default_opt_in FROM notifier.categories ORDER BY name`)
+	if err != nil {
+		return nil, pgdb.Err(err)
+	}
+	cats, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (preference.Category, error) {
+		var c preference.Category
+		err := r.Scan(&c.Name, &c.Description, &c.Critical, &c.DefaultOptIn)
+		return c, err
+	})
+	return cats, pgdb.Err(err)
+}
+
+// PutCategory implements notifier.Store.
+func (s *Store) PutCategory(ctx context.Context, c preference.Category) error {
+	_, err := s.pool.Exec(ctx, `
+		INSERT INTO notifier.categories (name, description, critical, default_opt_in) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (name) DO UPDATE SET description = excluded.description, critical = excluded.critical,
+			default_opt_in = excluded.default_opt_in, updated_at = now()`,
+		c.Name, c.Description, c.Critical, c.DefaultOptIn)
+	return pgdb.Err(err)
+}
+
 // CreateApp implements notifier.Store.
 func (s *Store) CreateApp(ctx context.Context, a *notifier.App) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO notifier.apps (id, name, admin, created_at) VALUES ($1, $2, $3, $4)`,
@@ -265,9 +297,43 @@ func (s *Store) EnsureKey(ctx context.Context, appName string, admin bool, keyID
 	return nil
 }
 
+// EraseUser implements notifier.Store.
+func (s *Store) EraseUser(ctx context.Context, userID string) error {
+	_, err := s.pool.Exec(ctx, `
+		UPDATE notifier.deliveries SET address = '', content = '{}', updated_at = now(),
+			state = CASE WHEN state IN ('scheduled', 'queued', 'sending', 'retrying') THEN 'canceled' ELSE state END,
+			reason = CASE WHEN state IN ('scheduled', 'queued', 'sending', 'retrying') THEN 'user_deleted' ELSE reason END,
+			due_at = CASE WHEN state IN ('scheduled', 'queued', 'sending', 'retrying') THEN NULL ELSE due_at END,
+			lease_owner = NULL
+		WHERE user_id = $1 AND (address <> '' OR content <> '{}'::jsonb)`, userID)
+	return pgdb.Err(err)
+}
+
 // Reconcile implements notifier.Store. One statement moves every due row on and tells which
 // ones to publish; rows locked by another reconciler are skipped.
 func (s *Store) Reconcile(ctx context.Context, now time.Time, republishAfter time.Duration, limit int) ([]notifier.Publication, error) {
+	// Expire first, in its own batches, so that a backlog of expired rows cannot fill the
+	// batches below and hold up the rows that are due.
+	for {
+		tag, err := s.pool.Exec(ctx, `
+			WITH due AS (
+				SELECT id FROM notifier.deliveries
+				WHERE due_at <= $1 AND expires_at <= $1
+				ORDER BY due_at
+				LIMIT $2
+				FOR UPDATE SKIP LOCKED
+			)
+			UPDATE notifier.deliveries d SET state = 'expired', reason = 'ttl', due_at = NULL,
+				lease_owner = NULL, updated_at = $1
+			FROM due WHERE d.id = due.id`, now, limit)
+		if err != nil {
+			return nil, pgdb.Err(err)
+		}
+		if tag.RowsAffected() < int64(limit) {
+			break
+		}
+	}
+	// The next deadline never passes the expiry, so expiry is noticed on time.
 	rows, err := s.pool.Query(ctx, `
 		WITH due AS (
 			SELECT id FROM notifier.deliveries
@@ -284,7 +350,7 @@ func (s *Store) Reconcile(ctx context.Context, now time.Time, republishAfter tim
 				reason = CASE WHEN d.expires_at <= $1 THEN 'ttl' ELSE d.reason END,
 				publishes = d.publishes + 1,
 				due_at = CASE WHEN d.expires_at <= $1 THEN NULL
-					ELSE $1 + $2 * power(2, least(d.publishes, 6)) END,
+					ELSE least(d.expires_at, $1 + $2::interval * power(2, least(d.publishes, 6))) END,
 				lease_owner = NULL,
 				updated_at = $1
 			FROM due WHERE d.id = due.id

@@ -14,8 +14,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/heraldhq/herald/internal/appkey"
-	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/preference"
+	"github.com/heraldhq/herald/internal/protoconv"
 	"github.com/heraldhq/herald/internal/templates"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 	"github.com/heraldhq/herald/services/notifier"
@@ -56,8 +57,8 @@ func (s *Server) Send(ctx context.Context, req *heraldv1.SendRequest) (*heraldv1
 	for _, d := range res.Notification.Deliveries {
 		out.Deliveries = append(out.Deliveries, &heraldv1.Delivery{
 			DeliveryId: d.ID.String(),
-			Channel:    channelProto[d.Channel],
-			State:      stateProto[d.State],
+			Channel:    protoconv.ChannelProto[d.Channel],
+			State:      protoconv.StateProto[d.State],
 			Reason:     d.Reason,
 		})
 	}
@@ -77,7 +78,7 @@ func sendRequest(req *heraldv1.SendRequest) (*notifier.SendRequest, error) {
 		IdempotencyKey: req.GetIdempotencyKey(),
 		RequestHash:    hash[:],
 		Category:       req.GetCategory(),
-		Priority:       priorityDomain[req.GetPriority()],
+		Priority:       protoconv.PriorityDomain[req.GetPriority()],
 	}
 	var v errs.Violations
 	switch r := req.GetRecipient().GetKind().(type) {
@@ -92,7 +93,7 @@ func sendRequest(req *heraldv1.SendRequest) (*notifier.SendRequest, error) {
 			IOSTokens: a.GetIosTokens(), AndroidTokens: a.GetAndroidTokens()}
 	}
 	for i, ch := range req.GetChannels() {
-		d, ok := channelDomain[ch]
+		d, ok := protoconv.ChannelDomain[ch]
 		if !ok {
 			v.Add(fmt.Sprintf("channels[%d]", i), "must be CHANNEL_IOS, CHANNEL_ANDROID, CHANNEL_SMS or CHANNEL_EMAIL")
 			continue
@@ -110,7 +111,7 @@ func sendRequest(req *heraldv1.SendRequest) (*notifier.SendRequest, error) {
 		c := m.Content
 		out.Content = &notifier.Content{Title: c.GetTitle(), Body: c.GetBody(), Subject: c.GetSubject(), HTML: c.GetHtml()}
 	}
-	if _, ok := priorityDomain[req.GetPriority()]; !ok {
+	if _, ok := protoconv.PriorityDomain[req.GetPriority()]; !ok {
 		v.Add("priority", "is not a known priority")
 	}
 	if req.Data != nil {
@@ -155,7 +156,7 @@ func (s *Server) GetNotification(ctx context.Context, req *heraldv1.GetNotificat
 		IdempotencyKey: n.IdempotencyKey,
 		Category:       n.Category,
 		UserId:         n.UserID,
-		Priority:       priorityProto[n.Priority],
+		Priority:       protoconv.PriorityProto[n.Priority],
 		CreateTime:     timestamppb.New(n.CreatedAt),
 		SendTime:       timestamppb.New(n.SendAt),
 		ExpireTime:     timestamppb.New(n.ExpiresAt),
@@ -170,8 +171,8 @@ func (s *Server) GetNotification(ctx context.Context, req *heraldv1.GetNotificat
 	for _, d := range n.Deliveries {
 		out.Deliveries = append(out.Deliveries, &heraldv1.Delivery{
 			DeliveryId:        d.ID.String(),
-			Channel:           channelProto[d.Channel],
-			State:             stateProto[d.State],
+			Channel:           protoconv.ChannelProto[d.Channel],
+			State:             protoconv.StateProto[d.State],
 			Reason:            d.Reason,
 			Attempts:          int32(d.Attempts),
 			LastError:         d.LastError,
@@ -273,44 +274,33 @@ func optTime(t *time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(*t)
 }
 
-var (
-	channelProto = map[delivery.Channel]heraldv1.Channel{
-		delivery.IOS:     heraldv1.Channel_CHANNEL_IOS,
-		delivery.Android: heraldv1.Channel_CHANNEL_ANDROID,
-		delivery.SMS:     heraldv1.Channel_CHANNEL_SMS,
-		delivery.Email:   heraldv1.Channel_CHANNEL_EMAIL,
+// PutCategory implements AdminService.PutCategory.
+func (s *Server) PutCategory(ctx context.Context, req *heraldv1.PutCategoryRequest) (*heraldv1.PutCategoryResponse, error) {
+	c, err := caller(ctx)
+	if err != nil {
+		return nil, err
 	}
-	channelDomain = invert(channelProto)
-	stateProto    = map[delivery.State]heraldv1.DeliveryState{
-		delivery.Scheduled: heraldv1.DeliveryState_DELIVERY_STATE_SCHEDULED,
-		delivery.Queued:    heraldv1.DeliveryState_DELIVERY_STATE_QUEUED,
-		delivery.Sending:   heraldv1.DeliveryState_DELIVERY_STATE_SENDING,
-		delivery.Retrying:  heraldv1.DeliveryState_DELIVERY_STATE_RETRYING,
-		delivery.Sent:      heraldv1.DeliveryState_DELIVERY_STATE_SENT,
-		delivery.Delivered: heraldv1.DeliveryState_DELIVERY_STATE_DELIVERED,
-		delivery.Bounced:   heraldv1.DeliveryState_DELIVERY_STATE_BOUNCED,
-		delivery.Skipped:   heraldv1.DeliveryState_DELIVERY_STATE_SKIPPED,
-		delivery.Failed:    heraldv1.DeliveryState_DELIVERY_STATE_FAILED,
-		delivery.Dead:      heraldv1.DeliveryState_DELIVERY_STATE_DEAD,
-		delivery.Expired:   heraldv1.DeliveryState_DELIVERY_STATE_EXPIRED,
-		delivery.Canceled:  heraldv1.DeliveryState_DELIVERY_STATE_CANCELED,
+	in := req.GetCategory()
+	if in == nil {
+		return nil, errs.Field("category", "is required")
 	}
-	priorityProto = map[delivery.Priority]heraldv1.Priority{
-		delivery.Low:    heraldv1.Priority_PRIORITY_LOW,
-		delivery.Normal: heraldv1.Priority_PRIORITY_NORMAL,
-		delivery.High:   heraldv1.Priority_PRIORITY_HIGH,
+	cat := preference.Category{Name: in.GetName(), Description: in.GetDescription(), Critical: in.GetCritical(),
+		DefaultOptIn: in.GetDefaultOptIn()}
+	if err := s.Service.PutCategory(ctx, c, cat); err != nil {
+		return nil, err
 	}
-	priorityDomain = func() map[heraldv1.Priority]delivery.Priority {
-		m := invert(priorityProto)
-		m[heraldv1.Priority_PRIORITY_UNSPECIFIED] = delivery.Normal
-		return m
-	}()
-)
+	return &heraldv1.PutCategoryResponse{Category: protoconv.CategoryProto(cat)}, nil
+}
 
-func invert[K, V comparable](m map[K]V) map[V]K {
-	out := make(map[V]K, len(m))
-	for k, v := range m {
-		out[v] = k
+// ListCategories implements AdminService.ListCategories.
+func (s *Server) ListCategories(ctx context.Context, _ *heraldv1.ListCategoriesRequest) (*heraldv1.ListCategoriesResponse, error) {
+	cats, err := s.Service.Categories(ctx)
+	if err != nil {
+		return nil, err
 	}
-	return out
+	out := &heraldv1.ListCategoriesResponse{}
+	for _, c := range cats {
+		out.Categories = append(out.Categories, protoconv.CategoryProto(c))
+	}
+	return out, nil
 }

@@ -9,6 +9,7 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -41,7 +42,13 @@ type Config struct {
 	SendTimeout time.Duration
 	// AckWait is the JetStream consumer's ack wait.
 	AckWait time.Duration
-	Log     *slog.Logger
+	// Gate, when set, re-checks each batch against the recipients' settings before sending.
+	Gate workers.Gate
+	// Announcer, when set, publishes what provider answers mean for addresses.
+	Announcer workers.Announcer
+	// Unsubscribe, when set, adds List-Unsubscribe links to emails.
+	Unsubscribe *workers.UnsubscribeLinks
+	Log         *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -201,11 +208,12 @@ func (c *Consumer) claim(batch []jetstream.Msg) {
 		}
 		return
 	}
+	var claimed []job
 	for _, cl := range claims {
 		msg := byID[cl.ID]
 		switch cl.Status {
 		case workers.Claimed:
-			c.work <- job{msg: msg, m: cl.Message} // keeps its slot until sent
+			claimed = append(claimed, job{msg: msg, m: cl.Message}) // keeps its slot until sent
 			continue
 		case workers.Busy:
 			msg.NakWithDelay(max(time.Until(cl.RetryAt), 0) + time.Second)
@@ -213,6 +221,55 @@ func (c *Consumer) claim(batch []jetstream.Msg) {
 			msg.Ack()
 		}
 		<-c.slots
+	}
+	c.dispatch(claimed)
+}
+
+// dispatch re-checks the claimed deliveries against the recipients' settings and hands the ones
+// still wanted to the senders. If the check cannot be made, the claims are given back: an
+// opt-out must not be missed for want of asking.
+func (c *Consumer) dispatch(jobs []job) {
+	if len(jobs) == 0 {
+		return
+	}
+	var skip map[uuid.UUID]string
+	if c.cfg.Gate != nil {
+		msgs := make([]*workers.Message, len(jobs))
+		for i, j := range jobs {
+			msgs[i] = j.m
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var err error
+		skip, err = c.cfg.Gate.Check(ctx, msgs)
+		if err != nil {
+			c.cfg.Log.Warn("cannot re-check recipients; giving the deliveries back", "channel", c.cfg.Channel,
+				"count", len(jobs), "err", err)
+			ids := make([]uuid.UUID, len(jobs))
+			for i, j := range jobs {
+				ids[i] = j.m.DeliveryID
+			}
+			if err := c.cfg.Store.Release(ctx, c.cfg.WorkerID, ids); err != nil {
+				c.cfg.Log.Warn("release failed; the leases will expire", "channel", c.cfg.Channel, "err", err)
+			}
+			cancel()
+			for _, j := range jobs {
+				j.msg.NakWithDelay(5 * time.Second)
+				<-c.slots
+			}
+			return
+		}
+		cancel()
+	}
+	for _, j := range jobs {
+		if reason, ok := skip[j.m.DeliveryID]; ok {
+			<-c.slots
+			c.cfg.Log.Info("skipped at send time", "delivery_id", j.m.DeliveryID, "channel", j.m.Channel, "reason", reason)
+			c.done <- result{msg: j.msg, a: workers.Attempt{Message: j.m, Outcome: workers.OutcomeSkipped,
+				Reason: reason, Started: time.Now()}}
+			continue
+		}
+		c.cfg.Unsubscribe.Apply(j.m)
+		c.work <- j
 	}
 }
 
@@ -240,6 +297,11 @@ func (c *Consumer) send(m *workers.Message) workers.Attempt {
 	switch a.Outcome {
 	case workers.OutcomeSent:
 		a.ProviderMessageID = res.ProviderMessageID
+	case workers.OutcomeFailed:
+		var perm *workers.PermanentError
+		if errors.As(err, &perm) {
+			a.Effect, a.Since = perm.Effect, perm.Since
+		}
 	case workers.OutcomeRetry:
 		if m.Attempt >= c.cfg.Policy.MaxAttempts {
 			a.Dead = true
@@ -258,6 +320,8 @@ func outcomeName(a workers.Attempt) string {
 		return "sent"
 	case a.Outcome == workers.OutcomeFailed:
 		return "failed"
+	case a.Outcome == workers.OutcomeSkipped:
+		return "skipped"
 	case a.Dead:
 		return "dead"
 	}
@@ -314,6 +378,11 @@ func (c *Consumer) record(batch []result) {
 		wait = min(2*wait, 5*time.Second)
 	}
 	for _, r := range batch {
+		if r.a.Effect != workers.NoEffect && c.cfg.Announcer != nil {
+			c.announce(r.a)
+		}
+	}
+	for _, r := range batch {
 		if r.a.Outcome == workers.OutcomeRetry && !r.a.Dead {
 			r.msg.NakWithDelay(time.Until(r.a.RetryAt))
 		} else {
@@ -322,11 +391,31 @@ func (c *Consumer) record(batch []result) {
 	}
 }
 
+// announce publishes an attempt's effect on its address, retrying briefly. A lost
+// announcement costs an attempt on a dead address later, not a notification.
+func (c *Consumer) announce(a workers.Attempt) {
+	var err error
+	for try := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = c.cfg.Announcer.Announce(ctx, a)
+		cancel()
+		if err == nil {
+			return
+		}
+		time.Sleep(time.Duration(try+1) * 200 * time.Millisecond)
+	}
+	c.cfg.Log.Error("cannot announce a provider's verdict on an address", "delivery_id", a.Message.DeliveryID,
+		"effect", a.Effect, "err", err)
+}
+
 // Stop stops pulling, hands back messages not yet claimed, lets the provider calls in flight
 // finish, records them, and returns once every message is answered.
 func (c *Consumer) Stop() {
 	close(c.stopping)
-	c.cc.Stop()
+	// Drain, not Stop: Stop drops the messages already pulled into the client's buffer, which
+	// the server then holds for a whole AckWait; Drain passes them to receive, which hands them
+	// back at once.
+	c.cc.Drain()
 	<-c.cc.Closed()
 	c.wg.Wait()
 	close(c.done)

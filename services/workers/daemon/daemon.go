@@ -16,13 +16,20 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/events"
+	"github.com/heraldhq/herald/internal/linktoken"
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/internal/queue"
 	"github.com/heraldhq/herald/internal/server"
 	"github.com/heraldhq/herald/services/workers"
 	"github.com/heraldhq/herald/services/workers/consumer"
+	"github.com/heraldhq/herald/services/workers/contacts"
+	wevents "github.com/heraldhq/herald/services/workers/events"
 	"github.com/heraldhq/herald/services/workers/postgres"
 	"github.com/heraldhq/herald/services/workers/sendgrid"
 	"github.com/heraldhq/herald/services/workers/sim"
@@ -46,6 +53,16 @@ type Config struct {
 	SendGridBaseURL string
 	EmailFrom       string
 	EmailFromName   string
+
+	// ContactsAddr and ContactsKey reach the contacts service, which every batch is re-checked
+	// against before sending. An empty address turns the re-check off.
+	ContactsAddr string
+	ContactsKey  string
+	// LinkKeys sign one-click unsubscribe links (the same keys as the contacts service's);
+	// UnsubscribeURL is the contacts service's public URL. Either empty: no List-Unsubscribe.
+	LinkKeys          string
+	UnsubscribeURL    string
+	UnsubscribeMailto string
 
 	Concurrency    int
 	BatchSize      int
@@ -74,6 +91,11 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.SendGridBaseURL, "sendgrid-base-url", "https://api.sendgrid.com", "SendGrid API base URL")
 	fs.StringVar(&c.EmailFrom, "email-from", "herald@example.com", "email sender address")
 	fs.StringVar(&c.EmailFromName, "email-from-name", "Herald", "email sender name")
+	fs.StringVar(&c.ContactsAddr, "contacts-addr", "127.0.0.1:7401", "contacts service gRPC address, to re-check recipients before sending (empty: no re-check)")
+	fs.StringVar(&c.ContactsKey, "contacts-key", "", "app key the workers use with the contacts service")
+	fs.StringVar(&c.LinkKeys, "link-keys", "", "keys that sign unsubscribe links: id:base64secret,... (as the contacts service's)")
+	fs.StringVar(&c.UnsubscribeURL, "unsubscribe-url", "", "public URL of the contacts service, for List-Unsubscribe links")
+	fs.StringVar(&c.UnsubscribeMailto, "unsubscribe-mailto", "", "address offered as a mailto List-Unsubscribe")
 	fs.IntVar(&c.Concurrency, "concurrency", 32, "provider calls in flight per channel")
 	fs.IntVar(&c.BatchSize, "batch-size", 256, "deliveries per claim or record statement")
 	fs.DurationVar(&c.Lease, "lease", time.Minute, "how long a claim lasts before another worker may take the delivery")
@@ -88,6 +110,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 // Daemon is a running workers process.
 type Daemon struct {
 	pool      *pgxpool.Pool
+	contacts  *grpc.ClientConn
 	nc        *nats.Conn
 	srv       *server.Server
 	consumers []*consumer.Consumer
@@ -141,13 +164,40 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err = queue.EnsureStreams(openCtx, js, queue.StreamConfig{Replicas: cfg.StreamReplicas}); err != nil {
 		return nil, err
 	}
+	if err = events.Ensure(openCtx, js, cfg.StreamReplicas); err != nil {
+		return nil, err
+	}
+	var gate workers.Gate
+	if cfg.ContactsAddr != "" {
+		if d.contacts, err = grpc.NewClient(cfg.ContactsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			appkey.Credentials(cfg.ContactsKey)); err != nil {
+			return nil, fmt.Errorf("contacts client: %w", err)
+		}
+		gate = contacts.New(d.contacts)
+	} else {
+		log.Warn("no --contacts-addr: deliveries are not re-checked against opt-outs before sending")
+	}
+	var links *workers.UnsubscribeLinks
+	if cfg.LinkKeys != "" && cfg.UnsubscribeURL != "" {
+		keys, err := linktoken.ParseKeys(cfg.LinkKeys)
+		if err != nil {
+			return nil, fmt.Errorf("--link-keys: %w", err)
+		}
+		signer, err := linktoken.New(keys...)
+		if err != nil {
+			return nil, fmt.Errorf("--link-keys: %w", err)
+		}
+		links = &workers.UnsubscribeLinks{BaseURL: strings.TrimSuffix(cfg.UnsubscribeURL, "/"), Signer: signer,
+			Mailto: cfg.UnsubscribeMailto}
+	}
 	store := postgres.New(d.pool)
 	policy := workers.Policy{MaxAttempts: cfg.MaxAttempts, BaseBackoff: cfg.BaseBackoff, MaxBackoff: cfg.MaxBackoff}
 	for _, ch := range channels {
 		c, err := consumer.Start(openCtx, js, consumer.Config{
 			Channel: ch, Sender: senders[ch], Store: store, Policy: policy, WorkerID: cfg.WorkerID,
 			Concurrency: cfg.Concurrency, BatchSize: cfg.BatchSize, Lease: cfg.Lease,
-			SendTimeout: cfg.SendTimeout, AckWait: cfg.AckWait, Log: log,
+			SendTimeout: cfg.SendTimeout, AckWait: cfg.AckWait, Gate: gate,
+			Announcer: &wevents.Announcer{JS: js}, Unsubscribe: links, Log: log,
 		})
 		if err != nil {
 			return nil, err
@@ -222,6 +272,9 @@ func (d *Daemon) Close() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		d.srv.Close(ctx)
 		cancel()
+	}
+	if d.contacts != nil {
+		d.contacts.Close()
 	}
 	if d.nc != nil {
 		d.nc.Drain()

@@ -58,8 +58,8 @@ func (s *Store) Claim(ctx context.Context, worker string, lease time.Duration, i
 			due_at = now() + $2, updated_at = now()
 		WHERE d.id = ANY($3) AND d.expires_at > now()
 			AND (d.state IN ('queued', 'retrying') OR (d.state = 'sending' AND d.due_at <= now()))
-		RETURNING d.id, d.notification_id, d.channel, d.address, d.category, d.priority, d.content,
-			d.attempts, d.expires_at`, worker, lease, ids)
+		RETURNING d.id, d.notification_id, d.channel, d.address, coalesce(d.user_id, ''), d.category,
+			d.critical, d.default_opt_in, d.priority, d.content, d.attempts, d.expires_at`, worker, lease, ids)
 	if err != nil {
 		return nil, pgdb.Err(err)
 	}
@@ -67,8 +67,8 @@ func (s *Store) Claim(ctx context.Context, worker string, lease time.Duration, i
 		m := &workers.Message{}
 		var ch, priority string
 		var content []byte
-		err := r.Scan(&m.DeliveryID, &m.NotificationID, &ch, &m.To, &m.Category, &priority, &content,
-			&m.Attempt, &m.ExpiresAt)
+		err := r.Scan(&m.DeliveryID, &m.NotificationID, &ch, &m.To, &m.UserID, &m.Category, &m.Critical,
+			&m.DefaultOptIn, &priority, &content, &m.Attempt, &m.ExpiresAt)
 		if err != nil {
 			return workers.Claim{}, err
 		}
@@ -157,6 +157,8 @@ func (s *Store) Record(ctx context.Context, worker string, attempts []workers.At
 			states[i], outcomes[i] = string(delivery.Sent), "sent"
 		case a.Outcome == workers.OutcomeFailed:
 			states[i], outcomes[i] = string(delivery.Failed), "failed"
+		case a.Outcome == workers.OutcomeSkipped:
+			states[i], outcomes[i] = string(delivery.Skipped), "skipped"
 		case a.Dead:
 			states[i], outcomes[i] = string(delivery.Dead), "dead"
 		default:
@@ -186,5 +188,14 @@ func (s *Store) Record(ctx context.Context, worker string, attempts []workers.At
 		FROM u
 		ON CONFLICT (delivery_id, attempt) DO NOTHING`,
 		worker, ids, states, reasons, errTexts, providers, pmids, dues, nums, outcomes, started, latency)
+	return pgdb.Err(err)
+}
+
+// Release implements workers.Store.
+func (s *Store) Release(ctx context.Context, worker string, ids []uuid.UUID) error {
+	_, err := s.pool.Exec(ctx, `
+		UPDATE notifier.deliveries SET state = 'queued', lease_owner = NULL, attempts = attempts - 1,
+			due_at = now() + $3::interval, updated_at = now()
+		WHERE id = ANY($2) AND state = 'sending' AND lease_owner = $1`, worker, ids, s.RetryGrace)
 	return pgdb.Err(err)
 }

@@ -214,6 +214,7 @@ func (s *Sender) mail(m *workers.Message) *mail.SGMailV3 {
 		!slices.Contains(v.Categories, m.Category) {
 		v.Categories = append(v.Categories, m.Category)
 	}
+	v.Headers = m.ListUnsubscribeHeaders()
 	if s.sandbox {
 		v.MailSettings = mail.NewMailSettings().SetSandboxMode(mail.NewSetting(true))
 	}

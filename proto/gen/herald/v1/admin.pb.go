@@ -307,11 +307,183 @@ func (x *IssueKeyResponse) GetKeyId() string {
 	return ""
 }
 
+// PutCategoryRequest carries the category.
+type PutCategoryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Category      *Category              `protobuf:"bytes,1,opt,name=category,proto3" json:"category,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutCategoryRequest) Reset() {
+	*x = PutCategoryRequest{}
+	mi := &file_herald_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutCategoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutCategoryRequest) ProtoMessage() {}
+
+func (x *PutCategoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutCategoryRequest.ProtoReflect.Descriptor instead.
+func (*PutCategoryRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PutCategoryRequest) GetCategory() *Category {
+	if x != nil {
+		return x.Category
+	}
+	return nil
+}
+
+// PutCategoryResponse holds the stored category.
+type PutCategoryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Category      *Category              `protobuf:"bytes,1,opt,name=category,proto3" json:"category,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutCategoryResponse) Reset() {
+	*x = PutCategoryResponse{}
+	mi := &file_herald_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutCategoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutCategoryResponse) ProtoMessage() {}
+
+func (x *PutCategoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutCategoryResponse.ProtoReflect.Descriptor instead.
+func (*PutCategoryResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PutCategoryResponse) GetCategory() *Category {
+	if x != nil {
+		return x.Category
+	}
+	return nil
+}
+
+// ListCategoriesRequest is empty.
+type ListCategoriesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCategoriesRequest) Reset() {
+	*x = ListCategoriesRequest{}
+	mi := &file_herald_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCategoriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCategoriesRequest) ProtoMessage() {}
+
+func (x *ListCategoriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCategoriesRequest.ProtoReflect.Descriptor instead.
+func (*ListCategoriesRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+// ListCategoriesResponse holds every category, by name.
+type ListCategoriesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Categories    []*Category            `protobuf:"bytes,1,rep,name=categories,proto3" json:"categories,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCategoriesResponse) Reset() {
+	*x = ListCategoriesResponse{}
+	mi := &file_herald_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCategoriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCategoriesResponse) ProtoMessage() {}
+
+func (x *ListCategoriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCategoriesResponse.ProtoReflect.Descriptor instead.
+func (*ListCategoriesResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListCategoriesResponse) GetCategories() []*Category {
+	if x != nil {
+		return x.Categories
+	}
+	return nil
+}
+
 var File_herald_v1_admin_proto protoreflect.FileDescriptor
 
 const file_herald_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x15herald/v1/admin.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x01\n" +
+	"\x15herald/v1/admin.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16herald/v1/common.proto\"\x83\x01\n" +
 	"\x03App\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -329,10 +501,21 @@ const file_herald_v1_admin_proto_rawDesc = "" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\";\n" +
 	"\x10IssueKeyResponse\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x15\n" +
-	"\x06key_id\x18\x02 \x01(\tR\x05keyId2\x9b\x01\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\"E\n" +
+	"\x12PutCategoryRequest\x12/\n" +
+	"\bcategory\x18\x01 \x01(\v2\x13.herald.v1.CategoryR\bcategory\"F\n" +
+	"\x13PutCategoryResponse\x12/\n" +
+	"\bcategory\x18\x01 \x01(\v2\x13.herald.v1.CategoryR\bcategory\"\x17\n" +
+	"\x15ListCategoriesRequest\"M\n" +
+	"\x16ListCategoriesResponse\x123\n" +
+	"\n" +
+	"categories\x18\x01 \x03(\v2\x13.herald.v1.CategoryR\n" +
+	"categories2\xc0\x02\n" +
 	"\fAdminService\x12F\n" +
 	"\tCreateApp\x12\x1b.herald.v1.CreateAppRequest\x1a\x1c.herald.v1.CreateAppResponse\x12C\n" +
-	"\bIssueKey\x12\x1a.herald.v1.IssueKeyRequest\x1a\x1b.herald.v1.IssueKeyResponseB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
+	"\bIssueKey\x12\x1a.herald.v1.IssueKeyRequest\x1a\x1b.herald.v1.IssueKeyResponse\x12L\n" +
+	"\vPutCategory\x12\x1d.herald.v1.PutCategoryRequest\x1a\x1e.herald.v1.PutCategoryResponse\x12U\n" +
+	"\x0eListCategories\x12 .herald.v1.ListCategoriesRequest\x1a!.herald.v1.ListCategoriesResponseB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
 
 var (
 	file_herald_v1_admin_proto_rawDescOnce sync.Once
@@ -346,27 +529,39 @@ func file_herald_v1_admin_proto_rawDescGZIP() []byte {
 	return file_herald_v1_admin_proto_rawDescData
 }
 
-var file_herald_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_herald_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_herald_v1_admin_proto_goTypes = []any{
-	(*App)(nil),                   // 0: herald.v1.App
-	(*CreateAppRequest)(nil),      // 1: herald.v1.CreateAppRequest
-	(*CreateAppResponse)(nil),     // 2: herald.v1.CreateAppResponse
-	(*IssueKeyRequest)(nil),       // 3: herald.v1.IssueKeyRequest
-	(*IssueKeyResponse)(nil),      // 4: herald.v1.IssueKeyResponse
-	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(*App)(nil),                    // 0: herald.v1.App
+	(*CreateAppRequest)(nil),       // 1: herald.v1.CreateAppRequest
+	(*CreateAppResponse)(nil),      // 2: herald.v1.CreateAppResponse
+	(*IssueKeyRequest)(nil),        // 3: herald.v1.IssueKeyRequest
+	(*IssueKeyResponse)(nil),       // 4: herald.v1.IssueKeyResponse
+	(*PutCategoryRequest)(nil),     // 5: herald.v1.PutCategoryRequest
+	(*PutCategoryResponse)(nil),    // 6: herald.v1.PutCategoryResponse
+	(*ListCategoriesRequest)(nil),  // 7: herald.v1.ListCategoriesRequest
+	(*ListCategoriesResponse)(nil), // 8: herald.v1.ListCategoriesResponse
+	(*timestamppb.Timestamp)(nil),  // 9: google.protobuf.Timestamp
+	(*Category)(nil),               // 10: herald.v1.Category
 }
 var file_herald_v1_admin_proto_depIdxs = []int32{
-	5, // 0: herald.v1.App.create_time:type_name -> google.protobuf.Timestamp
-	0, // 1: herald.v1.CreateAppResponse.app:type_name -> herald.v1.App
-	1, // 2: herald.v1.AdminService.CreateApp:input_type -> herald.v1.CreateAppRequest
-	3, // 3: herald.v1.AdminService.IssueKey:input_type -> herald.v1.IssueKeyRequest
-	2, // 4: herald.v1.AdminService.CreateApp:output_type -> herald.v1.CreateAppResponse
-	4, // 5: herald.v1.AdminService.IssueKey:output_type -> herald.v1.IssueKeyResponse
-	4, // [4:6] is the sub-list for method output_type
-	2, // [2:4] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	9,  // 0: herald.v1.App.create_time:type_name -> google.protobuf.Timestamp
+	0,  // 1: herald.v1.CreateAppResponse.app:type_name -> herald.v1.App
+	10, // 2: herald.v1.PutCategoryRequest.category:type_name -> herald.v1.Category
+	10, // 3: herald.v1.PutCategoryResponse.category:type_name -> herald.v1.Category
+	10, // 4: herald.v1.ListCategoriesResponse.categories:type_name -> herald.v1.Category
+	1,  // 5: herald.v1.AdminService.CreateApp:input_type -> herald.v1.CreateAppRequest
+	3,  // 6: herald.v1.AdminService.IssueKey:input_type -> herald.v1.IssueKeyRequest
+	5,  // 7: herald.v1.AdminService.PutCategory:input_type -> herald.v1.PutCategoryRequest
+	7,  // 8: herald.v1.AdminService.ListCategories:input_type -> herald.v1.ListCategoriesRequest
+	2,  // 9: herald.v1.AdminService.CreateApp:output_type -> herald.v1.CreateAppResponse
+	4,  // 10: herald.v1.AdminService.IssueKey:output_type -> herald.v1.IssueKeyResponse
+	6,  // 11: herald.v1.AdminService.PutCategory:output_type -> herald.v1.PutCategoryResponse
+	8,  // 12: herald.v1.AdminService.ListCategories:output_type -> herald.v1.ListCategoriesResponse
+	9,  // [9:13] is the sub-list for method output_type
+	5,  // [5:9] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_admin_proto_init() }
@@ -374,13 +569,14 @@ func file_herald_v1_admin_proto_init() {
 	if File_herald_v1_admin_proto != nil {
 		return
 	}
+	file_herald_v1_common_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_admin_proto_rawDesc), len(file_herald_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

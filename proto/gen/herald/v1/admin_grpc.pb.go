@@ -19,8 +19,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_CreateApp_FullMethodName = "/herald.v1.AdminService/CreateApp"
-	AdminService_IssueKey_FullMethodName  = "/herald.v1.AdminService/IssueKey"
+	AdminService_CreateApp_FullMethodName      = "/herald.v1.AdminService/CreateApp"
+	AdminService_IssueKey_FullMethodName       = "/herald.v1.AdminService/IssueKey"
+	AdminService_PutCategory_FullMethodName    = "/herald.v1.AdminService/PutCategory"
+	AdminService_ListCategories_FullMethodName = "/herald.v1.AdminService/ListCategories"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -36,6 +38,11 @@ type AdminServiceClient interface {
 	// IssueKey issues a new key for an app. The key is returned once; only its hash is stored.
 	// Errors: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
 	IssueKey(ctx context.Context, in *IssueKeyRequest, opts ...grpc.CallOption) (*IssueKeyResponse, error)
+	// PutCategory creates or replaces a category.
+	// Errors: INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
+	PutCategory(ctx context.Context, in *PutCategoryRequest, opts ...grpc.CallOption) (*PutCategoryResponse, error)
+	// ListCategories lists every category. Any app may call it.
+	ListCategories(ctx context.Context, in *ListCategoriesRequest, opts ...grpc.CallOption) (*ListCategoriesResponse, error)
 }
 
 type adminServiceClient struct {
@@ -66,6 +73,26 @@ func (c *adminServiceClient) IssueKey(ctx context.Context, in *IssueKeyRequest, 
 	return out, nil
 }
 
+func (c *adminServiceClient) PutCategory(ctx context.Context, in *PutCategoryRequest, opts ...grpc.CallOption) (*PutCategoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PutCategoryResponse)
+	err := c.cc.Invoke(ctx, AdminService_PutCategory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListCategories(ctx context.Context, in *ListCategoriesRequest, opts ...grpc.CallOption) (*ListCategoriesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCategoriesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListCategories_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -79,6 +106,11 @@ type AdminServiceServer interface {
 	// IssueKey issues a new key for an app. The key is returned once; only its hash is stored.
 	// Errors: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
 	IssueKey(context.Context, *IssueKeyRequest) (*IssueKeyResponse, error)
+	// PutCategory creates or replaces a category.
+	// Errors: INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
+	PutCategory(context.Context, *PutCategoryRequest) (*PutCategoryResponse, error)
+	// ListCategories lists every category. Any app may call it.
+	ListCategories(context.Context, *ListCategoriesRequest) (*ListCategoriesResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -94,6 +126,12 @@ func (UnimplementedAdminServiceServer) CreateApp(context.Context, *CreateAppRequ
 }
 func (UnimplementedAdminServiceServer) IssueKey(context.Context, *IssueKeyRequest) (*IssueKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method IssueKey not implemented")
+}
+func (UnimplementedAdminServiceServer) PutCategory(context.Context, *PutCategoryRequest) (*PutCategoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PutCategory not implemented")
+}
+func (UnimplementedAdminServiceServer) ListCategories(context.Context, *ListCategoriesRequest) (*ListCategoriesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListCategories not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -152,6 +190,42 @@ func _AdminService_IssueKey_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_PutCategory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutCategoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).PutCategory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_PutCategory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).PutCategory(ctx, req.(*PutCategoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListCategories_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCategoriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListCategories(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListCategories_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListCategories(ctx, req.(*ListCategoriesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -166,6 +240,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "IssueKey",
 			Handler:    _AdminService_IssueKey_Handler,
+		},
+		{
+			MethodName: "PutCategory",
+			Handler:    _AdminService_PutCategory_Handler,
+		},
+		{
+			MethodName: "ListCategories",
+			Handler:    _AdminService_ListCategories_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -227,11 +227,88 @@ func (Priority) EnumDescriptor() ([]byte, []int) {
 	return file_herald_v1_common_proto_rawDescGZIP(), []int{2}
 }
 
+// Category is a kind of notification (e.g. "account", "marketing", "security"). Settings,
+// opt-outs and caps apply per category; Send refuses unknown categories.
+type Category struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// Critical categories cannot be opted out of.
+	Critical bool `protobuf:"varint,3,opt,name=critical,proto3" json:"critical,omitempty"`
+	// Whether users receive it until they choose otherwise.
+	DefaultOptIn  bool `protobuf:"varint,4,opt,name=default_opt_in,json=defaultOptIn,proto3" json:"default_opt_in,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Category) Reset() {
+	*x = Category{}
+	mi := &file_herald_v1_common_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Category) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Category) ProtoMessage() {}
+
+func (x *Category) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_common_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Category.ProtoReflect.Descriptor instead.
+func (*Category) Descriptor() ([]byte, []int) {
+	return file_herald_v1_common_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Category) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Category) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *Category) GetCritical() bool {
+	if x != nil {
+		return x.Critical
+	}
+	return false
+}
+
+func (x *Category) GetDefaultOptIn() bool {
+	if x != nil {
+		return x.DefaultOptIn
+	}
+	return false
+}
+
 var File_herald_v1_common_proto protoreflect.FileDescriptor
 
 const file_herald_v1_common_proto_rawDesc = "" +
 	"\n" +
-	"\x16herald/v1/common.proto\x12\therald.v1*l\n" +
+	"\x16herald/v1/common.proto\x12\therald.v1\"\x82\x01\n" +
+	"\bCategory\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1a\n" +
+	"\bcritical\x18\x03 \x01(\bR\bcritical\x12$\n" +
+	"\x0edefault_opt_in\x18\x04 \x01(\bR\fdefaultOptIn*l\n" +
 	"\aChannel\x12\x17\n" +
 	"\x13CHANNEL_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vCHANNEL_IOS\x10\x01\x12\x13\n" +
@@ -272,10 +349,12 @@ func file_herald_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_herald_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_herald_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
 var file_herald_v1_common_proto_goTypes = []any{
 	(Channel)(0),       // 0: herald.v1.Channel
 	(DeliveryState)(0), // 1: herald.v1.DeliveryState
 	(Priority)(0),      // 2: herald.v1.Priority
+	(*Category)(nil),   // 3: herald.v1.Category
 }
 var file_herald_v1_common_proto_depIdxs = []int32{
 	0, // [0:0] is the sub-list for method output_type
@@ -296,13 +375,14 @@ func file_herald_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_common_proto_rawDesc), len(file_herald_v1_common_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   0,
+			NumMessages:   1,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_herald_v1_common_proto_goTypes,
 		DependencyIndexes: file_herald_v1_common_proto_depIdxs,
 		EnumInfos:         file_herald_v1_common_proto_enumTypes,
+		MessageInfos:      file_herald_v1_common_proto_msgTypes,
 	}.Build()
 	File_herald_v1_common_proto = out.File
 	file_herald_v1_common_proto_goTypes = nil

@@ -9,6 +9,7 @@ package heraldv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -21,6 +22,1238 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// Platform is a push platform.
+type Platform int32
+
+const (
+	Platform_PLATFORM_UNSPECIFIED Platform = 0
+	// Apple Push Notification service.
+	Platform_PLATFORM_IOS Platform = 1
+	// Firebase Cloud Messaging.
+	Platform_PLATFORM_ANDROID Platform = 2
+)
+
+// Enum value maps for Platform.
+var (
+	Platform_name = map[int32]string{
+		0: "PLATFORM_UNSPECIFIED",
+		1: "PLATFORM_IOS",
+		2: "PLATFORM_ANDROID",
+	}
+	Platform_value = map[string]int32{
+		"PLATFORM_UNSPECIFIED": 0,
+		"PLATFORM_IOS":         1,
+		"PLATFORM_ANDROID":     2,
+	}
+)
+
+func (x Platform) Enum() *Platform {
+	p := new(Platform)
+	*p = x
+	return p
+}
+
+func (x Platform) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Platform) Descriptor() protoreflect.EnumDescriptor {
+	return file_herald_v1_contacts_proto_enumTypes[0].Descriptor()
+}
+
+func (Platform) Type() protoreflect.EnumType {
+	return &file_herald_v1_contacts_proto_enumTypes[0]
+}
+
+func (x Platform) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Platform.Descriptor instead.
+func (Platform) EnumDescriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{0}
+}
+
+// Device is a push token registered for a user.
+type Device struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	UserId   string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Platform Platform               `protobuf:"varint,2,opt,name=platform,proto3,enum=herald.v1.Platform" json:"platform,omitempty"`
+	// APNs: hex device token; FCM: registration token.
+	Token string `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
+	// The iOS bundle id or Android application the token belongs to (optional).
+	App string `protobuf:"bytes,4,opt,name=app,proto3" json:"app,omitempty"`
+	// False once a provider reported the token invalid; registering it again reactivates it.
+	Active bool `protobuf:"varint,5,opt,name=active,proto3" json:"active,omitempty"`
+	// Why the token was deactivated (e.g. "unregistered").
+	DeactivatedReason string                 `protobuf:"bytes,6,opt,name=deactivated_reason,json=deactivatedReason,proto3" json:"deactivated_reason,omitempty"`
+	CreateTime        *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime        *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *Device) Reset() {
+	*x = Device{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Device) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Device) ProtoMessage() {}
+
+func (x *Device) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Device.ProtoReflect.Descriptor instead.
+func (*Device) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Device) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Device) GetPlatform() Platform {
+	if x != nil {
+		return x.Platform
+	}
+	return Platform_PLATFORM_UNSPECIFIED
+}
+
+func (x *Device) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *Device) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *Device) GetActive() bool {
+	if x != nil {
+		return x.Active
+	}
+	return false
+}
+
+func (x *Device) GetDeactivatedReason() string {
+	if x != nil {
+		return x.DeactivatedReason
+	}
+	return ""
+}
+
+func (x *Device) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Device) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+// RegisterDeviceRequest carries the device; active and the times are ignored.
+type RegisterDeviceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Device        *Device                `protobuf:"bytes,1,opt,name=device,proto3" json:"device,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterDeviceRequest) Reset() {
+	*x = RegisterDeviceRequest{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterDeviceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterDeviceRequest) ProtoMessage() {}
+
+func (x *RegisterDeviceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterDeviceRequest.ProtoReflect.Descriptor instead.
+func (*RegisterDeviceRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RegisterDeviceRequest) GetDevice() *Device {
+	if x != nil {
+		return x.Device
+	}
+	return nil
+}
+
+// RegisterDeviceResponse holds the stored device.
+type RegisterDeviceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Device        *Device                `protobuf:"bytes,1,opt,name=device,proto3" json:"device,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterDeviceResponse) Reset() {
+	*x = RegisterDeviceResponse{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterDeviceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterDeviceResponse) ProtoMessage() {}
+
+func (x *RegisterDeviceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterDeviceResponse.ProtoReflect.Descriptor instead.
+func (*RegisterDeviceResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RegisterDeviceResponse) GetDevice() *Device {
+	if x != nil {
+		return x.Device
+	}
+	return nil
+}
+
+// UnregisterDeviceRequest names a token.
+type UnregisterDeviceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Platform      Platform               `protobuf:"varint,1,opt,name=platform,proto3,enum=herald.v1.Platform" json:"platform,omitempty"`
+	Token         string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnregisterDeviceRequest) Reset() {
+	*x = UnregisterDeviceRequest{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnregisterDeviceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnregisterDeviceRequest) ProtoMessage() {}
+
+func (x *UnregisterDeviceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnregisterDeviceRequest.ProtoReflect.Descriptor instead.
+func (*UnregisterDeviceRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *UnregisterDeviceRequest) GetPlatform() Platform {
+	if x != nil {
+		return x.Platform
+	}
+	return Platform_PLATFORM_UNSPECIFIED
+}
+
+func (x *UnregisterDeviceRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+// UnregisterDeviceResponse is empty.
+type UnregisterDeviceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnregisterDeviceResponse) Reset() {
+	*x = UnregisterDeviceResponse{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnregisterDeviceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnregisterDeviceResponse) ProtoMessage() {}
+
+func (x *UnregisterDeviceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnregisterDeviceResponse.ProtoReflect.Descriptor instead.
+func (*UnregisterDeviceResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{4}
+}
+
+// ListDevicesRequest names a user.
+type ListDevicesRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Also list tokens that providers deactivated.
+	IncludeInactive bool `protobuf:"varint,2,opt,name=include_inactive,json=includeInactive,proto3" json:"include_inactive,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ListDevicesRequest) Reset() {
+	*x = ListDevicesRequest{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDevicesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDevicesRequest) ProtoMessage() {}
+
+func (x *ListDevicesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDevicesRequest.ProtoReflect.Descriptor instead.
+func (*ListDevicesRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListDevicesRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ListDevicesRequest) GetIncludeInactive() bool {
+	if x != nil {
+		return x.IncludeInactive
+	}
+	return false
+}
+
+// ListDevicesResponse holds the user's devices.
+type ListDevicesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Devices       []*Device              `protobuf:"bytes,1,rep,name=devices,proto3" json:"devices,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDevicesResponse) Reset() {
+	*x = ListDevicesResponse{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDevicesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDevicesResponse) ProtoMessage() {}
+
+func (x *ListDevicesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDevicesResponse.ProtoReflect.Descriptor instead.
+func (*ListDevicesResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListDevicesResponse) GetDevices() []*Device {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+// Settings are a user's notification preferences. Categories marked critical (e.g. security)
+// ignore every opt-out here, but never an invalid address.
+type Settings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Opt out of everything.
+	GlobalOptOut bool `protobuf:"varint,1,opt,name=global_opt_out,json=globalOptOut,proto3" json:"global_opt_out,omitempty"`
+	// Opt out of these channels for every category.
+	OptedOutChannels []Channel `protobuf:"varint,2,rep,packed,name=opted_out_channels,json=optedOutChannels,proto3,enum=herald.v1.Channel" json:"opted_out_channels,omitempty"`
+	// Per-category choices; categories not listed keep their defaults.
+	Categories []*CategorySetting `protobuf:"bytes,3,rep,name=categories,proto3" json:"categories,omitempty"`
+	// When not to be interrupted by push or SMS; deliveries due then wait until the window ends.
+	QuietHours    *QuietHours `protobuf:"bytes,4,opt,name=quiet_hours,json=quietHours,proto3" json:"quiet_hours,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Settings) Reset() {
+	*x = Settings{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Settings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Settings) ProtoMessage() {}
+
+func (x *Settings) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Settings.ProtoReflect.Descriptor instead.
+func (*Settings) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Settings) GetGlobalOptOut() bool {
+	if x != nil {
+		return x.GlobalOptOut
+	}
+	return false
+}
+
+func (x *Settings) GetOptedOutChannels() []Channel {
+	if x != nil {
+		return x.OptedOutChannels
+	}
+	return nil
+}
+
+func (x *Settings) GetCategories() []*CategorySetting {
+	if x != nil {
+		return x.Categories
+	}
+	return nil
+}
+
+func (x *Settings) GetQuietHours() *QuietHours {
+	if x != nil {
+		return x.QuietHours
+	}
+	return nil
+}
+
+// CategorySetting is a user's choice for one category.
+type CategorySetting struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Category string                 `protobuf:"bytes,1,opt,name=category,proto3" json:"category,omitempty"`
+	// Opt out of (true) or into (false) the whole category; unset keeps the category's default.
+	OptedOut *bool `protobuf:"varint,2,opt,name=opted_out,json=optedOut,proto3,oneof" json:"opted_out,omitempty"`
+	// Opt out of these channels for this category only.
+	OptedOutChannels []Channel `protobuf:"varint,3,rep,packed,name=opted_out_channels,json=optedOutChannels,proto3,enum=herald.v1.Channel" json:"opted_out_channels,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *CategorySetting) Reset() {
+	*x = CategorySetting{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CategorySetting) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CategorySetting) ProtoMessage() {}
+
+func (x *CategorySetting) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CategorySetting.ProtoReflect.Descriptor instead.
+func (*CategorySetting) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CategorySetting) GetCategory() string {
+	if x != nil {
+		return x.Category
+	}
+	return ""
+}
+
+func (x *CategorySetting) GetOptedOut() bool {
+	if x != nil && x.OptedOut != nil {
+		return *x.OptedOut
+	}
+	return false
+}
+
+func (x *CategorySetting) GetOptedOutChannels() []Channel {
+	if x != nil {
+		return x.OptedOutChannels
+	}
+	return nil
+}
+
+// QuietHours is a daily window in the user's timezone, as "HH:MM" local times. A window may
+// cross midnight (22:00-07:00). Both empty means none.
+type QuietHours struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Start         string                 `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	End           string                 `protobuf:"bytes,2,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuietHours) Reset() {
+	*x = QuietHours{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuietHours) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuietHours) ProtoMessage() {}
+
+func (x *QuietHours) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuietHours.ProtoReflect.Descriptor instead.
+func (*QuietHours) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *QuietHours) GetStart() string {
+	if x != nil {
+		return x.Start
+	}
+	return ""
+}
+
+func (x *QuietHours) GetEnd() string {
+	if x != nil {
+		return x.End
+	}
+	return ""
+}
+
+// GetSettingsRequest names a user.
+type GetSettingsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSettingsRequest) Reset() {
+	*x = GetSettingsRequest{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSettingsRequest) ProtoMessage() {}
+
+func (x *GetSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSettingsRequest.ProtoReflect.Descriptor instead.
+func (*GetSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GetSettingsRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// GetSettingsResponse holds the settings and the categories they can refer to.
+type GetSettingsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Settings      *Settings              `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	Categories    []*Category            `protobuf:"bytes,2,rep,name=categories,proto3" json:"categories,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSettingsResponse) Reset() {
+	*x = GetSettingsResponse{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSettingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSettingsResponse) ProtoMessage() {}
+
+func (x *GetSettingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSettingsResponse.ProtoReflect.Descriptor instead.
+func (*GetSettingsResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GetSettingsResponse) GetSettings() *Settings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *GetSettingsResponse) GetCategories() []*Category {
+	if x != nil {
+		return x.Categories
+	}
+	return nil
+}
+
+// UpdateSettingsRequest carries the user's complete new settings.
+type UpdateSettingsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Settings      *Settings              `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateSettingsRequest) Reset() {
+	*x = UpdateSettingsRequest{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSettingsRequest) ProtoMessage() {}
+
+func (x *UpdateSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSettingsRequest.ProtoReflect.Descriptor instead.
+func (*UpdateSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *UpdateSettingsRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *UpdateSettingsRequest) GetSettings() *Settings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+// UpdateSettingsResponse holds the stored settings.
+type UpdateSettingsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Settings      *Settings              `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateSettingsResponse) Reset() {
+	*x = UpdateSettingsResponse{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSettingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSettingsResponse) ProtoMessage() {}
+
+func (x *UpdateSettingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSettingsResponse.ProtoReflect.Descriptor instead.
+func (*UpdateSettingsResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *UpdateSettingsResponse) GetSettings() *Settings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+// Target is one address on one channel.
+type Target struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Channel       Channel                `protobuf:"varint,1,opt,name=channel,proto3,enum=herald.v1.Channel" json:"channel,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Target) Reset() {
+	*x = Target{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Target) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Target) ProtoMessage() {}
+
+func (x *Target) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Target.ProtoReflect.Descriptor instead.
+func (*Target) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Target) GetChannel() Channel {
+	if x != nil {
+		return x.Channel
+	}
+	return Channel_CHANNEL_UNSPECIFIED
+}
+
+func (x *Target) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+// ResolveRecipientsRequest names users and raw addresses (together at most 1,000).
+type ResolveRecipientsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserIds       []string               `protobuf:"bytes,1,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	Targets       []*Target              `protobuf:"bytes,2,rep,name=targets,proto3" json:"targets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveRecipientsRequest) Reset() {
+	*x = ResolveRecipientsRequest{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveRecipientsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveRecipientsRequest) ProtoMessage() {}
+
+func (x *ResolveRecipientsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveRecipientsRequest.ProtoReflect.Descriptor instead.
+func (*ResolveRecipientsRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ResolveRecipientsRequest) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+func (x *ResolveRecipientsRequest) GetTargets() []*Target {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+// ResolvedUser is a user with what decides where their notifications go.
+type ResolvedUser struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	User  *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	// Active devices only.
+	Devices       []*Device `protobuf:"bytes,2,rep,name=devices,proto3" json:"devices,omitempty"`
+	Settings      *Settings `protobuf:"bytes,3,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolvedUser) Reset() {
+	*x = ResolvedUser{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolvedUser) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolvedUser) ProtoMessage() {}
+
+func (x *ResolvedUser) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolvedUser.ProtoReflect.Descriptor instead.
+func (*ResolvedUser) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ResolvedUser) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *ResolvedUser) GetDevices() []*Device {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+func (x *ResolvedUser) GetSettings() *Settings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+// Suppression stops sends to one address: an opt-out made at the address itself (an SMS STOP,
+// an email unsubscribe) or a provider's verdict that the address is invalid.
+type Suppression struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Channel Channel                `protobuf:"varint,1,opt,name=channel,proto3,enum=herald.v1.Channel" json:"channel,omitempty"`
+	Address string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// Empty means every category.
+	Category string `protobuf:"bytes,3,opt,name=category,proto3" json:"category,omitempty"`
+	// E.g. "stop", "unsubscribe", "invalid_number", "unregistered".
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// True for an invalid address, which even critical categories respect.
+	Invalid       bool `protobuf:"varint,5,opt,name=invalid,proto3" json:"invalid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Suppression) Reset() {
+	*x = Suppression{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Suppression) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Suppression) ProtoMessage() {}
+
+func (x *Suppression) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Suppression.ProtoReflect.Descriptor instead.
+func (*Suppression) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Suppression) GetChannel() Channel {
+	if x != nil {
+		return x.Channel
+	}
+	return Channel_CHANNEL_UNSPECIFIED
+}
+
+func (x *Suppression) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Suppression) GetCategory() string {
+	if x != nil {
+		return x.Category
+	}
+	return ""
+}
+
+func (x *Suppression) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Suppression) GetInvalid() bool {
+	if x != nil {
+		return x.Invalid
+	}
+	return false
+}
+
+// ResolveRecipientsResponse holds the users that exist and the suppressions that apply.
+type ResolveRecipientsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Users         []*ResolvedUser        `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	Suppressions  []*Suppression         `protobuf:"bytes,2,rep,name=suppressions,proto3" json:"suppressions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveRecipientsResponse) Reset() {
+	*x = ResolveRecipientsResponse{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveRecipientsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveRecipientsResponse) ProtoMessage() {}
+
+func (x *ResolveRecipientsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveRecipientsResponse.ProtoReflect.Descriptor instead.
+func (*ResolveRecipientsResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ResolveRecipientsResponse) GetUsers() []*ResolvedUser {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+func (x *ResolveRecipientsResponse) GetSuppressions() []*Suppression {
+	if x != nil {
+		return x.Suppressions
+	}
+	return nil
+}
+
+// CreatePreferenceLinkRequest names a user.
+type CreatePreferenceLinkRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// How long the link works; unset means 7 days; at most 30 days.
+	Ttl           *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreatePreferenceLinkRequest) Reset() {
+	*x = CreatePreferenceLinkRequest{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreatePreferenceLinkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreatePreferenceLinkRequest) ProtoMessage() {}
+
+func (x *CreatePreferenceLinkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreatePreferenceLinkRequest.ProtoReflect.Descriptor instead.
+func (*CreatePreferenceLinkRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CreatePreferenceLinkRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *CreatePreferenceLinkRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+// CreatePreferenceLinkResponse holds the link.
+type CreatePreferenceLinkResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Url           string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreatePreferenceLinkResponse) Reset() {
+	*x = CreatePreferenceLinkResponse{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreatePreferenceLinkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreatePreferenceLinkResponse) ProtoMessage() {}
+
+func (x *CreatePreferenceLinkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreatePreferenceLinkResponse.ProtoReflect.Descriptor instead.
+func (*CreatePreferenceLinkResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CreatePreferenceLinkResponse) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *CreatePreferenceLinkResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
 
 // User is a recipient known by an id the calling services chose.
 type User struct {
@@ -42,7 +1275,7 @@ type User struct {
 
 func (x *User) Reset() {
 	*x = User{}
-	mi := &file_herald_v1_contacts_proto_msgTypes[0]
+	mi := &file_herald_v1_contacts_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -54,7 +1287,7 @@ func (x *User) String() string {
 func (*User) ProtoMessage() {}
 
 func (x *User) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_contacts_proto_msgTypes[0]
+	mi := &file_herald_v1_contacts_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -67,7 +1300,7 @@ func (x *User) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use User.ProtoReflect.Descriptor instead.
 func (*User) Descriptor() ([]byte, []int) {
-	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{0}
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *User) GetUserId() string {
@@ -129,7 +1362,7 @@ type UpsertUserRequest struct {
 
 func (x *UpsertUserRequest) Reset() {
 	*x = UpsertUserRequest{}
-	mi := &file_herald_v1_contacts_proto_msgTypes[1]
+	mi := &file_herald_v1_contacts_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -141,7 +1374,7 @@ func (x *UpsertUserRequest) String() string {
 func (*UpsertUserRequest) ProtoMessage() {}
 
 func (x *UpsertUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_contacts_proto_msgTypes[1]
+	mi := &file_herald_v1_contacts_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -154,7 +1387,7 @@ func (x *UpsertUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertUserRequest.ProtoReflect.Descriptor instead.
 func (*UpsertUserRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{1}
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UpsertUserRequest) GetUser() *User {
@@ -174,7 +1407,7 @@ type UpsertUserResponse struct {
 
 func (x *UpsertUserResponse) Reset() {
 	*x = UpsertUserResponse{}
-	mi := &file_herald_v1_contacts_proto_msgTypes[2]
+	mi := &file_herald_v1_contacts_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -186,7 +1419,7 @@ func (x *UpsertUserResponse) String() string {
 func (*UpsertUserResponse) ProtoMessage() {}
 
 func (x *UpsertUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_contacts_proto_msgTypes[2]
+	mi := &file_herald_v1_contacts_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -199,7 +1432,7 @@ func (x *UpsertUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertUserResponse.ProtoReflect.Descriptor instead.
 func (*UpsertUserResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{2}
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UpsertUserResponse) GetUser() *User {
@@ -219,7 +1452,7 @@ type GetUserRequest struct {
 
 func (x *GetUserRequest) Reset() {
 	*x = GetUserRequest{}
-	mi := &file_herald_v1_contacts_proto_msgTypes[3]
+	mi := &file_herald_v1_contacts_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -231,7 +1464,7 @@ func (x *GetUserRequest) String() string {
 func (*GetUserRequest) ProtoMessage() {}
 
 func (x *GetUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_contacts_proto_msgTypes[3]
+	mi := &file_herald_v1_contacts_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -244,7 +1477,7 @@ func (x *GetUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUserRequest.ProtoReflect.Descriptor instead.
 func (*GetUserRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{3}
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetUserRequest) GetUserId() string {
@@ -264,7 +1497,7 @@ type GetUserResponse struct {
 
 func (x *GetUserResponse) Reset() {
 	*x = GetUserResponse{}
-	mi := &file_herald_v1_contacts_proto_msgTypes[4]
+	mi := &file_herald_v1_contacts_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -276,7 +1509,7 @@ func (x *GetUserResponse) String() string {
 func (*GetUserResponse) ProtoMessage() {}
 
 func (x *GetUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_contacts_proto_msgTypes[4]
+	mi := &file_herald_v1_contacts_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -289,7 +1522,7 @@ func (x *GetUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUserResponse.ProtoReflect.Descriptor instead.
 func (*GetUserResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{4}
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetUserResponse) GetUser() *User {
@@ -309,7 +1542,7 @@ type DeleteUserRequest struct {
 
 func (x *DeleteUserRequest) Reset() {
 	*x = DeleteUserRequest{}
-	mi := &file_herald_v1_contacts_proto_msgTypes[5]
+	mi := &file_herald_v1_contacts_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -321,7 +1554,7 @@ func (x *DeleteUserRequest) String() string {
 func (*DeleteUserRequest) ProtoMessage() {}
 
 func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_contacts_proto_msgTypes[5]
+	mi := &file_herald_v1_contacts_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -334,7 +1567,7 @@ func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUserRequest.ProtoReflect.Descriptor instead.
 func (*DeleteUserRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{5}
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeleteUserRequest) GetUserId() string {
@@ -353,7 +1586,7 @@ type DeleteUserResponse struct {
 
 func (x *DeleteUserResponse) Reset() {
 	*x = DeleteUserResponse{}
-	mi := &file_herald_v1_contacts_proto_msgTypes[6]
+	mi := &file_herald_v1_contacts_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -365,7 +1598,7 @@ func (x *DeleteUserResponse) String() string {
 func (*DeleteUserResponse) ProtoMessage() {}
 
 func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_contacts_proto_msgTypes[6]
+	mi := &file_herald_v1_contacts_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -378,7 +1611,7 @@ func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUserResponse.ProtoReflect.Descriptor instead.
 func (*DeleteUserResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{6}
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{27}
 }
 
 // BatchGetUsersRequest names up to 1,000 users.
@@ -391,7 +1624,7 @@ type BatchGetUsersRequest struct {
 
 func (x *BatchGetUsersRequest) Reset() {
 	*x = BatchGetUsersRequest{}
-	mi := &file_herald_v1_contacts_proto_msgTypes[7]
+	mi := &file_herald_v1_contacts_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -403,7 +1636,7 @@ func (x *BatchGetUsersRequest) String() string {
 func (*BatchGetUsersRequest) ProtoMessage() {}
 
 func (x *BatchGetUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_contacts_proto_msgTypes[7]
+	mi := &file_herald_v1_contacts_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -416,7 +1649,7 @@ func (x *BatchGetUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetUsersRequest.ProtoReflect.Descriptor instead.
 func (*BatchGetUsersRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{7}
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *BatchGetUsersRequest) GetUserIds() []string {
@@ -436,7 +1669,7 @@ type BatchGetUsersResponse struct {
 
 func (x *BatchGetUsersResponse) Reset() {
 	*x = BatchGetUsersResponse{}
-	mi := &file_herald_v1_contacts_proto_msgTypes[8]
+	mi := &file_herald_v1_contacts_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -448,7 +1681,7 @@ func (x *BatchGetUsersResponse) String() string {
 func (*BatchGetUsersResponse) ProtoMessage() {}
 
 func (x *BatchGetUsersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_contacts_proto_msgTypes[8]
+	mi := &file_herald_v1_contacts_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -461,7 +1694,7 @@ func (x *BatchGetUsersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetUsersResponse.ProtoReflect.Descriptor instead.
 func (*BatchGetUsersResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{8}
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *BatchGetUsersResponse) GetUsers() []*User {
@@ -475,7 +1708,87 @@ var File_herald_v1_contacts_proto protoreflect.FileDescriptor
 
 const file_herald_v1_contacts_proto_rawDesc = "" +
 	"\n" +
-	"\x18herald/v1/contacts.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf9\x01\n" +
+	"\x18herald/v1/contacts.proto\x12\therald.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16herald/v1/common.proto\"\xbb\x02\n" +
+	"\x06Device\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12/\n" +
+	"\bplatform\x18\x02 \x01(\x0e2\x13.herald.v1.PlatformR\bplatform\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\x12\x10\n" +
+	"\x03app\x18\x04 \x01(\tR\x03app\x12\x16\n" +
+	"\x06active\x18\x05 \x01(\bR\x06active\x12-\n" +
+	"\x12deactivated_reason\x18\x06 \x01(\tR\x11deactivatedReason\x12;\n" +
+	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vupdate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"B\n" +
+	"\x15RegisterDeviceRequest\x12)\n" +
+	"\x06device\x18\x01 \x01(\v2\x11.herald.v1.DeviceR\x06device\"C\n" +
+	"\x16RegisterDeviceResponse\x12)\n" +
+	"\x06device\x18\x01 \x01(\v2\x11.herald.v1.DeviceR\x06device\"`\n" +
+	"\x17UnregisterDeviceRequest\x12/\n" +
+	"\bplatform\x18\x01 \x01(\x0e2\x13.herald.v1.PlatformR\bplatform\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\"\x1a\n" +
+	"\x18UnregisterDeviceResponse\"X\n" +
+	"\x12ListDevicesRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12)\n" +
+	"\x10include_inactive\x18\x02 \x01(\bR\x0fincludeInactive\"B\n" +
+	"\x13ListDevicesResponse\x12+\n" +
+	"\adevices\x18\x01 \x03(\v2\x11.herald.v1.DeviceR\adevices\"\xe6\x01\n" +
+	"\bSettings\x12$\n" +
+	"\x0eglobal_opt_out\x18\x01 \x01(\bR\fglobalOptOut\x12@\n" +
+	"\x12opted_out_channels\x18\x02 \x03(\x0e2\x12.herald.v1.ChannelR\x10optedOutChannels\x12:\n" +
+	"\n" +
+	"categories\x18\x03 \x03(\v2\x1a.herald.v1.CategorySettingR\n" +
+	"categories\x126\n" +
+	"\vquiet_hours\x18\x04 \x01(\v2\x15.herald.v1.QuietHoursR\n" +
+	"quietHours\"\x9f\x01\n" +
+	"\x0fCategorySetting\x12\x1a\n" +
+	"\bcategory\x18\x01 \x01(\tR\bcategory\x12 \n" +
+	"\topted_out\x18\x02 \x01(\bH\x00R\boptedOut\x88\x01\x01\x12@\n" +
+	"\x12opted_out_channels\x18\x03 \x03(\x0e2\x12.herald.v1.ChannelR\x10optedOutChannelsB\f\n" +
+	"\n" +
+	"_opted_out\"4\n" +
+	"\n" +
+	"QuietHours\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\tR\x05start\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\tR\x03end\"-\n" +
+	"\x12GetSettingsRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"{\n" +
+	"\x13GetSettingsResponse\x12/\n" +
+	"\bsettings\x18\x01 \x01(\v2\x13.herald.v1.SettingsR\bsettings\x123\n" +
+	"\n" +
+	"categories\x18\x02 \x03(\v2\x13.herald.v1.CategoryR\n" +
+	"categories\"a\n" +
+	"\x15UpdateSettingsRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12/\n" +
+	"\bsettings\x18\x02 \x01(\v2\x13.herald.v1.SettingsR\bsettings\"I\n" +
+	"\x16UpdateSettingsResponse\x12/\n" +
+	"\bsettings\x18\x01 \x01(\v2\x13.herald.v1.SettingsR\bsettings\"P\n" +
+	"\x06Target\x12,\n" +
+	"\achannel\x18\x01 \x01(\x0e2\x12.herald.v1.ChannelR\achannel\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"b\n" +
+	"\x18ResolveRecipientsRequest\x12\x19\n" +
+	"\buser_ids\x18\x01 \x03(\tR\auserIds\x12+\n" +
+	"\atargets\x18\x02 \x03(\v2\x11.herald.v1.TargetR\atargets\"\x91\x01\n" +
+	"\fResolvedUser\x12#\n" +
+	"\x04user\x18\x01 \x01(\v2\x0f.herald.v1.UserR\x04user\x12+\n" +
+	"\adevices\x18\x02 \x03(\v2\x11.herald.v1.DeviceR\adevices\x12/\n" +
+	"\bsettings\x18\x03 \x01(\v2\x13.herald.v1.SettingsR\bsettings\"\xa3\x01\n" +
+	"\vSuppression\x12,\n" +
+	"\achannel\x18\x01 \x01(\x0e2\x12.herald.v1.ChannelR\achannel\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
+	"\bcategory\x18\x03 \x01(\tR\bcategory\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
+	"\ainvalid\x18\x05 \x01(\bR\ainvalid\"\x86\x01\n" +
+	"\x19ResolveRecipientsResponse\x12-\n" +
+	"\x05users\x18\x01 \x03(\v2\x17.herald.v1.ResolvedUserR\x05users\x12:\n" +
+	"\fsuppressions\x18\x02 \x03(\v2\x16.herald.v1.SuppressionR\fsuppressions\"c\n" +
+	"\x1bCreatePreferenceLinkRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12+\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"m\n" +
+	"\x1cCreatePreferenceLinkResponse\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12;\n" +
+	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"\xf9\x01\n" +
 	"\x04User\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
 	"\x05email\x18\x02 \x01(\tR\x05email\x12\x14\n" +
@@ -500,14 +1813,25 @@ const file_herald_v1_contacts_proto_rawDesc = "" +
 	"\x14BatchGetUsersRequest\x12\x19\n" +
 	"\buser_ids\x18\x01 \x03(\tR\auserIds\">\n" +
 	"\x15BatchGetUsersResponse\x12%\n" +
-	"\x05users\x18\x01 \x03(\v2\x0f.herald.v1.UserR\x05users2\xbd\x02\n" +
+	"\x05users\x18\x01 \x03(\v2\x0f.herald.v1.UserR\x05users*L\n" +
+	"\bPlatform\x12\x18\n" +
+	"\x14PLATFORM_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\fPLATFORM_IOS\x10\x01\x12\x14\n" +
+	"\x10PLATFORM_ANDROID\x10\x022\xad\a\n" +
 	"\x0fContactsService\x12I\n" +
 	"\n" +
 	"UpsertUser\x12\x1c.herald.v1.UpsertUserRequest\x1a\x1d.herald.v1.UpsertUserResponse\x12@\n" +
 	"\aGetUser\x12\x19.herald.v1.GetUserRequest\x1a\x1a.herald.v1.GetUserResponse\x12I\n" +
 	"\n" +
 	"DeleteUser\x12\x1c.herald.v1.DeleteUserRequest\x1a\x1d.herald.v1.DeleteUserResponse\x12R\n" +
-	"\rBatchGetUsers\x12\x1f.herald.v1.BatchGetUsersRequest\x1a .herald.v1.BatchGetUsersResponseB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
+	"\rBatchGetUsers\x12\x1f.herald.v1.BatchGetUsersRequest\x1a .herald.v1.BatchGetUsersResponse\x12U\n" +
+	"\x0eRegisterDevice\x12 .herald.v1.RegisterDeviceRequest\x1a!.herald.v1.RegisterDeviceResponse\x12[\n" +
+	"\x10UnregisterDevice\x12\".herald.v1.UnregisterDeviceRequest\x1a#.herald.v1.UnregisterDeviceResponse\x12L\n" +
+	"\vListDevices\x12\x1d.herald.v1.ListDevicesRequest\x1a\x1e.herald.v1.ListDevicesResponse\x12L\n" +
+	"\vGetSettings\x12\x1d.herald.v1.GetSettingsRequest\x1a\x1e.herald.v1.GetSettingsResponse\x12U\n" +
+	"\x0eUpdateSettings\x12 .herald.v1.UpdateSettingsRequest\x1a!.herald.v1.UpdateSettingsResponse\x12^\n" +
+	"\x11ResolveRecipients\x12#.herald.v1.ResolveRecipientsRequest\x1a$.herald.v1.ResolveRecipientsResponse\x12g\n" +
+	"\x14CreatePreferenceLink\x12&.herald.v1.CreatePreferenceLinkRequest\x1a'.herald.v1.CreatePreferenceLinkResponseB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
 
 var (
 	file_herald_v1_contacts_proto_rawDescOnce sync.Once
@@ -521,39 +1845,104 @@ func file_herald_v1_contacts_proto_rawDescGZIP() []byte {
 	return file_herald_v1_contacts_proto_rawDescData
 }
 
-var file_herald_v1_contacts_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_herald_v1_contacts_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_herald_v1_contacts_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_herald_v1_contacts_proto_goTypes = []any{
-	(*User)(nil),                  // 0: herald.v1.User
-	(*UpsertUserRequest)(nil),     // 1: herald.v1.UpsertUserRequest
-	(*UpsertUserResponse)(nil),    // 2: herald.v1.UpsertUserResponse
-	(*GetUserRequest)(nil),        // 3: herald.v1.GetUserRequest
-	(*GetUserResponse)(nil),       // 4: herald.v1.GetUserResponse
-	(*DeleteUserRequest)(nil),     // 5: herald.v1.DeleteUserRequest
-	(*DeleteUserResponse)(nil),    // 6: herald.v1.DeleteUserResponse
-	(*BatchGetUsersRequest)(nil),  // 7: herald.v1.BatchGetUsersRequest
-	(*BatchGetUsersResponse)(nil), // 8: herald.v1.BatchGetUsersResponse
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(Platform)(0),                        // 0: herald.v1.Platform
+	(*Device)(nil),                       // 1: herald.v1.Device
+	(*RegisterDeviceRequest)(nil),        // 2: herald.v1.RegisterDeviceRequest
+	(*RegisterDeviceResponse)(nil),       // 3: herald.v1.RegisterDeviceResponse
+	(*UnregisterDeviceRequest)(nil),      // 4: herald.v1.UnregisterDeviceRequest
+	(*UnregisterDeviceResponse)(nil),     // 5: herald.v1.UnregisterDeviceResponse
+	(*ListDevicesRequest)(nil),           // 6: herald.v1.ListDevicesRequest
+	(*ListDevicesResponse)(nil),          // 7: herald.v1.ListDevicesResponse
+	(*Settings)(nil),                     // 8: herald.v1.Settings
+	(*CategorySetting)(nil),              // 9: herald.v1.CategorySetting
+	(*QuietHours)(nil),                   // 10: herald.v1.QuietHours
+	(*GetSettingsRequest)(nil),           // 11: herald.v1.GetSettingsRequest
+	(*GetSettingsResponse)(nil),          // 12: herald.v1.GetSettingsResponse
+	(*UpdateSettingsRequest)(nil),        // 13: herald.v1.UpdateSettingsRequest
+	(*UpdateSettingsResponse)(nil),       // 14: herald.v1.UpdateSettingsResponse
+	(*Target)(nil),                       // 15: herald.v1.Target
+	(*ResolveRecipientsRequest)(nil),     // 16: herald.v1.ResolveRecipientsRequest
+	(*ResolvedUser)(nil),                 // 17: herald.v1.ResolvedUser
+	(*Suppression)(nil),                  // 18: herald.v1.Suppression
+	(*ResolveRecipientsResponse)(nil),    // 19: herald.v1.ResolveRecipientsResponse
+	(*CreatePreferenceLinkRequest)(nil),  // 20: herald.v1.CreatePreferenceLinkRequest
+	(*CreatePreferenceLinkResponse)(nil), // 21: herald.v1.CreatePreferenceLinkResponse
+	(*User)(nil),                         // 22: herald.v1.User
+	(*UpsertUserRequest)(nil),            // 23: herald.v1.UpsertUserRequest
+	(*UpsertUserResponse)(nil),           // 24: herald.v1.UpsertUserResponse
+	(*GetUserRequest)(nil),               // 25: herald.v1.GetUserRequest
+	(*GetUserResponse)(nil),              // 26: herald.v1.GetUserResponse
+	(*DeleteUserRequest)(nil),            // 27: herald.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),           // 28: herald.v1.DeleteUserResponse
+	(*BatchGetUsersRequest)(nil),         // 29: herald.v1.BatchGetUsersRequest
+	(*BatchGetUsersResponse)(nil),        // 30: herald.v1.BatchGetUsersResponse
+	(*timestamppb.Timestamp)(nil),        // 31: google.protobuf.Timestamp
+	(Channel)(0),                         // 32: herald.v1.Channel
+	(*Category)(nil),                     // 33: herald.v1.Category
+	(*durationpb.Duration)(nil),          // 34: google.protobuf.Duration
 }
 var file_herald_v1_contacts_proto_depIdxs = []int32{
-	9,  // 0: herald.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	9,  // 1: herald.v1.User.update_time:type_name -> google.protobuf.Timestamp
-	0,  // 2: herald.v1.UpsertUserRequest.user:type_name -> herald.v1.User
-	0,  // 3: herald.v1.UpsertUserResponse.user:type_name -> herald.v1.User
-	0,  // 4: herald.v1.GetUserResponse.user:type_name -> herald.v1.User
-	0,  // 5: herald.v1.BatchGetUsersResponse.users:type_name -> herald.v1.User
-	1,  // 6: herald.v1.ContactsService.UpsertUser:input_type -> herald.v1.UpsertUserRequest
-	3,  // 7: herald.v1.ContactsService.GetUser:input_type -> herald.v1.GetUserRequest
-	5,  // 8: herald.v1.ContactsService.DeleteUser:input_type -> herald.v1.DeleteUserRequest
-	7,  // 9: herald.v1.ContactsService.BatchGetUsers:input_type -> herald.v1.BatchGetUsersRequest
-	2,  // 10: herald.v1.ContactsService.UpsertUser:output_type -> herald.v1.UpsertUserResponse
-	4,  // 11: herald.v1.ContactsService.GetUser:output_type -> herald.v1.GetUserResponse
-	6,  // 12: herald.v1.ContactsService.DeleteUser:output_type -> herald.v1.DeleteUserResponse
-	8,  // 13: herald.v1.ContactsService.BatchGetUsers:output_type -> herald.v1.BatchGetUsersResponse
-	10, // [10:14] is the sub-list for method output_type
-	6,  // [6:10] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	0,  // 0: herald.v1.Device.platform:type_name -> herald.v1.Platform
+	31, // 1: herald.v1.Device.create_time:type_name -> google.protobuf.Timestamp
+	31, // 2: herald.v1.Device.update_time:type_name -> google.protobuf.Timestamp
+	1,  // 3: herald.v1.RegisterDeviceRequest.device:type_name -> herald.v1.Device
+	1,  // 4: herald.v1.RegisterDeviceResponse.device:type_name -> herald.v1.Device
+	0,  // 5: herald.v1.UnregisterDeviceRequest.platform:type_name -> herald.v1.Platform
+	1,  // 6: herald.v1.ListDevicesResponse.devices:type_name -> herald.v1.Device
+	32, // 7: herald.v1.Settings.opted_out_channels:type_name -> herald.v1.Channel
+	9,  // 8: herald.v1.Settings.categories:type_name -> herald.v1.CategorySetting
+	10, // 9: herald.v1.Settings.quiet_hours:type_name -> herald.v1.QuietHours
+	32, // 10: herald.v1.CategorySetting.opted_out_channels:type_name -> herald.v1.Channel
+	8,  // 11: herald.v1.GetSettingsResponse.settings:type_name -> herald.v1.Settings
+	33, // 12: herald.v1.GetSettingsResponse.categories:type_name -> herald.v1.Category
+	8,  // 13: herald.v1.UpdateSettingsRequest.settings:type_name -> herald.v1.Settings
+	8,  // 14: herald.v1.UpdateSettingsResponse.settings:type_name -> herald.v1.Settings
+	32, // 15: herald.v1.Target.channel:type_name -> herald.v1.Channel
+	15, // 16: herald.v1.ResolveRecipientsRequest.targets:type_name -> herald.v1.Target
+	22, // 17: herald.v1.ResolvedUser.user:type_name -> herald.v1.User
+	1,  // 18: herald.v1.ResolvedUser.devices:type_name -> herald.v1.Device
+	8,  // 19: herald.v1.ResolvedUser.settings:type_name -> herald.v1.Settings
+	32, // 20: herald.v1.Suppression.channel:type_name -> herald.v1.Channel
+	17, // 21: herald.v1.ResolveRecipientsResponse.users:type_name -> herald.v1.ResolvedUser
+	18, // 22: herald.v1.ResolveRecipientsResponse.suppressions:type_name -> herald.v1.Suppression
+	34, // 23: herald.v1.CreatePreferenceLinkRequest.ttl:type_name -> google.protobuf.Duration
+	31, // 24: herald.v1.CreatePreferenceLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
+	31, // 25: herald.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	31, // 26: herald.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	22, // 27: herald.v1.UpsertUserRequest.user:type_name -> herald.v1.User
+	22, // 28: herald.v1.UpsertUserResponse.user:type_name -> herald.v1.User
+	22, // 29: herald.v1.GetUserResponse.user:type_name -> herald.v1.User
+	22, // 30: herald.v1.BatchGetUsersResponse.users:type_name -> herald.v1.User
+	23, // 31: herald.v1.ContactsService.UpsertUser:input_type -> herald.v1.UpsertUserRequest
+	25, // 32: herald.v1.ContactsService.GetUser:input_type -> herald.v1.GetUserRequest
+	27, // 33: herald.v1.ContactsService.DeleteUser:input_type -> herald.v1.DeleteUserRequest
+	29, // 34: herald.v1.ContactsService.BatchGetUsers:input_type -> herald.v1.BatchGetUsersRequest
+	2,  // 35: herald.v1.ContactsService.RegisterDevice:input_type -> herald.v1.RegisterDeviceRequest
+	4,  // 36: herald.v1.ContactsService.UnregisterDevice:input_type -> herald.v1.UnregisterDeviceRequest
+	6,  // 37: herald.v1.ContactsService.ListDevices:input_type -> herald.v1.ListDevicesRequest
+	11, // 38: herald.v1.ContactsService.GetSettings:input_type -> herald.v1.GetSettingsRequest
+	13, // 39: herald.v1.ContactsService.UpdateSettings:input_type -> herald.v1.UpdateSettingsRequest
+	16, // 40: herald.v1.ContactsService.ResolveRecipients:input_type -> herald.v1.ResolveRecipientsRequest
+	20, // 41: herald.v1.ContactsService.CreatePreferenceLink:input_type -> herald.v1.CreatePreferenceLinkRequest
+	24, // 42: herald.v1.ContactsService.UpsertUser:output_type -> herald.v1.UpsertUserResponse
+	26, // 43: herald.v1.ContactsService.GetUser:output_type -> herald.v1.GetUserResponse
+	28, // 44: herald.v1.ContactsService.DeleteUser:output_type -> herald.v1.DeleteUserResponse
+	30, // 45: herald.v1.ContactsService.BatchGetUsers:output_type -> herald.v1.BatchGetUsersResponse
+	3,  // 46: herald.v1.ContactsService.RegisterDevice:output_type -> herald.v1.RegisterDeviceResponse
+	5,  // 47: herald.v1.ContactsService.UnregisterDevice:output_type -> herald.v1.UnregisterDeviceResponse
+	7,  // 48: herald.v1.ContactsService.ListDevices:output_type -> herald.v1.ListDevicesResponse
+	12, // 49: herald.v1.ContactsService.GetSettings:output_type -> herald.v1.GetSettingsResponse
+	14, // 50: herald.v1.ContactsService.UpdateSettings:output_type -> herald.v1.UpdateSettingsResponse
+	19, // 51: herald.v1.ContactsService.ResolveRecipients:output_type -> herald.v1.ResolveRecipientsResponse
+	21, // 52: herald.v1.ContactsService.CreatePreferenceLink:output_type -> herald.v1.CreatePreferenceLinkResponse
+	42, // [42:53] is the sub-list for method output_type
+	31, // [31:42] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_contacts_proto_init() }
@@ -561,18 +1950,21 @@ func file_herald_v1_contacts_proto_init() {
 	if File_herald_v1_contacts_proto != nil {
 		return
 	}
+	file_herald_v1_common_proto_init()
+	file_herald_v1_contacts_proto_msgTypes[8].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_contacts_proto_rawDesc), len(file_herald_v1_contacts_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   9,
+			NumEnums:      1,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_herald_v1_contacts_proto_goTypes,
 		DependencyIndexes: file_herald_v1_contacts_proto_depIdxs,
+		EnumInfos:         file_herald_v1_contacts_proto_enumTypes,
 		MessageInfos:      file_herald_v1_contacts_proto_msgTypes,
 	}.Build()
 	File_herald_v1_contacts_proto = out.File

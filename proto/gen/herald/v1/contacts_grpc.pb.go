@@ -19,10 +19,17 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ContactsService_UpsertUser_FullMethodName    = "/herald.v1.ContactsService/UpsertUser"
-	ContactsService_GetUser_FullMethodName       = "/herald.v1.ContactsService/GetUser"
-	ContactsService_DeleteUser_FullMethodName    = "/herald.v1.ContactsService/DeleteUser"
-	ContactsService_BatchGetUsers_FullMethodName = "/herald.v1.ContactsService/BatchGetUsers"
+	ContactsService_UpsertUser_FullMethodName           = "/herald.v1.ContactsService/UpsertUser"
+	ContactsService_GetUser_FullMethodName              = "/herald.v1.ContactsService/GetUser"
+	ContactsService_DeleteUser_FullMethodName           = "/herald.v1.ContactsService/DeleteUser"
+	ContactsService_BatchGetUsers_FullMethodName        = "/herald.v1.ContactsService/BatchGetUsers"
+	ContactsService_RegisterDevice_FullMethodName       = "/herald.v1.ContactsService/RegisterDevice"
+	ContactsService_UnregisterDevice_FullMethodName     = "/herald.v1.ContactsService/UnregisterDevice"
+	ContactsService_ListDevices_FullMethodName          = "/herald.v1.ContactsService/ListDevices"
+	ContactsService_GetSettings_FullMethodName          = "/herald.v1.ContactsService/GetSettings"
+	ContactsService_UpdateSettings_FullMethodName       = "/herald.v1.ContactsService/UpdateSettings"
+	ContactsService_ResolveRecipients_FullMethodName    = "/herald.v1.ContactsService/ResolveRecipients"
+	ContactsService_CreatePreferenceLink_FullMethodName = "/herald.v1.ContactsService/CreatePreferenceLink"
 )
 
 // ContactsServiceClient is the client API for ContactsService service.
@@ -42,6 +49,31 @@ type ContactsServiceClient interface {
 	// BatchGetUsers returns the users that exist among the ids, in one round trip; unknown ids
 	// are left out. The notifier calls it on its hot path.
 	BatchGetUsers(ctx context.Context, in *BatchGetUsersRequest, opts ...grpc.CallOption) (*BatchGetUsersResponse, error)
+	// RegisterDevice registers a push token for a user. Registering a token that is already
+	// registered moves it to this user and reactivates it, even if a provider had deactivated it.
+	// Errors: INVALID_ARGUMENT (token format for the platform), NOT_FOUND (user).
+	RegisterDevice(ctx context.Context, in *RegisterDeviceRequest, opts ...grpc.CallOption) (*RegisterDeviceResponse, error)
+	// UnregisterDevice removes a push token. Removing an unknown token succeeds.
+	UnregisterDevice(ctx context.Context, in *UnregisterDeviceRequest, opts ...grpc.CallOption) (*UnregisterDeviceResponse, error)
+	// ListDevices lists a user's devices. Errors: NOT_FOUND (user).
+	ListDevices(ctx context.Context, in *ListDevicesRequest, opts ...grpc.CallOption) (*ListDevicesResponse, error)
+	// GetSettings returns a user's notification settings, with the categories they apply to.
+	// Errors: NOT_FOUND (user).
+	GetSettings(ctx context.Context, in *GetSettingsRequest, opts ...grpc.CallOption) (*GetSettingsResponse, error)
+	// UpdateSettings replaces a user's notification settings. Once it answers, every Send
+	// accepted afterwards, on any notifier, honours them.
+	// Errors: INVALID_ARGUMENT (unknown category, opting out of a critical category, bad quiet
+	// hours), NOT_FOUND (user).
+	UpdateSettings(ctx context.Context, in *UpdateSettingsRequest, opts ...grpc.CallOption) (*UpdateSettingsResponse, error)
+	// ResolveRecipients returns, in one round trip, everything the notifier needs to decide where
+	// a notification goes: the users with their active devices and settings, and the
+	// suppressions (opt-outs and invalid addresses) that apply to the given addresses and to the
+	// users' own addresses.
+	ResolveRecipients(ctx context.Context, in *ResolveRecipientsRequest, opts ...grpc.CallOption) (*ResolveRecipientsResponse, error)
+	// CreatePreferenceLink returns a signed, expiring link to the user's preference page, for the
+	// app to show the user.
+	// Errors: NOT_FOUND (user), FAILED_PRECONDITION (no public URL or signing key configured).
+	CreatePreferenceLink(ctx context.Context, in *CreatePreferenceLinkRequest, opts ...grpc.CallOption) (*CreatePreferenceLinkResponse, error)
 }
 
 type contactsServiceClient struct {
@@ -92,6 +124,76 @@ func (c *contactsServiceClient) BatchGetUsers(ctx context.Context, in *BatchGetU
 	return out, nil
 }
 
+func (c *contactsServiceClient) RegisterDevice(ctx context.Context, in *RegisterDeviceRequest, opts ...grpc.CallOption) (*RegisterDeviceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RegisterDeviceResponse)
+	err := c.cc.Invoke(ctx, ContactsService_RegisterDevice_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *contactsServiceClient) UnregisterDevice(ctx context.Context, in *UnregisterDeviceRequest, opts ...grpc.CallOption) (*UnregisterDeviceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnregisterDeviceResponse)
+	err := c.cc.Invoke(ctx, ContactsService_UnregisterDevice_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *contactsServiceClient) ListDevices(ctx context.Context, in *ListDevicesRequest, opts ...grpc.CallOption) (*ListDevicesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDevicesResponse)
+	err := c.cc.Invoke(ctx, ContactsService_ListDevices_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *contactsServiceClient) GetSettings(ctx context.Context, in *GetSettingsRequest, opts ...grpc.CallOption) (*GetSettingsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetSettingsResponse)
+	err := c.cc.Invoke(ctx, ContactsService_GetSettings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *contactsServiceClient) UpdateSettings(ctx context.Context, in *UpdateSettingsRequest, opts ...grpc.CallOption) (*UpdateSettingsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateSettingsResponse)
+	err := c.cc.Invoke(ctx, ContactsService_UpdateSettings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *contactsServiceClient) ResolveRecipients(ctx context.Context, in *ResolveRecipientsRequest, opts ...grpc.CallOption) (*ResolveRecipientsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResolveRecipientsResponse)
+	err := c.cc.Invoke(ctx, ContactsService_ResolveRecipients_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *contactsServiceClient) CreatePreferenceLink(ctx context.Context, in *CreatePreferenceLinkRequest, opts ...grpc.CallOption) (*CreatePreferenceLinkResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreatePreferenceLinkResponse)
+	err := c.cc.Invoke(ctx, ContactsService_CreatePreferenceLink_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ContactsServiceServer is the server API for ContactsService service.
 // All implementations must embed UnimplementedContactsServiceServer
 // for forward compatibility.
@@ -109,6 +211,31 @@ type ContactsServiceServer interface {
 	// BatchGetUsers returns the users that exist among the ids, in one round trip; unknown ids
 	// are left out. The notifier calls it on its hot path.
 	BatchGetUsers(context.Context, *BatchGetUsersRequest) (*BatchGetUsersResponse, error)
+	// RegisterDevice registers a push token for a user. Registering a token that is already
+	// registered moves it to this user and reactivates it, even if a provider had deactivated it.
+	// Errors: INVALID_ARGUMENT (token format for the platform), NOT_FOUND (user).
+	RegisterDevice(context.Context, *RegisterDeviceRequest) (*RegisterDeviceResponse, error)
+	// UnregisterDevice removes a push token. Removing an unknown token succeeds.
+	UnregisterDevice(context.Context, *UnregisterDeviceRequest) (*UnregisterDeviceResponse, error)
+	// ListDevices lists a user's devices. Errors: NOT_FOUND (user).
+	ListDevices(context.Context, *ListDevicesRequest) (*ListDevicesResponse, error)
+	// GetSettings returns a user's notification settings, with the categories they apply to.
+	// Errors: NOT_FOUND (user).
+	GetSettings(context.Context, *GetSettingsRequest) (*GetSettingsResponse, error)
+	// UpdateSettings replaces a user's notification settings. Once it answers, every Send
+	// accepted afterwards, on any notifier, honours them.
+	// Errors: INVALID_ARGUMENT (unknown category, opting out of a critical category, bad quiet
+	// hours), NOT_FOUND (user).
+	UpdateSettings(context.Context, *UpdateSettingsRequest) (*UpdateSettingsResponse, error)
+	// ResolveRecipients returns, in one round trip, everything the notifier needs to decide where
+	// a notification goes: the users with their active devices and settings, and the
+	// suppressions (opt-outs and invalid addresses) that apply to the given addresses and to the
+	// users' own addresses.
+	ResolveRecipients(context.Context, *ResolveRecipientsRequest) (*ResolveRecipientsResponse, error)
+	// CreatePreferenceLink returns a signed, expiring link to the user's preference page, for the
+	// app to show the user.
+	// Errors: NOT_FOUND (user), FAILED_PRECONDITION (no public URL or signing key configured).
+	CreatePreferenceLink(context.Context, *CreatePreferenceLinkRequest) (*CreatePreferenceLinkResponse, error)
 	mustEmbedUnimplementedContactsServiceServer()
 }
 
@@ -130,6 +257,27 @@ func (UnimplementedContactsServiceServer) DeleteUser(context.Context, *DeleteUse
 }
 func (UnimplementedContactsServiceServer) BatchGetUsers(context.Context, *BatchGetUsersRequest) (*BatchGetUsersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method BatchGetUsers not implemented")
+}
+func (UnimplementedContactsServiceServer) RegisterDevice(context.Context, *RegisterDeviceRequest) (*RegisterDeviceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RegisterDevice not implemented")
+}
+func (UnimplementedContactsServiceServer) UnregisterDevice(context.Context, *UnregisterDeviceRequest) (*UnregisterDeviceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnregisterDevice not implemented")
+}
+func (UnimplementedContactsServiceServer) ListDevices(context.Context, *ListDevicesRequest) (*ListDevicesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDevices not implemented")
+}
+func (UnimplementedContactsServiceServer) GetSettings(context.Context, *GetSettingsRequest) (*GetSettingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSettings not implemented")
+}
+func (UnimplementedContactsServiceServer) UpdateSettings(context.Context, *UpdateSettingsRequest) (*UpdateSettingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateSettings not implemented")
+}
+func (UnimplementedContactsServiceServer) ResolveRecipients(context.Context, *ResolveRecipientsRequest) (*ResolveRecipientsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResolveRecipients not implemented")
+}
+func (UnimplementedContactsServiceServer) CreatePreferenceLink(context.Context, *CreatePreferenceLinkRequest) (*CreatePreferenceLinkResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreatePreferenceLink not implemented")
 }
 func (UnimplementedContactsServiceServer) mustEmbedUnimplementedContactsServiceServer() {}
 func (UnimplementedContactsServiceServer) testEmbeddedByValue()                         {}
@@ -224,6 +372,132 @@ func _ContactsService_BatchGetUsers_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ContactsService_RegisterDevice_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RegisterDeviceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContactsServiceServer).RegisterDevice(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContactsService_RegisterDevice_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContactsServiceServer).RegisterDevice(ctx, req.(*RegisterDeviceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ContactsService_UnregisterDevice_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnregisterDeviceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContactsServiceServer).UnregisterDevice(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContactsService_UnregisterDevice_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContactsServiceServer).UnregisterDevice(ctx, req.(*UnregisterDeviceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ContactsService_ListDevices_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDevicesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContactsServiceServer).ListDevices(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContactsService_ListDevices_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContactsServiceServer).ListDevices(ctx, req.(*ListDevicesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ContactsService_GetSettings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSettingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContactsServiceServer).GetSettings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContactsService_GetSettings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContactsServiceServer).GetSettings(ctx, req.(*GetSettingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ContactsService_UpdateSettings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateSettingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContactsServiceServer).UpdateSettings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContactsService_UpdateSettings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContactsServiceServer).UpdateSettings(ctx, req.(*UpdateSettingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ContactsService_ResolveRecipients_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResolveRecipientsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContactsServiceServer).ResolveRecipients(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContactsService_ResolveRecipients_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContactsServiceServer).ResolveRecipients(ctx, req.(*ResolveRecipientsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ContactsService_CreatePreferenceLink_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreatePreferenceLinkRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContactsServiceServer).CreatePreferenceLink(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContactsService_CreatePreferenceLink_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContactsServiceServer).CreatePreferenceLink(ctx, req.(*CreatePreferenceLinkRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ContactsService_ServiceDesc is the grpc.ServiceDesc for ContactsService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -246,6 +520,34 @@ var ContactsService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "BatchGetUsers",
 			Handler:    _ContactsService_BatchGetUsers_Handler,
+		},
+		{
+			MethodName: "RegisterDevice",
+			Handler:    _ContactsService_RegisterDevice_Handler,
+		},
+		{
+			MethodName: "UnregisterDevice",
+			Handler:    _ContactsService_UnregisterDevice_Handler,
+		},
+		{
+			MethodName: "ListDevices",
+			Handler:    _ContactsService_ListDevices_Handler,
+		},
+		{
+			MethodName: "GetSettings",
+			Handler:    _ContactsService_GetSettings_Handler,
+		},
+		{
+			MethodName: "UpdateSettings",
+			Handler:    _ContactsService_UpdateSettings_Handler,
+		},
+		{
+			MethodName: "ResolveRecipients",
+			Handler:    _ContactsService_ResolveRecipients_Handler,
+		},
+		{
+			MethodName: "CreatePreferenceLink",
+			Handler:    _ContactsService_CreatePreferenceLink_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -23,11 +23,19 @@ func run(args []string) error {
 	var cfg daemon.Config
 	cfg.RegisterFlags(fs)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	linkKeysFile := fs.String("link-keys-file", "", "file holding --link-keys")
+	twilioFile := fs.String("twilio-auth-token-file", "", "file holding --twilio-auth-token")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	var err error
 	if cfg.Log, err = cli.Logger(*logLevel); err != nil {
+		return err
+	}
+	if cfg.LinkKeys, err = cli.Secret(cfg.LinkKeys, *linkKeysFile); err != nil {
+		return err
+	}
+	if cfg.TwilioAuthToken, err = cli.Secret(cfg.TwilioAuthToken, *twilioFile); err != nil {
 		return err
 	}
 	ctx, stop := cli.SignalContext()

@@ -25,6 +25,8 @@ func run(args []string) error {
 	cfg.RegisterFlags(fs)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	keyFile := fs.String("sendgrid-api-key-file", "", "file holding the SendGrid API key")
+	contactsKeyFile := fs.String("contacts-key-file", "", "file holding --contacts-key")
+	linkKeysFile := fs.String("link-keys-file", "", "file holding --link-keys")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
@@ -33,6 +35,12 @@ func run(args []string) error {
 		return err
 	}
 	if cfg.SendGridAPIKey, err = cli.Secret(cfg.SendGridAPIKey, *keyFile); err != nil {
+		return err
+	}
+	if cfg.ContactsKey, err = cli.Secret(cfg.ContactsKey, *contactsKeyFile); err != nil {
+		return err
+	}
+	if cfg.LinkKeys, err = cli.Secret(cfg.LinkKeys, *linkKeysFile); err != nil {
 		return err
 	}
 	ctx, stop := cli.SignalContext()

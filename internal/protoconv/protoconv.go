@@ -1,0 +1,133 @@
+// Package protoconv converts between the API's messages (herald.v1) and the domain types that
+// several services share: channels, platforms, delivery states, priorities, settings and
+// categories.
+package protoconv
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/preference"
+	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
+)
+
+// SettingsProto turns settings into their API form.
+func SettingsProto(st *preference.Settings) *heraldv1.Settings {
+	out := &heraldv1.Settings{GlobalOptOut: st.GlobalOptOut, OptedOutChannels: channelsProto(st.OptedOutChannels)}
+	for name, cs := range st.Categories {
+		out.Categories = append(out.Categories, &heraldv1.CategorySetting{
+			Category: name, OptedOut: cs.OptedOut, OptedOutChannels: channelsProto(cs.OptedOutChannels),
+		})
+	}
+	slices.SortFunc(out.Categories, func(a, b *heraldv1.CategorySetting) int { return strings.Compare(a.Category, b.Category) })
+	if q := st.QuietHours; q != nil {
+		out.QuietHours = &heraldv1.QuietHours{Start: q.Start, End: q.End}
+	}
+	return out
+}
+
+// SettingsDomain turns API settings into the domain's, reporting malformed fields.
+func SettingsDomain(in *heraldv1.Settings) (*preference.Settings, error) {
+	var v errs.Violations
+	st := &preference.Settings{GlobalOptOut: in.GetGlobalOptOut()}
+	st.OptedOutChannels = channelsDomain(&v, "settings.opted_out_channels", in.GetOptedOutChannels())
+	for i, cs := range in.GetCategories() {
+		if st.Categories == nil {
+			st.Categories = map[string]preference.CategorySetting{}
+		}
+		if _, dup := st.Categories[cs.GetCategory()]; dup {
+			v.Add(fmt.Sprintf("settings.categories[%d]", i), "repeats a category")
+		}
+		st.Categories[cs.GetCategory()] = preference.CategorySetting{
+			OptedOut:         cs.OptedOut,
+			OptedOutChannels: channelsDomain(&v, fmt.Sprintf("settings.categories[%d].opted_out_channels", i), cs.GetOptedOutChannels()),
+		}
+	}
+	if q := in.GetQuietHours(); q != nil && (q.GetStart() != "" || q.GetEnd() != "") {
+		st.QuietHours = &preference.QuietHours{Start: q.GetStart(), End: q.GetEnd()}
+	}
+	return st, v.Err()
+}
+
+// CategoryProto turns a category into its API form.
+func CategoryProto(c preference.Category) *heraldv1.Category {
+	return &heraldv1.Category{Name: c.Name, Description: c.Description, Critical: c.Critical, DefaultOptIn: c.DefaultOptIn}
+}
+
+func channelsProto(chs []delivery.Channel) []heraldv1.Channel {
+	var out []heraldv1.Channel
+	for _, ch := range chs {
+		out = append(out, ChannelProto[ch])
+	}
+	return out
+}
+
+func channelsDomain(v *errs.Violations, field string, chs []heraldv1.Channel) []delivery.Channel {
+	var out []delivery.Channel
+	for i, ch := range chs {
+		d, ok := ChannelDomain[ch]
+		if !ok {
+			v.Add(fmt.Sprintf("%s[%d]", field, i), "is not a channel")
+			continue
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// The API's channel and platform enums and the domain's channels.
+var (
+	ChannelProto = map[delivery.Channel]heraldv1.Channel{
+		delivery.IOS:     heraldv1.Channel_CHANNEL_IOS,
+		delivery.Android: heraldv1.Channel_CHANNEL_ANDROID,
+		delivery.SMS:     heraldv1.Channel_CHANNEL_SMS,
+		delivery.Email:   heraldv1.Channel_CHANNEL_EMAIL,
+	}
+	ChannelDomain = map[heraldv1.Channel]delivery.Channel{
+		heraldv1.Channel_CHANNEL_IOS:     delivery.IOS,
+		heraldv1.Channel_CHANNEL_ANDROID: delivery.Android,
+		heraldv1.Channel_CHANNEL_SMS:     delivery.SMS,
+		heraldv1.Channel_CHANNEL_EMAIL:   delivery.Email,
+	}
+	PlatformProto = map[delivery.Channel]heraldv1.Platform{
+		delivery.IOS:     heraldv1.Platform_PLATFORM_IOS,
+		delivery.Android: heraldv1.Platform_PLATFORM_ANDROID,
+	}
+	PlatformDomain = map[heraldv1.Platform]delivery.Channel{
+		heraldv1.Platform_PLATFORM_IOS:     delivery.IOS,
+		heraldv1.Platform_PLATFORM_ANDROID: delivery.Android,
+	}
+)
+
+// Delivery states and priorities.
+var (
+	StateProto = map[delivery.State]heraldv1.DeliveryState{
+		delivery.Scheduled: heraldv1.DeliveryState_DELIVERY_STATE_SCHEDULED,
+		delivery.Queued:    heraldv1.DeliveryState_DELIVERY_STATE_QUEUED,
+		delivery.Sending:   heraldv1.DeliveryState_DELIVERY_STATE_SENDING,
+		delivery.Retrying:  heraldv1.DeliveryState_DELIVERY_STATE_RETRYING,
+		delivery.Sent:      heraldv1.DeliveryState_DELIVERY_STATE_SENT,
+		delivery.Delivered: heraldv1.DeliveryState_DELIVERY_STATE_DELIVERED,
+		delivery.Bounced:   heraldv1.DeliveryState_DELIVERY_STATE_BOUNCED,
+		delivery.Skipped:   heraldv1.DeliveryState_DELIVERY_STATE_SKIPPED,
+		delivery.Failed:    heraldv1.DeliveryState_DELIVERY_STATE_FAILED,
+		delivery.Dead:      heraldv1.DeliveryState_DELIVERY_STATE_DEAD,
+		delivery.Expired:   heraldv1.DeliveryState_DELIVERY_STATE_EXPIRED,
+		delivery.Canceled:  heraldv1.DeliveryState_DELIVERY_STATE_CANCELED,
+	}
+	PriorityProto = map[delivery.Priority]heraldv1.Priority{
+		delivery.Low:    heraldv1.Priority_PRIORITY_LOW,
+		delivery.Normal: heraldv1.Priority_PRIORITY_NORMAL,
+		delivery.High:   heraldv1.Priority_PRIORITY_HIGH,
+	}
+	// PriorityDomain maps PRIORITY_UNSPECIFIED to normal.
+	PriorityDomain = map[heraldv1.Priority]delivery.Priority{
+		heraldv1.Priority_PRIORITY_UNSPECIFIED: delivery.Normal,
+		heraldv1.Priority_PRIORITY_LOW:         delivery.Low,
+		heraldv1.Priority_PRIORITY_NORMAL:      delivery.Normal,
+		heraldv1.Priority_PRIORITY_HIGH:        delivery.High,
+	}
+)

@@ -1,0 +1,61 @@
+// Package events connects the contacts service to Herald's events stream: it announces erased
+// users, and applies what providers said about addresses (dead tokens, invalid numbers,
+// opt-outs at the provider), which the workers publish.
+package events
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/events"
+	"github.com/heraldhq/herald/internal/preference"
+	"github.com/heraldhq/herald/services/contacts"
+)
+
+// Publisher implements contacts.Publisher on JetStream.
+type Publisher struct {
+	JS jetstream.JetStream
+}
+
+var _ contacts.Publisher = (*Publisher)(nil)
+
+// UserDeleted implements contacts.Publisher.
+func (p *Publisher) UserDeleted(ctx context.Context, userID string) error {
+	return events.Publish(ctx, p.JS, events.UserDeleted, events.Event{UserID: userID})
+}
+
+// Durable is the name of the contacts service's consumer of the events stream.
+const Durable = "contacts"
+
+// Apply consumes address facts and applies them to svc until the returned context is stopped.
+// Each handler is idempotent, so a fact delivered twice does no harm.
+func Apply(ctx context.Context, js jetstream.JetStream, svc *contacts.Service) (jetstream.ConsumeContext, error) {
+	return events.Consume(ctx, js, Durable,
+		[]string{events.TokenInvalid, events.NumberInvalid, events.OptedOut},
+		func(ctx context.Context, subject string, e events.Event) error {
+			return apply(ctx, svc, subject, e)
+		})
+}
+
+func apply(ctx context.Context, svc *contacts.Service, subject string, e events.Event) error {
+	if e.Address == "" {
+		return nil // nothing to apply it to
+	}
+	switch subject {
+	case events.TokenInvalid:
+		if e.Channel != delivery.IOS && e.Channel != delivery.Android {
+			return nil
+		}
+		return svc.DeactivateToken(ctx, e.Channel, e.Address, e.Reason, e.Since)
+	case events.NumberInvalid:
+		return svc.Suppress(ctx, preference.Suppression{Channel: delivery.SMS, Address: e.Address,
+			Reason: e.Reason, Invalid: true})
+	case events.OptedOut:
+		return svc.Suppress(ctx, preference.Suppression{Channel: e.Channel, Address: e.Address,
+			Reason: e.Reason})
+	}
+	return fmt.Errorf("unexpected subject %s", subject)
+}

@@ -1,0 +1,259 @@
+package postgres_test
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/heraldhq/herald/internal/appkey"
+	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/templates"
+	"github.com/heraldhq/herald/services/notifier"
+)
+
+func TestTemplateVersions(t *testing.T) {
+	s, _ := open(t)
+	parts := func(v string) templates.Parts {
+		return templates.Parts{PushTitle: "v" + v, PushBody: "Hello {{.name}}", SMSBody: "sms " + v,
+			EmailSubject: "Subject " + v, EmailHTML: "<p>{{.name}}</p>", EmailText: "text " + v}
+	}
+	for i, v := range []string{"1", "2", "3"} {
+		got, err := s.CreateTemplate(t.Context(), &notifier.Template{Name: "welcome", Description: "d" + v, Parts: parts(v)})
+		if err != nil {
+			t.Fatalf("CreateTemplate %s: %v", v, err)
+		}
+		if got.Version != i+1 || got.Name != "welcome" || got.CreatedAt.IsZero() {
+			t.Errorf("CreateTemplate %s = %+v, want version %d", v, got, i+1)
+		}
+	}
+	if got, err := s.CreateTemplate(t.Context(), &notifier.Template{Name: "other", Parts: parts("o")}); err != nil || got.Version != 1 {
+		t.Errorf("first version of another name = %+v, %v; want version 1", got, err)
+	}
+
+	tests := []struct {
+		name        string
+		tname       string
+		version     int
+		wantVersion int
+		wantErr     errs.Kind
+	}{
+		{"latest", "welcome", 0, 3, 0},
+		{"first", "welcome", 1, 1, 0},
+		{"second", "welcome", 2, 2, 0},
+		{"other name latest", "other", 0, 1, 0},
+		{"unknown version", "welcome", 4, 0, errs.NotFound},
+		{"unknown name", "nope", 0, 0, errs.NotFound},
+		{"unknown name and version", "nope", 1, 0, errs.NotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := s.Template(t.Context(), tt.tname, tt.version)
+			if tt.wantErr != 0 {
+				if !errs.Is(err, tt.wantErr) {
+					t.Fatalf("Template = %+v, %v; want error kind %d", got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Template: %v", err)
+			}
+			want := "o"
+			if tt.tname == "welcome" {
+				want = string(rune('0' + tt.wantVersion))
+			}
+			if got.Name != tt.tname || got.Version != tt.wantVersion || got.Parts != parts(want) ||
+				(tt.tname == "welcome" && got.Description != "d"+want) {
+				t.Errorf("Template = %+v, want version %d with parts %+v", got, tt.wantVersion, parts(want))
+			}
+		})
+	}
+}
+
+func TestTemplateVersionsConcurrent(t *testing.T) {
+	s, _ := open(t)
+	// CreateTemplate tries five times, and each failure of one creator is another creator's
+	// success, so five concurrent creators must all succeed.
+	const creators = 5
+	versions := make([]int, creators)
+	failures := make([]error, creators)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range creators {
+		wg.Go(func() {
+			<-start
+			got, err := s.CreateTemplate(context.Background(),
+				&notifier.Template{Name: "race", Parts: templates.Parts{SMSBody: "x"}})
+			if err == nil {
+				versions[i] = got.Version
+			}
+			failures[i] = err
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range failures {
+		if err != nil {
+			t.Errorf("creator %d: %v", i, err)
+		}
+	}
+	slices.Sort(versions)
+	if want := []int{1, 2, 3, 4, 5}; !slices.Equal(versions, want) {
+		t.Errorf("versions %v, want %v", versions, want)
+	}
+	if got, err := s.Template(t.Context(), "race", 0); err != nil || got.Version != creators {
+		t.Errorf("latest = %+v, %v; want version %d", got, err, creators)
+	}
+}
+
+func TestCreateApp(t *testing.T) {
+	s, pool := open(t)
+	a := &notifier.App{ID: newID(t), Name: "billing", Admin: true, CreatedAt: t0}
+	if err := s.CreateApp(t.Context(), a); err != nil {
+		t.Fatalf("CreateApp: %v", err)
+	}
+	tests := []struct {
+		name    string
+		app     *notifier.App
+		wantErr errs.Kind
+		ok      bool
+	}{
+		{"taken name", &notifier.App{ID: newID(t), Name: "billing", CreatedAt: t0}, errs.Conflict, false},
+		{"taken id", &notifier.App{ID: a.ID, Name: "other", CreatedAt: t0}, errs.Conflict, false},
+		{"free name", &notifier.App{ID: newID(t), Name: "shipping", CreatedAt: t0}, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := s.CreateApp(t.Context(), tt.app)
+			if tt.ok {
+				if err != nil {
+					t.Fatalf("CreateApp: %v", err)
+				}
+				return
+			}
+			if !errs.Is(err, tt.wantErr) {
+				t.Errorf("CreateApp: %v, want error kind %d", err, tt.wantErr)
+			}
+		})
+	}
+	if n := count(t, pool, `SELECT count(*) FROM notifier.apps WHERE name = 'billing' AND id = $1 AND admin`, a.ID); n != 1 {
+		t.Errorf("the first billing app was changed")
+	}
+}
+
+func TestAddKey(t *testing.T) {
+	s, pool := open(t)
+	auth := appkey.NewAuthenticator(appkey.PostgresLookup(pool), 0)
+	a := &notifier.App{ID: newID(t), Name: "billing", CreatedAt: t0}
+	if err := s.CreateApp(t.Context(), a); err != nil {
+		t.Fatal(err)
+	}
+
+	k := appkey.New()
+	if err := s.AddKey(t.Context(), newID(t), k.ID, k.Hash()); !errs.Is(err, errs.NotFound) {
+		t.Errorf("AddKey for an unknown app: %v, want NotFound", err)
+	}
+	if _, err := auth.Authenticate(t.Context(), k.String()); !errs.Is(err, errs.Unauthenticated) {
+		t.Errorf("a key refused by AddKey authenticates: %v", err)
+	}
+
+	if err := s.AddKey(t.Context(), a.ID, k.ID, k.Hash()); err != nil {
+		t.Fatalf("AddKey: %v", err)
+	}
+	c, err := auth.Authenticate(t.Context(), k.String())
+	if err != nil {
+		t.Fatalf("Authenticate: %v", err)
+	}
+	if want := (appkey.Caller{AppID: a.ID, AppName: "billing", KeyID: k.ID}); c != want {
+		t.Errorf("caller = %+v, want %+v", c, want)
+	}
+	wrong := appkey.New()
+	wrong.ID = k.ID
+	if _, err := auth.Authenticate(t.Context(), wrong.String()); !errs.Is(err, errs.Unauthenticated) {
+		t.Errorf("a wrong secret authenticates: %v", err)
+	}
+}
+
+func TestEnsureKey(t *testing.T) {
+	s, pool := open(t)
+	auth := appkey.NewAuthenticator(appkey.PostgresLookup(pool), 0)
+	k := appkey.New()
+
+	authenticates := func(t *testing.T, key appkey.Key, app string, admin bool) {
+		t.Helper()
+		c, err := auth.Authenticate(t.Context(), key.String())
+		if err != nil {
+			t.Fatalf("Authenticate: %v", err)
+		}
+		if c.AppName != app || c.Admin != admin || c.KeyID != key.ID {
+			t.Errorf("caller = %+v, want app %s admin %v key %s", c, app, admin, key.ID)
+		}
+	}
+	refused := func(t *testing.T, key appkey.Key) {
+		t.Helper()
+		if c, err := auth.Authenticate(t.Context(), key.String()); !errs.Is(err, errs.Unauthenticated) {
+			t.Errorf("Authenticate = %+v, %v; want Unauthenticated", c, err)
+		}
+	}
+	ensure := func(t *testing.T, app string, admin bool, key appkey.Key) {
+		t.Helper()
+		if err := s.EnsureKey(t.Context(), app, admin, key.ID, key.Hash()); err != nil {
+			t.Fatalf("EnsureKey: %v", err)
+		}
+	}
+
+	t.Run("creates the app", func(t *testing.T) {
+		ensure(t, "bootstrap", true, k)
+		authenticates(t, k, "bootstrap", true)
+	})
+	t.Run("idempotent", func(t *testing.T) {
+		ensure(t, "bootstrap", true, k)
+		ensure(t, "bootstrap", true, k)
+		if n := count(t, pool, `SELECT count(*) FROM notifier.apps`); n != 1 {
+			t.Errorf("%d apps, want 1", n)
+		}
+		if n := count(t, pool, `SELECT count(*) FROM notifier.app_keys`); n != 1 {
+			t.Errorf("%d keys, want 1", n)
+		}
+		authenticates(t, k, "bootstrap", true)
+	})
+	t.Run("never demotes an admin", func(t *testing.T) {
+		ensure(t, "bootstrap", false, k)
+		authenticates(t, k, "bootstrap", true)
+	})
+	t.Run("revoked key refused", func(t *testing.T) {
+		if _, err := pool.Exec(t.Context(), `UPDATE notifier.app_keys SET revoked_at = now() WHERE id = $1`, k.ID); err != nil {
+			t.Fatal(err)
+		}
+		refused(t, k)
+	})
+	t.Run("un-revokes", func(t *testing.T) {
+		ensure(t, "bootstrap", true, k)
+		authenticates(t, k, "bootstrap", true)
+	})
+	t.Run("new secret replaces the old", func(t *testing.T) {
+		rotated := appkey.New()
+		rotated.ID = k.ID
+		ensure(t, "bootstrap", true, rotated)
+		authenticates(t, rotated, "bootstrap", true)
+		refused(t, k)
+		k = rotated
+	})
+	t.Run("existing app keeps its id", func(t *testing.T) {
+		a := &notifier.App{ID: newID(t), Name: "dev", CreatedAt: t0}
+		if err := s.CreateApp(t.Context(), a); err != nil {
+			t.Fatal(err)
+		}
+		dev := appkey.New()
+		ensure(t, "dev", false, dev)
+		c, err := auth.Authenticate(t.Context(), dev.String())
+		if err != nil {
+			t.Fatalf("Authenticate: %v", err)
+		}
+		if c.AppID != a.ID || c.Admin {
+			t.Errorf("caller = %+v, want app %s, not admin", c, a.ID)
+		}
+		// The bootstrap key is untouched.
+		authenticates(t, k, "bootstrap", true)
+	})
+}

@@ -1,0 +1,135 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/internal/appkey"
+	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/services/notifier"
+)
+
+// lostPublisher is a broker that loses every message.
+type lostPublisher struct{ calls int }
+
+var _ notifier.Publisher = (*lostPublisher)(nil)
+
+func (p *lostPublisher) Publish(context.Context, []notifier.Publication) error {
+	p.calls++
+	return errors.New("broker unreachable")
+}
+
+// TestSendThenReconcile runs the domain on the real store: a notification whose publish was
+// lost is committed, answered, replayed by its key, and published by the reconciler.
+func TestSendThenReconcile(t *testing.T) {
+	s, pool := open(t)
+	pub := &lostPublisher{}
+	svc := &notifier.Service{Store: s, Publisher: pub, Log: slog.New(slog.DiscardHandler),
+		RepublishAfter: time.Minute, Now: func() time.Time { return t0 }}
+	caller := appkey.Caller{AppID: newID(t), AppName: "billing"}
+	req := func() *notifier.SendRequest {
+		return &notifier.SendRequest{
+			IdempotencyKey: "invoice-9", RequestHash: []byte("h"),
+			Address:  &notifier.Address{Email: "Ann@Example.COM", Phone: "+1 415 555 0123"},
+			Category: "account",
+			Content:  &notifier.Content{Title: "Invoice ✓", Body: "Ünïcödé 🚀 body"},
+			Data:     map[string]any{"invoice": "9", "amount": 12.5},
+		}
+	}
+	res, err := svc.Send(t.Context(), caller, req())
+	if err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	if pub.calls != 1 {
+		t.Errorf("%d publish attempts, want 1", pub.calls)
+	}
+	n := res.Notification
+
+	stored, err := svc.GetNotification(t.Context(), caller, n.ID)
+	if err != nil {
+		t.Fatalf("GetNotification: %v", err)
+	}
+	checkNotification(t, stored, n)
+	for _, d := range n.Deliveries {
+		r := readRow(t, pool, d.ID)
+		if r.State != string(delivery.Queued) || !reflect.DeepEqual(r.Content, d.Content) || !sameTime(r.DueAt, ptr(t0.Add(time.Minute))) {
+			t.Errorf("delivery %s row %+v, want queued with its content, due a minute after t0", d.ID, r)
+		}
+	}
+
+	again, err := svc.Send(t.Context(), caller, req())
+	if err != nil || !again.Duplicate || again.Notification.ID != n.ID || len(again.Notification.Deliveries) != 2 {
+		t.Fatalf("replay = %+v, %v; want the first notification as a duplicate", again, err)
+	}
+	other := req()
+	other.RequestHash = []byte("other")
+	if _, err := svc.Send(t.Context(), caller, other); !errs.Is(err, errs.Conflict) {
+		t.Errorf("reused key with another request: %v, want Conflict", err)
+	}
+
+	if pubs, err := s.Reconcile(t.Context(), t0.Add(time.Minute-time.Microsecond), time.Minute, 10); err != nil || len(pubs) != 0 {
+		t.Errorf("Reconcile before the deadline = %+v, %v; want nothing", pubs, err)
+	}
+	pubs, err := s.Reconcile(t.Context(), t0.Add(time.Minute), time.Minute, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []notifier.Publication
+	for _, d := range n.Deliveries {
+		want = append(want, notifier.Publication{DeliveryID: d.ID, Channel: d.Channel, Generation: 1})
+	}
+	byID := func(a, b notifier.Publication) int {
+		return strings.Compare(a.DeliveryID.String(), b.DeliveryID.String())
+	}
+	slices.SortFunc(pubs, byID)
+	slices.SortFunc(want, byID)
+	if !slices.Equal(pubs, want) {
+		t.Errorf("Reconcile = %+v, want %+v", pubs, want)
+	}
+}
+
+// TestSendRefusesWhatCannotBeStored checks that input PostgreSQL cannot store is answered as
+// invalid, naming the field, rather than failing the insert as an internal error.
+func TestSendRefusesWhatCannotBeStored(t *testing.T) {
+	s, pool := open(t)
+	svc := &notifier.Service{Store: s, Publisher: &lostPublisher{}, Log: slog.New(slog.DiscardHandler),
+		RepublishAfter: time.Minute, Now: func() time.Time { return t0 }}
+	caller := appkey.Caller{AppID: newID(t), AppName: "billing"}
+	tests := []struct {
+		name   string
+		change func(r *notifier.SendRequest)
+		field  string
+	}{
+		{"NUL in the body", func(r *notifier.SendRequest) { r.Content.Body = "a\x00b" }, "content.body"},
+		{"NUL in the title", func(r *notifier.SendRequest) { r.Content.Title = "\x00" }, "content.title"},
+		{"NUL in the idempotency key", func(r *notifier.SendRequest) { r.IdempotencyKey = "k\x00" }, "idempotency_key"},
+		{"NUL in data", func(r *notifier.SendRequest) { r.Data = map[string]any{"x": []any{"\x00"}} }, "data"},
+		{"NaN in data", func(r *notifier.SendRequest) { r.Data = map[string]any{"x": math.NaN()} }, "data"},
+		{"NUL in a template name", func(r *notifier.SendRequest) {
+			r.Content, r.Template = nil, &notifier.TemplateRef{Name: "a\x00"}
+		}, "template.name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &notifier.SendRequest{Address: &notifier.Address{Email: "a@example.com"}, Category: "account",
+				Content: &notifier.Content{Title: "T", Body: "B"}}
+			tt.change(r)
+			_, err := svc.Send(t.Context(), caller, r)
+			var e *errs.Error
+			if !errors.As(err, &e) || e.Kind != errs.Invalid || len(e.Fields) != 1 || e.Fields[0].Field != tt.field {
+				t.Errorf("Send: %v (kind %v), want Invalid for %s", err, errs.KindOf(err), tt.field)
+			}
+		})
+	}
+	if n := count(t, pool, `SELECT count(*) FROM notifier.notifications`); n != 0 {
+		t.Errorf("%d notifications stored", n)
+	}
+}
