@@ -212,8 +212,8 @@ type Store interface {
 	// Claim takes the deliveries for worker, each for lease, and answers for every id.
 	Claim(ctx context.Context, worker string, lease time.Duration, ids []uuid.UUID) ([]Claim, error)
 	// Record stores the attempts and moves their deliveries on, in one transaction. A sent
-	// outcome always lands (the provider has the message); other outcomes only while worker
-	// still holds the lease.
+	// outcome always lands, whatever the delivery became meanwhile (the provider has the
+	// message); other outcomes only while worker still holds the lease of that attempt.
 	Record(ctx context.Context, worker string, attempts []Attempt) error
 	// Release gives claimed deliveries back (queued, the attempt not counted) when the worker
 	// cannot send them now.

@@ -57,9 +57,12 @@ func (s *Store) Claim(ctx context.Context, worker string, lease time.Duration, i
 			state = 'sending', lease_owner = $1, attempts = d.attempts + 1,
 			due_at = now() + $2, updated_at = now()
 		WHERE d.id = ANY($3) AND d.expires_at > now()
-			AND (d.state IN ('queued', 'retrying') OR (d.state = 'sending' AND d.due_at <= now()))
+			AND (d.state = 'queued'
+				OR (d.state = 'retrying' AND d.due_at <= now() + $4::interval) -- its backoff is over
+				OR (d.state = 'sending' AND d.due_at <= now()))               -- its lease is over
 		RETURNING d.id, d.notification_id, d.channel, d.address, coalesce(d.user_id, ''), d.category,
-			d.critical, d.default_opt_in, d.priority, d.content, d.attempts, d.expires_at`, worker, lease, ids)
+			d.critical, d.default_opt_in, d.priority, d.content, d.attempts, d.expires_at`,
+		worker, lease, ids, s.RetryGrace)
 	if err != nil {
 		return nil, pgdb.Err(err)
 	}
@@ -115,8 +118,12 @@ func (s *Store) Claim(ctx context.Context, worker string, lease time.Duration, i
 	var state string
 	var due *time.Time
 	_, err = pgx.ForEachRow(rows, []any{&id, &state, &due}, func() error {
-		if delivery.State(state) == delivery.Sending && due != nil {
-			busy[id] = *due
+		switch {
+		case due == nil:
+		case delivery.State(state) == delivery.Sending:
+			busy[id] = *due // another worker's live lease
+		case delivery.State(state) == delivery.Retrying:
+			busy[id] = due.Add(-s.RetryGrace) // a message that came before the backoff ended
 		}
 		return nil
 	})
@@ -178,8 +185,8 @@ func (s *Store) Record(ctx context.Context, worker string, attempts []workers.At
 				sent_at = CASE WHEN u.state = 'sent' THEN now() ELSE d.sent_at END
 			FROM u
 			WHERE d.id = u.id AND CASE WHEN u.state = 'sent'
-				THEN d.state IN ('sending', 'queued', 'retrying')
-				ELSE d.state = 'sending' AND d.lease_owner = $1 END
+				THEN d.state NOT IN ('sent', 'delivered', 'bounced')
+				ELSE d.state = 'sending' AND d.lease_owner = $1 AND d.attempts = u.attempt END
 			RETURNING d.id
 		)
 		INSERT INTO workers.attempts (delivery_id, attempt, worker, provider, outcome, reason, error,
