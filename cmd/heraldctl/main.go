@@ -33,6 +33,10 @@ Usage:
   heraldctl send [flags]        send a notification (see heraldctl send -h)
   heraldctl status <id>         show a notification and its deliveries
   heraldctl apps create <name>  create an app and print its first key (needs an admin key)
+  heraldctl dlq list [--channel C] [--reason R]
+                                list dead letters (needs an admin key)
+  heraldctl dlq redrive [--channel C] [--reason R] [--all] [delivery id...]
+                                queue dead letters again (needs an admin key)
 
 Common flags (before the command): --addr, --key, --env-file; or HERALD_NOTIFIER_ADDR,
 HERALD_API_KEY. Defaults come from ./.herald/dev.env, written by make run.
@@ -105,9 +109,61 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		fmt.Fprintf(out, "app %s (%s)\nkey %s\n(the key is shown only once)\n", res.App.Name, res.App.AppId, res.Key)
 		return nil
+	case "dlq":
+		return dlq(ctx, heraldv1.NewAdminServiceClient(conn), rest, out)
 	}
 	fs.Usage()
 	return fmt.Errorf("unknown command %q", cmd)
+}
+
+func dlq(ctx context.Context, admin heraldv1.AdminServiceClient, args []string, out io.Writer) error {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "redrive") {
+		return errors.New("usage: heraldctl dlq list|redrive [flags]")
+	}
+	fs := flag.NewFlagSet("dlq "+args[0], flag.ContinueOnError)
+	channel := fs.String("channel", "", "only this channel (ios, android, sms, email)")
+	reason := fs.String("reason", "", "only this reason")
+	all := fs.Bool("all", false, "redrive: every dead letter")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	var ch heraldv1.Channel
+	if *channel != "" {
+		v, ok := heraldv1.Channel_value["CHANNEL_"+strings.ToUpper(*channel)]
+		if !ok {
+			return fmt.Errorf("unknown channel %q", *channel)
+		}
+		ch = heraldv1.Channel(v)
+	}
+	if args[0] == "redrive" {
+		res, err := admin.RedriveDeadLetters(ctx, &heraldv1.RedriveDeadLettersRequest{
+			DeliveryIds: fs.Args(), Channel: ch, Reason: *reason, All: *all,
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "re-drove %d dead letters\n", res.Redriven)
+		return nil
+	}
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "DELIVERY\tNOTIFICATION\tCHANNEL\tCATEGORY\tATTEMPTS\tREASON\tLAST ERROR\tDIED")
+	token := ""
+	for {
+		res, err := admin.ListDeadLetters(ctx, &heraldv1.ListDeadLettersRequest{
+			Channel: ch, Reason: *reason, PageSize: 500, PageToken: token,
+		})
+		if err != nil {
+			return err
+		}
+		for _, dl := range res.DeadLetters {
+			d := dl.Delivery
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", d.DeliveryId, dl.NotificationId, channelName(d.Channel),
+				dl.Category, d.Attempts, d.Reason, d.LastError, d.UpdateTime.AsTime().Local().Format(time.DateTime))
+		}
+		if token = res.NextPageToken; token == "" {
+			return w.Flush()
+		}
+	}
 }
 
 func send(ctx context.Context, client heraldv1.NotificationServiceClient, args []string, out io.Writer) error {

@@ -252,3 +252,13 @@ func (d *fakeDirectory) Resolve(_ context.Context, ids []string, targets []notif
 	}
 	return out, nil
 }
+
+// Dead letters are exercised against the real store (postgres/deadletters_test.go); the fake
+// has none.
+func (s *fakeStore) DeadLetters(context.Context, notifier.DeadLetterFilter, uuid.UUID, int) ([]notifier.DeadLetter, error) {
+	return nil, nil
+}
+
+func (s *fakeStore) Redrive(context.Context, notifier.DeadLetterFilter, time.Time, time.Duration) ([]notifier.Publication, error) {
+	return nil, nil
+}

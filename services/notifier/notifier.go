@@ -152,6 +152,12 @@ type Store interface {
 	// AddKey stores a key's hash for an app, or returns NotFound for an unknown app.
 	AddKey(ctx context.Context, appID uuid.UUID, keyID string, secretHash []byte) error
 
+	// DeadLetters lists dead deliveries matching f, by id, after the given id.
+	DeadLetters(ctx context.Context, f DeadLetterFilter, after uuid.UUID, limit int) ([]DeadLetter, error)
+	// Redrive queues the dead deliveries matching f again with a fresh attempt budget and
+	// returns what to publish.
+	Redrive(ctx context.Context, f DeadLetterFilter, now time.Time, republishAfter time.Duration) ([]Publication, error)
+
 	// EraseUser removes the addresses and content of every delivery to a deleted user, keeping
 	// only the user id in the history, and cancels those not yet sent.
 	EraseUser(ctx context.Context, userID string) error

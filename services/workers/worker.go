@@ -37,8 +37,10 @@ type Message struct {
 	// header (RFC 2369), with one-click unsubscribe (RFC 8058) for the URL.
 	UnsubscribeURL    string
 	UnsubscribeMailto string
-	// Attempt counts provider calls for this delivery, this one included (1 on the first try).
+	// Attempt counts provider calls for this delivery in this drive, this one included (1 on
+	// the first try). A dead letter re-driven starts a new drive.
 	Attempt int
+	Drive   int
 	// ExpiresAt is when the delivery stops being worth sending; providers that support it (APNs,
 	// FCM) pass it on.
 	ExpiresAt time.Time

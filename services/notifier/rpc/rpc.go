@@ -169,19 +169,7 @@ func (s *Server) GetNotification(ctx context.Context, req *heraldv1.GetNotificat
 		}
 	}
 	for _, d := range n.Deliveries {
-		out.Deliveries = append(out.Deliveries, &heraldv1.Delivery{
-			DeliveryId:        d.ID.String(),
-			Channel:           protoconv.ChannelProto[d.Channel],
-			State:             protoconv.StateProto[d.State],
-			Reason:            d.Reason,
-			Attempts:          int32(d.Attempts),
-			LastError:         d.LastError,
-			Provider:          d.Provider,
-			ProviderMessageId: d.ProviderMessageID,
-			CreateTime:        timestamppb.New(d.CreatedAt),
-			UpdateTime:        timestamppb.New(d.UpdatedAt),
-			SentTime:          optTime(d.SentAt),
-		})
+		out.Deliveries = append(out.Deliveries, deliveryProto(d))
 	}
 	return &heraldv1.GetNotificationResponse{Notification: out}, nil
 }
@@ -267,6 +255,22 @@ func (s *Server) IssueKey(ctx context.Context, req *heraldv1.IssueKeyRequest) (*
 	return &heraldv1.IssueKeyResponse{Key: key.String(), KeyId: key.ID}, nil
 }
 
+func deliveryProto(d *notifier.Delivery) *heraldv1.Delivery {
+	return &heraldv1.Delivery{
+		DeliveryId:        d.ID.String(),
+		Channel:           protoconv.ChannelProto[d.Channel],
+		State:             protoconv.StateProto[d.State],
+		Reason:            d.Reason,
+		Attempts:          int32(d.Attempts),
+		LastError:         d.LastError,
+		Provider:          d.Provider,
+		ProviderMessageId: d.ProviderMessageID,
+		CreateTime:        timestamppb.New(d.CreatedAt),
+		UpdateTime:        timestamppb.New(d.UpdatedAt),
+		SentTime:          optTime(d.SentAt),
+	}
+}
+
 func optTime(t *time.Time) *timestamppb.Timestamp {
 	if t == nil {
 		return nil
@@ -303,4 +307,67 @@ func (s *Server) ListCategories(ctx context.Context, _ *heraldv1.ListCategoriesR
 		out.Categories = append(out.Categories, protoconv.CategoryProto(c))
 	}
 	return out, nil
+}
+
+func deadLetterFilter(ids []string, ch heraldv1.Channel, reason string) (notifier.DeadLetterFilter, error) {
+	var v errs.Violations
+	f := notifier.DeadLetterFilter{Reason: reason}
+	for i, s := range ids {
+		id, err := uuid.Parse(s)
+		if err != nil {
+			v.Add(fmt.Sprintf("delivery_ids[%d]", i), "must be a delivery id (a UUID)")
+			continue
+		}
+		f.IDs = append(f.IDs, id)
+	}
+	if ch != heraldv1.Channel_CHANNEL_UNSPECIFIED {
+		d, ok := protoconv.ChannelDomain[ch]
+		if !ok {
+			v.Add("channel", "is not a channel")
+		}
+		f.Channel = d
+	}
+	return f, v.Err()
+}
+
+// ListDeadLetters implements AdminService.ListDeadLetters.
+func (s *Server) ListDeadLetters(ctx context.Context, req *heraldv1.ListDeadLettersRequest) (*heraldv1.ListDeadLettersResponse, error) {
+	c, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f, err := deadLetterFilter(nil, req.GetChannel(), req.GetReason())
+	if err != nil {
+		return nil, err
+	}
+	list, next, err := s.Service.ListDeadLetters(ctx, c, f, int(req.GetPageSize()), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	out := &heraldv1.ListDeadLettersResponse{NextPageToken: next}
+	for _, d := range list {
+		out.DeadLetters = append(out.DeadLetters, &heraldv1.DeadLetter{
+			Delivery:       deliveryProto(&d.Delivery),
+			NotificationId: d.NotificationID.String(),
+			Category:       d.Category,
+		})
+	}
+	return out, nil
+}
+
+// RedriveDeadLetters implements AdminService.RedriveDeadLetters.
+func (s *Server) RedriveDeadLetters(ctx context.Context, req *heraldv1.RedriveDeadLettersRequest) (*heraldv1.RedriveDeadLettersResponse, error) {
+	c, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f, err := deadLetterFilter(req.GetDeliveryIds(), req.GetChannel(), req.GetReason())
+	if err != nil {
+		return nil, err
+	}
+	n, err := s.Service.RedriveDeadLetters(ctx, c, f, req.GetAll())
+	if err != nil {
+		return nil, err
+	}
+	return &heraldv1.RedriveDeadLettersResponse{Redriven: int32(n)}, nil
 }

@@ -61,7 +61,7 @@ func (s *Store) Claim(ctx context.Context, worker string, lease time.Duration, i
 				OR (d.state = 'retrying' AND d.due_at <= now() + $4::interval) -- its backoff is over
 				OR (d.state = 'sending' AND d.due_at <= now()))               -- its lease is over
 		RETURNING d.id, d.notification_id, d.channel, d.address, coalesce(d.user_id, ''), d.category,
-			d.critical, d.default_opt_in, d.priority, d.content, d.attempts, d.expires_at`,
+			d.critical, d.default_opt_in, d.priority, d.content, d.attempts, d.drive, d.expires_at`,
 		worker, lease, ids, s.RetryGrace)
 	if err != nil {
 		return nil, pgdb.Err(err)
@@ -71,7 +71,7 @@ func (s *Store) Claim(ctx context.Context, worker string, lease time.Duration, i
 		var ch, priority string
 		var content []byte
 		err := r.Scan(&m.DeliveryID, &m.NotificationID, &ch, &m.To, &m.UserID, &m.Category, &m.Critical,
-			&m.DefaultOptIn, &priority, &content, &m.Attempt, &m.ExpiresAt)
+			&m.DefaultOptIn, &priority, &content, &m.Attempt, &m.Drive, &m.ExpiresAt)
 		if err != nil {
 			return workers.Claim{}, err
 		}
@@ -152,11 +152,12 @@ func (s *Store) Record(ctx context.Context, worker string, attempts []workers.At
 	pmids := make([]string, n)
 	dues := make([]*time.Time, n)
 	nums := make([]int32, n)
+	drives := make([]int32, n)
 	outcomes := make([]string, n)
 	started := make([]time.Time, n)
 	latency := make([]int64, n)
 	for i, a := range attempts {
-		ids[i], nums[i] = a.Message.DeliveryID, int32(a.Message.Attempt)
+		ids[i], nums[i], drives[i] = a.Message.DeliveryID, int32(a.Message.Attempt), int32(a.Message.Drive)
 		reasons[i], errTexts[i], providers[i], pmids[i] = a.Reason, a.Error, a.Provider, a.ProviderMessageID
 		started[i], latency[i] = a.Started, a.Latency.Microseconds()
 		switch {
@@ -176,8 +177,8 @@ func (s *Store) Record(ctx context.Context, worker string, attempts []workers.At
 	_, err := s.pool.Exec(ctx, `
 		WITH u AS (
 			SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-				$8::timestamptz[], $9::int[], $10::text[], $11::timestamptz[], $12::bigint[])
-				AS u(id, state, reason, error, provider, pmid, due_at, attempt, outcome, started, latency_us)
+				$8::timestamptz[], $9::int[], $10::text[], $11::timestamptz[], $12::bigint[], $13::int[])
+				AS u(id, state, reason, error, provider, pmid, due_at, attempt, outcome, started, latency_us, drive)
 		), moved AS (
 			UPDATE notifier.deliveries d SET
 				state = u.state, reason = u.reason, last_error = u.error, provider = u.provider,
@@ -186,15 +187,15 @@ func (s *Store) Record(ctx context.Context, worker string, attempts []workers.At
 			FROM u
 			WHERE d.id = u.id AND CASE WHEN u.state = 'sent'
 				THEN d.state NOT IN ('sent', 'delivered', 'bounced')
-				ELSE d.state = 'sending' AND d.lease_owner = $1 AND d.attempts = u.attempt END
+				ELSE d.state = 'sending' AND d.lease_owner = $1 AND d.attempts = u.attempt AND d.drive = u.drive END
 			RETURNING d.id
 		)
-		INSERT INTO workers.attempts (delivery_id, attempt, worker, provider, outcome, reason, error,
+		INSERT INTO workers.attempts (delivery_id, drive, attempt, worker, provider, outcome, reason, error,
 			provider_message_id, started_at, latency_us)
-		SELECT u.id, u.attempt, $1, u.provider, u.outcome, u.reason, u.error, u.pmid, u.started, u.latency_us
+		SELECT u.id, u.drive, u.attempt, $1, u.provider, u.outcome, u.reason, u.error, u.pmid, u.started, u.latency_us
 		FROM u
-		ON CONFLICT (delivery_id, attempt) DO NOTHING`,
-		worker, ids, states, reasons, errTexts, providers, pmids, dues, nums, outcomes, started, latency)
+		ON CONFLICT (delivery_id, drive, attempt) DO NOTHING`,
+		worker, ids, states, reasons, errTexts, providers, pmids, dues, nums, outcomes, started, latency, drives)
 	return pgdb.Err(err)
 }
 

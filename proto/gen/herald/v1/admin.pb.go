@@ -479,11 +479,314 @@ func (x *ListCategoriesResponse) GetCategories() []*Category {
 	return nil
 }
 
+// ListDeadLettersRequest filters and pages the dead letters.
+type ListDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this channel; unspecified means all.
+	Channel Channel `protobuf:"varint,1,opt,name=channel,proto3,enum=herald.v1.Channel" json:"channel,omitempty"`
+	// Only this reason (e.g. "provider_unavailable"); empty means all.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// At most this many (default 100, at most 1,000).
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous response's next_page_token.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersRequest) Reset() {
+	*x = ListDeadLettersRequest{}
+	mi := &file_herald_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersRequest) ProtoMessage() {}
+
+func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListDeadLettersRequest) GetChannel() Channel {
+	if x != nil {
+		return x.Channel
+	}
+	return Channel_CHANNEL_UNSPECIFIED
+}
+
+func (x *ListDeadLettersRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ListDeadLettersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListDeadLettersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// DeadLetter is a dead delivery.
+type DeadLetter struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Delivery       *Delivery              `protobuf:"bytes,1,opt,name=delivery,proto3" json:"delivery,omitempty"`
+	NotificationId string                 `protobuf:"bytes,2,opt,name=notification_id,json=notificationId,proto3" json:"notification_id,omitempty"`
+	Category       string                 `protobuf:"bytes,3,opt,name=category,proto3" json:"category,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DeadLetter) Reset() {
+	*x = DeadLetter{}
+	mi := &file_herald_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetter) ProtoMessage() {}
+
+func (x *DeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
+func (*DeadLetter) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DeadLetter) GetDelivery() *Delivery {
+	if x != nil {
+		return x.Delivery
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetNotificationId() string {
+	if x != nil {
+		return x.NotificationId
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetCategory() string {
+	if x != nil {
+		return x.Category
+	}
+	return ""
+}
+
+// ListDeadLettersResponse holds a page of dead letters.
+type ListDeadLettersResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	DeadLetters []*DeadLetter          `protobuf:"bytes,1,rep,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersResponse) Reset() {
+	*x = ListDeadLettersResponse{}
+	mi := &file_herald_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersResponse) ProtoMessage() {}
+
+func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
+	if x != nil {
+		return x.DeadLetters
+	}
+	return nil
+}
+
+func (x *ListDeadLettersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// RedriveDeadLettersRequest selects dead letters: by id, or by channel and/or reason, or all.
+type RedriveDeadLettersRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	DeliveryIds []string               `protobuf:"bytes,1,rep,name=delivery_ids,json=deliveryIds,proto3" json:"delivery_ids,omitempty"`
+	Channel     Channel                `protobuf:"varint,2,opt,name=channel,proto3,enum=herald.v1.Channel" json:"channel,omitempty"`
+	Reason      string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Must be set to re-drive every dead letter at once.
+	All           bool `protobuf:"varint,4,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveDeadLettersRequest) Reset() {
+	*x = RedriveDeadLettersRequest{}
+	mi := &file_herald_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveDeadLettersRequest) ProtoMessage() {}
+
+func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*RedriveDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RedriveDeadLettersRequest) GetDeliveryIds() []string {
+	if x != nil {
+		return x.DeliveryIds
+	}
+	return nil
+}
+
+func (x *RedriveDeadLettersRequest) GetChannel() Channel {
+	if x != nil {
+		return x.Channel
+	}
+	return Channel_CHANNEL_UNSPECIFIED
+}
+
+func (x *RedriveDeadLettersRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RedriveDeadLettersRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+// RedriveDeadLettersResponse says how many were queued again.
+type RedriveDeadLettersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Redriven      int32                  `protobuf:"varint,1,opt,name=redriven,proto3" json:"redriven,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveDeadLettersResponse) Reset() {
+	*x = RedriveDeadLettersResponse{}
+	mi := &file_herald_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveDeadLettersResponse) ProtoMessage() {}
+
+func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*RedriveDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RedriveDeadLettersResponse) GetRedriven() int32 {
+	if x != nil {
+		return x.Redriven
+	}
+	return 0
+}
+
 var File_herald_v1_admin_proto protoreflect.FileDescriptor
 
 const file_herald_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x15herald/v1/admin.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16herald/v1/common.proto\"\x83\x01\n" +
+	"\x15herald/v1/admin.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cherald/v1/notification.proto\x1a\x16herald/v1/common.proto\"\x83\x01\n" +
 	"\x03App\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -510,12 +813,35 @@ const file_herald_v1_admin_proto_rawDesc = "" +
 	"\x16ListCategoriesResponse\x123\n" +
 	"\n" +
 	"categories\x18\x01 \x03(\v2\x13.herald.v1.CategoryR\n" +
-	"categories2\xc0\x02\n" +
+	"categories\"\x9a\x01\n" +
+	"\x16ListDeadLettersRequest\x12,\n" +
+	"\achannel\x18\x01 \x01(\x0e2\x12.herald.v1.ChannelR\achannel\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"\x82\x01\n" +
+	"\n" +
+	"DeadLetter\x12/\n" +
+	"\bdelivery\x18\x01 \x01(\v2\x13.herald.v1.DeliveryR\bdelivery\x12'\n" +
+	"\x0fnotification_id\x18\x02 \x01(\tR\x0enotificationId\x12\x1a\n" +
+	"\bcategory\x18\x03 \x01(\tR\bcategory\"{\n" +
+	"\x17ListDeadLettersResponse\x128\n" +
+	"\fdead_letters\x18\x01 \x03(\v2\x15.herald.v1.DeadLetterR\vdeadLetters\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x96\x01\n" +
+	"\x19RedriveDeadLettersRequest\x12!\n" +
+	"\fdelivery_ids\x18\x01 \x03(\tR\vdeliveryIds\x12,\n" +
+	"\achannel\x18\x02 \x01(\x0e2\x12.herald.v1.ChannelR\achannel\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x10\n" +
+	"\x03all\x18\x04 \x01(\bR\x03all\"8\n" +
+	"\x1aRedriveDeadLettersResponse\x12\x1a\n" +
+	"\bredriven\x18\x01 \x01(\x05R\bredriven2\xfd\x03\n" +
 	"\fAdminService\x12F\n" +
 	"\tCreateApp\x12\x1b.herald.v1.CreateAppRequest\x1a\x1c.herald.v1.CreateAppResponse\x12C\n" +
 	"\bIssueKey\x12\x1a.herald.v1.IssueKeyRequest\x1a\x1b.herald.v1.IssueKeyResponse\x12L\n" +
 	"\vPutCategory\x12\x1d.herald.v1.PutCategoryRequest\x1a\x1e.herald.v1.PutCategoryResponse\x12U\n" +
-	"\x0eListCategories\x12 .herald.v1.ListCategoriesRequest\x1a!.herald.v1.ListCategoriesResponseB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
+	"\x0eListCategories\x12 .herald.v1.ListCategoriesRequest\x1a!.herald.v1.ListCategoriesResponse\x12X\n" +
+	"\x0fListDeadLetters\x12!.herald.v1.ListDeadLettersRequest\x1a\".herald.v1.ListDeadLettersResponse\x12a\n" +
+	"\x12RedriveDeadLetters\x12$.herald.v1.RedriveDeadLettersRequest\x1a%.herald.v1.RedriveDeadLettersResponseB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
 
 var (
 	file_herald_v1_admin_proto_rawDescOnce sync.Once
@@ -529,39 +855,54 @@ func file_herald_v1_admin_proto_rawDescGZIP() []byte {
 	return file_herald_v1_admin_proto_rawDescData
 }
 
-var file_herald_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_herald_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_herald_v1_admin_proto_goTypes = []any{
-	(*App)(nil),                    // 0: herald.v1.App
-	(*CreateAppRequest)(nil),       // 1: herald.v1.CreateAppRequest
-	(*CreateAppResponse)(nil),      // 2: herald.v1.CreateAppResponse
-	(*IssueKeyRequest)(nil),        // 3: herald.v1.IssueKeyRequest
-	(*IssueKeyResponse)(nil),       // 4: herald.v1.IssueKeyResponse
-	(*PutCategoryRequest)(nil),     // 5: herald.v1.PutCategoryRequest
-	(*PutCategoryResponse)(nil),    // 6: herald.v1.PutCategoryResponse
-	(*ListCategoriesRequest)(nil),  // 7: herald.v1.ListCategoriesRequest
-	(*ListCategoriesResponse)(nil), // 8: herald.v1.ListCategoriesResponse
-	(*timestamppb.Timestamp)(nil),  // 9: google.protobuf.Timestamp
-	(*Category)(nil),               // 10: herald.v1.Category
+	(*App)(nil),                        // 0: herald.v1.App
+	(*CreateAppRequest)(nil),           // 1: herald.v1.CreateAppRequest
+	(*CreateAppResponse)(nil),          // 2: herald.v1.CreateAppResponse
+	(*IssueKeyRequest)(nil),            // 3: herald.v1.IssueKeyRequest
+	(*IssueKeyResponse)(nil),           // 4: herald.v1.IssueKeyResponse
+	(*PutCategoryRequest)(nil),         // 5: herald.v1.PutCategoryRequest
+	(*PutCategoryResponse)(nil),        // 6: herald.v1.PutCategoryResponse
+	(*ListCategoriesRequest)(nil),      // 7: herald.v1.ListCategoriesRequest
+	(*ListCategoriesResponse)(nil),     // 8: herald.v1.ListCategoriesResponse
+	(*ListDeadLettersRequest)(nil),     // 9: herald.v1.ListDeadLettersRequest
+	(*DeadLetter)(nil),                 // 10: herald.v1.DeadLetter
+	(*ListDeadLettersResponse)(nil),    // 11: herald.v1.ListDeadLettersResponse
+	(*RedriveDeadLettersRequest)(nil),  // 12: herald.v1.RedriveDeadLettersRequest
+	(*RedriveDeadLettersResponse)(nil), // 13: herald.v1.RedriveDeadLettersResponse
+	(*timestamppb.Timestamp)(nil),      // 14: google.protobuf.Timestamp
+	(*Category)(nil),                   // 15: herald.v1.Category
+	(Channel)(0),                       // 16: herald.v1.Channel
+	(*Delivery)(nil),                   // 17: herald.v1.Delivery
 }
 var file_herald_v1_admin_proto_depIdxs = []int32{
-	9,  // 0: herald.v1.App.create_time:type_name -> google.protobuf.Timestamp
+	14, // 0: herald.v1.App.create_time:type_name -> google.protobuf.Timestamp
 	0,  // 1: herald.v1.CreateAppResponse.app:type_name -> herald.v1.App
-	10, // 2: herald.v1.PutCategoryRequest.category:type_name -> herald.v1.Category
-	10, // 3: herald.v1.PutCategoryResponse.category:type_name -> herald.v1.Category
-	10, // 4: herald.v1.ListCategoriesResponse.categories:type_name -> herald.v1.Category
-	1,  // 5: herald.v1.AdminService.CreateApp:input_type -> herald.v1.CreateAppRequest
-	3,  // 6: herald.v1.AdminService.IssueKey:input_type -> herald.v1.IssueKeyRequest
-	5,  // 7: herald.v1.AdminService.PutCategory:input_type -> herald.v1.PutCategoryRequest
-	7,  // 8: herald.v1.AdminService.ListCategories:input_type -> herald.v1.ListCategoriesRequest
-	2,  // 9: herald.v1.AdminService.CreateApp:output_type -> herald.v1.CreateAppResponse
-	4,  // 10: herald.v1.AdminService.IssueKey:output_type -> herald.v1.IssueKeyResponse
-	6,  // 11: herald.v1.AdminService.PutCategory:output_type -> herald.v1.PutCategoryResponse
-	8,  // 12: herald.v1.AdminService.ListCategories:output_type -> herald.v1.ListCategoriesResponse
-	9,  // [9:13] is the sub-list for method output_type
-	5,  // [5:9] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	15, // 2: herald.v1.PutCategoryRequest.category:type_name -> herald.v1.Category
+	15, // 3: herald.v1.PutCategoryResponse.category:type_name -> herald.v1.Category
+	15, // 4: herald.v1.ListCategoriesResponse.categories:type_name -> herald.v1.Category
+	16, // 5: herald.v1.ListDeadLettersRequest.channel:type_name -> herald.v1.Channel
+	17, // 6: herald.v1.DeadLetter.delivery:type_name -> herald.v1.Delivery
+	10, // 7: herald.v1.ListDeadLettersResponse.dead_letters:type_name -> herald.v1.DeadLetter
+	16, // 8: herald.v1.RedriveDeadLettersRequest.channel:type_name -> herald.v1.Channel
+	1,  // 9: herald.v1.AdminService.CreateApp:input_type -> herald.v1.CreateAppRequest
+	3,  // 10: herald.v1.AdminService.IssueKey:input_type -> herald.v1.IssueKeyRequest
+	5,  // 11: herald.v1.AdminService.PutCategory:input_type -> herald.v1.PutCategoryRequest
+	7,  // 12: herald.v1.AdminService.ListCategories:input_type -> herald.v1.ListCategoriesRequest
+	9,  // 13: herald.v1.AdminService.ListDeadLetters:input_type -> herald.v1.ListDeadLettersRequest
+	12, // 14: herald.v1.AdminService.RedriveDeadLetters:input_type -> herald.v1.RedriveDeadLettersRequest
+	2,  // 15: herald.v1.AdminService.CreateApp:output_type -> herald.v1.CreateAppResponse
+	4,  // 16: herald.v1.AdminService.IssueKey:output_type -> herald.v1.IssueKeyResponse
+	6,  // 17: herald.v1.AdminService.PutCategory:output_type -> herald.v1.PutCategoryResponse
+	8,  // 18: herald.v1.AdminService.ListCategories:output_type -> herald.v1.ListCategoriesResponse
+	11, // 19: herald.v1.AdminService.ListDeadLetters:output_type -> herald.v1.ListDeadLettersResponse
+	13, // 20: herald.v1.AdminService.RedriveDeadLetters:output_type -> herald.v1.RedriveDeadLettersResponse
+	15, // [15:21] is the sub-list for method output_type
+	9,  // [9:15] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_admin_proto_init() }
@@ -569,6 +910,7 @@ func file_herald_v1_admin_proto_init() {
 	if File_herald_v1_admin_proto != nil {
 		return
 	}
+	file_herald_v1_notification_proto_init()
 	file_herald_v1_common_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -576,7 +918,7 @@ func file_herald_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_admin_proto_rawDesc), len(file_herald_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,93 @@
+package notifier
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"github.com/heraldhq/herald/internal/appkey"
+	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/errs"
+)
+
+// DeadLetter is a delivery that used up its attempts.
+type DeadLetter struct {
+	Delivery
+	Category string
+}
+
+// DeadLetterFilter selects dead letters. The zero filter selects all of them.
+type DeadLetterFilter struct {
+	IDs     []uuid.UUID
+	Channel delivery.Channel
+	Reason  string
+}
+
+func (f DeadLetterFilter) empty() bool { return len(f.IDs) == 0 && f.Channel == "" && f.Reason == "" }
+
+// Page sizes for ListDeadLetters.
+const (
+	defaultPage = 100
+	maxPage     = 1000
+	maxRedrive  = 10_000
+)
+
+// ListDeadLetters returns a page of dead letters and the token of the next page ("" on the
+// last). Errors: PermissionDenied, Invalid (page token).
+func (s *Service) ListDeadLetters(ctx context.Context, caller appkey.Caller, f DeadLetterFilter, size int, token string) ([]DeadLetter, string, error) {
+	if !caller.Admin {
+		return nil, "", errs.E(errs.PermissionDenied, "only admin apps may list dead letters")
+	}
+	if size <= 0 {
+		size = defaultPage
+	}
+	size = min(size, maxPage)
+	var after uuid.UUID
+	if token != "" {
+		b, err := base64.RawURLEncoding.DecodeString(token)
+		if err == nil {
+			after, err = uuid.FromBytes(b)
+		}
+		if err != nil {
+			return nil, "", errs.Field("page_token", "is not a token this service gave")
+		}
+	}
+	list, err := s.Store.DeadLetters(ctx, f, after, size+1)
+	if err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(list) > size {
+		list = list[:size]
+		next = base64.RawURLEncoding.EncodeToString(list[size-1].ID[:])
+	}
+	return list, next, nil
+}
+
+// RedriveDeadLetters queues the selected dead letters again and publishes them. Selecting
+// everything needs all, so a forgotten filter cannot re-send every dead letter.
+// Errors: PermissionDenied, Invalid.
+func (s *Service) RedriveDeadLetters(ctx context.Context, caller appkey.Caller, f DeadLetterFilter, all bool) (int, error) {
+	if !caller.Admin {
+		return 0, errs.E(errs.PermissionDenied, "only admin apps may re-drive dead letters")
+	}
+	if f.empty() && !all {
+		return 0, errs.Field("delivery_ids", "select dead letters by id, channel or reason, or set all")
+	}
+	if len(f.IDs) > maxRedrive {
+		return 0, errs.Field("delivery_ids", fmt.Sprintf("must hold at most %d ids", maxRedrive))
+	}
+	pubs, err := s.Store.Redrive(ctx, f, s.now(), s.RepublishAfter)
+	if err != nil {
+		return 0, err
+	}
+	if len(pubs) > 0 {
+		if err := s.Publisher.Publish(ctx, pubs); err != nil {
+			s.Log.Warn("re-drive publish failed; the reconciler will publish again", "deliveries", len(pubs), "err", err)
+		}
+		s.Log.Info("re-drove dead letters", "count", len(pubs), "app", caller.AppName)
+	}
+	return len(pubs), nil
+}
