@@ -30,25 +30,30 @@ import (
 	"github.com/heraldhq/herald/services/workers/sim"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) {
+	// The Google SDK must never probe the cloud metadata address.
+	os.Setenv("GCE_METADATA_HOST", "127.0.0.1:9")
+	os.Exit(pgtest.Main(m))
+}
 
 const sendgridKey = "SG.test-key"
 
 // stack is a whole Herald started in-process against a private PostgreSQL database, an
 // in-process JetStream server and the SendGrid fake.
 type stack struct {
-	dbURL    string
-	linkKeys string
-	sim      *sim.Server
-	simURL   string
-	natsURL  string
-	pool     *pgxpool.Pool
-	key      string
-	fake     *sendgridfake.Fake
-	fakeURL  string
-	notifier *notifierd.Daemon
-	contacts *contactsd.Daemon
-	workers  *workersd.Daemon
+	providers func(*workersd.Config)
+	dbURL     string
+	linkKeys  string
+	sim       *sim.Server
+	simURL    string
+	natsURL   string
+	pool      *pgxpool.Pool
+	key       string
+	fake      *sendgridfake.Fake
+	fakeURL   string
+	notifier  *notifierd.Daemon
+	contacts  *contactsd.Daemon
+	workers   *workersd.Daemon
 
 	conn     *grpc.ClientConn
 	notify   heraldv1.NotificationServiceClient
@@ -59,6 +64,9 @@ type stack struct {
 
 type stackOptions struct {
 	noWorkers bool
+	// providers, when set, configures the workers' iOS, Android and SMS channels (the default is
+	// the simulator for those and SendGrid's fake for email).
+	providers func(*workersd.Config)
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -125,6 +133,7 @@ func startStack(t *testing.T, opts stackOptions) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.notifier.Close)
+	s.providers = opts.providers
 	if !opts.noWorkers {
 		s.startWorkers(t)
 	}
@@ -151,7 +160,7 @@ func startStack(t *testing.T, opts stackOptions) *stack {
 func (s *stack) workersConfig() workersd.Config {
 	return workersd.Config{
 		HTTPAddr: "127.0.0.1:0", DatabaseURL: s.dbURL, NATSURL: s.natsURL, Channels: "ios,android,sms,email",
-		EmailProvider: "sendgrid", PushProvider: "sim", SMSProvider: "sim", SimURL: s.simURL,
+		EmailProvider: "sendgrid", IOSProvider: "sim", AndroidProvider: "sim", SMSProvider: "sim", SimURL: s.simURL,
 		ContactsAddr: s.contacts.GRPCAddr(), ContactsKey: s.key, LinkKeys: s.linkKeys,
 		UnsubscribeURL: "http://contacts.test",
 		SendGridAPIKey: sendgridKey, SendGridBaseURL: s.fakeURL, EmailFrom: "herald@example.com",
@@ -164,6 +173,9 @@ func (s *stack) workersConfig() workersd.Config {
 func (s *stack) startWorkers(t *testing.T) {
 	t.Helper()
 	cfg := s.workersConfig()
+	if s.providers != nil {
+		s.providers(&cfg)
+	}
 	cfg.Log = testLogger(t).With("service", "workers")
 	var err error
 	if s.workers, err = workersd.Start(context.Background(), cfg); err != nil {

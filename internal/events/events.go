@@ -32,6 +32,8 @@ const (
 	UserDeleted = "events.user.deleted"
 	// Dead: a delivery used up its attempts.
 	Dead = "events.delivery.dead"
+	// EmailInvalid: a provider said an email address cannot receive mail (a hard bounce).
+	EmailInvalid = "events.address.email_invalid"
 )
 
 // Event is one fact. Which fields are set depends on the subject.

@@ -262,3 +262,13 @@ func (s *fakeStore) DeadLetters(context.Context, notifier.DeadLetterFilter, uuid
 func (s *fakeStore) Redrive(context.Context, notifier.DeadLetterFilter, time.Time, time.Duration) ([]notifier.Publication, error) {
 	return nil, nil
 }
+
+// Provider events are exercised against the real store (postgres/providerevents_test.go) and
+// the webhooks package; the fake records none.
+func (s *fakeStore) RecordProviderEvents(context.Context, []notifier.ProviderEvent) ([]notifier.ProviderEvent, error) {
+	return nil, nil
+}
+
+func (s *fakeStore) MarkProviderEventsAnnounced(context.Context, string, []string) error {
+	return nil
+}

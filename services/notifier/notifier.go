@@ -166,6 +166,17 @@ type Store interface {
 	// scheduled or stale queued delivery is (re-)queued, one whose worker's lease expired is
 	// released, one past its ttl is expired. It returns what must be published again.
 	Reconcile(ctx context.Context, now time.Time, republishAfter time.Duration, limit int) ([]Publication, error)
+
+	// RecordProviderEvents stores each event once, keyed by (Provider, ID), and in the same
+	// transaction moves the deliveries of the new ones (see ProviderEventKind.DeliveryState and
+	// ProviderEventFrom). It returns the events the caller must still act on: the new ones, and
+	// earlier ones whose address fact was never marked announced; each with its delivery's id,
+	// channel, address, user and category when the delivery is known. Events of unknown
+	// deliveries are stored and otherwise ignored.
+	RecordProviderEvents(ctx context.Context, events []ProviderEvent) ([]ProviderEvent, error)
+	// MarkProviderEventsAnnounced records that the address facts of the provider's events with
+	// these ids were published, so RecordProviderEvents stops returning them.
+	MarkProviderEventsAnnounced(ctx context.Context, provider string, ids []string) error
 }
 
 // Publisher puts deliveries on their channels' queues.

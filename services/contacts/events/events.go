@@ -34,7 +34,7 @@ const Durable = "contacts"
 // Each handler is idempotent, so a fact delivered twice does no harm.
 func Apply(ctx context.Context, js jetstream.JetStream, svc *contacts.Service) (jetstream.ConsumeContext, error) {
 	return events.Consume(ctx, js, Durable,
-		[]string{events.TokenInvalid, events.NumberInvalid, events.OptedOut},
+		[]string{events.TokenInvalid, events.NumberInvalid, events.EmailInvalid, events.OptedOut},
 		func(ctx context.Context, subject string, e events.Event) error {
 			return apply(ctx, svc, subject, e)
 		})
@@ -52,6 +52,9 @@ func apply(ctx context.Context, svc *contacts.Service, subject string, e events.
 		return svc.DeactivateToken(ctx, e.Channel, e.Address, e.Reason, e.Since)
 	case events.NumberInvalid:
 		return svc.Suppress(ctx, preference.Suppression{Channel: delivery.SMS, Address: e.Address,
+			Reason: e.Reason, Invalid: true})
+	case events.EmailInvalid:
+		return svc.Suppress(ctx, preference.Suppression{Channel: delivery.Email, Address: e.Address,
 			Reason: e.Reason, Invalid: true})
 	case events.OptedOut:
 		return svc.Suppress(ctx, preference.Suppression{Channel: e.Channel, Address: e.Address,

@@ -30,6 +30,7 @@ import (
 	"github.com/heraldhq/herald/services/notifier/postgres"
 	nqueue "github.com/heraldhq/herald/services/notifier/queue"
 	"github.com/heraldhq/herald/services/notifier/rpc"
+	"github.com/heraldhq/herald/services/notifier/webhooks"
 )
 
 // Config is everything a notifier needs to run.
@@ -49,6 +50,12 @@ type Config struct {
 	ReconcileInterval time.Duration
 	// KeyCacheTTL bounds how long a revoked key keeps working on this replica.
 	KeyCacheTTL time.Duration
+	// PublicURL is where providers reach this service's webhooks (behind any proxy).
+	PublicURL string
+	// SendGridWebhookKey verifies SendGrid's signed event webhook; TwilioAuthToken verifies
+	// Twilio's status callbacks. Empty turns that webhook off.
+	SendGridWebhookKey string
+	TwilioAuthToken    string
 	Log         *slog.Logger
 }
 
@@ -65,6 +72,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.RepublishAfter, "republish-after", 5*time.Minute, "re-publish a queued delivery not picked up after this long")
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", time.Second, "time between reconciler passes")
 	fs.DurationVar(&c.KeyCacheTTL, "key-cache-ttl", 2*time.Second, "how long a looked-up app key is cached")
+	fs.StringVar(&c.PublicURL, "public-url", "http://127.0.0.1:7480", "public base URL of this service's webhooks")
+	fs.StringVar(&c.SendGridWebhookKey, "sendgrid-webhook-public-key", "", "SendGrid event webhook verification key (base64 or PEM); empty: webhook off")
+	fs.StringVar(&c.TwilioAuthToken, "twilio-auth-token", "", "Twilio auth token, to verify status callbacks; empty: webhook off")
 }
 
 // Daemon is a running notifier.
@@ -164,6 +174,14 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	heraldv1.RegisterNotificationServiceServer(d.srv.GRPC, api)
 	heraldv1.RegisterTemplateServiceServer(d.srv.GRPC, api)
 	heraldv1.RegisterAdminServiceServer(d.srv.GRPC, api)
+	hooks, err := webhooks.New(webhooks.Config{
+		PublicURL: strings.TrimSuffix(cfg.PublicURL, "/"), SendGridPublicKey: cfg.SendGridWebhookKey,
+		TwilioAuthToken: cfg.TwilioAuthToken, JS: js, Store: store, Log: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("webhooks: %w", err)
+	}
+	d.srv.HTTP.Handle("/webhooks/", hooks)
 	d.srv.AddCheck("database", func(ctx context.Context) error { return d.pool.Ping(ctx) })
 	d.srv.AddCheck("nats", func(context.Context) error {
 		if !d.nc.IsConnected() {

@@ -380,3 +380,186 @@ func nullIfEmpty(s string) *string {
 	}
 	return &s
 }
+
+// RecordProviderEvents implements notifier.Store: one transaction stores the events, moves the
+// deliveries of the new ones, and reads back what the caller must act on.
+func (s *Store) RecordProviderEvents(ctx context.Context, evs []notifier.ProviderEvent) ([]notifier.ProviderEvent, error) {
+	// A batch may repeat an event; its first copy counts.
+	type key struct{ provider, id string }
+	seen := make(map[key]bool, len(evs))
+	in := make([]notifier.ProviderEvent, 0, len(evs))
+	for _, e := range evs {
+		if k := (key{e.Provider, e.ID}); !seen[k] {
+			seen[k] = true
+			in = append(in, e)
+		}
+	}
+	if len(in) == 0 {
+		return nil, nil
+	}
+	n := len(in)
+	providers, ids, pmids, kinds := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	reasons, effects, details := make([]string, n), make([]string, n), make([]string, n)
+	dids, occurred := make([]uuid.UUID, n), make([]time.Time, n)
+	for i, e := range in {
+		providers[i], ids[i], pmids[i], kinds[i] = e.Provider, e.ID, e.ProviderMessageID, string(e.Kind)
+		reasons[i], effects[i], dids[i], occurred[i] = e.Reason, string(e.Effect), e.DeliveryID, e.OccurredAt
+		details[i] = "{}"
+		if len(e.Details) > 0 {
+			details[i] = string(e.Details)
+		}
+	}
+
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, pgdb.Err(err)
+	}
+	defer tx.Rollback(ctx)
+
+	// The delivery is the one the event names; an event that names none (uuid.Nil) is about
+	// the delivery with its provider message id.
+	rows, err := tx.Query(ctx, `
+		INSERT INTO notifier.provider_events (provider, event_id, delivery_id, kind, reason, effect,
+			occurred_at, details)
+		SELECT u.provider, u.event_id, coalesce(byid.id, bypm.id), u.kind, u.reason, u.effect,
+			u.occurred_at, u.details::jsonb
+		FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
+				$8::timestamptz[], $9::text[])
+			AS u(provider, event_id, delivery_id, pmid, kind, reason, effect, occurred_at, details)
+		LEFT JOIN notifier.deliveries byid ON byid.id = u.delivery_id
+		LEFT JOIN LATERAL (
+			SELECT d.id FROM notifier.deliveries d
+			WHERE u.delivery_id = '00000000-0000-0000-0000-000000000000' AND u.pmid <> '' AND d.provider = u.provider
+				AND d.provider_message_id = u.pmid AND d.provider_message_id <> ''
+			ORDER BY d.id DESC LIMIT 1
+		) bypm ON true
+		ON CONFLICT (provider, event_id) DO NOTHING
+		RETURNING provider, event_id, delivery_id`,
+		providers, ids, dids, pmids, kinds, reasons, effects, occurred, details)
+	if err != nil {
+		return nil, pgdb.Err(err)
+	}
+	fresh := map[key]bool{}
+	var moves struct {
+		ids              []uuid.UUID
+		states, reasons  []string
+		providers, pmids []string
+		events           []string
+		occurred         []time.Time
+	}
+	byKey := make(map[key]*notifier.ProviderEvent, n)
+	for i := range in {
+		byKey[key{in[i].Provider, in[i].ID}] = &in[i]
+	}
+	var provider, id string
+	var did *uuid.UUID
+	_, err = pgx.ForEachRow(rows, []any{&provider, &id, &did}, func() error {
+		k := key{provider, id}
+		fresh[k] = true
+		e := byKey[k]
+		if did == nil || e == nil {
+			return nil
+		}
+		state := e.Kind.DeliveryState()
+		if state == "" {
+			return nil
+		}
+		reason := ""
+		if state == delivery.Bounced {
+			reason = e.Reason
+		}
+		moves.ids = append(moves.ids, *did)
+		moves.states = append(moves.states, string(state))
+		moves.reasons = append(moves.reasons, reason)
+		moves.providers = append(moves.providers, e.Provider)
+		moves.pmids = append(moves.pmids, e.ProviderMessageID)
+		moves.events = append(moves.events, e.ID)
+		moves.occurred = append(moves.occurred, e.OccurredAt)
+		return nil
+	})
+	if err != nil {
+		return nil, pgdb.Err(err)
+	}
+
+	if len(moves.ids) > 0 {
+		from := make([]string, len(notifier.ProviderEventFrom))
+		for i, st := range notifier.ProviderEventFrom {
+			from[i] = string(st)
+		}
+		// Of several events for one delivery in a batch, the earliest that moves it wins: after
+		// it the delivery is delivered or bounced, which no event moves again. The worker may
+		// not have recorded the send yet, so the provider and its message id are filled in
+		// when missing.
+		_, err = tx.Exec(ctx, `
+			WITH e AS (
+				SELECT DISTINCT ON (u.delivery_id) u.*
+				FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+						$7::timestamptz[])
+					AS u(delivery_id, state, reason, provider, pmid, event_id, occurred_at)
+				ORDER BY u.delivery_id, u.occurred_at, u.event_id
+			)
+			UPDATE notifier.deliveries d SET state = e.state, reason = e.reason, due_at = NULL,
+				lease_owner = NULL, updated_at = now(), sent_at = coalesce(d.sent_at, e.occurred_at),
+				provider = CASE WHEN d.provider = '' THEN e.provider ELSE d.provider END,
+				provider_message_id = CASE WHEN d.provider_message_id = '' THEN e.pmid
+					ELSE d.provider_message_id END
+			FROM e WHERE d.id = e.delivery_id AND d.state = ANY($8::text[])`,
+			moves.ids, moves.states, moves.reasons, moves.providers, moves.pmids, moves.events,
+			moves.occurred, from)
+		if err != nil {
+			return nil, pgdb.Err(err)
+		}
+	}
+
+	// What to act on: the new events, and earlier ones whose fact was never announced (the
+	// publish failed, and the provider sent the event again).
+	rows, err = tx.Query(ctx, `
+		SELECT u.ord, pe.kind, pe.effect, pe.delivery_id,
+			(pe.effect <> '' AND pe.delivery_id IS NOT NULL AND pe.announced_at IS NULL),
+			coalesce(d.channel, ''), coalesce(d.address, ''), coalesce(d.user_id, ''), coalesce(d.category, '')
+		FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(provider, event_id, ord)
+		JOIN notifier.provider_events pe ON pe.provider = u.provider AND pe.event_id = u.event_id
+		LEFT JOIN notifier.deliveries d ON d.id = pe.delivery_id
+		ORDER BY u.ord`, providers, ids)
+	if err != nil {
+		return nil, pgdb.Err(err)
+	}
+	var out []notifier.ProviderEvent
+	var ord int
+	var kind, effect, ch string
+	var pending bool
+	var r notifier.ProviderEvent
+	_, err = pgx.ForEachRow(rows, []any{&ord, &kind, &effect, &did, &pending, &ch, &r.Address, &r.UserID, &r.Category}, func() error {
+		e := in[ord-1]
+		if !fresh[key{e.Provider, e.ID}] && !pending {
+			return nil
+		}
+		e.Kind, e.Effect, e.Channel = notifier.ProviderEventKind(kind), notifier.AddressEffect(effect), delivery.Channel(ch)
+		e.Address, e.UserID, e.Category = r.Address, r.UserID, r.Category
+		e.DeliveryID = uuid.Nil
+		if did != nil {
+			e.DeliveryID = *did
+		}
+		out = append(out, e)
+		return nil
+	})
+	if err != nil {
+		return nil, pgdb.Err(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, pgdb.Err(err)
+	}
+	return out, nil
+}
+
+// MarkProviderEventsAnnounced implements notifier.Store.
+func (s *Store) MarkProviderEventsAnnounced(ctx context.Context, provider string, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := s.pool.Exec(ctx, `
+		UPDATE notifier.provider_events SET announced_at = now()
+		WHERE provider = $1 AND event_id = ANY($2) AND effect <> '' AND announced_at IS NULL`,
+		provider, ids)
+	return pgdb.Err(err)
+}

@@ -27,12 +27,16 @@ import (
 	"github.com/heraldhq/herald/internal/queue"
 	"github.com/heraldhq/herald/internal/server"
 	"github.com/heraldhq/herald/services/workers"
+	"github.com/heraldhq/herald/services/workers/apns"
 	"github.com/heraldhq/herald/services/workers/consumer"
 	"github.com/heraldhq/herald/services/workers/contacts"
 	wevents "github.com/heraldhq/herald/services/workers/events"
+	"github.com/heraldhq/herald/services/workers/fcm"
 	"github.com/heraldhq/herald/services/workers/postgres"
 	"github.com/heraldhq/herald/services/workers/sendgrid"
 	"github.com/heraldhq/herald/services/workers/sim"
+	"github.com/heraldhq/herald/services/workers/smtp"
+	"github.com/heraldhq/herald/services/workers/twilio"
 )
 
 // Config is everything a workers process needs to run.
@@ -44,11 +48,21 @@ type Config struct {
 	Channels string
 	WorkerID string
 
-	// Providers per channel: "sim" for every channel; "sendgrid" for email.
-	EmailProvider   string
-	PushProvider    string
+	// Providers per channel: "sim" (the simulator) for every channel, or iOS "apns", Android
+	// "fcm", SMS "twilio", email "sendgrid" or "smtp".
+	IOSProvider     string
+	AndroidProvider string
 	SMSProvider     string
+	EmailProvider   string
 	SimURL          string
+
+	APNs     apns.Config
+	APNsHost string // "production", "development" or a URL
+	FCM      fcm.Config
+	Twilio   twilio.Config
+	SMTP     smtp.Config
+	SMTPTLS  string // "starttls", "tls" or "none"
+
 	SendGridAPIKey  string
 	SendGridBaseURL string
 	EmailFrom       string
@@ -83,10 +97,40 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.NATSURL, "nats-url", nats.DefaultURL, "NATS URL(s), comma-separated")
 	fs.StringVar(&c.Channels, "channels", "ios,android,sms,email", "channels this process delivers")
 	fs.StringVar(&c.WorkerID, "worker-id", "", "this worker's id in leases and the attempt log (default: host-pid-random)")
-	fs.StringVar(&c.EmailProvider, "email-provider", "sim", "email provider: sendgrid or sim")
-	fs.StringVar(&c.PushProvider, "push-provider", "sim", "iOS and Android push provider: sim")
-	fs.StringVar(&c.SMSProvider, "sms-provider", "sim", "SMS provider: sim")
+	fs.StringVar(&c.IOSProvider, "ios-provider", "sim", "iOS provider: apns or sim")
+	fs.StringVar(&c.AndroidProvider, "android-provider", "sim", "Android provider: fcm or sim")
+	fs.StringVar(&c.SMSProvider, "sms-provider", "sim", "SMS provider: twilio or sim")
+	fs.StringVar(&c.EmailProvider, "email-provider", "sim", "email provider: sendgrid, smtp or sim")
 	fs.StringVar(&c.SimURL, "sim-url", "http://127.0.0.1:7490", "simulator base URL, for the sim provider")
+
+	fs.StringVar(&c.APNs.Topic, "apns-topic", "", "APNs topic: the iOS app's bundle id")
+	fs.StringVar(&c.APNsHost, "apns-host", "production", "APNs environment: production, development, or a URL")
+	fs.StringVar(&c.APNs.KeyFile, "apns-key-file", "", "APNs .p8 provider key (token auth), or the certificate's key")
+	fs.StringVar(&c.APNs.KeyID, "apns-key-id", "", "APNs key id (token auth)")
+	fs.StringVar(&c.APNs.TeamID, "apns-team-id", "", "Apple developer team id (token auth)")
+	fs.StringVar(&c.APNs.CertFile, "apns-cert-file", "", "APNs push certificate as PEM (certificate auth)")
+	fs.StringVar(&c.APNs.P12File, "apns-p12-file", "", "APNs push certificate as PKCS #12 (certificate auth)")
+	fs.StringVar(&c.APNs.Password, "apns-cert-password", "", "password of the APNs certificate's key or PKCS #12 file")
+
+	fs.StringVar(&c.FCM.ProjectID, "fcm-project-id", "", "Firebase project id (default: the credentials' project)")
+	fs.StringVar(&c.FCM.CredentialsFile, "fcm-credentials-file", "", "Firebase service-account JSON key file")
+	fs.StringVar(&c.FCM.Endpoint, "fcm-endpoint", "", "FCM API base URL (default: Google's)")
+
+	fs.StringVar(&c.Twilio.AccountSID, "twilio-account-sid", "", "Twilio account SID")
+	fs.StringVar(&c.Twilio.AuthToken, "twilio-auth-token", "", "Twilio auth token (prefer --twilio-auth-token-file)")
+	fs.StringVar(&c.Twilio.APIKey, "twilio-api-key", "", "Twilio API key SID (instead of the auth token)")
+	fs.StringVar(&c.Twilio.APISecret, "twilio-api-secret", "", "Twilio API key secret")
+	fs.StringVar(&c.Twilio.From, "twilio-from", "", "sending number, short code or sender id")
+	fs.StringVar(&c.Twilio.MessagingServiceSID, "twilio-messaging-service-sid", "", "Twilio messaging service (instead of --twilio-from)")
+	fs.StringVar(&c.Twilio.StatusCallback, "twilio-status-callback", "", "URL of the notifier's /webhooks/twilio/status")
+	fs.StringVar(&c.Twilio.BaseURL, "twilio-base-url", "", "Twilio API base URL (default: Twilio's)")
+
+	fs.StringVar(&c.SMTP.Host, "smtp-host", "", "SMTP server host")
+	fs.IntVar(&c.SMTP.Port, "smtp-port", 0, "SMTP server port (default by --smtp-tls: 587, 465 or 25)")
+	fs.StringVar(&c.SMTP.Username, "smtp-username", "", "SMTP user name")
+	fs.StringVar(&c.SMTP.Password, "smtp-password", "", "SMTP password (prefer --smtp-password-file)")
+	fs.StringVar(&c.SMTPTLS, "smtp-tls", "starttls", "SMTP connection security: starttls, tls or none")
+
 	fs.StringVar(&c.SendGridAPIKey, "sendgrid-api-key", "", "SendGrid API key (prefer --sendgrid-api-key-file)")
 	fs.StringVar(&c.SendGridBaseURL, "sendgrid-base-url", "https://api.sendgrid.com", "SendGrid API base URL")
 	fs.StringVar(&c.EmailFrom, "email-from", "herald@example.com", "email sender address")
@@ -109,6 +153,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 // Daemon is a running workers process.
 type Daemon struct {
+	senders   []workers.Sender
 	pool      *pgxpool.Pool
 	contacts  *grpc.ClientConn
 	nc        *nats.Conn
@@ -141,6 +186,9 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 
 	d := &Daemon{}
+	for _, s := range senders {
+		d.senders = append(d.senders, s)
+	}
 	defer func() {
 		if err != nil {
 			d.Close()
@@ -239,21 +287,57 @@ func parseChannels(s string) ([]delivery.Channel, error) {
 	return out, nil
 }
 
+// sender builds channel ch's provider from cfg. Credentials come from files or the
+// environment and never reach a log line or an error.
 func sender(cfg Config, ch delivery.Channel) (workers.Sender, error) {
 	provider := map[delivery.Channel]string{
-		delivery.IOS: cfg.PushProvider, delivery.Android: cfg.PushProvider,
+		delivery.IOS: cfg.IOSProvider, delivery.Android: cfg.AndroidProvider,
 		delivery.SMS: cfg.SMSProvider, delivery.Email: cfg.EmailProvider,
 	}[ch]
+	var s workers.Sender
+	var err error
 	switch {
 	case provider == "sim":
 		return sim.NewSender(cfg.SimURL, ch), nil
+	case provider == "apns" && ch == delivery.IOS:
+		c := cfg.APNs
+		switch cfg.APNsHost {
+		case "", "production":
+			c.Host = apns.HostProduction
+		case "development":
+			c.Host = apns.HostDevelopment
+		default:
+			c.Host = cfg.APNsHost
+		}
+		c.Timeout = cfg.SendTimeout
+		s, err = apns.New(c)
+	case provider == "fcm" && ch == delivery.Android:
+		c := cfg.FCM
+		c.Timeout = cfg.SendTimeout
+		s, err = fcm.New(c)
+	case provider == "twilio" && ch == delivery.SMS:
+		c := cfg.Twilio
+		c.Timeout = cfg.SendTimeout
+		s, err = twilio.New(c)
 	case provider == "sendgrid" && ch == delivery.Email:
-		return sendgrid.New(sendgrid.Config{
+		s, err = sendgrid.New(sendgrid.Config{
 			APIKey: cfg.SendGridAPIKey, BaseURL: cfg.SendGridBaseURL,
 			From: cfg.EmailFrom, FromName: cfg.EmailFromName, Timeout: cfg.SendTimeout,
 		})
+	case provider == "smtp" && ch == delivery.Email:
+		c := cfg.SMTP
+		if c.TLS, err = smtp.ParseTLSMode(cfg.SMTPTLS); err != nil {
+			return nil, fmt.Errorf("--smtp-tls: %w", err)
+		}
+		c.From, c.FromName, c.Timeout = cfg.EmailFrom, cfg.EmailFromName, cfg.SendTimeout
+		s, err = smtp.New(c)
+	default:
+		return nil, fmt.Errorf("channel %s: unknown provider %q", ch, provider)
 	}
-	return nil, fmt.Errorf("channel %s: unknown provider %q", ch, provider)
+	if err != nil {
+		return nil, fmt.Errorf("channel %s, provider %s: %w", ch, provider, err)
+	}
+	return s, nil
 }
 
 // HTTPAddr is where health and readiness are served.
@@ -275,6 +359,11 @@ func (d *Daemon) Close() {
 	}
 	if d.contacts != nil {
 		d.contacts.Close()
+	}
+	for _, s := range d.senders {
+		if c, ok := s.(interface{ Close() }); ok {
+			c.Close() // idle provider connections (SMTP sessions say QUIT)
+		}
 	}
 	if d.nc != nil {
 		d.nc.Drain()

@@ -24,6 +24,8 @@ func run(args []string) error {
 	cfg.RegisterFlags(fs)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	keyFile := fs.String("bootstrap-key-file", "", "file holding the bootstrap key (instead of --bootstrap-key)")
+	sgKeyFile := fs.String("sendgrid-webhook-public-key-file", "", "file holding --sendgrid-webhook-public-key")
+	twilioFile := fs.String("twilio-auth-token-file", "", "file holding --twilio-auth-token")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
@@ -32,6 +34,12 @@ func run(args []string) error {
 		return err
 	}
 	if cfg.BootstrapKey, err = cli.Secret(cfg.BootstrapKey, *keyFile); err != nil {
+		return err
+	}
+	if cfg.SendGridWebhookKey, err = cli.Secret(cfg.SendGridWebhookKey, *sgKeyFile); err != nil {
+		return err
+	}
+	if cfg.TwilioAuthToken, err = cli.Secret(cfg.TwilioAuthToken, *twilioFile); err != nil {
 		return err
 	}
 	ctx, stop := cli.SignalContext()

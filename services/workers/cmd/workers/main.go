@@ -27,6 +27,9 @@ func run(args []string) error {
 	keyFile := fs.String("sendgrid-api-key-file", "", "file holding the SendGrid API key")
 	contactsKeyFile := fs.String("contacts-key-file", "", "file holding --contacts-key")
 	linkKeysFile := fs.String("link-keys-file", "", "file holding --link-keys")
+	twilioTokenFile := fs.String("twilio-auth-token-file", "", "file holding --twilio-auth-token")
+	twilioSecretFile := fs.String("twilio-api-secret-file", "", "file holding --twilio-api-secret")
+	smtpPasswordFile := fs.String("smtp-password-file", "", "file holding --smtp-password")
 	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
@@ -41,6 +44,15 @@ func run(args []string) error {
 		return err
 	}
 	if cfg.LinkKeys, err = cli.Secret(cfg.LinkKeys, *linkKeysFile); err != nil {
+		return err
+	}
+	if cfg.Twilio.AuthToken, err = cli.Secret(cfg.Twilio.AuthToken, *twilioTokenFile); err != nil {
+		return err
+	}
+	if cfg.Twilio.APISecret, err = cli.Secret(cfg.Twilio.APISecret, *twilioSecretFile); err != nil {
+		return err
+	}
+	if cfg.SMTP.Password, err = cli.Secret(cfg.SMTP.Password, *smtpPasswordFile); err != nil {
 		return err
 	}
 	ctx, stop := cli.SignalContext()
