@@ -53,7 +53,8 @@ func (s *stack) startWorkersProcess(t *testing.T) *workersProcess {
 		"--batch-size", strconv.Itoa(c.BatchSize), "--lease", c.Lease.String(),
 		"--send-timeout", c.SendTimeout.String(), "--ack-wait", c.AckWait.String(),
 		"--max-attempts", strconv.Itoa(c.MaxAttempts), "--base-backoff", c.BaseBackoff.String(),
-		"--max-backoff", c.MaxBackoff.String(), "--sim-url", c.SimURL, "--contacts-addr", c.ContactsAddr,
+		"--max-backoff", c.MaxBackoff.String(), "--breaker-failures", strconv.Itoa(c.BreakerFailures),
+		"--breaker-cooldown", c.BreakerCooldown.String(), "--sim-url", c.SimURL, "--contacts-addr", c.ContactsAddr,
 		"--unsubscribe-url", c.UnsubscribeURL, "--log-level", "warn")
 	// Configuration through the environment too, as a deployment would pass secrets.
 	p.cmd.Env = append(os.Environ(),

@@ -167,6 +167,8 @@ func (s *stack) workersConfig() workersd.Config {
 		EmailFromName: "Herald", Concurrency: 16, BatchSize: 64, Lease: 3 * time.Second,
 		SendTimeout: 2 * time.Second, AckWait: 5 * time.Second, MaxAttempts: 5,
 		BaseBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, StreamReplicas: 1,
+		// Failing providers in these tests should reach their outcome, not pause the channel.
+		BreakerFailures: 1000, BreakerCooldown: time.Second,
 	}
 }
 

@@ -231,10 +231,13 @@ type Gate interface {
 }
 
 // Announcer tells the contacts service what provider answers mean for addresses (a dead token,
-// an invalid number, an opt-out at the provider).
+// an invalid number, an opt-out at the provider), and tells operators' tools about dead letters.
 type Announcer interface {
 	// Announce publishes a's effect; a must carry one.
 	Announce(ctx context.Context, a Attempt) error
+	// DeadLetter publishes that a, the last allowed attempt, failed and its delivery is dead.
+	// The fact carries no address.
+	DeadLetter(ctx context.Context, a Attempt) error
 }
 
 // Policy is a channel's retry policy.

@@ -1,7 +1,9 @@
 package consumer_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +11,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,12 +23,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/events"
 	"github.com/heraldhq/herald/internal/natstest"
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/internal/pgtest"
 	"github.com/heraldhq/herald/internal/queue"
 	"github.com/heraldhq/herald/services/workers"
 	"github.com/heraldhq/herald/services/workers/consumer"
+	wevents "github.com/heraldhq/herald/services/workers/events"
 	"github.com/heraldhq/herald/services/workers/postgres"
 )
 
@@ -51,6 +56,40 @@ func testLogger() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// logBuffer keeps what a consumer logged, for a test to look at.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// lines returns the logged lines that contain every one of parts.
+func (b *logBuffer) lines(parts ...string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for line := range strings.Lines(b.buf.String()) {
+		if !slices.ContainsFunc(parts, func(p string) bool { return !strings.Contains(line, p) }) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// logger logs to b, and to stderr too when the tests are verbose.
+func (b *logBuffer) logger() *slog.Logger {
+	var w io.Writer = b
+	if testing.Verbose() {
+		w = io.MultiWriter(b, os.Stderr)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 func migrate(ctx context.Context, url string) error {
@@ -82,10 +121,22 @@ type script struct {
 	// transient fails this many calls transiently before the provider accepts; -1 fails every
 	// call.
 	transient int
+	// retryAfter is the wait the transient failures ask for (a 429's Retry-After).
+	retryAfter time.Duration
 	// permanent, when set, fails every call permanently with this reason.
 	permanent string
+	// config fails every call with a configuration error (credentials refused).
+	config bool
 	// release, when set, holds every call until it is closed (or the send times out).
 	release chan struct{}
+}
+
+// call is one call the fake provider got.
+type call struct {
+	id         uuid.UUID
+	attempt    int
+	start, end time.Time
+	err        error
 }
 
 // fakeSender is a provider whose answers are scripted per delivery; unscripted deliveries are
@@ -93,7 +144,9 @@ type script struct {
 type fakeSender struct {
 	mu       sync.Mutex
 	scripts  map[uuid.UUID]script
+	fallback script // for deliveries without a script of their own
 	calls    map[uuid.UUID][]workers.Message
+	log      []call
 	inFlight int
 	maxIn    int
 	held     int
@@ -113,9 +166,26 @@ func (f *fakeSender) script(id uuid.UUID, s script) {
 	f.scripts[id] = s
 }
 
-func (f *fakeSender) Send(ctx context.Context, m *workers.Message) (workers.Result, error) {
+// setFallback scripts every delivery that has no script of its own.
+func (f *fakeSender) setFallback(s script) {
 	f.mu.Lock()
-	s := f.scripts[m.DeliveryID]
+	defer f.mu.Unlock()
+	f.fallback = s
+}
+
+func (f *fakeSender) Send(ctx context.Context, m *workers.Message) (res workers.Result, err error) {
+	start := time.Now()
+	defer func() {
+		end := time.Now()
+		f.mu.Lock()
+		f.log = append(f.log, call{id: m.DeliveryID, attempt: m.Attempt, start: start, end: end, err: err})
+		f.mu.Unlock()
+	}()
+	f.mu.Lock()
+	s, ok := f.scripts[m.DeliveryID]
+	if !ok {
+		s = f.fallback
+	}
 	f.calls[m.DeliveryID] = append(f.calls[m.DeliveryID], *m)
 	n := len(f.calls[m.DeliveryID])
 	f.inFlight++
@@ -145,10 +215,12 @@ func (f *fakeSender) Send(ctx context.Context, m *workers.Message) (workers.Resu
 		}
 	}
 	switch {
+	case s.config:
+		return workers.Result{}, workers.Misconfigured(errors.New("fake: credentials refused"))
 	case s.permanent != "":
 		return workers.Result{}, workers.Permanent(s.permanent, errors.New("fake: refused"))
 	case s.transient < 0 || n <= s.transient:
-		return workers.Result{}, workers.Transient(0, errors.New("fake: unavailable"))
+		return workers.Result{}, workers.Transient(s.retryAfter, errors.New("fake: unavailable"))
 	}
 	return workers.Result{ProviderMessageID: fmt.Sprintf("fake-%s-%d", m.DeliveryID, n)}, nil
 }
@@ -173,6 +245,27 @@ func (f *fakeSender) maxInFlight() int {
 	return f.maxIn
 }
 
+// busy returns how many calls are in flight.
+func (f *fakeSender) busy() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.inFlight
+}
+
+// callLog returns the calls that have returned, in the order they returned; with ids, only
+// the calls for those deliveries.
+func (f *fakeSender) callLog(ids ...uuid.UUID) []call {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []call
+	for _, c := range f.log {
+		if len(ids) == 0 || slices.Contains(ids, c.id) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // spyStore is the real store, with every claim answer kept for the test to look at.
 type spyStore struct {
 	workers.Store
@@ -188,6 +281,19 @@ func (s *spyStore) Claim(ctx context.Context, worker string, lease time.Duration
 	s.answers = append(s.answers, claims...)
 	s.mu.Unlock()
 	return claims, err
+}
+
+// claimed returns how many claims of id took it.
+func (s *spyStore) claimed(id uuid.UUID) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, c := range s.answers {
+		if c.ID == id && c.Status == workers.Claimed {
+			n++
+		}
+	}
+	return n
 }
 
 // answered reports whether some claim of id was answered with st.
@@ -240,7 +346,17 @@ func newEnv(t *testing.T) *env {
 // test did not stop it.
 func (e *env) start(t *testing.T, cfg consumer.Config) (stop func()) {
 	t.Helper()
-	cfg.Channel, cfg.Sender, cfg.Store, cfg.Log = ch, e.sender, e.store, testLogger()
+	_, stop = e.startConsumer(t, cfg)
+	return stop
+}
+
+// startConsumer is start, which also returns the consumer.
+func (e *env) startConsumer(t *testing.T, cfg consumer.Config) (c *consumer.Consumer, stop func()) {
+	t.Helper()
+	cfg.Channel, cfg.Sender, cfg.Store = ch, e.sender, e.store
+	if cfg.Log == nil {
+		cfg.Log = testLogger()
+	}
 	if cfg.WorkerID == "" {
 		cfg.WorkerID = "worker-1"
 	}
@@ -254,7 +370,7 @@ func (e *env) start(t *testing.T, cfg consumer.Config) (stop func()) {
 	var once sync.Once
 	stop = func() { once.Do(c.Stop) }
 	t.Cleanup(stop)
-	return stop
+	return c, stop
 }
 
 var content = delivery.Content{Subject: "Welcome", Text: "Hello there", HTML: "<p>Hello there</p>",
@@ -336,6 +452,73 @@ func (e *env) outcomes(t *testing.T, id uuid.UUID) []string {
 	}
 	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// attemptStarts returns when each attempt of delivery id started, in attempt order.
+func (e *env) attemptStarts(t *testing.T, id uuid.UUID) []time.Time {
+	t.Helper()
+	rows, err := e.pool.Query(ctxT(t), `SELECT started_at FROM workers.attempts WHERE delivery_id = $1
+		ORDER BY attempt`, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[time.Time])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// attemptCount returns how many attempts are recorded, for every delivery.
+func (e *env) attemptCount(t *testing.T) int {
+	t.Helper()
+	ctx, cancel := opCtx(t)
+	defer cancel()
+	var n int
+	if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM workers.attempts`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// waitSent waits until every one of ids is sent.
+func (e *env) waitSent(t *testing.T, ids []uuid.UUID) {
+	t.Helper()
+	waitFor(t, "every delivery to be sent", func() (bool, string) {
+		ctx, cancel := opCtx(t)
+		defer cancel()
+		var left int
+		err := e.pool.QueryRow(ctx, `SELECT count(*) FROM notifier.deliveries WHERE id = ANY($1) AND state <> 'sent'`,
+			ids).Scan(&left)
+		return err == nil && left == 0, fmt.Sprintf("%d not sent (err %v)", left, err)
+	})
+}
+
+// deadLetters reads every dead-letter event on the events stream, waiting a little for more.
+func (e *env) deadLetters(t *testing.T) []map[string]any {
+	t.Helper()
+	ctx, cancel := opCtx(t)
+	defer cancel()
+	oc, err := e.js.OrderedConsumer(ctx, events.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.Dead}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := oc.Fetch(100, jetstream.FetchMaxWait(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for msg := range batch.Messages() {
+		var ev map[string]any
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+			t.Fatalf("dead letter %q: %v", msg.Data(), err)
+		}
+		out = append(out, ev)
+	}
+	if err := batch.Error(); err != nil {
 		t.Fatal(err)
 	}
 	return out
@@ -466,11 +649,21 @@ func TestRetriesTransientFailure(t *testing.T) {
 	checkOutcomes(t, e, id, "1:retry", "2:sent")
 }
 
+// TestDeadAfterMaxAttempts: a provider that fails forever turns the delivery dead after exactly
+// the policy's attempts, with growing backoffs; the dead letter is announced once and logged,
+// and the delivery is not tried again.
 func TestDeadAfterMaxAttempts(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	policy := workers.Policy{MaxAttempts: 4, BaseBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}
-	e.start(t, consumer.Config{Policy: policy})
+	if err := events.Ensure(ctxT(t), e.js, 1); err != nil {
+		t.Fatal(err)
+	}
+	// No jitter: each backoff is the policy's lower bound, and each is longer than the one
+	// before by far more than the redelivery's noise.
+	policy := workers.Policy{MaxAttempts: 5, BaseBackoff: 400 * time.Millisecond, MaxBackoff: 4 * time.Second}
+	logs := &logBuffer{}
+	e.start(t, consumer.Config{Policy: policy, Jitter: func() float64 { return 0 }, BreakerFailures: 100,
+		Announcer: &wevents.Announcer{JS: e.js}, Log: logs.logger()})
 	id := e.insert(t)
 	e.sender.script(id, script{transient: -1})
 	e.publish(t, id, 0)
@@ -481,7 +674,334 @@ func TestDeadAfterMaxAttempts(t *testing.T) {
 	if r := e.row(t, id); r.Attempts != policy.MaxAttempts || r.Reason != "provider_unavailable" || r.Due != nil {
 		t.Errorf("row = %+v, want dead after %d attempts", r, policy.MaxAttempts)
 	}
-	checkOutcomes(t, e, id, "1:retry", "2:retry", "3:retry", "4:dead")
+	checkOutcomes(t, e, id, "1:retry", "2:retry", "3:retry", "4:retry", "5:dead")
+
+	starts := e.attemptStarts(t, id)
+	var prev time.Duration
+	for k := 1; k < len(starts); k++ {
+		gap, least := starts[k].Sub(starts[k-1]), policy.Backoff(k, 0, 0)
+		// The column keeps microseconds.
+		if gap < least-time.Microsecond {
+			t.Errorf("attempt %d came %v after attempt %d, want at least %v", k+1, gap, k, least)
+		}
+		if gap < prev {
+			t.Errorf("attempt %d came %v after attempt %d, sooner than the gap of %v before", k+1, gap, k, prev)
+		}
+		prev = gap
+	}
+
+	// A dead delivery's message is gone (waitAnswered): nothing can bring it back.
+	time.Sleep(500 * time.Millisecond)
+	checkCalls(t, e, id, policy.MaxAttempts)
+	dead := e.deadLetters(t)
+	if len(dead) != 1 {
+		t.Fatalf("%d dead letters, want 1: %v", len(dead), dead)
+	}
+	want := map[string]any{"delivery_id": id.String(), "channel": string(ch), "category": "welcome",
+		"reason": "provider_unavailable"}
+	for k, v := range want {
+		if dead[0][k] != v {
+			t.Errorf("dead letter %s = %v, want %v", k, dead[0][k], v)
+		}
+	}
+	if _, ok := dead[0]["address"]; ok {
+		t.Errorf("dead letter carries an address: %v", dead[0])
+	}
+	if got := logs.lines("level=WARN", `msg="dead letter"`, "delivery_id="+id.String(), "attempts=5",
+		"reason=provider_unavailable"); len(got) != 1 {
+		t.Errorf("dead letter logged %d times, want once: %q", len(got), got)
+	}
+}
+
+// TestRetryAfter: a provider's Retry-After outweighs a shorter backoff.
+func TestRetryAfter(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start(t, consumer.Config{}) // fastPolicy: backoffs of 20 ms at most
+	id := e.insert(t)
+	const retryAfter = 2 * time.Second // a 429 with Retry-After: 2
+	e.sender.script(id, script{transient: 1, retryAfter: retryAfter})
+	e.publish(t, id, 0)
+
+	e.waitState(t, id, delivery.Sent)
+	e.waitAnswered(t)
+	checkCalls(t, e, id, 2)
+	checkOutcomes(t, e, id, "1:retry", "2:sent")
+	calls := e.sender.callLog(id)
+	if len(calls) == 2 {
+		if gap := calls[1].start.Sub(calls[0].end); gap < retryAfter {
+			t.Errorf("retried %v after the 429, want at least %v", gap, retryAfter)
+		}
+	}
+	if starts := e.attemptStarts(t, id); len(starts) == 2 && starts[1].Sub(starts[0]) < retryAfter {
+		t.Errorf("attempt 2 started %v after attempt 1, want at least %v", starts[1].Sub(starts[0]), retryAfter)
+	}
+}
+
+// TestCircuitOpensOnTimeouts: a provider that stops answering opens the circuit after
+// BreakerFailures failed calls; while it is open, no attempt is spent; once it answers again
+// and the cooldown is over, one probe closes the circuit and every delivery is sent, each with
+// no more attempts counted than provider calls made.
+func TestCircuitOpensOnTimeouts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const failures, concurrency, sendTimeout, cooldown = 3, 2, 300 * time.Millisecond, 3 * time.Second
+	c, _ := e.startConsumer(t, consumer.Config{Concurrency: concurrency, SendTimeout: sendTimeout, Lease: 5 * time.Second,
+		BreakerFailures: failures, BreakerCooldown: cooldown,
+		Policy: workers.Policy{MaxAttempts: 10, BaseBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}})
+	e.sender.setFallback(script{release: make(chan struct{})}) // never released: every call times out
+	ids := make([]uuid.UUID, 6)
+	for i := range ids {
+		ids[i] = e.insert(t)
+		e.publish(t, ids[i], 0)
+	}
+
+	waitFor(t, "the circuit to open", func() (bool, string) {
+		s := c.CircuitState()
+		return s == "open", s
+	})
+	waitFor(t, "the calls in flight to end and be recorded", func() (bool, string) {
+		calls, rows := len(e.sender.callLog()), e.attemptCount(t)
+		return e.sender.busy() == 0 && rows == calls, fmt.Sprintf("%d calls, %d attempts recorded", calls, rows)
+	})
+	// The circuit opened when the failures-th call ended, or later; no probe can start before
+	// the cooldown has passed since.
+	var ends []time.Time
+	for _, cl := range e.sender.callLog() {
+		ends = append(ends, cl.end)
+	}
+	slices.SortFunc(ends, time.Time.Compare)
+	if len(ends) < failures {
+		t.Fatalf("the circuit opened after %d calls, want %d failures", len(ends), failures)
+	}
+	noProbeBefore := ends[failures-1].Add(cooldown)
+
+	before := e.attemptCount(t)
+	time.Sleep(time.Second)
+	after := e.attemptCount(t)
+	if time.Now().Before(noProbeBefore) { // else a slow machine left no window to look at
+		if after != before {
+			t.Errorf("%d attempts recorded while the circuit was open", after-before)
+		}
+		if s := c.CircuitState(); s != "open" {
+			t.Errorf("circuit %s during its cooldown", s)
+		}
+	}
+
+	e.sender.setFallback(script{}) // the provider answers again
+	e.waitSent(t, ids)
+	e.waitAnswered(t)
+	if s := c.CircuitState(); s != "closed" {
+		t.Errorf("circuit %s after the deliveries went, want closed", s)
+	}
+	var early, firstOK int
+	for i, cl := range e.sender.callLog() {
+		if cl.start.Before(noProbeBefore) {
+			early++
+		}
+		if cl.err == nil && firstOK == 0 {
+			firstOK = i + 1
+			if cl.start.Before(noProbeBefore) {
+				t.Errorf("first call to succeed started %v before the cooldown could be over",
+					noProbeBefore.Sub(cl.start))
+			}
+		}
+	}
+	if early > failures+concurrency-1 {
+		t.Errorf("%d calls before the cooldown, want at most %d (the failures and the calls in flight)",
+			early, failures+concurrency-1)
+	}
+	for _, id := range ids {
+		calls := e.sender.sent(id)
+		checkCalls(t, e, id, len(calls)) // attempts numbered 1, 2, ...: none was spent without a call
+		if r := e.row(t, id); r.Attempts != len(calls) {
+			t.Errorf("delivery %s: %d attempts counted for %d calls", id, r.Attempts, len(calls))
+		}
+	}
+}
+
+// holdingGate holds the first batch that holds delivery id until it is told to let go, past
+// the consumer's own deadline for the check; it lets everything else through at once.
+type holdingGate struct {
+	id    uuid.UUID
+	held  chan struct{} // closed when the batch is held
+	letGo chan struct{}
+	once  sync.Once
+}
+
+var _ workers.Gate = (*holdingGate)(nil)
+
+func (g *holdingGate) Check(_ context.Context, msgs []*workers.Message) (map[uuid.UUID]string, error) {
+	if !slices.ContainsFunc(msgs, func(m *workers.Message) bool { return m.DeliveryID == g.id }) {
+		return nil, nil
+	}
+	hold := false
+	g.once.Do(func() { hold = true })
+	if hold {
+		close(g.held)
+		<-g.letGo
+	}
+	return nil, nil
+}
+
+// TestOpenCircuitGivesBackClaimed: a delivery claimed before the circuit opened, and about to
+// be sent when it did, goes back unsent and unrecorded, its attempt not counted, and its message
+// stays with JetStream. (The other tests see deliveries sent after the cooldown; this one's
+// cooldown and send timeout outlast it, so that nothing here depends on timing.)
+func TestOpenCircuitGivesBackClaimed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	first, second := e.insert(t), e.insert(t)
+	gate := &holdingGate{id: second, held: make(chan struct{}), letGo: make(chan struct{})}
+	var letGoOnce sync.Once
+	letGo := func() { letGoOnce.Do(func() { close(gate.letGo) }) }
+	t.Cleanup(letGo) // before the consumer's stop, should the test end early
+	logs := &logBuffer{}
+	c, _ := e.startConsumer(t, consumer.Config{Concurrency: 2, BreakerFailures: 1, BreakerCooldown: 10 * time.Minute,
+		SendTimeout: 10 * time.Minute, Lease: 20 * time.Minute, Gate: gate, Log: logs.logger()})
+	failing := make(chan struct{})
+	e.sender.script(first, script{transient: 1, release: failing})
+
+	e.publish(t, first, 0)
+	waitFor(t, "the first send", func() (bool, string) {
+		n := e.sender.holding()
+		return n == 1, fmt.Sprintf("%d sends held", n)
+	})
+	e.publish(t, second, 0)
+	select {
+	case <-gate.held: // second is claimed, on its way to a sender
+	case <-time.After(waitLimit):
+		t.Fatal("the second delivery never reached the gate")
+	}
+	close(failing) // the first call fails, which opens the circuit before the failure is recorded
+	waitFor(t, "the first failure to be recorded", func() (bool, string) {
+		got := e.outcomes(t, first)
+		return slices.Equal(got, []string{"1:retry"}), fmt.Sprint(got)
+	})
+	if s := c.CircuitState(); s != "open" {
+		t.Fatalf("circuit %s after the failure, want open", s)
+	}
+	letGo()
+	waitFor(t, "the second delivery to be given back", func() (bool, string) {
+		lines := logs.lines(`msg="circuit open; giving the delivery back"`, "delivery_id="+second.String())
+		r := e.row(t, second)
+		return len(lines) == 1 && r.State == "queued" && r.LeaseOwner == nil, fmt.Sprintf("%+v, %q", r, lines)
+	})
+	if r := e.row(t, second); r.Attempts != 0 {
+		t.Errorf("row = %+v, want no attempt counted", r)
+	}
+	checkCalls(t, e, second, 0)
+	checkOutcomes(t, e, second)
+	// Neither message was acked or terminated: both wait in the work queue for the circuit.
+	ctx, cancel := opCtx(t)
+	defer cancel()
+	stream, err := e.js.Stream(ctx, queue.Stream(ch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	si, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if si.State.Msgs != 2 {
+		t.Errorf("work queue holds %d messages, want 2", si.State.Msgs)
+	}
+}
+
+// TestConfigErrorPausesChannel: a configuration error opens the circuit at once, gives the
+// delivery back without counting the attempt, and says so in the log; once the credentials work
+// again, the delivery goes, and so do the ones that came meanwhile.
+func TestConfigErrorPausesChannel(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const cooldown = time.Second
+	logs := &logBuffer{}
+	c, _ := e.startConsumer(t, consumer.Config{BreakerCooldown: cooldown, Log: logs.logger()})
+	e.sender.setFallback(script{config: true})
+	id := e.insert(t)
+	e.publish(t, id, 0)
+
+	waitFor(t, "the circuit to open", func() (bool, string) {
+		s := c.CircuitState()
+		return s == "open", s
+	})
+	waitFor(t, "the delivery to be given back", func() (bool, string) {
+		r := e.row(t, id)
+		return r.State == "queued" && r.LeaseOwner == nil, fmt.Sprintf("%+v", r)
+	})
+	if r := e.row(t, id); r.Attempts != 0 {
+		t.Errorf("row = %+v, want no attempt counted", r)
+	}
+	checkOutcomes(t, e, id)
+	if got := logs.lines("level=ERROR", `msg="provider configuration error; channel paused"`, "provider=fake",
+		"fake: credentials refused"); len(got) == 0 {
+		t.Error("the configuration error was not logged")
+	}
+	later := e.insert(t)
+	e.publish(t, later, 0)
+
+	e.sender.setFallback(script{})
+	e.waitSent(t, []uuid.UUID{id, later})
+	e.waitAnswered(t)
+	if s := c.CircuitState(); s != "closed" {
+		t.Errorf("circuit %s, want closed", s)
+	}
+	for _, m := range e.sender.sent(id) {
+		if m.Attempt != 1 {
+			t.Errorf("a call for %s had attempt %d: a configuration error was counted", id, m.Attempt)
+		}
+	}
+	if r := e.row(t, id); r.Attempts != 1 {
+		t.Errorf("row = %+v, want sent on attempt 1", r)
+	}
+	checkOutcomes(t, e, id, "1:sent")
+	checkCalls(t, e, later, 1)
+	checkOutcomes(t, e, later, "1:sent")
+	calls := e.sender.callLog()
+	for _, cl := range calls[1:] {
+		// The circuit opened when the first call ended, or later.
+		if cl.start.Before(calls[0].end.Add(cooldown)) {
+			t.Errorf("a call started %v after the configuration error, before the cooldown of %v",
+				cl.start.Sub(calls[0].end), cooldown)
+		}
+	}
+}
+
+// TestRateLimit: provider calls keep to the channel's rate.
+func TestRateLimit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const n, burst, perSecond = 8, 2, 5.0
+	e.start(t, consumer.Config{Concurrency: 4, RatePerSecond: perSecond, Burst: burst})
+	ids := make([]uuid.UUID, n)
+	for i := range ids {
+		ids[i] = e.insert(t)
+	}
+	published := time.Now()
+	for _, id := range ids {
+		e.publish(t, id, 0)
+	}
+	e.waitSent(t, ids)
+	e.waitAnswered(t)
+	for _, id := range ids {
+		checkCalls(t, e, id, 1)
+	}
+
+	var starts []time.Time
+	for _, cl := range e.sender.callLog() {
+		starts = append(starts, cl.start)
+	}
+	slices.SortFunc(starts, time.Time.Compare)
+	tokens := func(k int) time.Duration { return time.Duration(float64(k) / perSecond * float64(time.Second)) }
+	// The bucket held burst tokens when the first call took one, after the publish; every call
+	// beyond them waited for a new token.
+	if got, least := starts[n-1].Sub(published), tokens(n-burst); got < least {
+		t.Errorf("%d calls within %v of the publish, want at least %v", n, got, least)
+	}
+	// The first call may be recorded a little after it took its token: allow it one.
+	if got, least := starts[n-1].Sub(starts[0]), tokens(n-burst-1); got < least {
+		t.Errorf("%d calls within %v, want at least %v", n, got, least)
+	}
 }
 
 func TestPermanentFailure(t *testing.T) {

@@ -78,6 +78,13 @@ type Config struct {
 	UnsubscribeURL    string
 	UnsubscribeMailto string
 
+	// BreakerFailures consecutive provider failures open a channel's circuit for
+	// BreakerCooldown; RatePerSecond and Burst cap its sends (0: no cap).
+	BreakerFailures int
+	BreakerCooldown time.Duration
+	RatePerSecond   float64
+	Burst           int
+
 	Concurrency    int
 	BatchSize      int
 	Lease          time.Duration
@@ -140,6 +147,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LinkKeys, "link-keys", "", "keys that sign unsubscribe links: id:base64secret,... (as the contacts service's)")
 	fs.StringVar(&c.UnsubscribeURL, "unsubscribe-url", "", "public URL of the contacts service, for List-Unsubscribe links")
 	fs.StringVar(&c.UnsubscribeMailto, "unsubscribe-mailto", "", "address offered as a mailto List-Unsubscribe")
+	fs.IntVar(&c.BreakerFailures, "breaker-failures", 5, "consecutive provider failures that pause a channel")
+	fs.DurationVar(&c.BreakerCooldown, "breaker-cooldown", 30*time.Second, "how long a paused channel waits before a probe")
+	fs.Float64Var(&c.RatePerSecond, "rate", 0, "sends per second per channel (0: no limit), e.g. a Twilio sender's rate")
+	fs.IntVar(&c.Burst, "burst", 1, "sends allowed at once above --rate")
 	fs.IntVar(&c.Concurrency, "concurrency", 32, "provider calls in flight per channel")
 	fs.IntVar(&c.BatchSize, "batch-size", 256, "deliveries per claim or record statement")
 	fs.DurationVar(&c.Lease, "lease", time.Minute, "how long a claim lasts before another worker may take the delivery")
@@ -246,6 +257,8 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 			Concurrency: cfg.Concurrency, BatchSize: cfg.BatchSize, Lease: cfg.Lease,
 			SendTimeout: cfg.SendTimeout, AckWait: cfg.AckWait, Gate: gate,
 			Announcer: &wevents.Announcer{JS: js}, Unsubscribe: links, Log: log,
+			BreakerFailures: cfg.BreakerFailures, BreakerCooldown: cfg.BreakerCooldown,
+			RatePerSecond: cfg.RatePerSecond, Burst: cfg.Burst,
 		})
 		if err != nil {
 			return nil, err
