@@ -59,9 +59,10 @@ func httpClient(tlsConf *tls.Config, dial dialFunc, timeout time.Duration) *http
 // answer afterwards would need the unexported error matched by its text and the failed request
 // tied back to its connection.
 //
-// An HTTP/2 server's first frame is its SETTINGS, which servers (APNs, Go's, nghttp2's) send as
-// soon as the handshake is done, without waiting for the client's preface; the wait costs one
-// round trip per connection, and connections to APNs are long-lived. A server that did not
+// An HTTP/2 server's first frame is its SETTINGS, which servers send as soon as the handshake is
+// done rather than after the client's preface (Go's, nginx's and nghttp2's do); one that waited
+// would have every send time out here. The wait costs one round trip per connection, and
+// connections to APNs are long-lived. A server that did not
 // negotiate h2 owes no such frame, so it is refused before the wait, as x/net's own dialer
 // does. The bytes read are replayed to the transport by primedConn.
 func dialTLS(dial dialFunc) func(context.Context, string, string, *tls.Config) (net.Conn, error) {

@@ -143,8 +143,8 @@ func New(cfg Config) (*Sender, error) {
 func (s *Sender) Provider() string { return "sendgrid" }
 
 // Send sends m as one email. It returns the X-Message-Id SendGrid answered, or a
-// *workers.PermanentError (reason "rejected" for a message SendGrid refuses, "provider_auth"
-// for a key it refuses) or a *workers.TransientError (rate limits, 5xx, network failures,
+// *workers.PermanentError (reason "rejected" for a message SendGrid refuses), a
+// *workers.ConfigError (a key it refuses) or a *workers.TransientError (rate limits, 5xx, network failures,
 // timeouts). Errors carry the status and SendGrid's messages, never the address, the content
 // or the key.
 func (s *Sender) Send(ctx context.Context, m *workers.Message) (workers.Result, error) {
@@ -247,9 +247,8 @@ func classify(res *rest.Response, m *workers.Message) (workers.Result, error) {
 	err := fmt.Errorf("sendgrid: send delivery %s: %w", m.DeliveryID, apiErr)
 	switch {
 	case code == http.StatusUnauthorized, code == http.StatusForbidden:
-		// TODO(issue 5): a refused key fails every delivery alike; pause the channel instead of
-		// failing deliveries one by one.
-		return workers.Result{}, workers.Permanent("provider_auth", err)
+		// A refused key fails every delivery alike: the channel pauses, no attempt is spent.
+		return workers.Result{}, workers.Misconfigured(err)
 	case code == http.StatusTooManyRequests:
 		return workers.Result{}, workers.Transient(retryAfter(http.Header(res.Headers), time.Now()), err)
 	case code == http.StatusRequestTimeout:

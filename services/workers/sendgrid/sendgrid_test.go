@@ -172,12 +172,12 @@ func TestAnswerMapping(t *testing.T) {
 		{
 			name:    "401 wrong key",
 			cfg:     sendgrid.Config{APIKey: "SG.wrong-key"},
-			outcome: workers.OutcomeFailed, reason: "provider_auth", status: 401,
+			outcome: workers.OutcomeRetry, reason: "provider_config", status: 401,
 		},
 		{
 			name:    "403",
 			prepare: func(f *sendgridfake.Fake, _ *workers.Message) { f.Fail(403, 1) },
-			outcome: workers.OutcomeFailed, reason: "provider_auth", status: 403,
+			outcome: workers.OutcomeRetry, reason: "provider_config", status: 403,
 		},
 		{
 			name: "429 with Retry-After",
