@@ -29,8 +29,16 @@ type App struct {
 	// Lower case letters, digits and '-'; at most 64 characters; unique.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Admin apps may call AdminService.
-	Admin         bool                   `protobuf:"varint,3,opt,name=admin,proto3" json:"admin,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	Admin      bool                   `protobuf:"varint,3,opt,name=admin,proto3" json:"admin,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Categories the app may send; empty means all.
+	AllowedCategories []string `protobuf:"bytes,5,rep,name=allowed_categories,json=allowedCategories,proto3" json:"allowed_categories,omitempty"`
+	// Channels the app may send on; empty means all.
+	AllowedChannels []Channel `protobuf:"varint,6,rep,packed,name=allowed_channels,json=allowedChannels,proto3,enum=herald.v1.Channel" json:"allowed_channels,omitempty"`
+	// Sustained Send calls per second across every notifier; 0 means the server's default.
+	RequestsPerSecond float64 `protobuf:"fixed64,7,opt,name=requests_per_second,json=requestsPerSecond,proto3" json:"requests_per_second,omitempty"`
+	// Calls allowed at once above the sustained rate; 0 means the server's default.
+	Burst         int32 `protobuf:"varint,8,opt,name=burst,proto3" json:"burst,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -93,18 +101,120 @@ func (x *App) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
-// CreateAppRequest describes the new app.
-type CreateAppRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Admin         bool                   `protobuf:"varint,2,opt,name=admin,proto3" json:"admin,omitempty"`
+func (x *App) GetAllowedCategories() []string {
+	if x != nil {
+		return x.AllowedCategories
+	}
+	return nil
+}
+
+func (x *App) GetAllowedChannels() []Channel {
+	if x != nil {
+		return x.AllowedChannels
+	}
+	return nil
+}
+
+func (x *App) GetRequestsPerSecond() float64 {
+	if x != nil {
+		return x.RequestsPerSecond
+	}
+	return 0
+}
+
+func (x *App) GetBurst() int32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
+// KeyInfo describes a key without its secret.
+type KeyInfo struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	KeyId      string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	AppId      string                 `protobuf:"bytes,2,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Set once revoked.
+	RevokeTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
+func (x *KeyInfo) Reset() {
+	*x = KeyInfo{}
+	mi := &file_herald_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyInfo) ProtoMessage() {}
+
+func (x *KeyInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyInfo.ProtoReflect.Descriptor instead.
+func (*KeyInfo) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *KeyInfo) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *KeyInfo) GetAppId() string {
+	if x != nil {
+		return x.AppId
+	}
+	return ""
+}
+
+func (x *KeyInfo) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *KeyInfo) GetRevokeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokeTime
+	}
+	return nil
+}
+
+// CreateAppRequest describes the new app.
+type CreateAppRequest struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Name              string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Admin             bool                   `protobuf:"varint,2,opt,name=admin,proto3" json:"admin,omitempty"`
+	AllowedCategories []string               `protobuf:"bytes,3,rep,name=allowed_categories,json=allowedCategories,proto3" json:"allowed_categories,omitempty"`
+	AllowedChannels   []Channel              `protobuf:"varint,4,rep,packed,name=allowed_channels,json=allowedChannels,proto3,enum=herald.v1.Channel" json:"allowed_channels,omitempty"`
+	RequestsPerSecond float64                `protobuf:"fixed64,5,opt,name=requests_per_second,json=requestsPerSecond,proto3" json:"requests_per_second,omitempty"`
+	Burst             int32                  `protobuf:"varint,6,opt,name=burst,proto3" json:"burst,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
 func (x *CreateAppRequest) Reset() {
 	*x = CreateAppRequest{}
-	mi := &file_herald_v1_admin_proto_msgTypes[1]
+	mi := &file_herald_v1_admin_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -116,7 +226,7 @@ func (x *CreateAppRequest) String() string {
 func (*CreateAppRequest) ProtoMessage() {}
 
 func (x *CreateAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_admin_proto_msgTypes[1]
+	mi := &file_herald_v1_admin_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -129,7 +239,7 @@ func (x *CreateAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAppRequest.ProtoReflect.Descriptor instead.
 func (*CreateAppRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CreateAppRequest) GetName() string {
@@ -146,6 +256,34 @@ func (x *CreateAppRequest) GetAdmin() bool {
 	return false
 }
 
+func (x *CreateAppRequest) GetAllowedCategories() []string {
+	if x != nil {
+		return x.AllowedCategories
+	}
+	return nil
+}
+
+func (x *CreateAppRequest) GetAllowedChannels() []Channel {
+	if x != nil {
+		return x.AllowedChannels
+	}
+	return nil
+}
+
+func (x *CreateAppRequest) GetRequestsPerSecond() float64 {
+	if x != nil {
+		return x.RequestsPerSecond
+	}
+	return 0
+}
+
+func (x *CreateAppRequest) GetBurst() int32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
 // CreateAppResponse holds the app and its first key.
 type CreateAppResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -159,7 +297,7 @@ type CreateAppResponse struct {
 
 func (x *CreateAppResponse) Reset() {
 	*x = CreateAppResponse{}
-	mi := &file_herald_v1_admin_proto_msgTypes[2]
+	mi := &file_herald_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -171,7 +309,7 @@ func (x *CreateAppResponse) String() string {
 func (*CreateAppResponse) ProtoMessage() {}
 
 func (x *CreateAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_admin_proto_msgTypes[2]
+	mi := &file_herald_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -184,7 +322,7 @@ func (x *CreateAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAppResponse.ProtoReflect.Descriptor instead.
 func (*CreateAppResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateAppResponse) GetApp() *App {
@@ -218,7 +356,7 @@ type IssueKeyRequest struct {
 
 func (x *IssueKeyRequest) Reset() {
 	*x = IssueKeyRequest{}
-	mi := &file_herald_v1_admin_proto_msgTypes[3]
+	mi := &file_herald_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -230,7 +368,7 @@ func (x *IssueKeyRequest) String() string {
 func (*IssueKeyRequest) ProtoMessage() {}
 
 func (x *IssueKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_admin_proto_msgTypes[3]
+	mi := &file_herald_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -243,7 +381,7 @@ func (x *IssueKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueKeyRequest.ProtoReflect.Descriptor instead.
 func (*IssueKeyRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *IssueKeyRequest) GetAppId() string {
@@ -265,7 +403,7 @@ type IssueKeyResponse struct {
 
 func (x *IssueKeyResponse) Reset() {
 	*x = IssueKeyResponse{}
-	mi := &file_herald_v1_admin_proto_msgTypes[4]
+	mi := &file_herald_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -277,7 +415,7 @@ func (x *IssueKeyResponse) String() string {
 func (*IssueKeyResponse) ProtoMessage() {}
 
 func (x *IssueKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_admin_proto_msgTypes[4]
+	mi := &file_herald_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -290,7 +428,7 @@ func (x *IssueKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueKeyResponse.ProtoReflect.Descriptor instead.
 func (*IssueKeyResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *IssueKeyResponse) GetKey() string {
@@ -317,7 +455,7 @@ type PutCategoryRequest struct {
 
 func (x *PutCategoryRequest) Reset() {
 	*x = PutCategoryRequest{}
-	mi := &file_herald_v1_admin_proto_msgTypes[5]
+	mi := &file_herald_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -329,7 +467,7 @@ func (x *PutCategoryRequest) String() string {
 func (*PutCategoryRequest) ProtoMessage() {}
 
 func (x *PutCategoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_admin_proto_msgTypes[5]
+	mi := &file_herald_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -342,7 +480,7 @@ func (x *PutCategoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutCategoryRequest.ProtoReflect.Descriptor instead.
 func (*PutCategoryRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PutCategoryRequest) GetCategory() *Category {
@@ -362,7 +500,7 @@ type PutCategoryResponse struct {
 
 func (x *PutCategoryResponse) Reset() {
 	*x = PutCategoryResponse{}
-	mi := &file_herald_v1_admin_proto_msgTypes[6]
+	mi := &file_herald_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -374,7 +512,7 @@ func (x *PutCategoryResponse) String() string {
 func (*PutCategoryResponse) ProtoMessage() {}
 
 func (x *PutCategoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_admin_proto_msgTypes[6]
+	mi := &file_herald_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -387,7 +525,7 @@ func (x *PutCategoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutCategoryResponse.ProtoReflect.Descriptor instead.
 func (*PutCategoryResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PutCategoryResponse) GetCategory() *Category {
@@ -406,7 +544,7 @@ type ListCategoriesRequest struct {
 
 func (x *ListCategoriesRequest) Reset() {
 	*x = ListCategoriesRequest{}
-	mi := &file_herald_v1_admin_proto_msgTypes[7]
+	mi := &file_herald_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -418,7 +556,7 @@ func (x *ListCategoriesRequest) String() string {
 func (*ListCategoriesRequest) ProtoMessage() {}
 
 func (x *ListCategoriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_admin_proto_msgTypes[7]
+	mi := &file_herald_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -431,7 +569,7 @@ func (x *ListCategoriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCategoriesRequest.ProtoReflect.Descriptor instead.
 func (*ListCategoriesRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 // ListCategoriesResponse holds every category, by name.
@@ -444,7 +582,7 @@ type ListCategoriesResponse struct {
 
 func (x *ListCategoriesResponse) Reset() {
 	*x = ListCategoriesResponse{}
-	mi := &file_herald_v1_admin_proto_msgTypes[8]
+	mi := &file_herald_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -456,7 +594,7 @@ func (x *ListCategoriesResponse) String() string {
 func (*ListCategoriesResponse) ProtoMessage() {}
 
 func (x *ListCategoriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_admin_proto_msgTypes[8]
+	mi := &file_herald_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -469,7 +607,7 @@ func (x *ListCategoriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCategoriesResponse.ProtoReflect.Descriptor instead.
 func (*ListCategoriesResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListCategoriesResponse) GetCategories() []*Category {
@@ -496,7 +634,7 @@ type ListDeadLettersRequest struct {
 
 func (x *ListDeadLettersRequest) Reset() {
 	*x = ListDeadLettersRequest{}
-	mi := &file_herald_v1_admin_proto_msgTypes[9]
+	mi := &file_herald_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -508,7 +646,7 @@ func (x *ListDeadLettersRequest) String() string {
 func (*ListDeadLettersRequest) ProtoMessage() {}
 
 func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_admin_proto_msgTypes[9]
+	mi := &file_herald_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -521,7 +659,7 @@ func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListDeadLettersRequest) GetChannel() Channel {
@@ -564,7 +702,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_herald_v1_admin_proto_msgTypes[10]
+	mi := &file_herald_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +714,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_admin_proto_msgTypes[10]
+	mi := &file_herald_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +727,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_herald_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeadLetter) GetDelivery() *Delivery {
@@ -625,7 +763,7 @@ type ListDeadLettersResponse struct {
 
 func (x *ListDeadLettersResponse) Reset() {
 	*x = ListDeadLettersResponse{}
-	mi := &file_herald_v1_admin_proto_msgTypes[11]
+	mi := &file_herald_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +775,7 @@ func (x *ListDeadLettersResponse) String() string {
 func (*ListDeadLettersResponse) ProtoMessage() {}
 
 func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_admin_proto_msgTypes[11]
+	mi := &file_herald_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +788,7 @@ func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
@@ -681,7 +819,7 @@ type RedriveDeadLettersRequest struct {
 
 func (x *RedriveDeadLettersRequest) Reset() {
 	*x = RedriveDeadLettersRequest{}
-	mi := &file_herald_v1_admin_proto_msgTypes[12]
+	mi := &file_herald_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -693,7 +831,7 @@ func (x *RedriveDeadLettersRequest) String() string {
 func (*RedriveDeadLettersRequest) ProtoMessage() {}
 
 func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_admin_proto_msgTypes[12]
+	mi := &file_herald_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -706,7 +844,7 @@ func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RedriveDeadLettersRequest) GetDeliveryIds() []string {
@@ -747,7 +885,7 @@ type RedriveDeadLettersResponse struct {
 
 func (x *RedriveDeadLettersResponse) Reset() {
 	*x = RedriveDeadLettersResponse{}
-	mi := &file_herald_v1_admin_proto_msgTypes[13]
+	mi := &file_herald_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +897,7 @@ func (x *RedriveDeadLettersResponse) String() string {
 func (*RedriveDeadLettersResponse) ProtoMessage() {}
 
 func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_admin_proto_msgTypes[13]
+	mi := &file_herald_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +910,7 @@ func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedriveDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*RedriveDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RedriveDeadLettersResponse) GetRedriven() int32 {
@@ -782,20 +920,387 @@ func (x *RedriveDeadLettersResponse) GetRedriven() int32 {
 	return 0
 }
 
+// UpdateAppRequest carries the app's new scopes and rates, by app_id.
+type UpdateAppRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           *App                   `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateAppRequest) Reset() {
+	*x = UpdateAppRequest{}
+	mi := &file_herald_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAppRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAppRequest) ProtoMessage() {}
+
+func (x *UpdateAppRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAppRequest.ProtoReflect.Descriptor instead.
+func (*UpdateAppRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *UpdateAppRequest) GetApp() *App {
+	if x != nil {
+		return x.App
+	}
+	return nil
+}
+
+// UpdateAppResponse holds the stored app.
+type UpdateAppResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           *App                   `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateAppResponse) Reset() {
+	*x = UpdateAppResponse{}
+	mi := &file_herald_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAppResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAppResponse) ProtoMessage() {}
+
+func (x *UpdateAppResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAppResponse.ProtoReflect.Descriptor instead.
+func (*UpdateAppResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *UpdateAppResponse) GetApp() *App {
+	if x != nil {
+		return x.App
+	}
+	return nil
+}
+
+// ListAppsRequest is empty.
+type ListAppsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAppsRequest) Reset() {
+	*x = ListAppsRequest{}
+	mi := &file_herald_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAppsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAppsRequest) ProtoMessage() {}
+
+func (x *ListAppsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAppsRequest.ProtoReflect.Descriptor instead.
+func (*ListAppsRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+// ListAppsResponse holds every app, by name.
+type ListAppsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Apps          []*App                 `protobuf:"bytes,1,rep,name=apps,proto3" json:"apps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAppsResponse) Reset() {
+	*x = ListAppsResponse{}
+	mi := &file_herald_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAppsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAppsResponse) ProtoMessage() {}
+
+func (x *ListAppsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAppsResponse.ProtoReflect.Descriptor instead.
+func (*ListAppsResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListAppsResponse) GetApps() []*App {
+	if x != nil {
+		return x.Apps
+	}
+	return nil
+}
+
+// RevokeKeyRequest names a key.
+type RevokeKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeKeyRequest) Reset() {
+	*x = RevokeKeyRequest{}
+	mi := &file_herald_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeKeyRequest) ProtoMessage() {}
+
+func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeKeyRequest.ProtoReflect.Descriptor instead.
+func (*RevokeKeyRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RevokeKeyRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+// RevokeKeyResponse holds the revoked key.
+type RevokeKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           *KeyInfo               `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeKeyResponse) Reset() {
+	*x = RevokeKeyResponse{}
+	mi := &file_herald_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeKeyResponse) ProtoMessage() {}
+
+func (x *RevokeKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeKeyResponse.ProtoReflect.Descriptor instead.
+func (*RevokeKeyResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RevokeKeyResponse) GetKey() *KeyInfo {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+// ListKeysRequest names an app.
+type ListKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AppId         string                 `protobuf:"bytes,1,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeysRequest) Reset() {
+	*x = ListKeysRequest{}
+	mi := &file_herald_v1_admin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeysRequest) ProtoMessage() {}
+
+func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListKeysRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListKeysRequest) GetAppId() string {
+	if x != nil {
+		return x.AppId
+	}
+	return ""
+}
+
+// ListKeysResponse holds the app's keys, newest first.
+type ListKeysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []*KeyInfo             `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeysResponse) Reset() {
+	*x = ListKeysResponse{}
+	mi := &file_herald_v1_admin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeysResponse) ProtoMessage() {}
+
+func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListKeysResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListKeysResponse) GetKeys() []*KeyInfo {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
 var File_herald_v1_admin_proto protoreflect.FileDescriptor
 
 const file_herald_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x15herald/v1/admin.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cherald/v1/notification.proto\x1a\x16herald/v1/common.proto\"\x83\x01\n" +
+	"\x15herald/v1/admin.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cherald/v1/notification.proto\x1a\x16herald/v1/common.proto\"\xb7\x02\n" +
 	"\x03App\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
 	"\x05admin\x18\x03 \x01(\bR\x05admin\x12;\n" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"<\n" +
+	"createTime\x12-\n" +
+	"\x12allowed_categories\x18\x05 \x03(\tR\x11allowedCategories\x12=\n" +
+	"\x10allowed_channels\x18\x06 \x03(\x0e2\x12.herald.v1.ChannelR\x0fallowedChannels\x12.\n" +
+	"\x13requests_per_second\x18\a \x01(\x01R\x11requestsPerSecond\x12\x14\n" +
+	"\x05burst\x18\b \x01(\x05R\x05burst\"\xb1\x01\n" +
+	"\aKeyInfo\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x15\n" +
+	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12;\n" +
+	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vrevoke_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"revokeTime\"\xf0\x01\n" +
 	"\x10CreateAppRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05admin\x18\x02 \x01(\bR\x05admin\"^\n" +
+	"\x05admin\x18\x02 \x01(\bR\x05admin\x12-\n" +
+	"\x12allowed_categories\x18\x03 \x03(\tR\x11allowedCategories\x12=\n" +
+	"\x10allowed_channels\x18\x04 \x03(\x0e2\x12.herald.v1.ChannelR\x0fallowedChannels\x12.\n" +
+	"\x13requests_per_second\x18\x05 \x01(\x01R\x11requestsPerSecond\x12\x14\n" +
+	"\x05burst\x18\x06 \x01(\x05R\x05burst\"^\n" +
 	"\x11CreateAppResponse\x12 \n" +
 	"\x03app\x18\x01 \x01(\v2\x0e.herald.v1.AppR\x03app\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x15\n" +
@@ -834,10 +1339,29 @@ const file_herald_v1_admin_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x10\n" +
 	"\x03all\x18\x04 \x01(\bR\x03all\"8\n" +
 	"\x1aRedriveDeadLettersResponse\x12\x1a\n" +
-	"\bredriven\x18\x01 \x01(\x05R\bredriven2\xfd\x03\n" +
+	"\bredriven\x18\x01 \x01(\x05R\bredriven\"4\n" +
+	"\x10UpdateAppRequest\x12 \n" +
+	"\x03app\x18\x01 \x01(\v2\x0e.herald.v1.AppR\x03app\"5\n" +
+	"\x11UpdateAppResponse\x12 \n" +
+	"\x03app\x18\x01 \x01(\v2\x0e.herald.v1.AppR\x03app\"\x11\n" +
+	"\x0fListAppsRequest\"6\n" +
+	"\x10ListAppsResponse\x12\"\n" +
+	"\x04apps\x18\x01 \x03(\v2\x0e.herald.v1.AppR\x04apps\")\n" +
+	"\x10RevokeKeyRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"9\n" +
+	"\x11RevokeKeyResponse\x12$\n" +
+	"\x03key\x18\x01 \x01(\v2\x12.herald.v1.KeyInfoR\x03key\"(\n" +
+	"\x0fListKeysRequest\x12\x15\n" +
+	"\x06app_id\x18\x01 \x01(\tR\x05appId\":\n" +
+	"\x10ListKeysResponse\x12&\n" +
+	"\x04keys\x18\x01 \x03(\v2\x12.herald.v1.KeyInfoR\x04keys2\x97\x06\n" +
 	"\fAdminService\x12F\n" +
-	"\tCreateApp\x12\x1b.herald.v1.CreateAppRequest\x1a\x1c.herald.v1.CreateAppResponse\x12C\n" +
-	"\bIssueKey\x12\x1a.herald.v1.IssueKeyRequest\x1a\x1b.herald.v1.IssueKeyResponse\x12L\n" +
+	"\tCreateApp\x12\x1b.herald.v1.CreateAppRequest\x1a\x1c.herald.v1.CreateAppResponse\x12F\n" +
+	"\tUpdateApp\x12\x1b.herald.v1.UpdateAppRequest\x1a\x1c.herald.v1.UpdateAppResponse\x12C\n" +
+	"\bListApps\x12\x1a.herald.v1.ListAppsRequest\x1a\x1b.herald.v1.ListAppsResponse\x12C\n" +
+	"\bIssueKey\x12\x1a.herald.v1.IssueKeyRequest\x1a\x1b.herald.v1.IssueKeyResponse\x12F\n" +
+	"\tRevokeKey\x12\x1b.herald.v1.RevokeKeyRequest\x1a\x1c.herald.v1.RevokeKeyResponse\x12C\n" +
+	"\bListKeys\x12\x1a.herald.v1.ListKeysRequest\x1a\x1b.herald.v1.ListKeysResponse\x12L\n" +
 	"\vPutCategory\x12\x1d.herald.v1.PutCategoryRequest\x1a\x1e.herald.v1.PutCategoryResponse\x12U\n" +
 	"\x0eListCategories\x12 .herald.v1.ListCategoriesRequest\x1a!.herald.v1.ListCategoriesResponse\x12X\n" +
 	"\x0fListDeadLetters\x12!.herald.v1.ListDeadLettersRequest\x1a\".herald.v1.ListDeadLettersResponse\x12a\n" +
@@ -855,54 +1379,80 @@ func file_herald_v1_admin_proto_rawDescGZIP() []byte {
 	return file_herald_v1_admin_proto_rawDescData
 }
 
-var file_herald_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_herald_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_herald_v1_admin_proto_goTypes = []any{
 	(*App)(nil),                        // 0: herald.v1.App
-	(*CreateAppRequest)(nil),           // 1: herald.v1.CreateAppRequest
-	(*CreateAppResponse)(nil),          // 2: herald.v1.CreateAppResponse
-	(*IssueKeyRequest)(nil),            // 3: herald.v1.IssueKeyRequest
-	(*IssueKeyResponse)(nil),           // 4: herald.v1.IssueKeyResponse
-	(*PutCategoryRequest)(nil),         // 5: herald.v1.PutCategoryRequest
-	(*PutCategoryResponse)(nil),        // 6: herald.v1.PutCategoryResponse
-	(*ListCategoriesRequest)(nil),      // 7: herald.v1.ListCategoriesRequest
-	(*ListCategoriesResponse)(nil),     // 8: herald.v1.ListCategoriesResponse
-	(*ListDeadLettersRequest)(nil),     // 9: herald.v1.ListDeadLettersRequest
-	(*DeadLetter)(nil),                 // 10: herald.v1.DeadLetter
-	(*ListDeadLettersResponse)(nil),    // 11: herald.v1.ListDeadLettersResponse
-	(*RedriveDeadLettersRequest)(nil),  // 12: herald.v1.RedriveDeadLettersRequest
-	(*RedriveDeadLettersResponse)(nil), // 13: herald.v1.RedriveDeadLettersResponse
-	(*timestamppb.Timestamp)(nil),      // 14: google.protobuf.Timestamp
-	(*Category)(nil),                   // 15: herald.v1.Category
-	(Channel)(0),                       // 16: herald.v1.Channel
-	(*Delivery)(nil),                   // 17: herald.v1.Delivery
+	(*KeyInfo)(nil),                    // 1: herald.v1.KeyInfo
+	(*CreateAppRequest)(nil),           // 2: herald.v1.CreateAppRequest
+	(*CreateAppResponse)(nil),          // 3: herald.v1.CreateAppResponse
+	(*IssueKeyRequest)(nil),            // 4: herald.v1.IssueKeyRequest
+	(*IssueKeyResponse)(nil),           // 5: herald.v1.IssueKeyResponse
+	(*PutCategoryRequest)(nil),         // 6: herald.v1.PutCategoryRequest
+	(*PutCategoryResponse)(nil),        // 7: herald.v1.PutCategoryResponse
+	(*ListCategoriesRequest)(nil),      // 8: herald.v1.ListCategoriesRequest
+	(*ListCategoriesResponse)(nil),     // 9: herald.v1.ListCategoriesResponse
+	(*ListDeadLettersRequest)(nil),     // 10: herald.v1.ListDeadLettersRequest
+	(*DeadLetter)(nil),                 // 11: herald.v1.DeadLetter
+	(*ListDeadLettersResponse)(nil),    // 12: herald.v1.ListDeadLettersResponse
+	(*RedriveDeadLettersRequest)(nil),  // 13: herald.v1.RedriveDeadLettersRequest
+	(*RedriveDeadLettersResponse)(nil), // 14: herald.v1.RedriveDeadLettersResponse
+	(*UpdateAppRequest)(nil),           // 15: herald.v1.UpdateAppRequest
+	(*UpdateAppResponse)(nil),          // 16: herald.v1.UpdateAppResponse
+	(*ListAppsRequest)(nil),            // 17: herald.v1.ListAppsRequest
+	(*ListAppsResponse)(nil),           // 18: herald.v1.ListAppsResponse
+	(*RevokeKeyRequest)(nil),           // 19: herald.v1.RevokeKeyRequest
+	(*RevokeKeyResponse)(nil),          // 20: herald.v1.RevokeKeyResponse
+	(*ListKeysRequest)(nil),            // 21: herald.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),           // 22: herald.v1.ListKeysResponse
+	(*timestamppb.Timestamp)(nil),      // 23: google.protobuf.Timestamp
+	(Channel)(0),                       // 24: herald.v1.Channel
+	(*Category)(nil),                   // 25: herald.v1.Category
+	(*Delivery)(nil),                   // 26: herald.v1.Delivery
 }
 var file_herald_v1_admin_proto_depIdxs = []int32{
-	14, // 0: herald.v1.App.create_time:type_name -> google.protobuf.Timestamp
-	0,  // 1: herald.v1.CreateAppResponse.app:type_name -> herald.v1.App
-	15, // 2: herald.v1.PutCategoryRequest.category:type_name -> herald.v1.Category
-	15, // 3: herald.v1.PutCategoryResponse.category:type_name -> herald.v1.Category
-	15, // 4: herald.v1.ListCategoriesResponse.categories:type_name -> herald.v1.Category
-	16, // 5: herald.v1.ListDeadLettersRequest.channel:type_name -> herald.v1.Channel
-	17, // 6: herald.v1.DeadLetter.delivery:type_name -> herald.v1.Delivery
-	10, // 7: herald.v1.ListDeadLettersResponse.dead_letters:type_name -> herald.v1.DeadLetter
-	16, // 8: herald.v1.RedriveDeadLettersRequest.channel:type_name -> herald.v1.Channel
-	1,  // 9: herald.v1.AdminService.CreateApp:input_type -> herald.v1.CreateAppRequest
-	3,  // 10: herald.v1.AdminService.IssueKey:input_type -> herald.v1.IssueKeyRequest
-	5,  // 11: herald.v1.AdminService.PutCategory:input_type -> herald.v1.PutCategoryRequest
-	7,  // 12: herald.v1.AdminService.ListCategories:input_type -> herald.v1.ListCategoriesRequest
-	9,  // 13: herald.v1.AdminService.ListDeadLetters:input_type -> herald.v1.ListDeadLettersRequest
-	12, // 14: herald.v1.AdminService.RedriveDeadLetters:input_type -> herald.v1.RedriveDeadLettersRequest
-	2,  // 15: herald.v1.AdminService.CreateApp:output_type -> herald.v1.CreateAppResponse
-	4,  // 16: herald.v1.AdminService.IssueKey:output_type -> herald.v1.IssueKeyResponse
-	6,  // 17: herald.v1.AdminService.PutCategory:output_type -> herald.v1.PutCategoryResponse
-	8,  // 18: herald.v1.AdminService.ListCategories:output_type -> herald.v1.ListCategoriesResponse
-	11, // 19: herald.v1.AdminService.ListDeadLetters:output_type -> herald.v1.ListDeadLettersResponse
-	13, // 20: herald.v1.AdminService.RedriveDeadLetters:output_type -> herald.v1.RedriveDeadLettersResponse
-	15, // [15:21] is the sub-list for method output_type
-	9,  // [9:15] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	23, // 0: herald.v1.App.create_time:type_name -> google.protobuf.Timestamp
+	24, // 1: herald.v1.App.allowed_channels:type_name -> herald.v1.Channel
+	23, // 2: herald.v1.KeyInfo.create_time:type_name -> google.protobuf.Timestamp
+	23, // 3: herald.v1.KeyInfo.revoke_time:type_name -> google.protobuf.Timestamp
+	24, // 4: herald.v1.CreateAppRequest.allowed_channels:type_name -> herald.v1.Channel
+	0,  // 5: herald.v1.CreateAppResponse.app:type_name -> herald.v1.App
+	25, // 6: herald.v1.PutCategoryRequest.category:type_name -> herald.v1.Category
+	25, // 7: herald.v1.PutCategoryResponse.category:type_name -> herald.v1.Category
+	25, // 8: herald.v1.ListCategoriesResponse.categories:type_name -> herald.v1.Category
+	24, // 9: herald.v1.ListDeadLettersRequest.channel:type_name -> herald.v1.Channel
+	26, // 10: herald.v1.DeadLetter.delivery:type_name -> herald.v1.Delivery
+	11, // 11: herald.v1.ListDeadLettersResponse.dead_letters:type_name -> herald.v1.DeadLetter
+	24, // 12: herald.v1.RedriveDeadLettersRequest.channel:type_name -> herald.v1.Channel
+	0,  // 13: herald.v1.UpdateAppRequest.app:type_name -> herald.v1.App
+	0,  // 14: herald.v1.UpdateAppResponse.app:type_name -> herald.v1.App
+	0,  // 15: herald.v1.ListAppsResponse.apps:type_name -> herald.v1.App
+	1,  // 16: herald.v1.RevokeKeyResponse.key:type_name -> herald.v1.KeyInfo
+	1,  // 17: herald.v1.ListKeysResponse.keys:type_name -> herald.v1.KeyInfo
+	2,  // 18: herald.v1.AdminService.CreateApp:input_type -> herald.v1.CreateAppRequest
+	15, // 19: herald.v1.AdminService.UpdateApp:input_type -> herald.v1.UpdateAppRequest
+	17, // 20: herald.v1.AdminService.ListApps:input_type -> herald.v1.ListAppsRequest
+	4,  // 21: herald.v1.AdminService.IssueKey:input_type -> herald.v1.IssueKeyRequest
+	19, // 22: herald.v1.AdminService.RevokeKey:input_type -> herald.v1.RevokeKeyRequest
+	21, // 23: herald.v1.AdminService.ListKeys:input_type -> herald.v1.ListKeysRequest
+	6,  // 24: herald.v1.AdminService.PutCategory:input_type -> herald.v1.PutCategoryRequest
+	8,  // 25: herald.v1.AdminService.ListCategories:input_type -> herald.v1.ListCategoriesRequest
+	10, // 26: herald.v1.AdminService.ListDeadLetters:input_type -> herald.v1.ListDeadLettersRequest
+	13, // 27: herald.v1.AdminService.RedriveDeadLetters:input_type -> herald.v1.RedriveDeadLettersRequest
+	3,  // 28: herald.v1.AdminService.CreateApp:output_type -> herald.v1.CreateAppResponse
+	16, // 29: herald.v1.AdminService.UpdateApp:output_type -> herald.v1.UpdateAppResponse
+	18, // 30: herald.v1.AdminService.ListApps:output_type -> herald.v1.ListAppsResponse
+	5,  // 31: herald.v1.AdminService.IssueKey:output_type -> herald.v1.IssueKeyResponse
+	20, // 32: herald.v1.AdminService.RevokeKey:output_type -> herald.v1.RevokeKeyResponse
+	22, // 33: herald.v1.AdminService.ListKeys:output_type -> herald.v1.ListKeysResponse
+	7,  // 34: herald.v1.AdminService.PutCategory:output_type -> herald.v1.PutCategoryResponse
+	9,  // 35: herald.v1.AdminService.ListCategories:output_type -> herald.v1.ListCategoriesResponse
+	12, // 36: herald.v1.AdminService.ListDeadLetters:output_type -> herald.v1.ListDeadLettersResponse
+	14, // 37: herald.v1.AdminService.RedriveDeadLetters:output_type -> herald.v1.RedriveDeadLettersResponse
+	28, // [28:38] is the sub-list for method output_type
+	18, // [18:28] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_admin_proto_init() }
@@ -918,7 +1468,7 @@ func file_herald_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_admin_proto_rawDesc), len(file_herald_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,7 +20,11 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	AdminService_CreateApp_FullMethodName          = "/herald.v1.AdminService/CreateApp"
+	AdminService_UpdateApp_FullMethodName          = "/herald.v1.AdminService/UpdateApp"
+	AdminService_ListApps_FullMethodName           = "/herald.v1.AdminService/ListApps"
 	AdminService_IssueKey_FullMethodName           = "/herald.v1.AdminService/IssueKey"
+	AdminService_RevokeKey_FullMethodName          = "/herald.v1.AdminService/RevokeKey"
+	AdminService_ListKeys_FullMethodName           = "/herald.v1.AdminService/ListKeys"
 	AdminService_PutCategory_FullMethodName        = "/herald.v1.AdminService/PutCategory"
 	AdminService_ListCategories_FullMethodName     = "/herald.v1.AdminService/ListCategories"
 	AdminService_ListDeadLetters_FullMethodName    = "/herald.v1.AdminService/ListDeadLetters"
@@ -37,9 +41,23 @@ type AdminServiceClient interface {
 	// CreateApp registers a calling service and issues its first key.
 	// Errors: INVALID_ARGUMENT, ALREADY_EXISTS (name taken), PERMISSION_DENIED, UNAUTHENTICATED.
 	CreateApp(ctx context.Context, in *CreateAppRequest, opts ...grpc.CallOption) (*CreateAppResponse, error)
+	// UpdateApp replaces an app's scopes and rates (not its name or admin flag).
+	// Errors: NOT_FOUND, INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
+	UpdateApp(ctx context.Context, in *UpdateAppRequest, opts ...grpc.CallOption) (*UpdateAppResponse, error)
+	// ListApps lists every app. Errors: PERMISSION_DENIED, UNAUTHENTICATED.
+	ListApps(ctx context.Context, in *ListAppsRequest, opts ...grpc.CallOption) (*ListAppsResponse, error)
 	// IssueKey issues a new key for an app. The key is returned once; only its hash is stored.
-	// Errors: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
+	// An app has at most two active keys, so a key can be rotated without downtime: issue the
+	// new one, deploy it, revoke the old one.
+	// Errors: NOT_FOUND, FAILED_PRECONDITION (two active keys already), PERMISSION_DENIED,
+	// UNAUTHENTICATED.
 	IssueKey(ctx context.Context, in *IssueKeyRequest, opts ...grpc.CallOption) (*IssueKeyResponse, error)
+	// RevokeKey revokes a key. Calls with it fail at once on every notifier and contacts service.
+	// Errors: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
+	RevokeKey(ctx context.Context, in *RevokeKeyRequest, opts ...grpc.CallOption) (*RevokeKeyResponse, error)
+	// ListKeys lists an app's keys, revoked ones included, without secrets.
+	// Errors: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
+	ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error)
 	// PutCategory creates or replaces a category.
 	// Errors: INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
 	PutCategory(ctx context.Context, in *PutCategoryRequest, opts ...grpc.CallOption) (*PutCategoryResponse, error)
@@ -72,10 +90,50 @@ func (c *adminServiceClient) CreateApp(ctx context.Context, in *CreateAppRequest
 	return out, nil
 }
 
+func (c *adminServiceClient) UpdateApp(ctx context.Context, in *UpdateAppRequest, opts ...grpc.CallOption) (*UpdateAppResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateAppResponse)
+	err := c.cc.Invoke(ctx, AdminService_UpdateApp_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListApps(ctx context.Context, in *ListAppsRequest, opts ...grpc.CallOption) (*ListAppsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAppsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListApps_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) IssueKey(ctx context.Context, in *IssueKeyRequest, opts ...grpc.CallOption) (*IssueKeyResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(IssueKeyResponse)
 	err := c.cc.Invoke(ctx, AdminService_IssueKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RevokeKey(ctx context.Context, in *RevokeKeyRequest, opts ...grpc.CallOption) (*RevokeKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeKeyResponse)
+	err := c.cc.Invoke(ctx, AdminService_RevokeKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListKeysResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListKeys_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -132,9 +190,23 @@ type AdminServiceServer interface {
 	// CreateApp registers a calling service and issues its first key.
 	// Errors: INVALID_ARGUMENT, ALREADY_EXISTS (name taken), PERMISSION_DENIED, UNAUTHENTICATED.
 	CreateApp(context.Context, *CreateAppRequest) (*CreateAppResponse, error)
+	// UpdateApp replaces an app's scopes and rates (not its name or admin flag).
+	// Errors: NOT_FOUND, INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
+	UpdateApp(context.Context, *UpdateAppRequest) (*UpdateAppResponse, error)
+	// ListApps lists every app. Errors: PERMISSION_DENIED, UNAUTHENTICATED.
+	ListApps(context.Context, *ListAppsRequest) (*ListAppsResponse, error)
 	// IssueKey issues a new key for an app. The key is returned once; only its hash is stored.
-	// Errors: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
+	// An app has at most two active keys, so a key can be rotated without downtime: issue the
+	// new one, deploy it, revoke the old one.
+	// Errors: NOT_FOUND, FAILED_PRECONDITION (two active keys already), PERMISSION_DENIED,
+	// UNAUTHENTICATED.
 	IssueKey(context.Context, *IssueKeyRequest) (*IssueKeyResponse, error)
+	// RevokeKey revokes a key. Calls with it fail at once on every notifier and contacts service.
+	// Errors: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
+	RevokeKey(context.Context, *RevokeKeyRequest) (*RevokeKeyResponse, error)
+	// ListKeys lists an app's keys, revoked ones included, without secrets.
+	// Errors: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
+	ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error)
 	// PutCategory creates or replaces a category.
 	// Errors: INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
 	PutCategory(context.Context, *PutCategoryRequest) (*PutCategoryResponse, error)
@@ -160,8 +232,20 @@ type UnimplementedAdminServiceServer struct{}
 func (UnimplementedAdminServiceServer) CreateApp(context.Context, *CreateAppRequest) (*CreateAppResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateApp not implemented")
 }
+func (UnimplementedAdminServiceServer) UpdateApp(context.Context, *UpdateAppRequest) (*UpdateAppResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateApp not implemented")
+}
+func (UnimplementedAdminServiceServer) ListApps(context.Context, *ListAppsRequest) (*ListAppsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListApps not implemented")
+}
 func (UnimplementedAdminServiceServer) IssueKey(context.Context, *IssueKeyRequest) (*IssueKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method IssueKey not implemented")
+}
+func (UnimplementedAdminServiceServer) RevokeKey(context.Context, *RevokeKeyRequest) (*RevokeKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeKey not implemented")
+}
+func (UnimplementedAdminServiceServer) ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListKeys not implemented")
 }
 func (UnimplementedAdminServiceServer) PutCategory(context.Context, *PutCategoryRequest) (*PutCategoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PutCategory not implemented")
@@ -214,6 +298,42 @@ func _AdminService_CreateApp_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_UpdateApp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateAppRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).UpdateApp(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_UpdateApp_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).UpdateApp(ctx, req.(*UpdateAppRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListApps_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAppsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListApps(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListApps_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListApps(ctx, req.(*ListAppsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_IssueKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(IssueKeyRequest)
 	if err := dec(in); err != nil {
@@ -228,6 +348,42 @@ func _AdminService_IssueKey_Handler(srv interface{}, ctx context.Context, dec fu
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).IssueKey(ctx, req.(*IssueKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RevokeKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RevokeKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RevokeKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RevokeKey(ctx, req.(*RevokeKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListKeys(ctx, req.(*ListKeysRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -316,8 +472,24 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AdminService_CreateApp_Handler,
 		},
 		{
+			MethodName: "UpdateApp",
+			Handler:    _AdminService_UpdateApp_Handler,
+		},
+		{
+			MethodName: "ListApps",
+			Handler:    _AdminService_ListApps_Handler,
+		},
+		{
 			MethodName: "IssueKey",
 			Handler:    _AdminService_IssueKey_Handler,
+		},
+		{
+			MethodName: "RevokeKey",
+			Handler:    _AdminService_RevokeKey_Handler,
+		},
+		{
+			MethodName: "ListKeys",
+			Handler:    _AdminService_ListKeys_Handler,
 		},
 		{
 			MethodName: "PutCategory",

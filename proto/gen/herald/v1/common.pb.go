@@ -9,6 +9,7 @@ package heraldv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -236,7 +237,11 @@ type Category struct {
 	// Critical categories cannot be opted out of.
 	Critical bool `protobuf:"varint,3,opt,name=critical,proto3" json:"critical,omitempty"`
 	// Whether users receive it until they choose otherwise.
-	DefaultOptIn  bool `protobuf:"varint,4,opt,name=default_opt_in,json=defaultOptIn,proto3" json:"default_opt_in,omitempty"`
+	DefaultOptIn bool `protobuf:"varint,4,opt,name=default_opt_in,json=defaultOptIn,proto3" json:"default_opt_in,omitempty"`
+	// Channels it may be sent on; empty means all.
+	AllowedChannels []Channel `protobuf:"varint,5,rep,packed,name=allowed_channels,json=allowedChannels,proto3,enum=herald.v1.Channel" json:"allowed_channels,omitempty"`
+	// How often one user may receive it; a capped delivery is SKIPPED (rate_limited).
+	Caps          []*FrequencyCap `protobuf:"bytes,6,rep,name=caps,proto3" json:"caps,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -299,16 +304,249 @@ func (x *Category) GetDefaultOptIn() bool {
 	return false
 }
 
+func (x *Category) GetAllowedChannels() []Channel {
+	if x != nil {
+		return x.AllowedChannels
+	}
+	return nil
+}
+
+func (x *Category) GetCaps() []*FrequencyCap {
+	if x != nil {
+		return x.Caps
+	}
+	return nil
+}
+
+// FrequencyCap allows at most limit deliveries per user within a sliding window.
+type FrequencyCap struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Limit  int32                  `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	Window *durationpb.Duration   `protobuf:"bytes,2,opt,name=window,proto3" json:"window,omitempty"`
+	// Counts only this channel's deliveries; unspecified counts every channel together.
+	Channel       Channel `protobuf:"varint,3,opt,name=channel,proto3,enum=herald.v1.Channel" json:"channel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FrequencyCap) Reset() {
+	*x = FrequencyCap{}
+	mi := &file_herald_v1_common_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FrequencyCap) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FrequencyCap) ProtoMessage() {}
+
+func (x *FrequencyCap) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_common_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FrequencyCap.ProtoReflect.Descriptor instead.
+func (*FrequencyCap) Descriptor() ([]byte, []int) {
+	return file_herald_v1_common_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *FrequencyCap) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *FrequencyCap) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *FrequencyCap) GetChannel() Channel {
+	if x != nil {
+		return x.Channel
+	}
+	return Channel_CHANNEL_UNSPECIFIED
+}
+
+// RenderedContent is a message as a recipient would get it.
+type RenderedContent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PushTitle     string                 `protobuf:"bytes,1,opt,name=push_title,json=pushTitle,proto3" json:"push_title,omitempty"`
+	PushBody      string                 `protobuf:"bytes,2,opt,name=push_body,json=pushBody,proto3" json:"push_body,omitempty"`
+	SmsBody       string                 `protobuf:"bytes,3,opt,name=sms_body,json=smsBody,proto3" json:"sms_body,omitempty"`
+	EmailSubject  string                 `protobuf:"bytes,4,opt,name=email_subject,json=emailSubject,proto3" json:"email_subject,omitempty"`
+	EmailHtml     string                 `protobuf:"bytes,5,opt,name=email_html,json=emailHtml,proto3" json:"email_html,omitempty"`
+	EmailText     string                 `protobuf:"bytes,6,opt,name=email_text,json=emailText,proto3" json:"email_text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenderedContent) Reset() {
+	*x = RenderedContent{}
+	mi := &file_herald_v1_common_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenderedContent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenderedContent) ProtoMessage() {}
+
+func (x *RenderedContent) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_common_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenderedContent.ProtoReflect.Descriptor instead.
+func (*RenderedContent) Descriptor() ([]byte, []int) {
+	return file_herald_v1_common_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RenderedContent) GetPushTitle() string {
+	if x != nil {
+		return x.PushTitle
+	}
+	return ""
+}
+
+func (x *RenderedContent) GetPushBody() string {
+	if x != nil {
+		return x.PushBody
+	}
+	return ""
+}
+
+func (x *RenderedContent) GetSmsBody() string {
+	if x != nil {
+		return x.SmsBody
+	}
+	return ""
+}
+
+func (x *RenderedContent) GetEmailSubject() string {
+	if x != nil {
+		return x.EmailSubject
+	}
+	return ""
+}
+
+func (x *RenderedContent) GetEmailHtml() string {
+	if x != nil {
+		return x.EmailHtml
+	}
+	return ""
+}
+
+func (x *RenderedContent) GetEmailText() string {
+	if x != nil {
+		return x.EmailText
+	}
+	return ""
+}
+
+// FieldViolation names a bad field of a request and why it is bad.
+type FieldViolation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Field         string                 `protobuf:"bytes,1,opt,name=field,proto3" json:"field,omitempty"`
+	Description   string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FieldViolation) Reset() {
+	*x = FieldViolation{}
+	mi := &file_herald_v1_common_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FieldViolation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FieldViolation) ProtoMessage() {}
+
+func (x *FieldViolation) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_common_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FieldViolation.ProtoReflect.Descriptor instead.
+func (*FieldViolation) Descriptor() ([]byte, []int) {
+	return file_herald_v1_common_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *FieldViolation) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *FieldViolation) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
 var File_herald_v1_common_proto protoreflect.FileDescriptor
 
 const file_herald_v1_common_proto_rawDesc = "" +
 	"\n" +
-	"\x16herald/v1/common.proto\x12\therald.v1\"\x82\x01\n" +
+	"\x16herald/v1/common.proto\x12\therald.v1\x1a\x1egoogle/protobuf/duration.proto\"\xee\x01\n" +
 	"\bCategory\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1a\n" +
 	"\bcritical\x18\x03 \x01(\bR\bcritical\x12$\n" +
-	"\x0edefault_opt_in\x18\x04 \x01(\bR\fdefaultOptIn*l\n" +
+	"\x0edefault_opt_in\x18\x04 \x01(\bR\fdefaultOptIn\x12=\n" +
+	"\x10allowed_channels\x18\x05 \x03(\x0e2\x12.herald.v1.ChannelR\x0fallowedChannels\x12+\n" +
+	"\x04caps\x18\x06 \x03(\v2\x17.herald.v1.FrequencyCapR\x04caps\"\x85\x01\n" +
+	"\fFrequencyCap\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\x121\n" +
+	"\x06window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06window\x12,\n" +
+	"\achannel\x18\x03 \x01(\x0e2\x12.herald.v1.ChannelR\achannel\"\xcb\x01\n" +
+	"\x0fRenderedContent\x12\x1d\n" +
+	"\n" +
+	"push_title\x18\x01 \x01(\tR\tpushTitle\x12\x1b\n" +
+	"\tpush_body\x18\x02 \x01(\tR\bpushBody\x12\x19\n" +
+	"\bsms_body\x18\x03 \x01(\tR\asmsBody\x12#\n" +
+	"\remail_subject\x18\x04 \x01(\tR\femailSubject\x12\x1d\n" +
+	"\n" +
+	"email_html\x18\x05 \x01(\tR\temailHtml\x12\x1d\n" +
+	"\n" +
+	"email_text\x18\x06 \x01(\tR\temailText\"H\n" +
+	"\x0eFieldViolation\x12\x14\n" +
+	"\x05field\x18\x01 \x01(\tR\x05field\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription*l\n" +
 	"\aChannel\x12\x17\n" +
 	"\x13CHANNEL_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vCHANNEL_IOS\x10\x01\x12\x13\n" +
@@ -349,19 +587,27 @@ func file_herald_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_herald_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_herald_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_herald_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_herald_v1_common_proto_goTypes = []any{
-	(Channel)(0),       // 0: herald.v1.Channel
-	(DeliveryState)(0), // 1: herald.v1.DeliveryState
-	(Priority)(0),      // 2: herald.v1.Priority
-	(*Category)(nil),   // 3: herald.v1.Category
+	(Channel)(0),                // 0: herald.v1.Channel
+	(DeliveryState)(0),          // 1: herald.v1.DeliveryState
+	(Priority)(0),               // 2: herald.v1.Priority
+	(*Category)(nil),            // 3: herald.v1.Category
+	(*FrequencyCap)(nil),        // 4: herald.v1.FrequencyCap
+	(*RenderedContent)(nil),     // 5: herald.v1.RenderedContent
+	(*FieldViolation)(nil),      // 6: herald.v1.FieldViolation
+	(*durationpb.Duration)(nil), // 7: google.protobuf.Duration
 }
 var file_herald_v1_common_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	0, // 0: herald.v1.Category.allowed_channels:type_name -> herald.v1.Channel
+	4, // 1: herald.v1.Category.caps:type_name -> herald.v1.FrequencyCap
+	7, // 2: herald.v1.FrequencyCap.window:type_name -> google.protobuf.Duration
+	0, // 3: herald.v1.FrequencyCap.channel:type_name -> herald.v1.Channel
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_common_proto_init() }
@@ -375,7 +621,7 @@ func file_herald_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_common_proto_rawDesc), len(file_herald_v1_common_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   1,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -878,6 +878,630 @@ func (x *Delivery) GetSentTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// CancelNotificationRequest names a notification.
+type CancelNotificationRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	NotificationId string                 `protobuf:"bytes,1,opt,name=notification_id,json=notificationId,proto3" json:"notification_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CancelNotificationRequest) Reset() {
+	*x = CancelNotificationRequest{}
+	mi := &file_herald_v1_notification_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelNotificationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelNotificationRequest) ProtoMessage() {}
+
+func (x *CancelNotificationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_notification_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelNotificationRequest.ProtoReflect.Descriptor instead.
+func (*CancelNotificationRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CancelNotificationRequest) GetNotificationId() string {
+	if x != nil {
+		return x.NotificationId
+	}
+	return ""
+}
+
+// CancelNotificationResponse holds the notification after the cancellation.
+type CancelNotificationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Notification  *Notification          `protobuf:"bytes,1,opt,name=notification,proto3" json:"notification,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelNotificationResponse) Reset() {
+	*x = CancelNotificationResponse{}
+	mi := &file_herald_v1_notification_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelNotificationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelNotificationResponse) ProtoMessage() {}
+
+func (x *CancelNotificationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_notification_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelNotificationResponse.ProtoReflect.Descriptor instead.
+func (*CancelNotificationResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CancelNotificationResponse) GetNotification() *Notification {
+	if x != nil {
+		return x.Notification
+	}
+	return nil
+}
+
+// SendBatchRequest is one message for many recipients. The fields shared by every recipient
+// mean what they mean in SendRequest.
+type SendBatchRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Category string                 `protobuf:"bytes,1,opt,name=category,proto3" json:"category,omitempty"`
+	Channels []Channel              `protobuf:"varint,2,rep,packed,name=channels,proto3,enum=herald.v1.Channel" json:"channels,omitempty"`
+	// Types that are valid to be assigned to Message:
+	//
+	//	*SendBatchRequest_Template
+	//	*SendBatchRequest_Content
+	Message isSendBatchRequest_Message `protobuf_oneof:"message"`
+	// Shared template data; each recipient's data is merged over it.
+	Data     *structpb.Struct       `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
+	Priority Priority               `protobuf:"varint,6,opt,name=priority,proto3,enum=herald.v1.Priority" json:"priority,omitempty"`
+	SendAt   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=send_at,json=sendAt,proto3" json:"send_at,omitempty"`
+	Ttl      *durationpb.Duration   `protobuf:"bytes,8,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// At most 1,000.
+	Recipients    []*BatchRecipient `protobuf:"bytes,9,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendBatchRequest) Reset() {
+	*x = SendBatchRequest{}
+	mi := &file_herald_v1_notification_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendBatchRequest) ProtoMessage() {}
+
+func (x *SendBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_notification_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendBatchRequest.ProtoReflect.Descriptor instead.
+func (*SendBatchRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SendBatchRequest) GetCategory() string {
+	if x != nil {
+		return x.Category
+	}
+	return ""
+}
+
+func (x *SendBatchRequest) GetChannels() []Channel {
+	if x != nil {
+		return x.Channels
+	}
+	return nil
+}
+
+func (x *SendBatchRequest) GetMessage() isSendBatchRequest_Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *SendBatchRequest) GetTemplate() *TemplateRef {
+	if x != nil {
+		if x, ok := x.Message.(*SendBatchRequest_Template); ok {
+			return x.Template
+		}
+	}
+	return nil
+}
+
+func (x *SendBatchRequest) GetContent() *Content {
+	if x != nil {
+		if x, ok := x.Message.(*SendBatchRequest_Content); ok {
+			return x.Content
+		}
+	}
+	return nil
+}
+
+func (x *SendBatchRequest) GetData() *structpb.Struct {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *SendBatchRequest) GetPriority() Priority {
+	if x != nil {
+		return x.Priority
+	}
+	return Priority_PRIORITY_UNSPECIFIED
+}
+
+func (x *SendBatchRequest) GetSendAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SendAt
+	}
+	return nil
+}
+
+func (x *SendBatchRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *SendBatchRequest) GetRecipients() []*BatchRecipient {
+	if x != nil {
+		return x.Recipients
+	}
+	return nil
+}
+
+type isSendBatchRequest_Message interface {
+	isSendBatchRequest_Message()
+}
+
+type SendBatchRequest_Template struct {
+	Template *TemplateRef `protobuf:"bytes,3,opt,name=template,proto3,oneof"`
+}
+
+type SendBatchRequest_Content struct {
+	Content *Content `protobuf:"bytes,4,opt,name=content,proto3,oneof"`
+}
+
+func (*SendBatchRequest_Template) isSendBatchRequest_Message() {}
+
+func (*SendBatchRequest_Content) isSendBatchRequest_Message() {}
+
+// BatchRecipient is one recipient of a batch.
+type BatchRecipient struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Recipient      *Recipient             `protobuf:"bytes,1,opt,name=recipient,proto3" json:"recipient,omitempty"`
+	IdempotencyKey string                 `protobuf:"bytes,2,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	Data           *structpb.Struct       `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *BatchRecipient) Reset() {
+	*x = BatchRecipient{}
+	mi := &file_herald_v1_notification_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchRecipient) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchRecipient) ProtoMessage() {}
+
+func (x *BatchRecipient) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_notification_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchRecipient.ProtoReflect.Descriptor instead.
+func (*BatchRecipient) Descriptor() ([]byte, []int) {
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *BatchRecipient) GetRecipient() *Recipient {
+	if x != nil {
+		return x.Recipient
+	}
+	return nil
+}
+
+func (x *BatchRecipient) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *BatchRecipient) GetData() *structpb.Struct {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// SendBatchResponse answers for each recipient, in the request's order.
+type SendBatchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*BatchResult         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendBatchResponse) Reset() {
+	*x = SendBatchResponse{}
+	mi := &file_herald_v1_notification_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendBatchResponse) ProtoMessage() {}
+
+func (x *SendBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_notification_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendBatchResponse.ProtoReflect.Descriptor instead.
+func (*SendBatchResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SendBatchResponse) GetResults() []*BatchResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// BatchResult is one recipient's result: a response, or an error.
+type BatchResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Response      *SendResponse          `protobuf:"bytes,1,opt,name=response,proto3" json:"response,omitempty"`
+	Error         *BatchError            `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchResult) Reset() {
+	*x = BatchResult{}
+	mi := &file_herald_v1_notification_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchResult) ProtoMessage() {}
+
+func (x *BatchResult) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_notification_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
+func (*BatchResult) Descriptor() ([]byte, []int) {
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *BatchResult) GetResponse() *SendResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *BatchResult) GetError() *BatchError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// BatchError is why one recipient of a batch was refused.
+type BatchError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The gRPC code name a Send would have answered, e.g. "INVALID_ARGUMENT".
+	Code          string            `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string            `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Violations    []*FieldViolation `protobuf:"bytes,3,rep,name=violations,proto3" json:"violations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchError) Reset() {
+	*x = BatchError{}
+	mi := &file_herald_v1_notification_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchError) ProtoMessage() {}
+
+func (x *BatchError) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_notification_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchError.ProtoReflect.Descriptor instead.
+func (*BatchError) Descriptor() ([]byte, []int) {
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *BatchError) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *BatchError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *BatchError) GetViolations() []*FieldViolation {
+	if x != nil {
+		return x.Violations
+	}
+	return nil
+}
+
+// ExplainRequest is the Send to explain.
+type ExplainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Request       *SendRequest           `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainRequest) Reset() {
+	*x = ExplainRequest{}
+	mi := &file_herald_v1_notification_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainRequest) ProtoMessage() {}
+
+func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_notification_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
+func (*ExplainRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ExplainRequest) GetRequest() *SendRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+// ExplainResponse is what the Send would do.
+type ExplainResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deliveries    []*ExplainedDelivery   `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainResponse) Reset() {
+	*x = ExplainResponse{}
+	mi := &file_herald_v1_notification_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainResponse) ProtoMessage() {}
+
+func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_notification_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
+func (*ExplainResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ExplainResponse) GetDeliveries() []*ExplainedDelivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+// ExplainedDelivery is what would happen on one channel target.
+type ExplainedDelivery struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Channel Channel                `protobuf:"varint,1,opt,name=channel,proto3,enum=herald.v1.Channel" json:"channel,omitempty"`
+	// QUEUED, SCHEDULED or SKIPPED.
+	State DeliveryState `protobuf:"varint,2,opt,name=state,proto3,enum=herald.v1.DeliveryState" json:"state,omitempty"`
+	// Why it would be skipped or deferred: "opted_out", "suppressed", "rate_limited",
+	// "no_address", "quiet_hours", "channel_not_allowed", ...
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// When it would be sent.
+	SendTime      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=send_time,json=sendTime,proto3" json:"send_time,omitempty"`
+	Content       *RenderedContent       `protobuf:"bytes,5,opt,name=content,proto3" json:"content,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainedDelivery) Reset() {
+	*x = ExplainedDelivery{}
+	mi := &file_herald_v1_notification_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainedDelivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainedDelivery) ProtoMessage() {}
+
+func (x *ExplainedDelivery) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_notification_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainedDelivery.ProtoReflect.Descriptor instead.
+func (*ExplainedDelivery) Descriptor() ([]byte, []int) {
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ExplainedDelivery) GetChannel() Channel {
+	if x != nil {
+		return x.Channel
+	}
+	return Channel_CHANNEL_UNSPECIFIED
+}
+
+func (x *ExplainedDelivery) GetState() DeliveryState {
+	if x != nil {
+		return x.State
+	}
+	return DeliveryState_DELIVERY_STATE_UNSPECIFIED
+}
+
+func (x *ExplainedDelivery) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ExplainedDelivery) GetSendTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SendTime
+	}
+	return nil
+}
+
+func (x *ExplainedDelivery) GetContent() *RenderedContent {
+	if x != nil {
+		return x.Content
+	}
+	return nil
+}
+
 var File_herald_v1_notification_proto protoreflect.FileDescriptor
 
 const file_herald_v1_notification_proto_rawDesc = "" +
@@ -960,10 +1584,58 @@ const file_herald_v1_notification_proto_rawDesc = "" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x127\n" +
-	"\tsent_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\bsentTime2\xa8\x01\n" +
+	"\tsent_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\bsentTime\"D\n" +
+	"\x19CancelNotificationRequest\x12'\n" +
+	"\x0fnotification_id\x18\x01 \x01(\tR\x0enotificationId\"Y\n" +
+	"\x1aCancelNotificationResponse\x12;\n" +
+	"\fnotification\x18\x01 \x01(\v2\x17.herald.v1.NotificationR\fnotification\"\xca\x03\n" +
+	"\x10SendBatchRequest\x12\x1a\n" +
+	"\bcategory\x18\x01 \x01(\tR\bcategory\x12.\n" +
+	"\bchannels\x18\x02 \x03(\x0e2\x12.herald.v1.ChannelR\bchannels\x124\n" +
+	"\btemplate\x18\x03 \x01(\v2\x16.herald.v1.TemplateRefH\x00R\btemplate\x12.\n" +
+	"\acontent\x18\x04 \x01(\v2\x12.herald.v1.ContentH\x00R\acontent\x12+\n" +
+	"\x04data\x18\x05 \x01(\v2\x17.google.protobuf.StructR\x04data\x12/\n" +
+	"\bpriority\x18\x06 \x01(\x0e2\x13.herald.v1.PriorityR\bpriority\x123\n" +
+	"\asend_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06sendAt\x12+\n" +
+	"\x03ttl\x18\b \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x129\n" +
+	"\n" +
+	"recipients\x18\t \x03(\v2\x19.herald.v1.BatchRecipientR\n" +
+	"recipientsB\t\n" +
+	"\amessage\"\x9a\x01\n" +
+	"\x0eBatchRecipient\x122\n" +
+	"\trecipient\x18\x01 \x01(\v2\x14.herald.v1.RecipientR\trecipient\x12'\n" +
+	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\x12+\n" +
+	"\x04data\x18\x03 \x01(\v2\x17.google.protobuf.StructR\x04data\"E\n" +
+	"\x11SendBatchResponse\x120\n" +
+	"\aresults\x18\x01 \x03(\v2\x16.herald.v1.BatchResultR\aresults\"o\n" +
+	"\vBatchResult\x123\n" +
+	"\bresponse\x18\x01 \x01(\v2\x17.herald.v1.SendResponseR\bresponse\x12+\n" +
+	"\x05error\x18\x02 \x01(\v2\x15.herald.v1.BatchErrorR\x05error\"u\n" +
+	"\n" +
+	"BatchError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x129\n" +
+	"\n" +
+	"violations\x18\x03 \x03(\v2\x19.herald.v1.FieldViolationR\n" +
+	"violations\"B\n" +
+	"\x0eExplainRequest\x120\n" +
+	"\arequest\x18\x01 \x01(\v2\x16.herald.v1.SendRequestR\arequest\"O\n" +
+	"\x0fExplainResponse\x12<\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2\x1c.herald.v1.ExplainedDeliveryR\n" +
+	"deliveries\"\xf8\x01\n" +
+	"\x11ExplainedDelivery\x12,\n" +
+	"\achannel\x18\x01 \x01(\x0e2\x12.herald.v1.ChannelR\achannel\x12.\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x18.herald.v1.DeliveryStateR\x05state\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x127\n" +
+	"\tsend_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bsendTime\x124\n" +
+	"\acontent\x18\x05 \x01(\v2\x1a.herald.v1.RenderedContentR\acontent2\x95\x03\n" +
 	"\x13NotificationService\x127\n" +
 	"\x04Send\x12\x16.herald.v1.SendRequest\x1a\x17.herald.v1.SendResponse\x12X\n" +
-	"\x0fGetNotification\x12!.herald.v1.GetNotificationRequest\x1a\".herald.v1.GetNotificationResponseB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
+	"\x0fGetNotification\x12!.herald.v1.GetNotificationRequest\x1a\".herald.v1.GetNotificationResponse\x12a\n" +
+	"\x12CancelNotification\x12$.herald.v1.CancelNotificationRequest\x1a%.herald.v1.CancelNotificationResponse\x12F\n" +
+	"\tSendBatch\x12\x1b.herald.v1.SendBatchRequest\x1a\x1c.herald.v1.SendBatchResponse\x12@\n" +
+	"\aExplain\x12\x19.herald.v1.ExplainRequest\x1a\x1a.herald.v1.ExplainResponseB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
 
 var (
 	file_herald_v1_notification_proto_rawDescOnce sync.Once
@@ -977,57 +1649,96 @@ func file_herald_v1_notification_proto_rawDescGZIP() []byte {
 	return file_herald_v1_notification_proto_rawDescData
 }
 
-var file_herald_v1_notification_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_herald_v1_notification_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_herald_v1_notification_proto_goTypes = []any{
-	(*SendRequest)(nil),             // 0: herald.v1.SendRequest
-	(*Recipient)(nil),               // 1: herald.v1.Recipient
-	(*Address)(nil),                 // 2: herald.v1.Address
-	(*TemplateRef)(nil),             // 3: herald.v1.TemplateRef
-	(*Content)(nil),                 // 4: herald.v1.Content
-	(*SendResponse)(nil),            // 5: herald.v1.SendResponse
-	(*GetNotificationRequest)(nil),  // 6: herald.v1.GetNotificationRequest
-	(*GetNotificationResponse)(nil), // 7: herald.v1.GetNotificationResponse
-	(*Notification)(nil),            // 8: herald.v1.Notification
-	(*Delivery)(nil),                // 9: herald.v1.Delivery
-	(Channel)(0),                    // 10: herald.v1.Channel
-	(*structpb.Struct)(nil),         // 11: google.protobuf.Struct
-	(Priority)(0),                   // 12: herald.v1.Priority
-	(*timestamppb.Timestamp)(nil),   // 13: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 14: google.protobuf.Duration
-	(DeliveryState)(0),              // 15: herald.v1.DeliveryState
+	(*SendRequest)(nil),                // 0: herald.v1.SendRequest
+	(*Recipient)(nil),                  // 1: herald.v1.Recipient
+	(*Address)(nil),                    // 2: herald.v1.Address
+	(*TemplateRef)(nil),                // 3: herald.v1.TemplateRef
+	(*Content)(nil),                    // 4: herald.v1.Content
+	(*SendResponse)(nil),               // 5: herald.v1.SendResponse
+	(*GetNotificationRequest)(nil),     // 6: herald.v1.GetNotificationRequest
+	(*GetNotificationResponse)(nil),    // 7: herald.v1.GetNotificationResponse
+	(*Notification)(nil),               // 8: herald.v1.Notification
+	(*Delivery)(nil),                   // 9: herald.v1.Delivery
+	(*CancelNotificationRequest)(nil),  // 10: herald.v1.CancelNotificationRequest
+	(*CancelNotificationResponse)(nil), // 11: herald.v1.CancelNotificationResponse
+	(*SendBatchRequest)(nil),           // 12: herald.v1.SendBatchRequest
+	(*BatchRecipient)(nil),             // 13: herald.v1.BatchRecipient
+	(*SendBatchResponse)(nil),          // 14: herald.v1.SendBatchResponse
+	(*BatchResult)(nil),                // 15: herald.v1.BatchResult
+	(*BatchError)(nil),                 // 16: herald.v1.BatchError
+	(*ExplainRequest)(nil),             // 17: herald.v1.ExplainRequest
+	(*ExplainResponse)(nil),            // 18: herald.v1.ExplainResponse
+	(*ExplainedDelivery)(nil),          // 19: herald.v1.ExplainedDelivery
+	(Channel)(0),                       // 20: herald.v1.Channel
+	(*structpb.Struct)(nil),            // 21: google.protobuf.Struct
+	(Priority)(0),                      // 22: herald.v1.Priority
+	(*timestamppb.Timestamp)(nil),      // 23: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 24: google.protobuf.Duration
+	(DeliveryState)(0),                 // 25: herald.v1.DeliveryState
+	(*FieldViolation)(nil),             // 26: herald.v1.FieldViolation
+	(*RenderedContent)(nil),            // 27: herald.v1.RenderedContent
 }
 var file_herald_v1_notification_proto_depIdxs = []int32{
 	1,  // 0: herald.v1.SendRequest.recipient:type_name -> herald.v1.Recipient
-	10, // 1: herald.v1.SendRequest.channels:type_name -> herald.v1.Channel
+	20, // 1: herald.v1.SendRequest.channels:type_name -> herald.v1.Channel
 	3,  // 2: herald.v1.SendRequest.template:type_name -> herald.v1.TemplateRef
 	4,  // 3: herald.v1.SendRequest.content:type_name -> herald.v1.Content
-	11, // 4: herald.v1.SendRequest.data:type_name -> google.protobuf.Struct
-	12, // 5: herald.v1.SendRequest.priority:type_name -> herald.v1.Priority
-	13, // 6: herald.v1.SendRequest.send_at:type_name -> google.protobuf.Timestamp
-	14, // 7: herald.v1.SendRequest.ttl:type_name -> google.protobuf.Duration
+	21, // 4: herald.v1.SendRequest.data:type_name -> google.protobuf.Struct
+	22, // 5: herald.v1.SendRequest.priority:type_name -> herald.v1.Priority
+	23, // 6: herald.v1.SendRequest.send_at:type_name -> google.protobuf.Timestamp
+	24, // 7: herald.v1.SendRequest.ttl:type_name -> google.protobuf.Duration
 	2,  // 8: herald.v1.Recipient.address:type_name -> herald.v1.Address
 	9,  // 9: herald.v1.SendResponse.deliveries:type_name -> herald.v1.Delivery
 	8,  // 10: herald.v1.GetNotificationResponse.notification:type_name -> herald.v1.Notification
 	3,  // 11: herald.v1.Notification.template:type_name -> herald.v1.TemplateRef
-	12, // 12: herald.v1.Notification.priority:type_name -> herald.v1.Priority
-	13, // 13: herald.v1.Notification.create_time:type_name -> google.protobuf.Timestamp
-	13, // 14: herald.v1.Notification.send_time:type_name -> google.protobuf.Timestamp
-	13, // 15: herald.v1.Notification.expire_time:type_name -> google.protobuf.Timestamp
+	22, // 12: herald.v1.Notification.priority:type_name -> herald.v1.Priority
+	23, // 13: herald.v1.Notification.create_time:type_name -> google.protobuf.Timestamp
+	23, // 14: herald.v1.Notification.send_time:type_name -> google.protobuf.Timestamp
+	23, // 15: herald.v1.Notification.expire_time:type_name -> google.protobuf.Timestamp
 	9,  // 16: herald.v1.Notification.deliveries:type_name -> herald.v1.Delivery
-	10, // 17: herald.v1.Delivery.channel:type_name -> herald.v1.Channel
-	15, // 18: herald.v1.Delivery.state:type_name -> herald.v1.DeliveryState
-	13, // 19: herald.v1.Delivery.create_time:type_name -> google.protobuf.Timestamp
-	13, // 20: herald.v1.Delivery.update_time:type_name -> google.protobuf.Timestamp
-	13, // 21: herald.v1.Delivery.sent_time:type_name -> google.protobuf.Timestamp
-	0,  // 22: herald.v1.NotificationService.Send:input_type -> herald.v1.SendRequest
-	6,  // 23: herald.v1.NotificationService.GetNotification:input_type -> herald.v1.GetNotificationRequest
-	5,  // 24: herald.v1.NotificationService.Send:output_type -> herald.v1.SendResponse
-	7,  // 25: herald.v1.NotificationService.GetNotification:output_type -> herald.v1.GetNotificationResponse
-	24, // [24:26] is the sub-list for method output_type
-	22, // [22:24] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	20, // 17: herald.v1.Delivery.channel:type_name -> herald.v1.Channel
+	25, // 18: herald.v1.Delivery.state:type_name -> herald.v1.DeliveryState
+	23, // 19: herald.v1.Delivery.create_time:type_name -> google.protobuf.Timestamp
+	23, // 20: herald.v1.Delivery.update_time:type_name -> google.protobuf.Timestamp
+	23, // 21: herald.v1.Delivery.sent_time:type_name -> google.protobuf.Timestamp
+	8,  // 22: herald.v1.CancelNotificationResponse.notification:type_name -> herald.v1.Notification
+	20, // 23: herald.v1.SendBatchRequest.channels:type_name -> herald.v1.Channel
+	3,  // 24: herald.v1.SendBatchRequest.template:type_name -> herald.v1.TemplateRef
+	4,  // 25: herald.v1.SendBatchRequest.content:type_name -> herald.v1.Content
+	21, // 26: herald.v1.SendBatchRequest.data:type_name -> google.protobuf.Struct
+	22, // 27: herald.v1.SendBatchRequest.priority:type_name -> herald.v1.Priority
+	23, // 28: herald.v1.SendBatchRequest.send_at:type_name -> google.protobuf.Timestamp
+	24, // 29: herald.v1.SendBatchRequest.ttl:type_name -> google.protobuf.Duration
+	13, // 30: herald.v1.SendBatchRequest.recipients:type_name -> herald.v1.BatchRecipient
+	1,  // 31: herald.v1.BatchRecipient.recipient:type_name -> herald.v1.Recipient
+	21, // 32: herald.v1.BatchRecipient.data:type_name -> google.protobuf.Struct
+	15, // 33: herald.v1.SendBatchResponse.results:type_name -> herald.v1.BatchResult
+	5,  // 34: herald.v1.BatchResult.response:type_name -> herald.v1.SendResponse
+	16, // 35: herald.v1.BatchResult.error:type_name -> herald.v1.BatchError
+	26, // 36: herald.v1.BatchError.violations:type_name -> herald.v1.FieldViolation
+	0,  // 37: herald.v1.ExplainRequest.request:type_name -> herald.v1.SendRequest
+	19, // 38: herald.v1.ExplainResponse.deliveries:type_name -> herald.v1.ExplainedDelivery
+	20, // 39: herald.v1.ExplainedDelivery.channel:type_name -> herald.v1.Channel
+	25, // 40: herald.v1.ExplainedDelivery.state:type_name -> herald.v1.DeliveryState
+	23, // 41: herald.v1.ExplainedDelivery.send_time:type_name -> google.protobuf.Timestamp
+	27, // 42: herald.v1.ExplainedDelivery.content:type_name -> herald.v1.RenderedContent
+	0,  // 43: herald.v1.NotificationService.Send:input_type -> herald.v1.SendRequest
+	6,  // 44: herald.v1.NotificationService.GetNotification:input_type -> herald.v1.GetNotificationRequest
+	10, // 45: herald.v1.NotificationService.CancelNotification:input_type -> herald.v1.CancelNotificationRequest
+	12, // 46: herald.v1.NotificationService.SendBatch:input_type -> herald.v1.SendBatchRequest
+	17, // 47: herald.v1.NotificationService.Explain:input_type -> herald.v1.ExplainRequest
+	5,  // 48: herald.v1.NotificationService.Send:output_type -> herald.v1.SendResponse
+	7,  // 49: herald.v1.NotificationService.GetNotification:output_type -> herald.v1.GetNotificationResponse
+	11, // 50: herald.v1.NotificationService.CancelNotification:output_type -> herald.v1.CancelNotificationResponse
+	14, // 51: herald.v1.NotificationService.SendBatch:output_type -> herald.v1.SendBatchResponse
+	18, // 52: herald.v1.NotificationService.Explain:output_type -> herald.v1.ExplainResponse
+	48, // [48:53] is the sub-list for method output_type
+	43, // [43:48] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_notification_proto_init() }
@@ -1045,13 +1756,17 @@ func file_herald_v1_notification_proto_init() {
 		(*Recipient_Address)(nil),
 	}
 	file_herald_v1_notification_proto_msgTypes[3].OneofWrappers = []any{}
+	file_herald_v1_notification_proto_msgTypes[12].OneofWrappers = []any{
+		(*SendBatchRequest_Template)(nil),
+		(*SendBatchRequest_Content)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_notification_proto_rawDesc), len(file_herald_v1_notification_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,8 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	NotificationService_Send_FullMethodName            = "/herald.v1.NotificationService/Send"
-	NotificationService_GetNotification_FullMethodName = "/herald.v1.NotificationService/GetNotification"
+	NotificationService_Send_FullMethodName               = "/herald.v1.NotificationService/Send"
+	NotificationService_GetNotification_FullMethodName    = "/herald.v1.NotificationService/GetNotification"
+	NotificationService_CancelNotification_FullMethodName = "/herald.v1.NotificationService/CancelNotification"
+	NotificationService_SendBatch_FullMethodName          = "/herald.v1.NotificationService/SendBatch"
+	NotificationService_Explain_FullMethodName            = "/herald.v1.NotificationService/Explain"
 )
 
 // NotificationServiceClient is the client API for NotificationService service.
@@ -38,6 +41,19 @@ type NotificationServiceClient interface {
 	// GetNotification returns a notification sent by the calling app, with its deliveries.
 	// Errors: NOT_FOUND, INVALID_ARGUMENT (malformed id), UNAUTHENTICATED.
 	GetNotification(ctx context.Context, in *GetNotificationRequest, opts ...grpc.CallOption) (*GetNotificationResponse, error)
+	// CancelNotification cancels the deliveries of a notification that are not yet being sent.
+	// Deliveries already sent (or being sent) are unaffected.
+	// Errors: NOT_FOUND, INVALID_ARGUMENT, UNAUTHENTICATED.
+	CancelNotification(ctx context.Context, in *CancelNotificationRequest, opts ...grpc.CallOption) (*CancelNotificationResponse, error)
+	// SendBatch sends one message to up to 1,000 recipients and answers for each: the result a
+	// Send would have given, or the error. One bad recipient does not fail the others.
+	// Errors (for the whole batch): INVALID_ARGUMENT (shared fields, too many recipients),
+	// UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED.
+	SendBatch(ctx context.Context, in *SendBatchRequest, opts ...grpc.CallOption) (*SendBatchResponse, error)
+	// Explain answers what a Send would do for one recipient - which channels would be used or
+	// skipped and why, when, and the rendered content - and sends nothing.
+	// Errors: as Send.
+	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
 }
 
 type notificationServiceClient struct {
@@ -68,6 +84,36 @@ func (c *notificationServiceClient) GetNotification(ctx context.Context, in *Get
 	return out, nil
 }
 
+func (c *notificationServiceClient) CancelNotification(ctx context.Context, in *CancelNotificationRequest, opts ...grpc.CallOption) (*CancelNotificationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelNotificationResponse)
+	err := c.cc.Invoke(ctx, NotificationService_CancelNotification_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *notificationServiceClient) SendBatch(ctx context.Context, in *SendBatchRequest, opts ...grpc.CallOption) (*SendBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SendBatchResponse)
+	err := c.cc.Invoke(ctx, NotificationService_SendBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *notificationServiceClient) Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExplainResponse)
+	err := c.cc.Invoke(ctx, NotificationService_Explain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NotificationServiceServer is the server API for NotificationService service.
 // All implementations must embed UnimplementedNotificationServiceServer
 // for forward compatibility.
@@ -83,6 +129,19 @@ type NotificationServiceServer interface {
 	// GetNotification returns a notification sent by the calling app, with its deliveries.
 	// Errors: NOT_FOUND, INVALID_ARGUMENT (malformed id), UNAUTHENTICATED.
 	GetNotification(context.Context, *GetNotificationRequest) (*GetNotificationResponse, error)
+	// CancelNotification cancels the deliveries of a notification that are not yet being sent.
+	// Deliveries already sent (or being sent) are unaffected.
+	// Errors: NOT_FOUND, INVALID_ARGUMENT, UNAUTHENTICATED.
+	CancelNotification(context.Context, *CancelNotificationRequest) (*CancelNotificationResponse, error)
+	// SendBatch sends one message to up to 1,000 recipients and answers for each: the result a
+	// Send would have given, or the error. One bad recipient does not fail the others.
+	// Errors (for the whole batch): INVALID_ARGUMENT (shared fields, too many recipients),
+	// UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED.
+	SendBatch(context.Context, *SendBatchRequest) (*SendBatchResponse, error)
+	// Explain answers what a Send would do for one recipient - which channels would be used or
+	// skipped and why, when, and the rendered content - and sends nothing.
+	// Errors: as Send.
+	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
 	mustEmbedUnimplementedNotificationServiceServer()
 }
 
@@ -98,6 +157,15 @@ func (UnimplementedNotificationServiceServer) Send(context.Context, *SendRequest
 }
 func (UnimplementedNotificationServiceServer) GetNotification(context.Context, *GetNotificationRequest) (*GetNotificationResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetNotification not implemented")
+}
+func (UnimplementedNotificationServiceServer) CancelNotification(context.Context, *CancelNotificationRequest) (*CancelNotificationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelNotification not implemented")
+}
+func (UnimplementedNotificationServiceServer) SendBatch(context.Context, *SendBatchRequest) (*SendBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SendBatch not implemented")
+}
+func (UnimplementedNotificationServiceServer) Explain(context.Context, *ExplainRequest) (*ExplainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Explain not implemented")
 }
 func (UnimplementedNotificationServiceServer) mustEmbedUnimplementedNotificationServiceServer() {}
 func (UnimplementedNotificationServiceServer) testEmbeddedByValue()                             {}
@@ -156,6 +224,60 @@ func _NotificationService_GetNotification_Handler(srv interface{}, ctx context.C
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NotificationService_CancelNotification_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelNotificationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).CancelNotification(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_CancelNotification_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).CancelNotification(ctx, req.(*CancelNotificationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NotificationService_SendBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SendBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).SendBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_SendBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).SendBatch(ctx, req.(*SendBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NotificationService_Explain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExplainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).Explain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_Explain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).Explain(ctx, req.(*ExplainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // NotificationService_ServiceDesc is the grpc.ServiceDesc for NotificationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -170,6 +292,18 @@ var NotificationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetNotification",
 			Handler:    _NotificationService_GetNotification_Handler,
+		},
+		{
+			MethodName: "CancelNotification",
+			Handler:    _NotificationService_CancelNotification_Handler,
+		},
+		{
+			MethodName: "SendBatch",
+			Handler:    _NotificationService_SendBatch_Handler,
+		},
+		{
+			MethodName: "Explain",
+			Handler:    _NotificationService_Explain_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -9,6 +9,7 @@ package heraldv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -22,6 +23,156 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// RenderTemplateRequest names a template version and gives sample data.
+type RenderTemplateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Unset means the latest.
+	Version *int32 `protobuf:"varint,2,opt,name=version,proto3,oneof" json:"version,omitempty"`
+	// The recipient's locale; unset means the default parts.
+	Locale        string           `protobuf:"bytes,3,opt,name=locale,proto3" json:"locale,omitempty"`
+	Data          *structpb.Struct `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenderTemplateRequest) Reset() {
+	*x = RenderTemplateRequest{}
+	mi := &file_herald_v1_template_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenderTemplateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenderTemplateRequest) ProtoMessage() {}
+
+func (x *RenderTemplateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_template_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenderTemplateRequest.ProtoReflect.Descriptor instead.
+func (*RenderTemplateRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_template_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RenderTemplateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RenderTemplateRequest) GetVersion() int32 {
+	if x != nil && x.Version != nil {
+		return *x.Version
+	}
+	return 0
+}
+
+func (x *RenderTemplateRequest) GetLocale() string {
+	if x != nil {
+		return x.Locale
+	}
+	return ""
+}
+
+func (x *RenderTemplateRequest) GetData() *structpb.Struct {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// RenderTemplateResponse holds the rendered content.
+type RenderTemplateResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Content *RenderedContent       `protobuf:"bytes,1,opt,name=content,proto3" json:"content,omitempty"`
+	// The locale whose parts were used ("" for the default).
+	Locale  string `protobuf:"bytes,2,opt,name=locale,proto3" json:"locale,omitempty"`
+	Version int32  `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	// How the SMS body would be sent: "GSM-7" or "UCS-2", and in how many segments.
+	SmsEncoding   string `protobuf:"bytes,4,opt,name=sms_encoding,json=smsEncoding,proto3" json:"sms_encoding,omitempty"`
+	SmsSegments   int32  `protobuf:"varint,5,opt,name=sms_segments,json=smsSegments,proto3" json:"sms_segments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenderTemplateResponse) Reset() {
+	*x = RenderTemplateResponse{}
+	mi := &file_herald_v1_template_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenderTemplateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenderTemplateResponse) ProtoMessage() {}
+
+func (x *RenderTemplateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_template_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenderTemplateResponse.ProtoReflect.Descriptor instead.
+func (*RenderTemplateResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_template_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RenderTemplateResponse) GetContent() *RenderedContent {
+	if x != nil {
+		return x.Content
+	}
+	return nil
+}
+
+func (x *RenderTemplateResponse) GetLocale() string {
+	if x != nil {
+		return x.Locale
+	}
+	return ""
+}
+
+func (x *RenderTemplateResponse) GetVersion() int32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *RenderTemplateResponse) GetSmsEncoding() string {
+	if x != nil {
+		return x.SmsEncoding
+	}
+	return ""
+}
+
+func (x *RenderTemplateResponse) GetSmsSegments() int32 {
+	if x != nil {
+		return x.SmsSegments
+	}
+	return 0
+}
+
 // Template is one immutable version of a named template.
 type Template struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -31,15 +182,18 @@ type Template struct {
 	Version     int32  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
 	Description string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
 	// The parts for the default locale.
-	Parts         *TemplateParts         `protobuf:"bytes,4,opt,name=parts,proto3" json:"parts,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	Parts      *TemplateParts         `protobuf:"bytes,4,opt,name=parts,proto3" json:"parts,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Translations. A recipient's locale falls back by dropping subtags (pt-BR, then pt), then
+	// to the default parts.
+	Locales       []*LocalizedParts `protobuf:"bytes,6,rep,name=locales,proto3" json:"locales,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Template) Reset() {
 	*x = Template{}
-	mi := &file_herald_v1_template_proto_msgTypes[0]
+	mi := &file_herald_v1_template_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -51,7 +205,7 @@ func (x *Template) String() string {
 func (*Template) ProtoMessage() {}
 
 func (x *Template) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_template_proto_msgTypes[0]
+	mi := &file_herald_v1_template_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -64,7 +218,7 @@ func (x *Template) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Template.ProtoReflect.Descriptor instead.
 func (*Template) Descriptor() ([]byte, []int) {
-	return file_herald_v1_template_proto_rawDescGZIP(), []int{0}
+	return file_herald_v1_template_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Template) GetName() string {
@@ -102,6 +256,67 @@ func (x *Template) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Template) GetLocales() []*LocalizedParts {
+	if x != nil {
+		return x.Locales
+	}
+	return nil
+}
+
+// LocalizedParts are a template's parts in one locale.
+type LocalizedParts struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// BCP 47, e.g. "pt-BR".
+	Locale        string         `protobuf:"bytes,1,opt,name=locale,proto3" json:"locale,omitempty"`
+	Parts         *TemplateParts `protobuf:"bytes,2,opt,name=parts,proto3" json:"parts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocalizedParts) Reset() {
+	*x = LocalizedParts{}
+	mi := &file_herald_v1_template_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocalizedParts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocalizedParts) ProtoMessage() {}
+
+func (x *LocalizedParts) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_template_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocalizedParts.ProtoReflect.Descriptor instead.
+func (*LocalizedParts) Descriptor() ([]byte, []int) {
+	return file_herald_v1_template_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *LocalizedParts) GetLocale() string {
+	if x != nil {
+		return x.Locale
+	}
+	return ""
+}
+
+func (x *LocalizedParts) GetParts() *TemplateParts {
+	if x != nil {
+		return x.Parts
+	}
+	return nil
+}
+
 // TemplateParts are the texts of a template, one per channel use. A channel whose parts are
 // empty cannot be sent with this template.
 type TemplateParts struct {
@@ -118,7 +333,7 @@ type TemplateParts struct {
 
 func (x *TemplateParts) Reset() {
 	*x = TemplateParts{}
-	mi := &file_herald_v1_template_proto_msgTypes[1]
+	mi := &file_herald_v1_template_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -130,7 +345,7 @@ func (x *TemplateParts) String() string {
 func (*TemplateParts) ProtoMessage() {}
 
 func (x *TemplateParts) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_template_proto_msgTypes[1]
+	mi := &file_herald_v1_template_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -143,7 +358,7 @@ func (x *TemplateParts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TemplateParts.ProtoReflect.Descriptor instead.
 func (*TemplateParts) Descriptor() ([]byte, []int) {
-	return file_herald_v1_template_proto_rawDescGZIP(), []int{1}
+	return file_herald_v1_template_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TemplateParts) GetPushTitle() string {
@@ -198,7 +413,7 @@ type CreateTemplateRequest struct {
 
 func (x *CreateTemplateRequest) Reset() {
 	*x = CreateTemplateRequest{}
-	mi := &file_herald_v1_template_proto_msgTypes[2]
+	mi := &file_herald_v1_template_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -210,7 +425,7 @@ func (x *CreateTemplateRequest) String() string {
 func (*CreateTemplateRequest) ProtoMessage() {}
 
 func (x *CreateTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_template_proto_msgTypes[2]
+	mi := &file_herald_v1_template_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -223,7 +438,7 @@ func (x *CreateTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTemplateRequest.ProtoReflect.Descriptor instead.
 func (*CreateTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_template_proto_rawDescGZIP(), []int{2}
+	return file_herald_v1_template_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateTemplateRequest) GetTemplate() *Template {
@@ -243,7 +458,7 @@ type CreateTemplateResponse struct {
 
 func (x *CreateTemplateResponse) Reset() {
 	*x = CreateTemplateResponse{}
-	mi := &file_herald_v1_template_proto_msgTypes[3]
+	mi := &file_herald_v1_template_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -255,7 +470,7 @@ func (x *CreateTemplateResponse) String() string {
 func (*CreateTemplateResponse) ProtoMessage() {}
 
 func (x *CreateTemplateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_template_proto_msgTypes[3]
+	mi := &file_herald_v1_template_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -268,7 +483,7 @@ func (x *CreateTemplateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTemplateResponse.ProtoReflect.Descriptor instead.
 func (*CreateTemplateResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_template_proto_rawDescGZIP(), []int{3}
+	return file_herald_v1_template_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateTemplateResponse) GetTemplate() *Template {
@@ -290,7 +505,7 @@ type GetTemplateRequest struct {
 
 func (x *GetTemplateRequest) Reset() {
 	*x = GetTemplateRequest{}
-	mi := &file_herald_v1_template_proto_msgTypes[4]
+	mi := &file_herald_v1_template_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -302,7 +517,7 @@ func (x *GetTemplateRequest) String() string {
 func (*GetTemplateRequest) ProtoMessage() {}
 
 func (x *GetTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_template_proto_msgTypes[4]
+	mi := &file_herald_v1_template_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -315,7 +530,7 @@ func (x *GetTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTemplateRequest.ProtoReflect.Descriptor instead.
 func (*GetTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_template_proto_rawDescGZIP(), []int{4}
+	return file_herald_v1_template_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetTemplateRequest) GetName() string {
@@ -342,7 +557,7 @@ type GetTemplateResponse struct {
 
 func (x *GetTemplateResponse) Reset() {
 	*x = GetTemplateResponse{}
-	mi := &file_herald_v1_template_proto_msgTypes[5]
+	mi := &file_herald_v1_template_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -354,7 +569,7 @@ func (x *GetTemplateResponse) String() string {
 func (*GetTemplateResponse) ProtoMessage() {}
 
 func (x *GetTemplateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_template_proto_msgTypes[5]
+	mi := &file_herald_v1_template_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -367,7 +582,7 @@ func (x *GetTemplateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTemplateResponse.ProtoReflect.Descriptor instead.
 func (*GetTemplateResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_template_proto_rawDescGZIP(), []int{5}
+	return file_herald_v1_template_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetTemplateResponse) GetTemplate() *Template {
@@ -381,14 +596,31 @@ var File_herald_v1_template_proto protoreflect.FileDescriptor
 
 const file_herald_v1_template_proto_rawDesc = "" +
 	"\n" +
-	"\x18herald/v1/template.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x01\n" +
+	"\x18herald/v1/template.proto\x12\therald.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16herald/v1/common.proto\"\x9b\x01\n" +
+	"\x15RenderTemplateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\aversion\x18\x02 \x01(\x05H\x00R\aversion\x88\x01\x01\x12\x16\n" +
+	"\x06locale\x18\x03 \x01(\tR\x06locale\x12+\n" +
+	"\x04data\x18\x04 \x01(\v2\x17.google.protobuf.StructR\x04dataB\n" +
+	"\n" +
+	"\b_version\"\xc6\x01\n" +
+	"\x16RenderTemplateResponse\x124\n" +
+	"\acontent\x18\x01 \x01(\v2\x1a.herald.v1.RenderedContentR\acontent\x12\x16\n" +
+	"\x06locale\x18\x02 \x01(\tR\x06locale\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x05R\aversion\x12!\n" +
+	"\fsms_encoding\x18\x04 \x01(\tR\vsmsEncoding\x12!\n" +
+	"\fsms_segments\x18\x05 \x01(\x05R\vsmsSegments\"\xfc\x01\n" +
 	"\bTemplate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x05R\aversion\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x12.\n" +
 	"\x05parts\x18\x04 \x01(\v2\x18.herald.v1.TemplatePartsR\x05parts\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xc9\x01\n" +
+	"createTime\x123\n" +
+	"\alocales\x18\x06 \x03(\v2\x19.herald.v1.LocalizedPartsR\alocales\"X\n" +
+	"\x0eLocalizedParts\x12\x16\n" +
+	"\x06locale\x18\x01 \x01(\tR\x06locale\x12.\n" +
+	"\x05parts\x18\x02 \x01(\v2\x18.herald.v1.TemplatePartsR\x05parts\"\xc9\x01\n" +
 	"\rTemplateParts\x12\x1d\n" +
 	"\n" +
 	"push_title\x18\x01 \x01(\tR\tpushTitle\x12\x1b\n" +
@@ -409,10 +641,11 @@ const file_herald_v1_template_proto_rawDesc = "" +
 	"\n" +
 	"\b_version\"F\n" +
 	"\x13GetTemplateResponse\x12/\n" +
-	"\btemplate\x18\x01 \x01(\v2\x13.herald.v1.TemplateR\btemplate2\xb6\x01\n" +
+	"\btemplate\x18\x01 \x01(\v2\x13.herald.v1.TemplateR\btemplate2\x8d\x02\n" +
 	"\x0fTemplateService\x12U\n" +
 	"\x0eCreateTemplate\x12 .herald.v1.CreateTemplateRequest\x1a!.herald.v1.CreateTemplateResponse\x12L\n" +
-	"\vGetTemplate\x12\x1d.herald.v1.GetTemplateRequest\x1a\x1e.herald.v1.GetTemplateResponseB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
+	"\vGetTemplate\x12\x1d.herald.v1.GetTemplateRequest\x1a\x1e.herald.v1.GetTemplateResponse\x12U\n" +
+	"\x0eRenderTemplate\x12 .herald.v1.RenderTemplateRequest\x1a!.herald.v1.RenderTemplateResponseB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
 
 var (
 	file_herald_v1_template_proto_rawDescOnce sync.Once
@@ -426,31 +659,42 @@ func file_herald_v1_template_proto_rawDescGZIP() []byte {
 	return file_herald_v1_template_proto_rawDescData
 }
 
-var file_herald_v1_template_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_herald_v1_template_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_herald_v1_template_proto_goTypes = []any{
-	(*Template)(nil),               // 0: herald.v1.Template
-	(*TemplateParts)(nil),          // 1: herald.v1.TemplateParts
-	(*CreateTemplateRequest)(nil),  // 2: herald.v1.CreateTemplateRequest
-	(*CreateTemplateResponse)(nil), // 3: herald.v1.CreateTemplateResponse
-	(*GetTemplateRequest)(nil),     // 4: herald.v1.GetTemplateRequest
-	(*GetTemplateResponse)(nil),    // 5: herald.v1.GetTemplateResponse
-	(*timestamppb.Timestamp)(nil),  // 6: google.protobuf.Timestamp
+	(*RenderTemplateRequest)(nil),  // 0: herald.v1.RenderTemplateRequest
+	(*RenderTemplateResponse)(nil), // 1: herald.v1.RenderTemplateResponse
+	(*Template)(nil),               // 2: herald.v1.Template
+	(*LocalizedParts)(nil),         // 3: herald.v1.LocalizedParts
+	(*TemplateParts)(nil),          // 4: herald.v1.TemplateParts
+	(*CreateTemplateRequest)(nil),  // 5: herald.v1.CreateTemplateRequest
+	(*CreateTemplateResponse)(nil), // 6: herald.v1.CreateTemplateResponse
+	(*GetTemplateRequest)(nil),     // 7: herald.v1.GetTemplateRequest
+	(*GetTemplateResponse)(nil),    // 8: herald.v1.GetTemplateResponse
+	(*structpb.Struct)(nil),        // 9: google.protobuf.Struct
+	(*RenderedContent)(nil),        // 10: herald.v1.RenderedContent
+	(*timestamppb.Timestamp)(nil),  // 11: google.protobuf.Timestamp
 }
 var file_herald_v1_template_proto_depIdxs = []int32{
-	1, // 0: herald.v1.Template.parts:type_name -> herald.v1.TemplateParts
-	6, // 1: herald.v1.Template.create_time:type_name -> google.protobuf.Timestamp
-	0, // 2: herald.v1.CreateTemplateRequest.template:type_name -> herald.v1.Template
-	0, // 3: herald.v1.CreateTemplateResponse.template:type_name -> herald.v1.Template
-	0, // 4: herald.v1.GetTemplateResponse.template:type_name -> herald.v1.Template
-	2, // 5: herald.v1.TemplateService.CreateTemplate:input_type -> herald.v1.CreateTemplateRequest
-	4, // 6: herald.v1.TemplateService.GetTemplate:input_type -> herald.v1.GetTemplateRequest
-	3, // 7: herald.v1.TemplateService.CreateTemplate:output_type -> herald.v1.CreateTemplateResponse
-	5, // 8: herald.v1.TemplateService.GetTemplate:output_type -> herald.v1.GetTemplateResponse
-	7, // [7:9] is the sub-list for method output_type
-	5, // [5:7] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	9,  // 0: herald.v1.RenderTemplateRequest.data:type_name -> google.protobuf.Struct
+	10, // 1: herald.v1.RenderTemplateResponse.content:type_name -> herald.v1.RenderedContent
+	4,  // 2: herald.v1.Template.parts:type_name -> herald.v1.TemplateParts
+	11, // 3: herald.v1.Template.create_time:type_name -> google.protobuf.Timestamp
+	3,  // 4: herald.v1.Template.locales:type_name -> herald.v1.LocalizedParts
+	4,  // 5: herald.v1.LocalizedParts.parts:type_name -> herald.v1.TemplateParts
+	2,  // 6: herald.v1.CreateTemplateRequest.template:type_name -> herald.v1.Template
+	2,  // 7: herald.v1.CreateTemplateResponse.template:type_name -> herald.v1.Template
+	2,  // 8: herald.v1.GetTemplateResponse.template:type_name -> herald.v1.Template
+	5,  // 9: herald.v1.TemplateService.CreateTemplate:input_type -> herald.v1.CreateTemplateRequest
+	7,  // 10: herald.v1.TemplateService.GetTemplate:input_type -> herald.v1.GetTemplateRequest
+	0,  // 11: herald.v1.TemplateService.RenderTemplate:input_type -> herald.v1.RenderTemplateRequest
+	6,  // 12: herald.v1.TemplateService.CreateTemplate:output_type -> herald.v1.CreateTemplateResponse
+	8,  // 13: herald.v1.TemplateService.GetTemplate:output_type -> herald.v1.GetTemplateResponse
+	1,  // 14: herald.v1.TemplateService.RenderTemplate:output_type -> herald.v1.RenderTemplateResponse
+	12, // [12:15] is the sub-list for method output_type
+	9,  // [9:12] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_template_proto_init() }
@@ -458,14 +702,16 @@ func file_herald_v1_template_proto_init() {
 	if File_herald_v1_template_proto != nil {
 		return
 	}
-	file_herald_v1_template_proto_msgTypes[4].OneofWrappers = []any{}
+	file_herald_v1_common_proto_init()
+	file_herald_v1_template_proto_msgTypes[0].OneofWrappers = []any{}
+	file_herald_v1_template_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_template_proto_rawDesc), len(file_herald_v1_template_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	TemplateService_CreateTemplate_FullMethodName = "/herald.v1.TemplateService/CreateTemplate"
 	TemplateService_GetTemplate_FullMethodName    = "/herald.v1.TemplateService/GetTemplate"
+	TemplateService_RenderTemplate_FullMethodName = "/herald.v1.TemplateService/RenderTemplate"
 )
 
 // TemplateServiceClient is the client API for TemplateService service.
@@ -36,6 +37,10 @@ type TemplateServiceClient interface {
 	// GetTemplate returns one version of a template (the latest when version is unset).
 	// Errors: NOT_FOUND, UNAUTHENTICATED.
 	GetTemplate(ctx context.Context, in *GetTemplateRequest, opts ...grpc.CallOption) (*GetTemplateResponse, error)
+	// RenderTemplate previews a template version with sample data, as a recipient in locale
+	// would get it, with the limits every Send applies (push payload, SMS segments, subject).
+	// Errors: NOT_FOUND, INVALID_ARGUMENT (missing data, output over a limit), UNAUTHENTICATED.
+	RenderTemplate(ctx context.Context, in *RenderTemplateRequest, opts ...grpc.CallOption) (*RenderTemplateResponse, error)
 }
 
 type templateServiceClient struct {
@@ -66,6 +71,16 @@ func (c *templateServiceClient) GetTemplate(ctx context.Context, in *GetTemplate
 	return out, nil
 }
 
+func (c *templateServiceClient) RenderTemplate(ctx context.Context, in *RenderTemplateRequest, opts ...grpc.CallOption) (*RenderTemplateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenderTemplateResponse)
+	err := c.cc.Invoke(ctx, TemplateService_RenderTemplate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TemplateServiceServer is the server API for TemplateService service.
 // All implementations must embed UnimplementedTemplateServiceServer
 // for forward compatibility.
@@ -79,6 +94,10 @@ type TemplateServiceServer interface {
 	// GetTemplate returns one version of a template (the latest when version is unset).
 	// Errors: NOT_FOUND, UNAUTHENTICATED.
 	GetTemplate(context.Context, *GetTemplateRequest) (*GetTemplateResponse, error)
+	// RenderTemplate previews a template version with sample data, as a recipient in locale
+	// would get it, with the limits every Send applies (push payload, SMS segments, subject).
+	// Errors: NOT_FOUND, INVALID_ARGUMENT (missing data, output over a limit), UNAUTHENTICATED.
+	RenderTemplate(context.Context, *RenderTemplateRequest) (*RenderTemplateResponse, error)
 	mustEmbedUnimplementedTemplateServiceServer()
 }
 
@@ -94,6 +113,9 @@ func (UnimplementedTemplateServiceServer) CreateTemplate(context.Context, *Creat
 }
 func (UnimplementedTemplateServiceServer) GetTemplate(context.Context, *GetTemplateRequest) (*GetTemplateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTemplate not implemented")
+}
+func (UnimplementedTemplateServiceServer) RenderTemplate(context.Context, *RenderTemplateRequest) (*RenderTemplateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenderTemplate not implemented")
 }
 func (UnimplementedTemplateServiceServer) mustEmbedUnimplementedTemplateServiceServer() {}
 func (UnimplementedTemplateServiceServer) testEmbeddedByValue()                         {}
@@ -152,6 +174,24 @@ func _TemplateService_GetTemplate_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TemplateService_RenderTemplate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenderTemplateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TemplateServiceServer).RenderTemplate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TemplateService_RenderTemplate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TemplateServiceServer).RenderTemplate(ctx, req.(*RenderTemplateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TemplateService_ServiceDesc is the grpc.ServiceDesc for TemplateService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -166,6 +206,10 @@ var TemplateService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetTemplate",
 			Handler:    _TemplateService_GetTemplate_Handler,
+		},
+		{
+			MethodName: "RenderTemplate",
+			Handler:    _TemplateService_RenderTemplate_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
