@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats-server/v2/server"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -47,6 +48,7 @@ type stack struct {
 	sim       *sim.Server
 	simURL    string
 	natsURL   string
+	nats      *server.Server
 	pool      *pgxpool.Pool
 	key       string
 	fake      *sendgridfake.Fake
@@ -99,7 +101,8 @@ func startStack(t *testing.T, opts stackOptions) *stack {
 	defer cancel()
 	s := &stack{key: appkey.New().String(), linkKeys: "test:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))}
 	s.dbURL = pgtest.DB(t, "herald", migrateAll)
-	s.natsURL = natstest.Start(t).ClientURL()
+	s.nats = natstest.Start(t)
+	s.natsURL = s.nats.ClientURL()
 	s.fake = sendgridfake.New(sendgridKey)
 	s.fakeURL = s.fake.Start()
 	t.Cleanup(s.fake.Close)
@@ -123,36 +126,46 @@ func startStack(t *testing.T, opts stackOptions) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.contacts.Close)
-	s.notifier, err = notifierd.Start(ctx, notifierd.Config{
-		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DatabaseURL: s.dbURL, NATSURL: s.natsURL,
-		ContactsAddr: s.contacts.GRPCAddr(), BootstrapKey: s.key, BootstrapApp: "test",
-		RepublishAfter: 2 * time.Second, ReconcileInterval: 200 * time.Millisecond,
-		Log: log.With("service", "notifier"),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.notifier.Close)
+	s.notifier = s.startNotifier(t)
 	s.providers = opts.providers
 	if !opts.noWorkers {
 		s.startWorkers(t)
 	}
 
-	dial := func(addr string) *grpc.ClientConn {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			appkey.Credentials(s.key))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		return conn
-	}
-	s.conn = dial(s.notifier.GRPCAddr())
-	s.contConn = dial(s.contacts.GRPCAddr())
+	s.conn = dial(t, s.notifier.GRPCAddr(), s.key)
+	s.contConn = dial(t, s.contacts.GRPCAddr(), s.key)
 	s.notify = heraldv1.NewNotificationServiceClient(s.conn)
 	s.tmpl = heraldv1.NewTemplateServiceClient(s.conn)
 	s.people = heraldv1.NewContactsServiceClient(s.contConn)
 	return s
+}
+
+// startNotifier starts a notifier on the stack's database and NATS (a second one is another
+// replica), stopped when the test ends.
+func (s *stack) startNotifier(t *testing.T) *notifierd.Daemon {
+	t.Helper()
+	d, err := notifierd.Start(context.Background(), notifierd.Config{
+		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DatabaseURL: s.dbURL, NATSURL: s.natsURL,
+		ContactsAddr: s.contacts.GRPCAddr(), BootstrapKey: s.key, BootstrapApp: "test",
+		RepublishAfter: 2 * time.Second, ReconcileInterval: 200 * time.Millisecond,
+		Log: testLogger(t).With("service", "notifier"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	return d
+}
+
+// dial connects to a gRPC address with key, closed when the test ends.
+func dial(t *testing.T, addr, key string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), appkey.Credentials(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // workersConfig is the configuration both the in-process workers and the workers binary use in

@@ -177,14 +177,14 @@ func start(ctx context.Context, c config) (_ *stack, err error) {
 		GRPCAddr: c.notifierGRPC, HTTPAddr: c.notifierHTTP, DatabaseURL: s.dbURL, NATSURL: natsURL,
 		ContactsAddr: c.contactsGRPC, BootstrapKey: s.apiKey, BootstrapApp: "dev",
 		StreamReplicas: 1, RepublishAfter: time.Minute, ReconcileInterval: time.Second,
-		KeyCacheTTL: 2 * time.Second, Log: log.With("service", "notifier"),
+		Log: log.With("service", "notifier"),
 	}); err != nil {
 		return nil, fmt.Errorf("notifier: %w", err)
 	}
 	contactsURL := "http://" + c.contactsHTTP
 	if s.contacts, err = contactsd.Start(ctx, contactsd.Config{
 		GRPCAddr: c.contactsGRPC, HTTPAddr: c.contactsHTTP, DatabaseURL: s.dbURL, NATSURL: natsURL,
-		StreamReplicas: 1, KeyCacheTTL: 2 * time.Second, PublicURL: contactsURL, LinkKeys: s.linkKeys,
+		StreamReplicas: 1, PublicURL: contactsURL, LinkKeys: s.linkKeys,
 		SMSHelpText: "Herald dev stack: reply STOP to stop, START to resume.",
 		Log:         log.With("service", "contacts"),
 	}); err != nil {

@@ -32,11 +32,24 @@ const usage = `heraldctl talks to a running Herald.
 Usage:
   heraldctl send [flags]        send a notification (see heraldctl send -h)
   heraldctl status <id>         show a notification and its deliveries
-  heraldctl apps create <name>  create an app and print its first key (needs an admin key)
+  heraldctl apps create <name> [--categories a,b] [--channels email,sms] [--rate N --burst N]
+                                create an app and print its first key
+  heraldctl apps list           list the apps with their scopes
+  heraldctl apps keys <app id>  list an app's keys
+  heraldctl apps issue-key <app id>
+                                issue a second key (for rotation; two active at most)
+  heraldctl apps revoke-key <key id>
+                                revoke a key, at once on every replica
+  heraldctl templates apply -f DIR [--dry-run]
+                                create new versions of the templates in DIR's YAML files
+  heraldctl templates render NAME [--locale L] [--data JSON]
+                                preview a template as a recipient would get it
   heraldctl dlq list [--channel C] [--reason R]
                                 list dead letters (needs an admin key)
   heraldctl dlq redrive [--channel C] [--reason R] [--all] [delivery id...]
                                 queue dead letters again (needs an admin key)
+
+apps and dlq need an admin app's key (the dev stack's key is one).
 
 Common flags (before the command): --addr, --key, --env-file; or HERALD_NOTIFIER_ADDR,
 HERALD_API_KEY. Defaults come from ./.herald/dev.env, written by make run.
@@ -100,17 +113,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		return showStatus(ctx, heraldv1.NewNotificationServiceClient(conn), rest[0], out)
 	case "apps":
-		if len(rest) != 2 || rest[0] != "create" {
-			return errors.New("usage: heraldctl apps create <name>")
-		}
-		res, err := heraldv1.NewAdminServiceClient(conn).CreateApp(ctx, &heraldv1.CreateAppRequest{Name: rest[1]})
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "app %s (%s)\nkey %s\n(the key is shown only once)\n", res.App.Name, res.App.AppId, res.Key)
-		return nil
+		return apps(ctx, heraldv1.NewAdminServiceClient(conn), rest, out)
 	case "dlq":
 		return dlq(ctx, heraldv1.NewAdminServiceClient(conn), rest, out)
+	case "templates":
+		return templatesCmd(ctx, heraldv1.NewTemplateServiceClient(conn), rest, out)
 	}
 	fs.Usage()
 	return fmt.Errorf("unknown command %q", cmd)
@@ -128,12 +135,10 @@ func dlq(ctx context.Context, admin heraldv1.AdminServiceClient, args []string, 
 		return err
 	}
 	var ch heraldv1.Channel
-	if *channel != "" {
-		v, ok := heraldv1.Channel_value["CHANNEL_"+strings.ToUpper(*channel)]
-		if !ok {
-			return fmt.Errorf("unknown channel %q", *channel)
-		}
-		ch = heraldv1.Channel(v)
+	if chs, err := parseChannels(*channel); err != nil {
+		return err
+	} else if len(chs) > 0 {
+		ch = chs[0]
 	}
 	if args[0] == "redrive" {
 		res, err := admin.RedriveDeadLetters(ctx, &heraldv1.RedriveDeadLettersRequest{
@@ -203,16 +208,11 @@ func send(ctx context.Context, client heraldv1.NotificationServiceClient, args [
 		}
 		req.Recipient = &heraldv1.Recipient{Kind: &heraldv1.Recipient_Address{Address: a}}
 	}
-	for _, name := range strings.Split(*channels, ",") {
-		if name = strings.TrimSpace(name); name == "" {
-			continue
-		}
-		ch, ok := heraldv1.Channel_value["CHANNEL_"+strings.ToUpper(name)]
-		if !ok {
-			return fmt.Errorf("unknown channel %q", name)
-		}
-		req.Channels = append(req.Channels, heraldv1.Channel(ch))
+	chs, err := parseChannels(*channels)
+	if err != nil {
+		return err
 	}
+	req.Channels = chs
 	if *template != "" {
 		req.Message = &heraldv1.SendRequest_Template{Template: &heraldv1.TemplateRef{Name: *template}}
 	} else {

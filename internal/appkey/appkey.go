@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -23,7 +22,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/heraldhq/herald/internal/coherent"
+	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/pgdb"
 )
 
 const prefix = "hk_"
@@ -74,12 +76,18 @@ func Parse(s string) (Key, error) {
 	return Key{ID: id, Secret: secret}, nil
 }
 
-// Caller is an authenticated app.
+// Caller is an authenticated app, with what it may do.
 type Caller struct {
 	AppID   uuid.UUID
 	AppName string
 	KeyID   string
 	Admin   bool
+	// AllowedCategories and AllowedChannels scope what the app may send; empty means all.
+	AllowedCategories []string
+	AllowedChannels   []delivery.Channel
+	// RatePerSecond and Burst are the app's request rate; 0 means the server's default.
+	RatePerSecond float64
+	Burst         int
 }
 
 // Record is a stored key.
@@ -89,33 +97,33 @@ type Record struct {
 	RevokedAt  *time.Time
 }
 
-// ErrNoKey is what a Lookup returns for a key id it does not know.
+// ErrNoKey is what a Store returns for a key id it does not know.
 var ErrNoKey = errors.New("no such key")
 
-// Lookup finds the stored record of a key id, or returns ErrNoKey.
-type Lookup func(ctx context.Context, keyID string) (Record, error)
+// Store finds stored keys and reports which changed.
+type Store interface {
+	// Key returns the stored record of a key id, or ErrNoKey.
+	Key(ctx context.Context, keyID string) (Record, error)
+	// Changes reads the feed of changed key ids (see coherent.Feed).
+	Changes(ctx context.Context, horizon uint64) ([]string, uint64, error)
+}
 
-// Authenticator checks keys against their stored records, caching records briefly so that the
-// hot path does not pay a database round trip per call.
+// Authenticator checks keys against their stored records through a coherent cache: the hot
+// path costs no lookup per call, yet a key revoked (or an app's scope changed) on any replica
+// is refused by every replica from the next call on.
 type Authenticator struct {
-	lookup Lookup
-	ttl    time.Duration
-	now    func() time.Time
-
-	mu    sync.Mutex
-	cache map[string]cached
+	store Store
+	cache *coherent.Cache[cached]
 }
 
 type cached struct {
-	rec     Record
-	found   bool
-	expires time.Time
+	rec   Record
+	found bool
 }
 
-// NewAuthenticator returns an Authenticator that caches each record for ttl (0 disables the
-// cache). A revoked key keeps working on a replica for at most ttl.
-func NewAuthenticator(lookup Lookup, ttl time.Duration) *Authenticator {
-	return &Authenticator{lookup: lookup, ttl: ttl, now: time.Now, cache: map[string]cached{}}
+// NewAuthenticator returns an Authenticator on store.
+func NewAuthenticator(store Store) *Authenticator {
+	return &Authenticator{store: store, cache: coherent.New[cached](store, 10_000, 30*time.Minute)}
 }
 
 var errBadKey = errs.E(errs.Unauthenticated, "invalid or revoked app key")
@@ -145,51 +153,59 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (Caller,
 }
 
 func (a *Authenticator) record(ctx context.Context, id string) (Record, bool, error) {
-	now := a.now()
-	if a.ttl > 0 {
-		a.mu.Lock()
-		c, ok := a.cache[id]
-		a.mu.Unlock()
-		if ok && now.Before(c.expires) {
-			return c.rec, c.found, nil
-		}
+	gen, err := a.cache.Sync(ctx)
+	if err != nil {
+		return Record{}, false, err
 	}
-	rec, err := a.lookup(ctx, id)
+	if c, ok := a.cache.Get(id); ok {
+		return c.rec, c.found, nil
+	}
+	rec, err := a.store.Key(ctx, id)
 	found := err == nil
 	if err != nil && !errors.Is(err, ErrNoKey) {
 		return Record{}, false, err
 	}
-	if a.ttl > 0 {
-		a.mu.Lock()
-		if len(a.cache) > 10000 {
-			clear(a.cache) // bounded: unknown ids from a scanner must not grow it forever
-		}
-		a.cache[id] = cached{rec: rec, found: found, expires: now.Add(a.ttl)}
-		a.mu.Unlock()
-	}
+	a.cache.Put(gen, id, cached{rec: rec, found: found}) // unknown ids too: a scanner costs no lookups
 	return rec, found, nil
 }
 
-// PostgresLookup reads keys from the notifier's schema, which owns apps and keys (see
+// PostgresStore reads keys from the notifier's schema, which owns apps and keys (see
 // services/notifier/postgres/migrations). Other services that authenticate callers use it
 // read-only.
-func PostgresLookup(pool *pgxpool.Pool) Lookup {
-	return func(ctx context.Context, keyID string) (Record, error) {
-		var r Record
-		err := pool.QueryRow(ctx, `
-			SELECT a.id, a.name, a.admin, k.secret_hash, k.revoked_at
-			FROM notifier.app_keys k JOIN notifier.apps a ON a.id = k.app_id
-			WHERE k.id = $1`, keyID).Scan(&r.AppID, &r.AppName, &r.Admin, &r.SecretHash, &r.RevokedAt)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return Record{}, ErrNoKey
-		}
-		if err != nil {
-			return Record{}, fmt.Errorf("look up app key: %w", err)
-		}
-		r.KeyID = keyID
-		return r, nil
-	}
+type PostgresStore struct {
+	Pool *pgxpool.Pool
 }
+
+// Key implements Store.
+func (s PostgresStore) Key(ctx context.Context, keyID string) (Record, error) {
+	var r Record
+	var channels []string
+	err := s.Pool.QueryRow(ctx, `
+		SELECT a.id, a.name, a.admin, a.allowed_categories, a.allowed_channels, a.requests_per_second,
+			a.burst, k.secret_hash, k.revoked_at
+		FROM notifier.app_keys k JOIN notifier.apps a ON a.id = k.app_id
+		WHERE k.id = $1`, keyID).Scan(&r.AppID, &r.AppName, &r.Admin, &r.AllowedCategories, &channels,
+		&r.RatePerSecond, &r.Burst, &r.SecretHash, &r.RevokedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Record{}, ErrNoKey
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("look up app key: %w", err)
+	}
+	for _, ch := range channels {
+		r.AllowedChannels = append(r.AllowedChannels, delivery.Channel(ch))
+	}
+	r.KeyID = keyID
+	return r, nil
+}
+
+// Changes implements Store.
+func (s PostgresStore) Changes(ctx context.Context, horizon uint64) ([]string, uint64, error) {
+	return pgdb.Changes(ctx, s.Pool, ChangesTable, horizon)
+}
+
+// ChangesTable is the change feed that writers of keys and apps append key ids to.
+const ChangesTable = "notifier.key_changes"
 
 type callerKey struct{}
 

@@ -56,33 +56,53 @@ func TestParseRejects(t *testing.T) {
 	}
 }
 
-type lookupFunc struct {
+// fakeStore is a Store with a change feed: Revoke appends the key id to the feed, as the
+// notifier's store does in the revoking transaction.
+type fakeStore struct {
 	records map[string]Record
-	calls   int
+	feed    []string
+	lookups int
 	err     error
 }
 
-func (l *lookupFunc) lookup(_ context.Context, id string) (Record, error) {
-	l.calls++
-	if l.err != nil {
-		return Record{}, l.err
+var _ Store = (*fakeStore)(nil)
+
+func (s *fakeStore) Key(_ context.Context, id string) (Record, error) {
+	s.lookups++
+	if s.err != nil {
+		return Record{}, s.err
 	}
-	r, ok := l.records[id]
+	r, ok := s.records[id]
 	if !ok {
 		return Record{}, ErrNoKey
 	}
 	return r, nil
 }
 
+func (s *fakeStore) Changes(context.Context, uint64) ([]string, uint64, error) {
+	if s.err != nil {
+		return nil, 0, s.err
+	}
+	return s.feed, 0, nil // horizon 0 again: the whole feed each time, which is allowed
+}
+
+func (s *fakeStore) revoke(id string) {
+	when := time.Now()
+	r := s.records[id]
+	r.RevokedAt = &when
+	s.records[id] = r
+	s.feed = append(s.feed, id)
+}
+
 func TestAuthenticate(t *testing.T) {
 	good, revoked, other := New(), New(), New()
 	when := time.Now()
 	appID := uuid.New()
-	l := &lookupFunc{records: map[string]Record{
+	st := &fakeStore{records: map[string]Record{
 		good.ID:    {Caller: Caller{AppID: appID, AppName: "billing", KeyID: good.ID}, SecretHash: good.Hash()},
 		revoked.ID: {Caller: Caller{AppID: appID, KeyID: revoked.ID}, SecretHash: revoked.Hash(), RevokedAt: &when},
 	}}
-	a := NewAuthenticator(l.lookup, 0)
+	a := NewAuthenticator(st)
 	ctx := context.Background()
 
 	c, err := a.Authenticate(ctx, good.String())
@@ -106,36 +126,34 @@ func TestAuthenticate(t *testing.T) {
 		}
 	}
 
-	l.err = errors.New("connection refused")
+	st.err = errors.New("connection refused")
 	if _, err := a.Authenticate(ctx, good.String()); errs.KindOf(err) != errs.Unavailable {
 		t.Errorf("store down: %v, want Unavailable", err)
 	}
 }
 
-func TestAuthenticateCache(t *testing.T) {
+// TestRevocationIsImmediate: the cache saves lookups, yet a key revoked through the store is
+// refused from the next call on, by every Authenticator (replica).
+func TestRevocationIsImmediate(t *testing.T) {
 	k := New()
-	l := &lookupFunc{records: map[string]Record{k.ID: {SecretHash: k.Hash()}}}
-	a := NewAuthenticator(l.lookup, time.Minute)
-	now := time.Now()
-	a.now = func() time.Time { return now }
+	st := &fakeStore{records: map[string]Record{k.ID: {SecretHash: k.Hash()}}}
+	replicas := []*Authenticator{NewAuthenticator(st), NewAuthenticator(st)}
 	ctx := context.Background()
-	for range 3 {
-		if _, err := a.Authenticate(ctx, k.String()); err != nil {
-			t.Fatal(err)
+	for _, a := range replicas {
+		for range 3 {
+			if _, err := a.Authenticate(ctx, k.String()); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	if l.calls != 1 {
-		t.Fatalf("%d lookups within the ttl, want 1", l.calls)
+	if st.lookups != 2 {
+		t.Fatalf("%d lookups for 6 calls on 2 replicas, want 2 (one each)", st.lookups)
 	}
-	// Revocation is seen once the cached record expires.
-	revokedAt := now
-	l.records[k.ID] = Record{SecretHash: k.Hash(), RevokedAt: &revokedAt}
-	now = now.Add(time.Minute + time.Second)
-	if _, err := a.Authenticate(ctx, k.String()); errs.KindOf(err) != errs.Unauthenticated {
-		t.Fatalf("revoked key after the ttl: %v, want Unauthenticated", err)
-	}
-	if l.calls != 2 {
-		t.Fatalf("%d lookups, want 2", l.calls)
+	st.revoke(k.ID)
+	for i, a := range replicas {
+		if _, err := a.Authenticate(ctx, k.String()); errs.KindOf(err) != errs.Unauthenticated {
+			t.Fatalf("replica %d after the revocation: %v, want Unauthenticated", i, err)
+		}
 	}
 }
 

@@ -22,6 +22,23 @@ type Category struct {
 	// DefaultOptIn: users receive the category until they opt out; otherwise only after they
 	// opt in.
 	DefaultOptIn bool `json:"default_opt_in,omitempty"`
+	// AllowedChannels are the channels it may be sent on; empty means all.
+	AllowedChannels []delivery.Channel `json:"allowed_channels,omitempty"`
+	// Caps bound how often one recipient gets it.
+	Caps []Cap `json:"caps,omitempty"`
+}
+
+// Cap allows at most Limit deliveries of a category per recipient within a sliding Window,
+// on Channel only, or across every channel when Channel is empty (one notification counts once).
+type Cap struct {
+	Limit   int              `json:"limit"`
+	Window  time.Duration    `json:"window"`
+	Channel delivery.Channel `json:"channel,omitempty"`
+}
+
+// Allowed reports whether the category may be sent on ch.
+func (c Category) Allowed(ch delivery.Channel) bool {
+	return len(c.AllowedChannels) == 0 || slices.Contains(c.AllowedChannels, ch)
 }
 
 // Settings are a user's choices. The zero value receives every default-opt-in category.
@@ -41,9 +58,10 @@ type CategorySetting struct {
 
 // Reasons a delivery is not sent.
 const (
-	ReasonOptedOut   = "opted_out"
-	ReasonSuppressed = "suppressed"
-	ReasonInvalid    = "invalid_address"
+	ReasonRateLimited = "rate_limited"
+	ReasonOptedOut    = "opted_out"
+	ReasonSuppressed  = "suppressed"
+	ReasonInvalid     = "invalid_address"
 )
 
 // Allows reports whether a user with these settings receives category c on channel ch.

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/preference"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // SettingsProto turns settings into their API form.
@@ -54,7 +56,43 @@ func SettingsDomain(in *heraldv1.Settings) (*preference.Settings, error) {
 
 // CategoryProto turns a category into its API form.
 func CategoryProto(c preference.Category) *heraldv1.Category {
-	return &heraldv1.Category{Name: c.Name, Description: c.Description, Critical: c.Critical, DefaultOptIn: c.DefaultOptIn}
+	out := &heraldv1.Category{Name: c.Name, Description: c.Description, Critical: c.Critical,
+		DefaultOptIn: c.DefaultOptIn, AllowedChannels: channelsProto(c.AllowedChannels)}
+	for _, cp := range c.Caps {
+		out.Caps = append(out.Caps, &heraldv1.FrequencyCap{Limit: int32(cp.Limit), Window: durationpb.New(cp.Window),
+			Channel: ChannelProto[cp.Channel]})
+	}
+	return out
+}
+
+// CategoryDomain turns an API category into the domain's, reporting malformed fields.
+func CategoryDomain(in *heraldv1.Category) (preference.Category, error) {
+	var v errs.Violations
+	c := preference.Category{Name: in.GetName(), Description: in.GetDescription(), Critical: in.GetCritical(),
+		DefaultOptIn: in.GetDefaultOptIn()}
+	c.AllowedChannels = channelsDomain(&v, "category.allowed_channels", in.GetAllowedChannels())
+	for i, cp := range in.GetCaps() {
+		field := fmt.Sprintf("category.caps[%d]", i)
+		d := preference.Cap{Limit: int(cp.GetLimit())}
+		if cp.GetLimit() <= 0 {
+			v.Add(field+".limit", "must be positive")
+		}
+		if err := cp.GetWindow().CheckValid(); err != nil || cp.GetWindow().AsDuration() < time.Second ||
+			cp.GetWindow().AsDuration() > 31*24*time.Hour {
+			v.Add(field+".window", "must be between 1s and 31 days")
+		} else {
+			d.Window = cp.GetWindow().AsDuration()
+		}
+		if cp.GetChannel() != heraldv1.Channel_CHANNEL_UNSPECIFIED {
+			ch, ok := ChannelDomain[cp.GetChannel()]
+			if !ok {
+				v.Add(field+".channel", "is not a channel")
+			}
+			d.Channel = ch
+		}
+		c.Caps = append(c.Caps, d)
+	}
+	return c, v.Err()
 }
 
 func channelsProto(chs []delivery.Channel) []heraldv1.Channel {

@@ -7,6 +7,19 @@
 // notification (google.protobuf.Struct as map[string]any): a key the template names but the data
 // lacks is an error, and a JSON null renders as nothing.
 //
+// A template version may also carry translations (ParseSet, Set): parts per BCP 47 locale,
+// compared in canonical form so that "pt-br" is "pt-BR". A recipient's locale falls back by
+// dropping subtags ("pt-BR", then "pt"), then to the default parts (Set.Resolve). A translation
+// must have exactly the parts the default has, so a message never mixes languages and the
+// channels a template serves do not depend on the locale.
+//
+// Check holds a rendered message to what the channels take: a push payload of at most
+// MaxPushPayload bytes on APNs and on FCM, counted as the workers build them with the data;
+// an SMS body of at most Limits.SMSSegments segments, counted per GSM 03.38 (GSM-7, or UCS-2
+// as soon as one character is outside the GSM alphabet) by SMSSegments; a subject of at most
+// MaxSubject characters; email bodies of at most MaxEmailBody bytes. Set.CheckStatic applies
+// the same limits when a template is created, to the parts that render the same text every time.
+//
 // Templates come from outside (apps create them through the API), so Parse and Render treat
 // them as hostile:
 //

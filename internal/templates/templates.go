@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"text/template"
+	"text/template/parse"
 	"unicode/utf8"
 )
 
@@ -18,6 +19,9 @@ const (
 	PartEmailSubject = "email_subject"
 	PartEmailHTML    = "email_html"
 	PartEmailText    = "email_text"
+
+	// PartData is Error.Part when the data, not a part, breaks a limit (see CheckPush).
+	PartData = "data"
 )
 
 // Limits on one part of a template; see the package comment for how they bound rendering.
@@ -35,6 +39,7 @@ var (
 	ErrTooMuchWork    = errors.New("template takes too much work to render")
 
 	errNotUTF8      = errors.New("template is not valid UTF-8")
+	errSourceNUL    = errors.New("template contains a NUL character")
 	errDefine       = errors.New("{{define}}, {{block}} and {{template}} are not supported")
 	errHTMLEscaper  = errors.New("must not use html, js or urlquery: HTML escapes data by itself")
 	errSubjectLines = errors.New("must be a single line")
@@ -43,14 +48,21 @@ var (
 	errSubjectCtl   = errors.New("must render to a single line without control characters")
 )
 
-// Error is a problem with one part of a template, found by Parse or Render.
+// Error is a problem with one part of a template, found by Parse, ParseSet, Render or Check.
 type Error struct {
-	Part string // which part, e.g. "email_html" (the Part* constants)
-	Err  error
+	// Locale is the tag of the translation at fault, "" for the default parts.
+	Locale string
+	Part   string // which part, e.g. "email_html" (the Part* constants)
+	Err    error
 }
 
-// Error returns the part's name and the problem.
-func (e *Error) Error() string { return e.Part + ": " + e.Err.Error() }
+// Error returns the locale, the part's name and the problem.
+func (e *Error) Error() string {
+	if e.Locale != "" {
+		return "locales[" + e.Locale + "]." + e.Part + ": " + e.Err.Error()
+	}
+	return e.Part + ": " + e.Err.Error()
+}
 
 // Unwrap returns the problem.
 func (e *Error) Unwrap() error { return e.Err }
@@ -111,14 +123,16 @@ type executor interface {
 
 // Template is a parsed template, ready to render. It is safe for concurrent use.
 type Template struct {
-	parts Parts
-	exec  [len(partNames)]executor // nil for an absent part
+	parts  Parts
+	exec   [len(partNames)]executor // nil for an absent part
+	static [len(partNames)]bool     // the part has no actions: it renders its text as it is
 }
 
 // Parse parses and checks every present part of p. It returns an *Error naming the first part
-// that is larger than MaxSourceSize (ErrSourceTooLarge), is not valid UTF-8, does not parse,
-// uses {{define}}, {{block}} or {{template}}, uses html, js or urlquery in email_html, cannot be
-// escaped safely (an html/template error), or is a subject with a line break in its text.
+// that is larger than MaxSourceSize (ErrSourceTooLarge), is not valid UTF-8 or holds NUL, does
+// not parse, uses {{define}}, {{block}} or {{template}}, uses html, js or urlquery in
+// email_html, cannot be escaped safely (an html/template error), or is a subject with a line
+// break in its text.
 func Parse(p Parts) (*Template, error) {
 	t := &Template{parts: p}
 	for i, src := range p.fields() {
@@ -129,7 +143,7 @@ func Parse(p Parts) (*Template, error) {
 		if err != nil {
 			return nil, &Error{Part: partNames[i], Err: err}
 		}
-		t.exec[i] = ex
+		t.exec[i], t.static[i] = ex, static(ex)
 	}
 	return t, nil
 }
@@ -140,6 +154,10 @@ func parsePart(i int, src string) (executor, error) {
 	}
 	if !utf8.ValidString(src) {
 		return nil, errNotUTF8
+	}
+	if strings.IndexByte(src, 0) >= 0 {
+		// PostgreSQL cannot store it, and no channel wants it.
+		return nil, errSourceNUL
 	}
 	name := partNames[i]
 	if i == htmlIndex {
@@ -186,6 +204,26 @@ func parsePart(i int, src string) (executor, error) {
 	}
 	t.Funcs(textFuncs)
 	return t, nil
+}
+
+// static reports whether a parsed part holds nothing but text and the sandbox's prelude.
+func static(ex executor) bool {
+	var tree *parse.Tree
+	switch t := ex.(type) {
+	case *template.Template:
+		tree = t.Tree
+	case *htmltemplate.Template:
+		tree = t.Tree
+	}
+	if tree == nil || tree.Root == nil {
+		return false
+	}
+	for i, n := range tree.Root.Nodes {
+		if _, text := n.(*parse.TextNode); !text && i > 0 { // node 0 declares the budget
+			return false
+		}
+	}
+	return true
 }
 
 // Parts returns the source the template was parsed from, so a caller can ask which channels it

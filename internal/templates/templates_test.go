@@ -44,6 +44,7 @@ func TestParseErrors(t *testing.T) {
 		{"oversize push body", Parts{PushBody: big}, PartPushBody, ErrSourceTooLarge, ""},
 		{"oversize html", Parts{EmailHTML: big}, PartEmailHTML, ErrSourceTooLarge, ""},
 		{"invalid utf-8", Parts{SMSBody: "caf\xe9"}, PartSMSBody, errNotUTF8, ""},
+		{"NUL", Parts{EmailText: "a\x00b"}, PartEmailText, errSourceNUL, ""},
 		{"unknown function", Parts{PushBody: "{{env \"HOME\"}}"}, PartPushBody, nil, "function \"env\" not defined"},
 		{"sandbox function", Parts{PushBody: "{{_heraldBudget}}"}, PartPushBody, nil, "not defined"},
 		{"define", Parts{PushBody: `{{define "x"}}y{{end}}hi`}, PartPushBody, errDefine, ""},

@@ -183,11 +183,20 @@ func (s *fakeStore) CreateApp(_ context.Context, a *notifier.App) error {
 	return nil
 }
 
-func (s *fakeStore) AddKey(_ context.Context, appID uuid.UUID, keyID string, _ []byte) error {
+func (s *fakeStore) AddKey(_ context.Context, appID uuid.UUID, keyID string, _ []byte, maxActive int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.apps[appID] == nil {
 		return errs.E(errs.NotFound, "app not found")
+	}
+	active := 0
+	for _, a := range s.keys {
+		if a == appID {
+			active++
+		}
+	}
+	if maxActive > 0 && active >= maxActive {
+		return errs.E(errs.FailedPrecondition, "two active keys already")
 	}
 	if s.keys == nil {
 		s.keys = map[string]uuid.UUID{}
@@ -271,4 +280,18 @@ func (s *fakeStore) RecordProviderEvents(context.Context, []notifier.ProviderEve
 
 func (s *fakeStore) MarkProviderEventsAnnounced(context.Context, string, []string) error {
 	return nil
+}
+
+// Apps and keys beyond creation are exercised against the real store (postgres/apps_test.go).
+func (s *fakeStore) UpdateApp(context.Context, *notifier.App) error { return nil }
+func (s *fakeStore) Apps(context.Context) ([]notifier.App, error)   { return nil, nil }
+func (s *fakeStore) RevokeKey(context.Context, string, time.Time) (notifier.KeyInfo, error) {
+	return notifier.KeyInfo{}, errs.E(errs.NotFound, "key not found")
+}
+func (s *fakeStore) Keys(context.Context, uuid.UUID) ([]notifier.KeyInfo, error) { return nil, nil }
+
+// Cancellation and key release are exercised against the real store (postgres/cancel_test.go).
+func (s *fakeStore) ReleaseKey(context.Context, uuid.UUID, string, time.Time) error { return nil }
+func (s *fakeStore) Cancel(context.Context, uuid.UUID, uuid.UUID, time.Time) (*notifier.Notification, error) {
+	return nil, errs.E(errs.NotFound, "notification not found")
 }

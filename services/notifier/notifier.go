@@ -16,7 +16,7 @@ import (
 
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/preference"
-	"github.com/heraldhq/herald/internal/templates"
+	"github.com/heraldhq/herald/internal/ratelimit"
 )
 
 // Notification is one accepted Send: who it is for, what it says, and its deliveries.
@@ -74,21 +74,26 @@ type TemplateRef struct {
 	Locale  string // "" means the default
 }
 
-// Template is one stored, immutable template version.
-type Template struct {
-	Name        string
-	Version     int
-	Description string
-	Parts       templates.Parts
-	CreatedAt   time.Time
-}
-
 // App is a calling service.
 type App struct {
 	ID        uuid.UUID
 	Name      string
 	Admin     bool
 	CreatedAt time.Time
+	// AllowedCategories and AllowedChannels scope what the app may send; empty means all.
+	AllowedCategories []string
+	AllowedChannels   []delivery.Channel
+	// RatePerSecond and Burst bound its Send calls across replicas; 0 means the default.
+	RatePerSecond float64
+	Burst         int
+}
+
+// KeyInfo describes an app key without its secret.
+type KeyInfo struct {
+	ID        string
+	AppID     uuid.UUID
+	CreatedAt time.Time
+	RevokedAt *time.Time
 }
 
 // User is what the notifier needs to know of a recipient from the contacts service.
@@ -134,6 +139,11 @@ type Store interface {
 	// NotificationByKey returns the app's notification with that idempotency key, or a NotFound
 	// error.
 	NotificationByKey(ctx context.Context, appID uuid.UUID, key string) (*Notification, error)
+	// ReleaseKey frees an idempotency key held by a notification created before olderThan.
+	ReleaseKey(ctx context.Context, appID uuid.UUID, key string, olderThan time.Time) error
+	// Cancel cancels the app's notification's deliveries that are not yet being sent and
+	// returns the notification. Errors: NotFound.
+	Cancel(ctx context.Context, appID, id uuid.UUID, at time.Time) (*Notification, error)
 	// Notification returns the app's notification with its deliveries, or a NotFound error.
 	Notification(ctx context.Context, appID, id uuid.UUID) (*Notification, error)
 
@@ -149,8 +159,17 @@ type Store interface {
 
 	// CreateApp stores a new app, or returns a Conflict error when the name is taken.
 	CreateApp(ctx context.Context, a *App) error
-	// AddKey stores a key's hash for an app, or returns NotFound for an unknown app.
-	AddKey(ctx context.Context, appID uuid.UUID, keyID string, secretHash []byte) error
+	// UpdateApp replaces an app's scopes and rates. Errors: NotFound.
+	UpdateApp(ctx context.Context, a *App) error
+	// Apps lists every app by name.
+	Apps(ctx context.Context) ([]App, error)
+	// AddKey stores a key's hash for an app. Errors: NotFound (app), FailedPrecondition (the
+	// app has maxActive active keys already).
+	AddKey(ctx context.Context, appID uuid.UUID, keyID string, secretHash []byte, maxActive int) error
+	// RevokeKey revokes a key (idempotently). Errors: NotFound.
+	RevokeKey(ctx context.Context, keyID string, at time.Time) (KeyInfo, error)
+	// Keys lists an app's keys, newest first. Errors: NotFound (app).
+	Keys(ctx context.Context, appID uuid.UUID) ([]KeyInfo, error)
 
 	// DeadLetters lists dead deliveries matching f, by id, after the given id.
 	DeadLetters(ctx context.Context, f DeadLetterFilter, after uuid.UUID, limit int) ([]DeadLetter, error)
@@ -184,6 +203,18 @@ type Publisher interface {
 	// Publish publishes every publication and waits for the broker's acknowledgements. It
 	// returns the first error; publications that failed are re-published by the reconciler.
 	Publish(ctx context.Context, pubs []Publication) error
+}
+
+// Limiter enforces app request rates and category frequency caps across replicas; the
+// ratelimit package implements it on JetStream.
+type Limiter interface {
+	// AllowRequest takes one request from the app's token bucket, or says how long until one
+	// is available.
+	AllowRequest(ctx context.Context, app string, ratePerSecond float64, burst int) (bool, time.Duration, error)
+	// Take records one event against each cap that has room, answering which did.
+	Take(ctx context.Context, caps []ratelimit.Cap) ([]bool, error)
+	// Peek answers which caps have room, recording nothing.
+	Peek(ctx context.Context, caps []ratelimit.Cap) ([]bool, error)
 }
 
 // Directory looks up recipients in the contacts service.

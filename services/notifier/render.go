@@ -3,13 +3,17 @@ package notifier
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/templates"
 )
 
-// render produces each channel's content, from the template or the inline content.
+// render produces each channel's content, from the template or the inline content. A template
+// is rendered in the request's locale when it names one, else in the recipient's locale (which
+// may be ""), falling back as templates.Set.Resolve does, and the output is held to the limits
+// of the channels that may be used: the requested ones, or every one when none is.
 func (s *Service) render(ctx context.Context, req *SendRequest, locale string, n *Notification) (map[delivery.Channel]delivery.Content, error) {
 	var r templates.Rendered
 	if c := req.Content; c != nil {
@@ -20,16 +24,27 @@ func (s *Service) render(ctx context.Context, req *SendRequest, locale string, n
 		r = templates.Rendered{PushTitle: c.Title, PushBody: c.Body, SMSBody: c.Body,
 			EmailSubject: subject, EmailHTML: c.HTML, EmailText: c.Body}
 	} else {
-		t, tmpl, err := s.template(ctx, req.Template.Name, req.Template.Version)
+		ref := *req.Template
+		if ref.Locale != "" {
+			tag, err := templates.CanonicalLocale(ref.Locale)
+			if err != nil {
+				return nil, errs.Field("template.locale", err.Error())
+			}
+			ref.Locale, locale = tag, tag
+		}
+		t, set, err := s.template(ctx, ref.Name, ref.Version)
 		if err != nil {
 			return nil, err
 		}
-		n.Template = &TemplateRef{Name: t.Name, Version: t.Version, Locale: req.Template.Locale}
-		if r, err = tmpl.Render(req.Data); err != nil {
+		n.Template = &TemplateRef{Name: t.Name, Version: t.Version, Locale: ref.Locale}
+		_, r, err = set.Render(locale, req.Data)
+		if err == nil {
+			err = templates.Check(forChannels(r, req.Channels), req.Data, s.limits())
+		}
+		if err != nil {
 			return nil, templateError("template", err)
 		}
 	}
-	_ = locale // locale-specific template parts arrive with the template policy work
 
 	out := map[delivery.Channel]delivery.Content{}
 	if r.PushBody != "" || r.PushTitle != "" {
@@ -56,16 +71,37 @@ func (s *Service) render(ctx context.Context, req *SendRequest, locale string, n
 	return out, nil
 }
 
-func (s *Service) template(ctx context.Context, name string, version int) (*Template, *templates.Template, error) {
+// forChannels keeps the parts that the channels use; no channels means every channel. Limits
+// are checked on what it keeps, so that, say, data too large for a push payload does not fail
+// a Send for email only.
+func forChannels(r templates.Rendered, channels []delivery.Channel) templates.Rendered {
+	if len(channels) == 0 {
+		return r
+	}
+	if !slices.Contains(channels, delivery.IOS) && !slices.Contains(channels, delivery.Android) {
+		r.PushTitle, r.PushBody = "", ""
+	}
+	if !slices.Contains(channels, delivery.SMS) {
+		r.SMSBody = ""
+	}
+	if !slices.Contains(channels, delivery.Email) {
+		r.EmailSubject, r.EmailHTML, r.EmailText = "", "", ""
+	}
+	return r
+}
+
+// template returns a stored template version, parsed. Parsed versions are cached: versions are
+// immutable.
+func (s *Service) template(ctx context.Context, name string, version int) (*Template, *templates.Set, error) {
 	t, err := s.Store.Template(ctx, name, version)
 	if err != nil {
 		return nil, nil, err
 	}
 	key := templateKey{t.Name, t.Version}
 	if p, ok := s.parsed.Load(key); ok {
-		return t, p.(*templates.Template), nil
+		return t, p.(*templates.Set), nil
 	}
-	p, err := templates.Parse(t.Parts)
+	p, err := templates.ParseSet(t.Parts, t.Locales)
 	if err != nil {
 		// Stored templates were validated when created; this is a bug or a changed parser.
 		return nil, nil, fmt.Errorf("parse stored template %s v%d: %w", t.Name, t.Version, err)
@@ -74,10 +110,19 @@ func (s *Service) template(ctx context.Context, name string, version int) (*Temp
 	return t, p, nil
 }
 
-// templateError turns a template parse or render error into a field violation under prefix.
+// templateError turns a template render or limit error into a field violation: "data" when the
+// data is at fault, else prefix + "." + the part, with the translation named in the reason.
 func templateError(prefix string, err error) error {
-	if te, ok := err.(*templates.Error); ok {
-		return errs.Field(prefix+"."+te.Part, te.Err.Error())
+	te, ok := err.(*templates.Error)
+	if !ok {
+		return errs.Field(prefix, err.Error())
 	}
-	return errs.Field(prefix, err.Error())
+	if te.Part == templates.PartData {
+		return errs.Field("data", te.Err.Error())
+	}
+	reason := te.Err.Error()
+	if te.Locale != "" {
+		reason += fmt.Sprintf(" (in the %s translation)", te.Locale)
+	}
+	return errs.Field(prefix+"."+te.Part, reason)
 }

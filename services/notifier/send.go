@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -19,6 +20,8 @@ import (
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/preference"
+	"github.com/heraldhq/herald/internal/ratelimit"
+	"github.com/heraldhq/herald/internal/templates"
 )
 
 // SendRequest is one notification for one recipient, as the API describes it.
@@ -77,11 +80,19 @@ type Service struct {
 	// RepublishAfter is how long a queued delivery may wait for a worker before the reconciler
 	// publishes it again.
 	RepublishAfter time.Duration
+	// Limiter enforces app request rates and category caps; nil turns them off.
+	Limiter Limiter
+	// TemplateLimits bound rendered content (the zero value takes templates' defaults).
+	TemplateLimits templates.Limits
+	// DefaultRate and DefaultBurst apply to apps without their own rate; 0 means no limit.
+	DefaultRate  float64
+	DefaultBurst int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
-	parsed sync.Map // templateKey -> *templates.Template; versions are immutable
-	cats   categories
+	parsed        sync.Map // templateKey -> *templates.Set; versions are immutable
+	cats          categories
+	limitFailures atomic.Int64
 }
 
 type templateKey struct {
@@ -106,22 +117,63 @@ type SendResult struct {
 // Send accepts a notification from the calling app. It returns once the notification and its
 // deliveries are committed; publishing to the queues follows, and a failed publish is repaired
 // by the reconciler. Errors: Invalid (with field violations), Conflict (idempotency key reused
-// with another request), NotFound (template), Unavailable.
+// with another request), NotFound (template, user), PermissionDenied (outside the app's scope),
+// Exhausted (the app's request rate), Unavailable.
 func (s *Service) Send(ctx context.Context, caller appkey.Caller, req *SendRequest) (*SendResult, error) {
-	if err := validate(req, s.now()); err != nil {
+	if err := s.admit(ctx, caller); err != nil {
+		return nil, err
+	}
+	return s.send(ctx, caller, req)
+}
+
+// IdempotencyWindow is how long an idempotency key stands for its first request.
+const IdempotencyWindow = 24 * time.Hour
+
+func (s *Service) send(ctx context.Context, caller appkey.Caller, req *SendRequest) (*SendResult, error) {
+	now := s.now()
+	if err := validate(req, now); err != nil {
 		return nil, err
 	}
 	if req.IdempotencyKey != "" {
 		prev, err := s.Store.NotificationByKey(ctx, caller.AppID, req.IdempotencyKey)
-		if err == nil {
+		switch {
+		case err == nil && now.Sub(prev.CreatedAt) < IdempotencyWindow:
 			return s.replay(prev, req)
-		}
-		if !errs.Is(err, errs.NotFound) {
+		case err == nil: // the key's window is over: it may name a new notification
+			if err := s.Store.ReleaseKey(ctx, caller.AppID, req.IdempotencyKey, now.Add(-IdempotencyWindow)); err != nil {
+				return nil, err
+			}
+		case !errs.Is(err, errs.NotFound):
 			return nil, err
 		}
 	}
+	d, err := s.plan(ctx, caller, req, now)
+	if err != nil {
+		return nil, err
+	}
+	s.takeCaps(ctx, d, now)
+	stored, created, err := s.Store.CreateNotification(ctx, d.n)
+	if err != nil {
+		return nil, err
+	}
+	if !created { // a concurrent Send with the same key won the race
+		return s.replay(stored, req)
+	}
+	s.publish(ctx, d.n)
+	return &SendResult{Notification: d.n}, nil
+}
 
-	now := s.now()
+// draft is a notification decided but not yet stored.
+type draft struct {
+	n   *Notification
+	cat preference.Category
+	// who identifies the recipient for frequency caps: the user, or the addresses.
+	who string
+}
+
+// plan decides everything about a notification without storing it: the category and the app's
+// scope, the recipient's targets and settings, the content, and each delivery's state.
+func (s *Service) plan(ctx context.Context, caller appkey.Caller, req *SendRequest, now time.Time) (*draft, error) {
 	n := &Notification{
 		ID:             mustV7(),
 		AppID:          caller.AppID,
@@ -150,7 +202,11 @@ func (s *Service) Send(ctx context.Context, caller appkey.Caller, req *SendReque
 		return nil, err
 	}
 	n.Critical, n.DefaultOptIn = cat.Critical, cat.DefaultOptIn
-	r, err := s.resolve(ctx, req)
+	channels, err := scope(caller, cat, req.Channels)
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.resolve(ctx, req, channels, len(req.Channels) > 0)
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +238,7 @@ func (s *Service) Send(ctx context.Context, caller appkey.Caller, req *SendReque
 			d.Content = c
 			at := n.SendAt
 			if until, quiet := r.quietUntil(cat, t.channel, at); quiet {
-				at, d.ExpiresAt = until, until.Add(ttl)
+				at, d.ExpiresAt, d.Reason = until, until.Add(ttl), "quiet_hours"
 			}
 			d.State, d.DueAt = delivery.Queued, ptr(minTime(now.Add(s.RepublishAfter), d.ExpiresAt))
 			if at.After(now) {
@@ -191,17 +247,139 @@ func (s *Service) Send(ctx context.Context, caller appkey.Caller, req *SendReque
 		}
 		n.Deliveries = append(n.Deliveries, d)
 	}
-
-	stored, created, err := s.Store.CreateNotification(ctx, n)
-	if err != nil {
-		return nil, err
-	}
-	if !created { // a concurrent Send with the same key won the race
-		return s.replay(stored, req)
-	}
-	s.publish(ctx, n)
-	return &SendResult{Notification: n}, nil
+	return &draft{n: n, cat: cat, who: r.who()}, nil
 }
+
+// scope returns the channels a Send may use: the requested ones, each of which the app's scope
+// and the category must allow, or, when none are requested, every channel both allow.
+// Errors: PermissionDenied (outside the app's scope), Invalid (a channel the category is not
+// sent on).
+func scope(caller appkey.Caller, cat preference.Category, requested []delivery.Channel) ([]delivery.Channel, error) {
+	if len(caller.AllowedCategories) > 0 && !slices.Contains(caller.AllowedCategories, cat.Name) {
+		return nil, errs.E(errs.PermissionDenied, "app %q may not send category %q", caller.AppName, cat.Name)
+	}
+	appAllows := func(ch delivery.Channel) bool {
+		return len(caller.AllowedChannels) == 0 || slices.Contains(caller.AllowedChannels, ch)
+	}
+	if len(requested) == 0 {
+		var out []delivery.Channel
+		for _, ch := range delivery.Channels {
+			if appAllows(ch) && cat.Allowed(ch) {
+				out = append(out, ch)
+			}
+		}
+		return out, nil
+	}
+	for i, ch := range requested {
+		if !appAllows(ch) {
+			return nil, errs.E(errs.PermissionDenied, "app %q may not send on channel %s", caller.AppName, ch)
+		}
+		if !cat.Allowed(ch) {
+			return nil, errs.Field(fmt.Sprintf("channels[%d]", i), fmt.Sprintf("category %q is not sent on %s", cat.Name, ch))
+		}
+	}
+	return requested, nil
+}
+
+// admit applies the app's request rate, shared by every replica. When the limit store cannot
+// answer, the request goes through: a rate limit must never stop notifications.
+func (s *Service) admit(ctx context.Context, caller appkey.Caller) error {
+	rate, burst := caller.RatePerSecond, caller.Burst
+	if rate == 0 {
+		rate, burst = s.DefaultRate, s.DefaultBurst
+	}
+	if rate <= 0 || s.Limiter == nil {
+		return nil
+	}
+	if burst <= 0 {
+		burst = max(1, int(rate))
+	}
+	ok, retry, err := s.Limiter.AllowRequest(ctx, caller.AppID.String(), rate, burst)
+	if err != nil {
+		s.limitFailures.Add(1)
+		s.Log.Warn("rate limit store unavailable; request admitted", "app", caller.AppName, "err", err)
+		return nil
+	}
+	if !ok {
+		return &errs.Error{Kind: errs.Exhausted, RetryAfter: retry,
+			Message: fmt.Sprintf("app %q is over its request rate (%g/s); retry after %s", caller.AppName, rate, retry)}
+	}
+	return nil
+}
+
+// takeCaps counts the deliveries of d against its category's frequency caps, and skips
+// (rate_limited) those over a cap. When the limit store cannot answer, nothing is capped.
+func (s *Service) takeCaps(ctx context.Context, d *draft, now time.Time) {
+	checks, owners := capChecks(d, now)
+	if len(checks) == 0 || s.Limiter == nil {
+		return
+	}
+	allowed, err := s.Limiter.Take(ctx, checks)
+	if err != nil {
+		s.limitFailures.Add(1)
+		s.Log.Warn("rate limit store unavailable; caps not applied", "notification_id", d.n.ID, "err", err)
+		return
+	}
+	for i, ok := range allowed {
+		if !ok {
+			for _, dl := range owners[i] {
+				dl.State, dl.Reason, dl.DueAt, dl.Content = delivery.Skipped, preference.ReasonRateLimited, nil, delivery.Content{}
+			}
+		}
+	}
+}
+
+// capChecks lists the cap counters d's live deliveries need, with the deliveries each one
+// stops when it is full. A cap of every channel counts the notification once.
+func capChecks(d *draft, now time.Time) ([]ratelimit.Cap, [][]*Delivery) {
+	var live []*Delivery
+	for _, dl := range d.n.Deliveries {
+		if dl.State == delivery.Queued || dl.State == delivery.Scheduled {
+			live = append(live, dl)
+		}
+	}
+	var checks []ratelimit.Cap
+	var owners [][]*Delivery
+	for _, c := range d.cat.Caps {
+		var ds []*Delivery
+		for _, dl := range live {
+			if c.Channel == "" || dl.Channel == c.Channel {
+				ds = append(ds, dl)
+			}
+		}
+		if len(ds) == 0 {
+			continue
+		}
+		checks = append(checks, ratelimit.Cap{
+			Key:   ratelimit.CapKey(d.who, d.cat.Name, string(c.Channel)),
+			Limit: c.Limit, Window: c.Window, At: now,
+		})
+		owners = append(owners, ds)
+	}
+	return checks, owners
+}
+
+// peekCaps marks the deliveries of d that a cap would stop, without counting them.
+func (s *Service) peekCaps(ctx context.Context, d *draft, now time.Time) {
+	checks, owners := capChecks(d, now)
+	if len(checks) == 0 || s.Limiter == nil {
+		return
+	}
+	room, err := s.Limiter.Peek(ctx, checks)
+	if err != nil {
+		return // an explanation without caps beats none
+	}
+	for i, ok := range room {
+		if !ok {
+			for _, dl := range owners[i] {
+				dl.State, dl.Reason, dl.DueAt = delivery.Skipped, preference.ReasonRateLimited, nil
+			}
+		}
+	}
+}
+
+// LimitFailures counts the times the limit store could not answer and limits were not applied.
+func (s *Service) LimitFailures() int64 { return s.limitFailures.Load() }
 
 func (s *Service) replay(prev *Notification, req *SendRequest) (*SendResult, error) {
 	if string(prev.RequestHash) != string(req.RequestHash) {
@@ -241,6 +419,20 @@ type recipient struct {
 	sups    []preference.Suppression
 }
 
+// who identifies the recipient for frequency caps: the user id, or the addresses of a
+// recipient who is not a user.
+func (r *recipient) who() string {
+	if r.user != nil {
+		return "user:" + r.user.ID
+	}
+	var addrs []string
+	for _, t := range r.targets {
+		addrs = append(addrs, string(t.channel)+":"+t.to)
+	}
+	slices.Sort(addrs)
+	return "addr:" + strings.Join(addrs, ",")
+}
+
 func (r *recipient) locale() string {
 	if r.user == nil {
 		return ""
@@ -278,7 +470,7 @@ func (r *recipient) quietUntil(cat preference.Category, ch delivery.Channel, at 
 // what the contacts service knows of them, in one round trip. A requested channel the
 // recipient cannot be reached on gets one target with no address, which becomes a skipped
 // delivery.
-func (s *Service) resolve(ctx context.Context, req *SendRequest) (*recipient, error) {
+func (s *Service) resolve(ctx context.Context, req *SendRequest, channels []delivery.Channel, explicit bool) (*recipient, error) {
 	r := &recipient{}
 	addr := req.Address
 	if s.Directory == nil {
@@ -316,11 +508,6 @@ func (s *Service) resolve(ctx context.Context, req *SendRequest) (*recipient, er
 	}
 	if addr.Phone != "" {
 		byChannel[delivery.SMS] = []string{addr.Phone}
-	}
-	channels := req.Channels
-	explicit := len(channels) > 0
-	if !explicit {
-		channels = delivery.Channels
 	}
 	for _, ch := range channels {
 		tos := byChannel[ch]

@@ -37,7 +37,6 @@ type Config struct {
 	DatabaseURL    string
 	NATSURL        string
 	StreamReplicas int
-	KeyCacheTTL    time.Duration
 	// PublicURL is where end users reach this service's HTTP pages (preference page,
 	// unsubscribe, SMS webhook), e.g. https://notify.example.com.
 	PublicURL string
@@ -56,7 +55,6 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL (required)")
 	fs.StringVar(&c.NATSURL, "nats-url", nats.DefaultURL, "NATS URL(s), comma-separated")
 	fs.IntVar(&c.StreamReplicas, "stream-replicas", 1, "JetStream stream replicas")
-	fs.DurationVar(&c.KeyCacheTTL, "key-cache-ttl", 2*time.Second, "how long a looked-up app key is cached")
 	fs.StringVar(&c.PublicURL, "public-url", "http://127.0.0.1:7481", "public base URL of this service's HTTP pages")
 	fs.StringVar(&c.LinkKeys, "link-keys", "", "keys that sign preference and unsubscribe links: id:base64secret,... (first signs)")
 	fs.StringVar(&c.TwilioAuthToken, "twilio-auth-token", "", "Twilio auth token, to verify inbound SMS webhooks (empty: webhook off)")
@@ -113,7 +111,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		return nil, err
 	}
 
-	auth := appkey.NewAuthenticator(appkey.PostgresLookup(d.pool), cfg.KeyCacheTTL)
+	auth := appkey.NewAuthenticator(appkey.PostgresStore{Pool: d.pool})
 	if d.srv, err = server.New(log, cfg.GRPCAddr, cfg.HTTPAddr,
 		errs.UnaryServerInterceptor(log),
 		appkey.UnaryServerInterceptor(auth, "/herald.v1.")); err != nil {

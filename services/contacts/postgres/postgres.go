@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -54,11 +53,10 @@ func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 func (s *Store) write(ctx context.Context, fn func(tx pgx.Tx) ([]string, error)) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		keys, err := fn(tx)
-		if err != nil || len(keys) == 0 {
+		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `INSERT INTO contacts.changes (key) SELECT unnest($1::text[])`, keys)
-		return err
+		return pgdb.Touch(ctx, tx, "contacts.changes", keys...)
 	})
 }
 
@@ -381,28 +379,13 @@ func (s *Store) Categories(ctx context.Context) ([]preference.Category, error) {
 	return cats, fail(err)
 }
 
-// Changes implements contacts.Store (coherent.Feed). The horizon is a transaction id: every
-// transaction below the snapshot's xmin has finished, so the rows it wrote are either in this
-// answer or in an earlier one.
+// Changes implements contacts.Store (coherent.Feed).
 func (s *Store) Changes(ctx context.Context, horizon uint64) ([]string, uint64, error) {
-	var keys []string
-	var next string
-	err := s.pool.QueryRow(ctx, `
-		SELECT coalesce((SELECT array_agg(key) FROM contacts.changes WHERE xid >= $1::text::xid8), '{}'),
-			pg_snapshot_xmin(pg_current_snapshot())::text`, strconv.FormatUint(horizon, 10)).Scan(&keys, &next)
-	if err != nil {
-		return nil, 0, fail(err)
-	}
-	n, err := strconv.ParseUint(next, 10, 64)
-	if err != nil {
-		return nil, 0, fmt.Errorf("parse snapshot xmin %q: %w", next, err)
-	}
-	return keys, n, nil
+	return pgdb.Changes(ctx, s.pool, "contacts.changes", horizon)
 }
 
 // PruneChanges deletes change-feed rows older than age. Caches that have not read the feed for
-// longer than that forget everything instead (see coherent.New).
+// longer than that forget everything instead (see contacts.New).
 func (s *Store) PruneChanges(ctx context.Context, age time.Duration) error {
-	_, err := s.pool.Exec(ctx, `DELETE FROM contacts.changes WHERE at < now() - $1::interval`, age)
-	return fail(err)
+	return pgdb.PruneChanges(ctx, s.pool, "contacts.changes", age)
 }

@@ -23,7 +23,9 @@ import (
 	"github.com/heraldhq/herald/internal/events"
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/internal/queue"
+	"github.com/heraldhq/herald/internal/ratelimit"
 	"github.com/heraldhq/herald/internal/server"
+	"github.com/heraldhq/herald/internal/templates"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 	"github.com/heraldhq/herald/services/notifier"
 	"github.com/heraldhq/herald/services/notifier/contacts"
@@ -48,15 +50,18 @@ type Config struct {
 	StreamReplicas    int
 	RepublishAfter    time.Duration
 	ReconcileInterval time.Duration
-	// KeyCacheTTL bounds how long a revoked key keeps working on this replica.
-	KeyCacheTTL time.Duration
+	// AppRate and AppBurst are the request rate of apps that have none of their own (0: none).
+	AppRate  float64
+	AppBurst int
+	// SMSMaxSegments bounds a rendered SMS.
+	SMSMaxSegments int
 	// PublicURL is where providers reach this service's webhooks (behind any proxy).
 	PublicURL string
 	// SendGridWebhookKey verifies SendGrid's signed event webhook; TwilioAuthToken verifies
 	// Twilio's status callbacks. Empty turns that webhook off.
 	SendGridWebhookKey string
 	TwilioAuthToken    string
-	Log         *slog.Logger
+	Log                *slog.Logger
 }
 
 // RegisterFlags binds c's fields to flags with their defaults.
@@ -71,7 +76,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.StreamReplicas, "stream-replicas", 1, "JetStream stream replicas")
 	fs.DurationVar(&c.RepublishAfter, "republish-after", 5*time.Minute, "re-publish a queued delivery not picked up after this long")
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", time.Second, "time between reconciler passes")
-	fs.DurationVar(&c.KeyCacheTTL, "key-cache-ttl", 2*time.Second, "how long a looked-up app key is cached")
+	fs.Float64Var(&c.AppRate, "app-rate", 2000, "Send calls per second per app, for apps without their own rate (0: unlimited)")
+	fs.IntVar(&c.AppBurst, "app-burst", 4000, "Send calls allowed at once above --app-rate")
+	fs.IntVar(&c.SMSMaxSegments, "sms-max-segments", templates.DefaultSMSSegments, "longest SMS a template may render, in segments")
 	fs.StringVar(&c.PublicURL, "public-url", "http://127.0.0.1:7480", "public base URL of this service's webhooks")
 	fs.StringVar(&c.SendGridWebhookKey, "sendgrid-webhook-public-key", "", "SendGrid event webhook verification key (base64 or PEM); empty: webhook off")
 	fs.StringVar(&c.TwilioAuthToken, "twilio-auth-token", "", "Twilio auth token, to verify status callbacks; empty: webhook off")
@@ -83,6 +90,7 @@ type Daemon struct {
 	pool     *pgxpool.Pool
 	nc       *nats.Conn
 	contacts *grpc.ClientConn
+	svc      *notifier.Service
 	erasures jetstream.ConsumeContext
 	srv      *server.Server
 	cancel   context.CancelFunc
@@ -154,7 +162,14 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	pub := nqueue.NewPublisher(js)
 
-	svc := &notifier.Service{Store: store, Publisher: pub, Log: log, RepublishAfter: cfg.RepublishAfter}
+	limiter, err := ratelimit.New(openCtx, js, ratelimit.Config{Replicas: cfg.StreamReplicas})
+	if err != nil {
+		return nil, err
+	}
+	svc := &notifier.Service{Store: store, Publisher: pub, Log: log, RepublishAfter: cfg.RepublishAfter,
+		Limiter: limiter, DefaultRate: cfg.AppRate, DefaultBurst: cfg.AppBurst,
+		TemplateLimits: templates.Limits{SMSSegments: cfg.SMSMaxSegments}}
+	d.svc = svc
 	if cfg.ContactsAddr != "" {
 		d.contacts, err = grpc.NewClient(cfg.ContactsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -163,7 +178,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		svc.Directory = contacts.New(d.contacts)
 	}
 
-	auth := appkey.NewAuthenticator(appkey.PostgresLookup(d.pool), cfg.KeyCacheTTL)
+	auth := appkey.NewAuthenticator(appkey.PostgresStore{Pool: d.pool})
 	d.srv, err = server.New(log, cfg.GRPCAddr, cfg.HTTPAddr,
 		errs.UnaryServerInterceptor(log),
 		appkey.UnaryServerInterceptor(auth, "/herald.v1."))
@@ -203,6 +218,9 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		"nats", strings.Split(cfg.NATSURL, ",")[0])
 	return d, nil
 }
+
+// LimitFailures counts the times the rate limit store could not answer and limits were waived.
+func (d *Daemon) LimitFailures() int64 { return d.svc.LimitFailures() }
 
 // GRPCAddr is where the API listens.
 func (d *Daemon) GRPCAddr() string { return d.srv.GRPCAddr() }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/heraldhq/herald/internal/appkey"
+	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/templates"
 	"github.com/heraldhq/herald/services/notifier"
@@ -143,29 +144,29 @@ func TestCreateApp(t *testing.T) {
 
 func TestAddKey(t *testing.T) {
 	s, pool := open(t)
-	auth := appkey.NewAuthenticator(appkey.PostgresLookup(pool), 0)
+	auth := appkey.NewAuthenticator(appkey.PostgresStore{Pool: pool})
 	a := &notifier.App{ID: newID(t), Name: "billing", CreatedAt: t0}
 	if err := s.CreateApp(t.Context(), a); err != nil {
 		t.Fatal(err)
 	}
 
 	k := appkey.New()
-	if err := s.AddKey(t.Context(), newID(t), k.ID, k.Hash()); !errs.Is(err, errs.NotFound) {
+	if err := s.AddKey(t.Context(), newID(t), k.ID, k.Hash(), 2); !errs.Is(err, errs.NotFound) {
 		t.Errorf("AddKey for an unknown app: %v, want NotFound", err)
 	}
 	if _, err := auth.Authenticate(t.Context(), k.String()); !errs.Is(err, errs.Unauthenticated) {
 		t.Errorf("a key refused by AddKey authenticates: %v", err)
 	}
 
-	if err := s.AddKey(t.Context(), a.ID, k.ID, k.Hash()); err != nil {
+	if err := s.AddKey(t.Context(), a.ID, k.ID, k.Hash(), 2); err != nil {
 		t.Fatalf("AddKey: %v", err)
 	}
 	c, err := auth.Authenticate(t.Context(), k.String())
 	if err != nil {
 		t.Fatalf("Authenticate: %v", err)
 	}
-	if want := (appkey.Caller{AppID: a.ID, AppName: "billing", KeyID: k.ID}); c != want {
-		t.Errorf("caller = %+v, want %+v", c, want)
+	if c.AppID != a.ID || c.AppName != "billing" || c.KeyID != k.ID || c.Admin || len(c.AllowedCategories) != 0 {
+		t.Errorf("caller = %+v, want app %s (billing) with key %s", c, a.ID, k.ID)
 	}
 	wrong := appkey.New()
 	wrong.ID = k.ID
@@ -176,7 +177,7 @@ func TestAddKey(t *testing.T) {
 
 func TestEnsureKey(t *testing.T) {
 	s, pool := open(t)
-	auth := appkey.NewAuthenticator(appkey.PostgresLookup(pool), 0)
+	auth := appkey.NewAuthenticator(appkey.PostgresStore{Pool: pool})
 	k := appkey.New()
 
 	authenticates := func(t *testing.T, key appkey.Key, app string, admin bool) {
@@ -222,7 +223,7 @@ func TestEnsureKey(t *testing.T) {
 		authenticates(t, k, "bootstrap", true)
 	})
 	t.Run("revoked key refused", func(t *testing.T) {
-		if _, err := pool.Exec(t.Context(), `UPDATE notifier.app_keys SET revoked_at = now() WHERE id = $1`, k.ID); err != nil {
+		if _, err := s.RevokeKey(t.Context(), k.ID, t0); err != nil {
 			t.Fatal(err)
 		}
 		refused(t, k)
@@ -256,4 +257,58 @@ func TestEnsureKey(t *testing.T) {
 		// The bootstrap key is untouched.
 		authenticates(t, k, "bootstrap", true)
 	})
+}
+
+// TestKeyRotation: two active keys at most; a revocation and a scope change are seen by a
+// caching authenticator from its next call on.
+func TestKeyRotation(t *testing.T) {
+	s, pool := open(t)
+	ctx := t.Context()
+	auth := appkey.NewAuthenticator(appkey.PostgresStore{Pool: pool})
+	a := &notifier.App{ID: newID(t), Name: "billing", CreatedAt: t0}
+	if err := s.CreateApp(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	old, next, third := appkey.New(), appkey.New(), appkey.New()
+	for _, k := range []appkey.Key{old, next} {
+		if err := s.AddKey(ctx, a.ID, k.ID, k.Hash(), notifier.MaxActiveKeys); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.AddKey(ctx, a.ID, third.ID, third.Hash(), notifier.MaxActiveKeys); !errs.Is(err, errs.FailedPrecondition) {
+		t.Fatalf("a third active key: %v, want FailedPrecondition", err)
+	}
+	for _, k := range []appkey.Key{old, next} {
+		if _, err := auth.Authenticate(ctx, k.String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.RevokeKey(ctx, old.ID, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := auth.Authenticate(ctx, old.String()); !errs.Is(err, errs.Unauthenticated) {
+		t.Fatalf("the revoked key still authenticates: %v", err)
+	}
+	if _, err := auth.Authenticate(ctx, next.String()); err != nil {
+		t.Fatalf("the other key: %v", err)
+	}
+	if err := s.AddKey(ctx, a.ID, third.ID, third.Hash(), notifier.MaxActiveKeys); err != nil {
+		t.Fatalf("a key after a revocation: %v", err)
+	}
+	if _, err := s.RevokeKey(ctx, "nope", t0); !errs.Is(err, errs.NotFound) {
+		t.Fatalf("revoking an unknown key: %v", err)
+	}
+	keys, err := s.Keys(ctx, a.ID)
+	if err != nil || len(keys) != 3 || keys[0].ID != third.ID {
+		t.Fatalf("Keys = %+v, %v", keys, err)
+	}
+
+	a.AllowedCategories, a.AllowedChannels = []string{"account"}, []delivery.Channel{delivery.Email}
+	if err := s.UpdateApp(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	c, err := auth.Authenticate(ctx, next.String())
+	if err != nil || len(c.AllowedCategories) != 1 || c.AllowedChannels[0] != delivery.Email {
+		t.Fatalf("caller after the scope change = %+v, %v", c, err)
+	}
 }

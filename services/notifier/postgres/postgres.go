@@ -187,114 +187,52 @@ func (s *Store) withDeliveries(ctx context.Context, n *notifier.Notification, er
 	return n, nil
 }
 
-// CreateTemplate implements notifier.Store.
-func (s *Store) CreateTemplate(ctx context.Context, t *notifier.Template) (*notifier.Template, error) {
-	parts, err := json.Marshal(t.Parts)
-	if err != nil {
-		return nil, fmt.Errorf("encode template parts: %w", err)
-	}
-	// Two concurrent creates of the same name race for the same version; the loser retries.
-	for range 5 {
-		out := *t
-		err = s.pool.QueryRow(ctx, `
-			INSERT INTO notifier.templates (name, version, description, parts)
-			SELECT $1, coalesce(max(version), 0) + 1, $2, $3 FROM notifier.templates WHERE name = $1
-			RETURNING version, created_at`, t.Name, t.Description, parts).Scan(&out.Version, &out.CreatedAt)
-		if _, dup := pgdb.IsUniqueViolation(err); dup {
-			continue
-		}
-		if err != nil {
-			return nil, pgdb.Err(err)
-		}
-		return &out, nil
-	}
-	return nil, errs.Wrap(errs.Unavailable, err, "too many concurrent versions of this template; try again")
-}
-
-// Template implements notifier.Store.
-func (s *Store) Template(ctx context.Context, name string, version int) (*notifier.Template, error) {
-	t := notifier.Template{Name: name}
-	var parts []byte
-	err := s.pool.QueryRow(ctx, `
-		SELECT version, description, parts, created_at FROM notifier.templates
-		WHERE name = $1 AND ($2 = 0 OR version = $2) ORDER BY version DESC LIMIT 1`, name, version).
-		Scan(&t.Version, &t.Description, &parts, &t.CreatedAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		if version > 0 {
-			return nil, errs.E(errs.NotFound, "template %q version %d not found", name, version)
-		}
-		return nil, errs.E(errs.NotFound, "template %q not found", name)
-	}
-	if err != nil {
-		return nil, pgdb.Err(err)
-	}
-	if err := json.Unmarshal(parts, &t.Parts); err != nil {
-		return nil, fmt.Errorf("decode template %s v%d: %w", name, t.Version, err)
-	}
-	return &t, nil
-}
-
 // Categories implements notifier.Store.
 func (s *Store) Categories(ctx context.Context) ([]preference.Category, error) {
-	rows, err := s.pool.Query(ctx, `SELECT name, description, critical, default_opt_in FROM notifier.categories ORDER BY name`)
+	rows, err := s.pool.Query(ctx, `SELECT name, description, critical, default_opt_in, allowed_channels, caps
+		FROM notifier.categories ORDER BY name`)
 	if err != nil {
 		return nil, pgdb.Err(err)
 	}
 	cats, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (preference.Category, error) {
 		var c preference.Category
-		err := r.Scan(&c.Name, &c.Description, &c.Critical, &c.DefaultOptIn)
-		return c, err
+		var chs []string
+		var caps []byte
+		if err := r.Scan(&c.Name, &c.Description, &c.Critical, &c.DefaultOptIn, &chs, &caps); err != nil {
+			return c, err
+		}
+		for _, ch := range chs {
+			c.AllowedChannels = append(c.AllowedChannels, delivery.Channel(ch))
+		}
+		if err := json.Unmarshal(caps, &c.Caps); err != nil {
+			return c, fmt.Errorf("decode caps of category %s: %w", c.Name, err)
+		}
+		return c, nil
 	})
 	return cats, pgdb.Err(err)
 }
 
 // PutCategory implements notifier.Store.
 func (s *Store) PutCategory(ctx context.Context, c preference.Category) error {
-	_, err := s.pool.Exec(ctx, `
-		INSERT INTO notifier.categories (name, description, critical, default_opt_in) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (name) DO UPDATE SET description = excluded.description, critical = excluded.critical,
-			default_opt_in = excluded.default_opt_in, updated_at = now()`,
-		c.Name, c.Description, c.Critical, c.DefaultOptIn)
-	return pgdb.Err(err)
-}
-
-// CreateApp implements notifier.Store.
-func (s *Store) CreateApp(ctx context.Context, a *notifier.App) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO notifier.apps (id, name, admin, created_at) VALUES ($1, $2, $3, $4)`,
-		a.ID, a.Name, a.Admin, a.CreatedAt)
-	if _, dup := pgdb.IsUniqueViolation(err); dup {
-		return errs.E(errs.Conflict, "an app named %q already exists", a.Name)
-	}
-	return pgdb.Err(err)
-}
-
-// AddKey implements notifier.Store.
-func (s *Store) AddKey(ctx context.Context, appID uuid.UUID, keyID string, secretHash []byte) error {
-	_, err := s.pool.Exec(ctx, `INSERT INTO notifier.app_keys (id, app_id, secret_hash) VALUES ($1, $2, $3)`,
-		keyID, appID, secretHash)
-	if pgdb.Code(err) == pgdb.ForeignKeyViolation {
-		return errs.E(errs.NotFound, "app not found")
-	}
-	return pgdb.Err(err)
-}
-
-// EnsureKey makes sure an app with this name exists and that the key belongs to it and is not
-// revoked. Deployments use it to install a key they generated themselves (the dev stack, a
-// bootstrap admin key from a secret).
-func (s *Store) EnsureKey(ctx context.Context, appName string, admin bool, keyID string, secretHash []byte) error {
-	_, err := s.pool.Exec(ctx, `
-		WITH app AS (
-			INSERT INTO notifier.apps (id, name, admin) VALUES ($1, $2, $3)
-			ON CONFLICT (name) DO UPDATE SET admin = notifier.apps.admin OR excluded.admin
-			RETURNING id
-		)
-		INSERT INTO notifier.app_keys (id, app_id, secret_hash) SELECT $4, id, $5 FROM app
-		ON CONFLICT (id) DO UPDATE SET app_id = excluded.app_id, secret_hash = excluded.secret_hash, revoked_at = NULL`,
-		uuid.Must(uuid.NewV7()), appName, admin, keyID, secretHash)
+	caps, err := json.Marshal(c.Caps)
 	if err != nil {
-		return fmt.Errorf("ensure key for app %s: %w", appName, err)
+		return fmt.Errorf("encode caps: %w", err)
 	}
-	return nil
+	if c.Caps == nil {
+		caps = []byte("[]")
+	}
+	chs := make([]string, len(c.AllowedChannels))
+	for i, ch := range c.AllowedChannels {
+		chs[i] = string(ch)
+	}
+	_, err = s.pool.Exec(ctx, `
+		INSERT INTO notifier.categories (name, description, critical, default_opt_in, allowed_channels, caps)
+		VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (name) DO UPDATE SET description = excluded.description, critical = excluded.critical,
+			default_opt_in = excluded.default_opt_in, allowed_channels = excluded.allowed_channels,
+			caps = excluded.caps, updated_at = now()`,
+		c.Name, c.Description, c.Critical, c.DefaultOptIn, chs, caps)
+	return pgdb.Err(err)
 }
 
 // EraseUser implements notifier.Store.

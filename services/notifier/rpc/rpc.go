@@ -15,9 +15,7 @@ import (
 
 	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/errs"
-	"github.com/heraldhq/herald/internal/preference"
 	"github.com/heraldhq/herald/internal/protoconv"
-	"github.com/heraldhq/herald/internal/templates"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 	"github.com/heraldhq/herald/services/notifier"
 )
@@ -53,6 +51,10 @@ func (s *Server) Send(ctx context.Context, req *heraldv1.SendRequest) (*heraldv1
 	if err != nil {
 		return nil, err
 	}
+	return sendResponse(res), nil
+}
+
+func sendResponse(res *notifier.SendResult) *heraldv1.SendResponse {
 	out := &heraldv1.SendResponse{NotificationId: res.Notification.ID.String(), Duplicate: res.Duplicate}
 	for _, d := range res.Notification.Deliveries {
 		out.Deliveries = append(out.Deliveries, &heraldv1.Delivery{
@@ -62,7 +64,7 @@ func (s *Server) Send(ctx context.Context, req *heraldv1.SendRequest) (*heraldv1
 			Reason:     d.Reason,
 		})
 	}
-	return out, nil
+	return out
 }
 
 const maxData = 64 << 10
@@ -151,6 +153,11 @@ func (s *Server) GetNotification(ctx context.Context, req *heraldv1.GetNotificat
 	if err != nil {
 		return nil, err
 	}
+	out := notificationProto(n)
+	return &heraldv1.GetNotificationResponse{Notification: out}, nil
+}
+
+func notificationProto(n *notifier.Notification) *heraldv1.Notification {
 	out := &heraldv1.Notification{
 		NotificationId: n.ID.String(),
 		IdempotencyKey: n.IdempotencyKey,
@@ -171,88 +178,7 @@ func (s *Server) GetNotification(ctx context.Context, req *heraldv1.GetNotificat
 	for _, d := range n.Deliveries {
 		out.Deliveries = append(out.Deliveries, deliveryProto(d))
 	}
-	return &heraldv1.GetNotificationResponse{Notification: out}, nil
-}
-
-// CreateTemplate implements TemplateService.CreateTemplate.
-func (s *Server) CreateTemplate(ctx context.Context, req *heraldv1.CreateTemplateRequest) (*heraldv1.CreateTemplateResponse, error) {
-	t := req.GetTemplate()
-	if t == nil {
-		return nil, errs.Field("template", "is required")
-	}
-	p := t.GetParts()
-	stored, err := s.Service.CreateTemplate(ctx, &notifier.Template{
-		Name:        t.GetName(),
-		Description: t.GetDescription(),
-		Parts: templates.Parts{
-			PushTitle: p.GetPushTitle(), PushBody: p.GetPushBody(), SMSBody: p.GetSmsBody(),
-			EmailSubject: p.GetEmailSubject(), EmailHTML: p.GetEmailHtml(), EmailText: p.GetEmailText(),
-		},
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &heraldv1.CreateTemplateResponse{Template: templateProto(stored)}, nil
-}
-
-// GetTemplate implements TemplateService.GetTemplate.
-func (s *Server) GetTemplate(ctx context.Context, req *heraldv1.GetTemplateRequest) (*heraldv1.GetTemplateResponse, error) {
-	if req.Version != nil && req.GetVersion() <= 0 {
-		return nil, errs.Field("version", "must be positive")
-	}
-	t, err := s.Service.GetTemplate(ctx, req.GetName(), int(req.GetVersion()))
-	if err != nil {
-		return nil, err
-	}
-	return &heraldv1.GetTemplateResponse{Template: templateProto(t)}, nil
-}
-
-func templateProto(t *notifier.Template) *heraldv1.Template {
-	p := t.Parts
-	return &heraldv1.Template{
-		Name:        t.Name,
-		Version:     int32(t.Version),
-		Description: t.Description,
-		Parts: &heraldv1.TemplateParts{
-			PushTitle: p.PushTitle, PushBody: p.PushBody, SmsBody: p.SMSBody,
-			EmailSubject: p.EmailSubject, EmailHtml: p.EmailHTML, EmailText: p.EmailText,
-		},
-		CreateTime: timestamppb.New(t.CreatedAt),
-	}
-}
-
-// CreateApp implements AdminService.CreateApp.
-func (s *Server) CreateApp(ctx context.Context, req *heraldv1.CreateAppRequest) (*heraldv1.CreateAppResponse, error) {
-	c, err := caller(ctx)
-	if err != nil {
-		return nil, err
-	}
-	a, key, err := s.Service.CreateApp(ctx, c, req.GetName(), req.GetAdmin())
-	if err != nil {
-		return nil, err
-	}
-	return &heraldv1.CreateAppResponse{
-		App:   &heraldv1.App{AppId: a.ID.String(), Name: a.Name, Admin: a.Admin, CreateTime: timestamppb.New(a.CreatedAt)},
-		Key:   key.String(),
-		KeyId: key.ID,
-	}, nil
-}
-
-// IssueKey implements AdminService.IssueKey.
-func (s *Server) IssueKey(ctx context.Context, req *heraldv1.IssueKeyRequest) (*heraldv1.IssueKeyResponse, error) {
-	c, err := caller(ctx)
-	if err != nil {
-		return nil, err
-	}
-	id, err := uuid.Parse(req.GetAppId())
-	if err != nil {
-		return nil, errs.Field("app_id", "must be an app id (a UUID)")
-	}
-	key, err := s.Service.IssueKey(ctx, c, id)
-	if err != nil {
-		return nil, err
-	}
-	return &heraldv1.IssueKeyResponse{Key: key.String(), KeyId: key.ID}, nil
+	return out
 }
 
 func deliveryProto(d *notifier.Delivery) *heraldv1.Delivery {
@@ -288,8 +214,10 @@ func (s *Server) PutCategory(ctx context.Context, req *heraldv1.PutCategoryReque
 	if in == nil {
 		return nil, errs.Field("category", "is required")
 	}
-	cat := preference.Category{Name: in.GetName(), Description: in.GetDescription(), Critical: in.GetCritical(),
-		DefaultOptIn: in.GetDefaultOptIn()}
+	cat, err := protoconv.CategoryDomain(in)
+	if err != nil {
+		return nil, err
+	}
 	if err := s.Service.PutCategory(ctx, c, cat); err != nil {
 		return nil, err
 	}

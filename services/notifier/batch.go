@@ -1,0 +1,77 @@
+package notifier
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/heraldhq/herald/internal/appkey"
+	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/errs"
+)
+
+// MaxBatch is how many recipients one SendBatch may carry.
+const MaxBatch = 1000
+
+// batchParallelism bounds the Sends of one batch in flight at once, so that one batch cannot
+// take every database connection.
+const batchParallelism = 16
+
+// BatchResult is one recipient's outcome: a result, or the error a Send would have answered.
+type BatchResult struct {
+	Result *SendResult
+	Err    error
+}
+
+// SendBatch sends each request as Send would and answers for each, in order; one bad request
+// does not fail the others. The batch counts as one request against the app's rate.
+// Errors (for the whole batch): Invalid (too many), Exhausted.
+func (s *Service) SendBatch(ctx context.Context, caller appkey.Caller, reqs []*SendRequest) ([]BatchResult, error) {
+	if len(reqs) == 0 || len(reqs) > MaxBatch {
+		return nil, errs.Field("recipients", fmt.Sprintf("must hold 1 to %d recipients", MaxBatch))
+	}
+	if err := s.admit(ctx, caller); err != nil {
+		return nil, err
+	}
+	out := make([]BatchResult, len(reqs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, batchParallelism)
+	for i, req := range reqs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			res, err := s.send(ctx, caller, req)
+			out[i] = BatchResult{Result: res, Err: err}
+		}()
+	}
+	wg.Wait()
+	return out, nil
+}
+
+// Explain decides a Send without storing or sending anything, and returns the notification it
+// would create: each delivery's state (queued, scheduled or skipped), its reason, its send time
+// and its rendered content. Frequency caps are reported as they stand, without counting.
+// Errors: as Send's.
+func (s *Service) Explain(ctx context.Context, caller appkey.Caller, req *SendRequest) (*Notification, error) {
+	now := s.now()
+	if err := validate(req, now); err != nil {
+		return nil, err
+	}
+	d, err := s.plan(ctx, caller, req, now)
+	if err != nil {
+		return nil, err
+	}
+	s.peekCaps(ctx, d, now)
+	return d.n, nil
+}
+
+// SendTime returns when d would be sent: its due time when scheduled, now otherwise.
+func (d *Delivery) SendTime(now time.Time) time.Time {
+	if d.DueAt != nil && d.DueAt.After(now) && d.State == delivery.Scheduled {
+		return *d.DueAt
+	}
+	return now
+}

@@ -1,0 +1,20 @@
+package notifier
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+
+	"github.com/heraldhq/herald/internal/appkey"
+)
+
+// CancelNotification cancels the deliveries of the app's notification that no worker has
+// started sending; the others are unaffected. A queued message whose delivery is canceled
+// finds nothing to do when a worker claims it. Errors: NotFound.
+func (s *Service) CancelNotification(ctx context.Context, caller appkey.Caller, id uuid.UUID) (*Notification, error) {
+	n, err := s.Store.Cancel(ctx, caller.AppID, id, s.now())
+	if err == nil {
+		s.Log.Info("canceled notification", "notification_id", id, "app", caller.AppName)
+	}
+	return n, err
+}

@@ -1,0 +1,193 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/heraldhq/herald/internal/appkey"
+	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/pgdb"
+	"github.com/heraldhq/herald/services/notifier"
+)
+
+// Every write that changes how a key authenticates (its app's scopes, a revocation, a new key)
+// appends the key ids to appkey.ChangesTable in the same transaction, so that every replica's
+// authenticator sees it from its next call on.
+
+func channels(chs []delivery.Channel) []string {
+	out := make([]string, len(chs))
+	for i, ch := range chs {
+		out[i] = string(ch)
+	}
+	return out
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// CreateApp implements notifier.Store.
+func (s *Store) CreateApp(ctx context.Context, a *notifier.App) error {
+	_, err := s.pool.Exec(ctx, `
+		INSERT INTO notifier.apps (id, name, admin, created_at, allowed_categories, allowed_channels,
+			requests_per_second, burst)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		a.ID, a.Name, a.Admin, a.CreatedAt, nonNil(a.AllowedCategories), channels(a.AllowedChannels),
+		a.RatePerSecond, a.Burst)
+	if constraint, dup := pgdb.IsUniqueViolation(err); dup {
+		if constraint == "apps_pkey" {
+			return errs.E(errs.Conflict, "an app with id %s already exists", a.ID)
+		}
+		return errs.E(errs.Conflict, "an app named %q already exists", a.Name)
+	}
+	return pgdb.Err(err)
+}
+
+// UpdateApp implements notifier.Store.
+func (s *Store) UpdateApp(ctx context.Context, a *notifier.App) error {
+	return pgdb.Err(pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `
+			UPDATE notifier.apps SET allowed_categories = $2, allowed_channels = $3,
+				requests_per_second = $4, burst = $5
+			WHERE id = $1 RETURNING name, admin, created_at`,
+			a.ID, nonNil(a.AllowedCategories), channels(a.AllowedChannels), a.RatePerSecond, a.Burst).
+			Scan(&a.Name, &a.Admin, &a.CreatedAt)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errs.E(errs.NotFound, "app not found")
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO `+appkey.ChangesTable+` (key)
+			SELECT id FROM notifier.app_keys WHERE app_id = $1`, a.ID)
+		return err
+	}))
+}
+
+// Apps implements notifier.Store.
+func (s *Store) Apps(ctx context.Context) ([]notifier.App, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT id, name, admin, created_at, allowed_categories, allowed_channels, requests_per_second, burst
+		FROM notifier.apps ORDER BY name`)
+	if err != nil {
+		return nil, pgdb.Err(err)
+	}
+	apps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (notifier.App, error) {
+		var a notifier.App
+		var chs []string
+		err := r.Scan(&a.ID, &a.Name, &a.Admin, &a.CreatedAt, &a.AllowedCategories, &chs, &a.RatePerSecond, &a.Burst)
+		for _, ch := range chs {
+			a.AllowedChannels = append(a.AllowedChannels, delivery.Channel(ch))
+		}
+		return a, err
+	})
+	return apps, pgdb.Err(err)
+}
+
+// AddKey implements notifier.Store. Locking the app row makes the active-key limit hold
+// against concurrent issues.
+func (s *Store) AddKey(ctx context.Context, appID uuid.UUID, keyID string, secretHash []byte, maxActive int) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var active int
+		err := tx.QueryRow(ctx, `
+			SELECT (SELECT count(*) FROM notifier.app_keys WHERE app_id = a.id AND revoked_at IS NULL)
+			FROM notifier.apps a WHERE a.id = $1 FOR UPDATE`, appID).Scan(&active)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errs.E(errs.NotFound, "app not found")
+		}
+		if err != nil {
+			return err
+		}
+		if maxActive > 0 && active >= maxActive {
+			return errs.E(errs.FailedPrecondition,
+				"the app has %d active keys already; revoke one first (rotation: issue, deploy, revoke the old)", active)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO notifier.app_keys (id, app_id, secret_hash) VALUES ($1, $2, $3)`,
+			keyID, appID, secretHash); err != nil {
+			return err
+		}
+		return pgdb.Touch(ctx, tx, appkey.ChangesTable, keyID)
+	})
+	var e *errs.Error
+	if errors.As(err, &e) {
+		return err
+	}
+	return pgdb.Err(err)
+}
+
+// RevokeKey implements notifier.Store.
+func (s *Store) RevokeKey(ctx context.Context, keyID string, at time.Time) (notifier.KeyInfo, error) {
+	var k notifier.KeyInfo
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `
+			UPDATE notifier.app_keys SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1
+			RETURNING id, app_id, created_at, revoked_at`, keyID, at).Scan(&k.ID, &k.AppID, &k.CreatedAt, &k.RevokedAt)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return errs.E(errs.NotFound, "key not found")
+		}
+		if err != nil {
+			return err
+		}
+		return pgdb.Touch(ctx, tx, appkey.ChangesTable, keyID)
+	})
+	var e *errs.Error
+	if errors.As(err, &e) {
+		return k, err
+	}
+	return k, pgdb.Err(err)
+}
+
+// Keys implements notifier.Store.
+func (s *Store) Keys(ctx context.Context, appID uuid.UUID) ([]notifier.KeyInfo, error) {
+	var one int
+	if err := s.pool.QueryRow(ctx, `SELECT 1 FROM notifier.apps WHERE id = $1`, appID).Scan(&one); errors.Is(err, pgx.ErrNoRows) {
+		return nil, errs.E(errs.NotFound, "app not found")
+	} else if err != nil {
+		return nil, pgdb.Err(err)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT id, app_id, created_at, revoked_at FROM notifier.app_keys
+		WHERE app_id = $1 ORDER BY created_at DESC, id`, appID)
+	if err != nil {
+		return nil, pgdb.Err(err)
+	}
+	keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (notifier.KeyInfo, error) {
+		var k notifier.KeyInfo
+		err := r.Scan(&k.ID, &k.AppID, &k.CreatedAt, &k.RevokedAt)
+		return k, err
+	})
+	return keys, pgdb.Err(err)
+}
+
+// EnsureKey makes sure an app with this name exists and that the key belongs to it and is not
+// revoked. Deployments use it to install a key they generated themselves (the dev stack, a
+// bootstrap admin key from a secret).
+func (s *Store) EnsureKey(ctx context.Context, appName string, admin bool, keyID string, secretHash []byte) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `
+			WITH app AS (
+				INSERT INTO notifier.apps (id, name, admin) VALUES ($1, $2, $3)
+				ON CONFLICT (name) DO UPDATE SET admin = notifier.apps.admin OR excluded.admin
+				RETURNING id
+			)
+			INSERT INTO notifier.app_keys (id, app_id, secret_hash) SELECT $4, id, $5 FROM app
+			ON CONFLICT (id) DO UPDATE SET app_id = excluded.app_id, secret_hash = excluded.secret_hash, revoked_at = NULL`,
+			uuid.Must(uuid.NewV7()), appName, admin, keyID, secretHash)
+		if err != nil {
+			return err
+		}
+		return pgdb.Touch(ctx, tx, appkey.ChangesTable, keyID)
+	})
+	if err != nil {
+		return fmt.Errorf("ensure key for app %s: %w", appName, err)
+	}
+	return nil
+}

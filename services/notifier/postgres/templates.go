@@ -1,0 +1,96 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/pgdb"
+	"github.com/heraldhq/herald/internal/templates"
+	"github.com/heraldhq/herald/services/notifier"
+)
+
+// storedTemplate is the JSON in notifier.templates.parts:
+//
+//	{"default": {"push_body": "...", ...}, "locales": {"pt-BR": {"push_body": "...", ...}}}
+//
+// Parts are named as the API names them, and empty parts are left out.
+type storedTemplate struct {
+	Default storedParts            `json:"default"`
+	Locales map[string]storedParts `json:"locales,omitempty"`
+}
+
+type storedParts struct {
+	PushTitle    string `json:"push_title,omitempty"`
+	PushBody     string `json:"push_body,omitempty"`
+	SMSBody      string `json:"sms_body,omitempty"`
+	EmailSubject string `json:"email_subject,omitempty"`
+	EmailHTML    string `json:"email_html,omitempty"`
+	EmailText    string `json:"email_text,omitempty"`
+}
+
+// CreateTemplate implements notifier.Store.
+func (s *Store) CreateTemplate(ctx context.Context, t *notifier.Template) (*notifier.Template, error) {
+	st := storedTemplate{Default: storedParts(t.Parts)}
+	if len(t.Locales) > 0 {
+		st.Locales = make(map[string]storedParts, len(t.Locales))
+		for _, tr := range t.Locales {
+			st.Locales[tr.Locale] = storedParts(tr.Parts)
+		}
+	}
+	parts, err := json.Marshal(st)
+	if err != nil {
+		return nil, fmt.Errorf("encode template parts: %w", err)
+	}
+	// Two concurrent creates of the same name race for the same version; the loser retries.
+	for range 5 {
+		out := *t
+		err = s.pool.QueryRow(ctx, `
+			INSERT INTO notifier.templates (name, version, description, parts)
+			SELECT $1, coalesce(max(version), 0) + 1, $2, $3 FROM notifier.templates WHERE name = $1
+			RETURNING version, created_at`, t.Name, t.Description, parts).Scan(&out.Version, &out.CreatedAt)
+		if _, dup := pgdb.IsUniqueViolation(err); dup {
+			continue
+		}
+		if err != nil {
+			return nil, pgdb.Err(err)
+		}
+		return &out, nil
+	}
+	return nil, errs.Wrap(errs.Unavailable, err, "too many concurrent versions of this template; try again")
+}
+
+// Template implements notifier.Store. Translations come back sorted by tag.
+func (s *Store) Template(ctx context.Context, name string, version int) (*notifier.Template, error) {
+	t := notifier.Template{Name: name}
+	var parts []byte
+	err := s.pool.QueryRow(ctx, `
+		SELECT version, description, parts, created_at FROM notifier.templates
+		WHERE name = $1 AND ($2 = 0 OR version = $2) ORDER BY version DESC LIMIT 1`, name, version).
+		Scan(&t.Version, &t.Description, &parts, &t.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		if version > 0 {
+			return nil, errs.E(errs.NotFound, "template %q version %d not found", name, version)
+		}
+		return nil, errs.E(errs.NotFound, "template %q not found", name)
+	}
+	if err != nil {
+		return nil, pgdb.Err(err)
+	}
+	var st storedTemplate
+	if err := json.Unmarshal(parts, &st); err != nil {
+		return nil, fmt.Errorf("decode template %s v%d: %w", name, t.Version, err)
+	}
+	t.Parts = templates.Parts(st.Default)
+	for tag, p := range st.Locales {
+		t.Locales = append(t.Locales, templates.Translation{Locale: tag, Parts: templates.Parts(p)})
+	}
+	slices.SortFunc(t.Locales, func(a, b templates.Translation) int { return strings.Compare(a.Locale, b.Locale) })
+	return &t, nil
+}

@@ -1,0 +1,158 @@
+package rpc
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/protoconv"
+	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
+	"github.com/heraldhq/herald/services/notifier"
+)
+
+func appProto(a *notifier.App) *heraldv1.App {
+	out := &heraldv1.App{
+		AppId: a.ID.String(), Name: a.Name, Admin: a.Admin, CreateTime: timestamppb.New(a.CreatedAt),
+		AllowedCategories: a.AllowedCategories, RequestsPerSecond: a.RatePerSecond, Burst: int32(a.Burst),
+	}
+	for _, ch := range a.AllowedChannels {
+		out.AllowedChannels = append(out.AllowedChannels, protoconv.ChannelProto[ch])
+	}
+	return out
+}
+
+func allowedChannels(chs []heraldv1.Channel) ([]delivery.Channel, error) {
+	var v errs.Violations
+	var out []delivery.Channel
+	for i, ch := range chs {
+		d, ok := protoconv.ChannelDomain[ch]
+		if !ok {
+			v.Add(fmt.Sprintf("allowed_channels[%d]", i), "is not a channel")
+			continue
+		}
+		out = append(out, d)
+	}
+	return out, v.Err()
+}
+
+func keyProto(k notifier.KeyInfo) *heraldv1.KeyInfo {
+	return &heraldv1.KeyInfo{KeyId: k.ID, AppId: k.AppID.String(), CreateTime: timestamppb.New(k.CreatedAt),
+		RevokeTime: optTime(k.RevokedAt)}
+}
+
+// CreateApp implements AdminService.CreateApp.
+func (s *Server) CreateApp(ctx context.Context, req *heraldv1.CreateAppRequest) (*heraldv1.CreateAppResponse, error) {
+	c, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	chs, err := allowedChannels(req.GetAllowedChannels())
+	if err != nil {
+		return nil, err
+	}
+	a := &notifier.App{Name: req.GetName(), Admin: req.GetAdmin(), AllowedCategories: req.GetAllowedCategories(),
+		AllowedChannels: chs, RatePerSecond: req.GetRequestsPerSecond(), Burst: int(req.GetBurst())}
+	key, err := s.Service.CreateApp(ctx, c, a)
+	if err != nil {
+		return nil, err
+	}
+	return &heraldv1.CreateAppResponse{App: appProto(a), Key: key.String(), KeyId: key.ID}, nil
+}
+
+// UpdateApp implements AdminService.UpdateApp.
+func (s *Server) UpdateApp(ctx context.Context, req *heraldv1.UpdateAppRequest) (*heraldv1.UpdateAppResponse, error) {
+	c, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	in := req.GetApp()
+	id, err := uuid.Parse(in.GetAppId())
+	if err != nil {
+		return nil, errs.Field("app.app_id", "must be an app id (a UUID)")
+	}
+	chs, err := allowedChannels(in.GetAllowedChannels())
+	if err != nil {
+		return nil, err
+	}
+	a := &notifier.App{ID: id, AllowedCategories: in.GetAllowedCategories(), AllowedChannels: chs,
+		RatePerSecond: in.GetRequestsPerSecond(), Burst: int(in.GetBurst())}
+	if err := s.Service.UpdateApp(ctx, c, a); err != nil {
+		return nil, err
+	}
+	return &heraldv1.UpdateAppResponse{App: appProto(a)}, nil
+}
+
+// ListApps implements AdminService.ListApps.
+func (s *Server) ListApps(ctx context.Context, _ *heraldv1.ListAppsRequest) (*heraldv1.ListAppsResponse, error) {
+	c, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	apps, err := s.Service.ListApps(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	out := &heraldv1.ListAppsResponse{}
+	for i := range apps {
+		out.Apps = append(out.Apps, appProto(&apps[i]))
+	}
+	return out, nil
+}
+
+// IssueKey implements AdminService.IssueKey.
+func (s *Server) IssueKey(ctx context.Context, req *heraldv1.IssueKeyRequest) (*heraldv1.IssueKeyResponse, error) {
+	c, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := uuid.Parse(req.GetAppId())
+	if err != nil {
+		return nil, errs.Field("app_id", "must be an app id (a UUID)")
+	}
+	key, err := s.Service.IssueKey(ctx, c, id)
+	if err != nil {
+		return nil, err
+	}
+	return &heraldv1.IssueKeyResponse{Key: key.String(), KeyId: key.ID}, nil
+}
+
+// RevokeKey implements AdminService.RevokeKey.
+func (s *Server) RevokeKey(ctx context.Context, req *heraldv1.RevokeKeyRequest) (*heraldv1.RevokeKeyResponse, error) {
+	c, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if req.GetKeyId() == "" || len(req.GetKeyId()) > 64 {
+		return nil, errs.Field("key_id", "is required")
+	}
+	k, err := s.Service.RevokeKey(ctx, c, req.GetKeyId())
+	if err != nil {
+		return nil, err
+	}
+	return &heraldv1.RevokeKeyResponse{Key: keyProto(k)}, nil
+}
+
+// ListKeys implements AdminService.ListKeys.
+func (s *Server) ListKeys(ctx context.Context, req *heraldv1.ListKeysRequest) (*heraldv1.ListKeysResponse, error) {
+	c, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := uuid.Parse(req.GetAppId())
+	if err != nil {
+		return nil, errs.Field("app_id", "must be an app id (a UUID)")
+	}
+	keys, err := s.Service.ListKeys(ctx, c, id)
+	if err != nil {
+		return nil, err
+	}
+	out := &heraldv1.ListKeysResponse{}
+	for _, k := range keys {
+		out.Keys = append(out.Keys, keyProto(k))
+	}
+	return out, nil
+}

@@ -1,0 +1,173 @@
+package notifier
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/templates"
+)
+
+// Template is one stored, immutable template version: default parts and translations.
+type Template struct {
+	Name        string
+	Version     int
+	Description string
+	// Parts are the default parts, used for a recipient whose locale has no translation.
+	Parts templates.Parts
+	// Locales are the translations; once stored, with canonical tags, sorted by tag. Each has
+	// exactly the parts the default has (see templates.Set).
+	Locales   []templates.Translation
+	CreatedAt time.Time
+}
+
+// Limits on templates as the API accepts them.
+const (
+	maxTemplateDescription = 1024
+	maxTranslations        = 64
+)
+
+var templateName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,127}$`)
+
+// limits are the output limits that creating and rendering a template apply.
+func (s *Service) limits() templates.Limits { return s.TemplateLimits }
+
+// CreateTemplate validates t and stores it as the next version of its name, with its locale tags
+// in canonical form ("pt-br" becomes "pt-BR") and sorted. Errors: Invalid, with the field at
+// fault: a bad name or description, default parts that serve no channel, a part that does not
+// parse, a bad or repeated locale, a translation that lacks a part the default has (or has one
+// it lacks), text that breaks a channel's limit whatever the data (see templates.Set.CheckStatic).
+func (s *Service) CreateTemplate(ctx context.Context, t *Template) (*Template, error) {
+	if !templateName.MatchString(t.Name) {
+		return nil, errs.Field("template.name", "must be 1-128 lower-case letters, digits, '_', '-' or '.'")
+	}
+	if len(t.Description) > maxTemplateDescription || !storable(t.Description) {
+		return nil, errs.Field("template.description",
+			fmt.Sprintf("must be valid UTF-8 without NUL of at most %d bytes", maxTemplateDescription))
+	}
+	p := t.Parts
+	if !p.PushReady() && !p.SMSReady() && !p.EmailReady() {
+		if strings.TrimSpace(p.EmailHTML+p.EmailText) != "" {
+			return nil, errs.Field("template.parts.email_subject", "is required with an email body")
+		}
+		return nil, errs.Field("template.parts", "needs a push body, an SMS body, or an email subject and body")
+	}
+	if len(t.Locales) > maxTranslations {
+		return nil, errs.Field("template.locales", fmt.Sprintf("must hold at most %d translations", maxTranslations))
+	}
+	// Tags are checked here, not left to ParseSet, so that a violation names the translation by
+	// its index even when two are spelled alike.
+	out := *t
+	out.Locales = make([]templates.Translation, len(t.Locales))
+	seen := make(map[string]int, len(t.Locales))
+	for i, tr := range t.Locales {
+		field := fmt.Sprintf("template.locales[%d].locale", i)
+		tag, err := templates.CanonicalLocale(tr.Locale)
+		if err != nil {
+			return nil, errs.Field(field, err.Error())
+		}
+		if j, dup := seen[tag]; dup {
+			return nil, errs.Field(field, fmt.Sprintf("repeats locale %s of template.locales[%d]", tag, j))
+		}
+		seen[tag] = i
+		out.Locales[i] = templates.Translation{Locale: tag, Parts: tr.Parts}
+	}
+	set, err := templates.ParseSet(out.Parts, out.Locales)
+	if err == nil {
+		err = set.CheckStatic(s.limits())
+	}
+	if err != nil {
+		return nil, createError(err, seen)
+	}
+	slices.SortFunc(out.Locales, func(a, b templates.Translation) int { return cmp.Compare(a.Locale, b.Locale) })
+	return s.Store.CreateTemplate(ctx, &out)
+}
+
+// createError turns a ParseSet or CheckStatic error into a field violation on the request:
+// "template.parts.<part>" or "template.locales[i].parts.<part>".
+func createError(err error, index map[string]int) error {
+	te, ok := err.(*templates.Error)
+	if !ok {
+		return errs.Field("template", err.Error())
+	}
+	field := "template.parts." + te.Part
+	if te.Locale != "" {
+		field = fmt.Sprintf("template.locales[%d].parts.%s", index[te.Locale], te.Part)
+	}
+	if te.Part == templates.PartLocale && te.Locale != "" {
+		field = fmt.Sprintf("template.locales[%d].locale", index[te.Locale])
+	}
+	return errs.Field(field, te.Err.Error())
+}
+
+// GetTemplate returns a template version (0: the latest). Errors: Invalid (no name), NotFound.
+func (s *Service) GetTemplate(ctx context.Context, name string, version int) (*Template, error) {
+	if err := checkTemplateName(name, version); err != nil {
+		return nil, err
+	}
+	return s.Store.Template(ctx, name, version)
+}
+
+func checkTemplateName(name string, version int) error {
+	if name == "" {
+		return errs.Field("name", "is required")
+	}
+	if !templateName.MatchString(name) {
+		// No template can have this name; answering here keeps NUL and invalid UTF-8 away
+		// from the store.
+		if version > 0 {
+			return errs.E(errs.NotFound, "template %q version %d not found", name, version)
+		}
+		return errs.E(errs.NotFound, "template %q not found", name)
+	}
+	return nil
+}
+
+// Preview is a template version rendered with sample data, as RenderTemplate returns it.
+type Preview struct {
+	Version int
+	// Locale is the tag of the translation used, "" for the default parts.
+	Locale  string
+	Content templates.Rendered
+	// SMSEncoding and SMSSegments tell how the SMS body would be sent (templates.SMSSegments);
+	// "" and 0 when the template has no SMS body.
+	SMSEncoding string
+	SMSSegments int
+}
+
+// RenderTemplate renders a template version (0: the latest) with data for a recipient in locale
+// ("" for the default parts), and applies the limits every Send applies, for every channel the
+// template serves. Errors: NotFound (template or version), Invalid: "locale" for a tag that is
+// not BCP 47, "template.<part>" for a key the data lacks or a part over its limit, "data" for
+// data that alone makes the push payload too large.
+func (s *Service) RenderTemplate(ctx context.Context, name string, version int, locale string, data map[string]any) (*Preview, error) {
+	if locale != "" {
+		if _, err := templates.CanonicalLocale(locale); err != nil {
+			return nil, errs.Field("locale", err.Error())
+		}
+	}
+	if err := checkTemplateName(name, version); err != nil {
+		return nil, err
+	}
+	t, set, err := s.template(ctx, name, version)
+	if err != nil {
+		return nil, err
+	}
+	used, r, err := set.Render(locale, data)
+	if err == nil {
+		err = templates.Check(r, data, s.limits())
+	}
+	if err != nil {
+		return nil, templateError("template", err)
+	}
+	p := &Preview{Version: t.Version, Locale: used, Content: r}
+	if r.SMSBody != "" {
+		p.SMSEncoding, p.SMSSegments = templates.SMSSegments(r.SMSBody)
+	}
+	return p, nil
+}
