@@ -17,13 +17,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/cli"
+	"github.com/heraldhq/herald/internal/tlsconfig"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 )
 
@@ -72,6 +72,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	envFile := fs.String("env-file", ".herald/dev.env", "file of HERALD_* settings written by make run")
 	addr := fs.String("addr", "", "notifier gRPC address (default $HERALD_NOTIFIER_ADDR, then the env file)")
 	key := fs.String("key", "", "app key (default $HERALD_API_KEY, then the env file)")
+	var tlsFiles tlsconfig.Files
+	tlsconfig.RegisterClientFlags(fs, &tlsFiles, "", "notifier")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -96,8 +98,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if apiKey == "" {
 		return errors.New("no app key: pass --key, set HERALD_API_KEY, or start the dev stack with make run")
 	}
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		appkey.Credentials(apiKey))
+	creds, err := tlsconfig.DialOption(tlsFiles)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(target, creds, appkey.Credentials(apiKey))
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+
+	"github.com/heraldhq/herald/internal/tlsconfig"
 )
 
 // MaxMessageSize bounds every gRPC request and response.
@@ -39,11 +41,23 @@ type Server struct {
 
 // New listens on grpcAddr and httpAddr (":0" style addresses pick free ports) and builds the
 // servers; call Start to serve. An empty grpcAddr means HTTP only (GRPC is still built, but
-// never served). The interceptors run in order around every unary call.
-func New(log *slog.Logger, grpcAddr, httpAddr string, interceptors ...grpc.UnaryServerInterceptor) (*Server, error) {
+// never served). tls, when set, secures the gRPC listener (mutual TLS with a client CA). The
+// interceptors run in order around every unary call.
+func New(log *slog.Logger, grpcAddr, httpAddr string, tls tlsconfig.Files, interceptors ...grpc.UnaryServerInterceptor) (*Server, error) {
+	creds, err := tlsconfig.ServerOption(tls)
+	if err != nil {
+		return nil, err
+	}
+	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(interceptors...),
+		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.MaxSendMsgSize(MaxMessageSize),
+	}
+	if creds != nil {
+		opts = append(opts, creds)
+	}
 	var gl net.Listener
 	if grpcAddr != "" {
-		var err error
 		if gl, err = net.Listen("tcp", grpcAddr); err != nil {
 			return nil, fmt.Errorf("listen grpc: %w", err)
 		}
@@ -56,11 +70,7 @@ func New(log *slog.Logger, grpcAddr, httpAddr string, interceptors ...grpc.Unary
 		return nil, fmt.Errorf("listen http: %w", err)
 	}
 	s := &Server{
-		GRPC: grpc.NewServer(
-			grpc.ChainUnaryInterceptor(interceptors...),
-			grpc.MaxRecvMsgSize(MaxMessageSize),
-			grpc.MaxSendMsgSize(MaxMessageSize),
-		),
+		GRPC:     grpc.NewServer(opts...),
 		HTTP:     http.NewServeMux(),
 		Health:   health.NewServer(),
 		log:      log,

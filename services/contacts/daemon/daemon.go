@@ -22,6 +22,7 @@ import (
 	"github.com/heraldhq/herald/internal/linktoken"
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/internal/server"
+	"github.com/heraldhq/herald/internal/tlsconfig"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 	"github.com/heraldhq/herald/services/contacts"
 	cevents "github.com/heraldhq/herald/services/contacts/events"
@@ -45,7 +46,9 @@ type Config struct {
 	// TwilioAuthToken verifies Twilio's inbound SMS webhook; empty turns the webhook off.
 	TwilioAuthToken string
 	SMSHelpText     string
-	Log             *slog.Logger
+	// TLS secures the gRPC listener; with a client CA, callers need certificates (mutual TLS).
+	TLS tlsconfig.Files
+	Log *slog.Logger
 }
 
 // RegisterFlags binds c's fields to flags with their defaults.
@@ -58,6 +61,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.PublicURL, "public-url", "http://127.0.0.1:7481", "public base URL of this service's HTTP pages")
 	fs.StringVar(&c.LinkKeys, "link-keys", "", "keys that sign preference and unsubscribe links: id:base64secret,... (first signs)")
 	fs.StringVar(&c.TwilioAuthToken, "twilio-auth-token", "", "Twilio auth token, to verify inbound SMS webhooks (empty: webhook off)")
+	tlsconfig.RegisterServerFlags(fs, &c.TLS)
 	fs.StringVar(&c.SMSHelpText, "sms-help-text", "Reply STOP to stop these messages, START to receive them again.", "answer to an SMS HELP")
 }
 
@@ -112,7 +116,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 
 	auth := appkey.NewAuthenticator(appkey.PostgresStore{Pool: d.pool})
-	if d.srv, err = server.New(log, cfg.GRPCAddr, cfg.HTTPAddr,
+	if d.srv, err = server.New(log, cfg.GRPCAddr, cfg.HTTPAddr, cfg.TLS,
 		errs.UnaryServerInterceptor(log),
 		appkey.UnaryServerInterceptor(auth, "/herald.v1.")); err != nil {
 		return nil, err

@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/errs"
@@ -26,6 +25,7 @@ import (
 	"github.com/heraldhq/herald/internal/ratelimit"
 	"github.com/heraldhq/herald/internal/server"
 	"github.com/heraldhq/herald/internal/templates"
+	"github.com/heraldhq/herald/internal/tlsconfig"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 	"github.com/heraldhq/herald/services/notifier"
 	"github.com/heraldhq/herald/services/notifier/contacts"
@@ -55,6 +55,10 @@ type Config struct {
 	AppBurst int
 	// SMSMaxSegments bounds a rendered SMS.
 	SMSMaxSegments int
+	// TLS secures the gRPC listener; with a client CA, callers need certificates (mutual TLS).
+	// ContactsTLS is how this service reaches the contacts service.
+	TLS         tlsconfig.Files
+	ContactsTLS tlsconfig.Files
 	// PublicURL is where providers reach this service's webhooks (behind any proxy).
 	PublicURL string
 	// SendGridWebhookKey verifies SendGrid's signed event webhook; TwilioAuthToken verifies
@@ -79,6 +83,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&c.AppRate, "app-rate", 2000, "Send calls per second per app, for apps without their own rate (0: unlimited)")
 	fs.IntVar(&c.AppBurst, "app-burst", 4000, "Send calls allowed at once above --app-rate")
 	fs.IntVar(&c.SMSMaxSegments, "sms-max-segments", templates.DefaultSMSSegments, "longest SMS a template may render, in segments")
+	tlsconfig.RegisterServerFlags(fs, &c.TLS)
+	tlsconfig.RegisterClientFlags(fs, &c.ContactsTLS, "contacts-", "contacts service")
 	fs.StringVar(&c.PublicURL, "public-url", "http://127.0.0.1:7480", "public base URL of this service's webhooks")
 	fs.StringVar(&c.SendGridWebhookKey, "sendgrid-webhook-public-key", "", "SendGrid event webhook verification key (base64 or PEM); empty: webhook off")
 	fs.StringVar(&c.TwilioAuthToken, "twilio-auth-token", "", "Twilio auth token, to verify status callbacks; empty: webhook off")
@@ -171,7 +177,11 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		TemplateLimits: templates.Limits{SMSSegments: cfg.SMSMaxSegments}}
 	d.svc = svc
 	if cfg.ContactsAddr != "" {
-		d.contacts, err = grpc.NewClient(cfg.ContactsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		creds, err := tlsconfig.DialOption(cfg.ContactsTLS)
+		if err != nil {
+			return nil, fmt.Errorf("contacts TLS: %w", err)
+		}
+		d.contacts, err = grpc.NewClient(cfg.ContactsAddr, creds)
 		if err != nil {
 			return nil, fmt.Errorf("contacts client: %w", err)
 		}
@@ -179,7 +189,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 
 	auth := appkey.NewAuthenticator(appkey.PostgresStore{Pool: d.pool})
-	d.srv, err = server.New(log, cfg.GRPCAddr, cfg.HTTPAddr,
+	d.srv, err = server.New(log, cfg.GRPCAddr, cfg.HTTPAddr, cfg.TLS,
 		errs.UnaryServerInterceptor(log),
 		appkey.UnaryServerInterceptor(auth, "/herald.v1."))
 	if err != nil {

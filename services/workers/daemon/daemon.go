@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/delivery"
@@ -26,6 +25,7 @@ import (
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/internal/queue"
 	"github.com/heraldhq/herald/internal/server"
+	"github.com/heraldhq/herald/internal/tlsconfig"
 	"github.com/heraldhq/herald/services/workers"
 	"github.com/heraldhq/herald/services/workers/apns"
 	"github.com/heraldhq/herald/services/workers/consumer"
@@ -72,6 +72,7 @@ type Config struct {
 	// against before sending. An empty address turns the re-check off.
 	ContactsAddr string
 	ContactsKey  string
+	ContactsTLS  tlsconfig.Files
 	// LinkKeys sign one-click unsubscribe links (the same keys as the contacts service's);
 	// UnsubscribeURL is the contacts service's public URL. Either empty: no List-Unsubscribe.
 	LinkKeys          string
@@ -144,6 +145,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.EmailFromName, "email-from-name", "Herald", "email sender name")
 	fs.StringVar(&c.ContactsAddr, "contacts-addr", "127.0.0.1:7401", "contacts service gRPC address, to re-check recipients before sending (empty: no re-check)")
 	fs.StringVar(&c.ContactsKey, "contacts-key", "", "app key the workers use with the contacts service")
+	tlsconfig.RegisterClientFlags(fs, &c.ContactsTLS, "contacts-", "contacts service")
 	fs.StringVar(&c.LinkKeys, "link-keys", "", "keys that sign unsubscribe links: id:base64secret,... (as the contacts service's)")
 	fs.StringVar(&c.UnsubscribeURL, "unsubscribe-url", "", "public URL of the contacts service, for List-Unsubscribe links")
 	fs.StringVar(&c.UnsubscribeMailto, "unsubscribe-mailto", "", "address offered as a mailto List-Unsubscribe")
@@ -228,8 +230,11 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	var gate workers.Gate
 	if cfg.ContactsAddr != "" {
-		if d.contacts, err = grpc.NewClient(cfg.ContactsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			appkey.Credentials(cfg.ContactsKey)); err != nil {
+		creds, err := tlsconfig.DialOption(cfg.ContactsTLS)
+		if err != nil {
+			return nil, fmt.Errorf("contacts TLS: %w", err)
+		}
+		if d.contacts, err = grpc.NewClient(cfg.ContactsAddr, creds, appkey.Credentials(cfg.ContactsKey)); err != nil {
 			return nil, fmt.Errorf("contacts client: %w", err)
 		}
 		gate = contacts.New(d.contacts)
@@ -266,7 +271,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		d.consumers = append(d.consumers, c)
 	}
 
-	if d.srv, err = server.New(log, "", cfg.HTTPAddr); err != nil {
+	if d.srv, err = server.New(log, "", cfg.HTTPAddr, tlsconfig.Files{}); err != nil {
 		return nil, err
 	}
 	d.srv.AddCheck("database", func(ctx context.Context) error { return d.pool.Ping(ctx) })
