@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -304,5 +305,81 @@ func TestSendBatchAndExplain(t *testing.T) {
 	s.pool.QueryRow(ctx, `SELECT count(*) FROM notifier.notifications`).Scan(&after)
 	if after != before {
 		t.Fatalf("Explain stored %d notifications", after-before)
+	}
+}
+
+// TestAppRequestRate: an app over its request rate gets RESOURCE_EXHAUSTED with a retry delay.
+func TestAppRequestRate(t *testing.T) {
+	s := startStack(t, stackOptions{noWorkers: true})
+	ctx := context.Background()
+	// One request per thousand seconds, two at once: the third call cannot be admitted however
+	// slow the machine is.
+	app, err := heraldv1.NewAdminServiceClient(s.conn).CreateApp(ctx, &heraldv1.CreateAppRequest{
+		Name: "chatty", RequestsPerSecond: 0.001, Burst: 2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := heraldv1.NewNotificationServiceClient(dial(t, s.notifier.GRPCAddr(), app.Key))
+	for range 2 {
+		if _, err := client.Send(ctx, emailRequest("ada@example.com")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = client.Send(ctx, emailRequest("ada@example.com"))
+	st := status.Convert(err)
+	if st.Code() != codes.ResourceExhausted {
+		t.Fatalf("the third call: %v, want ResourceExhausted", err)
+	}
+	var retry time.Duration
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			retry = ri.RetryDelay.AsDuration()
+		}
+	}
+	if retry <= 0 {
+		t.Fatalf("no RetryInfo in %v", st.Details())
+	}
+	// Other apps are not affected.
+	if _, err := s.notify.Send(ctx, emailRequest("ada@example.com")); err != nil {
+		t.Fatalf("another app: %v", err)
+	}
+}
+
+// TestQuietHours: during the user's quiet hours, push and SMS of a non-critical category wait
+// until the window ends; email and critical categories go at once.
+func TestQuietHours(t *testing.T) {
+	s := startStack(t, stackOptions{noWorkers: true})
+	ctx := context.Background()
+	reachableUser(t, s, "kim")
+	if _, err := s.people.UpsertUser(ctx, &heraldv1.UpsertUserRequest{User: &heraldv1.User{
+		UserId: "kim", Email: "kim@example.com", Phone: "+14155550100", Timezone: "UTC",
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	updateSettings(t, s, "kim", &heraldv1.Settings{QuietHours: &heraldv1.QuietHours{
+		Start: now.Add(-time.Hour).Format("15:04"), End: now.Add(time.Hour).Format("15:04"),
+	}})
+	res, err := s.notify.Send(ctx, userSend("kim", "account"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[heraldv1.Channel]string{
+		heraldv1.Channel_CHANNEL_EMAIL: "QUEUED",
+		heraldv1.Channel_CHANNEL_IOS:   "SCHEDULED quiet_hours",
+		heraldv1.Channel_CHANNEL_SMS:   "SCHEDULED quiet_hours",
+	}
+	if got := states(res); !equalMaps(got, want) {
+		t.Fatalf("account Send in quiet hours: %v, want %v", got, want)
+	}
+	res, err = s.notify.Send(ctx, userSend("kim", "security"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ch, st := range states(res) {
+		if st != "QUEUED" {
+			t.Errorf("security in quiet hours: %s %s, want QUEUED", ch, st)
+		}
 	}
 }

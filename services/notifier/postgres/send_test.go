@@ -133,3 +133,32 @@ func TestSendRefusesWhatCannotBeStored(t *testing.T) {
 		t.Errorf("%d notifications stored", n)
 	}
 }
+
+// TestIdempotencyWindow: a key stands for its first request for 24 hours; after that it may name
+// a new notification.
+func TestIdempotencyWindow(t *testing.T) {
+	s, _ := open(t)
+	now := t0
+	svc := &notifier.Service{Store: s, Publisher: &lostPublisher{}, Log: slog.New(slog.DiscardHandler),
+		RepublishAfter: time.Minute, Now: func() time.Time { return now }}
+	caller := appkey.Caller{AppID: newID(t), AppName: "billing"}
+	req := &notifier.SendRequest{IdempotencyKey: "k", RequestHash: []byte("h"), Category: "account",
+		Address: &notifier.Address{Email: "a@example.com"}, Content: &notifier.Content{Body: "hi", Subject: "hi"}}
+	first, err := svc.Send(t.Context(), caller, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = t0.Add(notifier.IdempotencyWindow - time.Second)
+	again, err := svc.Send(t.Context(), caller, req)
+	if err != nil || !again.Duplicate || again.Notification.ID != first.Notification.ID {
+		t.Fatalf("within the window: %+v, %v", again, err)
+	}
+	now = t0.Add(notifier.IdempotencyWindow + time.Second)
+	later, err := svc.Send(t.Context(), caller, req)
+	if err != nil || later.Duplicate || later.Notification.ID == first.Notification.ID {
+		t.Fatalf("after the window: %+v, %v", later, err)
+	}
+	if old, err := svc.GetNotification(t.Context(), caller, first.Notification.ID); err != nil || old.IdempotencyKey != "" {
+		t.Fatalf("the first notification after its key was released: %+v, %v", old, err)
+	}
+}
