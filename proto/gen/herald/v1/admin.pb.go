@@ -9,6 +9,7 @@ package heraldv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -1272,11 +1273,510 @@ func (x *ListKeysResponse) GetKeys() []*KeyInfo {
 	return nil
 }
 
+// GetQueueStatsRequest is empty.
+type GetQueueStatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetQueueStatsRequest) Reset() {
+	*x = GetQueueStatsRequest{}
+	mi := &file_herald_v1_admin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetQueueStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetQueueStatsRequest) ProtoMessage() {}
+
+func (x *GetQueueStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetQueueStatsRequest.ProtoReflect.Descriptor instead.
+func (*GetQueueStatsRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{23}
+}
+
+// ChannelStats is one channel's queue and sending.
+type ChannelStats struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Channel Channel                `protobuf:"varint,1,opt,name=channel,proto3,enum=herald.v1.Channel" json:"channel,omitempty"`
+	// Deliveries waiting in the queue for a worker.
+	Pending int64 `protobuf:"varint,2,opt,name=pending,proto3" json:"pending,omitempty"`
+	// Deliveries handed to workers and not yet answered.
+	InFlight int64 `protobuf:"varint,3,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	// How long the oldest delivery waiting to be sent (queued or retrying) has waited.
+	OldestAge *durationpb.Duration `protobuf:"bytes,4,opt,name=oldest_age,json=oldestAge,proto3" json:"oldest_age,omitempty"`
+	// Provider calls per second that succeeded / failed, over the last minute.
+	SendRate    float64 `protobuf:"fixed64,5,opt,name=send_rate,json=sendRate,proto3" json:"send_rate,omitempty"`
+	FailureRate float64 `protobuf:"fixed64,6,opt,name=failure_rate,json=failureRate,proto3" json:"failure_rate,omitempty"`
+	DeadLetters int64   `protobuf:"varint,7,opt,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	// Deliveries scheduled for later (send_at, quiet hours) and retrying after a failure.
+	Scheduled     int64 `protobuf:"varint,8,opt,name=scheduled,proto3" json:"scheduled,omitempty"`
+	Retrying      int64 `protobuf:"varint,9,opt,name=retrying,proto3" json:"retrying,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelStats) Reset() {
+	*x = ChannelStats{}
+	mi := &file_herald_v1_admin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelStats) ProtoMessage() {}
+
+func (x *ChannelStats) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelStats.ProtoReflect.Descriptor instead.
+func (*ChannelStats) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ChannelStats) GetChannel() Channel {
+	if x != nil {
+		return x.Channel
+	}
+	return Channel_CHANNEL_UNSPECIFIED
+}
+
+func (x *ChannelStats) GetPending() int64 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *ChannelStats) GetInFlight() int64 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *ChannelStats) GetOldestAge() *durationpb.Duration {
+	if x != nil {
+		return x.OldestAge
+	}
+	return nil
+}
+
+func (x *ChannelStats) GetSendRate() float64 {
+	if x != nil {
+		return x.SendRate
+	}
+	return 0
+}
+
+func (x *ChannelStats) GetFailureRate() float64 {
+	if x != nil {
+		return x.FailureRate
+	}
+	return 0
+}
+
+func (x *ChannelStats) GetDeadLetters() int64 {
+	if x != nil {
+		return x.DeadLetters
+	}
+	return 0
+}
+
+func (x *ChannelStats) GetScheduled() int64 {
+	if x != nil {
+		return x.Scheduled
+	}
+	return 0
+}
+
+func (x *ChannelStats) GetRetrying() int64 {
+	if x != nil {
+		return x.Retrying
+	}
+	return 0
+}
+
+// CircuitState is one provider circuit of one workers process.
+type CircuitState struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Channel  Channel                `protobuf:"varint,1,opt,name=channel,proto3,enum=herald.v1.Channel" json:"channel,omitempty"`
+	Provider string                 `protobuf:"bytes,2,opt,name=provider,proto3" json:"provider,omitempty"`
+	Worker   string                 `protobuf:"bytes,3,opt,name=worker,proto3" json:"worker,omitempty"`
+	// "closed", "open" or "half-open".
+	State         string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CircuitState) Reset() {
+	*x = CircuitState{}
+	mi := &file_herald_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CircuitState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CircuitState) ProtoMessage() {}
+
+func (x *CircuitState) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CircuitState.ProtoReflect.Descriptor instead.
+func (*CircuitState) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CircuitState) GetChannel() Channel {
+	if x != nil {
+		return x.Channel
+	}
+	return Channel_CHANNEL_UNSPECIFIED
+}
+
+func (x *CircuitState) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *CircuitState) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
+func (x *CircuitState) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *CircuitState) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+// GetQueueStatsResponse holds every channel's stats and the circuits workers reported recently.
+type GetQueueStatsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Channels      []*ChannelStats        `protobuf:"bytes,1,rep,name=channels,proto3" json:"channels,omitempty"`
+	Circuits      []*CircuitState        `protobuf:"bytes,2,rep,name=circuits,proto3" json:"circuits,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetQueueStatsResponse) Reset() {
+	*x = GetQueueStatsResponse{}
+	mi := &file_herald_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetQueueStatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetQueueStatsResponse) ProtoMessage() {}
+
+func (x *GetQueueStatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetQueueStatsResponse.ProtoReflect.Descriptor instead.
+func (*GetQueueStatsResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetQueueStatsResponse) GetChannels() []*ChannelStats {
+	if x != nil {
+		return x.Channels
+	}
+	return nil
+}
+
+func (x *GetQueueStatsResponse) GetCircuits() []*CircuitState {
+	if x != nil {
+		return x.Circuits
+	}
+	return nil
+}
+
+func (x *GetQueueStatsResponse) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+// GetDeliveryStatsRequest names the period.
+type GetDeliveryStatsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How far back to count; unset means 24 hours; at most 31 days.
+	Period        *durationpb.Duration `protobuf:"bytes,1,opt,name=period,proto3" json:"period,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDeliveryStatsRequest) Reset() {
+	*x = GetDeliveryStatsRequest{}
+	mi := &file_herald_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDeliveryStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDeliveryStatsRequest) ProtoMessage() {}
+
+func (x *GetDeliveryStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDeliveryStatsRequest.ProtoReflect.Descriptor instead.
+func (*GetDeliveryStatsRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *GetDeliveryStatsRequest) GetPeriod() *durationpb.Duration {
+	if x != nil {
+		return x.Period
+	}
+	return nil
+}
+
+// DeliveryStats counts one template's (or category's) deliveries and engagement.
+type DeliveryStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty for inline content.
+	Template      string  `protobuf:"bytes,1,opt,name=template,proto3" json:"template,omitempty"`
+	Category      string  `protobuf:"bytes,2,opt,name=category,proto3" json:"category,omitempty"`
+	Channel       Channel `protobuf:"varint,3,opt,name=channel,proto3,enum=herald.v1.Channel" json:"channel,omitempty"`
+	Accepted      int64   `protobuf:"varint,4,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	Sent          int64   `protobuf:"varint,5,opt,name=sent,proto3" json:"sent,omitempty"`
+	Delivered     int64   `protobuf:"varint,6,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	Opened        int64   `protobuf:"varint,7,opt,name=opened,proto3" json:"opened,omitempty"`
+	Clicked       int64   `protobuf:"varint,8,opt,name=clicked,proto3" json:"clicked,omitempty"`
+	Failed        int64   `protobuf:"varint,9,opt,name=failed,proto3" json:"failed,omitempty"`
+	Skipped       int64   `protobuf:"varint,10,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliveryStats) Reset() {
+	*x = DeliveryStats{}
+	mi := &file_herald_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliveryStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliveryStats) ProtoMessage() {}
+
+func (x *DeliveryStats) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliveryStats.ProtoReflect.Descriptor instead.
+func (*DeliveryStats) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *DeliveryStats) GetTemplate() string {
+	if x != nil {
+		return x.Template
+	}
+	return ""
+}
+
+func (x *DeliveryStats) GetCategory() string {
+	if x != nil {
+		return x.Category
+	}
+	return ""
+}
+
+func (x *DeliveryStats) GetChannel() Channel {
+	if x != nil {
+		return x.Channel
+	}
+	return Channel_CHANNEL_UNSPECIFIED
+}
+
+func (x *DeliveryStats) GetAccepted() int64 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+func (x *DeliveryStats) GetSent() int64 {
+	if x != nil {
+		return x.Sent
+	}
+	return 0
+}
+
+func (x *DeliveryStats) GetDelivered() int64 {
+	if x != nil {
+		return x.Delivered
+	}
+	return 0
+}
+
+func (x *DeliveryStats) GetOpened() int64 {
+	if x != nil {
+		return x.Opened
+	}
+	return 0
+}
+
+func (x *DeliveryStats) GetClicked() int64 {
+	if x != nil {
+		return x.Clicked
+	}
+	return 0
+}
+
+func (x *DeliveryStats) GetFailed() int64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *DeliveryStats) GetSkipped() int64 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+// GetDeliveryStatsResponse holds one row per template, category and channel.
+type GetDeliveryStatsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stats         []*DeliveryStats       `protobuf:"bytes,1,rep,name=stats,proto3" json:"stats,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDeliveryStatsResponse) Reset() {
+	*x = GetDeliveryStatsResponse{}
+	mi := &file_herald_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDeliveryStatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDeliveryStatsResponse) ProtoMessage() {}
+
+func (x *GetDeliveryStatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDeliveryStatsResponse.ProtoReflect.Descriptor instead.
+func (*GetDeliveryStatsResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *GetDeliveryStatsResponse) GetStats() []*DeliveryStats {
+	if x != nil {
+		return x.Stats
+	}
+	return nil
+}
+
 var File_herald_v1_admin_proto protoreflect.FileDescriptor
 
 const file_herald_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x15herald/v1/admin.proto\x12\therald.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cherald/v1/notification.proto\x1a\x16herald/v1/common.proto\"\xb7\x02\n" +
+	"\x15herald/v1/admin.proto\x12\therald.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cherald/v1/notification.proto\x1a\x16herald/v1/common.proto\"\xb7\x02\n" +
 	"\x03App\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -1354,7 +1854,46 @@ const file_herald_v1_admin_proto_rawDesc = "" +
 	"\x0fListKeysRequest\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\":\n" +
 	"\x10ListKeysResponse\x12&\n" +
-	"\x04keys\x18\x01 \x03(\v2\x12.herald.v1.KeyInfoR\x04keys2\x97\x06\n" +
+	"\x04keys\x18\x01 \x03(\v2\x12.herald.v1.KeyInfoR\x04keys\"\x16\n" +
+	"\x14GetQueueStatsRequest\"\xca\x02\n" +
+	"\fChannelStats\x12,\n" +
+	"\achannel\x18\x01 \x01(\x0e2\x12.herald.v1.ChannelR\achannel\x12\x18\n" +
+	"\apending\x18\x02 \x01(\x03R\apending\x12\x1b\n" +
+	"\tin_flight\x18\x03 \x01(\x03R\binFlight\x128\n" +
+	"\n" +
+	"oldest_age\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\toldestAge\x12\x1b\n" +
+	"\tsend_rate\x18\x05 \x01(\x01R\bsendRate\x12!\n" +
+	"\ffailure_rate\x18\x06 \x01(\x01R\vfailureRate\x12!\n" +
+	"\fdead_letters\x18\a \x01(\x03R\vdeadLetters\x12\x1c\n" +
+	"\tscheduled\x18\b \x01(\x03R\tscheduled\x12\x1a\n" +
+	"\bretrying\x18\t \x01(\x03R\bretrying\"\xc3\x01\n" +
+	"\fCircuitState\x12,\n" +
+	"\achannel\x18\x01 \x01(\x0e2\x12.herald.v1.ChannelR\achannel\x12\x1a\n" +
+	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x16\n" +
+	"\x06worker\x18\x03 \x01(\tR\x06worker\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12;\n" +
+	"\vupdate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"\xb1\x01\n" +
+	"\x15GetQueueStatsResponse\x123\n" +
+	"\bchannels\x18\x01 \x03(\v2\x17.herald.v1.ChannelStatsR\bchannels\x123\n" +
+	"\bcircuits\x18\x02 \x03(\v2\x17.herald.v1.CircuitStateR\bcircuits\x12.\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"L\n" +
+	"\x17GetDeliveryStatsRequest\x121\n" +
+	"\x06period\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x06period\"\xa7\x02\n" +
+	"\rDeliveryStats\x12\x1a\n" +
+	"\btemplate\x18\x01 \x01(\tR\btemplate\x12\x1a\n" +
+	"\bcategory\x18\x02 \x01(\tR\bcategory\x12,\n" +
+	"\achannel\x18\x03 \x01(\x0e2\x12.herald.v1.ChannelR\achannel\x12\x1a\n" +
+	"\baccepted\x18\x04 \x01(\x03R\baccepted\x12\x12\n" +
+	"\x04sent\x18\x05 \x01(\x03R\x04sent\x12\x1c\n" +
+	"\tdelivered\x18\x06 \x01(\x03R\tdelivered\x12\x16\n" +
+	"\x06opened\x18\a \x01(\x03R\x06opened\x12\x18\n" +
+	"\aclicked\x18\b \x01(\x03R\aclicked\x12\x16\n" +
+	"\x06failed\x18\t \x01(\x03R\x06failed\x12\x18\n" +
+	"\askipped\x18\n" +
+	" \x01(\x03R\askipped\"J\n" +
+	"\x18GetDeliveryStatsResponse\x12.\n" +
+	"\x05stats\x18\x01 \x03(\v2\x18.herald.v1.DeliveryStatsR\x05stats2\xc8\a\n" +
 	"\fAdminService\x12F\n" +
 	"\tCreateApp\x12\x1b.herald.v1.CreateAppRequest\x1a\x1c.herald.v1.CreateAppResponse\x12F\n" +
 	"\tUpdateApp\x12\x1b.herald.v1.UpdateAppRequest\x1a\x1c.herald.v1.UpdateAppResponse\x12C\n" +
@@ -1365,7 +1904,9 @@ const file_herald_v1_admin_proto_rawDesc = "" +
 	"\vPutCategory\x12\x1d.herald.v1.PutCategoryRequest\x1a\x1e.herald.v1.PutCategoryResponse\x12U\n" +
 	"\x0eListCategories\x12 .herald.v1.ListCategoriesRequest\x1a!.herald.v1.ListCategoriesResponse\x12X\n" +
 	"\x0fListDeadLetters\x12!.herald.v1.ListDeadLettersRequest\x1a\".herald.v1.ListDeadLettersResponse\x12a\n" +
-	"\x12RedriveDeadLetters\x12$.herald.v1.RedriveDeadLettersRequest\x1a%.herald.v1.RedriveDeadLettersResponseB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
+	"\x12RedriveDeadLetters\x12$.herald.v1.RedriveDeadLettersRequest\x1a%.herald.v1.RedriveDeadLettersResponse\x12R\n" +
+	"\rGetQueueStats\x12\x1f.herald.v1.GetQueueStatsRequest\x1a .herald.v1.GetQueueStatsResponse\x12[\n" +
+	"\x10GetDeliveryStats\x12\".herald.v1.GetDeliveryStatsRequest\x1a#.herald.v1.GetDeliveryStatsResponseB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
 
 var (
 	file_herald_v1_admin_proto_rawDescOnce sync.Once
@@ -1379,7 +1920,7 @@ func file_herald_v1_admin_proto_rawDescGZIP() []byte {
 	return file_herald_v1_admin_proto_rawDescData
 }
 
-var file_herald_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_herald_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_herald_v1_admin_proto_goTypes = []any{
 	(*App)(nil),                        // 0: herald.v1.App
 	(*KeyInfo)(nil),                    // 1: herald.v1.KeyInfo
@@ -1404,55 +1945,77 @@ var file_herald_v1_admin_proto_goTypes = []any{
 	(*RevokeKeyResponse)(nil),          // 20: herald.v1.RevokeKeyResponse
 	(*ListKeysRequest)(nil),            // 21: herald.v1.ListKeysRequest
 	(*ListKeysResponse)(nil),           // 22: herald.v1.ListKeysResponse
-	(*timestamppb.Timestamp)(nil),      // 23: google.protobuf.Timestamp
-	(Channel)(0),                       // 24: herald.v1.Channel
-	(*Category)(nil),                   // 25: herald.v1.Category
-	(*Delivery)(nil),                   // 26: herald.v1.Delivery
+	(*GetQueueStatsRequest)(nil),       // 23: herald.v1.GetQueueStatsRequest
+	(*ChannelStats)(nil),               // 24: herald.v1.ChannelStats
+	(*CircuitState)(nil),               // 25: herald.v1.CircuitState
+	(*GetQueueStatsResponse)(nil),      // 26: herald.v1.GetQueueStatsResponse
+	(*GetDeliveryStatsRequest)(nil),    // 27: herald.v1.GetDeliveryStatsRequest
+	(*DeliveryStats)(nil),              // 28: herald.v1.DeliveryStats
+	(*GetDeliveryStatsResponse)(nil),   // 29: herald.v1.GetDeliveryStatsResponse
+	(*timestamppb.Timestamp)(nil),      // 30: google.protobuf.Timestamp
+	(Channel)(0),                       // 31: herald.v1.Channel
+	(*Category)(nil),                   // 32: herald.v1.Category
+	(*Delivery)(nil),                   // 33: herald.v1.Delivery
+	(*durationpb.Duration)(nil),        // 34: google.protobuf.Duration
 }
 var file_herald_v1_admin_proto_depIdxs = []int32{
-	23, // 0: herald.v1.App.create_time:type_name -> google.protobuf.Timestamp
-	24, // 1: herald.v1.App.allowed_channels:type_name -> herald.v1.Channel
-	23, // 2: herald.v1.KeyInfo.create_time:type_name -> google.protobuf.Timestamp
-	23, // 3: herald.v1.KeyInfo.revoke_time:type_name -> google.protobuf.Timestamp
-	24, // 4: herald.v1.CreateAppRequest.allowed_channels:type_name -> herald.v1.Channel
+	30, // 0: herald.v1.App.create_time:type_name -> google.protobuf.Timestamp
+	31, // 1: herald.v1.App.allowed_channels:type_name -> herald.v1.Channel
+	30, // 2: herald.v1.KeyInfo.create_time:type_name -> google.protobuf.Timestamp
+	30, // 3: herald.v1.KeyInfo.revoke_time:type_name -> google.protobuf.Timestamp
+	31, // 4: herald.v1.CreateAppRequest.allowed_channels:type_name -> herald.v1.Channel
 	0,  // 5: herald.v1.CreateAppResponse.app:type_name -> herald.v1.App
-	25, // 6: herald.v1.PutCategoryRequest.category:type_name -> herald.v1.Category
-	25, // 7: herald.v1.PutCategoryResponse.category:type_name -> herald.v1.Category
-	25, // 8: herald.v1.ListCategoriesResponse.categories:type_name -> herald.v1.Category
-	24, // 9: herald.v1.ListDeadLettersRequest.channel:type_name -> herald.v1.Channel
-	26, // 10: herald.v1.DeadLetter.delivery:type_name -> herald.v1.Delivery
+	32, // 6: herald.v1.PutCategoryRequest.category:type_name -> herald.v1.Category
+	32, // 7: herald.v1.PutCategoryResponse.category:type_name -> herald.v1.Category
+	32, // 8: herald.v1.ListCategoriesResponse.categories:type_name -> herald.v1.Category
+	31, // 9: herald.v1.ListDeadLettersRequest.channel:type_name -> herald.v1.Channel
+	33, // 10: herald.v1.DeadLetter.delivery:type_name -> herald.v1.Delivery
 	11, // 11: herald.v1.ListDeadLettersResponse.dead_letters:type_name -> herald.v1.DeadLetter
-	24, // 12: herald.v1.RedriveDeadLettersRequest.channel:type_name -> herald.v1.Channel
+	31, // 12: herald.v1.RedriveDeadLettersRequest.channel:type_name -> herald.v1.Channel
 	0,  // 13: herald.v1.UpdateAppRequest.app:type_name -> herald.v1.App
 	0,  // 14: herald.v1.UpdateAppResponse.app:type_name -> herald.v1.App
 	0,  // 15: herald.v1.ListAppsResponse.apps:type_name -> herald.v1.App
 	1,  // 16: herald.v1.RevokeKeyResponse.key:type_name -> herald.v1.KeyInfo
 	1,  // 17: herald.v1.ListKeysResponse.keys:type_name -> herald.v1.KeyInfo
-	2,  // 18: herald.v1.AdminService.CreateApp:input_type -> herald.v1.CreateAppRequest
-	15, // 19: herald.v1.AdminService.UpdateApp:input_type -> herald.v1.UpdateAppRequest
-	17, // 20: herald.v1.AdminService.ListApps:input_type -> herald.v1.ListAppsRequest
-	4,  // 21: herald.v1.AdminService.IssueKey:input_type -> herald.v1.IssueKeyRequest
-	19, // 22: herald.v1.AdminService.RevokeKey:input_type -> herald.v1.RevokeKeyRequest
-	21, // 23: herald.v1.AdminService.ListKeys:input_type -> herald.v1.ListKeysRequest
-	6,  // 24: herald.v1.AdminService.PutCategory:input_type -> herald.v1.PutCategoryRequest
-	8,  // 25: herald.v1.AdminService.ListCategories:input_type -> herald.v1.ListCategoriesRequest
-	10, // 26: herald.v1.AdminService.ListDeadLetters:input_type -> herald.v1.ListDeadLettersRequest
-	13, // 27: herald.v1.AdminService.RedriveDeadLetters:input_type -> herald.v1.RedriveDeadLettersRequest
-	3,  // 28: herald.v1.AdminService.CreateApp:output_type -> herald.v1.CreateAppResponse
-	16, // 29: herald.v1.AdminService.UpdateApp:output_type -> herald.v1.UpdateAppResponse
-	18, // 30: herald.v1.AdminService.ListApps:output_type -> herald.v1.ListAppsResponse
-	5,  // 31: herald.v1.AdminService.IssueKey:output_type -> herald.v1.IssueKeyResponse
-	20, // 32: herald.v1.AdminService.RevokeKey:output_type -> herald.v1.RevokeKeyResponse
-	22, // 33: herald.v1.AdminService.ListKeys:output_type -> herald.v1.ListKeysResponse
-	7,  // 34: herald.v1.AdminService.PutCategory:output_type -> herald.v1.PutCategoryResponse
-	9,  // 35: herald.v1.AdminService.ListCategories:output_type -> herald.v1.ListCategoriesResponse
-	12, // 36: herald.v1.AdminService.ListDeadLetters:output_type -> herald.v1.ListDeadLettersResponse
-	14, // 37: herald.v1.AdminService.RedriveDeadLetters:output_type -> herald.v1.RedriveDeadLettersResponse
-	28, // [28:38] is the sub-list for method output_type
-	18, // [18:28] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	31, // 18: herald.v1.ChannelStats.channel:type_name -> herald.v1.Channel
+	34, // 19: herald.v1.ChannelStats.oldest_age:type_name -> google.protobuf.Duration
+	31, // 20: herald.v1.CircuitState.channel:type_name -> herald.v1.Channel
+	30, // 21: herald.v1.CircuitState.update_time:type_name -> google.protobuf.Timestamp
+	24, // 22: herald.v1.GetQueueStatsResponse.channels:type_name -> herald.v1.ChannelStats
+	25, // 23: herald.v1.GetQueueStatsResponse.circuits:type_name -> herald.v1.CircuitState
+	30, // 24: herald.v1.GetQueueStatsResponse.time:type_name -> google.protobuf.Timestamp
+	34, // 25: herald.v1.GetDeliveryStatsRequest.period:type_name -> google.protobuf.Duration
+	31, // 26: herald.v1.DeliveryStats.channel:type_name -> herald.v1.Channel
+	28, // 27: herald.v1.GetDeliveryStatsResponse.stats:type_name -> herald.v1.DeliveryStats
+	2,  // 28: herald.v1.AdminService.CreateApp:input_type -> herald.v1.CreateAppRequest
+	15, // 29: herald.v1.AdminService.UpdateApp:input_type -> herald.v1.UpdateAppRequest
+	17, // 30: herald.v1.AdminService.ListApps:input_type -> herald.v1.ListAppsRequest
+	4,  // 31: herald.v1.AdminService.IssueKey:input_type -> herald.v1.IssueKeyRequest
+	19, // 32: herald.v1.AdminService.RevokeKey:input_type -> herald.v1.RevokeKeyRequest
+	21, // 33: herald.v1.AdminService.ListKeys:input_type -> herald.v1.ListKeysRequest
+	6,  // 34: herald.v1.AdminService.PutCategory:input_type -> herald.v1.PutCategoryRequest
+	8,  // 35: herald.v1.AdminService.ListCategories:input_type -> herald.v1.ListCategoriesRequest
+	10, // 36: herald.v1.AdminService.ListDeadLetters:input_type -> herald.v1.ListDeadLettersRequest
+	13, // 37: herald.v1.AdminService.RedriveDeadLetters:input_type -> herald.v1.RedriveDeadLettersRequest
+	23, // 38: herald.v1.AdminService.GetQueueStats:input_type -> herald.v1.GetQueueStatsRequest
+	27, // 39: herald.v1.AdminService.GetDeliveryStats:input_type -> herald.v1.GetDeliveryStatsRequest
+	3,  // 40: herald.v1.AdminService.CreateApp:output_type -> herald.v1.CreateAppResponse
+	16, // 41: herald.v1.AdminService.UpdateApp:output_type -> herald.v1.UpdateAppResponse
+	18, // 42: herald.v1.AdminService.ListApps:output_type -> herald.v1.ListAppsResponse
+	5,  // 43: herald.v1.AdminService.IssueKey:output_type -> herald.v1.IssueKeyResponse
+	20, // 44: herald.v1.AdminService.RevokeKey:output_type -> herald.v1.RevokeKeyResponse
+	22, // 45: herald.v1.AdminService.ListKeys:output_type -> herald.v1.ListKeysResponse
+	7,  // 46: herald.v1.AdminService.PutCategory:output_type -> herald.v1.PutCategoryResponse
+	9,  // 47: herald.v1.AdminService.ListCategories:output_type -> herald.v1.ListCategoriesResponse
+	12, // 48: herald.v1.AdminService.ListDeadLetters:output_type -> herald.v1.ListDeadLettersResponse
+	14, // 49: herald.v1.AdminService.RedriveDeadLetters:output_type -> herald.v1.RedriveDeadLettersResponse
+	26, // 50: herald.v1.AdminService.GetQueueStats:output_type -> herald.v1.GetQueueStatsResponse
+	29, // 51: herald.v1.AdminService.GetDeliveryStats:output_type -> herald.v1.GetDeliveryStatsResponse
+	40, // [40:52] is the sub-list for method output_type
+	28, // [28:40] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_admin_proto_init() }
@@ -1468,7 +2031,7 @@ func file_herald_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_admin_proto_rawDesc), len(file_herald_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

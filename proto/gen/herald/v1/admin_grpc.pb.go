@@ -29,6 +29,8 @@ const (
 	AdminService_ListCategories_FullMethodName     = "/herald.v1.AdminService/ListCategories"
 	AdminService_ListDeadLetters_FullMethodName    = "/herald.v1.AdminService/ListDeadLetters"
 	AdminService_RedriveDeadLetters_FullMethodName = "/herald.v1.AdminService/RedriveDeadLetters"
+	AdminService_GetQueueStats_FullMethodName      = "/herald.v1.AdminService/GetQueueStats"
+	AdminService_GetDeliveryStats_FullMethodName   = "/herald.v1.AdminService/GetDeliveryStats"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -70,6 +72,12 @@ type AdminServiceClient interface {
 	// once more (unless it fails again).
 	// Errors: INVALID_ARGUMENT (no selection), PERMISSION_DENIED, UNAUTHENTICATED.
 	RedriveDeadLetters(ctx context.Context, in *RedriveDeadLettersRequest, opts ...grpc.CallOption) (*RedriveDeadLettersResponse, error)
+	// GetQueueStats reports, per channel, what is waiting and how sending goes, and the state of
+	// each provider's circuit. Errors: PERMISSION_DENIED, UNAUTHENTICATED.
+	GetQueueStats(ctx context.Context, in *GetQueueStatsRequest, opts ...grpc.CallOption) (*GetQueueStatsResponse, error)
+	// GetDeliveryStats counts deliveries and engagement per template and category over a period.
+	// Errors: INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
+	GetDeliveryStats(ctx context.Context, in *GetDeliveryStatsRequest, opts ...grpc.CallOption) (*GetDeliveryStatsResponse, error)
 }
 
 type adminServiceClient struct {
@@ -180,6 +188,26 @@ func (c *adminServiceClient) RedriveDeadLetters(ctx context.Context, in *Redrive
 	return out, nil
 }
 
+func (c *adminServiceClient) GetQueueStats(ctx context.Context, in *GetQueueStatsRequest, opts ...grpc.CallOption) (*GetQueueStatsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetQueueStatsResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetQueueStats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetDeliveryStats(ctx context.Context, in *GetDeliveryStatsRequest, opts ...grpc.CallOption) (*GetDeliveryStatsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetDeliveryStatsResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetDeliveryStats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -219,6 +247,12 @@ type AdminServiceServer interface {
 	// once more (unless it fails again).
 	// Errors: INVALID_ARGUMENT (no selection), PERMISSION_DENIED, UNAUTHENTICATED.
 	RedriveDeadLetters(context.Context, *RedriveDeadLettersRequest) (*RedriveDeadLettersResponse, error)
+	// GetQueueStats reports, per channel, what is waiting and how sending goes, and the state of
+	// each provider's circuit. Errors: PERMISSION_DENIED, UNAUTHENTICATED.
+	GetQueueStats(context.Context, *GetQueueStatsRequest) (*GetQueueStatsResponse, error)
+	// GetDeliveryStats counts deliveries and engagement per template and category over a period.
+	// Errors: INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
+	GetDeliveryStats(context.Context, *GetDeliveryStatsRequest) (*GetDeliveryStatsResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -258,6 +292,12 @@ func (UnimplementedAdminServiceServer) ListDeadLetters(context.Context, *ListDea
 }
 func (UnimplementedAdminServiceServer) RedriveDeadLetters(context.Context, *RedriveDeadLettersRequest) (*RedriveDeadLettersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RedriveDeadLetters not implemented")
+}
+func (UnimplementedAdminServiceServer) GetQueueStats(context.Context, *GetQueueStatsRequest) (*GetQueueStatsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetQueueStats not implemented")
+}
+func (UnimplementedAdminServiceServer) GetDeliveryStats(context.Context, *GetDeliveryStatsRequest) (*GetDeliveryStatsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetDeliveryStats not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -460,6 +500,42 @@ func _AdminService_RedriveDeadLetters_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetQueueStats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetQueueStatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetQueueStats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetQueueStats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetQueueStats(ctx, req.(*GetQueueStatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetDeliveryStats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetDeliveryStatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetDeliveryStats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetDeliveryStats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetDeliveryStats(ctx, req.(*GetDeliveryStatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -506,6 +582,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RedriveDeadLetters",
 			Handler:    _AdminService_RedriveDeadLetters_Handler,
+		},
+		{
+			MethodName: "GetQueueStats",
+			Handler:    _AdminService_GetQueueStats_Handler,
+		},
+		{
+			MethodName: "GetDeliveryStats",
+			Handler:    _AdminService_GetDeliveryStats_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

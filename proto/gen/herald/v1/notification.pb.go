@@ -24,6 +24,167 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// EngagementKind is what a recipient did.
+type EngagementKind int32
+
+const (
+	EngagementKind_ENGAGEMENT_KIND_UNSPECIFIED EngagementKind = 0
+	EngagementKind_ENGAGEMENT_KIND_OPENED      EngagementKind = 1
+	EngagementKind_ENGAGEMENT_KIND_DISMISSED   EngagementKind = 2
+	EngagementKind_ENGAGEMENT_KIND_CLICKED     EngagementKind = 3
+)
+
+// Enum value maps for EngagementKind.
+var (
+	EngagementKind_name = map[int32]string{
+		0: "ENGAGEMENT_KIND_UNSPECIFIED",
+		1: "ENGAGEMENT_KIND_OPENED",
+		2: "ENGAGEMENT_KIND_DISMISSED",
+		3: "ENGAGEMENT_KIND_CLICKED",
+	}
+	EngagementKind_value = map[string]int32{
+		"ENGAGEMENT_KIND_UNSPECIFIED": 0,
+		"ENGAGEMENT_KIND_OPENED":      1,
+		"ENGAGEMENT_KIND_DISMISSED":   2,
+		"ENGAGEMENT_KIND_CLICKED":     3,
+	}
+)
+
+func (x EngagementKind) Enum() *EngagementKind {
+	p := new(EngagementKind)
+	*p = x
+	return p
+}
+
+func (x EngagementKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EngagementKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_herald_v1_notification_proto_enumTypes[0].Descriptor()
+}
+
+func (EngagementKind) Type() protoreflect.EnumType {
+	return &file_herald_v1_notification_proto_enumTypes[0]
+}
+
+func (x EngagementKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EngagementKind.Descriptor instead.
+func (EngagementKind) EnumDescriptor() ([]byte, []int) {
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{0}
+}
+
+// TrackEventRequest is one engagement event.
+type TrackEventRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	DeliveryId string                 `protobuf:"bytes,1,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
+	Kind       EngagementKind         `protobuf:"varint,2,opt,name=kind,proto3,enum=herald.v1.EngagementKind" json:"kind,omitempty"`
+	// When it happened; unset means now.
+	Time          *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrackEventRequest) Reset() {
+	*x = TrackEventRequest{}
+	mi := &file_herald_v1_notification_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrackEventRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrackEventRequest) ProtoMessage() {}
+
+func (x *TrackEventRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_notification_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrackEventRequest.ProtoReflect.Descriptor instead.
+func (*TrackEventRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *TrackEventRequest) GetDeliveryId() string {
+	if x != nil {
+		return x.DeliveryId
+	}
+	return ""
+}
+
+func (x *TrackEventRequest) GetKind() EngagementKind {
+	if x != nil {
+		return x.Kind
+	}
+	return EngagementKind_ENGAGEMENT_KIND_UNSPECIFIED
+}
+
+func (x *TrackEventRequest) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+// TrackEventResponse says whether the event was new.
+type TrackEventResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when this kind was already recorded for the delivery.
+	Recorded      bool `protobuf:"varint,1,opt,name=recorded,proto3" json:"recorded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrackEventResponse) Reset() {
+	*x = TrackEventResponse{}
+	mi := &file_herald_v1_notification_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrackEventResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrackEventResponse) ProtoMessage() {}
+
+func (x *TrackEventResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_notification_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrackEventResponse.ProtoReflect.Descriptor instead.
+func (*TrackEventResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TrackEventResponse) GetRecorded() bool {
+	if x != nil {
+		return x.Recorded
+	}
+	return false
+}
+
 // SendRequest is one notification for one recipient.
 type SendRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -57,7 +218,7 @@ type SendRequest struct {
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_herald_v1_notification_proto_msgTypes[0]
+	mi := &file_herald_v1_notification_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -69,7 +230,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_notification_proto_msgTypes[0]
+	mi := &file_herald_v1_notification_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -82,7 +243,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_notification_proto_rawDescGZIP(), []int{0}
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SendRequest) GetIdempotencyKey() string {
@@ -196,7 +357,7 @@ type Recipient struct {
 
 func (x *Recipient) Reset() {
 	*x = Recipient{}
-	mi := &file_herald_v1_notification_proto_msgTypes[1]
+	mi := &file_herald_v1_notification_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -208,7 +369,7 @@ func (x *Recipient) String() string {
 func (*Recipient) ProtoMessage() {}
 
 func (x *Recipient) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_notification_proto_msgTypes[1]
+	mi := &file_herald_v1_notification_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -221,7 +382,7 @@ func (x *Recipient) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Recipient.ProtoReflect.Descriptor instead.
 func (*Recipient) Descriptor() ([]byte, []int) {
-	return file_herald_v1_notification_proto_rawDescGZIP(), []int{1}
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Recipient) GetKind() isRecipient_Kind {
@@ -283,7 +444,7 @@ type Address struct {
 
 func (x *Address) Reset() {
 	*x = Address{}
-	mi := &file_herald_v1_notification_proto_msgTypes[2]
+	mi := &file_herald_v1_notification_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -295,7 +456,7 @@ func (x *Address) String() string {
 func (*Address) ProtoMessage() {}
 
 func (x *Address) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_notification_proto_msgTypes[2]
+	mi := &file_herald_v1_notification_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -308,7 +469,7 @@ func (x *Address) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Address.ProtoReflect.Descriptor instead.
 func (*Address) Descriptor() ([]byte, []int) {
-	return file_herald_v1_notification_proto_rawDescGZIP(), []int{2}
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Address) GetEmail() string {
@@ -353,7 +514,7 @@ type TemplateRef struct {
 
 func (x *TemplateRef) Reset() {
 	*x = TemplateRef{}
-	mi := &file_herald_v1_notification_proto_msgTypes[3]
+	mi := &file_herald_v1_notification_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -365,7 +526,7 @@ func (x *TemplateRef) String() string {
 func (*TemplateRef) ProtoMessage() {}
 
 func (x *TemplateRef) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_notification_proto_msgTypes[3]
+	mi := &file_herald_v1_notification_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -378,7 +539,7 @@ func (x *TemplateRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TemplateRef.ProtoReflect.Descriptor instead.
 func (*TemplateRef) Descriptor() ([]byte, []int) {
-	return file_herald_v1_notification_proto_rawDescGZIP(), []int{3}
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TemplateRef) GetName() string {
@@ -419,7 +580,7 @@ type Content struct {
 
 func (x *Content) Reset() {
 	*x = Content{}
-	mi := &file_herald_v1_notification_proto_msgTypes[4]
+	mi := &file_herald_v1_notification_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -431,7 +592,7 @@ func (x *Content) String() string {
 func (*Content) ProtoMessage() {}
 
 func (x *Content) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_notification_proto_msgTypes[4]
+	mi := &file_herald_v1_notification_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -444,7 +605,7 @@ func (x *Content) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Content.ProtoReflect.Descriptor instead.
 func (*Content) Descriptor() ([]byte, []int) {
-	return file_herald_v1_notification_proto_rawDescGZIP(), []int{4}
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Content) GetTitle() string {
@@ -488,7 +649,7 @@ type SendResponse struct {
 
 func (x *SendResponse) Reset() {
 	*x = SendResponse{}
-	mi := &file_herald_v1_notification_proto_msgTypes[5]
+	mi := &file_herald_v1_notification_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +661,7 @@ func (x *SendResponse) String() string {
 func (*SendResponse) ProtoMessage() {}
 
 func (x *SendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_notification_proto_msgTypes[5]
+	mi := &file_herald_v1_notification_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +674,7 @@ func (x *SendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
 func (*SendResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_notification_proto_rawDescGZIP(), []int{5}
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SendResponse) GetNotificationId() string {
@@ -547,7 +708,7 @@ type GetNotificationRequest struct {
 
 func (x *GetNotificationRequest) Reset() {
 	*x = GetNotificationRequest{}
-	mi := &file_herald_v1_notification_proto_msgTypes[6]
+	mi := &file_herald_v1_notification_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +720,7 @@ func (x *GetNotificationRequest) String() string {
 func (*GetNotificationRequest) ProtoMessage() {}
 
 func (x *GetNotificationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_notification_proto_msgTypes[6]
+	mi := &file_herald_v1_notification_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +733,7 @@ func (x *GetNotificationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNotificationRequest.ProtoReflect.Descriptor instead.
 func (*GetNotificationRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_notification_proto_rawDescGZIP(), []int{6}
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetNotificationRequest) GetNotificationId() string {
@@ -592,7 +753,7 @@ type GetNotificationResponse struct {
 
 func (x *GetNotificationResponse) Reset() {
 	*x = GetNotificationResponse{}
-	mi := &file_herald_v1_notification_proto_msgTypes[7]
+	mi := &file_herald_v1_notification_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -604,7 +765,7 @@ func (x *GetNotificationResponse) String() string {
 func (*GetNotificationResponse) ProtoMessage() {}
 
 func (x *GetNotificationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_notification_proto_msgTypes[7]
+	mi := &file_herald_v1_notification_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -617,7 +778,7 @@ func (x *GetNotificationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNotificationResponse.ProtoReflect.Descriptor instead.
 func (*GetNotificationResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_notification_proto_rawDescGZIP(), []int{7}
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetNotificationResponse) GetNotification() *Notification {
@@ -648,7 +809,7 @@ type Notification struct {
 
 func (x *Notification) Reset() {
 	*x = Notification{}
-	mi := &file_herald_v1_notification_proto_msgTypes[8]
+	mi := &file_herald_v1_notification_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +821,7 @@ func (x *Notification) String() string {
 func (*Notification) ProtoMessage() {}
 
 func (x *Notification) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_notification_proto_msgTypes[8]
+	mi := &file_herald_v1_notification_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +834,7 @@ func (x *Notification) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Notification.ProtoReflect.Descriptor instead.
 func (*Notification) Descriptor() ([]byte, []int) {
-	return file_herald_v1_notification_proto_rawDescGZIP(), []int{8}
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Notification) GetNotificationId() string {
@@ -773,7 +934,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_herald_v1_notification_proto_msgTypes[9]
+	mi := &file_herald_v1_notification_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +946,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_notification_proto_msgTypes[9]
+	mi := &file_herald_v1_notification_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +959,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_herald_v1_notification_proto_rawDescGZIP(), []int{9}
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Delivery) GetDeliveryId() string {
@@ -888,7 +1049,7 @@ type CancelNotificationRequest struct {
 
 func (x *CancelNotificationRequest) Reset() {
 	*x = CancelNotificationRequest{}
-	mi := &file_herald_v1_notification_proto_msgTypes[10]
+	mi := &file_herald_v1_notification_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +1061,7 @@ func (x *CancelNotificationRequest) String() string {
 func (*CancelNotificationRequest) ProtoMessage() {}
 
 func (x *CancelNotificationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_notification_proto_msgTypes[10]
+	mi := &file_herald_v1_notification_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +1074,7 @@ func (x *CancelNotificationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelNotificationRequest.ProtoReflect.Descriptor instead.
 func (*CancelNotificationRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_notification_proto_rawDescGZIP(), []int{10}
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CancelNotificationRequest) GetNotificationId() string {
@@ -933,7 +1094,7 @@ type CancelNotificationResponse struct {
 
 func (x *CancelNotificationResponse) Reset() {
 	*x = CancelNotificationResponse{}
-	mi := &file_herald_v1_notification_proto_msgTypes[11]
+	mi := &file_herald_v1_notification_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1106,7 @@ func (x *CancelNotificationResponse) String() string {
 func (*CancelNotificationResponse) ProtoMessage() {}
 
 func (x *CancelNotificationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_notification_proto_msgTypes[11]
+	mi := &file_herald_v1_notification_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1119,7 @@ func (x *CancelNotificationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelNotificationResponse.ProtoReflect.Descriptor instead.
 func (*CancelNotificationResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_notification_proto_rawDescGZIP(), []int{11}
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CancelNotificationResponse) GetNotification() *Notification {
@@ -992,7 +1153,7 @@ type SendBatchRequest struct {
 
 func (x *SendBatchRequest) Reset() {
 	*x = SendBatchRequest{}
-	mi := &file_herald_v1_notification_proto_msgTypes[12]
+	mi := &file_herald_v1_notification_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1004,7 +1165,7 @@ func (x *SendBatchRequest) String() string {
 func (*SendBatchRequest) ProtoMessage() {}
 
 func (x *SendBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_notification_proto_msgTypes[12]
+	mi := &file_herald_v1_notification_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1017,7 +1178,7 @@ func (x *SendBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendBatchRequest.ProtoReflect.Descriptor instead.
 func (*SendBatchRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_notification_proto_rawDescGZIP(), []int{12}
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SendBatchRequest) GetCategory() string {
@@ -1122,7 +1283,7 @@ type BatchRecipient struct {
 
 func (x *BatchRecipient) Reset() {
 	*x = BatchRecipient{}
-	mi := &file_herald_v1_notification_proto_msgTypes[13]
+	mi := &file_herald_v1_notification_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1295,7 @@ func (x *BatchRecipient) String() string {
 func (*BatchRecipient) ProtoMessage() {}
 
 func (x *BatchRecipient) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_notification_proto_msgTypes[13]
+	mi := &file_herald_v1_notification_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1308,7 @@ func (x *BatchRecipient) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRecipient.ProtoReflect.Descriptor instead.
 func (*BatchRecipient) Descriptor() ([]byte, []int) {
-	return file_herald_v1_notification_proto_rawDescGZIP(), []int{13}
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BatchRecipient) GetRecipient() *Recipient {
@@ -1181,7 +1342,7 @@ type SendBatchResponse struct {
 
 func (x *SendBatchResponse) Reset() {
 	*x = SendBatchResponse{}
-	mi := &file_herald_v1_notification_proto_msgTypes[14]
+	mi := &file_herald_v1_notification_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1354,7 @@ func (x *SendBatchResponse) String() string {
 func (*SendBatchResponse) ProtoMessage() {}
 
 func (x *SendBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_notification_proto_msgTypes[14]
+	mi := &file_herald_v1_notification_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1367,7 @@ func (x *SendBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendBatchResponse.ProtoReflect.Descriptor instead.
 func (*SendBatchResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_notification_proto_rawDescGZIP(), []int{14}
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SendBatchResponse) GetResults() []*BatchResult {
@@ -1227,7 +1388,7 @@ type BatchResult struct {
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_herald_v1_notification_proto_msgTypes[15]
+	mi := &file_herald_v1_notification_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1239,7 +1400,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_notification_proto_msgTypes[15]
+	mi := &file_herald_v1_notification_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1252,7 +1413,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_herald_v1_notification_proto_rawDescGZIP(), []int{15}
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BatchResult) GetResponse() *SendResponse {
@@ -1282,7 +1443,7 @@ type BatchError struct {
 
 func (x *BatchError) Reset() {
 	*x = BatchError{}
-	mi := &file_herald_v1_notification_proto_msgTypes[16]
+	mi := &file_herald_v1_notification_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1294,7 +1455,7 @@ func (x *BatchError) String() string {
 func (*BatchError) ProtoMessage() {}
 
 func (x *BatchError) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_notification_proto_msgTypes[16]
+	mi := &file_herald_v1_notification_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1307,7 +1468,7 @@ func (x *BatchError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchError.ProtoReflect.Descriptor instead.
 func (*BatchError) Descriptor() ([]byte, []int) {
-	return file_herald_v1_notification_proto_rawDescGZIP(), []int{16}
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BatchError) GetCode() string {
@@ -1341,7 +1502,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_herald_v1_notification_proto_msgTypes[17]
+	mi := &file_herald_v1_notification_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1514,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_notification_proto_msgTypes[17]
+	mi := &file_herald_v1_notification_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1527,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_notification_proto_rawDescGZIP(), []int{17}
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ExplainRequest) GetRequest() *SendRequest {
@@ -1386,7 +1547,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_herald_v1_notification_proto_msgTypes[18]
+	mi := &file_herald_v1_notification_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1559,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_notification_proto_msgTypes[18]
+	mi := &file_herald_v1_notification_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1572,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_notification_proto_rawDescGZIP(), []int{18}
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ExplainResponse) GetDeliveries() []*ExplainedDelivery {
@@ -1439,7 +1600,7 @@ type ExplainedDelivery struct {
 
 func (x *ExplainedDelivery) Reset() {
 	*x = ExplainedDelivery{}
-	mi := &file_herald_v1_notification_proto_msgTypes[19]
+	mi := &file_herald_v1_notification_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1451,7 +1612,7 @@ func (x *ExplainedDelivery) String() string {
 func (*ExplainedDelivery) ProtoMessage() {}
 
 func (x *ExplainedDelivery) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_notification_proto_msgTypes[19]
+	mi := &file_herald_v1_notification_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1464,7 +1625,7 @@ func (x *ExplainedDelivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainedDelivery.ProtoReflect.Descriptor instead.
 func (*ExplainedDelivery) Descriptor() ([]byte, []int) {
-	return file_herald_v1_notification_proto_rawDescGZIP(), []int{19}
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ExplainedDelivery) GetChannel() Channel {
@@ -1506,7 +1667,14 @@ var File_herald_v1_notification_proto protoreflect.FileDescriptor
 
 const file_herald_v1_notification_proto_rawDesc = "" +
 	"\n" +
-	"\x1cherald/v1/notification.proto\x12\therald.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16herald/v1/common.proto\"\xe7\x03\n" +
+	"\x1cherald/v1/notification.proto\x12\therald.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16herald/v1/common.proto\"\x93\x01\n" +
+	"\x11TrackEventRequest\x12\x1f\n" +
+	"\vdelivery_id\x18\x01 \x01(\tR\n" +
+	"deliveryId\x12-\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x19.herald.v1.EngagementKindR\x04kind\x12.\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"0\n" +
+	"\x12TrackEventResponse\x12\x1a\n" +
+	"\brecorded\x18\x01 \x01(\bR\brecorded\"\xe7\x03\n" +
 	"\vSendRequest\x12'\n" +
 	"\x0fidempotency_key\x18\x01 \x01(\tR\x0eidempotencyKey\x122\n" +
 	"\trecipient\x18\x02 \x01(\v2\x14.herald.v1.RecipientR\trecipient\x12\x1a\n" +
@@ -1629,13 +1797,20 @@ const file_herald_v1_notification_proto_rawDesc = "" +
 	"\x05state\x18\x02 \x01(\x0e2\x18.herald.v1.DeliveryStateR\x05state\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x127\n" +
 	"\tsend_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bsendTime\x124\n" +
-	"\acontent\x18\x05 \x01(\v2\x1a.herald.v1.RenderedContentR\acontent2\x95\x03\n" +
+	"\acontent\x18\x05 \x01(\v2\x1a.herald.v1.RenderedContentR\acontent*\x89\x01\n" +
+	"\x0eEngagementKind\x12\x1f\n" +
+	"\x1bENGAGEMENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16ENGAGEMENT_KIND_OPENED\x10\x01\x12\x1d\n" +
+	"\x19ENGAGEMENT_KIND_DISMISSED\x10\x02\x12\x1b\n" +
+	"\x17ENGAGEMENT_KIND_CLICKED\x10\x032\xe0\x03\n" +
 	"\x13NotificationService\x127\n" +
 	"\x04Send\x12\x16.herald.v1.SendRequest\x1a\x17.herald.v1.SendResponse\x12X\n" +
 	"\x0fGetNotification\x12!.herald.v1.GetNotificationRequest\x1a\".herald.v1.GetNotificationResponse\x12a\n" +
 	"\x12CancelNotification\x12$.herald.v1.CancelNotificationRequest\x1a%.herald.v1.CancelNotificationResponse\x12F\n" +
 	"\tSendBatch\x12\x1b.herald.v1.SendBatchRequest\x1a\x1c.herald.v1.SendBatchResponse\x12@\n" +
-	"\aExplain\x12\x19.herald.v1.ExplainRequest\x1a\x1a.herald.v1.ExplainResponseB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
+	"\aExplain\x12\x19.herald.v1.ExplainRequest\x1a\x1a.herald.v1.ExplainResponse\x12I\n" +
+	"\n" +
+	"TrackEvent\x12\x1c.herald.v1.TrackEventRequest\x1a\x1d.herald.v1.TrackEventResponseB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
 
 var (
 	file_herald_v1_notification_proto_rawDescOnce sync.Once
@@ -1649,96 +1824,104 @@ func file_herald_v1_notification_proto_rawDescGZIP() []byte {
 	return file_herald_v1_notification_proto_rawDescData
 }
 
-var file_herald_v1_notification_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_herald_v1_notification_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_herald_v1_notification_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_herald_v1_notification_proto_goTypes = []any{
-	(*SendRequest)(nil),                // 0: herald.v1.SendRequest
-	(*Recipient)(nil),                  // 1: herald.v1.Recipient
-	(*Address)(nil),                    // 2: herald.v1.Address
-	(*TemplateRef)(nil),                // 3: herald.v1.TemplateRef
-	(*Content)(nil),                    // 4: herald.v1.Content
-	(*SendResponse)(nil),               // 5: herald.v1.SendResponse
-	(*GetNotificationRequest)(nil),     // 6: herald.v1.GetNotificationRequest
-	(*GetNotificationResponse)(nil),    // 7: herald.v1.GetNotificationResponse
-	(*Notification)(nil),               // 8: herald.v1.Notification
-	(*Delivery)(nil),                   // 9: herald.v1.Delivery
-	(*CancelNotificationRequest)(nil),  // 10: herald.v1.CancelNotificationRequest
-	(*CancelNotificationResponse)(nil), // 11: herald.v1.CancelNotificationResponse
-	(*SendBatchRequest)(nil),           // 12: herald.v1.SendBatchRequest
-	(*BatchRecipient)(nil),             // 13: herald.v1.BatchRecipient
-	(*SendBatchResponse)(nil),          // 14: herald.v1.SendBatchResponse
-	(*BatchResult)(nil),                // 15: herald.v1.BatchResult
-	(*BatchError)(nil),                 // 16: herald.v1.BatchError
-	(*ExplainRequest)(nil),             // 17: herald.v1.ExplainRequest
-	(*ExplainResponse)(nil),            // 18: herald.v1.ExplainResponse
-	(*ExplainedDelivery)(nil),          // 19: herald.v1.ExplainedDelivery
-	(Channel)(0),                       // 20: herald.v1.Channel
-	(*structpb.Struct)(nil),            // 21: google.protobuf.Struct
-	(Priority)(0),                      // 22: herald.v1.Priority
+	(EngagementKind)(0),                // 0: herald.v1.EngagementKind
+	(*TrackEventRequest)(nil),          // 1: herald.v1.TrackEventRequest
+	(*TrackEventResponse)(nil),         // 2: herald.v1.TrackEventResponse
+	(*SendRequest)(nil),                // 3: herald.v1.SendRequest
+	(*Recipient)(nil),                  // 4: herald.v1.Recipient
+	(*Address)(nil),                    // 5: herald.v1.Address
+	(*TemplateRef)(nil),                // 6: herald.v1.TemplateRef
+	(*Content)(nil),                    // 7: herald.v1.Content
+	(*SendResponse)(nil),               // 8: herald.v1.SendResponse
+	(*GetNotificationRequest)(nil),     // 9: herald.v1.GetNotificationRequest
+	(*GetNotificationResponse)(nil),    // 10: herald.v1.GetNotificationResponse
+	(*Notification)(nil),               // 11: herald.v1.Notification
+	(*Delivery)(nil),                   // 12: herald.v1.Delivery
+	(*CancelNotificationRequest)(nil),  // 13: herald.v1.CancelNotificationRequest
+	(*CancelNotificationResponse)(nil), // 14: herald.v1.CancelNotificationResponse
+	(*SendBatchRequest)(nil),           // 15: herald.v1.SendBatchRequest
+	(*BatchRecipient)(nil),             // 16: herald.v1.BatchRecipient
+	(*SendBatchResponse)(nil),          // 17: herald.v1.SendBatchResponse
+	(*BatchResult)(nil),                // 18: herald.v1.BatchResult
+	(*BatchError)(nil),                 // 19: herald.v1.BatchError
+	(*ExplainRequest)(nil),             // 20: herald.v1.ExplainRequest
+	(*ExplainResponse)(nil),            // 21: herald.v1.ExplainResponse
+	(*ExplainedDelivery)(nil),          // 22: herald.v1.ExplainedDelivery
 	(*timestamppb.Timestamp)(nil),      // 23: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 24: google.protobuf.Duration
-	(DeliveryState)(0),                 // 25: herald.v1.DeliveryState
-	(*FieldViolation)(nil),             // 26: herald.v1.FieldViolation
-	(*RenderedContent)(nil),            // 27: herald.v1.RenderedContent
+	(Channel)(0),                       // 24: herald.v1.Channel
+	(*structpb.Struct)(nil),            // 25: google.protobuf.Struct
+	(Priority)(0),                      // 26: herald.v1.Priority
+	(*durationpb.Duration)(nil),        // 27: google.protobuf.Duration
+	(DeliveryState)(0),                 // 28: herald.v1.DeliveryState
+	(*FieldViolation)(nil),             // 29: herald.v1.FieldViolation
+	(*RenderedContent)(nil),            // 30: herald.v1.RenderedContent
 }
 var file_herald_v1_notification_proto_depIdxs = []int32{
-	1,  // 0: herald.v1.SendRequest.recipient:type_name -> herald.v1.Recipient
-	20, // 1: herald.v1.SendRequest.channels:type_name -> herald.v1.Channel
-	3,  // 2: herald.v1.SendRequest.template:type_name -> herald.v1.TemplateRef
-	4,  // 3: herald.v1.SendRequest.content:type_name -> herald.v1.Content
-	21, // 4: herald.v1.SendRequest.data:type_name -> google.protobuf.Struct
-	22, // 5: herald.v1.SendRequest.priority:type_name -> herald.v1.Priority
-	23, // 6: herald.v1.SendRequest.send_at:type_name -> google.protobuf.Timestamp
-	24, // 7: herald.v1.SendRequest.ttl:type_name -> google.protobuf.Duration
-	2,  // 8: herald.v1.Recipient.address:type_name -> herald.v1.Address
-	9,  // 9: herald.v1.SendResponse.deliveries:type_name -> herald.v1.Delivery
-	8,  // 10: herald.v1.GetNotificationResponse.notification:type_name -> herald.v1.Notification
-	3,  // 11: herald.v1.Notification.template:type_name -> herald.v1.TemplateRef
-	22, // 12: herald.v1.Notification.priority:type_name -> herald.v1.Priority
-	23, // 13: herald.v1.Notification.create_time:type_name -> google.protobuf.Timestamp
-	23, // 14: herald.v1.Notification.send_time:type_name -> google.protobuf.Timestamp
-	23, // 15: herald.v1.Notification.expire_time:type_name -> google.protobuf.Timestamp
-	9,  // 16: herald.v1.Notification.deliveries:type_name -> herald.v1.Delivery
-	20, // 17: herald.v1.Delivery.channel:type_name -> herald.v1.Channel
-	25, // 18: herald.v1.Delivery.state:type_name -> herald.v1.DeliveryState
-	23, // 19: herald.v1.Delivery.create_time:type_name -> google.protobuf.Timestamp
-	23, // 20: herald.v1.Delivery.update_time:type_name -> google.protobuf.Timestamp
-	23, // 21: herald.v1.Delivery.sent_time:type_name -> google.protobuf.Timestamp
-	8,  // 22: herald.v1.CancelNotificationResponse.notification:type_name -> herald.v1.Notification
-	20, // 23: herald.v1.SendBatchRequest.channels:type_name -> herald.v1.Channel
-	3,  // 24: herald.v1.SendBatchRequest.template:type_name -> herald.v1.TemplateRef
-	4,  // 25: herald.v1.SendBatchRequest.content:type_name -> herald.v1.Content
-	21, // 26: herald.v1.SendBatchRequest.data:type_name -> google.protobuf.Struct
-	22, // 27: herald.v1.SendBatchRequest.priority:type_name -> herald.v1.Priority
-	23, // 28: herald.v1.SendBatchRequest.send_at:type_name -> google.protobuf.Timestamp
-	24, // 29: herald.v1.SendBatchRequest.ttl:type_name -> google.protobuf.Duration
-	13, // 30: herald.v1.SendBatchRequest.recipients:type_name -> herald.v1.BatchRecipient
-	1,  // 31: herald.v1.BatchRecipient.recipient:type_name -> herald.v1.Recipient
-	21, // 32: herald.v1.BatchRecipient.data:type_name -> google.protobuf.Struct
-	15, // 33: herald.v1.SendBatchResponse.results:type_name -> herald.v1.BatchResult
-	5,  // 34: herald.v1.BatchResult.response:type_name -> herald.v1.SendResponse
-	16, // 35: herald.v1.BatchResult.error:type_name -> herald.v1.BatchError
-	26, // 36: herald.v1.BatchError.violations:type_name -> herald.v1.FieldViolation
-	0,  // 37: herald.v1.ExplainRequest.request:type_name -> herald.v1.SendRequest
-	19, // 38: herald.v1.ExplainResponse.deliveries:type_name -> herald.v1.ExplainedDelivery
-	20, // 39: herald.v1.ExplainedDelivery.channel:type_name -> herald.v1.Channel
-	25, // 40: herald.v1.ExplainedDelivery.state:type_name -> herald.v1.DeliveryState
-	23, // 41: herald.v1.ExplainedDelivery.send_time:type_name -> google.protobuf.Timestamp
-	27, // 42: herald.v1.ExplainedDelivery.content:type_name -> herald.v1.RenderedContent
-	0,  // 43: herald.v1.NotificationService.Send:input_type -> herald.v1.SendRequest
-	6,  // 44: herald.v1.NotificationService.GetNotification:input_type -> herald.v1.GetNotificationRequest
-	10, // 45: herald.v1.NotificationService.CancelNotification:input_type -> herald.v1.CancelNotificationRequest
-	12, // 46: herald.v1.NotificationService.SendBatch:input_type -> herald.v1.SendBatchRequest
-	17, // 47: herald.v1.NotificationService.Explain:input_type -> herald.v1.ExplainRequest
-	5,  // 48: herald.v1.NotificationService.Send:output_type -> herald.v1.SendResponse
-	7,  // 49: herald.v1.NotificationService.GetNotification:output_type -> herald.v1.GetNotificationResponse
-	11, // 50: herald.v1.NotificationService.CancelNotification:output_type -> herald.v1.CancelNotificationResponse
-	14, // 51: herald.v1.NotificationService.SendBatch:output_type -> herald.v1.SendBatchResponse
-	18, // 52: herald.v1.NotificationService.Explain:output_type -> herald.v1.ExplainResponse
-	48, // [48:53] is the sub-list for method output_type
-	43, // [43:48] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	0,  // 0: herald.v1.TrackEventRequest.kind:type_name -> herald.v1.EngagementKind
+	23, // 1: herald.v1.TrackEventRequest.time:type_name -> google.protobuf.Timestamp
+	4,  // 2: herald.v1.SendRequest.recipient:type_name -> herald.v1.Recipient
+	24, // 3: herald.v1.SendRequest.channels:type_name -> herald.v1.Channel
+	6,  // 4: herald.v1.SendRequest.template:type_name -> herald.v1.TemplateRef
+	7,  // 5: herald.v1.SendRequest.content:type_name -> herald.v1.Content
+	25, // 6: herald.v1.SendRequest.data:type_name -> google.protobuf.Struct
+	26, // 7: herald.v1.SendRequest.priority:type_name -> herald.v1.Priority
+	23, // 8: herald.v1.SendRequest.send_at:type_name -> google.protobuf.Timestamp
+	27, // 9: herald.v1.SendRequest.ttl:type_name -> google.protobuf.Duration
+	5,  // 10: herald.v1.Recipient.address:type_name -> herald.v1.Address
+	12, // 11: herald.v1.SendResponse.deliveries:type_name -> herald.v1.Delivery
+	11, // 12: herald.v1.GetNotificationResponse.notification:type_name -> herald.v1.Notification
+	6,  // 13: herald.v1.Notification.template:type_name -> herald.v1.TemplateRef
+	26, // 14: herald.v1.Notification.priority:type_name -> herald.v1.Priority
+	23, // 15: herald.v1.Notification.create_time:type_name -> google.protobuf.Timestamp
+	23, // 16: herald.v1.Notification.send_time:type_name -> google.protobuf.Timestamp
+	23, // 17: herald.v1.Notification.expire_time:type_name -> google.protobuf.Timestamp
+	12, // 18: herald.v1.Notification.deliveries:type_name -> herald.v1.Delivery
+	24, // 19: herald.v1.Delivery.channel:type_name -> herald.v1.Channel
+	28, // 20: herald.v1.Delivery.state:type_name -> herald.v1.DeliveryState
+	23, // 21: herald.v1.Delivery.create_time:type_name -> google.protobuf.Timestamp
+	23, // 22: herald.v1.Delivery.update_time:type_name -> google.protobuf.Timestamp
+	23, // 23: herald.v1.Delivery.sent_time:type_name -> google.protobuf.Timestamp
+	11, // 24: herald.v1.CancelNotificationResponse.notification:type_name -> herald.v1.Notification
+	24, // 25: herald.v1.SendBatchRequest.channels:type_name -> herald.v1.Channel
+	6,  // 26: herald.v1.SendBatchRequest.template:type_name -> herald.v1.TemplateRef
+	7,  // 27: herald.v1.SendBatchRequest.content:type_name -> herald.v1.Content
+	25, // 28: herald.v1.SendBatchRequest.data:type_name -> google.protobuf.Struct
+	26, // 29: herald.v1.SendBatchRequest.priority:type_name -> herald.v1.Priority
+	23, // 30: herald.v1.SendBatchRequest.send_at:type_name -> google.protobuf.Timestamp
+	27, // 31: herald.v1.SendBatchRequest.ttl:type_name -> google.protobuf.Duration
+	16, // 32: herald.v1.SendBatchRequest.recipients:type_name -> herald.v1.BatchRecipient
+	4,  // 33: herald.v1.BatchRecipient.recipient:type_name -> herald.v1.Recipient
+	25, // 34: herald.v1.BatchRecipient.data:type_name -> google.protobuf.Struct
+	18, // 35: herald.v1.SendBatchResponse.results:type_name -> herald.v1.BatchResult
+	8,  // 36: herald.v1.BatchResult.response:type_name -> herald.v1.SendResponse
+	19, // 37: herald.v1.BatchResult.error:type_name -> herald.v1.BatchError
+	29, // 38: herald.v1.BatchError.violations:type_name -> herald.v1.FieldViolation
+	3,  // 39: herald.v1.ExplainRequest.request:type_name -> herald.v1.SendRequest
+	22, // 40: herald.v1.ExplainResponse.deliveries:type_name -> herald.v1.ExplainedDelivery
+	24, // 41: herald.v1.ExplainedDelivery.channel:type_name -> herald.v1.Channel
+	28, // 42: herald.v1.ExplainedDelivery.state:type_name -> herald.v1.DeliveryState
+	23, // 43: herald.v1.ExplainedDelivery.send_time:type_name -> google.protobuf.Timestamp
+	30, // 44: herald.v1.ExplainedDelivery.content:type_name -> herald.v1.RenderedContent
+	3,  // 45: herald.v1.NotificationService.Send:input_type -> herald.v1.SendRequest
+	9,  // 46: herald.v1.NotificationService.GetNotification:input_type -> herald.v1.GetNotificationRequest
+	13, // 47: herald.v1.NotificationService.CancelNotification:input_type -> herald.v1.CancelNotificationRequest
+	15, // 48: herald.v1.NotificationService.SendBatch:input_type -> herald.v1.SendBatchRequest
+	20, // 49: herald.v1.NotificationService.Explain:input_type -> herald.v1.ExplainRequest
+	1,  // 50: herald.v1.NotificationService.TrackEvent:input_type -> herald.v1.TrackEventRequest
+	8,  // 51: herald.v1.NotificationService.Send:output_type -> herald.v1.SendResponse
+	10, // 52: herald.v1.NotificationService.GetNotification:output_type -> herald.v1.GetNotificationResponse
+	14, // 53: herald.v1.NotificationService.CancelNotification:output_type -> herald.v1.CancelNotificationResponse
+	17, // 54: herald.v1.NotificationService.SendBatch:output_type -> herald.v1.SendBatchResponse
+	21, // 55: herald.v1.NotificationService.Explain:output_type -> herald.v1.ExplainResponse
+	2,  // 56: herald.v1.NotificationService.TrackEvent:output_type -> herald.v1.TrackEventResponse
+	51, // [51:57] is the sub-list for method output_type
+	45, // [45:51] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_notification_proto_init() }
@@ -1747,16 +1930,16 @@ func file_herald_v1_notification_proto_init() {
 		return
 	}
 	file_herald_v1_common_proto_init()
-	file_herald_v1_notification_proto_msgTypes[0].OneofWrappers = []any{
+	file_herald_v1_notification_proto_msgTypes[2].OneofWrappers = []any{
 		(*SendRequest_Template)(nil),
 		(*SendRequest_Content)(nil),
 	}
-	file_herald_v1_notification_proto_msgTypes[1].OneofWrappers = []any{
+	file_herald_v1_notification_proto_msgTypes[3].OneofWrappers = []any{
 		(*Recipient_UserId)(nil),
 		(*Recipient_Address)(nil),
 	}
-	file_herald_v1_notification_proto_msgTypes[3].OneofWrappers = []any{}
-	file_herald_v1_notification_proto_msgTypes[12].OneofWrappers = []any{
+	file_herald_v1_notification_proto_msgTypes[5].OneofWrappers = []any{}
+	file_herald_v1_notification_proto_msgTypes[14].OneofWrappers = []any{
 		(*SendBatchRequest_Template)(nil),
 		(*SendBatchRequest_Content)(nil),
 	}
@@ -1765,13 +1948,14 @@ func file_herald_v1_notification_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_notification_proto_rawDesc), len(file_herald_v1_notification_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   20,
+			NumEnums:      1,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_herald_v1_notification_proto_goTypes,
 		DependencyIndexes: file_herald_v1_notification_proto_depIdxs,
+		EnumInfos:         file_herald_v1_notification_proto_enumTypes,
 		MessageInfos:      file_herald_v1_notification_proto_msgTypes,
 	}.Build()
 	File_herald_v1_notification_proto = out.File

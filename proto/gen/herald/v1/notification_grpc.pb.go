@@ -24,6 +24,7 @@ const (
 	NotificationService_CancelNotification_FullMethodName = "/herald.v1.NotificationService/CancelNotification"
 	NotificationService_SendBatch_FullMethodName          = "/herald.v1.NotificationService/SendBatch"
 	NotificationService_Explain_FullMethodName            = "/herald.v1.NotificationService/Explain"
+	NotificationService_TrackEvent_FullMethodName         = "/herald.v1.NotificationService/TrackEvent"
 )
 
 // NotificationServiceClient is the client API for NotificationService service.
@@ -54,6 +55,10 @@ type NotificationServiceClient interface {
 	// skipped and why, when, and the rendered content - and sends nothing.
 	// Errors: as Send.
 	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
+	// TrackEvent records what a recipient did with a delivery, as the app saw it (a push opened
+	// or dismissed, a link clicked). Each kind counts once per delivery.
+	// Errors: NOT_FOUND (delivery of another app, or unknown), INVALID_ARGUMENT, UNAUTHENTICATED.
+	TrackEvent(ctx context.Context, in *TrackEventRequest, opts ...grpc.CallOption) (*TrackEventResponse, error)
 }
 
 type notificationServiceClient struct {
@@ -114,6 +119,16 @@ func (c *notificationServiceClient) Explain(ctx context.Context, in *ExplainRequ
 	return out, nil
 }
 
+func (c *notificationServiceClient) TrackEvent(ctx context.Context, in *TrackEventRequest, opts ...grpc.CallOption) (*TrackEventResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TrackEventResponse)
+	err := c.cc.Invoke(ctx, NotificationService_TrackEvent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NotificationServiceServer is the server API for NotificationService service.
 // All implementations must embed UnimplementedNotificationServiceServer
 // for forward compatibility.
@@ -142,6 +157,10 @@ type NotificationServiceServer interface {
 	// skipped and why, when, and the rendered content - and sends nothing.
 	// Errors: as Send.
 	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
+	// TrackEvent records what a recipient did with a delivery, as the app saw it (a push opened
+	// or dismissed, a link clicked). Each kind counts once per delivery.
+	// Errors: NOT_FOUND (delivery of another app, or unknown), INVALID_ARGUMENT, UNAUTHENTICATED.
+	TrackEvent(context.Context, *TrackEventRequest) (*TrackEventResponse, error)
 	mustEmbedUnimplementedNotificationServiceServer()
 }
 
@@ -166,6 +185,9 @@ func (UnimplementedNotificationServiceServer) SendBatch(context.Context, *SendBa
 }
 func (UnimplementedNotificationServiceServer) Explain(context.Context, *ExplainRequest) (*ExplainResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Explain not implemented")
+}
+func (UnimplementedNotificationServiceServer) TrackEvent(context.Context, *TrackEventRequest) (*TrackEventResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TrackEvent not implemented")
 }
 func (UnimplementedNotificationServiceServer) mustEmbedUnimplementedNotificationServiceServer() {}
 func (UnimplementedNotificationServiceServer) testEmbeddedByValue()                             {}
@@ -278,6 +300,24 @@ func _NotificationService_Explain_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NotificationService_TrackEvent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TrackEventRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).TrackEvent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_TrackEvent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).TrackEvent(ctx, req.(*TrackEventRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // NotificationService_ServiceDesc is the grpc.ServiceDesc for NotificationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -304,6 +344,10 @@ var NotificationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Explain",
 			Handler:    _NotificationService_Explain_Handler,
+		},
+		{
+			MethodName: "TrackEvent",
+			Handler:    _NotificationService_TrackEvent_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
