@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"os"
+	"regexp"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,6 +45,8 @@ const sendgridKey = "SG.test-key"
 // stack is a whole Herald started in-process against a private PostgreSQL database, an
 // in-process JetStream server and the SendGrid fake.
 type stack struct {
+	log       *slog.Logger
+	logs      *logBuffer
 	providers func(*workersd.Config)
 	dbURL     string
 	linkKeys  string
@@ -78,6 +83,47 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
+// logBuffer collects every log line of a stack, at debug level, for the canary check.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) lines() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Split(b.buf.String(), "\n")
+}
+
+// personalData matches what must never reach a log line: email addresses, the tests' phone
+// numbers and device tokens (canaries: every test uses them, so every test checks them).
+var personalData = regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+\.[A-Za-z.]{2,}|\+1415555\d{4}|\+44\d{10}|` +
+	iosToken + `|fcm-registration-token`)
+
+// stackLogger returns the stack's logger: JSON at debug level into a buffer that is checked for
+// personal data when the test ends (and text to stderr with -v).
+func stackLogger(t *testing.T) (*slog.Logger, *logBuffer) {
+	buf := &logBuffer{}
+	var w io.Writer = buf
+	if testing.Verbose() {
+		w = io.MultiWriter(buf, os.Stderr)
+	}
+	t.Cleanup(func() { // registered first, so it runs after every service has stopped
+		for _, line := range buf.lines() {
+			if m := personalData.FindString(line); m != "" {
+				t.Errorf("a log line holds personal data %q: %s", m, line)
+			}
+		}
+	})
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
+}
+
 func migrateAll(ctx context.Context, url string) error {
 	pool, err := pgdb.Open(ctx, url, 2)
 	if err != nil {
@@ -100,6 +146,7 @@ func startStack(t *testing.T, opts stackOptions) *stack {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	s := &stack{key: appkey.New().String(), linkKeys: "test:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))}
+	s.log, s.logs = stackLogger(t)
 	s.dbURL = pgtest.DB(t, "herald", migrateAll)
 	s.nats = natstest.Start(t)
 	s.natsURL = s.nats.ClientURL()
@@ -115,7 +162,7 @@ func startStack(t *testing.T, opts stackOptions) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.pool.Close)
-	log := testLogger(t)
+	log := s.log
 
 	s.contacts, err = contactsd.Start(ctx, contactsd.Config{
 		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DatabaseURL: s.dbURL, NATSURL: s.natsURL,
@@ -148,7 +195,7 @@ func (s *stack) startNotifier(t *testing.T) *notifierd.Daemon {
 		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DatabaseURL: s.dbURL, NATSURL: s.natsURL,
 		ContactsAddr: s.contacts.GRPCAddr(), BootstrapKey: s.key, BootstrapApp: "test",
 		RepublishAfter: 2 * time.Second, ReconcileInterval: 200 * time.Millisecond,
-		Log: testLogger(t).With("service", "notifier"),
+		Log: s.log.With("service", "notifier"),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +238,7 @@ func (s *stack) startWorkers(t *testing.T) {
 	if s.providers != nil {
 		s.providers(&cfg)
 	}
-	cfg.Log = testLogger(t).With("service", "workers")
+	cfg.Log = s.log.With("service", "workers")
 	var err error
 	if s.workers, err = workersd.Start(context.Background(), cfg); err != nil {
 		t.Fatal(err)

@@ -44,12 +44,15 @@ Usage:
                                 create new versions of the templates in DIR's YAML files
   heraldctl templates render NAME [--locale L] [--data JSON]
                                 preview a template as a recipient would get it
+  heraldctl queues [--watch]    per channel: pending, in flight, oldest, rates, dead letters
+  heraldctl stats [--period 24h]
+                                per template and category: sent, delivered, opened, clicked
   heraldctl dlq list [--channel C] [--reason R]
                                 list dead letters (needs an admin key)
   heraldctl dlq redrive [--channel C] [--reason R] [--all] [delivery id...]
                                 queue dead letters again (needs an admin key)
 
-apps and dlq need an admin app's key (the dev stack's key is one).
+apps, queues, stats and dlq need an admin app's key (the dev stack's key is one).
 
 Common flags (before the command): --addr, --key, --env-file; or HERALD_NOTIFIER_ADDR,
 HERALD_API_KEY. Defaults come from ./.herald/dev.env, written by make run.
@@ -119,6 +122,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return showStatus(ctx, heraldv1.NewNotificationServiceClient(conn), rest[0], out)
 	case "apps":
 		return apps(ctx, heraldv1.NewAdminServiceClient(conn), rest, out)
+	case "queues":
+		return queues(ctx, heraldv1.NewAdminServiceClient(conn), rest, out)
+	case "stats":
+		return stats(ctx, heraldv1.NewAdminServiceClient(conn), rest, out)
 	case "dlq":
 		return dlq(ctx, heraldv1.NewAdminServiceClient(conn), rest, out)
 	case "templates":

@@ -11,12 +11,16 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/heraldhq/herald/internal/tlsconfig"
+	"github.com/heraldhq/herald/internal/tracing"
 )
 
 // MaxMessageSize bounds every gRPC request and response.
@@ -30,6 +34,10 @@ type Server struct {
 	GRPC   *grpc.Server
 	HTTP   *http.ServeMux
 	Health *health.Server
+	// Metrics is the process's Prometheus registry, served at /metrics; it starts with the Go
+	// runtime and process collectors. Each Server has its own, so that several services can
+	// run in one process (the dev stack, the tests).
+	Metrics *prometheus.Registry
 
 	log      *slog.Logger
 	grpcLis  net.Listener
@@ -37,6 +45,7 @@ type Server struct {
 	httpSrv  *http.Server
 	checks   map[string]Check
 	serveErr chan error
+	stop     chan struct{}
 }
 
 // New listens on grpcAddr and httpAddr (":0" style addresses pick free ports) and builds the
@@ -56,6 +65,7 @@ func New(log *slog.Logger, grpcAddr, httpAddr string, tls tlsconfig.Files, inter
 	if creds != nil {
 		opts = append(opts, creds)
 	}
+	opts = append(opts, tracing.ServerOptions()...)
 	var gl net.Listener
 	if grpcAddr != "" {
 		if gl, err = net.Listen("tcp", grpcAddr); err != nil {
@@ -78,7 +88,11 @@ func New(log *slog.Logger, grpcAddr, httpAddr string, tls tlsconfig.Files, inter
 		httpLis:  hl,
 		checks:   map[string]Check{},
 		serveErr: make(chan error, 2),
+		stop:     make(chan struct{}),
 	}
+	s.Metrics = prometheus.NewRegistry()
+	s.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.HTTP.Handle("GET /metrics", promhttp.HandlerFor(s.Metrics, promhttp.HandlerOpts{}))
 	healthpb.RegisterHealthServer(s.GRPC, s.Health)
 	reflection.Register(s.GRPC)
 	s.HTTP.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -93,21 +107,55 @@ func New(log *slog.Logger, grpcAddr, httpAddr string, tls tlsconfig.Files, inter
 func (s *Server) AddCheck(name string, check Check) { s.checks[name] = check }
 
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	if name, err := s.check(r.Context()); err != nil {
+		s.log.Warn("not ready", "check", name, "err", err)
+		http.Error(w, name+" unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	w.Write([]byte("ready\n"))
+}
+
+// check runs the readiness checks and returns the first that fails.
+func (s *Server) check(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	for name, check := range s.checks {
 		if err := check(ctx); err != nil {
-			s.log.Warn("not ready", "check", name, "err", err)
-			http.Error(w, name+" unavailable", http.StatusServiceUnavailable)
-			return
+			return name, err
 		}
 	}
-	w.Write([]byte("ready\n"))
+	return "", nil
+}
+
+// watchReadiness keeps the gRPC health status in step with the readiness checks, so that gRPC
+// clients and probes see what /readyz says.
+func (s *Server) watchReadiness() {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	serving := true
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		name, err := s.check(context.Background())
+		switch {
+		case err != nil && serving:
+			s.log.Warn("not ready; gRPC health NOT_SERVING", "check", name, "err", err)
+			s.Health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+		case err == nil && !serving:
+			s.log.Info("ready again; gRPC health SERVING")
+			s.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+		}
+		serving = err == nil
+	}
 }
 
 // Start serves both listeners in the background and marks the gRPC health as serving.
 func (s *Server) Start() {
 	s.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	go s.watchReadiness()
 	if s.grpcLis != nil {
 		go func() { s.serveErr <- s.GRPC.Serve(s.grpcLis) }()
 	}
@@ -135,6 +183,11 @@ func (s *Server) HTTPAddr() string { return s.httpLis.Addr().String() }
 // Close stops accepting calls and waits for the ones in progress until ctx is done, then cuts
 // them off.
 func (s *Server) Close(ctx context.Context) {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
 	s.Health.Shutdown()
 	done := make(chan struct{})
 	go func() {

@@ -205,15 +205,15 @@ func (s *fakeStore) AddKey(_ context.Context, appID uuid.UUID, keyID string, _ [
 	return nil
 }
 
-func (s *fakeStore) Reconcile(context.Context, time.Time, time.Duration, int) ([]notifier.Publication, error) {
+func (s *fakeStore) Reconcile(context.Context, time.Time, time.Duration, int) ([]notifier.Publication, int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.reconcile) == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
 	a := s.reconcile[0]
 	s.reconcile = s.reconcile[1:]
-	return a.pubs, a.err
+	return a.pubs, 0, a.err
 }
 
 // fakePublisher records what it is asked to publish, and fails with err when that is set.
@@ -294,4 +294,12 @@ func (s *fakeStore) Keys(context.Context, uuid.UUID) ([]notifier.KeyInfo, error)
 func (s *fakeStore) ReleaseKey(context.Context, uuid.UUID, string, time.Time) error { return nil }
 func (s *fakeStore) Cancel(context.Context, uuid.UUID, uuid.UUID, time.Time) (*notifier.Notification, error) {
 	return nil, errs.E(errs.NotFound, "notification not found")
+}
+
+// Statistics and engagement are exercised against the real store (e2e).
+func (s *fakeStore) DeliveryStats(context.Context, time.Time) ([]notifier.DeliveryStats, error) {
+	return nil, nil
+}
+func (s *fakeStore) DeliveryApp(context.Context, uuid.UUID) (uuid.UUID, error) {
+	return uuid.Nil, errs.E(errs.NotFound, "delivery not found")
 }

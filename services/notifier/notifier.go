@@ -128,6 +128,9 @@ type Publication struct {
 	// Generation counts publishes of this delivery, so that each deliberate re-publish gets a
 	// fresh message id (see queue.MsgID).
 	Generation int
+	// Due marks a scheduled delivery published because its time came, not because a message
+	// seemed lost.
+	Due bool
 }
 
 // Store keeps notifications, deliveries, templates and apps. The postgres package implements it.
@@ -177,14 +180,20 @@ type Store interface {
 	// returns what to publish.
 	Redrive(ctx context.Context, f DeadLetterFilter, now time.Time, republishAfter time.Duration) ([]Publication, error)
 
+	// DeliveryStats counts deliveries accepted since then, per template, category and channel.
+	DeliveryStats(ctx context.Context, since time.Time) ([]DeliveryStats, error)
+	// DeliveryApp returns the app that sent a delivery. Errors: NotFound.
+	DeliveryApp(ctx context.Context, deliveryID uuid.UUID) (uuid.UUID, error)
+
 	// EraseUser removes the addresses and content of every delivery to a deleted user, keeping
 	// only the user id in the history, and cancels those not yet sent.
 	EraseUser(ctx context.Context, userID string) error
 
 	// Reconcile takes up to limit deliveries whose deadline has passed and moves each on: a
 	// scheduled or stale queued delivery is (re-)queued, one whose worker's lease expired is
-	// released, one past its ttl is expired. It returns what must be published again.
-	Reconcile(ctx context.Context, now time.Time, republishAfter time.Duration, limit int) ([]Publication, error)
+	// released, one past its ttl is expired. It returns what must be published again and how
+	// many it expired.
+	Reconcile(ctx context.Context, now time.Time, republishAfter time.Duration, limit int) ([]Publication, int, error)
 
 	// RecordProviderEvents stores each event once, keyed by (Provider, ID), and in the same
 	// transaction moves the deliveries of the new ones (see ProviderEventKind.DeliveryState and

@@ -22,6 +22,8 @@ type Reconciler struct {
 	RepublishAfter time.Duration
 	// Batch bounds the rows one pass takes at a time.
 	Batch int
+	// Metrics counts re-publishes and expiries; nil counts nothing.
+	Metrics *Metrics
 }
 
 // Run reconciles until ctx is done.
@@ -44,9 +46,17 @@ func (r *Reconciler) Run(ctx context.Context) {
 func (r *Reconciler) Pass(ctx context.Context) (int, error) {
 	total := 0
 	for {
-		pubs, err := r.Store.Reconcile(ctx, time.Now(), r.RepublishAfter, r.Batch)
+		pubs, expired, err := r.Store.Reconcile(ctx, time.Now(), r.RepublishAfter, r.Batch)
 		if err != nil {
 			return total, err
+		}
+		if r.Metrics != nil {
+			r.Metrics.Expired.Add(float64(expired))
+			for _, p := range pubs {
+				if !p.Due { // a scheduled delivery falling due is no sign of trouble
+					r.Metrics.Republished.WithLabelValues(string(p.Channel)).Inc()
+				}
+			}
 		}
 		if len(pubs) > 0 {
 			// The rows already carry their next deadline, so a failed publish is retried by a

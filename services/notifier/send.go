@@ -80,6 +80,8 @@ type Service struct {
 	// RepublishAfter is how long a queued delivery may wait for a worker before the reconciler
 	// publishes it again.
 	RepublishAfter time.Duration
+	// Metrics counts what Send decides; nil counts nothing.
+	Metrics *Metrics
 	// Limiter enforces app request rates and category caps; nil turns them off.
 	Limiter Limiter
 	// TemplateLimits bound rendered content (the zero value takes templates' defaults).
@@ -93,6 +95,7 @@ type Service struct {
 	parsed        sync.Map // templateKey -> *templates.Set; versions are immutable
 	cats          categories
 	limitFailures atomic.Int64
+	metricsOnce   sync.Once
 }
 
 type templateKey struct {
@@ -123,7 +126,21 @@ func (s *Service) Send(ctx context.Context, caller appkey.Caller, req *SendReque
 	if err := s.admit(ctx, caller); err != nil {
 		return nil, err
 	}
-	return s.send(ctx, caller, req)
+	start := time.Now()
+	res, err := s.send(ctx, caller, req)
+	if err == nil {
+		s.metrics().AcceptDuration.Observe(time.Since(start).Seconds())
+	}
+	return res, err
+}
+
+func (s *Service) metrics() *Metrics {
+	s.metricsOnce.Do(func() {
+		if s.Metrics == nil {
+			s.Metrics = discardMetrics()
+		}
+	})
+	return s.Metrics
 }
 
 // IdempotencyWindow is how long an idempotency key stands for its first request.
@@ -159,6 +176,7 @@ func (s *Service) send(ctx context.Context, caller appkey.Caller, req *SendReque
 	if !created { // a concurrent Send with the same key won the race
 		return s.replay(stored, req)
 	}
+	s.metrics().count(d.n)
 	s.publish(ctx, d.n)
 	return &SendResult{Notification: d.n}, nil
 }
@@ -297,10 +315,12 @@ func (s *Service) admit(ctx context.Context, caller appkey.Caller) error {
 	ok, retry, err := s.Limiter.AllowRequest(ctx, caller.AppID.String(), rate, burst)
 	if err != nil {
 		s.limitFailures.Add(1)
+		s.metrics().LimitStoreFailures.Inc()
 		s.Log.Warn("rate limit store unavailable; request admitted", "app", caller.AppName, "err", err)
 		return nil
 	}
 	if !ok {
+		s.metrics().RateLimited.WithLabelValues("app").Inc()
 		return &errs.Error{Kind: errs.Exhausted, RetryAfter: retry,
 			Message: fmt.Sprintf("app %q is over its request rate (%g/s); retry after %s", caller.AppName, rate, retry)}
 	}
@@ -317,6 +337,7 @@ func (s *Service) takeCaps(ctx context.Context, d *draft, now time.Time) {
 	allowed, err := s.Limiter.Take(ctx, checks)
 	if err != nil {
 		s.limitFailures.Add(1)
+		s.metrics().LimitStoreFailures.Inc()
 		s.Log.Warn("rate limit store unavailable; caps not applied", "notification_id", d.n.ID, "err", err)
 		return
 	}

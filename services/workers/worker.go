@@ -44,6 +44,8 @@ type Message struct {
 	// ExpiresAt is when the delivery stops being worth sending; providers that support it (APNs,
 	// FCM) pass it on.
 	ExpiresAt time.Time
+	// AcceptedAt is when the notifier accepted the delivery.
+	AcceptedAt time.Time
 }
 
 // Rules returns the message's category as the preference package sees it.

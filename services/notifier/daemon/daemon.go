@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -26,12 +27,16 @@ import (
 	"github.com/heraldhq/herald/internal/server"
 	"github.com/heraldhq/herald/internal/templates"
 	"github.com/heraldhq/herald/internal/tlsconfig"
+	"github.com/heraldhq/herald/internal/tracing"
+	"github.com/heraldhq/herald/internal/workerstatus"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 	"github.com/heraldhq/herald/services/notifier"
 	"github.com/heraldhq/herald/services/notifier/contacts"
+	"github.com/heraldhq/herald/services/notifier/ops"
 	"github.com/heraldhq/herald/services/notifier/postgres"
 	nqueue "github.com/heraldhq/herald/services/notifier/queue"
 	"github.com/heraldhq/herald/services/notifier/rpc"
+	"github.com/heraldhq/herald/services/notifier/statuspage"
 	"github.com/heraldhq/herald/services/notifier/webhooks"
 )
 
@@ -115,6 +120,9 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	d := &Daemon{cfg: cfg, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
+			if d.srv != nil {
+				d.srv.Close(context.Background()) // release the listeners
+			}
 			d.closeResources()
 		}
 	}()
@@ -168,26 +176,6 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	pub := nqueue.NewPublisher(js)
 
-	limiter, err := ratelimit.New(openCtx, js, ratelimit.Config{Replicas: cfg.StreamReplicas})
-	if err != nil {
-		return nil, err
-	}
-	svc := &notifier.Service{Store: store, Publisher: pub, Log: log, RepublishAfter: cfg.RepublishAfter,
-		Limiter: limiter, DefaultRate: cfg.AppRate, DefaultBurst: cfg.AppBurst,
-		TemplateLimits: templates.Limits{SMSSegments: cfg.SMSMaxSegments}}
-	d.svc = svc
-	if cfg.ContactsAddr != "" {
-		creds, err := tlsconfig.DialOption(cfg.ContactsTLS)
-		if err != nil {
-			return nil, fmt.Errorf("contacts TLS: %w", err)
-		}
-		d.contacts, err = grpc.NewClient(cfg.ContactsAddr, creds)
-		if err != nil {
-			return nil, fmt.Errorf("contacts client: %w", err)
-		}
-		svc.Directory = contacts.New(d.contacts)
-	}
-
 	auth := appkey.NewAuthenticator(appkey.PostgresStore{Pool: d.pool})
 	d.srv, err = server.New(log, cfg.GRPCAddr, cfg.HTTPAddr, cfg.TLS,
 		errs.UnaryServerInterceptor(log),
@@ -195,13 +183,42 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	api := &rpc.Server{Service: svc}
+	metrics := notifier.NewMetrics(d.srv.Metrics)
+	limiter, err := ratelimit.New(openCtx, js, ratelimit.Config{Replicas: cfg.StreamReplicas})
+	if err != nil {
+		return nil, err
+	}
+	svc := &notifier.Service{Store: store, Publisher: pub, Log: log, RepublishAfter: cfg.RepublishAfter,
+		Limiter: limiter, DefaultRate: cfg.AppRate, DefaultBurst: cfg.AppBurst, Metrics: metrics,
+		TemplateLimits: templates.Limits{SMSSegments: cfg.SMSMaxSegments}}
+	d.svc = svc
+	if cfg.ContactsAddr != "" {
+		creds, err := tlsconfig.DialOption(cfg.ContactsTLS)
+		if err != nil {
+			return nil, fmt.Errorf("contacts TLS: %w", err)
+		}
+		d.contacts, err = grpc.NewClient(cfg.ContactsAddr, append(tracing.DialOptions(), creds)...)
+		if err != nil {
+			return nil, fmt.Errorf("contacts client: %w", err)
+		}
+		svc.Directory = contacts.New(d.contacts)
+	}
+
+	status, err := workerstatus.Open(openCtx, js, cfg.StreamReplicas)
+	if err != nil {
+		return nil, err
+	}
+	watcher := ops.NewWatcher(js, d.pool, status, d.srv.Metrics, log)
+	page := statuspage.New(watcher, log)
+	d.srv.HTTP.Handle("GET /status", page)
+	d.srv.HTTP.Handle("GET /status/", page)
+	api := &rpc.Server{Service: svc, Ops: watcher}
 	heraldv1.RegisterNotificationServiceServer(d.srv.GRPC, api)
 	heraldv1.RegisterTemplateServiceServer(d.srv.GRPC, api)
 	heraldv1.RegisterAdminServiceServer(d.srv.GRPC, api)
 	hooks, err := webhooks.New(webhooks.Config{
 		PublicURL: strings.TrimSuffix(cfg.PublicURL, "/"), SendGridPublicKey: cfg.SendGridWebhookKey,
-		TwilioAuthToken: cfg.TwilioAuthToken, JS: js, Store: store, Log: log,
+		TwilioAuthToken: cfg.TwilioAuthToken, JS: js, Store: store, Log: log, Received: metrics.ProviderEvents,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("webhooks: %w", err)
@@ -218,11 +235,14 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 
 	rctx, rcancel := context.WithCancel(context.Background())
 	d.cancel = rcancel
-	rec := &notifier.Reconciler{Store: store, Publisher: pub, Log: log,
+	rec := &notifier.Reconciler{Store: store, Publisher: pub, Log: log, Metrics: metrics,
 		Interval: cfg.ReconcileInterval, RepublishAfter: cfg.RepublishAfter, Batch: 1000}
+	var wg sync.WaitGroup
+	wg.Go(func() { watcher.Run(rctx) })
+	wg.Go(func() { rec.Run(rctx) })
 	go func() {
-		defer close(d.done)
-		rec.Run(rctx)
+		wg.Wait()
+		close(d.done)
 	}()
 	log.Info("notifier ready", "grpc", d.srv.GRPCAddr(), "http", d.srv.HTTPAddr(),
 		"nats", strings.Split(cfg.NATSURL, ",")[0])

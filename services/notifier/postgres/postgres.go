@@ -249,9 +249,10 @@ func (s *Store) EraseUser(ctx context.Context, userID string) error {
 
 // Reconcile implements notifier.Store. One statement moves every due row on and tells which
 // ones to publish; rows locked by another reconciler are skipped.
-func (s *Store) Reconcile(ctx context.Context, now time.Time, republishAfter time.Duration, limit int) ([]notifier.Publication, error) {
+func (s *Store) Reconcile(ctx context.Context, now time.Time, republishAfter time.Duration, limit int) ([]notifier.Publication, int, error) {
 	// Expire first, in its own batches, so that a backlog of expired rows cannot fill the
 	// batches below and hold up the rows that are due.
+	expired := 0
 	for {
 		tag, err := s.pool.Exec(ctx, `
 			WITH due AS (
@@ -265,8 +266,9 @@ func (s *Store) Reconcile(ctx context.Context, now time.Time, republishAfter tim
 				lease_owner = NULL, updated_at = $1
 			FROM due WHERE d.id = due.id`, now, limit)
 		if err != nil {
-			return nil, pgdb.Err(err)
+			return nil, expired, pgdb.Err(err)
 		}
+		expired += int(tag.RowsAffected())
 		if tag.RowsAffected() < int64(limit) {
 			break
 		}
@@ -274,7 +276,7 @@ func (s *Store) Reconcile(ctx context.Context, now time.Time, republishAfter tim
 	// The next deadline never passes the expiry, so expiry is noticed on time.
 	rows, err := s.pool.Query(ctx, `
 		WITH due AS (
-			SELECT id FROM notifier.deliveries
+			SELECT id, state AS was FROM notifier.deliveries
 			WHERE due_at <= $1
 			ORDER BY due_at
 			LIMIT $3
@@ -292,24 +294,24 @@ func (s *Store) Reconcile(ctx context.Context, now time.Time, republishAfter tim
 				lease_owner = NULL,
 				updated_at = $1
 			FROM due WHERE d.id = due.id
-			RETURNING d.id, d.channel, d.state, d.publishes
+			RETURNING d.id, d.channel, d.state, d.publishes, due.was
 		)
-		SELECT id, channel, publishes FROM moved WHERE state <> 'expired'`,
+		SELECT id, channel, publishes, was = 'scheduled' FROM moved WHERE state <> 'expired'`,
 		now, republishAfter, limit)
 	if err != nil {
-		return nil, pgdb.Err(err)
+		return nil, expired, pgdb.Err(err)
 	}
 	pubs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (notifier.Publication, error) {
 		var p notifier.Publication
 		var ch string
-		err := r.Scan(&p.DeliveryID, &ch, &p.Generation)
+		err := r.Scan(&p.DeliveryID, &ch, &p.Generation, &p.Due)
 		p.Channel = delivery.Channel(ch)
 		return p, err
 	})
 	if err != nil {
-		return nil, pgdb.Err(err)
+		return nil, expired, pgdb.Err(err)
 	}
-	return pubs, nil
+	return pubs, expired, nil
 }
 
 func nullIfEmpty(s string) *string {

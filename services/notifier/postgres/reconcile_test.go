@@ -165,13 +165,14 @@ func TestReconcileTransitions(t *testing.T) {
 			bystander := insert(t, s, pool, spec{state: delivery.Queued, dueAt: future, expiresAt: live})
 			before := readRow(t, pool, bystander)
 
-			pubs, err := s.Reconcile(t.Context(), now, republishAfter, 100)
+			pubs, _, err := s.Reconcile(t.Context(), now, republishAfter, 100)
 			if err != nil {
 				t.Fatalf("Reconcile: %v", err)
 			}
 			var want []notifier.Publication
 			if tt.published {
-				want = []notifier.Publication{{DeliveryID: id, Channel: delivery.SMS, Generation: tt.wantPublish}}
+				want = []notifier.Publication{{DeliveryID: id, Channel: delivery.SMS, Generation: tt.wantPublish,
+					Due: tt.row.state == delivery.Scheduled}}
 			}
 			if !slices.Equal(pubs, want) {
 				t.Errorf("Reconcile returned %+v, want %+v", pubs, want)
@@ -188,7 +189,7 @@ func TestReconcileTransitions(t *testing.T) {
 				t.Errorf("bystander changed from %+v to %+v", before, after)
 			}
 			// What was just moved is not due again at the same time.
-			if pubs, err := s.Reconcile(t.Context(), now, republishAfter, 100); err != nil || len(pubs) != 0 {
+			if pubs, _, err := s.Reconcile(t.Context(), now, republishAfter, 100); err != nil || len(pubs) != 0 {
 				t.Errorf("second Reconcile = %+v, %v; want nothing", pubs, err)
 			}
 		})
@@ -199,7 +200,7 @@ func TestReconcileTransitions(t *testing.T) {
 			s, pool := open(t)
 			id := insert(t, s, pool, tt.row)
 			before := readRow(t, pool, id)
-			pubs, err := s.Reconcile(t.Context(), now, republishAfter, 100)
+			pubs, _, err := s.Reconcile(t.Context(), now, republishAfter, 100)
 			if err != nil {
 				t.Fatalf("Reconcile: %v", err)
 			}
@@ -239,11 +240,11 @@ func TestReconcileCreatedNotification(t *testing.T) {
 		{"before anything is due", t0, nil},
 		{"queued past its deadline", t0.Add(time.Minute), []notifier.Publication{{DeliveryID: queued.ID, Channel: delivery.Email, Generation: 1}}},
 		{"nothing new", t0.Add(time.Minute + time.Second), nil},
-		{"scheduled due, queued again", sendAt, []notifier.Publication{{DeliveryID: queued.ID, Channel: delivery.Email, Generation: 2}, {DeliveryID: scheduled.ID, Channel: delivery.Email, Generation: 1}}},
+		{"scheduled due, queued again", sendAt, []notifier.Publication{{DeliveryID: queued.ID, Channel: delivery.Email, Generation: 2}, {DeliveryID: scheduled.ID, Channel: delivery.Email, Generation: 1, Due: true}}},
 		{"after the ttl both expire", n.ExpiresAt.Add(time.Hour), nil},
 	}
 	for _, st := range steps {
-		pubs, err := s.Reconcile(t.Context(), st.now, 30*time.Second, 10)
+		pubs, _, err := s.Reconcile(t.Context(), st.now, 30*time.Second, 10)
 		if err != nil {
 			t.Fatalf("%s: Reconcile: %v", st.name, err)
 		}
@@ -271,7 +272,7 @@ func TestReconcileEndsEveryDelivery(t *testing.T) {
 	id := insert(t, s, pool, spec{state: delivery.Queued, dueAt: ptr(t0), expiresAt: t0.Add(24 * time.Hour)})
 	now, gens := t0, []int{}
 	for range 100 {
-		pubs, err := s.Reconcile(t.Context(), now, time.Minute, 10)
+		pubs, _, err := s.Reconcile(t.Context(), now, time.Minute, 10)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -297,7 +298,7 @@ func TestReconcileEndsEveryDelivery(t *testing.T) {
 	if len(gens) != 28 || gens[0] != 1 || gens[len(gens)-1] != 28 {
 		t.Errorf("published %d times with generations %v, want 28 times", len(gens), gens)
 	}
-	if pubs, err := s.Reconcile(t.Context(), now.Add(365*24*time.Hour), time.Minute, 10); err != nil || len(pubs) != 0 {
+	if pubs, _, err := s.Reconcile(t.Context(), now.Add(365*24*time.Hour), time.Minute, 10); err != nil || len(pubs) != 0 {
 		t.Errorf("Reconcile after expiry = %+v, %v", pubs, err)
 	}
 }
@@ -311,7 +312,7 @@ func TestReconcileLimit(t *testing.T) {
 			expiresAt: t0.Add(time.Hour)}))
 	}
 	for _, want := range [][]uuid.UUID{ids[:2], ids[2:4], ids[4:], nil} {
-		pubs, err := s.Reconcile(t.Context(), t0, time.Minute, 2)
+		pubs, _, err := s.Reconcile(t.Context(), t0, time.Minute, 2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -348,7 +349,7 @@ func TestReconcileConcurrent(t *testing.T) {
 			<-start
 			for {
 				// The same now for every call: a moved row is due again only a minute later.
-				pubs, err := s.Reconcile(context.Background(), t0, time.Minute, batch)
+				pubs, _, err := s.Reconcile(context.Background(), t0, time.Minute, batch)
 				if err != nil {
 					failures[i] = err
 					return

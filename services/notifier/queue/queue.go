@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldhq/herald/internal/queue"
+	"github.com/heraldhq/herald/internal/tracing"
 	"github.com/heraldhq/herald/services/notifier"
 )
 
@@ -33,11 +34,13 @@ func NewPublisher(js jetstream.JetStream) *Publisher {
 func (p *Publisher) Publish(ctx context.Context, pubs []notifier.Publication) error {
 	// The deliveries are committed: finish publishing even if the caller has gone away.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.Timeout)
+	// ctx keeps the caller's values, its trace among them.
 	defer cancel()
 	futures := make([]jetstream.PubAckFuture, 0, len(pubs))
 	var first error
 	for _, pub := range pubs {
 		msg := &nats.Msg{Subject: queue.Subject(pub.Channel), Data: []byte(pub.DeliveryID.String())}
+		tracing.Inject(ctx, msg) // the worker's span joins the Send's trace
 		f, err := p.js.PublishMsgAsync(msg,
 			jetstream.WithMsgID(queue.MsgID(pub.DeliveryID, pub.Generation)),
 			jetstream.WithStallWait(p.Timeout))

@@ -18,6 +18,7 @@ import (
 	"github.com/heraldhq/herald/internal/protoconv"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 	"github.com/heraldhq/herald/services/notifier"
+	"github.com/heraldhq/herald/services/notifier/ops"
 )
 
 // Server implements the notifier's gRPC services on a notifier.Service.
@@ -27,6 +28,8 @@ type Server struct {
 	heraldv1.UnimplementedAdminServiceServer
 
 	Service *notifier.Service
+	// Ops answers GetQueueStats; nil when queue statistics are not collected.
+	Ops ops.Source
 }
 
 func caller(ctx context.Context) (appkey.Caller, error) {

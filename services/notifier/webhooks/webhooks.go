@@ -46,6 +46,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twilio/twilio-go/client"
 
 	"github.com/heraldhq/herald/internal/delivery"
@@ -106,11 +107,14 @@ type Config struct {
 	Publish PublishFunc
 	Store   Store
 	Log     *slog.Logger
+	// Received, when set, counts the events received (herald_provider_events_total{provider,kind}).
+	Received *prometheus.CounterVec
 }
 
 // Handler serves SendGridPath and TwilioPath. Register it on the notifier's HTTP mux under
 // "/webhooks/".
 type Handler struct {
+	received  *prometheus.CounterVec
 	mux       *http.ServeMux
 	sgKey     *ecdsa.PublicKey
 	twilio    *client.RequestValidator
@@ -122,7 +126,7 @@ type Handler struct {
 
 // New returns a Handler for cfg, or an error naming the first invalid setting (never a secret).
 func New(cfg Config) (*Handler, error) {
-	h := &Handler{mux: http.NewServeMux(), store: cfg.Store, publish: cfg.Publish, log: cfg.Log}
+	h := &Handler{mux: http.NewServeMux(), store: cfg.Store, publish: cfg.Publish, log: cfg.Log, received: cfg.Received}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -192,6 +196,11 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, provider string
 func (h *Handler) record(w http.ResponseWriter, r *http.Request, provider string, evs []notifier.ProviderEvent) {
 	ctx, cancel := context.WithTimeout(r.Context(), handleTimeout)
 	defer cancel()
+	if h.received != nil {
+		for _, e := range evs {
+			h.received.WithLabelValues(e.Provider, string(e.Kind)).Inc()
+		}
+	}
 	act, err := h.store.RecordProviderEvents(ctx, evs)
 	if err != nil {
 		h.log.Error("record provider events", "provider", provider, "events", len(evs), "err", err)

@@ -26,10 +26,14 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/queue"
+	"github.com/heraldhq/herald/internal/tracing"
 	"github.com/heraldhq/herald/services/workers"
 )
 
@@ -56,6 +60,8 @@ type Config struct {
 	Gate workers.Gate
 	// Announcer, when set, publishes what provider answers mean for addresses.
 	Announcer workers.Announcer
+	// Metrics, when set, counts outcomes and circuit changes.
+	Metrics *Metrics
 	// Unsubscribe, when set, adds List-Unsubscribe links to emails.
 	Unsubscribe *workers.UnsubscribeLinks
 	Log         *slog.Logger
@@ -107,6 +113,8 @@ func (c *Config) defaults() {
 // Consumer is a running channel loop.
 type Consumer struct {
 	cfg      Config
+	sent     atomic.Int64 // provider calls accepted, for the status report
+	failed   atomic.Int64
 	cons     jetstream.Consumer
 	in       chan jetstream.Msg
 	work     chan job
@@ -183,6 +191,9 @@ func Start(ctx context.Context, js jetstream.JetStream, cfg Config) (*Consumer, 
 		IsSuccessful:  providerAnswered,
 		OnStateChange: c.circuitChanged,
 	})
+	if cfg.Metrics != nil {
+		cfg.Metrics.CircuitState.WithLabelValues(string(cfg.Channel), cfg.Sender.Provider()).Set(0)
+	}
 	if cfg.RatePerSecond > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(cfg.RatePerSecond), cfg.Burst)
 	}
@@ -225,6 +236,12 @@ func providerAnswered(err error) bool {
 // circuitChanged runs inside the breaker's lock: it may not call the breaker.
 func (c *Consumer) circuitChanged(_ string, from, to gobreaker.State) {
 	log := c.cfg.Log.With("channel", c.cfg.Channel, "provider", c.cfg.Sender.Provider())
+	if m := c.cfg.Metrics; m != nil {
+		m.CircuitState.WithLabelValues(string(c.cfg.Channel), c.cfg.Sender.Provider()).Set(circuitValue(to))
+		if to == gobreaker.StateOpen {
+			m.CircuitOpened.WithLabelValues(string(c.cfg.Channel), c.cfg.Sender.Provider()).Inc()
+		}
+	}
 	switch to {
 	case gobreaker.StateOpen:
 		c.probeAt.Store(time.Now().Add(c.cfg.BreakerCooldown).UnixNano())
@@ -562,17 +579,37 @@ func (c *Consumer) send(j job) result {
 		return result{msg: j.msg, a: workers.Attempt{Message: m}, release: true, delay: c.pausedFor()}
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.SendTimeout)
+	ctx, span := tracing.Tracer().Start(tracing.Extract(context.Background(), j.msg.Headers()), "send "+string(m.Channel),
+		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+			attribute.String("herald.delivery_id", m.DeliveryID.String()),
+			attribute.String("herald.provider", c.cfg.Sender.Provider()),
+			attribute.Int("herald.attempt", m.Attempt)))
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.SendTimeout)
 	start := time.Now()
 	res, err := c.cfg.Sender.Send(ctx, m)
 	a := workers.Attempt{Message: m, Provider: c.cfg.Sender.Provider(), Started: start, Latency: time.Since(start)}
 	cancel()
+	if err != nil {
+		span.SetStatus(codes.Error, "provider refused or failed") // the error text may name the provider's reason only
+	}
+	span.End()
+	if c.cfg.Metrics != nil {
+		c.cfg.Metrics.ProviderDuration.WithLabelValues(string(m.Channel), a.Provider).Observe(a.Latency.Seconds())
+	}
+	if err == nil {
+		c.sent.Add(1)
+	} else {
+		c.failed.Add(1)
+	}
 
 	var ce *workers.ConfigError
 	if errors.As(err, &ce) {
 		c.configError.Store(true)
 		report(err)
 		c.configError.Store(false)
+		if c.cfg.Metrics != nil {
+			c.cfg.Metrics.ConfigErrors.WithLabelValues(string(m.Channel), a.Provider).Inc()
+		}
 		c.cfg.Log.Error("provider configuration error; channel paused", "channel", m.Channel, "provider", a.Provider,
 			"delivery_id", m.DeliveryID, "err", err)
 		return result{msg: j.msg, a: a, release: true, delay: c.pausedFor()}
@@ -703,6 +740,9 @@ func (c *Consumer) recordAttempts(batch []result) {
 		wait = min(2*wait, 5*time.Second)
 	}
 	for _, r := range batch {
+		if c.cfg.Metrics != nil {
+			c.cfg.Metrics.recorded(c.cfg.Sender.Provider(), r.a)
+		}
 		if r.a.Effect != workers.NoEffect && c.cfg.Announcer != nil {
 			c.announce("a provider's verdict on an address", r.a, c.cfg.Announcer.Announce)
 		}
@@ -761,3 +801,13 @@ func (c *Consumer) Stop() {
 	c.recorded.Wait()
 	// Anything the callback could not hand over was Nak'd by receive.
 }
+
+// Counts returns the provider calls this consumer made that the provider accepted, and those
+// that failed, since it started.
+func (c *Consumer) Counts() (sent, failed int64) { return c.sent.Load(), c.failed.Load() }
+
+// Channel returns the channel the consumer serves.
+func (c *Consumer) Channel() delivery.Channel { return c.cfg.Channel }
+
+// Provider names the channel's provider.
+func (c *Consumer) Provider() string { return c.cfg.Sender.Provider() }

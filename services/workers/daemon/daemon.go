@@ -26,6 +26,8 @@ import (
 	"github.com/heraldhq/herald/internal/queue"
 	"github.com/heraldhq/herald/internal/server"
 	"github.com/heraldhq/herald/internal/tlsconfig"
+	"github.com/heraldhq/herald/internal/tracing"
+	"github.com/heraldhq/herald/internal/workerstatus"
 	"github.com/heraldhq/herald/services/workers"
 	"github.com/heraldhq/herald/services/workers/apns"
 	"github.com/heraldhq/herald/services/workers/consumer"
@@ -167,6 +169,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 // Daemon is a running workers process.
 type Daemon struct {
 	senders   []workers.Sender
+	status    jetstream.KeyValue
+	cancel    context.CancelFunc
+	done      chan struct{}
 	pool      *pgxpool.Pool
 	contacts  *grpc.ClientConn
 	nc        *nats.Conn
@@ -234,7 +239,8 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("contacts TLS: %w", err)
 		}
-		if d.contacts, err = grpc.NewClient(cfg.ContactsAddr, creds, appkey.Credentials(cfg.ContactsKey)); err != nil {
+		if d.contacts, err = grpc.NewClient(cfg.ContactsAddr,
+			append(tracing.DialOptions(), creds, appkey.Credentials(cfg.ContactsKey))...); err != nil {
 			return nil, fmt.Errorf("contacts client: %w", err)
 		}
 		gate = contacts.New(d.contacts)
@@ -254,6 +260,13 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		links = &workers.UnsubscribeLinks{BaseURL: strings.TrimSuffix(cfg.UnsubscribeURL, "/"), Signer: signer,
 			Mailto: cfg.UnsubscribeMailto}
 	}
+	if d.srv, err = server.New(log, "", cfg.HTTPAddr, tlsconfig.Files{}); err != nil {
+		return nil, err
+	}
+	metrics := consumer.NewMetrics(d.srv.Metrics)
+	if d.status, err = workerstatus.Open(openCtx, js, cfg.StreamReplicas); err != nil {
+		return nil, err
+	}
 	store := postgres.New(d.pool)
 	policy := workers.Policy{MaxAttempts: cfg.MaxAttempts, BaseBackoff: cfg.BaseBackoff, MaxBackoff: cfg.MaxBackoff}
 	for _, ch := range channels {
@@ -263,7 +276,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 			SendTimeout: cfg.SendTimeout, AckWait: cfg.AckWait, Gate: gate,
 			Announcer: &wevents.Announcer{JS: js}, Unsubscribe: links, Log: log,
 			BreakerFailures: cfg.BreakerFailures, BreakerCooldown: cfg.BreakerCooldown,
-			RatePerSecond: cfg.RatePerSecond, Burst: cfg.Burst,
+			RatePerSecond: cfg.RatePerSecond, Burst: cfg.Burst, Metrics: metrics,
 		})
 		if err != nil {
 			return nil, err
@@ -271,9 +284,6 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		d.consumers = append(d.consumers, c)
 	}
 
-	if d.srv, err = server.New(log, "", cfg.HTTPAddr, tlsconfig.Files{}); err != nil {
-		return nil, err
-	}
 	d.srv.AddCheck("database", func(ctx context.Context) error { return d.pool.Ping(ctx) })
 	d.srv.AddCheck("nats", func(context.Context) error {
 		if !d.nc.IsConnected() {
@@ -282,8 +292,38 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		return nil
 	})
 	d.srv.Start()
+	bg, cancelBG := context.WithCancel(context.Background())
+	d.cancel, d.done = cancelBG, make(chan struct{})
+	go func() {
+		defer close(d.done)
+		d.report(bg, cfg.WorkerID, log)
+	}()
 	log.Info("workers ready", "http", d.srv.HTTPAddr(), "channels", cfg.Channels)
 	return d, nil
+}
+
+// report writes each channel's circuit state and counts for the notifier's status page, every
+// few seconds, until ctx ends.
+func (d *Daemon) report(ctx context.Context, worker string, log *slog.Logger) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		for _, c := range d.consumers {
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			sent, failed := c.Counts()
+			err := workerstatus.Put(pctx, d.status, workerstatus.State{Channel: string(c.Channel()), Provider: c.Provider(),
+				Worker: worker, Circuit: c.CircuitState(), Sent: sent, Failed: failed, Updated: time.Now()})
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				log.Debug("report worker status", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func parseChannels(s string) ([]delivery.Channel, error) {
@@ -367,6 +407,10 @@ func (d *Daemon) Err() <-chan error { return d.srv.Err() }
 // Close stops the consumers (finishing and recording the sends in flight), then the listener
 // and the connections.
 func (d *Daemon) Close() {
+	if d.cancel != nil {
+		d.cancel()
+		<-d.done
+	}
 	for _, c := range d.consumers {
 		c.Stop()
 	}

@@ -61,7 +61,7 @@ func (s *Store) Claim(ctx context.Context, worker string, lease time.Duration, i
 				OR (d.state = 'retrying' AND d.due_at <= now() + $4::interval) -- its backoff is over
 				OR (d.state = 'sending' AND d.due_at <= now()))               -- its lease is over
 		RETURNING d.id, d.notification_id, d.channel, d.address, coalesce(d.user_id, ''), d.category,
-			d.critical, d.default_opt_in, d.priority, d.content, d.attempts, d.drive, d.expires_at`,
+			d.critical, d.default_opt_in, d.priority, d.content, d.attempts, d.drive, d.expires_at, d.created_at`,
 		worker, lease, ids, s.RetryGrace)
 	if err != nil {
 		return nil, pgdb.Err(err)
@@ -71,7 +71,7 @@ func (s *Store) Claim(ctx context.Context, worker string, lease time.Duration, i
 		var ch, priority string
 		var content []byte
 		err := r.Scan(&m.DeliveryID, &m.NotificationID, &ch, &m.To, &m.UserID, &m.Category, &m.Critical,
-			&m.DefaultOptIn, &priority, &content, &m.Attempt, &m.Drive, &m.ExpiresAt)
+			&m.DefaultOptIn, &priority, &content, &m.Attempt, &m.Drive, &m.ExpiresAt, &m.AcceptedAt)
 		if err != nil {
 			return workers.Claim{}, err
 		}

@@ -276,6 +276,10 @@ func checkMessage(t *testing.T, got *workers.Message, in inserted, attempt int) 
 		t.Errorf("ExpiresAt = %v, want %v", g.ExpiresAt, want.ExpiresAt)
 	}
 	g.ExpiresAt, want.ExpiresAt = time.Time{}, time.Time{}
+	if g.AcceptedAt.IsZero() {
+		t.Error("AcceptedAt is not set")
+	}
+	g.AcceptedAt = time.Time{} // the database's clock, set when the fixture was inserted
 	if !reflect.DeepEqual(g, want) {
 		t.Errorf("message:\n got %+v\nwant %+v", g, want)
 	}

@@ -3,11 +3,13 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
 
 	"github.com/heraldhq/herald/internal/cli"
+	"github.com/heraldhq/herald/internal/tracing"
 	"github.com/heraldhq/herald/services/contacts/daemon"
 )
 
@@ -23,6 +25,8 @@ func run(args []string) error {
 	var cfg daemon.Config
 	cfg.RegisterFlags(fs)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	otlp := fs.String("otlp-endpoint", "", "OpenTelemetry collector (host:port, OTLP/gRPC) to export traces to; empty: no traces")
+	otlpInsecure := fs.Bool("otlp-insecure", false, "talk to the OTLP endpoint without TLS")
 	linkKeysFile := fs.String("link-keys-file", "", "file holding --link-keys")
 	twilioFile := fs.String("twilio-auth-token-file", "", "file holding --twilio-auth-token")
 	if err := cli.Parse(fs, args); err != nil {
@@ -40,6 +44,11 @@ func run(args []string) error {
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
+	shutdown, err := tracing.Setup(ctx, "herald-contacts", *otlp, *otlpInsecure)
+	if err != nil {
+		return err
+	}
+	defer shutdown(context.Background())
 	d, err := daemon.Start(ctx, cfg)
 	if err != nil {
 		return err

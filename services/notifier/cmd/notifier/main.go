@@ -3,11 +3,13 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
 
 	"github.com/heraldhq/herald/internal/cli"
+	"github.com/heraldhq/herald/internal/tracing"
 	"github.com/heraldhq/herald/services/notifier/daemon"
 )
 
@@ -23,6 +25,8 @@ func run(args []string) error {
 	var cfg daemon.Config
 	cfg.RegisterFlags(fs)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	otlp := fs.String("otlp-endpoint", "", "OpenTelemetry collector (host:port, OTLP/gRPC) to export traces to; empty: no traces")
+	otlpInsecure := fs.Bool("otlp-insecure", false, "talk to the OTLP endpoint without TLS")
 	keyFile := fs.String("bootstrap-key-file", "", "file holding the bootstrap key (instead of --bootstrap-key)")
 	sgKeyFile := fs.String("sendgrid-webhook-public-key-file", "", "file holding --sendgrid-webhook-public-key")
 	twilioFile := fs.String("twilio-auth-token-file", "", "file holding --twilio-auth-token")
@@ -44,6 +48,11 @@ func run(args []string) error {
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
+	shutdown, err := tracing.Setup(ctx, "herald-notifier", *otlp, *otlpInsecure)
+	if err != nil {
+		return err
+	}
+	defer shutdown(context.Background())
 	d, err := daemon.Start(ctx, cfg)
 	if err != nil {
 		return err

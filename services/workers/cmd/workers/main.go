@@ -4,11 +4,13 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
 
 	"github.com/heraldhq/herald/internal/cli"
+	"github.com/heraldhq/herald/internal/tracing"
 	"github.com/heraldhq/herald/services/workers/daemon"
 )
 
@@ -24,6 +26,8 @@ func run(args []string) error {
 	var cfg daemon.Config
 	cfg.RegisterFlags(fs)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	otlp := fs.String("otlp-endpoint", "", "OpenTelemetry collector (host:port, OTLP/gRPC) to export traces to; empty: no traces")
+	otlpInsecure := fs.Bool("otlp-insecure", false, "talk to the OTLP endpoint without TLS")
 	keyFile := fs.String("sendgrid-api-key-file", "", "file holding the SendGrid API key")
 	contactsKeyFile := fs.String("contacts-key-file", "", "file holding --contacts-key")
 	linkKeysFile := fs.String("link-keys-file", "", "file holding --link-keys")
@@ -57,6 +61,11 @@ func run(args []string) error {
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
+	shutdown, err := tracing.Setup(ctx, "herald-workers", *otlp, *otlpInsecure)
+	if err != nil {
+		return err
+	}
+	defer shutdown(context.Background())
 	d, err := daemon.Start(ctx, cfg)
 	if err != nil {
 		return err

@@ -1,0 +1,273 @@
+package ops
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/queue"
+	"github.com/heraldhq/herald/internal/workerstatus"
+)
+
+// Watcher samples the queues and keeps the last Window of samples. It implements Source.
+type Watcher struct {
+	js     jetstream.JetStream
+	pool   *pgxpool.Pool
+	status jetstream.KeyValue
+	log    *slog.Logger
+	// Interval between samples, and Window of history kept.
+	Interval time.Duration
+	Window   time.Duration
+
+	gauges struct {
+		pending, inFlight, scheduled, retrying, dead, oldest *prometheus.GaugeVec
+	}
+
+	mu       sync.Mutex
+	history  []Sample
+	totals   []map[string]counts // per sample: each channel's monotonic send counts
+	dead     []DeadLetterGroup
+	circuits []Circuit
+	last     map[string]workerstatus.State // per worker and channel: the last report
+	sum      map[string]counts             // per channel: sends counted so far, across restarts
+}
+
+type counts struct{ sent, failed float64 }
+
+// NewWatcher returns a Watcher reading JetStream, the database and the workers' status bucket,
+// and registers its gauges with reg.
+func NewWatcher(js jetstream.JetStream, pool *pgxpool.Pool, status jetstream.KeyValue, reg prometheus.Registerer, log *slog.Logger) *Watcher {
+	w := &Watcher{js: js, pool: pool, status: status, log: log, Interval: 5 * time.Second, Window: 15 * time.Minute,
+		last: map[string]workerstatus.State{}, sum: map[string]counts{}}
+	gauge := func(name, help string) *prometheus.GaugeVec {
+		g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{"channel"})
+		reg.MustRegister(g)
+		return g
+	}
+	w.gauges.pending = gauge("herald_queue_pending", "Deliveries waiting in the channel's queue for a worker.")
+	w.gauges.inFlight = gauge("herald_queue_in_flight", "Deliveries handed to workers and not yet answered.")
+	w.gauges.scheduled = gauge("herald_queue_scheduled", "Deliveries waiting for their send time.")
+	w.gauges.retrying = gauge("herald_queue_retrying", "Deliveries waiting out a retry backoff.")
+	w.gauges.dead = gauge("herald_dead_letters", "Dead letters, re-drivable.")
+	w.gauges.oldest = gauge("herald_queue_oldest_age_seconds", "How long the oldest queued delivery has waited.")
+	return w
+}
+
+// Run samples every Interval until ctx ends.
+func (w *Watcher) Run(ctx context.Context) {
+	t := time.NewTicker(w.Interval)
+	defer t.Stop()
+	for {
+		if err := w.Sample(ctx); err != nil && ctx.Err() == nil {
+			w.log.Warn("sample queues", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Snapshot implements Source.
+func (w *Watcher) Snapshot() Snapshot {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := Snapshot{History: slices.Clone(w.history), DeadLetters: slices.Clone(w.dead), Circuits: slices.Clone(w.circuits)}
+	if len(w.history) > 0 {
+		s.Latest = w.history[len(w.history)-1]
+	}
+	return s
+}
+
+// Sample reads the queues once and adds the sample to the history.
+func (w *Watcher) Sample(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, w.Interval)
+	defer cancel()
+	now := time.Now()
+	byChannel := map[string]*ChannelSample{}
+	var sample Sample
+	for _, ch := range delivery.Channels {
+		sample.Channels = append(sample.Channels, ChannelSample{Channel: string(ch)})
+	}
+	for i := range sample.Channels {
+		byChannel[sample.Channels[i].Channel] = &sample.Channels[i]
+	}
+	var errs []error
+	errs = append(errs, w.readQueues(ctx, byChannel), w.readDatabase(ctx, byChannel))
+	dead, err := w.readDeadLetters(ctx)
+	errs = append(errs, err)
+	reports, err := w.readReports(ctx)
+	errs = append(errs, err)
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	sample.Time = now
+	circuits := w.count(reports)
+	total := map[string]counts{}
+	for ch, c := range w.sum {
+		total[ch] = c
+	}
+	// Rates over the last minute of history (or what there is of it).
+	base, baseTotals := now, total
+	for i := len(w.history) - 1; i >= 0; i-- {
+		base, baseTotals = w.history[i].Time, w.totals[i]
+		if now.Sub(base) >= time.Minute {
+			break
+		}
+	}
+	if secs := now.Sub(base).Seconds(); secs > 0 {
+		for ch, c := range total {
+			if cs := byChannel[ch]; cs != nil {
+				cs.SendRate = (c.sent - baseTotals[ch].sent) / secs
+				cs.FailureRate = (c.failed - baseTotals[ch].failed) / secs
+			}
+		}
+	}
+	w.history = append(w.history, sample)
+	w.totals = append(w.totals, total)
+	for len(w.history) > 0 && now.Sub(w.history[0].Time) > w.Window {
+		w.history, w.totals = w.history[1:], w.totals[1:]
+	}
+	if dead != nil {
+		w.dead = dead
+	}
+	if reports != nil {
+		w.circuits = circuits
+	}
+	for _, c := range sample.Channels {
+		w.gauges.pending.WithLabelValues(c.Channel).Set(float64(c.Pending))
+		w.gauges.inFlight.WithLabelValues(c.Channel).Set(float64(c.InFlight))
+		w.gauges.scheduled.WithLabelValues(c.Channel).Set(float64(c.Scheduled))
+		w.gauges.retrying.WithLabelValues(c.Channel).Set(float64(c.Retrying))
+		w.gauges.dead.WithLabelValues(c.Channel).Set(float64(c.DeadLetters))
+		w.gauges.oldest.WithLabelValues(c.Channel).Set(c.OldestAgeSeconds)
+	}
+	return errors.Join(errs...)
+}
+
+// count folds the workers' cumulative counts into each channel's monotonic sums (a restarted
+// worker starts again from zero) and returns the circuits. Call with mu held.
+func (w *Watcher) count(reports []workerstatus.State) []Circuit {
+	var out []Circuit
+	for _, r := range reports {
+		key := r.Worker + "/" + r.Channel
+		prev, seen := w.last[key]
+		if seen && r.Updated.Equal(prev.Updated) {
+			prev = r // the same report again: nothing new
+		}
+		dSent, dFailed := float64(r.Sent), float64(r.Failed)
+		if seen && r.Sent >= prev.Sent && r.Failed >= prev.Failed {
+			dSent, dFailed = float64(r.Sent-prev.Sent), float64(r.Failed-prev.Failed)
+		}
+		c := w.sum[r.Channel]
+		c.sent += dSent
+		c.failed += dFailed
+		w.sum[r.Channel] = c
+		w.last[key] = r
+		out = append(out, Circuit{Channel: r.Channel, Provider: r.Provider, Worker: r.Worker, State: r.Circuit, Updated: r.Updated})
+	}
+	slices.SortFunc(out, func(a, b Circuit) int {
+		return cmp.Or(cmp.Compare(a.Channel, b.Channel), cmp.Compare(a.Worker, b.Worker))
+	})
+	return out
+}
+
+// readQueues reads each channel consumer's pending and in-flight counts from JetStream; before
+// any worker created the consumer, everything in the stream is pending.
+func (w *Watcher) readQueues(ctx context.Context, byChannel map[string]*ChannelSample) error {
+	var errs []error
+	for _, ch := range delivery.Channels {
+		cs := byChannel[string(ch)]
+		c, err := w.js.Consumer(ctx, queue.Stream(ch), queue.Consumer(ch))
+		if err == nil {
+			info, err := c.Info(ctx)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			cs.Pending, cs.InFlight = int64(info.NumPending), int64(info.NumAckPending)
+			continue
+		}
+		if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			errs = append(errs, err)
+			continue
+		}
+		s, err := w.js.Stream(ctx, queue.Stream(ch))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		cs.Pending = int64(info.State.Msgs)
+	}
+	return errors.Join(errs...)
+}
+
+// readDatabase counts what waits in PostgreSQL: scheduled, retrying, dead, and the oldest queued.
+func (w *Watcher) readDatabase(ctx context.Context, byChannel map[string]*ChannelSample) error {
+	rows, err := w.pool.Query(ctx, `
+		SELECT channel,
+			count(*) FILTER (WHERE state = 'scheduled'),
+			count(*) FILTER (WHERE state = 'retrying'),
+			count(*) FILTER (WHERE state = 'dead'),
+			coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE state = 'queued')), 0)
+		FROM notifier.deliveries
+		WHERE state IN ('scheduled', 'retrying', 'dead', 'queued')
+		GROUP BY channel`)
+	if err != nil {
+		return err
+	}
+	var ch string
+	var scheduled, retrying, dead int64
+	var oldest float64
+	_, err = pgx.ForEachRow(rows, []any{&ch, &scheduled, &retrying, &dead, &oldest}, func() error {
+		if cs := byChannel[ch]; cs != nil {
+			cs.Scheduled, cs.Retrying, cs.DeadLetters, cs.OldestAgeSeconds = scheduled, retrying, dead, oldest
+		}
+		return nil
+	})
+	return err
+}
+
+func (w *Watcher) readDeadLetters(ctx context.Context) ([]DeadLetterGroup, error) {
+	rows, err := w.pool.Query(ctx, `SELECT channel, reason, count(*) FROM notifier.deliveries
+		WHERE state = 'dead' GROUP BY channel, reason ORDER BY count(*) DESC, channel, reason LIMIT 100`)
+	if err != nil {
+		return nil, err
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (DeadLetterGroup, error) {
+		var g DeadLetterGroup
+		err := r.Scan(&g.Channel, &g.Reason, &g.Count)
+		return g, err
+	})
+	if out == nil && err == nil {
+		out = []DeadLetterGroup{}
+	}
+	return out, err
+}
+
+func (w *Watcher) readReports(ctx context.Context) ([]workerstatus.State, error) {
+	if w.status == nil {
+		return nil, nil
+	}
+	reports, err := workerstatus.List(ctx, w.status)
+	if reports == nil && err == nil {
+		reports = []workerstatus.State{}
+	}
+	return reports, err
+}
