@@ -17,19 +17,26 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// buildWorkers builds the workers binary once per test binary.
-var buildWorkers = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "herald-e2e-bin-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "workers")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/heraldhq/herald/services/workers/cmd/workers")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build workers: %v\n%s", err, out)
-	}
-	return bin, nil
-})
+// build builds a binary of the repository once per test binary and returns its path.
+func build(pkg string) func() (string, error) {
+	return sync.OnceValues(func() (string, error) {
+		dir, err := os.MkdirTemp("", "herald-e2e-bin-")
+		if err != nil {
+			return "", err
+		}
+		bin := filepath.Join(dir, filepath.Base(pkg))
+		cmd := exec.Command("go", "build", "-o", bin, pkg)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		}
+		return bin, nil
+	})
+}
+
+var (
+	buildWorkers   = build("github.com/heraldhq/herald/services/workers/cmd/workers")
+	buildHeraldctl = build("github.com/heraldhq/herald/cmd/heraldctl")
+)
 
 // workersProcess is the workers binary running as its own OS process.
 type workersProcess struct {

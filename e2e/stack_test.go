@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"io"
@@ -45,6 +46,7 @@ const sendgridKey = "SG.test-key"
 // stack is a whole Herald started in-process against a private PostgreSQL database, an
 // in-process JetStream server and the SendGrid fake.
 type stack struct {
+	opts      stackOptions
 	log       *slog.Logger
 	logs      *logBuffer
 	providers func(*workersd.Config)
@@ -71,6 +73,8 @@ type stack struct {
 
 type stackOptions struct {
 	noWorkers bool
+	// republishAfter overrides the notifier's (default 2 s: tests of lost messages want it short).
+	republishAfter time.Duration
 	// providers, when set, configures the workers' iOS, Android and SMS channels (the default is
 	// the simulator for those and SendGrid's fake for email).
 	providers func(*workersd.Config)
@@ -147,6 +151,7 @@ func startStack(t *testing.T, opts stackOptions) *stack {
 	defer cancel()
 	s := &stack{key: appkey.New().String(), linkKeys: "test:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))}
 	s.log, s.logs = stackLogger(t)
+	s.opts = opts
 	s.dbURL = pgtest.DB(t, "herald", migrateAll)
 	s.nats = natstest.Start(t)
 	s.natsURL = s.nats.ClientURL()
@@ -194,8 +199,9 @@ func (s *stack) startNotifier(t *testing.T) *notifierd.Daemon {
 	d, err := notifierd.Start(context.Background(), notifierd.Config{
 		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DatabaseURL: s.dbURL, NATSURL: s.natsURL,
 		ContactsAddr: s.contacts.GRPCAddr(), BootstrapKey: s.key, BootstrapApp: "test",
-		RepublishAfter: 2 * time.Second, ReconcileInterval: 200 * time.Millisecond,
-		Log: s.log.With("service", "notifier"),
+		RepublishAfter: cmp.Or(s.opts.republishAfter, 2*time.Second), ReconcileInterval: 200 * time.Millisecond,
+		OpsInterval: 500 * time.Millisecond,
+		Log:         s.log.With("service", "notifier"),
 	})
 	if err != nil {
 		t.Fatal(err)

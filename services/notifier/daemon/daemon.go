@@ -60,6 +60,8 @@ type Config struct {
 	AppBurst int
 	// SMSMaxSegments bounds a rendered SMS.
 	SMSMaxSegments int
+	// OpsInterval is how often the queues are sampled for metrics and the status page.
+	OpsInterval time.Duration
 	// TLS secures the gRPC listener; with a client CA, callers need certificates (mutual TLS).
 	// ContactsTLS is how this service reaches the contacts service.
 	TLS         tlsconfig.Files
@@ -87,6 +89,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", time.Second, "time between reconciler passes")
 	fs.Float64Var(&c.AppRate, "app-rate", 2000, "Send calls per second per app, for apps without their own rate (0: unlimited)")
 	fs.IntVar(&c.AppBurst, "app-burst", 4000, "Send calls allowed at once above --app-rate")
+	fs.DurationVar(&c.OpsInterval, "ops-interval", 5*time.Second, "how often queue depth is sampled for metrics and the status page")
 	fs.IntVar(&c.SMSMaxSegments, "sms-max-segments", templates.DefaultSMSSegments, "longest SMS a template may render, in segments")
 	tlsconfig.RegisterServerFlags(fs, &c.TLS)
 	tlsconfig.RegisterClientFlags(fs, &c.ContactsTLS, "contacts-", "contacts service")
@@ -209,6 +212,9 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		return nil, err
 	}
 	watcher := ops.NewWatcher(js, d.pool, status, d.srv.Metrics, log)
+	if cfg.OpsInterval > 0 {
+		watcher.Interval = cfg.OpsInterval
+	}
 	page := statuspage.New(watcher, log)
 	d.srv.HTTP.Handle("GET /status", page)
 	d.srv.HTTP.Handle("GET /status/", page)
