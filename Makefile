@@ -14,7 +14,10 @@ STATICCHECK_VERSION := v0.8.2
 GRPCURL_VERSION := v1.9.4
 
 # Every Go module of the workspace.
-MODULES := . ./proto ./internal ./services/notifier ./services/workers ./services/contacts
+MODULES := . ./proto ./internal ./services/notifier ./services/workers ./services/contacts ./deploy
+# Modules kept out of the workspace because their dependencies would raise the versions the
+# services build with (deploy/monitoring needs the whole of Prometheus for its PromQL parser).
+STANDALONE := ./deploy/monitoring
 
 .PHONY: help run test bench proto breaking lint fmt vet tools build clean
 
@@ -26,6 +29,7 @@ run: ## Start the whole system on this machine (embedded NATS, private PostgreSQ
 
 test: ## Run every module's tests against real PostgreSQL and JetStream.
 	$(GO) test -count=1 $(addsuffix /...,$(MODULES))
+	for m in $(STANDALONE); do (cd $$m && GOWORK=off $(GO) test -count=1 ./...) || exit 1; done
 
 bench: ## Run the micro-benchmarks.
 	$(GO) test -run='^$$' -bench=. -benchmem $(addsuffix /...,$(MODULES))
@@ -42,10 +46,12 @@ breaking: $(BIN)/buf ## Check the API for breaking changes against the main bran
 lint: $(BIN)/staticcheck $(BIN)/buf vet ## gofmt, go vet, staticcheck and buf lint.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	staticcheck $(addsuffix /...,$(MODULES))
+	for m in $(STANDALONE); do (cd $$m && GOWORK=off staticcheck ./...) || exit 1; done
 	cd proto && buf lint
 
 vet: ## go vet every module.
 	$(GO) vet $(addsuffix /...,$(MODULES))
+	for m in $(STANDALONE); do (cd $$m && GOWORK=off $(GO) vet ./...) || exit 1; done
 
 fmt: ## gofmt every Go file.
 	gofmt -w $$(git ls-files '*.go')

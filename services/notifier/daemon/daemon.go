@@ -200,7 +200,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("contacts TLS: %w", err)
 		}
-		d.contacts, err = grpc.NewClient(cfg.ContactsAddr, append(tracing.DialOptions(), creds)...)
+		d.contacts, err = grpc.NewClient(cfg.ContactsAddr, append(tracing.DialOptions(), creds, roundRobin)...)
 		if err != nil {
 			return nil, fmt.Errorf("contacts client: %w", err)
 		}
@@ -292,3 +292,7 @@ func (d *Daemon) closeResources() {
 		d.pool.Close()
 	}
 }
+
+// roundRobin spreads calls to the contacts service over every address its name resolves to
+// (every pod behind a headless Service), instead of sticking to the first.
+var roundRobin = grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`)

@@ -240,7 +240,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 			return nil, fmt.Errorf("contacts TLS: %w", err)
 		}
 		if d.contacts, err = grpc.NewClient(cfg.ContactsAddr,
-			append(tracing.DialOptions(), creds, appkey.Credentials(cfg.ContactsKey))...); err != nil {
+			append(tracing.DialOptions(), creds, roundRobin, appkey.Credentials(cfg.ContactsKey))...); err != nil {
 			return nil, fmt.Errorf("contacts client: %w", err)
 		}
 		gate = contacts.New(d.contacts)
@@ -434,3 +434,7 @@ func (d *Daemon) Close() {
 		d.pool.Close()
 	}
 }
+
+// roundRobin spreads calls to the contacts service over every address its name resolves to
+// (every pod behind a headless Service), instead of sticking to the first.
+var roundRobin = grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`)

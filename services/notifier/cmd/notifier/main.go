@@ -25,6 +25,7 @@ func run(args []string) error {
 	var cfg daemon.Config
 	cfg.RegisterFlags(fs)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	dbURLFile := fs.String("database-url-file", "", "file holding --database-url (it carries the password)")
 	otlp := fs.String("otlp-endpoint", "", "OpenTelemetry collector (host:port, OTLP/gRPC) to export traces to; empty: no traces")
 	otlpInsecure := fs.Bool("otlp-insecure", false, "talk to the OTLP endpoint without TLS")
 	keyFile := fs.String("bootstrap-key-file", "", "file holding the bootstrap key (instead of --bootstrap-key)")
@@ -35,6 +36,9 @@ func run(args []string) error {
 	}
 	var err error
 	if cfg.Log, err = cli.Logger(*logLevel); err != nil {
+		return err
+	}
+	if cfg.DatabaseURL, err = cli.Secret(cfg.DatabaseURL, *dbURLFile); err != nil {
 		return err
 	}
 	if cfg.BootstrapKey, err = cli.Secret(cfg.BootstrapKey, *keyFile); err != nil {

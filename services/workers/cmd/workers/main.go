@@ -26,6 +26,7 @@ func run(args []string) error {
 	var cfg daemon.Config
 	cfg.RegisterFlags(fs)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	dbURLFile := fs.String("database-url-file", "", "file holding --database-url (it carries the password)")
 	otlp := fs.String("otlp-endpoint", "", "OpenTelemetry collector (host:port, OTLP/gRPC) to export traces to; empty: no traces")
 	otlpInsecure := fs.Bool("otlp-insecure", false, "talk to the OTLP endpoint without TLS")
 	keyFile := fs.String("sendgrid-api-key-file", "", "file holding the SendGrid API key")
@@ -39,6 +40,9 @@ func run(args []string) error {
 	}
 	var err error
 	if cfg.Log, err = cli.Logger(*logLevel); err != nil {
+		return err
+	}
+	if cfg.DatabaseURL, err = cli.Secret(cfg.DatabaseURL, *dbURLFile); err != nil {
 		return err
 	}
 	if cfg.SendGridAPIKey, err = cli.Secret(cfg.SendGridAPIKey, *keyFile); err != nil {
