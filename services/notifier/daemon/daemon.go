@@ -246,6 +246,20 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	var wg sync.WaitGroup
 	wg.Go(func() { watcher.Run(rctx) })
 	wg.Go(func() { rec.Run(rctx) })
+	wg.Go(func() { // the key change feed only needs to outlive the caches' staleness bound
+		t := time.NewTicker(10 * time.Minute)
+		defer t.Stop()
+		for {
+			if err := pgdb.PruneChanges(rctx, d.pool, appkey.ChangesTable, time.Hour); err != nil && rctx.Err() == nil {
+				log.Warn("prune key change feed", "err", err)
+			}
+			select {
+			case <-rctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	})
 	go func() {
 		wg.Wait()
 		close(d.done)
