@@ -112,7 +112,7 @@ var personalData = regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+\.[A-Za-z.
 
 // stackLogger returns the stack's logger: JSON at debug level into a buffer that is checked for
 // personal data when the test ends (and text to stderr with -v).
-func stackLogger(t *testing.T) (*slog.Logger, *logBuffer) {
+func stackLogger(t testing.TB) (*slog.Logger, *logBuffer) {
 	buf := &logBuffer{}
 	var w io.Writer = buf
 	if testing.Verbose() {
@@ -145,7 +145,7 @@ func migrateAll(ctx context.Context, url string) error {
 	return nil
 }
 
-func startStack(t *testing.T, opts stackOptions) *stack {
+func startStack(t testing.TB, opts stackOptions) *stack {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -194,7 +194,7 @@ func startStack(t *testing.T, opts stackOptions) *stack {
 
 // startNotifier starts a notifier on the stack's database and NATS (a second one is another
 // replica), stopped when the test ends.
-func (s *stack) startNotifier(t *testing.T) *notifierd.Daemon {
+func (s *stack) startNotifier(t testing.TB) *notifierd.Daemon {
 	t.Helper()
 	d, err := notifierd.Start(context.Background(), notifierd.Config{
 		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DatabaseURL: s.dbURL, NATSURL: s.natsURL,
@@ -211,7 +211,7 @@ func (s *stack) startNotifier(t *testing.T) *notifierd.Daemon {
 }
 
 // dial connects to a gRPC address with key, closed when the test ends.
-func dial(t *testing.T, addr, key string) *grpc.ClientConn {
+func dial(t testing.TB, addr, key string) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), appkey.Credentials(key))
 	if err != nil {
@@ -238,7 +238,7 @@ func (s *stack) workersConfig() workersd.Config {
 	}
 }
 
-func (s *stack) startWorkers(t *testing.T) {
+func (s *stack) startWorkers(t testing.TB) {
 	t.Helper()
 	cfg := s.workersConfig()
 	if s.providers != nil {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/heraldhq/herald/internal/appkey"
+	"github.com/heraldhq/herald/internal/batch"
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/preference"
@@ -18,27 +19,78 @@ import (
 	"github.com/heraldhq/herald/services/notifier"
 )
 
-// Directory implements notifier.Directory with ContactsService.ResolveRecipients. It forwards
-// the calling app's key, so the contacts service authorises the app itself.
+// Directory implements notifier.Directory with ContactsService.ResolveRecipients. Concurrent
+// lookups share one call (up to the service's limit of 1,000 users and targets), so a busy
+// notifier costs the contacts service one round trip per batch, not per Send. It forwards a
+// calling app's key, so the contacts service authorises the app itself.
 type Directory struct {
-	client heraldv1.ContactsServiceClient
+	client  heraldv1.ContactsServiceClient
+	batcher *batch.Batcher[lookup, *notifier.Recipients]
 }
+
+type lookup struct {
+	token   string
+	userIDs []string
+	targets []notifier.Target
+}
+
+// maxLookup bounds one merged call: the service takes at most 1,000 users and targets.
+const maxLookup = 1000
 
 var _ notifier.Directory = (*Directory)(nil)
 
 // New returns a Directory on conn.
 func New(conn grpc.ClientConnInterface) *Directory {
-	return &Directory{client: heraldv1.NewContactsServiceClient(conn)}
+	d := &Directory{client: heraldv1.NewContactsServiceClient(conn)}
+	// Each Send looks up at most about 100 targets (the token limit), usually a handful.
+	d.batcher = batch.New(d.resolveBatch, 64, 4)
+	return d
 }
 
 // Resolve implements notifier.Directory.
 func (d *Directory) Resolve(ctx context.Context, userIDs []string, targets []notifier.Target) (*notifier.Recipients, error) {
-	if tok := appkey.Token(ctx); tok != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
+	return d.batcher.Do(ctx, lookup{token: appkey.Token(ctx), userIDs: userIDs, targets: targets})
+}
+
+// resolveBatch merges lookups into calls within the service's limit and answers each lookup
+// with its users. Every lookup gets all the suppressions the call found: a suppression only
+// ever matches its own address, so the others' are harmless.
+func (d *Directory) resolveBatch(ctx context.Context, ls []lookup) ([]*notifier.Recipients, []error, error) {
+	out := make([]*notifier.Recipients, len(ls))
+	errs := make([]error, len(ls))
+	for start := 0; start < len(ls); {
+		req := &heraldv1.ResolveRecipientsRequest{}
+		end, size := start, 0
+		for end < len(ls) && (end == start || size+len(ls[end].userIDs)+len(ls[end].targets) <= maxLookup) {
+			size += len(ls[end].userIDs) + len(ls[end].targets)
+			req.UserIds = append(req.UserIds, ls[end].userIDs...)
+			for _, t := range ls[end].targets {
+				req.Targets = append(req.Targets, &heraldv1.Target{Channel: protoconv.ChannelProto[t.Channel], Address: t.Address})
+			}
+			end++
+		}
+		found, err := d.call(ctx, ls[start].token, req)
+		for i := start; i < end; i++ {
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			r := &notifier.Recipients{Users: map[string]notifier.User{}, Suppressions: found.Suppressions}
+			for _, id := range ls[i].userIDs {
+				if u, ok := found.Users[id]; ok {
+					r.Users[id] = u
+				}
+			}
+			out[i] = r
+		}
+		start = end
 	}
-	req := &heraldv1.ResolveRecipientsRequest{UserIds: userIDs}
-	for _, t := range targets {
-		req.Targets = append(req.Targets, &heraldv1.Target{Channel: protoconv.ChannelProto[t.Channel], Address: t.Address})
+	return out, errs, nil
+}
+
+func (d *Directory) call(ctx context.Context, token string, req *heraldv1.ResolveRecipientsRequest) (*notifier.Recipients, error) {
+	if token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 	}
 	res, err := d.client.ResolveRecipients(ctx, req)
 	if err != nil {

@@ -1,0 +1,83 @@
+package batch
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+func TestBatchesConcurrentCalls(t *testing.T) {
+	var batches, calls atomic.Int64
+	release := make(chan struct{})
+	b := New(func(_ context.Context, reqs []int) ([]int, []error, error) {
+		if batches.Add(1) == 1 {
+			<-release // hold the first batch so the others pile up
+		}
+		calls.Add(int64(len(reqs)))
+		out := make([]int, len(reqs))
+		errs := make([]error, len(reqs))
+		for i, r := range reqs {
+			out[i] = r * 2
+			if r == 7 {
+				errs[i] = errors.New("seven")
+			}
+		}
+		return out, errs, nil
+	}, 50, 1)
+	defer b.Close()
+	var wg sync.WaitGroup
+	results := make([]int, 100)
+	failures := make([]error, 100)
+	for i := range 100 {
+		wg.Go(func() { results[i], failures[i] = b.Do(context.Background(), i) })
+		if i == 0 {
+			for batches.Load() == 0 { // the first call is running alone
+				runtime.Gosched()
+			}
+		}
+	}
+	for len(b.queue) < 50 { // wait until the queue holds a full batch behind the first
+		runtime.Gosched()
+	}
+	close(release)
+	wg.Wait()
+	for i := range 100 {
+		if i == 7 {
+			if failures[i] == nil {
+				t.Error("request 7's own error was lost")
+			}
+			continue
+		}
+		if failures[i] != nil || results[i] != 2*i {
+			t.Errorf("request %d = %d, %v", i, results[i], failures[i])
+		}
+	}
+	if calls.Load() != 100 || batches.Load() > 10 {
+		t.Errorf("%d calls in %d batches, want 100 in few", calls.Load(), batches.Load())
+	}
+}
+
+func TestBatchError(t *testing.T) {
+	boom := errors.New("boom")
+	b := New(func(context.Context, []string) ([]string, []error, error) { return nil, nil, boom }, 8, 2)
+	defer b.Close()
+	if _, err := b.Do(context.Background(), "x"); !errors.Is(err, boom) {
+		t.Fatalf("Do = %v, want the batch's error", err)
+	}
+}
+
+func TestCanceledCallerIsAnswered(t *testing.T) {
+	b := New(func(_ context.Context, reqs []int) ([]int, []error, error) { return reqs, nil, nil }, 8, 1)
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := b.Do(ctx, 1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Do with a canceled context = %v", err)
+	}
+	if r, err := b.Do(context.Background(), 2); err != nil || r != 2 {
+		t.Fatalf("Do after = %d, %v", r, err)
+	}
+}
