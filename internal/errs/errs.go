@@ -124,24 +124,32 @@ func Is(err error, k Kind) bool { return err != nil && KindOf(err) == k }
 
 // Status turns err into the gRPC status a client sees: the kind's code, the message written for
 // the caller (never the internal cause), BadRequest details for field violations and RetryInfo
-// for exhausted limits. Errors that already carry a gRPC status pass through.
+// for exhausted limits. A gRPC status error passes through as it is, but only when it is err
+// itself: one wrapped inside another error (a downstream service's answer kept as the cause of
+// an *Error, say) would otherwise bring the whole chain's text, internal causes included, to the
+// client (status.FromError puts err.Error() in the message).
 func Status(err error) *status.Status {
 	if err == nil {
 		return nil
 	}
-	if s, ok := status.FromError(err); ok {
-		return s
-	}
 	var e *Error
-	if !errors.As(err, &e) {
-		switch {
-		case errors.Is(err, context.DeadlineExceeded):
-			return status.New(codes.DeadlineExceeded, "deadline exceeded")
-		case errors.Is(err, context.Canceled):
-			return status.New(codes.Canceled, "canceled")
-		}
-		return status.New(codes.Internal, "internal error")
+	if errors.As(err, &e) {
+		return e.status()
 	}
+	if s, ok := err.(interface{ GRPCStatus() *status.Status }); ok && s.GRPCStatus() != nil {
+		return s.GRPCStatus()
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.New(codes.DeadlineExceeded, "deadline exceeded")
+	case errors.Is(err, context.Canceled):
+		return status.New(codes.Canceled, "canceled")
+	}
+	return status.New(codes.Internal, "internal error")
+}
+
+// status is the client's view of e: its kind's code and its message, never its cause.
+func (e *Error) status() *status.Status {
 	msg := e.Message
 	if e.Kind == Internal || msg == "" {
 		msg = "internal error"

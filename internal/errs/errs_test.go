@@ -34,6 +34,15 @@ func TestStatus(t *testing.T) {
 		{"plain error", secret, codes.Internal, "internal error"},
 		{"deadline", fmt.Errorf("x: %w", context.DeadlineExceeded), codes.DeadlineExceeded, "deadline exceeded"},
 		{"grpc status passes", status.Error(codes.Aborted, "as is"), codes.Aborted, "as is"},
+		// A downstream service's answer kept as a cause: its text (and the chain's) stays in the
+		// logs, the kind decides the code.
+		{"wrapped grpc status keeps its cause out", Wrap(Unavailable,
+			status.Error(codes.Unavailable, "connection error: dial tcp 10.0.0.7:7401: connect: connection refused"),
+			"the contacts service is unavailable; try again"), codes.Unavailable, "the contacts service is unavailable; try again"},
+		{"wrapped grpc status of another code", Wrap(Invalid, status.Error(codes.PermissionDenied, "password rejected"),
+			"the recipient is not valid"), codes.InvalidArgument, "the recipient is not valid"},
+		{"grpc status wrapped in a plain error", fmt.Errorf("call 10.0.0.7: %w", status.Error(codes.NotFound, "x")),
+			codes.Internal, "internal error"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
