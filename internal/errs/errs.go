@@ -92,18 +92,59 @@ func Field(field, reason string) *Error {
 	return &Error{Kind: Invalid, Message: "invalid request", Fields: []FieldViolation{{field, reason}}}
 }
 
-// Violations collects field violations; Err returns nil when there are none.
-type Violations []FieldViolation
+// Violations collects field violations; Err returns nil when there are none. The zero value
+// is ready to use.
+type Violations struct {
+	list []FieldViolation
+	more int // violations past MaxViolations: counted, not kept
+}
+
+// MaxViolations is the most field violations an error lists: a request with more gets the
+// first ones and a count of the rest, so that a bad request cannot make a huge answer (nor
+// cost memory in proportion to its entries).
+const MaxViolations = 100
 
 // Add records that field is bad for reason.
-func (v *Violations) Add(field, reason string) { *v = append(*v, FieldViolation{field, reason}) }
+func (v *Violations) Add(field, reason string) {
+	if len(v.list) == MaxViolations {
+		v.more++
+		return
+	}
+	v.list = append(v.list, FieldViolation{field, reason})
+}
 
-// Err returns an Invalid error holding the violations, or nil.
-func (v Violations) Err() error {
-	if len(v) == 0 {
+// Bytes records a violation when s is longer than max bytes ("at most 256 bytes, got 300")
+// and reports whether s fits.
+func (v *Violations) Bytes(field, s string, max int) bool {
+	if len(s) > max {
+		v.Add(field, fmt.Sprintf("at most %d bytes, got %d", max, len(s)))
+		return false
+	}
+	return true
+}
+
+// Count records a violation when a repeated or map field holds more than max entries
+// ("at most 1000, got 1200") and reports whether it fits. Check counts before the entries, so
+// that an oversized list is refused without looking at each of its entries.
+func (v *Violations) Count(field string, n, max int) bool {
+	if n > max {
+		v.Add(field, fmt.Sprintf("at most %d, got %d", max, n))
+		return false
+	}
+	return true
+}
+
+// Err returns an Invalid error holding the violations, or nil. Past MaxViolations, one more
+// violation of the field "request" counts the rest.
+func (v *Violations) Err() error {
+	if len(v.list) == 0 {
 		return nil
 	}
-	return &Error{Kind: Invalid, Message: "invalid request", Fields: v}
+	fields := v.list
+	if v.more > 0 {
+		fields = append(fields[:len(fields):len(fields)], FieldViolation{"request", fmt.Sprintf("and %d more violations", v.more)})
+	}
+	return &Error{Kind: Invalid, Message: "invalid request", Fields: fields}
 }
 
 // KindOf returns the kind of err: the kind of the first *Error in its chain, Unavailable for

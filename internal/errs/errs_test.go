@@ -83,7 +83,62 @@ func TestStatusDetails(t *testing.T) {
 	if ri == nil || ri.RetryDelay.AsDuration() != 3*time.Second {
 		t.Fatalf("details = %v", st.Details())
 	}
-	if Violations(nil).Err() != nil {
+	if (&Violations{}).Err() != nil {
 		t.Fatal("no violations must be no error")
+	}
+}
+
+func TestLimits(t *testing.T) {
+	tests := []struct {
+		name string
+		add  func(v *Violations) bool
+		ok   bool
+		want string
+	}{
+		{"bytes at the limit", func(v *Violations) bool { return v.Bytes("name", "abcd", 4) }, true, ""},
+		{"bytes over the limit", func(v *Violations) bool { return v.Bytes("name", "abcde", 4) }, false,
+			"invalid request; name: at most 4 bytes, got 5"},
+		{"count at the limit", func(v *Violations) bool { return v.Count("recipients", 1000, 1000) }, true, ""},
+		{"count over the limit", func(v *Violations) bool { return v.Count("recipients", 1200, 1000) }, false,
+			"invalid request; recipients: at most 1000, got 1200"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var v Violations
+			if ok := tt.add(&v); ok != tt.ok {
+				t.Fatalf("fits = %v, want %v", ok, tt.ok)
+			}
+			st := Status(v.Err())
+			if tt.ok {
+				if st != nil {
+					t.Fatalf("Status = %v, want none", st)
+				}
+				return
+			}
+			if st.Code() != codes.InvalidArgument || st.Message() != tt.want {
+				t.Fatalf("Status = %s %q, want InvalidArgument %q", st.Code(), st.Message(), tt.want)
+			}
+		})
+	}
+}
+
+func TestViolationsAreBounded(t *testing.T) {
+	for _, n := range []int{MaxViolations, MaxViolations + 1, 10 * MaxViolations} {
+		var v Violations
+		for i := range n {
+			v.Add(fmt.Sprintf("channels[%d]", i), "is repeated")
+		}
+		var e *Error
+		if !errors.As(v.Err(), &e) {
+			t.Fatalf("%d violations: no error", n)
+		}
+		want := FieldViolation{fmt.Sprintf("channels[%d]", n-1), "is repeated"}
+		if n > MaxViolations {
+			want = FieldViolation{"request", fmt.Sprintf("and %d more violations", n-MaxViolations)}
+		}
+		if len(e.Fields) != min(n, MaxViolations+1) || e.Fields[len(e.Fields)-1] != want {
+			t.Fatalf("%d violations: %d reported, the last %+v; want %d, the last %+v",
+				n, len(e.Fields), e.Fields[len(e.Fields)-1], min(n, MaxViolations+1), want)
+		}
 	}
 }
