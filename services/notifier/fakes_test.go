@@ -104,11 +104,16 @@ func (s *fakeStore) stored() []*notifier.Notification {
 	return append([]*notifier.Notification(nil), s.notifications...)
 }
 
-func (s *fakeStore) CreateTemplate(_ context.Context, t *notifier.Template) (*notifier.Template, error) {
+func (s *fakeStore) CreateTemplate(_ context.Context, t *notifier.Template, may func(uuid.UUID) error) (*notifier.Template, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.templates == nil {
 		s.templates = map[string][]*notifier.Template{}
+	}
+	if versions := s.templates[t.Name]; len(versions) > 0 && may != nil {
+		if err := may(versions[0].AppID); err != nil {
+			return nil, err
+		}
 	}
 	out := *t
 	out.Version = len(s.templates[t.Name]) + 1

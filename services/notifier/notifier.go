@@ -150,8 +150,11 @@ type Store interface {
 	// Notification returns the app's notification with its deliveries, or a NotFound error.
 	Notification(ctx context.Context, appID, id uuid.UUID) (*Notification, error)
 
-	// CreateTemplate stores t as the next version of its name and returns it as stored.
-	CreateTemplate(ctx context.Context, t *Template) (*Template, error)
+	// CreateTemplate stores t, created by the app t.AppID, as the next version of its name and
+	// returns it as stored. When the name exists, may (if not nil) is first given the app that
+	// created its version 1 (uuid.Nil for versions older than the record of apps), and its error
+	// is returned instead.
+	CreateTemplate(ctx context.Context, t *Template, may func(owner uuid.UUID) error) (*Template, error)
 	// Template returns a template version (0: the latest), or a NotFound error.
 	Template(ctx context.Context, name string, version int) (*Template, error)
 

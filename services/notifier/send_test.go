@@ -437,7 +437,7 @@ func TestSendTemplate(t *testing.T) {
 		{PushTitle: "Hi {{.name}}", PushBody: "Your code is {{.code}}", SMSBody: "Code {{.code}}",
 			EmailSubject: "Code for {{.name}}", EmailHTML: "<b>{{.code}}</b>"},
 	} {
-		if _, err := h.svc.CreateTemplate(t.Context(), &notifier.Template{Name: "otp", Parts: p}); err != nil {
+		if _, err := h.svc.CreateTemplate(t.Context(), billing, &notifier.Template{Name: "otp", Parts: p}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -9,6 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/templates"
 )
@@ -24,6 +27,8 @@ type Template struct {
 	// exactly the parts the default has (see templates.Set).
 	Locales   []templates.Translation
 	CreatedAt time.Time
+	// AppID is the app that created the version (set on create; not read back).
+	AppID uuid.UUID
 }
 
 // Limits on templates as the API accepts them.
@@ -41,8 +46,9 @@ func (s *Service) limits() templates.Limits { return s.TemplateLimits }
 // in canonical form ("pt-br" becomes "pt-BR") and sorted. Errors: Invalid, with the field at
 // fault: a bad name or description, default parts that serve no channel, a part that does not
 // parse, a bad or repeated locale, a translation that lacks a part the default has (or has one
-// it lacks), text that breaks a channel's limit whatever the data (see templates.Set.CheckStatic).
-func (s *Service) CreateTemplate(ctx context.Context, t *Template) (*Template, error) {
+// it lacks), text that breaks a channel's limit whatever the data (see templates.Set.CheckStatic);
+// PermissionDenied when the name belongs to another app (see mayAddVersion).
+func (s *Service) CreateTemplate(ctx context.Context, caller appkey.Caller, t *Template) (*Template, error) {
 	if !templateName.MatchString(t.Name) {
 		return nil, errs.Field("template.name", "must be 1-128 lower-case letters, digits, '_', '-' or '.'")
 	}
@@ -85,7 +91,20 @@ func (s *Service) CreateTemplate(ctx context.Context, t *Template) (*Template, e
 		return nil, createError(err, seen)
 	}
 	slices.SortFunc(out.Locales, func(a, b templates.Translation) int { return cmp.Compare(a.Locale, b.Locale) })
-	return s.Store.CreateTemplate(ctx, &out)
+	out.AppID = caller.AppID
+	return s.Store.CreateTemplate(ctx, &out, func(owner uuid.UUID) error { return mayAddVersion(caller, t.Name, owner) })
+}
+
+// mayAddVersion is the rule for adding a version to an existing template: a template name
+// belongs to the app that created its first version, and only that app or an admin app may add
+// versions. Otherwise any app could change what another app sends under that name (an
+// account-security message that ignores opt-outs, say), since a Send without a version uses the
+// latest. Templates stay readable by every app, so the refusal says that the name is taken.
+func mayAddVersion(caller appkey.Caller, name string, owner uuid.UUID) error {
+	if caller.Admin || (owner != uuid.Nil && owner == caller.AppID) {
+		return nil
+	}
+	return errs.E(errs.PermissionDenied, "template %q belongs to another app: only that app or an admin app may add versions", name)
 }
 
 // createError turns a ParseSet or CheckStatic error into a field violation on the request:

@@ -20,7 +20,7 @@ func TestTemplateVersions(t *testing.T) {
 			EmailSubject: "Subject " + v, EmailHTML: "<p>{{.name}}</p>", EmailText: "text " + v}
 	}
 	for i, v := range []string{"1", "2", "3"} {
-		got, err := s.CreateTemplate(t.Context(), &notifier.Template{Name: "welcome", Description: "d" + v, Parts: parts(v)})
+		got, err := s.CreateTemplate(t.Context(), &notifier.Template{Name: "welcome", Description: "d" + v, Parts: parts(v)}, nil)
 		if err != nil {
 			t.Fatalf("CreateTemplate %s: %v", v, err)
 		}
@@ -28,7 +28,7 @@ func TestTemplateVersions(t *testing.T) {
 			t.Errorf("CreateTemplate %s = %+v, want version %d", v, got, i+1)
 		}
 	}
-	if got, err := s.CreateTemplate(t.Context(), &notifier.Template{Name: "other", Parts: parts("o")}); err != nil || got.Version != 1 {
+	if got, err := s.CreateTemplate(t.Context(), &notifier.Template{Name: "other", Parts: parts("o")}, nil); err != nil || got.Version != 1 {
 		t.Errorf("first version of another name = %+v, %v; want version 1", got, err)
 	}
 
@@ -84,7 +84,7 @@ func TestTemplateVersionsConcurrent(t *testing.T) {
 		wg.Go(func() {
 			<-start
 			got, err := s.CreateTemplate(context.Background(),
-				&notifier.Template{Name: "race", Parts: templates.Parts{SMSBody: "x"}})
+				&notifier.Template{Name: "race", Parts: templates.Parts{SMSBody: "x"}}, nil)
 			if err == nil {
 				versions[i] = got.Version
 			}

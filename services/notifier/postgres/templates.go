@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/heraldhq/herald/internal/errs"
@@ -35,8 +36,10 @@ type storedParts struct {
 	EmailText    string `json:"email_text,omitempty"`
 }
 
-// CreateTemplate implements notifier.Store.
-func (s *Store) CreateTemplate(ctx context.Context, t *notifier.Template) (*notifier.Template, error) {
+// CreateTemplate implements notifier.Store. The owner of a name is the app of its version 1,
+// which never changes once written: a new name is inserted as version 1 explicitly, so that two
+// apps creating it at once cannot both pass the check (the loser retries and meets the owner).
+func (s *Store) CreateTemplate(ctx context.Context, t *notifier.Template, may func(owner uuid.UUID) error) (*notifier.Template, error) {
 	st := storedTemplate{Default: storedParts(t.Parts)}
 	if len(t.Locales) > 0 {
 		st.Locales = make(map[string]storedParts, len(t.Locales))
@@ -49,12 +52,26 @@ func (s *Store) CreateTemplate(ctx context.Context, t *notifier.Template) (*noti
 		return nil, fmt.Errorf("encode template parts: %w", err)
 	}
 	// Two concurrent creates of the same name race for the same version; the loser retries.
+	app := uuid.NullUUID{UUID: t.AppID, Valid: t.AppID != uuid.Nil}
 	for range 5 {
 		out := *t
+		var owner uuid.NullUUID
+		err = s.pool.QueryRow(ctx, `SELECT app_id FROM notifier.templates WHERE name = $1 AND version = 1`,
+			t.Name).Scan(&owner)
+		exists := err == nil
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return nil, pgdb.Err(err)
+		}
+		if exists && may != nil {
+			if err := may(owner.UUID); err != nil {
+				return nil, err
+			}
+		}
 		err = s.pool.QueryRow(ctx, `
-			INSERT INTO notifier.templates (name, version, description, parts)
-			SELECT $1, coalesce(max(version), 0) + 1, $2, $3 FROM notifier.templates WHERE name = $1
-			RETURNING version, created_at`, t.Name, t.Description, parts).Scan(&out.Version, &out.CreatedAt)
+			INSERT INTO notifier.templates (name, version, description, parts, app_id)
+			SELECT $1, CASE WHEN $5 THEN coalesce(max(version), 0) + 1 ELSE 1 END, $2, $3, $4
+			FROM notifier.templates WHERE name = $1
+			RETURNING version, created_at`, t.Name, t.Description, parts, app, exists).Scan(&out.Version, &out.CreatedAt)
 		if _, dup := pgdb.IsUniqueViolation(err); dup {
 			continue
 		}

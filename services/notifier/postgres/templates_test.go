@@ -3,9 +3,12 @@ package postgres_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,7 +41,7 @@ func TestTemplateLocalesStored(t *testing.T) {
 	s, pool := open(t)
 	in := &notifier.Template{Name: "welcome", Description: "first", Parts: welcomeDefault,
 		Locales: []templates.Translation{{Locale: "pt-BR", Parts: welcomePTBR}, {Locale: "pt", Parts: welcomePT}}}
-	created, err := s.CreateTemplate(t.Context(), in)
+	created, err := s.CreateTemplate(t.Context(), in, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +70,7 @@ func TestTemplateLocalesStored(t *testing.T) {
 	}
 
 	// Without translations there is no locales key, and none comes back.
-	if _, err := s.CreateTemplate(t.Context(), &notifier.Template{Name: "plain", Parts: templates.Parts{SMSBody: "x"}}); err != nil {
+	if _, err := s.CreateTemplate(t.Context(), &notifier.Template{Name: "plain", Parts: templates.Parts{SMSBody: "x"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := pool.QueryRow(t.Context(), `SELECT parts FROM notifier.templates WHERE name = 'plain'`).Scan(&raw); err != nil {
@@ -106,7 +109,7 @@ func templateService(t *testing.T) (*notifier.Service, *rpc.Server, *pgxpool.Poo
 // in several locales: pt-BR gets its translation, pt-PT falls back to pt, fr to the default.
 func TestSendTemplateLocaleFallback(t *testing.T) {
 	svc, _, pool := templateService(t)
-	if _, err := svc.CreateTemplate(t.Context(), &notifier.Template{Name: "welcome", Parts: welcomeDefault,
+	if _, err := svc.CreateTemplate(t.Context(), appkey.Caller{AppID: newID(t), Admin: true}, &notifier.Template{Name: "welcome", Parts: welcomeDefault,
 		Locales: []templates.Translation{{Locale: "PT", Parts: welcomePT}, {Locale: "pt-br", Parts: welcomePTBR}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +171,7 @@ func TestSendTemplateLocaleFallback(t *testing.T) {
 // server's interceptor answers with).
 func TestRenderTemplateRPC(t *testing.T) {
 	_, srv, _ := templateService(t)
-	ctx := t.Context()
+	ctx := appkey.WithCaller(t.Context(), appkey.Caller{AppID: newID(t), AppName: "billing"})
 	created, err := srv.CreateTemplate(ctx, &heraldv1.CreateTemplateRequest{Template: &heraldv1.Template{
 		Name: "welcome", Description: "hello",
 		Parts: &heraldv1.TemplateParts{PushTitle: welcomeDefault.PushTitle, PushBody: welcomeDefault.PushBody,
@@ -257,5 +260,80 @@ func TestRenderTemplateRPC(t *testing.T) {
 	}})
 	if st := errs.Status(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "template.locales[1].parts.push_body") {
 		t.Errorf("incomplete translation: %v", st)
+	}
+}
+
+// TestTemplateOwnership: a template name belongs to the app that created its first version.
+// Another app cannot add a version (which every Send without a version would then use), even
+// when both race to create the name; the owner and admin apps can. Templates from before apps
+// were recorded belong to the admins.
+func TestTemplateOwnership(t *testing.T) {
+	svc, _, pool := templateService(t)
+	ctx := t.Context()
+	owner := appkey.Caller{AppID: newID(t), AppName: "billing"}
+	other := appkey.Caller{AppID: newID(t), AppName: "shop"}
+	admin := appkey.Caller{AppID: newID(t), AppName: "ops", Admin: true}
+	create := func(c appkey.Caller, name, body string) (*notifier.Template, error) {
+		return svc.CreateTemplate(ctx, c, &notifier.Template{Name: name, Parts: templates.Parts{SMSBody: body}})
+	}
+	if v, err := create(owner, "receipt", "v1"); err != nil || v.Version != 1 {
+		t.Fatalf("owner creates: %+v, %v", v, err)
+	}
+	_, err := create(other, "receipt", "Your account is locked: log in at evil.example")
+	if errs.KindOf(err) != errs.PermissionDenied || !strings.Contains(errs.Status(err).Message(), `template "receipt" belongs to another app`) {
+		t.Fatalf("another app adds a version: %v, want PermissionDenied", err)
+	}
+	if latest, err := svc.GetTemplate(ctx, "receipt", 0); err != nil || latest.Version != 1 || latest.Parts.SMSBody != "v1" {
+		t.Fatalf("latest after the refusal = %+v, %v; want version 1 unchanged", latest, err)
+	}
+	for i, c := range []appkey.Caller{owner, admin, owner} {
+		if v, err := create(c, "receipt", "v"); err != nil || v.Version != i+2 {
+			t.Fatalf("%s adds version %d: %+v, %v", c.AppName, i+2, v, err)
+		}
+	}
+	var apps []string
+	rows, err := pool.Query(ctx, `SELECT app_id::text FROM notifier.templates WHERE name = 'receipt' ORDER BY version`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var a string
+		if err := rows.Scan(&a); err != nil {
+			t.Fatal(err)
+		}
+		apps = append(apps, a)
+	}
+	if want := []string{owner.AppID.String(), owner.AppID.String(), admin.AppID.String(), owner.AppID.String()}; !reflect.DeepEqual(apps, want) {
+		t.Errorf("versions created by %v, want %v", apps, want)
+	}
+
+	// A template stored before the migration has no app: only admins add versions.
+	if _, err := pool.Exec(ctx, `INSERT INTO notifier.templates (name, version, parts) VALUES ('legacy', 1, '{"default":{"sms_body":"x"}}')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := create(owner, "legacy", "y"); errs.KindOf(err) != errs.PermissionDenied {
+		t.Errorf("an app adds to a legacy template: %v, want PermissionDenied", err)
+	}
+	if v, err := create(admin, "legacy", "y"); err != nil || v.Version != 2 {
+		t.Errorf("an admin adds to a legacy template: %+v, %v", v, err)
+	}
+
+	// Two apps create the same new name at once: one owns it, the other is refused.
+	for round := range 10 {
+		name := fmt.Sprintf("race-%d", round)
+		var wg sync.WaitGroup
+		results := make([]error, 2)
+		start := make(chan struct{})
+		for i, c := range []appkey.Caller{owner, other} {
+			wg.Go(func() {
+				<-start
+				_, results[i] = create(c, name, "x")
+			})
+		}
+		close(start)
+		wg.Wait()
+		if (results[0] == nil) == (results[1] == nil) || errs.KindOf(errors.Join(results...)) != errs.PermissionDenied {
+			t.Fatalf("%s: results %v, want one success and one PermissionDenied", name, results)
+		}
 	}
 }

@@ -15,6 +15,10 @@ import (
 
 // CreateTemplate implements TemplateService.CreateTemplate.
 func (s *Server) CreateTemplate(ctx context.Context, req *heraldv1.CreateTemplateRequest) (*heraldv1.CreateTemplateResponse, error) {
+	c, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
 	t := req.GetTemplate()
 	if t == nil {
 		return nil, errs.Field("template", "is required")
@@ -27,7 +31,7 @@ func (s *Server) CreateTemplate(ctx context.Context, req *heraldv1.CreateTemplat
 	for _, l := range t.GetLocales() {
 		in.Locales = append(in.Locales, templates.Translation{Locale: l.GetLocale(), Parts: partsDomain(l.GetParts())})
 	}
-	stored, err := s.Service.CreateTemplate(ctx, in)
+	stored, err := s.Service.CreateTemplate(ctx, c, in)
 	if err != nil {
 		return nil, err
 	}

@@ -29,10 +29,13 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // TemplateService stores notification templates. Templates use Go template syntax
-// ({{.name}}); email HTML is escaped as HTML. Every version is immutable.
+// ({{.name}}); email HTML is escaped as HTML. Every version is immutable. Every app may read
+// and render every template; a template name belongs to the app that created its version 1.
 type TemplateServiceClient interface {
 	// CreateTemplate stores a new version of the named template (version 1 when the name is new).
-	// Errors: INVALID_ARGUMENT (bad name, a part that does not parse, sizes), UNAUTHENTICATED.
+	// Only the app that created version 1, or an admin app, may add versions.
+	// Errors: INVALID_ARGUMENT (bad name, a part that does not parse, sizes), PERMISSION_DENIED
+	// (the name belongs to another app), UNAUTHENTICATED.
 	CreateTemplate(ctx context.Context, in *CreateTemplateRequest, opts ...grpc.CallOption) (*CreateTemplateResponse, error)
 	// GetTemplate returns one version of a template (the latest when version is unset).
 	// Errors: NOT_FOUND, UNAUTHENTICATED.
@@ -86,10 +89,13 @@ func (c *templateServiceClient) RenderTemplate(ctx context.Context, in *RenderTe
 // for forward compatibility.
 //
 // TemplateService stores notification templates. Templates use Go template syntax
-// ({{.name}}); email HTML is escaped as HTML. Every version is immutable.
+// ({{.name}}); email HTML is escaped as HTML. Every version is immutable. Every app may read
+// and render every template; a template name belongs to the app that created its version 1.
 type TemplateServiceServer interface {
 	// CreateTemplate stores a new version of the named template (version 1 when the name is new).
-	// Errors: INVALID_ARGUMENT (bad name, a part that does not parse, sizes), UNAUTHENTICATED.
+	// Only the app that created version 1, or an admin app, may add versions.
+	// Errors: INVALID_ARGUMENT (bad name, a part that does not parse, sizes), PERMISSION_DENIED
+	// (the name belongs to another app), UNAUTHENTICATED.
 	CreateTemplate(context.Context, *CreateTemplateRequest) (*CreateTemplateResponse, error)
 	// GetTemplate returns one version of a template (the latest when version is unset).
 	// Errors: NOT_FOUND, UNAUTHENTICATED.
