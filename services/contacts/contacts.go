@@ -91,6 +91,10 @@ type Store interface {
 	// Unsuppress lifts the opt-out suppressions (not the invalid-address ones) of an address
 	// for a category ("" for all).
 	Unsuppress(ctx context.Context, ch delivery.Channel, address, category string) error
+	// SMSKeyword applies an SMS STOP (stop: suppress number for every category) or START (lift
+	// its opt-out) once per Twilio message SID, and reports whether it did: a SID applied
+	// before changes nothing.
+	SMSKeyword(ctx context.Context, messageSID, number string, stop bool) (bool, error)
 
 	// Resolve reads, in one round trip, the users among ids with their active devices and
 	// settings, and the suppressions on every address involved: the targets and the users' own
@@ -422,6 +426,14 @@ func (s *Service) Suppress(ctx context.Context, sup preference.Suppression) erro
 // Unsuppress lifts an opt-out of an address (a START reply).
 func (s *Service) Unsuppress(ctx context.Context, ch delivery.Channel, address, category string) error {
 	return s.Store.Unsuppress(ctx, ch, address, category)
+}
+
+// SMSKeyword applies a STOP (stop) or START texted from number, once per message: Twilio signs
+// its webhook without a time, so a recorded request may be posted again later, and a replayed
+// START must not undo the STOP the person sent after it. It reports whether the keyword was
+// applied (false: that message was applied before).
+func (s *Service) SMSKeyword(ctx context.Context, messageSID, number string, stop bool) (bool, error) {
+	return s.Store.SMSKeyword(ctx, messageSID, number, stop)
 }
 
 // DeactivateToken applies a provider's verdict that a push token is dead.

@@ -267,23 +267,46 @@ func (s *Store) UpdateSettings(ctx context.Context, userID string, st *preferenc
 
 // Suppress implements contacts.Store.
 func (s *Store) Suppress(ctx context.Context, sup preference.Suppression) error {
-	return fail(s.write(ctx, func(tx pgx.Tx) ([]string, error) {
-		_, err := tx.Exec(ctx, `
-			INSERT INTO contacts.suppressions (channel, address, category, reason, invalid) VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (channel, address, category) DO UPDATE SET reason = excluded.reason,
-				invalid = contacts.suppressions.invalid OR excluded.invalid, created_at = now()`,
-			string(sup.Channel), sup.Address, sup.Category, sup.Reason, sup.Invalid)
-		return []string{contacts.AddressKey(sup.Channel, sup.Address)}, err
-	}))
+	return fail(s.write(ctx, func(tx pgx.Tx) ([]string, error) { return suppress(ctx, tx, sup) }))
+}
+
+func suppress(ctx context.Context, tx pgx.Tx, sup preference.Suppression) ([]string, error) {
+	_, err := tx.Exec(ctx, `
+		INSERT INTO contacts.suppressions (channel, address, category, reason, invalid) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (channel, address, category) DO UPDATE SET reason = excluded.reason,
+			invalid = contacts.suppressions.invalid OR excluded.invalid, created_at = now()`,
+		string(sup.Channel), sup.Address, sup.Category, sup.Reason, sup.Invalid)
+	return []string{contacts.AddressKey(sup.Channel, sup.Address)}, err
 }
 
 // Unsuppress implements contacts.Store.
 func (s *Store) Unsuppress(ctx context.Context, ch delivery.Channel, address, category string) error {
-	return fail(s.write(ctx, func(tx pgx.Tx) ([]string, error) {
-		_, err := tx.Exec(ctx, `DELETE FROM contacts.suppressions
-			WHERE channel = $1 AND address = $2 AND category = $3 AND NOT invalid`, string(ch), address, category)
-		return []string{contacts.AddressKey(ch, address)}, err
-	}))
+	return fail(s.write(ctx, func(tx pgx.Tx) ([]string, error) { return unsuppress(ctx, tx, ch, address, category) }))
+}
+
+func unsuppress(ctx context.Context, tx pgx.Tx, ch delivery.Channel, address, category string) ([]string, error) {
+	_, err := tx.Exec(ctx, `DELETE FROM contacts.suppressions
+		WHERE channel = $1 AND address = $2 AND category = $3 AND NOT invalid`, string(ch), address, category)
+	return []string{contacts.AddressKey(ch, address)}, err
+}
+
+// SMSKeyword implements contacts.Store: the message is recorded and its keyword applied in one
+// transaction, so a message is applied exactly when it is recorded.
+func (s *Store) SMSKeyword(ctx context.Context, messageSID, number string, stop bool) (bool, error) {
+	applied := false
+	err := s.write(ctx, func(tx pgx.Tx) ([]string, error) {
+		tag, err := tx.Exec(ctx, `INSERT INTO contacts.sms_keywords (message_sid, stop) VALUES ($1, $2)
+			ON CONFLICT (message_sid) DO NOTHING`, messageSID, stop)
+		if err != nil || tag.RowsAffected() == 0 {
+			return nil, err
+		}
+		applied = true
+		if stop {
+			return suppress(ctx, tx, preference.Suppression{Channel: delivery.SMS, Address: number, Reason: "stop"})
+		}
+		return unsuppress(ctx, tx, delivery.SMS, number, "")
+	})
+	return applied && err == nil, fail(err)
 }
 
 // Resolve implements contacts.Store: both queries go in one batch, one round trip.

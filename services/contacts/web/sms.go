@@ -6,11 +6,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 
 	"github.com/heraldhq/herald/internal/address"
-	"github.com/heraldhq/herald/internal/delivery"
-	"github.com/heraldhq/herald/internal/preference"
 )
 
 // smsCommand is what an inbound text asks for.
@@ -38,8 +37,8 @@ func parseSMSCommand(body string) smsCommand {
 
 // inboundSMS serves POST /webhooks/twilio/inbound, Twilio's form post for a text sent to one
 // of our numbers: STOP and its variants suppress the sender's number for every category,
-// START lifts that, HELP answers with the help text. It answers TwiML. It never logs the
-// number or the text.
+// START lifts that, HELP answers with the help text; a message (by its SID) is applied once
+// however often it is posted. It answers TwiML. It never logs the number or the text.
 func (h *Handler) inboundSMS(w http.ResponseWriter, r *http.Request) {
 	if h.cfg.TwilioAuthToken == "" {
 		http.NotFound(w, r)
@@ -79,20 +78,30 @@ func (h *Handler) inboundSMS(w http.ResponseWriter, r *http.Request) {
 		writeTwiML(w, "")
 		return
 	}
-	if cmd == smsStop {
-		err = h.svc.Suppress(r.Context(), preference.Suppression{Channel: delivery.SMS, Address: from, Reason: "stop"})
-	} else {
-		err = h.svc.Unsuppress(r.Context(), delivery.SMS, from, "")
+	sid := form.Get("MessageSid")
+	if !messageSID.MatchString(sid) {
+		// Twilio always names the message; without a name, a replay could not be told apart.
+		h.log.WarnContext(r.Context(), "web: inbound SMS keyword without a message SID; ignored")
+		writeTwiML(w, "")
+		return
 	}
+	applied, err := h.svc.SMSKeyword(r.Context(), sid, from, cmd == smsStop)
 	if err != nil {
 		// Twilio retries nothing, but an error in its console is better than a silent loss.
-		h.log.ErrorContext(r.Context(), "web: apply inbound SMS keyword", "sid", form.Get("MessageSid"), "err", err)
+		h.log.ErrorContext(r.Context(), "web: apply inbound SMS keyword", "sid", sid, "err", err)
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
-	h.log.InfoContext(r.Context(), "web: inbound SMS keyword applied", "stop", cmd == smsStop, "sid", form.Get("MessageSid"))
+	if !applied {
+		h.log.WarnContext(r.Context(), "web: inbound SMS keyword seen before; not applied again", "stop", cmd == smsStop, "sid", sid)
+	} else {
+		h.log.InfoContext(r.Context(), "web: inbound SMS keyword applied", "stop", cmd == smsStop, "sid", sid)
+	}
 	writeTwiML(w, "")
 }
+
+// messageSID matches the SID of an SMS or MMS Twilio received.
+var messageSID = regexp.MustCompile(`^(SM|MM)[0-9a-fA-F]{32}$`)
 
 // writeTwiML answers Twilio with a reply text, or with nothing when text is empty.
 func writeTwiML(w http.ResponseWriter, text string) {

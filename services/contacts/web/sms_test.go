@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
+
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/preference"
 	"github.com/heraldhq/herald/services/contacts/web"
@@ -36,11 +38,11 @@ func twilioSignature(token, u string, form url.Values) string {
 	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
 
-// inbound is Twilio's form for a text from phone.
+// inbound is Twilio's form for a new text from phone.
 func inbound(from, body string) url.Values {
 	return url.Values{
 		"From": {from}, "To": {"+14155550100"}, "Body": {body}, "NumMedia": {"0"},
-		"MessageSid": {"SM0123456789abcdef0123456789abcdef"}, "AccountSid": {"AC0123456789abcdef0123456789abcdef"},
+		"MessageSid": {"SM" + strings.ReplaceAll(uuid.NewString(), "-", "")}, "AccountSid": {"AC0123456789abcdef0123456789abcdef"},
 	}
 }
 
@@ -120,6 +122,38 @@ func TestSMSStopAndStart(t *testing.T) {
 		}
 	}
 	e.secrets = append(e.secrets, "415) 555-0123")
+}
+
+// TestSMSReplay: Twilio's signature holds no time, so a request recorded on its way (a proxy's
+// log, say) stays valid forever. Posted again, a message changes nothing: a replayed START does
+// not undo the STOP sent after it, nor a replayed STOP a later START. A keyword without a
+// message SID, which Twilio always sends, is ignored.
+func TestSMSReplay(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	stop, start, stopAgain := inbound(phone, "STOP"), inbound(phone, "START"), inbound(phone, "STOP")
+	reply(t, e.sms(stop, ""))
+	reply(t, e.sms(start, ""))
+	reply(t, e.sms(stop, "")) // a replay
+	if e.smsSuppressed(t) {
+		t.Fatal("a replayed STOP suppressed the number after the person's START")
+	}
+	reply(t, e.sms(stopAgain, ""))
+	reply(t, e.sms(start, "")) // a replay
+	if !e.smsSuppressed(t) {
+		t.Fatal("a replayed START lifted the person's later STOP")
+	}
+	for _, sid := range []string{"", "SMnot-a-sid", "XX0123456789abcdef0123456789abcdef"} {
+		form := inbound(phone, "START")
+		form.Set("MessageSid", sid)
+		if sid == "" {
+			form.Del("MessageSid")
+		}
+		reply(t, e.sms(form, ""))
+		if !e.smsSuppressed(t) {
+			t.Fatalf("START with MessageSid %q applied", sid)
+		}
+	}
 }
 
 func TestSMSHelp(t *testing.T) {
