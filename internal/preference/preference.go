@@ -13,6 +13,17 @@ import (
 	"github.com/heraldhq/herald/internal/delivery"
 )
 
+// Limits on categories and on the lists that name them.
+const (
+	// MaxCategoryName is the longest category name, in bytes.
+	MaxCategoryName = 64
+	// MaxCategories is the most categories one list may name: an app's scope, a user's
+	// settings.
+	MaxCategories = 256
+	// MaxCaps is the most frequency caps a category may have: every Send to it takes each one.
+	MaxCaps = 8
+)
+
 // Category is a kind of notification.
 type Category struct {
 	Name        string `json:"name"`

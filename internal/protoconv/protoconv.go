@@ -31,15 +31,19 @@ func SettingsProto(st *preference.Settings) *heraldv1.Settings {
 	return out
 }
 
-// SettingsDomain turns API settings into the domain's, reporting malformed fields.
+// SettingsDomain turns API settings into the domain's, reporting malformed fields and lists
+// over their limits. It converts everything even then: the services read settings the contacts
+// service answers with it, and must not lose an opt-out.
 func SettingsDomain(in *heraldv1.Settings) (*preference.Settings, error) {
 	var v errs.Violations
 	st := &preference.Settings{GlobalOptOut: in.GetGlobalOptOut()}
 	st.OptedOutChannels = channelsDomain(&v, "settings.opted_out_channels", in.GetOptedOutChannels())
+	v.Count("settings.categories", len(in.GetCategories()), preference.MaxCategories)
 	for i, cs := range in.GetCategories() {
 		if st.Categories == nil {
 			st.Categories = map[string]preference.CategorySetting{}
 		}
+		v.Bytes(fmt.Sprintf("settings.categories[%d].category", i), cs.GetCategory(), preference.MaxCategoryName)
 		if _, dup := st.Categories[cs.GetCategory()]; dup {
 			v.Add(fmt.Sprintf("settings.categories[%d]", i), "repeats a category")
 		}
@@ -49,6 +53,8 @@ func SettingsDomain(in *heraldv1.Settings) (*preference.Settings, error) {
 		}
 	}
 	if q := in.GetQuietHours(); q != nil && (q.GetStart() != "" || q.GetEnd() != "") {
+		v.Bytes("settings.quiet_hours.start", q.GetStart(), maxClock)
+		v.Bytes("settings.quiet_hours.end", q.GetEnd(), maxClock)
 		st.QuietHours = &preference.QuietHours{Start: q.GetStart(), End: q.GetEnd()}
 	}
 	return st, v.Err()
@@ -65,12 +71,18 @@ func CategoryProto(c preference.Category) *heraldv1.Category {
 	return out
 }
 
+// maxClock is the longest quiet hours time: "HH:MM".
+const maxClock = len("15:04")
+
 // CategoryDomain turns an API category into the domain's, reporting malformed fields.
 func CategoryDomain(in *heraldv1.Category) (preference.Category, error) {
 	var v errs.Violations
 	c := preference.Category{Name: in.GetName(), Description: in.GetDescription(), Critical: in.GetCritical(),
 		DefaultOptIn: in.GetDefaultOptIn()}
 	c.AllowedChannels = channelsDomain(&v, "category.allowed_channels", in.GetAllowedChannels())
+	if !v.Count("category.caps", len(in.GetCaps()), preference.MaxCaps) {
+		return c, v.Err()
+	}
 	for i, cp := range in.GetCaps() {
 		field := fmt.Sprintf("category.caps[%d]", i)
 		d := preference.Cap{Limit: int(cp.GetLimit())}
@@ -103,7 +115,10 @@ func channelsProto(chs []delivery.Channel) []heraldv1.Channel {
 	return out
 }
 
+// channelsDomain converts a list of channels, reporting unknown ones and a list longer than
+// there are channels.
 func channelsDomain(v *errs.Violations, field string, chs []heraldv1.Channel) []delivery.Channel {
+	v.Count(field, len(chs), len(delivery.Channels))
 	var out []delivery.Channel
 	for i, ch := range chs {
 		d, ok := ChannelDomain[ch]

@@ -12,9 +12,16 @@ import (
 	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/preference"
 )
 
 var appName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
+
+// Limits on what names apps and keys.
+const (
+	maxAppName = 64
+	maxKeyID   = 64 // key ids are 16 characters; a longer one names no key
+)
 
 // MaxActiveKeys is how many keys an app may hold at once: two, so that a key can be rotated
 // (issue the new one, deploy it, revoke the old) without a moment without a working key.
@@ -30,14 +37,18 @@ func admin(caller appkey.Caller, what string) error {
 // checkScopes validates an app's scopes and rates.
 func checkScopes(a *App) error {
 	var v errs.Violations
-	for i, c := range a.AllowedCategories {
-		if !categoryPattern.MatchString(c) {
-			v.Add(fmt.Sprintf("allowed_categories[%d]", i), "is not a category name")
+	if v.Count("allowed_categories", len(a.AllowedCategories), preference.MaxCategories) {
+		for i, c := range a.AllowedCategories {
+			if !categoryPattern.MatchString(c) {
+				v.Add(fmt.Sprintf("allowed_categories[%d]", i), "is not a category name")
+			}
 		}
 	}
-	for i, ch := range a.AllowedChannels {
-		if _, err := delivery.ParseChannel(string(ch)); err != nil {
-			v.Add(fmt.Sprintf("allowed_channels[%d]", i), "is not a channel")
+	if v.Count("allowed_channels", len(a.AllowedChannels), len(delivery.Channels)) {
+		for i, ch := range a.AllowedChannels {
+			if _, err := delivery.ParseChannel(string(ch)); err != nil {
+				v.Add(fmt.Sprintf("allowed_channels[%d]", i), "is not a channel")
+			}
 		}
 	}
 	if a.RatePerSecond < 0 || math.IsNaN(a.RatePerSecond) || math.IsInf(a.RatePerSecond, 0) {
@@ -59,8 +70,12 @@ func (s *Service) CreateApp(ctx context.Context, caller appkey.Caller, a *App) (
 	if err := admin(caller, "create apps"); err != nil {
 		return appkey.Key{}, err
 	}
-	if !appName.MatchString(a.Name) {
-		return appkey.Key{}, errs.Field("name", "must be 1-64 lower-case letters, digits or '-'")
+	var v errs.Violations
+	if v.Bytes("name", a.Name, maxAppName) && !appName.MatchString(a.Name) {
+		v.Add("name", "must be 1-64 lower-case letters, digits or '-'")
+	}
+	if err := v.Err(); err != nil {
+		return appkey.Key{}, err
 	}
 	if err := checkScopes(a); err != nil {
 		return appkey.Key{}, err
@@ -114,6 +129,14 @@ func (s *Service) issue(ctx context.Context, appID uuid.UUID) (appkey.Key, error
 // Errors: PermissionDenied, NotFound.
 func (s *Service) RevokeKey(ctx context.Context, caller appkey.Caller, keyID string) (KeyInfo, error) {
 	if err := admin(caller, "revoke keys"); err != nil {
+		return KeyInfo{}, err
+	}
+	var v errs.Violations
+	if keyID == "" {
+		v.Add("key_id", "is required")
+	}
+	checkLen(&v, "key_id", keyID, maxKeyID)
+	if err := v.Err(); err != nil {
 		return KeyInfo{}, err
 	}
 	k, err := s.Store.RevokeKey(ctx, keyID, s.now())

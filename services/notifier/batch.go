@@ -2,7 +2,6 @@ package notifier
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
@@ -28,8 +27,13 @@ type BatchResult struct {
 // does not fail the others. The batch counts as one request against the app's rate.
 // Errors (for the whole batch): Invalid (too many), Exhausted.
 func (s *Service) SendBatch(ctx context.Context, caller appkey.Caller, reqs []*SendRequest) ([]BatchResult, error) {
-	if len(reqs) == 0 || len(reqs) > MaxBatch {
-		return nil, errs.Field("recipients", fmt.Sprintf("must hold 1 to %d recipients", MaxBatch))
+	var v errs.Violations
+	if len(reqs) == 0 {
+		v.Add("recipients", "is required")
+	}
+	v.Count("recipients", len(reqs), MaxBatch)
+	if err := v.Err(); err != nil {
+		return nil, err
 	}
 	if err := s.admit(ctx, caller); err != nil {
 		return nil, err

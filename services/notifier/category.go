@@ -6,12 +6,16 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/internal/appkey"
+	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/preference"
 )
 
 // categoryTTL bounds how long a replica serves a changed category's old rules.
 const categoryTTL = 5 * time.Second
+
+// maxCategoryDescription bounds a category's description.
+const maxCategoryDescription = 1024
 
 // categories caches the category list: it changes rarely and every Send reads it.
 type categories struct {
@@ -58,11 +62,15 @@ func (s *Service) PutCategory(ctx context.Context, caller appkey.Caller, c prefe
 	if !caller.Admin {
 		return errs.E(errs.PermissionDenied, "only admin apps may change categories")
 	}
-	if !categoryPattern.MatchString(c.Name) {
-		return errs.Field("category.name", "must be 1-64 lower-case letters, digits, '_', '-' or '.', starting with a letter")
+	var v errs.Violations
+	if v.Bytes("category.name", c.Name, preference.MaxCategoryName) && !categoryPattern.MatchString(c.Name) {
+		v.Add("category.name", "must be 1-64 lower-case letters, digits, '_', '-' or '.', starting with a letter")
 	}
-	if len(c.Description) > 1024 {
-		return errs.Field("category.description", "must be at most 1024 bytes")
+	checkLen(&v, "category.description", c.Description, maxCategoryDescription)
+	v.Count("category.allowed_channels", len(c.AllowedChannels), len(delivery.Channels))
+	v.Count("category.caps", len(c.Caps), preference.MaxCaps)
+	if err := v.Err(); err != nil {
+		return err
 	}
 	if err := s.Store.PutCategory(ctx, c); err != nil {
 		return err

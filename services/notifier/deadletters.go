@@ -3,7 +3,6 @@ package notifier
 import (
 	"context"
 	"encoding/base64"
-	"fmt"
 
 	"github.com/google/uuid"
 
@@ -27,18 +26,33 @@ type DeadLetterFilter struct {
 
 func (f DeadLetterFilter) empty() bool { return len(f.IDs) == 0 && f.Channel == "" && f.Reason == "" }
 
-// Page sizes for ListDeadLetters.
+// Limits of ListDeadLetters and RedriveDeadLetters.
 const (
 	defaultPage = 100
 	maxPage     = 1000
-	maxRedrive  = 10_000
+	// MaxRedrive is the most dead letters one RedriveDeadLetters may name by id.
+	MaxRedrive   = 10_000
+	maxReason    = 128 // reasons are short words such as "provider_unavailable"
+	maxPageToken = 64  // tokens are 22 characters
 )
+
+// check validates a filter's reason and the number of ids.
+func (f DeadLetterFilter) check(v *errs.Violations) {
+	v.Count("delivery_ids", len(f.IDs), MaxRedrive)
+	checkLen(v, "reason", f.Reason, maxReason)
+}
 
 // ListDeadLetters returns a page of dead letters and the token of the next page ("" on the
 // last). Errors: PermissionDenied, Invalid (page token).
 func (s *Service) ListDeadLetters(ctx context.Context, caller appkey.Caller, f DeadLetterFilter, size int, token string) ([]DeadLetter, string, error) {
 	if !caller.Admin {
 		return nil, "", errs.E(errs.PermissionDenied, "only admin apps may list dead letters")
+	}
+	var v errs.Violations
+	f.check(&v)
+	v.Bytes("page_token", token, maxPageToken)
+	if err := v.Err(); err != nil {
+		return nil, "", err
 	}
 	if size <= 0 {
 		size = defaultPage
@@ -76,8 +90,10 @@ func (s *Service) RedriveDeadLetters(ctx context.Context, caller appkey.Caller, 
 	if f.empty() && !all {
 		return 0, errs.Field("delivery_ids", "select dead letters by id, channel or reason, or set all")
 	}
-	if len(f.IDs) > maxRedrive {
-		return 0, errs.Field("delivery_ids", fmt.Sprintf("must hold at most %d ids", maxRedrive))
+	var v errs.Violations
+	f.check(&v)
+	if err := v.Err(); err != nil {
+		return 0, err
 	}
 	pubs, err := s.Store.Redrive(ctx, f, s.now(), s.RepublishAfter)
 	if err != nil {

@@ -62,6 +62,7 @@ const (
 	maxIdempotencyKey = 256
 	maxUserID         = 128
 	maxTokens         = 100
+	maxTemplateName   = 128
 	maxTitle          = 1024
 	maxBody           = 64 << 10
 	maxHTML           = 256 << 10
@@ -570,9 +571,7 @@ func validate(req *SendRequest, now time.Time) error {
 	case req.UserID != "" && req.Address != nil:
 		v.Add("recipient", "set either user_id or address, not both")
 	case req.UserID != "":
-		if len(req.UserID) > maxUserID || !storable(req.UserID) {
-			v.Add("recipient.user_id", fmt.Sprintf("must be valid UTF-8 without NUL of at most %d bytes", maxUserID))
-		}
+		checkLen(&v, "recipient.user_id", req.UserID, maxUserID)
 	case req.Address != nil:
 		validateAddress(req.Address, &v)
 	default:
@@ -581,12 +580,14 @@ func validate(req *SendRequest, now time.Time) error {
 	if !categoryPattern.MatchString(req.Category) {
 		v.Add("category", "must be 1-64 lower-case letters, digits, '_', '-' or '.', starting with a letter")
 	}
-	seen := map[delivery.Channel]bool{}
-	for i, ch := range req.Channels {
-		if seen[ch] {
-			v.Add(fmt.Sprintf("channels[%d]", i), "is repeated")
+	if v.Count("channels", len(req.Channels), len(delivery.Channels)) {
+		seen := map[delivery.Channel]bool{}
+		for i, ch := range req.Channels {
+			if seen[ch] {
+				v.Add(fmt.Sprintf("channels[%d]", i), "is repeated")
+			}
+			seen[ch] = true
 		}
-		seen[ch] = true
 	}
 	switch {
 	case req.Template != nil && req.Content != nil:
@@ -595,8 +596,8 @@ func validate(req *SendRequest, now time.Time) error {
 		if req.Template.Name == "" {
 			v.Add("template.name", "is required")
 		}
-		checkLen(&v, "template.name", req.Template.Name, maxTitle)
-		checkLen(&v, "template.locale", req.Template.Locale, maxTitle)
+		checkLen(&v, "template.name", req.Template.Name, maxTemplateName)
+		checkLen(&v, "template.locale", req.Template.Locale, templates.MaxLocaleLen)
 		if req.Template.Version < 0 {
 			v.Add("template.version", "must be positive")
 		}
@@ -648,8 +649,7 @@ func validateAddress(a *Address, v *errs.Violations) {
 }
 
 func checkTokens(v *errs.Violations, field string, tokens []string, parse func(string) (string, error)) []string {
-	if len(tokens) > maxTokens {
-		v.Add(field, fmt.Sprintf("must hold at most %d tokens", maxTokens))
+	if !v.Count(field, len(tokens), maxTokens) {
 		return nil
 	}
 	out := make([]string, 0, len(tokens))
@@ -666,9 +666,10 @@ func checkTokens(v *errs.Violations, field string, tokens []string, parse func(s
 	return out
 }
 
+// checkLen records a violation when s is over max bytes, or is text PostgreSQL cannot store.
 func checkLen(v *errs.Violations, field, s string, max int) {
-	if len(s) > max {
-		v.Add(field, fmt.Sprintf("must be at most %d bytes", max))
+	if !v.Bytes(field, s, max) {
+		return
 	}
 	if !utf8.ValidString(s) {
 		v.Add(field, "must be valid UTF-8")
@@ -677,10 +678,6 @@ func checkLen(v *errs.Violations, field, s string, max int) {
 		v.Add(field, "must not contain NUL characters")
 	}
 }
-
-// storable reports whether PostgreSQL can store s as text or in jsonb: it rejects invalid UTF-8
-// and NUL, so that such input is answered as invalid rather than failing the insert.
-func storable(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
 
 // storableData reports whether data encodes to JSON that jsonb accepts: no NUL in keys or
 // strings (jsonb refuses \u0000) and no NaN or infinity (encoding/json refuses them).

@@ -34,7 +34,8 @@ type Template struct {
 // Limits on templates as the API accepts them.
 const (
 	maxTemplateDescription = 1024
-	maxTranslations        = 64
+	// MaxTranslations is the most locales a template version may have.
+	MaxTranslations = 64
 )
 
 var templateName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,127}$`)
@@ -49,12 +50,14 @@ func (s *Service) limits() templates.Limits { return s.TemplateLimits }
 // it lacks), text that breaks a channel's limit whatever the data (see templates.Set.CheckStatic);
 // PermissionDenied when the name belongs to another app (see mayAddVersion).
 func (s *Service) CreateTemplate(ctx context.Context, caller appkey.Caller, t *Template) (*Template, error) {
-	if !templateName.MatchString(t.Name) {
-		return nil, errs.Field("template.name", "must be 1-128 lower-case letters, digits, '_', '-' or '.'")
+	var v errs.Violations
+	if v.Bytes("template.name", t.Name, maxTemplateName) && !templateName.MatchString(t.Name) {
+		v.Add("template.name", "must be 1-128 lower-case letters, digits, '_', '-' or '.'")
 	}
-	if len(t.Description) > maxTemplateDescription || !storable(t.Description) {
-		return nil, errs.Field("template.description",
-			fmt.Sprintf("must be valid UTF-8 without NUL of at most %d bytes", maxTemplateDescription))
+	checkLen(&v, "template.description", t.Description, maxTemplateDescription)
+	v.Count("template.locales", len(t.Locales), MaxTranslations)
+	if err := v.Err(); err != nil {
+		return nil, err
 	}
 	p := t.Parts
 	if !p.PushReady() && !p.SMSReady() && !p.EmailReady() {
@@ -62,9 +65,6 @@ func (s *Service) CreateTemplate(ctx context.Context, caller appkey.Caller, t *T
 			return nil, errs.Field("template.parts.email_subject", "is required with an email body")
 		}
 		return nil, errs.Field("template.parts", "needs a push body, an SMS body, or an email subject and body")
-	}
-	if len(t.Locales) > maxTranslations {
-		return nil, errs.Field("template.locales", fmt.Sprintf("must hold at most %d translations", maxTranslations))
 	}
 	// Tags are checked here, not left to ParseSet, so that a violation names the translation by
 	// its index even when two are spelled alike.
@@ -136,6 +136,10 @@ func checkTemplateName(name string, version int) error {
 	if name == "" {
 		return errs.Field("name", "is required")
 	}
+	var v errs.Violations
+	if !v.Bytes("name", name, maxTemplateName) {
+		return v.Err()
+	}
 	if !templateName.MatchString(name) {
 		// No template can have this name; answering here keeps NUL and invalid UTF-8 away
 		// from the store.
@@ -166,6 +170,10 @@ type Preview struct {
 // data that alone makes the push payload too large.
 func (s *Service) RenderTemplate(ctx context.Context, name string, version int, locale string, data map[string]any) (*Preview, error) {
 	if locale != "" {
+		var v errs.Violations
+		if !v.Bytes("locale", locale, templates.MaxLocaleLen) {
+			return nil, v.Err()
+		}
 		if _, err := templates.CanonicalLocale(locale); err != nil {
 			return nil, errs.Field("locale", err.Error())
 		}

@@ -28,6 +28,9 @@ func appProto(a *notifier.App) *heraldv1.App {
 func allowedChannels(chs []heraldv1.Channel) ([]delivery.Channel, error) {
 	var v errs.Violations
 	var out []delivery.Channel
+	if !v.Count("allowed_channels", len(chs), len(protoconv.ChannelDomain)) {
+		return nil, v.Err()
+	}
 	for i, ch := range chs {
 		d, ok := protoconv.ChannelDomain[ch]
 		if !ok {
@@ -125,9 +128,6 @@ func (s *Server) RevokeKey(ctx context.Context, req *heraldv1.RevokeKeyRequest) 
 	c, err := caller(ctx)
 	if err != nil {
 		return nil, err
-	}
-	if req.GetKeyId() == "" || len(req.GetKeyId()) > 64 {
-		return nil, errs.Field("key_id", "is required")
 	}
 	k, err := s.Service.RevokeKey(ctx, c, req.GetKeyId())
 	if err != nil {

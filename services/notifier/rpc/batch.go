@@ -2,7 +2,6 @@ package rpc
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"time"
 	"unicode"
@@ -44,9 +43,18 @@ func (s *Server) SendBatch(ctx context.Context, req *heraldv1.SendBatchRequest) 
 	if err != nil {
 		return nil, err
 	}
+	// What every recipient shares is checked once, for the whole batch: otherwise each
+	// recipient would copy and encode shared data of any size.
+	var v errs.Violations
 	n := len(req.GetRecipients())
-	if n == 0 || n > notifier.MaxBatch {
-		return nil, errs.Field("recipients", fmt.Sprintf("must hold 1 to %d recipients", notifier.MaxBatch))
+	if n == 0 {
+		v.Add("recipients", "is required")
+	}
+	v.Count("recipients", n, notifier.MaxBatch)
+	v.Count("channels", len(req.GetChannels()), len(protoconv.ChannelDomain))
+	checkData(&v, "data", req.GetData())
+	if err := v.Err(); err != nil {
+		return nil, err
 	}
 	out := &heraldv1.SendBatchResponse{Results: make([]*heraldv1.BatchResult, n)}
 	reqs := make([]*notifier.SendRequest, 0, n)
@@ -96,6 +104,9 @@ func mergeData(shared, own *structpb.Struct) *structpb.Struct {
 		return own
 	}
 	out := proto.Clone(shared).(*structpb.Struct)
+	if out.Fields == nil { // shared is an empty struct: data: {}
+		out.Fields = make(map[string]*structpb.Value, len(own.GetFields()))
+	}
 	for k, v := range own.GetFields() {
 		out.Fields[k] = v
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/heraldhq/herald/internal/appkey"
@@ -70,7 +71,21 @@ func sendResponse(res *notifier.SendResult) *heraldv1.SendResponse {
 	return out
 }
 
+// maxData bounds a request's template data, encoded: every delivery stores it and templates
+// range over it.
 const maxData = 64 << 10
+
+// checkData records a violation when data encodes to more than maxData bytes.
+func checkData(v *errs.Violations, field string, data *structpb.Struct) bool {
+	if data == nil {
+		return true
+	}
+	if n := proto.Size(data); n > maxData {
+		v.Add(field, fmt.Sprintf("at most %d bytes encoded, got %d", maxData, n))
+		return false
+	}
+	return true
+}
 
 func sendRequest(req *heraldv1.SendRequest) (*notifier.SendRequest, error) {
 	// Deterministic marshalling makes equal requests hash equally, for idempotent replays.
@@ -97,13 +112,15 @@ func sendRequest(req *heraldv1.SendRequest) (*notifier.SendRequest, error) {
 		out.Address = &notifier.Address{Email: a.GetEmail(), Phone: a.GetPhone(),
 			IOSTokens: a.GetIosTokens(), AndroidTokens: a.GetAndroidTokens()}
 	}
-	for i, ch := range req.GetChannels() {
-		d, ok := protoconv.ChannelDomain[ch]
-		if !ok {
-			v.Add(fmt.Sprintf("channels[%d]", i), "must be CHANNEL_IOS, CHANNEL_ANDROID, CHANNEL_SMS or CHANNEL_EMAIL")
-			continue
+	if v.Count("channels", len(req.GetChannels()), len(protoconv.ChannelDomain)) {
+		for i, ch := range req.GetChannels() {
+			d, ok := protoconv.ChannelDomain[ch]
+			if !ok {
+				v.Add(fmt.Sprintf("channels[%d]", i), "must be CHANNEL_IOS, CHANNEL_ANDROID, CHANNEL_SMS or CHANNEL_EMAIL")
+				continue
+			}
+			out.Channels = append(out.Channels, d)
 		}
-		out.Channels = append(out.Channels, d)
 	}
 	switch m := req.GetMessage().(type) {
 	case *heraldv1.SendRequest_Template:
@@ -119,13 +136,8 @@ func sendRequest(req *heraldv1.SendRequest) (*notifier.SendRequest, error) {
 	if _, ok := protoconv.PriorityDomain[req.GetPriority()]; !ok {
 		v.Add("priority", "is not a known priority")
 	}
-	if req.Data != nil {
-		// Bounded because every delivery stores it and templates range over it.
-		if proto.Size(req.Data) > maxData {
-			v.Add("data", fmt.Sprintf("must encode to at most %d bytes", maxData))
-		} else {
-			out.Data = req.Data.AsMap()
-		}
+	if req.Data != nil && checkData(&v, "data", req.Data) {
+		out.Data = req.Data.AsMap()
 	}
 	if req.SendAt != nil {
 		if err := req.SendAt.CheckValid(); err != nil {
@@ -243,6 +255,9 @@ func (s *Server) ListCategories(ctx context.Context, _ *heraldv1.ListCategoriesR
 func deadLetterFilter(ids []string, ch heraldv1.Channel, reason string) (notifier.DeadLetterFilter, error) {
 	var v errs.Violations
 	f := notifier.DeadLetterFilter{Reason: reason}
+	if !v.Count("delivery_ids", len(ids), notifier.MaxRedrive) {
+		return f, v.Err()
+	}
 	for i, s := range ids {
 		id, err := uuid.Parse(s)
 		if err != nil {

@@ -2,9 +2,7 @@ package rpc
 
 import (
 	"context"
-	"fmt"
 
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/heraldhq/herald/internal/errs"
@@ -22,6 +20,10 @@ func (s *Server) CreateTemplate(ctx context.Context, req *heraldv1.CreateTemplat
 	t := req.GetTemplate()
 	if t == nil {
 		return nil, errs.Field("template", "is required")
+	}
+	var v errs.Violations
+	if !v.Count("template.locales", len(t.GetLocales()), notifier.MaxTranslations) {
+		return nil, v.Err()
 	}
 	in := &notifier.Template{
 		Name:        t.GetName(),
@@ -57,9 +59,9 @@ func (s *Server) RenderTemplate(ctx context.Context, req *heraldv1.RenderTemplat
 	}
 	var data map[string]any
 	if req.Data != nil {
-		// Bounded as Send bounds it: rendering ranges over it.
-		if proto.Size(req.Data) > maxData {
-			return nil, errs.Field("data", fmt.Sprintf("must encode to at most %d bytes", maxData))
+		var v errs.Violations
+		if !checkData(&v, "data", req.Data) {
+			return nil, v.Err()
 		}
 		data = req.Data.AsMap()
 	}
