@@ -232,7 +232,8 @@ func TestSecurityEveryRPCRefusesBadKeys(t *testing.T) {
 
 // TestSecurityRevocationIsImmediate: a key revoked through one notifier is refused by the very
 // next call on every notifier replica and on the contacts service, each with its own warm
-// cache, exactly as a key that never existed is refused.
+// cache, exactly as a key that never existed is refused; and a revoked bootstrap key stays
+// revoked when a notifier that has it configured restarts.
 func TestSecurityRevocationIsImmediate(t *testing.T) {
 	s := startStack(t, stackOptions{noWorkers: true})
 	ctx := context.Background()
@@ -273,6 +274,37 @@ func TestSecurityRevocationIsImmediate(t *testing.T) {
 	}
 	for _, e := range endpoints { // no waiting: the next call
 		sameRefusal(t, e.name+" after the revocation", e.call(app.Key), e.call(appkey.New().String()), codes.Unauthenticated)
+	}
+
+	// A bootstrap key is installed at every notifier start; once revoked, a restart (or a new
+	// replica) that still has it configured does not bring it back.
+	bootstrap := appkey.New()
+	start := func() *notifierd.Daemon {
+		d, err := notifierd.Start(ctx, notifierd.Config{
+			GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DatabaseURL: s.dbURL, NATSURL: s.natsURL,
+			ContactsAddr: s.contacts.GRPCAddr(), BootstrapKey: bootstrap.String(), BootstrapApp: "ops",
+			RepublishAfter: time.Minute, ReconcileInterval: time.Second, Log: s.log.With("service", "notifier-bootstrap"),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	first := start()
+	var closeFirst sync.Once
+	t.Cleanup(func() { closeFirst.Do(first.Close) })
+	if err := notifierCall(first.GRPCAddr())(bootstrap.String()); err != nil {
+		t.Fatalf("the bootstrap key: %v", err)
+	}
+	if _, err := admin.RevokeKey(ctx, &heraldv1.RevokeKeyRequest{KeyId: bootstrap.ID}); err != nil {
+		t.Fatal(err)
+	}
+	closeFirst.Do(first.Close)
+	restarted := start()
+	t.Cleanup(restarted.Close)
+	for name, addr := range map[string]string{"the restarted notifier": restarted.GRPCAddr(), "another notifier": s.notifier.GRPCAddr()} {
+		call := notifierCall(addr)
+		sameRefusal(t, "the revoked bootstrap key on "+name, call(bootstrap.String()), call(appkey.New().String()), codes.Unauthenticated)
 	}
 }
 

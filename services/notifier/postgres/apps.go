@@ -167,9 +167,11 @@ func (s *Store) Keys(ctx context.Context, appID uuid.UUID) ([]notifier.KeyInfo, 
 	return keys, pgdb.Err(err)
 }
 
-// EnsureKey makes sure an app with this name exists and that the key belongs to it and is not
-// revoked. Deployments use it to install a key they generated themselves (the dev stack, a
-// bootstrap admin key from a secret).
+// EnsureKey makes sure an app with this name exists and that the key belongs to it. Deployments
+// use it to install a key they generated themselves (the dev stack, a bootstrap admin key from a
+// secret), at every start. A revoked key stays revoked: the notifier would otherwise bring a
+// leaked bootstrap key back at its next restart, on any replica, for as long as the deployment
+// still configures it. A new secret under the key's id is a new key, and is not revoked.
 func (s *Store) EnsureKey(ctx context.Context, appName string, admin bool, keyID string, secretHash []byte) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `
@@ -179,7 +181,9 @@ func (s *Store) EnsureKey(ctx context.Context, appName string, admin bool, keyID
 				RETURNING id
 			)
 			INSERT INTO notifier.app_keys (id, app_id, secret_hash) SELECT $4, id, $5 FROM app
-			ON CONFLICT (id) DO UPDATE SET app_id = excluded.app_id, secret_hash = excluded.secret_hash, revoked_at = NULL`,
+			ON CONFLICT (id) DO UPDATE SET app_id = excluded.app_id, secret_hash = excluded.secret_hash,
+				revoked_at = CASE WHEN notifier.app_keys.secret_hash = excluded.secret_hash
+					THEN notifier.app_keys.revoked_at END`,
 			uuid.Must(uuid.NewV7()), appName, admin, keyID, secretHash)
 		if err != nil {
 			return err
