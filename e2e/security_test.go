@@ -1058,9 +1058,37 @@ func TestSecurityLinkTokensRefusedAlike(t *testing.T) {
 	}
 }
 
+// realProviders sends push and SMS through the providers' real SDKs to their fakes (email goes
+// to SendGrid's fake already), so that what is checked is what the real senders do.
+func realProviders(t *testing.T) func(*workersd.Config) {
+	apnsFake := apnsfake.New(bundleID)
+	apnsURL := apnsFake.Start()
+	t.Cleanup(apnsFake.Close)
+	p8, key, err := apnsfake.NewAuthKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	apnsFake.TrustKey("TEAM123456", "KEY1234567", &key.PublicKey)
+	fcmFake := fcmfake.New("herald-test", "fcm-access-token")
+	fcmFake.Start()
+	t.Cleanup(fcmFake.Close)
+	twilioFake := twiliofake.New(twilioSID, twilioAuth)
+	twilioURL := twilioFake.Start()
+	t.Cleanup(twilioFake.Close)
+	return func(c *workersd.Config) {
+		c.IOSProvider, c.AndroidProvider, c.SMSProvider = "apns", "fcm", "twilio"
+		c.APNsHost = apnsURL
+		c.APNs.Topic, c.APNs.KeyPEM, c.APNs.KeyID, c.APNs.TeamID = bundleID, p8, "KEY1234567", "TEAM123456"
+		c.APNs.RootCAs = apnsFake.RootCAs()
+		c.FCM.ProjectID, c.FCM.CredentialsJSON, c.FCM.Endpoint = "herald-test", fcmFake.ServiceAccountJSON(), fcmFake.Endpoint()
+		c.Twilio.AccountSID, c.Twilio.AuthToken, c.Twilio.From, c.Twilio.BaseURL = twilioSID, twilioAuth, "+14155550199", twilioURL
+	}
+}
+
 // TestSecurityNoCallerSuppliedURLIsFetched: no RPC takes a URL to call back (every request field
 // is checked), and URLs that callers put wherever text goes - content, HTML, push data, template
-// data - are delivered as text and never fetched by any service. The end-user pages redirect
+// data - are delivered as text through the real provider SDKs and never fetched by any service.
+// The end-user pages redirect
 // only to themselves: redirect parameters are ignored and a path that looks like another host
 // stays on this one. A user's timezone cannot name a file.
 func TestSecurityNoCallerSuppliedURLIsFetched(t *testing.T) {
@@ -1099,7 +1127,7 @@ func TestSecurityNoCallerSuppliedURLIsFetched(t *testing.T) {
 		}
 	})
 
-	s := startStack(t, stackOptions{})
+	s := startStack(t, stackOptions{providers: realProviders(t)})
 	ctx := context.Background()
 	u := trap.URL + "/fetch-me"
 	data, err := structpb.NewStruct(map[string]any{
