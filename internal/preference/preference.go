@@ -104,6 +104,22 @@ func (s *Settings) Allows(c Category, ch delivery.Channel) bool {
 // critical one cannot be opted out of, channels must be known, quiet hours well-formed. It
 // returns the first problem as (field, reason) for a field violation, or "" when valid.
 func (s *Settings) Validate(categories map[string]Category) (field, reason string) {
+	if n := len(s.OptedOutChannels); n > len(delivery.Channels) {
+		return "settings.opted_out_channels", fmt.Sprintf("at most %d, got %d", len(delivery.Channels), n)
+	}
+	if n := len(s.Categories); n > MaxCategories {
+		return "settings.categories", fmt.Sprintf("at most %d, got %d", MaxCategories, n)
+	}
+	for name, cs := range s.Categories {
+		// Checked before the names are used in field paths.
+		if len(name) > MaxCategoryName {
+			return "settings.categories", fmt.Sprintf("at most %d bytes in a category name, got %d", MaxCategoryName, len(name))
+		}
+		if n := len(cs.OptedOutChannels); n > len(delivery.Channels) {
+			return fmt.Sprintf("settings.categories[%s].opted_out_channels", name),
+				fmt.Sprintf("at most %d, got %d", len(delivery.Channels), n)
+		}
+	}
 	for i, ch := range s.OptedOutChannels {
 		if _, err := delivery.ParseChannel(string(ch)); err != nil {
 			return fmt.Sprintf("settings.opted_out_channels[%d]", i), "is not a channel"

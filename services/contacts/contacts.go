@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/preference"
+	"github.com/heraldhq/herald/internal/templates"
 )
 
 // User is a recipient known by an id the calling services chose.
@@ -134,9 +136,12 @@ func New(store Store, pub Publisher) *Service {
 
 // Limits on what one call may carry.
 const (
-	maxUserID  = 128
-	maxBatch   = 1000
-	maxAppName = 256
+	maxUserID   = 128
+	maxBatch    = 1000
+	maxAppName  = 256
+	maxTimezone = 64 // IANA names are at most 30 or so
+	// maxAddress is the longest address of any channel: an FCM token.
+	maxAddress = address.MaxFCMTokenBytes
 )
 
 // UserKey is the change-feed and cache key of a user: stores record it when they change how
@@ -166,14 +171,14 @@ func (s *Service) UpsertUser(ctx context.Context, u *User) (*User, error) {
 		}
 		u.Phone = p
 	}
-	if u.Timezone != "" {
-		if _, err := time.LoadLocation(u.Timezone); err != nil || len(u.Timezone) > 64 || u.Timezone == "Local" {
+	if u.Timezone != "" && v.Bytes("user.timezone", u.Timezone, maxTimezone) {
+		if _, err := time.LoadLocation(u.Timezone); err != nil || u.Timezone == "Local" {
 			v.Add("user.timezone", "must be an IANA time zone such as Europe/Lisbon")
 		}
 	}
-	if u.Locale != "" {
+	if u.Locale != "" && v.Bytes("user.locale", u.Locale, templates.MaxLocaleLen) {
 		tag, err := language.Parse(u.Locale)
-		if err != nil || len(u.Locale) > 35 {
+		if err != nil {
 			v.Add("user.locale", "must be a BCP 47 language tag such as pt-BR")
 		} else {
 			u.Locale = tag.String()
@@ -234,9 +239,7 @@ func (s *Service) RegisterDevice(ctx context.Context, d *Device) (*Device, error
 	var v errs.Violations
 	checkID(&v, "device.user_id", d.UserID)
 	d.Token = normaliseToken(&v, "device.token", d.Platform, d.Token)
-	if len(d.App) > maxAppName || !utf8.ValidString(d.App) {
-		v.Add("device.app", fmt.Sprintf("must be at most %d bytes of UTF-8", maxAppName))
-	}
+	checkText(&v, "device.app", d.App, maxAppName)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
@@ -334,10 +337,24 @@ func (s *Service) Resolve(ctx context.Context, ids []string, targets []Target) (
 	if err := checkIDs(ids); err != nil {
 		return nil, err
 	}
-	if len(ids)+len(targets) > maxBatch {
-		return nil, errs.Field("targets", fmt.Sprintf("users and targets together must be at most %d", maxBatch))
+	if err := checkTargets(len(ids), targets); err != nil {
+		return nil, err
 	}
 	return s.resolve(ctx, ids, targets)
+}
+
+// checkTargets checks the targets of a Resolve that also names users: how many there are
+// together, and that each address is text that could be an address. Errors: Invalid.
+func checkTargets(users int, targets []Target) error {
+	var v errs.Violations
+	if n := users + len(targets); n > maxBatch {
+		v.Add("targets", fmt.Sprintf("at most %d together with user_ids, got %d", maxBatch, n))
+		return v.Err()
+	}
+	for i, t := range targets {
+		checkText(&v, fmt.Sprintf("targets[%d].address", i), t.Address, maxAddress)
+	}
+	return v.Err()
 }
 
 func (s *Service) resolve(ctx context.Context, ids []string, targets []Target) (*Found, error) {
@@ -443,8 +460,7 @@ func (s *Service) DeactivateToken(ctx context.Context, platform delivery.Channel
 
 func checkIDs(ids []string) error {
 	var v errs.Violations
-	if len(ids) > maxBatch {
-		v.Add("user_ids", fmt.Sprintf("must hold at most %d ids", maxBatch))
+	if !v.Count("user_ids", len(ids), maxBatch) {
 		return v.Err()
 	}
 	for i, id := range ids {
@@ -460,7 +476,17 @@ func checkUserID(field, id string) error {
 }
 
 func checkID(v *errs.Violations, field, id string) {
-	if id == "" || len(id) > maxUserID || !utf8.ValidString(id) {
-		v.Add(field, fmt.Sprintf("must be 1-%d bytes of UTF-8", maxUserID))
+	if id == "" {
+		v.Add(field, "is required")
+		return
+	}
+	checkText(v, field, id, maxUserID)
+}
+
+// checkText records a violation when s is over max bytes, or is text PostgreSQL cannot store
+// (invalid UTF-8, NUL).
+func checkText(v *errs.Violations, field, s string, max int) {
+	if v.Bytes(field, s, max) && (!utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0) {
+		v.Add(field, "must be UTF-8 text without NUL characters")
 	}
 }

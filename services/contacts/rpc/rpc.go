@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/preference"
 	"github.com/heraldhq/herald/internal/protoconv"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 	"github.com/heraldhq/herald/services/contacts"
@@ -123,6 +124,11 @@ func (s *Server) GetSettings(ctx context.Context, req *heraldv1.GetSettingsReque
 
 // UpdateSettings implements ContactsService.UpdateSettings.
 func (s *Server) UpdateSettings(ctx context.Context, req *heraldv1.UpdateSettingsRequest) (*heraldv1.UpdateSettingsResponse, error) {
+	// Counted before the conversion, which would copy every entry.
+	var v errs.Violations
+	if !v.Count("settings.categories", len(req.GetSettings().GetCategories()), preference.MaxCategories) {
+		return nil, v.Err()
+	}
 	st, err := protoconv.SettingsDomain(req.GetSettings())
 	if err != nil {
 		return nil, err
