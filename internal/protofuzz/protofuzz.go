@@ -1,14 +1,21 @@
-// Package protofuzz builds the requests of the fuzz targets that drive gRPC handlers: messages
-// decoded from the fuzzer's bytes exactly as a gRPC server decodes them, with the fuzzer's text
-// planted in one of their string fields. Wire bytes alone rarely reach a given field with a given
+// Package protofuzz serves the fuzz targets that drive gRPC handlers. It builds their requests:
+// messages decoded from the fuzzer's bytes exactly as a gRPC server decodes them, with the
+// fuzzer's text planted in one of their string fields; and it checks the answers as a client
+// sees them. Wire bytes alone rarely reach a given field with a given
 // value (a NUL in a category's description, say); planting lets the fuzzer put any text in any
 // field the seeds populate.
 package protofuzz
 
 import (
+	"strings"
+	"testing"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/server"
 )
 
@@ -64,4 +71,43 @@ func plant(m protoreflect.Message, n *int, text string) bool {
 		return !found
 	})
 	return found
+}
+
+// MaxAnswer bounds the message of an error answer: a message must not grow with the request.
+const MaxAnswer = 32 << 10
+
+// Answer checks an error as the client sees it (errs.Status) and returns its code, OK for nil.
+// It fails t unless the code is one the API documents for the caller's mistakes, never
+// INTERNAL; an INVALID_ARGUMENT must carry a bounded list of field violations, each named in
+// the message; and no message may be longer than MaxAnswer.
+func Answer(t testing.TB, what string, err error) codes.Code {
+	t.Helper()
+	if err == nil {
+		return codes.OK
+	}
+	st := errs.Status(err)
+	if len(st.Message()) > MaxAnswer {
+		t.Fatalf("%s: an answer of %d bytes", what, len(st.Message()))
+	}
+	switch st.Code() {
+	case codes.InvalidArgument:
+		var br *errdetails.BadRequest
+		for _, d := range st.Details() {
+			if x, ok := d.(*errdetails.BadRequest); ok {
+				br = x
+			}
+		}
+		if br == nil || len(br.FieldViolations) == 0 || len(br.FieldViolations) > errs.MaxViolations+1 {
+			t.Fatalf("%s: INVALID_ARGUMENT %q without a bounded list of field violations", what, st.Message())
+		}
+		for _, fv := range br.FieldViolations {
+			if fv.Field == "" || fv.Description == "" || !strings.Contains(st.Message(), fv.Field+": ") {
+				t.Fatalf("%s: violation %+v is not named in %q", what, fv, st.Message())
+			}
+		}
+	case codes.NotFound, codes.PermissionDenied, codes.AlreadyExists, codes.FailedPrecondition:
+	default:
+		t.Fatalf("%s: answered %s %q (%v)", what, st.Code(), st.Message(), err)
+	}
+	return st.Code()
 }

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -14,7 +13,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/heraldhq/herald/internal/appkey"
-	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/protofuzz"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 )
@@ -23,10 +21,8 @@ import (
 // them, through the real handlers and the real notifier.Service on a strictStore. Whatever the
 // request, the handler must not panic, must answer nil or one of the codes the API documents for
 // the caller's mistakes (never INTERNAL), must name the fields at fault in an INVALID_ARGUMENT,
-// and must not let anything reach the store that PostgreSQL would refuse or a limit forbids.
-
-// maxAnswer bounds the message of an error answer: a message must not grow with the request.
-const maxAnswer = 32 << 10
+// and must not let anything reach the store that PostgreSQL would refuse or a limit forbids
+// (see protofuzz.Answer and strictStore).
 
 var billingCaller = appkey.Caller{AppID: uuid.MustParse("0190b6f4-0000-7000-8000-0000000000b1"), AppName: "billing"}
 
@@ -41,39 +37,6 @@ type input struct {
 // decode makes m the request, and reports whether gRPC would pass it to a handler.
 func (in input) decode(m proto.Message) bool {
 	return protofuzz.Request(m, in.raw, int(in.field), in.text)
-}
-
-// answered checks an error as the client sees it and returns its code (OK for nil).
-func answered(t *testing.T, what string, err error) codes.Code {
-	t.Helper()
-	if err == nil {
-		return codes.OK
-	}
-	st := errs.Status(err)
-	if len(st.Message()) > maxAnswer {
-		t.Fatalf("%s: an answer of %d bytes", what, len(st.Message()))
-	}
-	switch st.Code() {
-	case codes.InvalidArgument:
-		var br *errdetails.BadRequest
-		for _, d := range st.Details() {
-			if x, ok := d.(*errdetails.BadRequest); ok {
-				br = x
-			}
-		}
-		if br == nil || len(br.FieldViolations) == 0 || len(br.FieldViolations) > errs.MaxViolations+1 {
-			t.Fatalf("%s: INVALID_ARGUMENT %q without a bounded list of field violations", what, st.Message())
-		}
-		for _, fv := range br.FieldViolations {
-			if fv.Field == "" || fv.Description == "" || !strings.Contains(st.Message(), fv.Field+": ") {
-				t.Fatalf("%s: violation %+v is not named in %q", what, fv, st.Message())
-			}
-		}
-	case codes.NotFound, codes.PermissionDenied, codes.AlreadyExists, codes.FailedPrecondition:
-	default:
-		t.Fatalf("%s: answered %s %q (%v)", what, st.Code(), st.Message(), err)
-	}
-	return st.Code()
 }
 
 func noProblems(t *testing.T, store *strictStore) {
@@ -126,12 +89,12 @@ func FuzzSend(f *testing.F) {
 		srv := newServer(store)
 		ctx := appkey.WithCaller(context.Background(), billingCaller)
 		res, err := srv.Send(ctx, &req)
-		code := answered(t, "Send", err)
+		code := protofuzz.Answer(t, "Send", err)
 		noProblems(t, store)
 		// Explain decides as Send does: it refuses what Send refuses as invalid, and accepts what
 		// Send accepted, with the same deliveries.
 		ex, err := srv.Explain(ctx, &heraldv1.ExplainRequest{Request: &req})
-		excode := answered(t, "Explain", err)
+		excode := protofuzz.Answer(t, "Explain", err)
 		if (code == codes.InvalidArgument) != (excode == codes.InvalidArgument) {
 			t.Fatalf("Send answered %s, Explain %s", code, excode)
 		}
@@ -176,7 +139,7 @@ func FuzzSendBatch(f *testing.F) {
 		srv := newServer(store)
 		ctx := appkey.WithCaller(context.Background(), billingCaller)
 		res, err := srv.SendBatch(ctx, &req)
-		code := answered(t, "SendBatch", err)
+		code := protofuzz.Answer(t, "SendBatch", err)
 		noProblems(t, store)
 		if code != codes.OK {
 			return
@@ -212,7 +175,7 @@ var templateOps = []func(t *testing.T, srv *Server, in input){
 		}
 		ctx := appkey.WithCaller(context.Background(), billingCaller)
 		res, err := srv.CreateTemplate(ctx, &req)
-		if answered(t, "CreateTemplate", err) != codes.OK {
+		if protofuzz.Answer(t, "CreateTemplate", err) != codes.OK {
 			return
 		}
 		// What was stored is found again, and is a fixed point: creating it again stores the
@@ -235,7 +198,7 @@ var templateOps = []func(t *testing.T, srv *Server, in input){
 		var req heraldv1.GetTemplateRequest
 		if in.decode(&req) {
 			_, err := srv.GetTemplate(context.Background(), &req)
-			answered(t, "GetTemplate", err)
+			protofuzz.Answer(t, "GetTemplate", err)
 		}
 	},
 	func(t *testing.T, srv *Server, in input) {
@@ -244,7 +207,7 @@ var templateOps = []func(t *testing.T, srv *Server, in input){
 			return
 		}
 		res, err := srv.RenderTemplate(context.Background(), &req)
-		if answered(t, "RenderTemplate", err) != codes.OK {
+		if protofuzz.Answer(t, "RenderTemplate", err) != codes.OK {
 			return
 		}
 		c := res.Content
@@ -290,7 +253,7 @@ var adminOps = []func(ctx context.Context, t *testing.T, srv *Server, in input){
 			return
 		}
 		res, err := srv.CreateApp(ctx, &req)
-		if answered(t, "CreateApp", err) != codes.OK {
+		if protofuzz.Answer(t, "CreateApp", err) != codes.OK {
 			return
 		}
 		// The app as stored is a valid update of itself.
@@ -305,28 +268,28 @@ var adminOps = []func(ctx context.Context, t *testing.T, srv *Server, in input){
 		var req heraldv1.UpdateAppRequest
 		if in.decode(&req) {
 			_, err := srv.UpdateApp(ctx, &req)
-			answered(t, "UpdateApp", err)
+			protofuzz.Answer(t, "UpdateApp", err)
 		}
 	},
 	func(ctx context.Context, t *testing.T, srv *Server, in input) {
 		var req heraldv1.IssueKeyRequest
 		if in.decode(&req) {
 			_, err := srv.IssueKey(ctx, &req)
-			answered(t, "IssueKey", err)
+			protofuzz.Answer(t, "IssueKey", err)
 		}
 	},
 	func(ctx context.Context, t *testing.T, srv *Server, in input) {
 		var req heraldv1.RevokeKeyRequest
 		if in.decode(&req) {
 			_, err := srv.RevokeKey(ctx, &req)
-			answered(t, "RevokeKey", err)
+			protofuzz.Answer(t, "RevokeKey", err)
 		}
 	},
 	func(ctx context.Context, t *testing.T, srv *Server, in input) {
 		var req heraldv1.ListKeysRequest
 		if in.decode(&req) {
 			_, err := srv.ListKeys(ctx, &req)
-			answered(t, "ListKeys", err)
+			protofuzz.Answer(t, "ListKeys", err)
 		}
 	},
 	func(ctx context.Context, t *testing.T, srv *Server, in input) {
@@ -335,7 +298,7 @@ var adminOps = []func(ctx context.Context, t *testing.T, srv *Server, in input){
 			return
 		}
 		res, err := srv.PutCategory(ctx, &req)
-		if answered(t, "PutCategory", err) != codes.OK {
+		if protofuzz.Answer(t, "PutCategory", err) != codes.OK {
 			return
 		}
 		// The category as stored is listed, and putting it again changes nothing.
@@ -356,42 +319,42 @@ var adminOps = []func(ctx context.Context, t *testing.T, srv *Server, in input){
 		var req heraldv1.ListDeadLettersRequest
 		if in.decode(&req) {
 			_, err := srv.ListDeadLetters(ctx, &req)
-			answered(t, "ListDeadLetters", err)
+			protofuzz.Answer(t, "ListDeadLetters", err)
 		}
 	},
 	func(ctx context.Context, t *testing.T, srv *Server, in input) {
 		var req heraldv1.RedriveDeadLettersRequest
 		if in.decode(&req) {
 			_, err := srv.RedriveDeadLetters(ctx, &req)
-			answered(t, "RedriveDeadLetters", err)
+			protofuzz.Answer(t, "RedriveDeadLetters", err)
 		}
 	},
 	func(ctx context.Context, t *testing.T, srv *Server, in input) {
 		var req heraldv1.GetNotificationRequest
 		if in.decode(&req) {
 			_, err := srv.GetNotification(ctx, &req)
-			answered(t, "GetNotification", err)
+			protofuzz.Answer(t, "GetNotification", err)
 		}
 	},
 	func(ctx context.Context, t *testing.T, srv *Server, in input) {
 		var req heraldv1.CancelNotificationRequest
 		if in.decode(&req) {
 			_, err := srv.CancelNotification(ctx, &req)
-			answered(t, "CancelNotification", err)
+			protofuzz.Answer(t, "CancelNotification", err)
 		}
 	},
 	func(ctx context.Context, t *testing.T, srv *Server, in input) {
 		var req heraldv1.TrackEventRequest
 		if in.decode(&req) {
 			_, err := srv.TrackEvent(ctx, &req)
-			answered(t, "TrackEvent", err)
+			protofuzz.Answer(t, "TrackEvent", err)
 		}
 	},
 	func(ctx context.Context, t *testing.T, srv *Server, in input) {
 		var req heraldv1.GetDeliveryStatsRequest
 		if in.decode(&req) {
 			_, err := srv.GetDeliveryStats(ctx, &req)
-			answered(t, "GetDeliveryStats", err)
+			protofuzz.Answer(t, "GetDeliveryStats", err)
 		}
 	},
 }
