@@ -23,6 +23,7 @@ import (
 
 	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/cli"
+	"github.com/heraldhq/herald/internal/server"
 	"github.com/heraldhq/herald/internal/tlsconfig"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 )
@@ -105,7 +106,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(target, creds, appkey.Credentials(apiKey))
+	conn, err := grpc.NewClient(target, creds, server.DialOption(), appkey.Credentials(apiKey))
 	if err != nil {
 		return err
 	}

@@ -26,6 +26,13 @@ import (
 // MaxMessageSize bounds every gRPC request and response.
 const MaxMessageSize = 4 << 20
 
+// DialOption makes a gRPC client agree with Herald's servers on MaxMessageSize: a larger request
+// fails in the client with RESOURCE_EXHAUSTED, without a round trip, and a larger answer is
+// refused as the server would refuse to send it.
+func DialOption() grpc.DialOption {
+	return grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize))
+}
+
 // Check reports whether a dependency is usable; readiness fails while any check fails.
 type Check func(ctx context.Context) error
 

@@ -200,7 +200,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("contacts TLS: %w", err)
 		}
-		d.contacts, err = grpc.NewClient(cfg.ContactsAddr, append(tracing.DialOptions(), creds, roundRobin)...)
+		d.contacts, err = grpc.NewClient(cfg.ContactsAddr, append(tracing.DialOptions(), creds, roundRobin, server.DialOption())...)
 		if err != nil {
 			return nil, fmt.Errorf("contacts client: %w", err)
 		}

@@ -240,7 +240,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 			return nil, fmt.Errorf("contacts TLS: %w", err)
 		}
 		if d.contacts, err = grpc.NewClient(cfg.ContactsAddr,
-			append(tracing.DialOptions(), creds, roundRobin, appkey.Credentials(cfg.ContactsKey))...); err != nil {
+			append(tracing.DialOptions(), creds, roundRobin, server.DialOption(), appkey.Credentials(cfg.ContactsKey))...); err != nil {
 			return nil, fmt.Errorf("contacts client: %w", err)
 		}
 		gate = contacts.New(d.contacts)
