@@ -230,6 +230,31 @@ func TestSecurityEveryRPCRefusesBadKeys(t *testing.T) {
 	}
 }
 
+// TestSecurityErrorsKeepInternalsInside: when a dependency fails, the caller is told so in words
+// written for it - not the dependency's own error, which names internal addresses - and the
+// cause goes to the logs.
+func TestSecurityErrorsKeepInternalsInside(t *testing.T) {
+	s := startStack(t, stackOptions{noWorkers: true})
+	contactsAddr := s.contacts.GRPCAddr()
+	s.contacts.Close() // Close is idempotent: the stack's cleanup closes it again
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := s.notify.Send(ctx, userSend("ada", "account"))
+	st := status.Convert(err)
+	if st.Code() != codes.Unavailable {
+		t.Fatalf("Send with the contacts service down: %v, want Unavailable", err)
+	}
+	_, port, _ := strings.Cut(contactsAddr, ":")
+	for _, internal := range []string{contactsAddr, port, "dial", "rpc error", "connection refused", "transport"} {
+		if strings.Contains(answer(err), internal) {
+			t.Errorf("the answer holds %q: %s", internal, answer(err))
+		}
+	}
+	if !strings.Contains(strings.Join(s.logs.lines(), "\n"), contactsAddr) {
+		t.Errorf("the cause (the contacts service at %s) is not in the logs", contactsAddr)
+	}
+}
+
 // TestSecurityRevocationIsImmediate: a key revoked through one notifier is refused by the very
 // next call on every notifier replica and on the contacts service, each with its own warm
 // cache, exactly as a key that never existed is refused; and a revoked bootstrap key stays
