@@ -12,11 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/internal/pgtest"
@@ -36,8 +38,8 @@ func migrateNotifier(ctx context.Context, url string) error {
 }
 
 // templateServer serves the notifier's TemplateService on loopback, on a fresh database, with
-// the error interceptor the notifier runs (authentication is not what these tests are about).
-// It returns heraldctl's leading arguments for it.
+// the error interceptor the notifier runs (authentication is not what these tests are about:
+// every call is an operator's admin app). It returns heraldctl's leading arguments for it.
 func templateServer(t *testing.T) []string {
 	t.Helper()
 	url := pgtest.DB(t, "notifier", migrateNotifier)
@@ -50,7 +52,11 @@ func templateServer(t *testing.T) []string {
 	t.Cleanup(pool.Close)
 	log := slog.New(slog.DiscardHandler)
 	svc := &notifier.Service{Store: postgres.New(pool), Log: log}
-	srv := grpc.NewServer(grpc.UnaryInterceptor(errs.UnaryServerInterceptor(log)))
+	operator := appkey.Caller{AppID: uuid.Must(uuid.NewV7()), AppName: "operator", Admin: true}
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(errs.UnaryServerInterceptor(log),
+		func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			return h(appkey.WithCaller(ctx, operator), req)
+		}))
 	heraldv1.RegisterTemplateServiceServer(srv, &rpc.Server{Service: svc})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
