@@ -527,7 +527,7 @@ func byStatus(status int) outcome {
 
 // classify maps an APNs answer other than 200 to an error class.
 func classify(id uuid.UUID, res *apns2.Response) error {
-	apiErr := &APIError{StatusCode: res.StatusCode, Reason: res.Reason}
+	apiErr := &APIError{StatusCode: res.StatusCode, Reason: reasonWord(res.Reason)}
 	if res.StatusCode == http.StatusGone {
 		apiErr.Timestamp = res.Timestamp.Time
 	}
@@ -546,6 +546,21 @@ func classify(id uuid.UUID, res *apns2.Response) error {
 	default:
 		return workers.Transient(0, err)
 	}
+}
+
+// reasonWord returns APNs's reason if it is one, a short CamelCase word such as "Unregistered",
+// and "" for anything else: the reason goes into errors and the attempt log, and the answer is
+// outside input.
+func reasonWord(r string) string {
+	if len(r) > 64 {
+		return ""
+	}
+	for i := 0; i < len(r); i++ {
+		if c := r[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+			return ""
+		}
+	}
+	return r
 }
 
 // transportError classifies a push that got no usable answer. The *url.Error apns2 passes on

@@ -31,16 +31,40 @@ type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 // APNs's stream limit. APNs treats rapid connecting and disconnecting as an attack.
 func httpClient(tlsConf *tls.Config, dial dialFunc, timeout time.Duration) *http.Client {
 	return &http.Client{
-		Transport: &http2.Transport{
+		Transport: boundedAnswers{&http2.Transport{
 			TLSClientConfig: tlsConf,
 			DialTLSContext:  dialTLS(dial),
 			// A ping after this long without a frame finds connections that died quietly.
 			ReadIdleTimeout: apns2.ReadIdleTimeout,
-		},
+		}},
 		Timeout: timeout,
 		// APNs never redirects; following a redirect would carry the provider token elsewhere.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+}
+
+// maxAnswerBytes bounds how much of an answer is read: APNs's are a few dozen bytes of JSON, and
+// apns2 decodes the body with no bound of its own.
+const maxAnswerBytes = 64 << 10
+
+// boundedAnswers is the HTTP/2 transport with the answers' bodies made safe for apns2 to decode.
+// A refusal's body is cut at maxAnswerBytes: a longer one fails to read, and the push is retried
+// like any other answer that cannot be read. An acceptance's body is dropped: APNs sends none,
+// and one apns2 could not decode would turn an accepted push into a retry, which pushes it
+// twice. It keeps the transport's CloseIdleConnections, which apns2's Client calls.
+type boundedAnswers struct{ *http2.Transport }
+
+func (t boundedAnswers) RoundTrip(req *http.Request) (*http.Response, error) {
+	res, err := t.Transport.RoundTrip(req)
+	switch {
+	case err != nil:
+	case res.StatusCode == http.StatusOK:
+		res.Body.Close()
+		res.Body = http.NoBody
+	default:
+		res.Body = http.MaxBytesReader(nil, res.Body, maxAnswerBytes)
+	}
+	return res, err
 }
 
 // dialTLS opens a TLS connection with dial for the HTTP/2 transport, and returns it once the

@@ -618,12 +618,13 @@ func (c *Consumer) send(j job) result {
 
 	var retryAfter time.Duration
 	a.Outcome, a.Reason, retryAfter = workers.Classify(err)
+	a.Reason = storable(a.Reason, maxReason)
 	if err != nil {
-		a.Error = err.Error()
+		a.Error = storable(err.Error(), maxErrorText)
 	}
 	switch a.Outcome {
 	case workers.OutcomeSent:
-		a.ProviderMessageID = res.ProviderMessageID
+		a.ProviderMessageID = storable(res.ProviderMessageID, maxProviderMessageID)
 	case workers.OutcomeFailed:
 		var perm *workers.PermanentError
 		if errors.As(err, &perm) {

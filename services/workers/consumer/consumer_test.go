@@ -129,6 +129,10 @@ type script struct {
 	config bool
 	// release, when set, holds every call until it is closed (or the send times out).
 	release chan struct{}
+	// err, when set, fails the first call with it; providerID, when set, is the message id the
+	// provider answers when it accepts.
+	err        error
+	providerID string
 }
 
 // call is one call the fake provider got.
@@ -215,6 +219,10 @@ func (f *fakeSender) Send(ctx context.Context, m *workers.Message) (res workers.
 		}
 	}
 	switch {
+	case s.err != nil && n == 1:
+		return workers.Result{}, s.err
+	case s.providerID != "" && n > 1:
+		return workers.Result{ProviderMessageID: s.providerID}, nil
 	case s.config:
 		return workers.Result{}, workers.Misconfigured(errors.New("fake: credentials refused"))
 	case s.permanent != "":

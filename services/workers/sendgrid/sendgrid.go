@@ -126,7 +126,7 @@ func New(cfg Config) (*Sender, error) {
 		cats:     append([]string(nil), cfg.Categories...),
 		sandbox:  cfg.SandboxMode,
 		client: &rest.Client{HTTPClient: &http.Client{
-			Transport: transport,
+			Transport: boundedAnswers{transport},
 			Timeout:   timeout,
 			// A redirect from an API endpoint is a misconfiguration; following it would turn the
 			// POST into a GET, or carry the key to another host.
@@ -266,7 +266,24 @@ func classify(res *rest.Response, m *workers.Message) (workers.Result, error) {
 const (
 	maxErrorMessages = 3
 	maxMessageLen    = 200
+	maxFieldLen      = 64
 )
+
+// maxAnswerBytes bounds how much of an answer is read: SendGrid's are empty on success and a
+// few hundred bytes of JSON otherwise, and its SDK reads the whole body with no bound of its own.
+const maxAnswerBytes = 64 << 10
+
+// boundedAnswers cuts every answer's body at maxAnswerBytes: a longer one fails to read, and
+// the status alone decides (see Send).
+type boundedAnswers struct{ http.RoundTripper }
+
+func (t boundedAnswers) RoundTrip(req *http.Request) (*http.Response, error) {
+	res, err := t.RoundTripper.RoundTrip(req)
+	if err == nil {
+		res.Body = http.MaxBytesReader(nil, res.Body, maxAnswerBytes)
+	}
+	return res, err
+}
 
 var emailLike = regexp.MustCompile(`[^\s"'<>(),;:]+@[^\s"'<>(),;:]+`)
 
@@ -295,15 +312,28 @@ func errorText(body, to string) string {
 			msg = strings.ReplaceAll(msg, to, "[address]")
 		}
 		msg = emailLike.ReplaceAllString(msg, "[address]")
-		if len(msg) > maxMessageLen {
-			msg = strings.ToValidUTF8(msg[:maxMessageLen], "") + "..."
-		}
+		msg = clip(msg, maxMessageLen)
 		if e.Field != nil && *e.Field != "" {
-			msg = "field " + *e.Field + ": " + msg
+			msg = "field " + clip(emailLike.ReplaceAllString(*e.Field, "[address]"), maxFieldLen) + ": " + msg
 		}
 		parts = append(parts, msg)
 	}
 	return strings.Join(parts, "; ")
+}
+
+// clip cuts s to max bytes (marking the cut with "...") and drops what PostgreSQL cannot keep in
+// the attempt log: invalid UTF-8 and control characters, NUL among them.
+func clip(s string, max int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(s, ""))
+	if len(s) > max {
+		s = strings.ToValidUTF8(s[:max], "") + "..."
+	}
+	return s
 }
 
 // retryAfter reads the wait a 429 asks for: Retry-After in seconds or as an HTTP date, else

@@ -44,7 +44,7 @@ const maxValidityPeriod = 36000 * time.Second
 // its time to live.
 const maxRetryAfter = delivery.DefaultTTL
 
-// maxErrorBody bounds how much of an error answer is read.
+// maxErrorBody bounds how much of an answer is read (Twilio's are a few kilobytes).
 const maxErrorBody = 64 << 10
 
 // Config configures a Sender. AccountSID, credentials (AuthToken, or APIKey and APISecret) and
@@ -488,6 +488,10 @@ func (t *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, maxErrorBody))
 		res.Body.Close()
 		res.Body = io.NopCloser(bytes.NewReader(body))
+		return res, nil
 	}
+	// twilio-go reads an accepted message's answer with no bound of its own. One too long to
+	// read still means an accepted message (see outcome).
+	res.Body = http.MaxBytesReader(nil, res.Body, maxErrorBody)
 	return res, nil
 }
