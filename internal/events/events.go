@@ -7,8 +7,11 @@ package events
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -93,11 +96,56 @@ func Publish(ctx context.Context, js jetstream.JetStream, subject string, e Even
 	return nil
 }
 
-// Handler applies one event; an error makes the event come back later.
+// Limits on an event, in bytes. Events are a few hundred bytes; the text fields hold ids,
+// addresses (an FCM token is the longest) and short words.
+const (
+	maxEvent    = 64 << 10
+	maxUserID   = 128
+	maxAddress  = 4096
+	maxCategory = 64
+	maxReason   = 64
+)
+
+// ErrMalformed marks an event that can never be applied. Consume terminates such an event
+// instead of asking for it again: otherwise one bad event would come back every few seconds,
+// forever.
+var ErrMalformed = errors.New("malformed event")
+
+// Decode reads an event as Publish writes it. It returns an error wrapping ErrMalformed for
+// data that is not such an event, or whose text fields are over their limits or hold what
+// PostgreSQL cannot store (NUL).
+func Decode(data []byte) (Event, error) {
+	var e Event
+	if len(data) > maxEvent {
+		return Event{}, fmt.Errorf("%w: %d bytes", ErrMalformed, len(data))
+	}
+	if err := json.Unmarshal(data, &e); err != nil {
+		return Event{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	for _, f := range []struct {
+		name, value string
+		max         int
+	}{{"user_id", e.UserID, maxUserID}, {"channel", string(e.Channel), len("android")},
+		{"address", e.Address, maxAddress}, {"category", e.Category, maxCategory}, {"reason", e.Reason, maxReason}} {
+		if len(f.value) > f.max || !utf8.ValidString(f.value) || strings.IndexByte(f.value, 0) >= 0 {
+			return Event{}, fmt.Errorf("%w: %s is not text of at most %d bytes", ErrMalformed, f.name, f.max)
+		}
+	}
+	if e.Channel != "" {
+		if _, err := delivery.ParseChannel(string(e.Channel)); err != nil {
+			return Event{}, fmt.Errorf("%w: unknown channel", ErrMalformed)
+		}
+	}
+	return e, nil
+}
+
+// Handler applies one event; an error makes the event come back later, unless it wraps
+// ErrMalformed.
 type Handler func(ctx context.Context, subject string, e Event) error
 
 // Consume runs a durable consumer named durable over the subjects and calls h for each event,
-// acking after h succeeds. Stop the returned context to stop consuming.
+// acking after h succeeds. An event that does not decode, or that h finds malformed, is
+// terminated. Stop the returned context to stop consuming.
 func Consume(ctx context.Context, js jetstream.JetStream, durable string, subjects []string, h Handler) (jetstream.ConsumeContext, error) {
 	c, err := js.CreateOrUpdateConsumer(ctx, Stream, jetstream.ConsumerConfig{
 		Durable:        durable,
@@ -110,14 +158,17 @@ func Consume(ctx context.Context, js jetstream.JetStream, durable string, subjec
 		return nil, fmt.Errorf("ensure consumer %s: %w", durable, err)
 	}
 	return c.Consume(func(msg jetstream.Msg) {
-		var e Event
-		if err := json.Unmarshal(msg.Data(), &e); err != nil {
+		e, err := Decode(msg.Data())
+		if err != nil {
 			msg.TermWithReason("malformed event")
 			return
 		}
 		hctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		if err := h(hctx, msg.Subject(), e); err != nil {
+		if err := h(hctx, msg.Subject(), e); errors.Is(err, ErrMalformed) {
+			msg.TermWithReason("malformed event")
+			return
+		} else if err != nil {
 			msg.NakWithDelay(5 * time.Second)
 			return
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/heraldhq/herald/internal/address"
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/events"
 	"github.com/heraldhq/herald/internal/preference"
@@ -40,9 +41,18 @@ func Apply(ctx context.Context, js jetstream.JetStream, svc *contacts.Service) (
 		})
 }
 
+// apply applies one fact. A fact whose address is not one the services store (normalised, for
+// its channel) is malformed: it could only suppress an address nothing is ever sent to.
 func apply(ctx context.Context, svc *contacts.Service, subject string, e events.Event) error {
 	if e.Address == "" {
 		return nil // nothing to apply it to
+	}
+	ch := map[string]delivery.Channel{events.NumberInvalid: delivery.SMS, events.EmailInvalid: delivery.Email}[subject]
+	if ch == "" {
+		ch = e.Channel
+	}
+	if !normalised(ch, e.Address) {
+		return fmt.Errorf("%w: %s fact about a %q address that is not one", events.ErrMalformed, subject, ch)
 	}
 	switch subject {
 	case events.TokenInvalid:
@@ -60,5 +70,18 @@ func apply(ctx context.Context, svc *contacts.Service, subject string, e events.
 		return svc.Suppress(ctx, preference.Suppression{Channel: e.Channel, Address: e.Address,
 			Reason: e.Reason})
 	}
-	return fmt.Errorf("unexpected subject %s", subject)
+	return fmt.Errorf("%w: unexpected subject %s", events.ErrMalformed, subject)
+}
+
+// normalised reports whether a is an address of channel ch in the form the services store it.
+func normalised(ch delivery.Channel, a string) bool {
+	parse := map[delivery.Channel]func(string) (string, error){
+		delivery.Email: address.Email, delivery.SMS: address.Phone,
+		delivery.IOS: address.APNsToken, delivery.Android: address.FCMToken,
+	}[ch]
+	if parse == nil {
+		return false
+	}
+	norm, err := parse(a)
+	return err == nil && norm == a
 }
