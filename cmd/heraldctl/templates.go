@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/heraldhq/herald/internal/server"
 	"github.com/heraldhq/herald/internal/templates"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 )
@@ -165,11 +166,27 @@ func loadTemplates(dir string) ([]loaded, error) {
 // loadTemplate decodes one file strictly (unknown fields, repeated keys and further documents
 // are errors) and checks its parts as the server will, so that errors name the file's fields.
 func loadTemplate(path string) (loaded, error) {
-	l := loaded{file: path}
-	raw, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
-		return l, err
+		return loaded{file: path}, err
 	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, maxTemplateFile+1))
+	if err != nil {
+		return loaded{file: path}, err
+	}
+	if len(raw) > maxTemplateFile {
+		return loaded{file: path}, fmt.Errorf("%s: larger than %d bytes, more than the server takes in one call", path, maxTemplateFile)
+	}
+	return decodeTemplate(path, raw)
+}
+
+// maxTemplateFile bounds a template file: no larger one could be sent in one call.
+const maxTemplateFile = server.MaxMessageSize
+
+// decodeTemplate is loadTemplate on the file's contents.
+func decodeTemplate(path string, raw []byte) (loaded, error) {
+	l := loaded{file: path}
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	var f templateFile
