@@ -19,7 +19,7 @@ MODULES := . ./proto ./internal ./services/notifier ./services/workers ./service
 # services build with (deploy/monitoring needs the whole of Prometheus for its PromQL parser).
 STANDALONE := ./deploy/monitoring
 
-.PHONY: help run test bench proto breaking lint fmt vet tools build clean
+.PHONY: help run test bench fuzz proto breaking lint fmt vet tools build clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,12 @@ lint: $(BIN)/staticcheck $(BIN)/buf vet ## gofmt, go vet, staticcheck and buf li
 vet: ## go vet every module.
 	$(GO) vet $(addsuffix /...,$(MODULES))
 	for m in $(STANDALONE); do (cd $$m && GOWORK=off $(GO) vet ./...) || exit 1; done
+
+# How long `make fuzz` runs each fuzz target: `FUZZTIME=5s make fuzz`.
+FUZZTIME ?= 60s
+
+fuzz: ## Run every module's fuzz targets, FUZZTIME (60s) each, two at a time.
+	FUZZTIME=$(FUZZTIME) scripts/fuzz $(MODULES) -- $(STANDALONE)
 
 fmt: ## gofmt every Go file.
 	gofmt -w $$(git ls-files '*.go')
