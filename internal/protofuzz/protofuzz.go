@@ -39,38 +39,46 @@ func Request(m proto.Message, raw []byte, field int, text string) bool {
 }
 
 // plant sets the n-th string of m to text and reports whether it found it; it counts n down
-// past the strings it skips.
+// past the strings it skips. It walks the fields in their declared order: Range's order changes
+// from one build to the next, and a saved crasher must reach the same field in every build.
 func plant(m protoreflect.Message, n *int, text string) bool {
-	found := false
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+	fields := m.Descriptor().Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if fd.IsMap() || !m.Has(fd) {
+			continue
+		}
+		v := m.Get(fd)
 		switch {
-		case fd.IsMap():
 		case fd.IsList():
 			l := v.List()
-			for i := 0; i < l.Len() && !found; i++ {
+			for j := 0; j < l.Len(); j++ {
 				switch fd.Kind() {
 				case protoreflect.StringKind:
 					if *n == 0 {
-						l.Set(i, protoreflect.ValueOfString(text))
-						found = true
+						l.Set(j, protoreflect.ValueOfString(text))
+						return true
 					}
 					*n--
 				case protoreflect.MessageKind, protoreflect.GroupKind:
-					found = plant(l.Get(i).Message(), n, text)
+					if plant(l.Get(j).Message(), n, text) {
+						return true
+					}
 				}
 			}
 		case fd.Kind() == protoreflect.StringKind:
 			if *n == 0 {
 				m.Set(fd, protoreflect.ValueOfString(text))
-				found = true
+				return true
 			}
 			*n--
 		case fd.Kind() == protoreflect.MessageKind || fd.Kind() == protoreflect.GroupKind:
-			found = plant(v.Message(), n, text)
+			if plant(v.Message(), n, text) {
+				return true
+			}
 		}
-		return !found
-	})
-	return found
+	}
+	return false
 }
 
 // MaxAnswer bounds the message of an error answer: a message must not grow with the request.
