@@ -16,7 +16,7 @@ import (
 // apps runs `heraldctl apps ...`: the calling services and their keys.
 func apps(ctx context.Context, admin heraldv1.AdminServiceClient, args []string, out io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: heraldctl apps create|list|keys|issue-key|revoke-key ...")
+		return errors.New("usage: heraldctl apps create|list|keys|issue-key|revoke-key")
 	}
 	switch args[0] {
 	case "create":

@@ -291,19 +291,6 @@ func (s *spyStore) Claim(ctx context.Context, worker string, lease time.Duration
 	return claims, err
 }
 
-// claimed returns how many claims of id took it.
-func (s *spyStore) claimed(id uuid.UUID) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, c := range s.answers {
-		if c.ID == id && c.Status == workers.Claimed {
-			n++
-		}
-	}
-	return n
-}
-
 // answered reports whether some claim of id was answered with st.
 func (s *spyStore) answered(id uuid.UUID, st workers.ClaimStatus) bool {
 	s.mu.Lock()
