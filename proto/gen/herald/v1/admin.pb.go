@@ -23,6 +23,65 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ContactsAccess is what an app may do with the recipients' contact data: the users, their
+// addresses and devices, their settings and the suppressions on their addresses. Sending does
+// not need it: the notifier looks recipients up with its own key, so an app with no access can
+// still send to a user id.
+type ContactsAccess int32
+
+const (
+	// No access: every ContactsService call is refused with PERMISSION_DENIED, and so is
+	// NotificationService.Explain of a user recipient.
+	ContactsAccess_CONTACTS_ACCESS_UNSPECIFIED ContactsAccess = 0
+	// Read: ContactsService's GetUser, BatchGetUsers, ListDevices, GetSettings and
+	// ResolveRecipients, and NotificationService.Explain of a user recipient.
+	ContactsAccess_CONTACTS_ACCESS_READ ContactsAccess = 1
+	// Read and write: also UpsertUser, DeleteUser, RegisterDevice, UnregisterDevice,
+	// UpdateSettings and CreatePreferenceLink (a link lets its holder change the settings).
+	ContactsAccess_CONTACTS_ACCESS_WRITE ContactsAccess = 2
+)
+
+// Enum value maps for ContactsAccess.
+var (
+	ContactsAccess_name = map[int32]string{
+		0: "CONTACTS_ACCESS_UNSPECIFIED",
+		1: "CONTACTS_ACCESS_READ",
+		2: "CONTACTS_ACCESS_WRITE",
+	}
+	ContactsAccess_value = map[string]int32{
+		"CONTACTS_ACCESS_UNSPECIFIED": 0,
+		"CONTACTS_ACCESS_READ":        1,
+		"CONTACTS_ACCESS_WRITE":       2,
+	}
+)
+
+func (x ContactsAccess) Enum() *ContactsAccess {
+	p := new(ContactsAccess)
+	*p = x
+	return p
+}
+
+func (x ContactsAccess) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ContactsAccess) Descriptor() protoreflect.EnumDescriptor {
+	return file_herald_v1_admin_proto_enumTypes[0].Descriptor()
+}
+
+func (ContactsAccess) Type() protoreflect.EnumType {
+	return &file_herald_v1_admin_proto_enumTypes[0]
+}
+
+func (x ContactsAccess) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ContactsAccess.Descriptor instead.
+func (ContactsAccess) EnumDescriptor() ([]byte, []int) {
+	return file_herald_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
 // App is a calling service.
 type App struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -39,9 +98,12 @@ type App struct {
 	// Sustained Send calls per second across every notifier; 0 means the server's default.
 	RequestsPerSecond float64 `protobuf:"fixed64,7,opt,name=requests_per_second,json=requestsPerSecond,proto3" json:"requests_per_second,omitempty"`
 	// Calls allowed at once above the sustained rate; 0 means the server's default.
-	Burst         int32 `protobuf:"varint,8,opt,name=burst,proto3" json:"burst,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Burst int32 `protobuf:"varint,8,opt,name=burst,proto3" json:"burst,omitempty"`
+	// What the app may do with ContactsService. Unspecified (the default) means nothing; admin
+	// apps may do everything whatever this says.
+	ContactsAccess ContactsAccess `protobuf:"varint,9,opt,name=contacts_access,json=contactsAccess,proto3,enum=herald.v1.ContactsAccess" json:"contacts_access,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *App) Reset() {
@@ -130,6 +192,13 @@ func (x *App) GetBurst() int32 {
 	return 0
 }
 
+func (x *App) GetContactsAccess() ContactsAccess {
+	if x != nil {
+		return x.ContactsAccess
+	}
+	return ContactsAccess_CONTACTS_ACCESS_UNSPECIFIED
+}
+
 // KeyInfo describes a key without its secret.
 type KeyInfo struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -209,8 +278,10 @@ type CreateAppRequest struct {
 	AllowedChannels   []Channel              `protobuf:"varint,4,rep,packed,name=allowed_channels,json=allowedChannels,proto3,enum=herald.v1.Channel" json:"allowed_channels,omitempty"`
 	RequestsPerSecond float64                `protobuf:"fixed64,5,opt,name=requests_per_second,json=requestsPerSecond,proto3" json:"requests_per_second,omitempty"`
 	Burst             int32                  `protobuf:"varint,6,opt,name=burst,proto3" json:"burst,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// What the app may do with ContactsService; unspecified means nothing.
+	ContactsAccess ContactsAccess `protobuf:"varint,7,opt,name=contacts_access,json=contactsAccess,proto3,enum=herald.v1.ContactsAccess" json:"contacts_access,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CreateAppRequest) Reset() {
@@ -283,6 +354,13 @@ func (x *CreateAppRequest) GetBurst() int32 {
 		return x.Burst
 	}
 	return 0
+}
+
+func (x *CreateAppRequest) GetContactsAccess() ContactsAccess {
+	if x != nil {
+		return x.ContactsAccess
+	}
+	return ContactsAccess_CONTACTS_ACCESS_UNSPECIFIED
 }
 
 // CreateAppResponse holds the app and its first key.
@@ -1776,7 +1854,7 @@ var File_herald_v1_admin_proto protoreflect.FileDescriptor
 
 const file_herald_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x15herald/v1/admin.proto\x12\therald.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cherald/v1/notification.proto\x1a\x16herald/v1/common.proto\"\xb7\x02\n" +
+	"\x15herald/v1/admin.proto\x12\therald.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cherald/v1/notification.proto\x1a\x16herald/v1/common.proto\"\xfb\x02\n" +
 	"\x03App\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -1786,21 +1864,23 @@ const file_herald_v1_admin_proto_rawDesc = "" +
 	"\x12allowed_categories\x18\x05 \x03(\tR\x11allowedCategories\x12=\n" +
 	"\x10allowed_channels\x18\x06 \x03(\x0e2\x12.herald.v1.ChannelR\x0fallowedChannels\x12.\n" +
 	"\x13requests_per_second\x18\a \x01(\x01R\x11requestsPerSecond\x12\x14\n" +
-	"\x05burst\x18\b \x01(\x05R\x05burst\"\xb1\x01\n" +
+	"\x05burst\x18\b \x01(\x05R\x05burst\x12B\n" +
+	"\x0fcontacts_access\x18\t \x01(\x0e2\x19.herald.v1.ContactsAccessR\x0econtactsAccess\"\xb1\x01\n" +
 	"\aKeyInfo\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12;\n" +
 	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vrevoke_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"revokeTime\"\xf0\x01\n" +
+	"revokeTime\"\xb4\x02\n" +
 	"\x10CreateAppRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05admin\x18\x02 \x01(\bR\x05admin\x12-\n" +
 	"\x12allowed_categories\x18\x03 \x03(\tR\x11allowedCategories\x12=\n" +
 	"\x10allowed_channels\x18\x04 \x03(\x0e2\x12.herald.v1.ChannelR\x0fallowedChannels\x12.\n" +
 	"\x13requests_per_second\x18\x05 \x01(\x01R\x11requestsPerSecond\x12\x14\n" +
-	"\x05burst\x18\x06 \x01(\x05R\x05burst\"^\n" +
+	"\x05burst\x18\x06 \x01(\x05R\x05burst\x12B\n" +
+	"\x0fcontacts_access\x18\a \x01(\x0e2\x19.herald.v1.ContactsAccessR\x0econtactsAccess\"^\n" +
 	"\x11CreateAppResponse\x12 \n" +
 	"\x03app\x18\x01 \x01(\v2\x0e.herald.v1.AppR\x03app\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x15\n" +
@@ -1893,7 +1973,11 @@ const file_herald_v1_admin_proto_rawDesc = "" +
 	"\askipped\x18\n" +
 	" \x01(\x03R\askipped\"J\n" +
 	"\x18GetDeliveryStatsResponse\x12.\n" +
-	"\x05stats\x18\x01 \x03(\v2\x18.herald.v1.DeliveryStatsR\x05stats2\xc8\a\n" +
+	"\x05stats\x18\x01 \x03(\v2\x18.herald.v1.DeliveryStatsR\x05stats*f\n" +
+	"\x0eContactsAccess\x12\x1f\n" +
+	"\x1bCONTACTS_ACCESS_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14CONTACTS_ACCESS_READ\x10\x01\x12\x19\n" +
+	"\x15CONTACTS_ACCESS_WRITE\x10\x022\xc8\a\n" +
 	"\fAdminService\x12F\n" +
 	"\tCreateApp\x12\x1b.herald.v1.CreateAppRequest\x1a\x1c.herald.v1.CreateAppResponse\x12F\n" +
 	"\tUpdateApp\x12\x1b.herald.v1.UpdateAppRequest\x1a\x1c.herald.v1.UpdateAppResponse\x12C\n" +
@@ -1920,102 +2004,106 @@ func file_herald_v1_admin_proto_rawDescGZIP() []byte {
 	return file_herald_v1_admin_proto_rawDescData
 }
 
+var file_herald_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_herald_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_herald_v1_admin_proto_goTypes = []any{
-	(*App)(nil),                        // 0: herald.v1.App
-	(*KeyInfo)(nil),                    // 1: herald.v1.KeyInfo
-	(*CreateAppRequest)(nil),           // 2: herald.v1.CreateAppRequest
-	(*CreateAppResponse)(nil),          // 3: herald.v1.CreateAppResponse
-	(*IssueKeyRequest)(nil),            // 4: herald.v1.IssueKeyRequest
-	(*IssueKeyResponse)(nil),           // 5: herald.v1.IssueKeyResponse
-	(*PutCategoryRequest)(nil),         // 6: herald.v1.PutCategoryRequest
-	(*PutCategoryResponse)(nil),        // 7: herald.v1.PutCategoryResponse
-	(*ListCategoriesRequest)(nil),      // 8: herald.v1.ListCategoriesRequest
-	(*ListCategoriesResponse)(nil),     // 9: herald.v1.ListCategoriesResponse
-	(*ListDeadLettersRequest)(nil),     // 10: herald.v1.ListDeadLettersRequest
-	(*DeadLetter)(nil),                 // 11: herald.v1.DeadLetter
-	(*ListDeadLettersResponse)(nil),    // 12: herald.v1.ListDeadLettersResponse
-	(*RedriveDeadLettersRequest)(nil),  // 13: herald.v1.RedriveDeadLettersRequest
-	(*RedriveDeadLettersResponse)(nil), // 14: herald.v1.RedriveDeadLettersResponse
-	(*UpdateAppRequest)(nil),           // 15: herald.v1.UpdateAppRequest
-	(*UpdateAppResponse)(nil),          // 16: herald.v1.UpdateAppResponse
-	(*ListAppsRequest)(nil),            // 17: herald.v1.ListAppsRequest
-	(*ListAppsResponse)(nil),           // 18: herald.v1.ListAppsResponse
-	(*RevokeKeyRequest)(nil),           // 19: herald.v1.RevokeKeyRequest
-	(*RevokeKeyResponse)(nil),          // 20: herald.v1.RevokeKeyResponse
-	(*ListKeysRequest)(nil),            // 21: herald.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),           // 22: herald.v1.ListKeysResponse
-	(*GetQueueStatsRequest)(nil),       // 23: herald.v1.GetQueueStatsRequest
-	(*ChannelStats)(nil),               // 24: herald.v1.ChannelStats
-	(*CircuitState)(nil),               // 25: herald.v1.CircuitState
-	(*GetQueueStatsResponse)(nil),      // 26: herald.v1.GetQueueStatsResponse
-	(*GetDeliveryStatsRequest)(nil),    // 27: herald.v1.GetDeliveryStatsRequest
-	(*DeliveryStats)(nil),              // 28: herald.v1.DeliveryStats
-	(*GetDeliveryStatsResponse)(nil),   // 29: herald.v1.GetDeliveryStatsResponse
-	(*timestamppb.Timestamp)(nil),      // 30: google.protobuf.Timestamp
-	(Channel)(0),                       // 31: herald.v1.Channel
-	(*Category)(nil),                   // 32: herald.v1.Category
-	(*Delivery)(nil),                   // 33: herald.v1.Delivery
-	(*durationpb.Duration)(nil),        // 34: google.protobuf.Duration
+	(ContactsAccess)(0),                // 0: herald.v1.ContactsAccess
+	(*App)(nil),                        // 1: herald.v1.App
+	(*KeyInfo)(nil),                    // 2: herald.v1.KeyInfo
+	(*CreateAppRequest)(nil),           // 3: herald.v1.CreateAppRequest
+	(*CreateAppResponse)(nil),          // 4: herald.v1.CreateAppResponse
+	(*IssueKeyRequest)(nil),            // 5: herald.v1.IssueKeyRequest
+	(*IssueKeyResponse)(nil),           // 6: herald.v1.IssueKeyResponse
+	(*PutCategoryRequest)(nil),         // 7: herald.v1.PutCategoryRequest
+	(*PutCategoryResponse)(nil),        // 8: herald.v1.PutCategoryResponse
+	(*ListCategoriesRequest)(nil),      // 9: herald.v1.ListCategoriesRequest
+	(*ListCategoriesResponse)(nil),     // 10: herald.v1.ListCategoriesResponse
+	(*ListDeadLettersRequest)(nil),     // 11: herald.v1.ListDeadLettersRequest
+	(*DeadLetter)(nil),                 // 12: herald.v1.DeadLetter
+	(*ListDeadLettersResponse)(nil),    // 13: herald.v1.ListDeadLettersResponse
+	(*RedriveDeadLettersRequest)(nil),  // 14: herald.v1.RedriveDeadLettersRequest
+	(*RedriveDeadLettersResponse)(nil), // 15: herald.v1.RedriveDeadLettersResponse
+	(*UpdateAppRequest)(nil),           // 16: herald.v1.UpdateAppRequest
+	(*UpdateAppResponse)(nil),          // 17: herald.v1.UpdateAppResponse
+	(*ListAppsRequest)(nil),            // 18: herald.v1.ListAppsRequest
+	(*ListAppsResponse)(nil),           // 19: herald.v1.ListAppsResponse
+	(*RevokeKeyRequest)(nil),           // 20: herald.v1.RevokeKeyRequest
+	(*RevokeKeyResponse)(nil),          // 21: herald.v1.RevokeKeyResponse
+	(*ListKeysRequest)(nil),            // 22: herald.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),           // 23: herald.v1.ListKeysResponse
+	(*GetQueueStatsRequest)(nil),       // 24: herald.v1.GetQueueStatsRequest
+	(*ChannelStats)(nil),               // 25: herald.v1.ChannelStats
+	(*CircuitState)(nil),               // 26: herald.v1.CircuitState
+	(*GetQueueStatsResponse)(nil),      // 27: herald.v1.GetQueueStatsResponse
+	(*GetDeliveryStatsRequest)(nil),    // 28: herald.v1.GetDeliveryStatsRequest
+	(*DeliveryStats)(nil),              // 29: herald.v1.DeliveryStats
+	(*GetDeliveryStatsResponse)(nil),   // 30: herald.v1.GetDeliveryStatsResponse
+	(*timestamppb.Timestamp)(nil),      // 31: google.protobuf.Timestamp
+	(Channel)(0),                       // 32: herald.v1.Channel
+	(*Category)(nil),                   // 33: herald.v1.Category
+	(*Delivery)(nil),                   // 34: herald.v1.Delivery
+	(*durationpb.Duration)(nil),        // 35: google.protobuf.Duration
 }
 var file_herald_v1_admin_proto_depIdxs = []int32{
-	30, // 0: herald.v1.App.create_time:type_name -> google.protobuf.Timestamp
-	31, // 1: herald.v1.App.allowed_channels:type_name -> herald.v1.Channel
-	30, // 2: herald.v1.KeyInfo.create_time:type_name -> google.protobuf.Timestamp
-	30, // 3: herald.v1.KeyInfo.revoke_time:type_name -> google.protobuf.Timestamp
-	31, // 4: herald.v1.CreateAppRequest.allowed_channels:type_name -> herald.v1.Channel
-	0,  // 5: herald.v1.CreateAppResponse.app:type_name -> herald.v1.App
-	32, // 6: herald.v1.PutCategoryRequest.category:type_name -> herald.v1.Category
-	32, // 7: herald.v1.PutCategoryResponse.category:type_name -> herald.v1.Category
-	32, // 8: herald.v1.ListCategoriesResponse.categories:type_name -> herald.v1.Category
-	31, // 9: herald.v1.ListDeadLettersRequest.channel:type_name -> herald.v1.Channel
-	33, // 10: herald.v1.DeadLetter.delivery:type_name -> herald.v1.Delivery
-	11, // 11: herald.v1.ListDeadLettersResponse.dead_letters:type_name -> herald.v1.DeadLetter
-	31, // 12: herald.v1.RedriveDeadLettersRequest.channel:type_name -> herald.v1.Channel
-	0,  // 13: herald.v1.UpdateAppRequest.app:type_name -> herald.v1.App
-	0,  // 14: herald.v1.UpdateAppResponse.app:type_name -> herald.v1.App
-	0,  // 15: herald.v1.ListAppsResponse.apps:type_name -> herald.v1.App
-	1,  // 16: herald.v1.RevokeKeyResponse.key:type_name -> herald.v1.KeyInfo
-	1,  // 17: herald.v1.ListKeysResponse.keys:type_name -> herald.v1.KeyInfo
-	31, // 18: herald.v1.ChannelStats.channel:type_name -> herald.v1.Channel
-	34, // 19: herald.v1.ChannelStats.oldest_age:type_name -> google.protobuf.Duration
-	31, // 20: herald.v1.CircuitState.channel:type_name -> herald.v1.Channel
-	30, // 21: herald.v1.CircuitState.update_time:type_name -> google.protobuf.Timestamp
-	24, // 22: herald.v1.GetQueueStatsResponse.channels:type_name -> herald.v1.ChannelStats
-	25, // 23: herald.v1.GetQueueStatsResponse.circuits:type_name -> herald.v1.CircuitState
-	30, // 24: herald.v1.GetQueueStatsResponse.time:type_name -> google.protobuf.Timestamp
-	34, // 25: herald.v1.GetDeliveryStatsRequest.period:type_name -> google.protobuf.Duration
-	31, // 26: herald.v1.DeliveryStats.channel:type_name -> herald.v1.Channel
-	28, // 27: herald.v1.GetDeliveryStatsResponse.stats:type_name -> herald.v1.DeliveryStats
-	2,  // 28: herald.v1.AdminService.CreateApp:input_type -> herald.v1.CreateAppRequest
-	15, // 29: herald.v1.AdminService.UpdateApp:input_type -> herald.v1.UpdateAppRequest
-	17, // 30: herald.v1.AdminService.ListApps:input_type -> herald.v1.ListAppsRequest
-	4,  // 31: herald.v1.AdminService.IssueKey:input_type -> herald.v1.IssueKeyRequest
-	19, // 32: herald.v1.AdminService.RevokeKey:input_type -> herald.v1.RevokeKeyRequest
-	21, // 33: herald.v1.AdminService.ListKeys:input_type -> herald.v1.ListKeysRequest
-	6,  // 34: herald.v1.AdminService.PutCategory:input_type -> herald.v1.PutCategoryRequest
-	8,  // 35: herald.v1.AdminService.ListCategories:input_type -> herald.v1.ListCategoriesRequest
-	10, // 36: herald.v1.AdminService.ListDeadLetters:input_type -> herald.v1.ListDeadLettersRequest
-	13, // 37: herald.v1.AdminService.RedriveDeadLetters:input_type -> herald.v1.RedriveDeadLettersRequest
-	23, // 38: herald.v1.AdminService.GetQueueStats:input_type -> herald.v1.GetQueueStatsRequest
-	27, // 39: herald.v1.AdminService.GetDeliveryStats:input_type -> herald.v1.GetDeliveryStatsRequest
-	3,  // 40: herald.v1.AdminService.CreateApp:output_type -> herald.v1.CreateAppResponse
-	16, // 41: herald.v1.AdminService.UpdateApp:output_type -> herald.v1.UpdateAppResponse
-	18, // 42: herald.v1.AdminService.ListApps:output_type -> herald.v1.ListAppsResponse
-	5,  // 43: herald.v1.AdminService.IssueKey:output_type -> herald.v1.IssueKeyResponse
-	20, // 44: herald.v1.AdminService.RevokeKey:output_type -> herald.v1.RevokeKeyResponse
-	22, // 45: herald.v1.AdminService.ListKeys:output_type -> herald.v1.ListKeysResponse
-	7,  // 46: herald.v1.AdminService.PutCategory:output_type -> herald.v1.PutCategoryResponse
-	9,  // 47: herald.v1.AdminService.ListCategories:output_type -> herald.v1.ListCategoriesResponse
-	12, // 48: herald.v1.AdminService.ListDeadLetters:output_type -> herald.v1.ListDeadLettersResponse
-	14, // 49: herald.v1.AdminService.RedriveDeadLetters:output_type -> herald.v1.RedriveDeadLettersResponse
-	26, // 50: herald.v1.AdminService.GetQueueStats:output_type -> herald.v1.GetQueueStatsResponse
-	29, // 51: herald.v1.AdminService.GetDeliveryStats:output_type -> herald.v1.GetDeliveryStatsResponse
-	40, // [40:52] is the sub-list for method output_type
-	28, // [28:40] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	31, // 0: herald.v1.App.create_time:type_name -> google.protobuf.Timestamp
+	32, // 1: herald.v1.App.allowed_channels:type_name -> herald.v1.Channel
+	0,  // 2: herald.v1.App.contacts_access:type_name -> herald.v1.ContactsAccess
+	31, // 3: herald.v1.KeyInfo.create_time:type_name -> google.protobuf.Timestamp
+	31, // 4: herald.v1.KeyInfo.revoke_time:type_name -> google.protobuf.Timestamp
+	32, // 5: herald.v1.CreateAppRequest.allowed_channels:type_name -> herald.v1.Channel
+	0,  // 6: herald.v1.CreateAppRequest.contacts_access:type_name -> herald.v1.ContactsAccess
+	1,  // 7: herald.v1.CreateAppResponse.app:type_name -> herald.v1.App
+	33, // 8: herald.v1.PutCategoryRequest.category:type_name -> herald.v1.Category
+	33, // 9: herald.v1.PutCategoryResponse.category:type_name -> herald.v1.Category
+	33, // 10: herald.v1.ListCategoriesResponse.categories:type_name -> herald.v1.Category
+	32, // 11: herald.v1.ListDeadLettersRequest.channel:type_name -> herald.v1.Channel
+	34, // 12: herald.v1.DeadLetter.delivery:type_name -> herald.v1.Delivery
+	12, // 13: herald.v1.ListDeadLettersResponse.dead_letters:type_name -> herald.v1.DeadLetter
+	32, // 14: herald.v1.RedriveDeadLettersRequest.channel:type_name -> herald.v1.Channel
+	1,  // 15: herald.v1.UpdateAppRequest.app:type_name -> herald.v1.App
+	1,  // 16: herald.v1.UpdateAppResponse.app:type_name -> herald.v1.App
+	1,  // 17: herald.v1.ListAppsResponse.apps:type_name -> herald.v1.App
+	2,  // 18: herald.v1.RevokeKeyResponse.key:type_name -> herald.v1.KeyInfo
+	2,  // 19: herald.v1.ListKeysResponse.keys:type_name -> herald.v1.KeyInfo
+	32, // 20: herald.v1.ChannelStats.channel:type_name -> herald.v1.Channel
+	35, // 21: herald.v1.ChannelStats.oldest_age:type_name -> google.protobuf.Duration
+	32, // 22: herald.v1.CircuitState.channel:type_name -> herald.v1.Channel
+	31, // 23: herald.v1.CircuitState.update_time:type_name -> google.protobuf.Timestamp
+	25, // 24: herald.v1.GetQueueStatsResponse.channels:type_name -> herald.v1.ChannelStats
+	26, // 25: herald.v1.GetQueueStatsResponse.circuits:type_name -> herald.v1.CircuitState
+	31, // 26: herald.v1.GetQueueStatsResponse.time:type_name -> google.protobuf.Timestamp
+	35, // 27: herald.v1.GetDeliveryStatsRequest.period:type_name -> google.protobuf.Duration
+	32, // 28: herald.v1.DeliveryStats.channel:type_name -> herald.v1.Channel
+	29, // 29: herald.v1.GetDeliveryStatsResponse.stats:type_name -> herald.v1.DeliveryStats
+	3,  // 30: herald.v1.AdminService.CreateApp:input_type -> herald.v1.CreateAppRequest
+	16, // 31: herald.v1.AdminService.UpdateApp:input_type -> herald.v1.UpdateAppRequest
+	18, // 32: herald.v1.AdminService.ListApps:input_type -> herald.v1.ListAppsRequest
+	5,  // 33: herald.v1.AdminService.IssueKey:input_type -> herald.v1.IssueKeyRequest
+	20, // 34: herald.v1.AdminService.RevokeKey:input_type -> herald.v1.RevokeKeyRequest
+	22, // 35: herald.v1.AdminService.ListKeys:input_type -> herald.v1.ListKeysRequest
+	7,  // 36: herald.v1.AdminService.PutCategory:input_type -> herald.v1.PutCategoryRequest
+	9,  // 37: herald.v1.AdminService.ListCategories:input_type -> herald.v1.ListCategoriesRequest
+	11, // 38: herald.v1.AdminService.ListDeadLetters:input_type -> herald.v1.ListDeadLettersRequest
+	14, // 39: herald.v1.AdminService.RedriveDeadLetters:input_type -> herald.v1.RedriveDeadLettersRequest
+	24, // 40: herald.v1.AdminService.GetQueueStats:input_type -> herald.v1.GetQueueStatsRequest
+	28, // 41: herald.v1.AdminService.GetDeliveryStats:input_type -> herald.v1.GetDeliveryStatsRequest
+	4,  // 42: herald.v1.AdminService.CreateApp:output_type -> herald.v1.CreateAppResponse
+	17, // 43: herald.v1.AdminService.UpdateApp:output_type -> herald.v1.UpdateAppResponse
+	19, // 44: herald.v1.AdminService.ListApps:output_type -> herald.v1.ListAppsResponse
+	6,  // 45: herald.v1.AdminService.IssueKey:output_type -> herald.v1.IssueKeyResponse
+	21, // 46: herald.v1.AdminService.RevokeKey:output_type -> herald.v1.RevokeKeyResponse
+	23, // 47: herald.v1.AdminService.ListKeys:output_type -> herald.v1.ListKeysResponse
+	8,  // 48: herald.v1.AdminService.PutCategory:output_type -> herald.v1.PutCategoryResponse
+	10, // 49: herald.v1.AdminService.ListCategories:output_type -> herald.v1.ListCategoriesResponse
+	13, // 50: herald.v1.AdminService.ListDeadLetters:output_type -> herald.v1.ListDeadLettersResponse
+	15, // 51: herald.v1.AdminService.RedriveDeadLetters:output_type -> herald.v1.RedriveDeadLettersResponse
+	27, // 52: herald.v1.AdminService.GetQueueStats:output_type -> herald.v1.GetQueueStatsResponse
+	30, // 53: herald.v1.AdminService.GetDeliveryStats:output_type -> herald.v1.GetDeliveryStatsResponse
+	42, // [42:54] is the sub-list for method output_type
+	30, // [30:42] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_admin_proto_init() }
@@ -2030,13 +2118,14 @@ func file_herald_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_admin_proto_rawDesc), len(file_herald_v1_admin_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_herald_v1_admin_proto_goTypes,
 		DependencyIndexes: file_herald_v1_admin_proto_depIdxs,
+		EnumInfos:         file_herald_v1_admin_proto_enumTypes,
 		MessageInfos:      file_herald_v1_admin_proto_msgTypes,
 	}.Build()
 	File_herald_v1_admin_proto = out.File

@@ -43,7 +43,8 @@ type AdminServiceClient interface {
 	// CreateApp registers a calling service and issues its first key.
 	// Errors: INVALID_ARGUMENT, ALREADY_EXISTS (name taken), PERMISSION_DENIED, UNAUTHENTICATED.
 	CreateApp(ctx context.Context, in *CreateAppRequest, opts ...grpc.CallOption) (*CreateAppResponse, error)
-	// UpdateApp replaces an app's scopes and rates (not its name or admin flag).
+	// UpdateApp replaces an app's scopes (categories, channels, contacts access) and rates, not
+	// its name or admin flag: a field left out is reset to its default.
 	// Errors: NOT_FOUND, INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
 	UpdateApp(ctx context.Context, in *UpdateAppRequest, opts ...grpc.CallOption) (*UpdateAppResponse, error)
 	// ListApps lists every app. Errors: PERMISSION_DENIED, UNAUTHENTICATED.
@@ -218,7 +219,8 @@ type AdminServiceServer interface {
 	// CreateApp registers a calling service and issues its first key.
 	// Errors: INVALID_ARGUMENT, ALREADY_EXISTS (name taken), PERMISSION_DENIED, UNAUTHENTICATED.
 	CreateApp(context.Context, *CreateAppRequest) (*CreateAppResponse, error)
-	// UpdateApp replaces an app's scopes and rates (not its name or admin flag).
+	// UpdateApp replaces an app's scopes (categories, channels, contacts access) and rates, not
+	// its name or admin flag: a field left out is reset to its default.
 	// Errors: NOT_FOUND, INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED.
 	UpdateApp(context.Context, *UpdateAppRequest) (*UpdateAppResponse, error)
 	// ListApps lists every app. Errors: PERMISSION_DENIED, UNAUTHENTICATED.

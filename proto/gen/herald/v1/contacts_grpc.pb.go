@@ -37,7 +37,11 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // ContactsService holds the recipients: who they are and how to reach them.
-// Every call needs an app key: `authorization: Bearer <key>`.
+// Every call needs an app key (`authorization: Bearer <key>`) of an app with contacts access
+// (App.contacts_access): read for GetUser, BatchGetUsers, ListDevices, GetSettings and
+// ResolveRecipients; write for every other call. Admin apps may make every call. Any other
+// call is refused with PERMISSION_DENIED before its request is looked at, with the same answer
+// whether or not what it names exists.
 type ContactsServiceClient interface {
 	// UpsertUser creates the user or replaces their contact data.
 	// Errors: INVALID_ARGUMENT (with field violations), UNAUTHENTICATED.
@@ -199,7 +203,11 @@ func (c *contactsServiceClient) CreatePreferenceLink(ctx context.Context, in *Cr
 // for forward compatibility.
 //
 // ContactsService holds the recipients: who they are and how to reach them.
-// Every call needs an app key: `authorization: Bearer <key>`.
+// Every call needs an app key (`authorization: Bearer <key>`) of an app with contacts access
+// (App.contacts_access): read for GetUser, BatchGetUsers, ListDevices, GetSettings and
+// ResolveRecipients; write for every other call. Admin apps may make every call. Any other
+// call is refused with PERMISSION_DENIED before its request is looked at, with the same answer
+// whether or not what it names exists.
 type ContactsServiceServer interface {
 	// UpsertUser creates the user or replaces their contact data.
 	// Errors: INVALID_ARGUMENT (with field violations), UNAUTHENTICATED.

@@ -52,8 +52,10 @@ type NotificationServiceClient interface {
 	// UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED.
 	SendBatch(ctx context.Context, in *SendBatchRequest, opts ...grpc.CallOption) (*SendBatchResponse, error)
 	// Explain answers what a Send would do for one recipient - which channels would be used or
-	// skipped and why, when, and the rendered content - and sends nothing.
-	// Errors: as Send.
+	// skipped and why, when, and the rendered content - and sends nothing. For a user recipient
+	// the answer shows the user's settings and suppressions, so the app needs contacts access
+	// (ContactsAccess read, or an admin app); sending to the user does not.
+	// Errors: as Send; PERMISSION_DENIED for a user recipient without contacts access.
 	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
 	// TrackEvent records what a recipient did with a delivery, as the app saw it (a push opened
 	// or dismissed, a link clicked). Each kind counts once per delivery.
@@ -154,8 +156,10 @@ type NotificationServiceServer interface {
 	// UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED.
 	SendBatch(context.Context, *SendBatchRequest) (*SendBatchResponse, error)
 	// Explain answers what a Send would do for one recipient - which channels would be used or
-	// skipped and why, when, and the rendered content - and sends nothing.
-	// Errors: as Send.
+	// skipped and why, when, and the rendered content - and sends nothing. For a user recipient
+	// the answer shows the user's settings and suppressions, so the app needs contacts access
+	// (ContactsAccess read, or an admin app); sending to the user does not.
+	// Errors: as Send; PERMISSION_DENIED for a user recipient without contacts access.
 	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
 	// TrackEvent records what a recipient did with a delivery, as the app saw it (a push opened
 	// or dismissed, a link clicked). Each kind counts once per delivery.
