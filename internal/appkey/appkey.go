@@ -88,6 +88,75 @@ type Caller struct {
 	// RatePerSecond and Burst are the app's request rate; 0 means the server's default.
 	RatePerSecond float64
 	Burst         int
+	// Contacts is what the app may do with the contacts service's data (admin apps: anything).
+	Contacts ContactsAccess
+}
+
+// ContactsAccess is what an app may do with the recipients' contact data (users, addresses,
+// devices, settings, suppressions). Sending needs none: the notifier looks recipients up with
+// its own key. Each level includes the ones below it.
+type ContactsAccess uint8
+
+// The levels of ContactsAccess, stored by their String names.
+const (
+	// ContactsNone is the default: no ContactsService call at all.
+	ContactsNone ContactsAccess = iota
+	// ContactsRead reads users, devices, settings and suppressions.
+	ContactsRead
+	// ContactsWrite also changes them, deletes users and issues preference links.
+	ContactsWrite
+)
+
+var contactsAccessNames = [...]string{ContactsNone: "none", ContactsRead: "read", ContactsWrite: "write"}
+
+// String returns the level's name: "none", "read" or "write".
+func (a ContactsAccess) String() string {
+	if int(a) < len(contactsAccessNames) {
+		return contactsAccessNames[a]
+	}
+	return fmt.Sprintf("ContactsAccess(%d)", uint8(a))
+}
+
+// ParseContactsAccess returns the level named s ("none", "read" or "write"), or an error that
+// lists them.
+func ParseContactsAccess(s string) (ContactsAccess, error) {
+	for a, name := range contactsAccessNames {
+		if s == name {
+			return ContactsAccess(a), nil
+		}
+	}
+	return 0, errors.New("must be none, read or write")
+}
+
+// contactsAccess returns what the caller may do with contact data: an admin app may do
+// everything, whatever its own level says; a level this code does not know grants nothing.
+func (c Caller) contactsAccess() ContactsAccess {
+	switch {
+	case c.Admin:
+		return ContactsWrite
+	case c.Contacts > ContactsWrite:
+		return ContactsNone
+	}
+	return c.Contacts
+}
+
+var (
+	errNoContactsRead  = errs.E(errs.PermissionDenied, "this app may not read contact data: it needs contacts access read (an admin grants it: heraldctl apps update <app> --contacts read)")
+	errNoContactsWrite = errs.E(errs.PermissionDenied, "this app may not change contact data: it needs contacts access write (an admin grants it: heraldctl apps update <app> --contacts write)")
+)
+
+// AllowContacts returns nil if the caller may do what need allows, and otherwise a
+// PermissionDenied error. The error depends on need alone - never on what the call names - so
+// a refusal tells nothing about which users exist; callers check it before they look at the
+// request at all.
+func (c Caller) AllowContacts(need ContactsAccess) error {
+	if c.contactsAccess() >= need {
+		return nil
+	}
+	if need >= ContactsWrite {
+		return errNoContactsWrite
+	}
+	return errNoContactsRead
 }
 
 // Record is a stored key.
@@ -180,18 +249,21 @@ type PostgresStore struct {
 func (s PostgresStore) Key(ctx context.Context, keyID string) (Record, error) {
 	var r Record
 	var channels []string
+	var contacts string
 	err := s.Pool.QueryRow(ctx, `
 		SELECT a.id, a.name, a.admin, a.allowed_categories, a.allowed_channels, a.requests_per_second,
-			a.burst, k.secret_hash, k.revoked_at
+			a.burst, a.contacts_access, k.secret_hash, k.revoked_at
 		FROM notifier.app_keys k JOIN notifier.apps a ON a.id = k.app_id
 		WHERE k.id = $1`, keyID).Scan(&r.AppID, &r.AppName, &r.Admin, &r.AllowedCategories, &channels,
-		&r.RatePerSecond, &r.Burst, &r.SecretHash, &r.RevokedAt)
+		&r.RatePerSecond, &r.Burst, &contacts, &r.SecretHash, &r.RevokedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Record{}, ErrNoKey
 	}
 	if err != nil {
 		return Record{}, fmt.Errorf("look up app key: %w", err)
 	}
+	// The column's CHECK allows only the three names; anything else grants nothing.
+	r.Contacts, _ = ParseContactsAccess(contacts)
 	for _, ch := range channels {
 		r.AllowedChannels = append(r.AllowedChannels, delivery.Channel(ch))
 	}

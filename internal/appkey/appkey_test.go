@@ -171,3 +171,43 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestAllowContacts(t *testing.T) {
+	tests := []struct {
+		name        string
+		caller      Caller
+		read, write bool
+	}{
+		{"no access (the default)", Caller{}, false, false},
+		{"read", Caller{Contacts: ContactsRead}, true, false},
+		{"write", Caller{Contacts: ContactsWrite}, true, true},
+		{"admin with no access of its own", Caller{Admin: true}, true, true},
+		{"a level this code does not know", Caller{Contacts: ContactsAccess(9)}, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for need, want := range map[ContactsAccess]bool{ContactsNone: true, ContactsRead: tt.read, ContactsWrite: tt.write} {
+				err := tt.caller.AllowContacts(need)
+				if (err == nil) != want {
+					t.Errorf("AllowContacts(%s) = %v, want allowed %v", need, err, want)
+				}
+				if err != nil && errs.KindOf(err) != errs.PermissionDenied {
+					t.Errorf("AllowContacts(%s) = %v, want PermissionDenied", need, err)
+				}
+			}
+		})
+	}
+}
+
+func TestParseContactsAccess(t *testing.T) {
+	for _, a := range []ContactsAccess{ContactsNone, ContactsRead, ContactsWrite} {
+		if got, err := ParseContactsAccess(a.String()); err != nil || got != a {
+			t.Errorf("ParseContactsAccess(%q) = %v, %v", a, got, err)
+		}
+	}
+	for _, s := range []string{"", "READ", "admin", "rw"} {
+		if _, err := ParseContactsAccess(s); err == nil {
+			t.Errorf("ParseContactsAccess(%q) succeeded", s)
+		}
+	}
+}

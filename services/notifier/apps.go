@@ -57,6 +57,9 @@ func checkScopes(a *App) error {
 	if a.Burst < 0 {
 		v.Add("burst", "must be zero (the default) or positive")
 	}
+	if a.Contacts > appkey.ContactsWrite {
+		v.Add("contacts_access", "is not a contacts access level (none, read or write)")
+	}
 	slices.Sort(a.AllowedCategories)
 	a.AllowedCategories = slices.Compact(a.AllowedCategories)
 	slices.Sort(a.AllowedChannels)

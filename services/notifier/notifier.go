@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/preference"
 	"github.com/heraldhq/herald/internal/ratelimit"
@@ -86,6 +87,8 @@ type App struct {
 	// RatePerSecond and Burst bound its Send calls across replicas; 0 means the default.
 	RatePerSecond float64
 	Burst         int
+	// Contacts is what the app may do with the contacts service's data.
+	Contacts appkey.ContactsAccess
 }
 
 // KeyInfo describes an app key without its secret.
@@ -165,7 +168,7 @@ type Store interface {
 
 	// CreateApp stores a new app, or returns a Conflict error when the name is taken.
 	CreateApp(ctx context.Context, a *App) error
-	// UpdateApp replaces an app's scopes and rates. Errors: NotFound.
+	// UpdateApp replaces an app's scopes (contacts access included) and rates. Errors: NotFound.
 	UpdateApp(ctx context.Context, a *App) error
 	// Apps lists every app by name.
 	Apps(ctx context.Context) ([]App, error)

@@ -39,10 +39,10 @@ func nonNil(s []string) []string {
 func (s *Store) CreateApp(ctx context.Context, a *notifier.App) error {
 	_, err := s.pool.Exec(ctx, `
 		INSERT INTO notifier.apps (id, name, admin, created_at, allowed_categories, allowed_channels,
-			requests_per_second, burst)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			requests_per_second, burst, contacts_access)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
 		a.ID, a.Name, a.Admin, a.CreatedAt, nonNil(a.AllowedCategories), channels(a.AllowedChannels),
-		a.RatePerSecond, a.Burst)
+		a.RatePerSecond, a.Burst, a.Contacts.String())
 	if constraint, dup := pgdb.IsUniqueViolation(err); dup {
 		if constraint == "apps_pkey" {
 			return errs.E(errs.Conflict, "an app with id %s already exists", a.ID)
@@ -57,9 +57,10 @@ func (s *Store) UpdateApp(ctx context.Context, a *notifier.App) error {
 	return pgdb.Err(pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `
 			UPDATE notifier.apps SET allowed_categories = $2, allowed_channels = $3,
-				requests_per_second = $4, burst = $5
+				requests_per_second = $4, burst = $5, contacts_access = $6
 			WHERE id = $1 RETURNING name, admin, created_at`,
-			a.ID, nonNil(a.AllowedCategories), channels(a.AllowedChannels), a.RatePerSecond, a.Burst).
+			a.ID, nonNil(a.AllowedCategories), channels(a.AllowedChannels), a.RatePerSecond, a.Burst,
+			a.Contacts.String()).
 			Scan(&a.Name, &a.Admin, &a.CreatedAt)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return errs.E(errs.NotFound, "app not found")
@@ -76,7 +77,8 @@ func (s *Store) UpdateApp(ctx context.Context, a *notifier.App) error {
 // Apps implements notifier.Store.
 func (s *Store) Apps(ctx context.Context) ([]notifier.App, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT id, name, admin, created_at, allowed_categories, allowed_channels, requests_per_second, burst
+		SELECT id, name, admin, created_at, allowed_categories, allowed_channels, requests_per_second, burst,
+			contacts_access
 		FROM notifier.apps ORDER BY name`)
 	if err != nil {
 		return nil, pgdb.Err(err)
@@ -84,10 +86,13 @@ func (s *Store) Apps(ctx context.Context) ([]notifier.App, error) {
 	apps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (notifier.App, error) {
 		var a notifier.App
 		var chs []string
-		err := r.Scan(&a.ID, &a.Name, &a.Admin, &a.CreatedAt, &a.AllowedCategories, &chs, &a.RatePerSecond, &a.Burst)
+		var contacts string
+		err := r.Scan(&a.ID, &a.Name, &a.Admin, &a.CreatedAt, &a.AllowedCategories, &chs, &a.RatePerSecond, &a.Burst,
+			&contacts)
 		for _, ch := range chs {
 			a.AllowedChannels = append(a.AllowedChannels, delivery.Channel(ch))
 		}
+		a.Contacts, _ = appkey.ParseContactsAccess(contacts) // the column's CHECK holds it to the names
 		return a, err
 	})
 	return apps, pgdb.Err(err)
@@ -167,31 +172,69 @@ func (s *Store) Keys(ctx context.Context, appID uuid.UUID) ([]notifier.KeyInfo, 
 	return keys, pgdb.Err(err)
 }
 
-// EnsureKey makes sure an app with this name exists and that the key belongs to it. Deployments
-// use it to install a key they generated themselves (the dev stack, a bootstrap admin key from a
-// secret), at every start. A revoked key stays revoked: the notifier would otherwise bring a
-// leaked bootstrap key back at its next restart, on any replica, for as long as the deployment
-// still configures it. A new secret under the key's id is a new key, and is not revoked.
-func (s *Store) EnsureKey(ctx context.Context, appName string, admin bool, keyID string, secretHash []byte) error {
+// Grant is the app that EnsureKey installs a key for, and the least that app may do.
+type Grant struct {
+	App      string
+	Admin    bool
+	Contacts appkey.ContactsAccess
+}
+
+// EnsureKey makes sure an app named g.App exists, that it may do at least what g grants (an
+// app's rights are raised, never lowered), and that the key belongs to it. Deployments use it
+// to install keys they generated themselves, at every start: the dev stack's, a bootstrap
+// admin key from a secret, the notifier's own key for the contacts service.
+//
+// A revoked key stays revoked: the notifier would otherwise bring a leaked bootstrap key back
+// at its next restart, on any replica, for as long as the deployment still configures it. A new
+// secret under the key's id is a new key, and is not revoked. A key that belongs to another
+// app is left as it is, with that app's rights, and EnsureKey returns a Conflict error: moving
+// it would hand whoever holds it the rights of g.App.
+func (s *Store) EnsureKey(ctx context.Context, g Grant, keyID string, secretHash []byte) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `
-			WITH app AS (
-				INSERT INTO notifier.apps (id, name, admin) VALUES ($1, $2, $3)
-				ON CONFLICT (name) DO UPDATE SET admin = notifier.apps.admin OR excluded.admin
-				RETURNING id
-			)
-			INSERT INTO notifier.app_keys (id, app_id, secret_hash) SELECT $4, id, $5 FROM app
-			ON CONFLICT (id) DO UPDATE SET app_id = excluded.app_id, secret_hash = excluded.secret_hash,
+		var owner string
+		err := tx.QueryRow(ctx, `
+			SELECT a.name FROM notifier.app_keys k JOIN notifier.apps a ON a.id = k.app_id WHERE k.id = $1`,
+			keyID).Scan(&owner)
+		switch {
+		case err == nil && owner != g.App:
+			return errs.E(errs.Conflict, "key %s belongs to app %q, not %q: left as it is", keyID, owner, g.App)
+		case err != nil && !errors.Is(err, pgx.ErrNoRows):
+			return err
+		}
+		var appID uuid.UUID
+		if err := tx.QueryRow(ctx, `
+			INSERT INTO notifier.apps (id, name, admin, contacts_access) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (name) DO UPDATE SET admin = notifier.apps.admin OR excluded.admin,
+				contacts_access = CASE
+					WHEN excluded.contacts_access = 'write' OR notifier.apps.contacts_access = 'none'
+					THEN excluded.contacts_access ELSE notifier.apps.contacts_access END
+			RETURNING id`,
+			uuid.Must(uuid.NewV7()), g.App, g.Admin, g.Contacts.String()).Scan(&appID); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `
+			INSERT INTO notifier.app_keys (id, app_id, secret_hash) VALUES ($1, $2, $3)
+			ON CONFLICT (id) DO UPDATE SET secret_hash = excluded.secret_hash,
 				revoked_at = CASE WHEN notifier.app_keys.secret_hash = excluded.secret_hash
-					THEN notifier.app_keys.revoked_at END`,
-			uuid.Must(uuid.NewV7()), appName, admin, keyID, secretHash)
+					THEN notifier.app_keys.revoked_at END
+			WHERE notifier.app_keys.app_id = excluded.app_id`, keyID, appID, secretHash)
 		if err != nil {
 			return err
 		}
-		return pgdb.Touch(ctx, tx, appkey.ChangesTable, keyID)
+		if tag.RowsAffected() == 0 { // another app took the id since the SELECT
+			return errs.E(errs.Conflict, "key %s belongs to another app than %q: left as it is", keyID, g.App)
+		}
+		// The app's rights may have grown: every key of it, not only this one.
+		_, err = tx.Exec(ctx, `INSERT INTO `+appkey.ChangesTable+` (key)
+			SELECT id FROM notifier.app_keys WHERE app_id = $1`, appID)
+		return err
 	})
+	var e *errs.Error
+	if errors.As(err, &e) {
+		return err
+	}
 	if err != nil {
-		return fmt.Errorf("ensure key for app %s: %w", appName, err)
+		return fmt.Errorf("ensure key for app %s: %w", g.App, err)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/templates"
 	"github.com/heraldhq/herald/services/notifier"
+	"github.com/heraldhq/herald/services/notifier/postgres"
 )
 
 func TestTemplateVersions(t *testing.T) {
@@ -180,7 +181,7 @@ func TestEnsureKey(t *testing.T) {
 	auth := appkey.NewAuthenticator(appkey.PostgresStore{Pool: pool})
 	k := appkey.New()
 
-	authenticates := func(t *testing.T, key appkey.Key, app string, admin bool) {
+	authenticates := func(t *testing.T, key appkey.Key, app string, admin bool) appkey.Caller {
 		t.Helper()
 		c, err := auth.Authenticate(t.Context(), key.String())
 		if err != nil {
@@ -189,6 +190,7 @@ func TestEnsureKey(t *testing.T) {
 		if c.AppName != app || c.Admin != admin || c.KeyID != key.ID {
 			t.Errorf("caller = %+v, want app %s admin %v key %s", c, app, admin, key.ID)
 		}
+		return c
 	}
 	refused := func(t *testing.T, key appkey.Key) {
 		t.Helper()
@@ -198,7 +200,7 @@ func TestEnsureKey(t *testing.T) {
 	}
 	ensure := func(t *testing.T, app string, admin bool, key appkey.Key) {
 		t.Helper()
-		if err := s.EnsureKey(t.Context(), app, admin, key.ID, key.Hash()); err != nil {
+		if err := s.EnsureKey(t.Context(), postgres.Grant{App: app, Admin: admin}, key.ID, key.Hash()); err != nil {
 			t.Fatalf("EnsureKey: %v", err)
 		}
 	}
@@ -259,6 +261,75 @@ func TestEnsureKey(t *testing.T) {
 		// The bootstrap key is untouched.
 		authenticates(t, k, "bootstrap", true)
 	})
+	t.Run("a key of another app is not moved", func(t *testing.T) {
+		// Moving it would give whoever holds the key the rights of the app it is ensured for.
+		err := s.EnsureKey(t.Context(), postgres.Grant{App: "herald-notifier", Contacts: appkey.ContactsRead}, k.ID, k.Hash())
+		if !errs.Is(err, errs.Conflict) {
+			t.Errorf("EnsureKey of the bootstrap key for another app: %v, want Conflict", err)
+		}
+		if c := authenticates(t, k, "bootstrap", true); c.Contacts != appkey.ContactsNone {
+			t.Errorf("the bootstrap app got contacts access %s", c.Contacts)
+		}
+		if n := count(t, pool, `SELECT count(*) FROM notifier.apps WHERE name = 'herald-notifier'`); n != 0 {
+			t.Errorf("an app was made for a key that is not its own")
+		}
+		dev := appkey.New()
+		ensure(t, "dev", false, dev)
+		if err := s.EnsureKey(t.Context(), postgres.Grant{App: "bootstrap", Admin: true}, dev.ID, dev.Hash()); !errs.Is(err, errs.Conflict) {
+			t.Errorf("EnsureKey of a plain app's key as an admin key: %v, want Conflict", err)
+		}
+		authenticates(t, dev, "dev", false)
+	})
+}
+
+// TestEnsureKeyContactsAccess: the notifier's own key for the contacts service is installed
+// with contacts read access; an app's access is raised to what EnsureKey grants, never lowered,
+// and every key of the app sees the change from its next call.
+func TestEnsureKeyContactsAccess(t *testing.T) {
+	s, pool := open(t)
+	auth := appkey.NewAuthenticator(appkey.PostgresStore{Pool: pool})
+	access := func(t *testing.T, key appkey.Key) appkey.ContactsAccess {
+		t.Helper()
+		c, err := auth.Authenticate(t.Context(), key.String())
+		if err != nil {
+			t.Fatalf("Authenticate: %v", err)
+		}
+		return c.Contacts
+	}
+	ensure := func(t *testing.T, a appkey.ContactsAccess, key appkey.Key) {
+		t.Helper()
+		if err := s.EnsureKey(t.Context(), postgres.Grant{App: "herald-notifier", Contacts: a}, key.ID, key.Hash()); err != nil {
+			t.Fatalf("EnsureKey: %v", err)
+		}
+	}
+	k := appkey.New()
+	ensure(t, appkey.ContactsRead, k)
+	if got := access(t, k); got != appkey.ContactsRead {
+		t.Fatalf("contacts access %s, want read", got)
+	}
+	apps, err := s.Apps(t.Context())
+	if err != nil || len(apps) != 1 || apps[0].Admin || apps[0].Contacts != appkey.ContactsRead {
+		t.Fatalf("Apps = %+v, %v", apps, err)
+	}
+
+	// Another key of the same app, issued the usual way, then a grant of write: both keys see it.
+	other := appkey.New()
+	if err := s.AddKey(t.Context(), apps[0].ID, other.ID, other.Hash(), notifier.MaxActiveKeys); err != nil {
+		t.Fatal(err)
+	}
+	access(t, other) // cached
+	ensure(t, appkey.ContactsWrite, k)
+	for _, key := range []appkey.Key{k, other} {
+		if got := access(t, key); got != appkey.ContactsWrite {
+			t.Errorf("key %s: contacts access %s after the grant, want write", key.ID, got)
+		}
+	}
+	for _, a := range []appkey.ContactsAccess{appkey.ContactsRead, appkey.ContactsNone} {
+		ensure(t, a, k)
+		if got := access(t, k); got != appkey.ContactsWrite {
+			t.Errorf("EnsureKey with %s lowered the access to %s", a, got)
+		}
+	}
 }
 
 // TestKeyRotation: two active keys at most; a revocation and a scope change are seen by a
@@ -305,12 +376,27 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatalf("Keys = %+v, %v", keys, err)
 	}
 
+	if c, err := auth.Authenticate(ctx, next.String()); err != nil || c.Contacts != appkey.ContactsNone {
+		t.Fatalf("a new app's caller = %+v, %v; want no contacts access", c, err)
+	}
 	a.AllowedCategories, a.AllowedChannels = []string{"account"}, []delivery.Channel{delivery.Email}
+	a.Contacts = appkey.ContactsRead
 	if err := s.UpdateApp(ctx, a); err != nil {
 		t.Fatal(err)
 	}
 	c, err := auth.Authenticate(ctx, next.String())
-	if err != nil || len(c.AllowedCategories) != 1 || c.AllowedChannels[0] != delivery.Email {
+	if err != nil || len(c.AllowedCategories) != 1 || c.AllowedChannels[0] != delivery.Email || c.Contacts != appkey.ContactsRead {
 		t.Fatalf("caller after the scope change = %+v, %v", c, err)
+	}
+	apps, err := s.Apps(ctx)
+	if err != nil || len(apps) != 1 || apps[0].Contacts != appkey.ContactsRead {
+		t.Fatalf("Apps = %+v, %v; want billing with contacts read", apps, err)
+	}
+	a.Contacts = appkey.ContactsNone // the access goes as it came: at once
+	if err := s.UpdateApp(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := auth.Authenticate(ctx, next.String()); err != nil || c.Contacts != appkey.ContactsNone {
+		t.Fatalf("caller after the access was taken away = %+v, %v", c, err)
 	}
 }

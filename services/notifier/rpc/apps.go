@@ -3,10 +3,12 @@ package rpc
 import (
 	"context"
 	"fmt"
+	"math"
 
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/protoconv"
@@ -18,11 +20,34 @@ func appProto(a *notifier.App) *heraldv1.App {
 	out := &heraldv1.App{
 		AppId: a.ID.String(), Name: a.Name, Admin: a.Admin, CreateTime: timestamppb.New(a.CreatedAt),
 		AllowedCategories: a.AllowedCategories, RequestsPerSecond: a.RatePerSecond, Burst: int32(a.Burst),
+		ContactsAccess: contactsAccessProto[a.Contacts],
 	}
 	for _, ch := range a.AllowedChannels {
 		out.AllowedChannels = append(out.AllowedChannels, protoconv.ChannelProto[ch])
 	}
 	return out
+}
+
+var (
+	contactsAccessDomain = map[heraldv1.ContactsAccess]appkey.ContactsAccess{
+		heraldv1.ContactsAccess_CONTACTS_ACCESS_UNSPECIFIED: appkey.ContactsNone,
+		heraldv1.ContactsAccess_CONTACTS_ACCESS_READ:        appkey.ContactsRead,
+		heraldv1.ContactsAccess_CONTACTS_ACCESS_WRITE:       appkey.ContactsWrite,
+	}
+	contactsAccessProto = map[appkey.ContactsAccess]heraldv1.ContactsAccess{
+		appkey.ContactsNone:  heraldv1.ContactsAccess_CONTACTS_ACCESS_UNSPECIFIED,
+		appkey.ContactsRead:  heraldv1.ContactsAccess_CONTACTS_ACCESS_READ,
+		appkey.ContactsWrite: heraldv1.ContactsAccess_CONTACTS_ACCESS_WRITE,
+	}
+)
+
+// contactsAccess returns the level a request names. A value the API does not define becomes
+// a level appkey does not define either, which the service refuses as invalid.
+func contactsAccess(a heraldv1.ContactsAccess) appkey.ContactsAccess {
+	if d, ok := contactsAccessDomain[a]; ok {
+		return d
+	}
+	return math.MaxUint8
 }
 
 func allowedChannels(chs []heraldv1.Channel) ([]delivery.Channel, error) {
@@ -58,7 +83,8 @@ func (s *Server) CreateApp(ctx context.Context, req *heraldv1.CreateAppRequest) 
 		return nil, err
 	}
 	a := &notifier.App{Name: req.GetName(), Admin: req.GetAdmin(), AllowedCategories: req.GetAllowedCategories(),
-		AllowedChannels: chs, RatePerSecond: req.GetRequestsPerSecond(), Burst: int(req.GetBurst())}
+		AllowedChannels: chs, RatePerSecond: req.GetRequestsPerSecond(), Burst: int(req.GetBurst()),
+		Contacts: contactsAccess(req.GetContactsAccess())}
 	key, err := s.Service.CreateApp(ctx, c, a)
 	if err != nil {
 		return nil, err
@@ -82,7 +108,7 @@ func (s *Server) UpdateApp(ctx context.Context, req *heraldv1.UpdateAppRequest) 
 		return nil, err
 	}
 	a := &notifier.App{ID: id, AllowedCategories: in.GetAllowedCategories(), AllowedChannels: chs,
-		RatePerSecond: in.GetRequestsPerSecond(), Burst: int(in.GetBurst())}
+		RatePerSecond: in.GetRequestsPerSecond(), Burst: int(in.GetBurst()), Contacts: contactsAccess(in.GetContactsAccess())}
 	if err := s.Service.UpdateApp(ctx, c, a); err != nil {
 		return nil, err
 	}

@@ -236,6 +236,9 @@ func (s *strictStore) app(what string, a *notifier.App) {
 	if math.IsNaN(a.RatePerSecond) || math.IsInf(a.RatePerSecond, 0) || a.RatePerSecond < 0 || a.Burst < 0 {
 		s.problem("%s rate %v burst %d", what, a.RatePerSecond, a.Burst)
 	}
+	if a.Contacts > appkey.ContactsWrite { // the column's CHECK refuses it
+		s.problem("%s contacts access %s", what, a.Contacts)
+	}
 }
 
 func (s *strictStore) CreateApp(_ context.Context, a *notifier.App) error {
@@ -261,7 +264,7 @@ func (s *strictStore) UpdateApp(_ context.Context, a *notifier.App) error {
 		return errs.E(errs.NotFound, "app not found")
 	}
 	prev.AllowedCategories, prev.AllowedChannels = a.AllowedCategories, a.AllowedChannels
-	prev.RatePerSecond, prev.Burst = a.RatePerSecond, a.Burst
+	prev.RatePerSecond, prev.Burst, prev.Contacts = a.RatePerSecond, a.Burst, a.Contacts
 	return nil
 }
 
