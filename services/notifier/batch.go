@@ -58,8 +58,16 @@ func (s *Service) SendBatch(ctx context.Context, caller appkey.Caller, reqs []*S
 // Explain decides a Send without storing or sending anything, and returns the notification it
 // would create: each delivery's state (queued, scheduled or skipped), its reason, its send time
 // and its rendered content. Frequency caps are reported as they stand, without counting.
-// Errors: as Send's.
+// For a user recipient the answer shows the user's settings and suppressions, so the caller
+// needs contacts read access (sending to the user does not); it is checked before anything
+// else, so that a refusal tells nothing about the user.
+// Errors: as Send's; PermissionDenied for a user recipient without contacts read access.
 func (s *Service) Explain(ctx context.Context, caller appkey.Caller, req *SendRequest) (*Notification, error) {
+	if req.UserID != "" {
+		if err := caller.AllowContacts(appkey.ContactsRead); err != nil {
+			return nil, err
+		}
+	}
 	now := s.now()
 	if err := validate(req, now); err != nil {
 		return nil, err

@@ -6,10 +6,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/batch"
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
@@ -21,15 +19,16 @@ import (
 
 // Directory implements notifier.Directory with ContactsService.ResolveRecipients. Concurrent
 // lookups share one call (up to the service's limit of 1,000 users and targets), so a busy
-// notifier costs the contacts service one round trip per batch, not per Send. It forwards a
-// calling app's key, so the contacts service authorises the app itself.
+// notifier costs the contacts service one round trip per batch, not per Send. It calls with the
+// notifier's own key, which the connection carries (see New), whichever app is sending: an app
+// may send to a user without being allowed to read the user's contact data, and lookups of
+// several apps share a call.
 type Directory struct {
 	client  heraldv1.ContactsServiceClient
 	batcher *batch.Batcher[lookup, *notifier.Recipients]
 }
 
 type lookup struct {
-	token   string
 	userIDs []string
 	targets []notifier.Target
 }
@@ -39,7 +38,8 @@ const maxLookup = 1000
 
 var _ notifier.Directory = (*Directory)(nil)
 
-// New returns a Directory on conn.
+// New returns a Directory on conn, which must carry the notifier's own app key
+// (appkey.Credentials), of an app with contacts read access.
 func New(conn grpc.ClientConnInterface) *Directory {
 	d := &Directory{client: heraldv1.NewContactsServiceClient(conn)}
 	// Each Send looks up at most about 100 targets (the token limit), usually a handful.
@@ -49,7 +49,7 @@ func New(conn grpc.ClientConnInterface) *Directory {
 
 // Resolve implements notifier.Directory.
 func (d *Directory) Resolve(ctx context.Context, userIDs []string, targets []notifier.Target) (*notifier.Recipients, error) {
-	return d.batcher.Do(ctx, lookup{token: appkey.Token(ctx), userIDs: userIDs, targets: targets})
+	return d.batcher.Do(ctx, lookup{userIDs: userIDs, targets: targets})
 }
 
 // resolveBatch merges lookups into calls within the service's limit and answers each lookup
@@ -69,7 +69,7 @@ func (d *Directory) resolveBatch(ctx context.Context, ls []lookup) ([]*notifier.
 			}
 			end++
 		}
-		found, err := d.call(ctx, ls[start].token, req)
+		found, err := d.call(ctx, req)
 		for i := start; i < end; i++ {
 			if err != nil {
 				errs[i] = err
@@ -88,10 +88,7 @@ func (d *Directory) resolveBatch(ctx context.Context, ls []lookup) ([]*notifier.
 	return out, errs, nil
 }
 
-func (d *Directory) call(ctx context.Context, token string, req *heraldv1.ResolveRecipientsRequest) (*notifier.Recipients, error) {
-	if token != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
-	}
+func (d *Directory) call(ctx context.Context, req *heraldv1.ResolveRecipientsRequest) (*notifier.Recipients, error) {
 	res, err := d.client.ResolveRecipients(ctx, req)
 	if err != nil {
 		if status.Code(err) == codes.InvalidArgument {

@@ -4,6 +4,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -47,6 +48,12 @@ type Config struct {
 	DatabaseURL  string
 	NATSURL      string
 	ContactsAddr string
+	// ContactsKey is the notifier's own app key for the contacts service, which it looks
+	// recipients up with whoever the caller is. It is installed at start-up as a key of the app
+	// ContactsApp, with contacts read access, unless it belongs to another app already (then
+	// it is used with that app's rights). Required with ContactsAddr.
+	ContactsKey string
+	ContactsApp string
 	// BootstrapKey, when set, is installed as a key of the admin app BootstrapApp at start-up,
 	// so a deployment can create its first key from a secret it generated itself.
 	BootstrapKey string
@@ -81,7 +88,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:7480", "HTTP listen address (health, readiness)")
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL (required)")
 	fs.StringVar(&c.NATSURL, "nats-url", nats.DefaultURL, "NATS URL(s), comma-separated")
-	fs.StringVar(&c.ContactsAddr, "contacts-addr", "127.0.0.1:7401", "contacts service gRPC address")
+	fs.StringVar(&c.ContactsAddr, "contacts-addr", "127.0.0.1:7401", "contacts service gRPC address (empty: no user recipients, no suppressions)")
+	fs.StringVar(&c.ContactsKey, "contacts-key", "", "the notifier's own app key (hk_...) for the contacts service, installed at start-up (required with --contacts-addr)")
+	fs.StringVar(&c.ContactsApp, "contacts-app", "herald-notifier", "name of the app that owns --contacts-key, given contacts read access")
 	fs.StringVar(&c.BootstrapKey, "bootstrap-key", "", "an app key (hk_...) to install for the bootstrap app at start-up")
 	fs.StringVar(&c.BootstrapApp, "bootstrap-app", "admin", "name of the admin app that owns the bootstrap key")
 	fs.IntVar(&c.StreamReplicas, "stream-replicas", 1, "JetStream stream replicas")
@@ -144,8 +153,24 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("bootstrap key: %w", err)
 		}
-		if err := store.EnsureKey(openCtx, cfg.BootstrapApp, true, key.ID, key.Hash()); err != nil {
-			return nil, err
+		if err := store.EnsureKey(openCtx, postgres.Grant{App: cfg.BootstrapApp, Admin: true}, key.ID, key.Hash()); err != nil {
+			return nil, fmt.Errorf("bootstrap key: %w", err)
+		}
+	}
+	if cfg.ContactsAddr != "" {
+		if cfg.ContactsKey == "" {
+			return nil, fmt.Errorf("--contacts-key is required with --contacts-addr: the notifier's own app key for the contacts service (generate one as for --bootstrap-key; the notifier installs it)")
+		}
+		key, err := appkey.Parse(cfg.ContactsKey)
+		if err != nil {
+			return nil, fmt.Errorf("contacts key: %w", err)
+		}
+		err = store.EnsureKey(openCtx, postgres.Grant{App: cmp.Or(cfg.ContactsApp, "herald-notifier"), Contacts: appkey.ContactsRead},
+			key.ID, key.Hash())
+		if errs.KindOf(err) == errs.Conflict {
+			log.Info("the contacts key belongs to another app: it is used with that app's rights", "key_id", key.ID, "err", err)
+		} else if err != nil {
+			return nil, fmt.Errorf("contacts key: %w", err)
 		}
 	}
 
@@ -200,7 +225,8 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("contacts TLS: %w", err)
 		}
-		d.contacts, err = grpc.NewClient(cfg.ContactsAddr, append(tracing.DialOptions(), creds, roundRobin, server.DialOption())...)
+		d.contacts, err = grpc.NewClient(cfg.ContactsAddr,
+			append(tracing.DialOptions(), creds, roundRobin, server.DialOption(), appkey.Credentials(cfg.ContactsKey))...)
 		if err != nil {
 			return nil, fmt.Errorf("contacts client: %w", err)
 		}

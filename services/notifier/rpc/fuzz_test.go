@@ -92,8 +92,10 @@ func FuzzSend(f *testing.F) {
 		code := protofuzz.Answer(t, "Send", err)
 		noProblems(t, store)
 		// Explain decides as Send does: it refuses what Send refuses as invalid, and accepts what
-		// Send accepted, with the same deliveries.
-		ex, err := srv.Explain(ctx, &heraldv1.ExplainRequest{Request: &req})
+		// Send accepted, with the same deliveries. (Of a user, it needs contacts read access.)
+		reader := billingCaller
+		reader.Contacts = appkey.ContactsRead
+		ex, err := srv.Explain(appkey.WithCaller(context.Background(), reader), &heraldv1.ExplainRequest{Request: &req})
 		excode := protofuzz.Answer(t, "Explain", err)
 		if (code == codes.InvalidArgument) != (excode == codes.InvalidArgument) {
 			t.Fatalf("Send answered %s, Explain %s", code, excode)

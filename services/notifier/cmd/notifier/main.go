@@ -29,6 +29,7 @@ func run(args []string) error {
 	otlp := fs.String("otlp-endpoint", "", "OpenTelemetry collector (host:port, OTLP/gRPC) to export traces to; empty: no traces")
 	otlpInsecure := fs.Bool("otlp-insecure", false, "talk to the OTLP endpoint without TLS")
 	keyFile := fs.String("bootstrap-key-file", "", "file holding the bootstrap key (instead of --bootstrap-key)")
+	contactsKeyFile := fs.String("contacts-key-file", "", "file holding --contacts-key")
 	sgKeyFile := fs.String("sendgrid-webhook-public-key-file", "", "file holding --sendgrid-webhook-public-key")
 	twilioFile := fs.String("twilio-auth-token-file", "", "file holding --twilio-auth-token")
 	if err := cli.Parse(fs, args); err != nil {
@@ -42,6 +43,9 @@ func run(args []string) error {
 		return err
 	}
 	if cfg.BootstrapKey, err = cli.Secret(cfg.BootstrapKey, *keyFile); err != nil {
+		return err
+	}
+	if cfg.ContactsKey, err = cli.Secret(cfg.ContactsKey, *contactsKeyFile); err != nil {
 		return err
 	}
 	if cfg.SendGridWebhookKey, err = cli.Secret(cfg.SendGridWebhookKey, *sgKeyFile); err != nil {
