@@ -223,11 +223,11 @@ func TestLimits(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			store := contactstest.New()
-			err := tt.call(context.Background(), newServer(store), tt.limit)
+			err := tt.call(asWriter(), newServer(store), tt.limit)
 			if d := violation(err, tt.field); d == tt.want || strings.HasPrefix(d, "at most") {
 				t.Errorf("at the limit (%d): %s: %s", tt.limit, tt.field, d)
 			}
-			err = tt.call(context.Background(), newServer(store), tt.limit+1)
+			err = tt.call(asWriter(), newServer(store), tt.limit+1)
 			st := errs.Status(err)
 			if st.Code() != codes.InvalidArgument || violation(err, tt.field) != tt.want ||
 				!strings.Contains(st.Message(), tt.field+": "+tt.want) {
@@ -274,7 +274,7 @@ func TestRefusesTextPostgresCannotStore(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			store := contactstest.New()
-			err := tt.call(context.Background(), newServer(store))
+			err := tt.call(asWriter(), newServer(store))
 			if st := errs.Status(err); st.Code() != codes.InvalidArgument || violation(err, tt.field) == "" {
 				t.Errorf("%s %q; want INVALID_ARGUMENT naming %s", st.Code(), st.Message(), tt.field)
 			}

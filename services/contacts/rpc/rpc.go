@@ -1,4 +1,6 @@
 // Package rpc serves ContactsService over gRPC: it turns protos into domain calls and back.
+// Every method first checks that the calling app may do what it asks with contact data (see
+// appkey.ContactsAccess): read for the lookups, write for the changes.
 package rpc
 
 import (
@@ -8,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/preference"
 	"github.com/heraldhq/herald/internal/protoconv"
@@ -21,6 +24,15 @@ type Links interface {
 	PreferenceLink(userID string, ttl time.Duration) (url string, expires time.Time, err error)
 }
 
+// allow returns nil if the calling app may do what need allows with contact data, and the
+// PermissionDenied answer otherwise. Every handler calls it before it looks at the request, so a
+// refusal is the same whatever the request names, and whether or not it is valid. A call with
+// no authenticated caller (no appkey interceptor) may do nothing.
+func allow(ctx context.Context, need appkey.ContactsAccess) error {
+	c, _ := appkey.CallerFrom(ctx)
+	return c.AllowContacts(need)
+}
+
 // Server implements heraldv1.ContactsServiceServer on a contacts.Service.
 type Server struct {
 	heraldv1.UnimplementedContactsServiceServer
@@ -30,6 +42,9 @@ type Server struct {
 
 // UpsertUser implements ContactsService.UpsertUser.
 func (s *Server) UpsertUser(ctx context.Context, req *heraldv1.UpsertUserRequest) (*heraldv1.UpsertUserResponse, error) {
+	if err := allow(ctx, appkey.ContactsWrite); err != nil {
+		return nil, err
+	}
 	u := req.GetUser()
 	if u == nil {
 		return nil, errs.Field("user", "is required")
@@ -45,6 +60,9 @@ func (s *Server) UpsertUser(ctx context.Context, req *heraldv1.UpsertUserRequest
 
 // GetUser implements ContactsService.GetUser.
 func (s *Server) GetUser(ctx context.Context, req *heraldv1.GetUserRequest) (*heraldv1.GetUserResponse, error) {
+	if err := allow(ctx, appkey.ContactsRead); err != nil {
+		return nil, err
+	}
 	u, err := s.Service.GetUser(ctx, req.GetUserId())
 	if err != nil {
 		return nil, err
@@ -54,6 +72,9 @@ func (s *Server) GetUser(ctx context.Context, req *heraldv1.GetUserRequest) (*he
 
 // DeleteUser implements ContactsService.DeleteUser.
 func (s *Server) DeleteUser(ctx context.Context, req *heraldv1.DeleteUserRequest) (*heraldv1.DeleteUserResponse, error) {
+	if err := allow(ctx, appkey.ContactsWrite); err != nil {
+		return nil, err
+	}
 	if err := s.Service.DeleteUser(ctx, req.GetUserId()); err != nil {
 		return nil, err
 	}
@@ -62,6 +83,9 @@ func (s *Server) DeleteUser(ctx context.Context, req *heraldv1.DeleteUserRequest
 
 // BatchGetUsers implements ContactsService.BatchGetUsers.
 func (s *Server) BatchGetUsers(ctx context.Context, req *heraldv1.BatchGetUsersRequest) (*heraldv1.BatchGetUsersResponse, error) {
+	if err := allow(ctx, appkey.ContactsRead); err != nil {
+		return nil, err
+	}
 	users, err := s.Service.BatchGetUsers(ctx, req.GetUserIds())
 	if err != nil {
 		return nil, err
@@ -75,6 +99,9 @@ func (s *Server) BatchGetUsers(ctx context.Context, req *heraldv1.BatchGetUsersR
 
 // RegisterDevice implements ContactsService.RegisterDevice.
 func (s *Server) RegisterDevice(ctx context.Context, req *heraldv1.RegisterDeviceRequest) (*heraldv1.RegisterDeviceResponse, error) {
+	if err := allow(ctx, appkey.ContactsWrite); err != nil {
+		return nil, err
+	}
 	d := req.GetDevice()
 	if d == nil {
 		return nil, errs.Field("device", "is required")
@@ -90,6 +117,9 @@ func (s *Server) RegisterDevice(ctx context.Context, req *heraldv1.RegisterDevic
 
 // UnregisterDevice implements ContactsService.UnregisterDevice.
 func (s *Server) UnregisterDevice(ctx context.Context, req *heraldv1.UnregisterDeviceRequest) (*heraldv1.UnregisterDeviceResponse, error) {
+	if err := allow(ctx, appkey.ContactsWrite); err != nil {
+		return nil, err
+	}
 	if err := s.Service.UnregisterDevice(ctx, protoconv.PlatformDomain[req.GetPlatform()], req.GetToken()); err != nil {
 		return nil, err
 	}
@@ -98,6 +128,9 @@ func (s *Server) UnregisterDevice(ctx context.Context, req *heraldv1.UnregisterD
 
 // ListDevices implements ContactsService.ListDevices.
 func (s *Server) ListDevices(ctx context.Context, req *heraldv1.ListDevicesRequest) (*heraldv1.ListDevicesResponse, error) {
+	if err := allow(ctx, appkey.ContactsRead); err != nil {
+		return nil, err
+	}
 	devices, err := s.Service.ListDevices(ctx, req.GetUserId(), req.GetIncludeInactive())
 	if err != nil {
 		return nil, err
@@ -111,6 +144,9 @@ func (s *Server) ListDevices(ctx context.Context, req *heraldv1.ListDevicesReque
 
 // GetSettings implements ContactsService.GetSettings.
 func (s *Server) GetSettings(ctx context.Context, req *heraldv1.GetSettingsRequest) (*heraldv1.GetSettingsResponse, error) {
+	if err := allow(ctx, appkey.ContactsRead); err != nil {
+		return nil, err
+	}
 	st, cats, err := s.Service.GetSettings(ctx, req.GetUserId())
 	if err != nil {
 		return nil, err
@@ -124,6 +160,9 @@ func (s *Server) GetSettings(ctx context.Context, req *heraldv1.GetSettingsReque
 
 // UpdateSettings implements ContactsService.UpdateSettings.
 func (s *Server) UpdateSettings(ctx context.Context, req *heraldv1.UpdateSettingsRequest) (*heraldv1.UpdateSettingsResponse, error) {
+	if err := allow(ctx, appkey.ContactsWrite); err != nil {
+		return nil, err
+	}
 	// Counted before the conversion, which would copy every entry.
 	var v errs.Violations
 	if !v.Count("settings.categories", len(req.GetSettings().GetCategories()), preference.MaxCategories) {
@@ -141,6 +180,9 @@ func (s *Server) UpdateSettings(ctx context.Context, req *heraldv1.UpdateSetting
 
 // ResolveRecipients implements ContactsService.ResolveRecipients.
 func (s *Server) ResolveRecipients(ctx context.Context, req *heraldv1.ResolveRecipientsRequest) (*heraldv1.ResolveRecipientsResponse, error) {
+	if err := allow(ctx, appkey.ContactsRead); err != nil {
+		return nil, err
+	}
 	var targets []contacts.Target
 	var v errs.Violations
 	for i, t := range req.GetTargets() {
@@ -179,6 +221,9 @@ func (s *Server) ResolveRecipients(ctx context.Context, req *heraldv1.ResolveRec
 
 // CreatePreferenceLink implements ContactsService.CreatePreferenceLink.
 func (s *Server) CreatePreferenceLink(ctx context.Context, req *heraldv1.CreatePreferenceLinkRequest) (*heraldv1.CreatePreferenceLinkResponse, error) {
+	if err := allow(ctx, appkey.ContactsWrite); err != nil {
+		return nil, err
+	}
 	if s.Links == nil {
 		return nil, errs.E(errs.FailedPrecondition, "preference links need --public-url and --link-keys on the contacts service")
 	}
