@@ -34,7 +34,12 @@ Usage:
   heraldctl send [flags]        send a notification (see heraldctl send -h)
   heraldctl status <id>         show a notification and its deliveries
   heraldctl apps create <name> [--categories a,b] [--channels email,sms] [--rate N --burst N]
-                                create an app and print its first key
+                [--contacts none|read|write] [--admin]
+                                create an app and print its first key; --contacts is what it
+                                may do with users' contact data (default none: it can still
+                                send to user ids)
+  heraldctl apps update <app id or name> [the same flags but --admin]
+                                change the scopes given, keep the others
   heraldctl apps list           list the apps with their scopes
   heraldctl apps keys <app id>  list an app's keys
   heraldctl apps issue-key <app id>

@@ -37,10 +37,11 @@ func migrateNotifier(ctx context.Context, url string) error {
 	return postgres.Migrate(ctx, pool, slog.New(slog.DiscardHandler))
 }
 
-// templateServer serves the notifier's TemplateService on loopback, on a fresh database, with
-// the error interceptor the notifier runs (authentication is not what these tests are about:
-// every call is an operator's admin app). It returns heraldctl's leading arguments for it.
-func templateServer(t *testing.T) []string {
+// apiServer serves the notifier's TemplateService and AdminService on loopback, on a fresh
+// database, with the error interceptor the notifier runs (authentication is not what these
+// tests are about: every call is an operator's admin app). It returns heraldctl's leading
+// arguments for it.
+func apiServer(t *testing.T) []string {
 	t.Helper()
 	url := pgtest.DB(t, "notifier", migrateNotifier)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -57,7 +58,9 @@ func templateServer(t *testing.T) []string {
 		func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			return h(appkey.WithCaller(ctx, operator), req)
 		}))
-	heraldv1.RegisterTemplateServiceServer(srv, &rpc.Server{Service: svc})
+	api := &rpc.Server{Service: svc}
+	heraldv1.RegisterTemplateServiceServer(srv, api)
+	heraldv1.RegisterAdminServiceServer(srv, api)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +84,7 @@ func heraldctl(t *testing.T, server []string, args ...string) (string, error) {
 }
 
 func TestTemplatesApplyExamples(t *testing.T) {
-	server := templateServer(t)
+	server := apiServer(t)
 	examples := filepath.Join("..", "..", "examples", "templates")
 	out, err := heraldctl(t, server, "templates", "apply", "-f", examples)
 	if want := "order-shipped: created v1\nwelcome: created v1\n"; err != nil || out != want {
@@ -149,7 +152,7 @@ func TestTemplatesApplyExamples(t *testing.T) {
 }
 
 func TestTemplatesApplyInvalid(t *testing.T) {
-	server := templateServer(t)
+	server := apiServer(t)
 	good := "name: good\nparts:\n  sms_body: hi {{.name}}\n"
 	tests := []struct {
 		name  string
