@@ -70,6 +70,7 @@ func TestOverlays(t *testing.T) {
 			checkServices(t, o)
 			checkDisruptionBudgets(t, o)
 			checkNetworkPolicies(t, o)
+			checkNATSPolicy(t, o, ov.namespace)
 			checkIngresses(t, o)
 			checkConfig(t, o, ov.sim, ov.streamReplicas)
 			checkSecretsDocumented(t, o)
@@ -414,6 +415,115 @@ func checkNetworkPolicies(t *testing.T, o *objects) {
 			}
 		}
 	}
+}
+
+// The labels the NATS Helm chart (1.x, release "nats") gives its servers and its nats-box.
+var (
+	natsServer = labels.Set{"app.kubernetes.io/name": "nats", "app.kubernetes.io/instance": "nats", "app.kubernetes.io/component": "nats"}
+	natsBox    = labels.Set{"app.kubernetes.io/name": "nats", "app.kubernetes.io/instance": "nats", "app.kubernetes.io/component": "nats-box"}
+)
+
+// checkNATSPolicy checks that NATS, which runs without authentication, takes connections only
+// from whom Herald means: its clients port from Herald's pods (and nats-box), its routes port
+// from the other NATS servers, its monitoring port from KEDA and Prometheus - and nothing from
+// any other pod, here or in another namespace, on any port.
+func checkNATSPolicy(t *testing.T, o *objects, namespace string) {
+	t.Helper()
+	var over []*networkingv1.NetworkPolicy
+	for _, np := range o.netpols {
+		if selects(np, natsServer) && slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+			over = append(over, np)
+		}
+	}
+	if len(over) == 0 {
+		t.Errorf("no NetworkPolicy covers the NATS servers (%v): any pod in the cluster can publish to them", natsServer)
+		return
+	}
+	here := labels.Set{"kubernetes.io/metadata.name": namespace}
+	type peer struct {
+		name      string
+		pod, ns   labels.Set
+		may, mayN []int32 // ports it may reach; ports it must not
+	}
+	peers := []peer{
+		{name: "NATS server", pod: natsServer, ns: here, may: []int32{6222}},
+		{name: "nats-box", pod: natsBox, ns: here, may: []int32{4222}, mayN: []int32{6222, 8222}},
+		{name: "KEDA", pod: labels.Set{"app": "keda-operator"}, ns: labels.Set{"kubernetes.io/metadata.name": "keda"},
+			may: []int32{8222}, mayN: []int32{4222, 6222}},
+		{name: "Prometheus", pod: labels.Set{"app.kubernetes.io/name": "prometheus"}, ns: labels.Set{"kubernetes.io/metadata.name": "monitoring"},
+			may: []int32{8222}, mayN: []int32{4222, 6222}},
+		{name: "another pod of the namespace", pod: labels.Set{"app.kubernetes.io/name": "herald-pg"}, ns: here,
+			mayN: []int32{4222, 6222, 8222, 7422, 7222}},
+		{name: "a pod without labels", pod: labels.Set{}, ns: here, mayN: []int32{4222, 6222, 8222}},
+		{name: "a calling app's pod", pod: labels.Set{"app.kubernetes.io/name": "shop"},
+			ns: labels.Set{"kubernetes.io/metadata.name": "shop", "heraldhq.io/client": "true"}, mayN: []int32{4222, 6222, 8222}},
+		{name: "a Herald-looking pod of another namespace", pod: labels.Set{"app.kubernetes.io/part-of": "herald"},
+			ns: labels.Set{"kubernetes.io/metadata.name": "elsewhere"}, mayN: []int32{4222, 6222, 8222}},
+	}
+	for _, d := range o.deployments {
+		peers = append(peers, peer{name: "Deployment " + d.Name, pod: labels.Set(d.Spec.Template.Labels), ns: here,
+			may: []int32{4222}, mayN: []int32{6222, 8222}})
+	}
+	for _, p := range peers {
+		for _, port := range p.may {
+			if !admits(over, namespace, p.pod, p.ns, port) {
+				t.Errorf("NATS: %s cannot reach port %d", p.name, port)
+			}
+		}
+		for _, port := range p.mayN {
+			if admits(over, namespace, p.pod, p.ns, port) {
+				t.Errorf("NATS: %s can reach port %d", p.name, port)
+			}
+		}
+	}
+}
+
+// admits reports whether a policy among nps (all in namespace) lets a pod labelled pod, in a
+// namespace labelled ns, connect to TCP port, following NetworkPolicy's rules: no ports means
+// every port, no peers means every source, a podSelector alone means pods of the policy's own
+// namespace, and an ipBlock lets in addresses, whatever pod holds them.
+func admits(nps []*networkingv1.NetworkPolicy, namespace string, pod, ns labels.Set, port int32) bool {
+	matches := func(s *metav1.LabelSelector, set labels.Set) bool {
+		sel, err := metav1.LabelSelectorAsSelector(s)
+		return err == nil && sel.Matches(set)
+	}
+	for _, np := range nps {
+		for _, r := range np.Spec.Ingress {
+			portOK := len(r.Ports) == 0
+			for _, p := range r.Ports {
+				portOK = portOK || p.Port == nil ||
+					(p.Port.Type == intstr.Int && p.Port.IntVal <= port && port <= ptrOr(p.EndPort, p.Port.IntVal))
+			}
+			if !portOK {
+				continue
+			}
+			if len(r.From) == 0 {
+				return true
+			}
+			for _, f := range r.From {
+				switch {
+				case f.IPBlock != nil:
+					return true
+				case f.NamespaceSelector == nil && f.PodSelector != nil:
+					if ns["kubernetes.io/metadata.name"] == namespace && matches(f.PodSelector, pod) {
+						return true
+					}
+				case f.NamespaceSelector != nil:
+					if matches(f.NamespaceSelector, ns) && (f.PodSelector == nil || matches(f.PodSelector, pod)) {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
+}
+
+func ptrOr(p *int32, v int32) int32 {
+	if p != nil {
+		return *p
+	}
+	return v
 }
 
 // selects reports whether np applies to pods labelled pod.
