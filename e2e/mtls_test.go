@@ -86,7 +86,7 @@ func TestMutualTLS(t *testing.T) {
 	clientCert, clientKey := p.issue(t, "billing", false, 3)
 	d, err := notifierd.Start(context.Background(), notifierd.Config{
 		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DatabaseURL: s.dbURL, NATSURL: s.natsURL,
-		ContactsAddr: s.contacts.GRPCAddr(), RepublishAfter: time.Minute, ReconcileInterval: time.Second,
+		ContactsAddr: s.contacts.GRPCAddr(), ContactsKey: s.contactsKey, RepublishAfter: time.Minute, ReconcileInterval: time.Second,
 		TLS: tlsconfig.Files{CertFile: serverCert, KeyFile: serverKey, CAFile: p.caFile},
 		Log: testLogger(t),
 	})

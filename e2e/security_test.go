@@ -219,9 +219,10 @@ func TestSecurityEveryRPCRefusesBadKeys(t *testing.T) {
 	}
 	t.Logf("%d methods refused %d bad credentials each; bad keys all answered %q", len(methods), len(credentials),
 		status.Convert(keyedRef).Message())
-	// Nothing reached a handler.
+	// Nothing reached a handler. The apps are the bootstrap admin app, billing and the
+	// notifier's own (herald-notifier, for its calls to the contacts service).
 	for table, want := range map[string]int{
-		"notifier.notifications": 0, "notifier.templates": 0, "contacts.users": 0, "notifier.apps": 2,
+		"notifier.notifications": 0, "notifier.templates": 0, "contacts.users": 0, "notifier.apps": 3,
 		"notifier.categories": categories, "notifier.provider_events": 0,
 	} {
 		if n := count(t, s, `SELECT count(*) FROM `+table); n != want {
@@ -264,7 +265,8 @@ func TestSecurityRevocationIsImmediate(t *testing.T) {
 	ctx := context.Background()
 	second := s.startNotifier(t)
 	admin := heraldv1.NewAdminServiceClient(s.conn)
-	app, err := admin.CreateApp(ctx, &heraldv1.CreateAppRequest{Name: "billing"})
+	app, err := admin.CreateApp(ctx, &heraldv1.CreateAppRequest{Name: "billing",
+		ContactsAccess: heraldv1.ContactsAccess_CONTACTS_ACCESS_READ}) // for BatchGetUsers below
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +309,7 @@ func TestSecurityRevocationIsImmediate(t *testing.T) {
 	start := func() *notifierd.Daemon {
 		d, err := notifierd.Start(ctx, notifierd.Config{
 			GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DatabaseURL: s.dbURL, NATSURL: s.natsURL,
-			ContactsAddr: s.contacts.GRPCAddr(), BootstrapKey: bootstrap.String(), BootstrapApp: "ops",
+			ContactsAddr: s.contacts.GRPCAddr(), ContactsKey: s.contactsKey, BootstrapKey: bootstrap.String(), BootstrapApp: "ops",
 			RepublishAfter: time.Minute, ReconcileInterval: time.Second, Log: s.log.With("service", "notifier-bootstrap"),
 		})
 		if err != nil {
@@ -344,8 +346,9 @@ type adminCall struct {
 // account email - is refused every AdminService method (but ListCategories, which any app may
 // call) with PERMISSION_DENIED, the same answer whether or not the app, key or category it names
 // exists, and changes nothing. Another app's notification looks exactly like one that does not
-// exist, to read, cancel or track; idempotency keys are per app; and a template belongs to the
-// app that created it.
+// exist, to read, cancel or track; idempotency keys are per app; a template belongs to the app
+// that created it; and an app without contacts access sends to a user id but cannot read, change
+// or explain the user's contact data.
 func TestSecurityAppsSeeOnlyTheirOwn(t *testing.T) {
 	s := startStack(t, stackOptions{noWorkers: true})
 	ctx := context.Background()
@@ -445,8 +448,8 @@ func TestSecurityAppsSeeOnlyTheirOwn(t *testing.T) {
 			t.Errorf("the shop's key after the attempts: %v", err)
 		}
 		apps, err := admin.ListApps(ctx, &heraldv1.ListAppsRequest{})
-		if err != nil || len(apps.Apps) != 3 {
-			t.Errorf("ListApps = %v, %v; want the 3 apps", apps, err)
+		if err != nil || len(apps.Apps) != 4 { // the admin app, shop, mailer and the notifier's own
+			t.Errorf("ListApps = %v, %v; want the 4 apps", apps, err)
 		}
 		after, err := admin.ListCategories(ctx, &heraldv1.ListCategoriesRequest{})
 		if err != nil || !proto.Equal(before, after) {
@@ -531,6 +534,117 @@ func TestSecurityAppsSeeOnlyTheirOwn(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("contact data", func(t *testing.T) {
+		reachableUser(t, s, "ada")
+		if _, err := s.people.UpdateSettings(ctx, &heraldv1.UpdateSettingsRequest{UserId: "ada", Settings: &heraldv1.Settings{
+			OptedOutChannels: []heraldv1.Channel{heraldv1.Channel_CHANNEL_SMS}}}); err != nil {
+			t.Fatal(err)
+		}
+		snapshot := func() string { // what the contacts service holds about ada, read by an admin
+			u, err := s.people.GetUser(ctx, &heraldv1.GetUserRequest{UserId: "ada"})
+			d, derr := s.people.ListDevices(ctx, &heraldv1.ListDevicesRequest{UserId: "ada", IncludeInactive: true})
+			st, serr := s.people.GetSettings(ctx, &heraldv1.GetSettingsRequest{UserId: "ada"})
+			_, missing := s.people.GetUser(ctx, &heraldv1.GetUserRequest{UserId: "nobody"})
+			return fmt.Sprint(prototext.Format(u), err, prototext.Format(d), derr, prototext.Format(st.GetSettings()), serr,
+				status.Code(missing))
+		}
+		before := snapshot()
+
+		// The send-only mailer sends to the user: the notifier looks ada up with its own key.
+		res, err := mailerNotify.Send(ctx, userSend("ada", "account"))
+		if err != nil || len(res.Deliveries) != 1 || res.Deliveries[0].Channel != heraldv1.Channel_CHANNEL_EMAIL ||
+			res.Deliveries[0].State != heraldv1.DeliveryState_DELIVERY_STATE_QUEUED {
+			t.Fatalf("the send-only key to a user id: %v, %v; want one queued email", res, err)
+		}
+
+		// But every ContactsService method (from the proto) refuses it, the same whether the user
+		// exists, does not, or the request is not even valid.
+		contactsConn := plainConn(t, s.contacts.GRPCAddr())
+		svc := heraldv1.File_herald_v1_contacts_proto.Services().ByName("ContactsService")
+		for i := range svc.Methods().Len() {
+			m := svc.Methods().Get(i)
+			call := func(req proto.Message) error {
+				return contactsConn.Invoke(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+mailer.Key),
+					methodPath(m), req, dynamicpb.NewMessage(m.Output()))
+			}
+			existing := call(naming(m.Input(), "ada"))
+			sameRefusal(t, string(m.Name())+" about a user that does not exist", call(naming(m.Input(), "nobody")), existing, codes.PermissionDenied)
+			sameRefusal(t, string(m.Name())+" with an empty request", call(dynamicpb.NewMessage(m.Input())), existing, codes.PermissionDenied)
+			if msg := answer(existing); strings.Contains(msg, "ada") || strings.Contains(msg, "@example.com") {
+				t.Errorf("%s: the refusal tells of the user: %s", m.Name(), msg)
+			}
+		}
+		// Nor may it explain a notification to the user, which would show their settings.
+		_, theirs := mailerNotify.Explain(ctx, &heraldv1.ExplainRequest{Request: userSend("ada", "account")})
+		_, none := mailerNotify.Explain(ctx, &heraldv1.ExplainRequest{Request: userSend("nobody", "account")})
+		sameRefusal(t, "Explain of a user by the send-only key", theirs, none, codes.PermissionDenied)
+
+		// An app granted read reads, and explains, but changes nothing; one granted write changes.
+		support, err := admin.CreateApp(ctx, &heraldv1.CreateAppRequest{Name: "support",
+			ContactsAccess: heraldv1.ContactsAccess_CONTACTS_ACCESS_READ})
+		if err != nil {
+			t.Fatal(err)
+		}
+		supportConn := dial(t, s.contacts.GRPCAddr(), support.Key)
+		reader := heraldv1.NewContactsServiceClient(supportConn)
+		if u, err := reader.GetUser(ctx, &heraldv1.GetUserRequest{UserId: "ada"}); err != nil || u.User.Email != "ada@example.com" {
+			t.Errorf("GetUser with contacts read: %v, %v", u, err)
+		}
+		ex, err := heraldv1.NewNotificationServiceClient(dial(t, s.notifier.GRPCAddr(), support.Key)).Explain(ctx,
+			&heraldv1.ExplainRequest{Request: userSend("ada", "account")})
+		if err != nil || len(ex.Deliveries) == 0 {
+			t.Errorf("Explain of a user with contacts read: %v, %v", ex, err)
+		}
+		_, err = reader.DeleteUser(ctx, &heraldv1.DeleteUserRequest{UserId: "ada"})
+		sameRefusal(t, "DeleteUser with contacts read", err, callContacts(t, contactsConn, "UpsertUser", support.Key), codes.PermissionDenied)
+		if after := snapshot(); after != before {
+			t.Errorf("the refused calls changed ada:\n%s\n->\n%s", before, after)
+		}
+		if _, err := admin.UpdateApp(ctx, &heraldv1.UpdateAppRequest{App: &heraldv1.App{AppId: support.App.AppId,
+			ContactsAccess: heraldv1.ContactsAccess_CONTACTS_ACCESS_WRITE}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := reader.UpsertUser(ctx, &heraldv1.UpsertUserRequest{User: &heraldv1.User{UserId: "grace", Email: "grace@example.com"}}); err != nil {
+			t.Errorf("UpsertUser once granted write, from the next call: %v", err)
+		}
+	})
+}
+
+// naming returns a request of type md that names user wherever a request can name one: the
+// user_id and user_ids fields, at the top or in a user or device, and a token for requests
+// that name a device by it.
+func naming(md protoreflect.MessageDescriptor, user string) proto.Message {
+	m := dynamicpb.NewMessage(md)
+	var fill func(m protoreflect.Message)
+	fill = func(m protoreflect.Message) {
+		fields := m.Descriptor().Fields()
+		for i := range fields.Len() {
+			f := fields.Get(i)
+			switch {
+			case f.Name() == "user_id" && f.Kind() == protoreflect.StringKind:
+				m.Set(f, protoreflect.ValueOfString(user))
+			case f.Name() == "user_ids" && f.IsList():
+				m.Mutable(f).List().Append(protoreflect.ValueOfString(user))
+			case f.Name() == "token" && f.Kind() == protoreflect.StringKind:
+				m.Set(f, protoreflect.ValueOfString(iosToken))
+			case (f.Name() == "user" || f.Name() == "device") && f.Kind() == protoreflect.MessageKind && !f.IsList():
+				fill(m.Mutable(f).Message())
+			}
+		}
+	}
+	fill(m)
+	return m
+}
+
+// callContacts invokes the ContactsService method by name with an empty request and key.
+func callContacts(t *testing.T, conn *grpc.ClientConn, method, key string) error {
+	t.Helper()
+	m := heraldv1.File_herald_v1_contacts_proto.Services().ByName("ContactsService").Methods().ByName(protoreflect.Name(method))
+	if m == nil {
+		t.Fatalf("no ContactsService.%s", method)
+	}
+	return callWith(context.Background(), conn, m, "Bearer "+key)
 }
 
 // sgEvent is one SendGrid event about a delivery.
@@ -588,8 +702,8 @@ func (s *stack) webhookNotifier(t *testing.T, sendGrid *ecdsa.PublicKey, twilioT
 	}
 	d, err := notifierd.Start(context.Background(), notifierd.Config{
 		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DatabaseURL: s.dbURL, NATSURL: s.natsURL,
-		ContactsAddr: s.contacts.GRPCAddr(), RepublishAfter: 2 * time.Second, ReconcileInterval: 200 * time.Millisecond,
-		OpsInterval: 500 * time.Millisecond, PublicURL: notifyPublicURL, SendGridWebhookKey: sgKey,
+		ContactsAddr: s.contacts.GRPCAddr(), ContactsKey: s.contactsKey, RepublishAfter: 2 * time.Second,
+		ReconcileInterval: 200 * time.Millisecond, OpsInterval: 500 * time.Millisecond, PublicURL: notifyPublicURL, SendGridWebhookKey: sgKey,
 		TwilioAuthToken: twilioToken, Log: s.log.With("service", "notifier-webhooks"),
 	})
 	if err != nil {
@@ -1415,7 +1529,8 @@ func TestSecuritySecretsNeverLeak(t *testing.T) {
 		t.Fatal(err)
 	}
 	var canaries []canary
-	for name, key := range map[string]string{"the bootstrap admin key": s.key, "an app key": app.Key} {
+	for name, key := range map[string]string{"the bootstrap admin key": s.key, "an app key": app.Key,
+		"the notifier's key for the contacts service": s.contactsKey} {
 		k, err := appkey.Parse(key)
 		if err != nil {
 			t.Fatal(err)

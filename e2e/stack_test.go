@@ -57,12 +57,14 @@ type stack struct {
 	natsURL   string
 	nats      *server.Server
 	pool      *pgxpool.Pool
-	key       string
+	key       string // the bootstrap admin app's, which the tests' clients use
 	fake      *sendgridfake.Fake
 	fakeURL   string
 	notifier  *notifierd.Daemon
 	contacts  *contactsd.Daemon
 	workers   *workersd.Daemon
+	// contactsKey is the notifiers' own key for the contacts service (app herald-notifier).
+	contactsKey string
 
 	conn     *grpc.ClientConn
 	notify   heraldv1.NotificationServiceClient
@@ -149,7 +151,8 @@ func startStack(t testing.TB, opts stackOptions) *stack {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s := &stack{key: appkey.New().String(), linkKeys: "test:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))}
+	s := &stack{key: appkey.New().String(), contactsKey: appkey.New().String(),
+		linkKeys: "test:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))}
 	s.log, s.logs = stackLogger(t)
 	s.opts = opts
 	s.dbURL = pgtest.DB(t, "herald", migrateAll)
@@ -198,7 +201,7 @@ func (s *stack) startNotifier(t testing.TB) *notifierd.Daemon {
 	t.Helper()
 	d, err := notifierd.Start(context.Background(), notifierd.Config{
 		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DatabaseURL: s.dbURL, NATSURL: s.natsURL,
-		ContactsAddr: s.contacts.GRPCAddr(), BootstrapKey: s.key, BootstrapApp: "test",
+		ContactsAddr: s.contacts.GRPCAddr(), ContactsKey: s.contactsKey, BootstrapKey: s.key, BootstrapApp: "test",
 		RepublishAfter: cmp.Or(s.opts.republishAfter, 2*time.Second), ReconcileInterval: 200 * time.Millisecond,
 		OpsInterval: 500 * time.Millisecond,
 		Log:         s.log.With("service", "notifier"),

@@ -88,18 +88,20 @@ func run(args []string) error {
 }
 
 type stack struct {
-	cfg      config
-	apiKey   string
-	linkKeys string
-	logFile  *os.File
-	pg       *pgserver.Server
-	dbURL    string
-	nats     *server.Server
-	sim      *http.Server
-	notifier *notifierd.Daemon
-	contacts *contactsd.Daemon
-	workers  *workersd.Daemon
-	failed   chan error
+	cfg    config
+	apiKey string
+	// contactsKey is the notifier's own key for the contacts service (app herald-notifier).
+	contactsKey string
+	linkKeys    string
+	logFile     *os.File
+	pg          *pgserver.Server
+	dbURL       string
+	nats        *server.Server
+	sim         *http.Server
+	notifier    *notifierd.Daemon
+	contacts    *contactsd.Daemon
+	workers     *workersd.Daemon
+	failed      chan error
 }
 
 func start(ctx context.Context, c config) (_ *stack, err error) {
@@ -127,12 +129,16 @@ func start(ctx context.Context, c config) (_ *stack, err error) {
 	}
 	log := slog.New(slog.NewJSONHandler(s.logFile, &slog.HandlerOptions{Level: level}))
 
-	// The app key and the link-signing key survive restarts in dev.env; the notifier installs
-	// the app key at start-up.
+	// The app keys and the link-signing key survive restarts in dev.env; the notifier installs
+	// the app keys at start-up: the dev app's (an admin app) and its own for the contacts service.
 	env := cli.ReadEnvFile(filepath.Join(dir, "dev.env"))
 	s.apiKey = env["HERALD_API_KEY"]
 	if _, err := appkey.Parse(s.apiKey); err != nil {
 		s.apiKey = appkey.New().String()
+	}
+	s.contactsKey = env["HERALD_NOTIFIER_CONTACTS_KEY"]
+	if _, err := appkey.Parse(s.contactsKey); err != nil {
+		s.contactsKey = appkey.New().String()
 	}
 	s.linkKeys = env["HERALD_LINK_KEYS"]
 	if keys, err := linktoken.ParseKeys(s.linkKeys); err != nil || len(keys) == 0 {
@@ -175,7 +181,7 @@ func start(ctx context.Context, c config) (_ *stack, err error) {
 	// The notifier first: it owns the schema holding the app keys that the others check.
 	if s.notifier, err = notifierd.Start(ctx, notifierd.Config{
 		GRPCAddr: c.notifierGRPC, HTTPAddr: c.notifierHTTP, DatabaseURL: s.dbURL, NATSURL: natsURL,
-		ContactsAddr: c.contactsGRPC, BootstrapKey: s.apiKey, BootstrapApp: "dev",
+		ContactsAddr: c.contactsGRPC, ContactsKey: s.contactsKey, BootstrapKey: s.apiKey, BootstrapApp: "dev",
 		StreamReplicas: 1, RepublishAfter: time.Minute, ReconcileInterval: time.Second,
 		Log: log.With("service", "notifier"),
 	}); err != nil {
@@ -216,6 +222,7 @@ func (s *stack) writeEnv() error {
 	lines := []string{
 		"# Written by herald-dev (make run). heraldctl reads this file when no flags are given.",
 		"HERALD_API_KEY=" + s.apiKey,
+		"HERALD_NOTIFIER_CONTACTS_KEY=" + s.contactsKey,
 		"HERALD_NOTIFIER_ADDR=" + s.notifier.GRPCAddr(),
 		"HERALD_CONTACTS_ADDR=" + s.contacts.GRPCAddr(),
 		"HERALD_NATS_URL=" + s.nats.ClientURL(),
