@@ -3,7 +3,8 @@
 // read first waits for a poll of the feed that started after the read did, and that poll evicts
 // whatever changed. So a read that begins after a write was acknowledged, on any replica, never
 // sees the value from before it, while the database sees one small feed query per round of
-// concurrent reads instead of one lookup per read.
+// concurrent reads instead of one lookup per read. Polls start at least a millisecond apart, so
+// under load the feed sees at most a thousand queries a second however many readers wait.
 //
 // This is written by hand because the caches that libraries offer expire entries by time,
 // which cannot give "every read after the acknowledgement sees the change".
@@ -23,93 +24,150 @@ type Feed interface {
 	Changes(ctx context.Context, horizon uint64) (keys []string, next uint64, err error)
 }
 
-// Cache maps keys to values of type V. The zero value is not usable; see New.
-type Cache[V any] struct {
+// Poller reads a feed for the caches over it: each round of polling serves every cache's
+// waiting readers with one query, and evicts what changed from all of them. Caches whose keys
+// come from one feed share a Poller (keys of different kinds must then not collide).
+type Poller struct {
 	feed Feed
-	max  int
-	// stale is how long the feed may go unread before the cache stops trusting itself (the feed
-	// keeps changes for longer than this).
+	// stale is how long the feed may go unread before the caches stop trusting themselves (the
+	// feed keeps changes for longer than this).
 	stale time.Duration
+	// gap is the least time between the starts of two polls: under load, readers wait up to
+	// gap for a round, so the feed sees at most 1/gap queries per second, not one per round
+	// trip.
+	gap time.Duration
 
 	mu      sync.Mutex
-	entries map[string]V
-	gen     uint64 // bumped by every eviction, so a fill that raced one is not kept
+	caches  []evicter
 	horizon uint64
-	polled  time.Time
+	polled  time.Time // when the last successful poll started
+	started time.Time // when the last poll started
 	waiters []chan error
 	polling bool
 }
 
-// New returns a cache of at most max entries over feed; it forgets everything when the feed has
-// not been read for stale.
-func New[V any](feed Feed, max int, stale time.Duration) *Cache[V] {
-	return &Cache[V]{feed: feed, max: max, stale: stale, entries: map[string]V{}}
+type evicter interface {
+	evict(keys []string, all bool)
 }
 
-// Sync waits for a poll of the feed that starts after Sync is called, and returns the
-// generation to pass to Put. After Sync, Get returns nothing older than the feed's contents at
-// the call.
-func (c *Cache[V]) Sync(ctx context.Context) (uint64, error) {
+// DefaultGap is the least time between two polls of a feed.
+const DefaultGap = time.Millisecond
+
+// NewPoller returns a poller of feed; its caches forget everything when the feed has not been
+// read for stale.
+func NewPoller(feed Feed, stale time.Duration) *Poller {
+	return &Poller{feed: feed, stale: stale, gap: DefaultGap}
+}
+
+// Sync waits for a poll of the feed that starts after Sync is called. After Sync, no cache of p
+// holds anything older than the feed's contents at the call.
+func (p *Poller) Sync(ctx context.Context) error {
 	ch := make(chan error, 1)
-	c.mu.Lock()
-	c.waiters = append(c.waiters, ch)
-	if !c.polling {
-		c.polling = true
-		go c.pollLoop()
+	p.mu.Lock()
+	p.waiters = append(p.waiters, ch)
+	if !p.polling {
+		p.polling = true
+		go p.pollLoop()
 	}
-	c.mu.Unlock()
+	p.mu.Unlock()
 	select {
 	case err := <-ch:
-		if err != nil {
-			return 0, err
-		}
+		return err
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return ctx.Err()
+	}
+}
+
+// pollLoop polls for as long as there are waiters: each round serves the waiters that arrived
+// before it started.
+func (p *Poller) pollLoop() {
+	for {
+		p.mu.Lock()
+		if wait := p.gap - time.Since(p.started); wait > 0 && len(p.waiters) > 0 {
+			p.mu.Unlock()
+			time.Sleep(wait) // let more readers join the round
+			p.mu.Lock()
+		}
+		waiters := p.waiters
+		p.waiters = nil
+		if len(waiters) == 0 {
+			p.polling = false
+			p.mu.Unlock()
+			return
+		}
+		horizon := p.horizon
+		p.started = time.Now()
+		started := p.started
+		p.mu.Unlock()
+
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		keys, next, err := p.feed.Changes(ctx, horizon)
+		cancel()
+
+		p.mu.Lock()
+		if err == nil {
+			all := !p.polled.IsZero() && started.Sub(p.polled) > p.stale // changes may have left the feed unseen
+			for _, c := range p.caches {
+				c.evict(keys, all)
+			}
+			p.horizon, p.polled = next, started
+		}
+		p.mu.Unlock()
+		for _, w := range waiters {
+			w <- err
+		}
+	}
+}
+
+// Cache maps keys to values of type V. The zero value is not usable; see New and NewCache.
+type Cache[V any] struct {
+	poller *Poller
+	max    int
+
+	mu      sync.Mutex
+	entries map[string]V
+	gen     uint64 // bumped by every eviction, so a fill that raced one is not kept
+}
+
+// New returns a cache of at most max entries over feed, with a poller of its own (see
+// NewPoller).
+func New[V any](feed Feed, max int, stale time.Duration) *Cache[V] {
+	return NewCache[V](NewPoller(feed, stale), max)
+}
+
+// NewCache returns a cache of at most max entries kept by p.
+func NewCache[V any](p *Poller, max int) *Cache[V] {
+	c := &Cache[V]{poller: p, max: max, entries: map[string]V{}}
+	p.mu.Lock()
+	p.caches = append(p.caches, c)
+	p.mu.Unlock()
+	return c
+}
+
+// Sync waits for a poll of the feed that starts after Sync is called (see Poller.Sync), and
+// returns the generation to pass to Put.
+func (c *Cache[V]) Sync(ctx context.Context) (uint64, error) {
+	if err := c.poller.Sync(ctx); err != nil {
+		return 0, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.gen, nil
 }
 
-// pollLoop polls for as long as there are waiters: each round serves the waiters that arrived
-// before it started.
-func (c *Cache[V]) pollLoop() {
-	for {
-		c.mu.Lock()
-		waiters := c.waiters
-		c.waiters = nil
-		if len(waiters) == 0 {
-			c.polling = false
-			c.mu.Unlock()
-			return
-		}
-		horizon := c.horizon
-		c.mu.Unlock()
-
-		started := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		keys, next, err := c.feed.Changes(ctx, horizon)
-		cancel()
-
-		c.mu.Lock()
-		if err == nil {
-			evicted := len(keys) > 0
-			if !c.polled.IsZero() && started.Sub(c.polled) > c.stale {
-				clear(c.entries) // changes may have left the feed unseen
-				evicted = true
-			}
-			for _, k := range keys {
-				delete(c.entries, k)
-			}
-			if evicted {
-				c.gen++
-			}
-			c.horizon, c.polled = next, started
-		}
-		c.mu.Unlock()
-		for _, w := range waiters {
-			w <- err
-		}
+func (c *Cache[V]) evict(keys []string, all bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if all {
+		clear(c.entries)
+	}
+	for _, k := range keys {
+		delete(c.entries, k)
+	}
+	// Any change bumps the generation, cached or not: a fill in progress may have read the
+	// value from before it.
+	if all || len(keys) > 0 {
+		c.gen++
 	}
 }
 

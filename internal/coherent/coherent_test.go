@@ -60,6 +60,7 @@ func get(ctx context.Context, c *Cache[int], s *store, key string) (int, error) 
 func TestReadAfterWrite(t *testing.T) {
 	s := &store{values: map[string]int{}}
 	replicas := []*Cache[int]{New[int](s, 1000, time.Hour), New[int](s, 1000, time.Hour)}
+	replicas[1].poller.gap = 0 // one replica polls back to back, the other DefaultGap apart
 	ctx := context.Background()
 	keys := []string{"a", "b", "c"}
 	var acked sync.Map // key -> last acknowledged version
@@ -87,7 +88,7 @@ func TestReadAfterWrite(t *testing.T) {
 		go func() {
 			defer readers.Done()
 			c := replicas[r%2]
-			for range 1000 {
+			for range 500 {
 				k := keys[rand.IntN(len(keys))]
 				before, _ := acked.Load(k)
 				got, err := get(ctx, c, s, k)
@@ -109,7 +110,7 @@ func TestReadAfterWrite(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	t.Logf("%d polls served 8000 reads", s.polls.Load())
+	t.Logf("%d polls served 4000 reads", s.polls.Load())
 }
 
 func TestHitsWithoutWrites(t *testing.T) {
@@ -154,5 +155,36 @@ func TestFeedErrorFailsTheRead(t *testing.T) {
 	c := New[int](failingFeed{}, 5, time.Hour)
 	if _, err := c.Sync(context.Background()); err == nil {
 		t.Fatal("Sync succeeded with a failing feed")
+	}
+}
+
+// TestSharedPoller: caches on one poller are kept by the same polls.
+func TestSharedPoller(t *testing.T) {
+	s := &store{values: map[string]int{"key:1": 1, "template:a": 1}}
+	p := NewPoller(s, time.Hour)
+	keys, templates := NewCache[int](p, 10), NewCache[int](p, 10)
+	ctx := context.Background()
+	for _, c := range []*Cache[int]{keys, templates} {
+		for _, k := range []string{"key:1", "template:a"} {
+			if v, err := get(ctx, c, s, k); err != nil || v != 1 {
+				t.Fatalf("get %s = %d, %v", k, v, err)
+			}
+		}
+	}
+	s.write("template:a", 2)
+	polls := s.polls.Load()
+	if v, _ := get(ctx, keys, s, "template:a"); v != 2 {
+		t.Fatalf("after a write: %d, want 2", v)
+	}
+	// The poll that served keys evicted from templates too: no poll of its own is needed to
+	// drop the old value.
+	if v, ok := templates.Get("template:a"); ok {
+		t.Fatalf("templates still holds %d after the poll", v)
+	}
+	if v, ok := templates.Get("key:1"); !ok || v != 1 {
+		t.Fatalf("templates lost an unchanged key: %d, %v", v, ok)
+	}
+	if n := s.polls.Load() - polls; n != 1 {
+		t.Fatalf("%d polls, want 1", n)
 	}
 }
