@@ -18,6 +18,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -139,6 +140,9 @@ type Fake struct {
 	dropLeft      int
 	delay         time.Duration
 	tokenErrors   map[string]Error // device token -> answer
+	accepted      int64
+	countOnly     bool
+	onAccept      func(apnsID string, at time.Time)
 }
 
 // New returns a fake for the app whose bundle id is topic. It trusts no provider key until
@@ -288,6 +292,37 @@ func (f *Fake) SetDelay(d time.Duration) {
 	f.delay = d
 }
 
+// CountOnly switches the fake to counting only, for load tests that send more notifications
+// than are worth keeping: from then on it records no notification (Notifications and Count see
+// none of the new ones) and instead calls onAccept, when not nil, with the apns-id of each
+// accepted notification, in lower case, and the time the fake received it. Accepted and
+// Requests keep counting. onAccept is called from the request's goroutine, outside the fake's
+// lock, and must be safe for concurrent use. Reset does not undo CountOnly.
+func (f *Fake) CountOnly(onAccept func(apnsID string, at time.Time)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.countOnly, f.onAccept = true, onAccept
+}
+
+// Accepted returns how many notifications the fake accepted, in either mode.
+func (f *Fake) Accepted() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.accepted
+}
+
+// CertificatePEM returns the certificate the fake serves, as PEM: a file for clients that
+// take their trusted roots from a file (SSL_CERT_FILE for Go programs) rather than from
+// RootCAs. It panics before Start.
+func (f *Fake) CertificatePEM() []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.srv == nil {
+		panic("apnsfake: CertificatePEM called before Start")
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.srv.Certificate().Raw})
+}
+
 // Reset clears every misbehaviour, every expired provider token and everything recorded. Trusted
 // keys stay.
 func (f *Fake) Reset() {
@@ -295,7 +330,7 @@ func (f *Fake) Reset() {
 	defer f.mu.Unlock()
 	f.notifications = nil
 	f.counts = make(map[string]int)
-	f.requests, f.conns = 0, 0
+	f.requests, f.conns, f.accepted = 0, 0, 0
 	f.fail, f.failLeft, f.dropLeft, f.delay = Error{}, 0, 0, 0
 	f.tokenErrors = make(map[string]Error)
 	f.seenTokens = make(map[string]bool)
@@ -464,14 +499,21 @@ func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
 
 	f.mu.Lock()
 	e, failed := f.tokenErrors[token]
+	countOnly, onAccept := f.countOnly, f.onAccept
 	if !failed {
-		f.notifications = append(f.notifications, n)
-		f.counts[strings.ToLower(apnsID)]++
+		f.accepted++
+		if !countOnly {
+			f.notifications = append(f.notifications, n)
+			f.counts[strings.ToLower(apnsID)]++
+		}
 	}
 	f.mu.Unlock()
 	if failed {
 		writeError(w, apnsID, e)
 		return
+	}
+	if countOnly && onAccept != nil {
+		onAccept(strings.ToLower(apnsID), n.ReceivedAt)
 	}
 	w.Header().Set("apns-id", apnsID)
 	w.WriteHeader(http.StatusOK)

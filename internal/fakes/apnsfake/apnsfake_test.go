@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -702,5 +703,55 @@ func TestConcurrentPushesShareOneConnection(t *testing.T) {
 	}
 	if conns := e.f.Connections(); conns != 1 {
 		t.Errorf("%d connections, want 1", conns)
+	}
+}
+
+func TestCountOnly(t *testing.T) {
+	e := start(t)
+	var mu sync.Mutex
+	var got []string
+	e.f.CountOnly(func(id string, at time.Time) {
+		mu.Lock()
+		defer mu.Unlock()
+		if at.IsZero() {
+			t.Error("zero receive time")
+		}
+		got = append(got, id)
+	})
+	c := e.tokenClient()
+	n := notification()
+	n.ApnsID = strings.ToUpper(n.ApnsID)
+	if res := push(t, c, n); !res.Sent() {
+		t.Fatalf("response %+v", res)
+	}
+	bad := notification()
+	bad.DeviceToken = "not-hex"
+	if res := push(t, c, bad); res.StatusCode != http.StatusBadRequest {
+		t.Fatalf("bad token: status %d, want 400 in CountOnly too", res.StatusCode)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0] != strings.ToLower(n.ApnsID) {
+		t.Errorf("onAccept saw %q, want [%s] in lower case", got, n.ApnsID)
+	}
+	if len(e.f.Notifications()) != 0 || e.f.Count(n.ApnsID) != 0 {
+		t.Errorf("%d notifications kept in CountOnly", len(e.f.Notifications()))
+	}
+	if e.f.Accepted() != 1 || e.f.Requests() != 2 {
+		t.Errorf("Accepted %d, Requests %d; want 1 and 2", e.f.Accepted(), e.f.Requests())
+	}
+}
+
+func TestCertificatePEMIsWhatItServes(t *testing.T) {
+	e := start(t)
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(e.f.CertificatePEM()) {
+		t.Fatal("CertificatePEM holds no certificate")
+	}
+	c := apns2.NewTokenClient(e.tok)
+	c.Host = e.url
+	c.HTTPClient.Transport.(*http2.Transport).TLSClientConfig = &tls.Config{RootCAs: pool}
+	if res := push(t, c, notification()); !res.Sent() {
+		t.Fatalf("response %+v", res)
 	}
 }

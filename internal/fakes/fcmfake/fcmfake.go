@@ -161,6 +161,9 @@ type Fake struct {
 	revoked       bool
 	tokenStatus   int
 	tokenFailLeft int
+	accepted      int64
+	countOnly     bool
+	onAccept      func(deliveryID string, at time.Time)
 }
 
 // New returns a fake for the Firebase project projectID that accepts accessToken, and issues it
@@ -322,13 +325,32 @@ func (f *Fake) FailTokenRequests(status, n int) {
 	f.tokenStatus, f.tokenFailLeft = status, n
 }
 
+// CountOnly switches the fake to counting only, for load tests that send more messages than
+// are worth keeping: from then on it records no message (Messages and Count see none of the
+// new ones) and instead calls onAccept, when not nil, with each accepted message's
+// data[DeliveryIDKey] ("" when missing) and the time the fake received it. Accepted and
+// Requests keep counting. onAccept is called from the request's goroutine, outside the fake's
+// lock, and must be safe for concurrent use. Reset does not undo CountOnly.
+func (f *Fake) CountOnly(onAccept func(deliveryID string, at time.Time)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.countOnly, f.onAccept = true, onAccept
+}
+
+// Accepted returns how many messages the fake accepted, in either mode.
+func (f *Fake) Accepted() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.accepted
+}
+
 // Reset clears every misbehaviour and everything recorded, and restores the key.
 func (f *Fake) Reset() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.messages = nil
 	f.counts = make(map[string]int)
-	f.requests, f.tokenRequests = 0, 0
+	f.requests, f.tokenRequests, f.accepted = 0, 0, 0
 	f.fail, f.failLeft = NoFailure, 0
 	f.tokenFail = make(map[string]Failure)
 	f.dropLeft, f.dropAccLeft, f.delay = 0, 0, 0
@@ -549,16 +571,23 @@ func (f *Fake) record(m Message, name string) (drop bool) {
 	m.Name = name
 	m.ReceivedAt = time.Now()
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.messages = append(f.messages, m)
-	if d, ok := m.Data[DeliveryIDKey]; ok {
-		f.counts[d]++
+	f.accepted++
+	countOnly, onAccept := f.countOnly, f.onAccept
+	if !countOnly {
+		f.messages = append(f.messages, m)
+		if d, ok := m.Data[DeliveryIDKey]; ok {
+			f.counts[d]++
+		}
 	}
 	if f.dropAccLeft != 0 {
 		f.dropAccLeft = countDown(f.dropAccLeft)
-		return true
+		drop = true
 	}
-	return false
+	f.mu.Unlock()
+	if countOnly && onAccept != nil {
+		onAccept(m.Data[DeliveryIDKey], m.ReceivedAt)
+	}
+	return drop
 }
 
 // writeFailure answers fl the way FCM does.

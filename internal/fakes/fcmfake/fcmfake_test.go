@@ -876,3 +876,34 @@ func TestDroppedConnectionLooksLikeOneToTheClient(t *testing.T) {
 		t.Errorf("read %v, want EOF", err)
 	}
 }
+
+func TestCountOnly(t *testing.T) {
+	f := start(t)
+	var mu sync.Mutex
+	var got []string
+	f.CountOnly(func(id string, at time.Time) {
+		mu.Lock()
+		defer mu.Unlock()
+		if at.IsZero() {
+			t.Error("zero receive time")
+		}
+		got = append(got, id)
+	})
+	if a := post(t, f, body("d1")); a.status != http.StatusOK || a.name == "" {
+		t.Fatalf("answer %+v", a)
+	}
+	if a := post(t, f, `{"message": {}}`); a.status != http.StatusBadRequest {
+		t.Fatalf("message without a target: status %d, want 400 in CountOnly too", a.status)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0] != "d1" {
+		t.Errorf("onAccept saw %q, want [d1]", got)
+	}
+	if len(f.Messages()) != 0 || f.Count("d1") != 0 {
+		t.Errorf("%d messages kept in CountOnly", len(f.Messages()))
+	}
+	if f.Accepted() != 1 || f.Requests() != 2 {
+		t.Errorf("Accepted %d, Requests %d; want 1 and 2", f.Accepted(), f.Requests())
+	}
+}

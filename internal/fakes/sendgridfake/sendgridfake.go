@@ -63,6 +63,9 @@ type Fake struct {
 	dropLeft   int
 	delay      time.Duration
 	retryAfter time.Duration
+	accepted   int64
+	countOnly  bool
+	onAccept   func(deliveryID string, at time.Time)
 }
 
 // New returns a fake that accepts requests authorized with apiKey. It does not listen until
@@ -139,13 +142,32 @@ func (f *Fake) SetRetryAfter(d time.Duration) {
 	f.retryAfter = d
 }
 
+// CountOnly switches the fake to counting only, for load tests that send more messages than
+// are worth keeping: from then on it records no message (Messages and Count see none of the
+// new ones) and instead calls onAccept, when not nil, with the delivery id of each accepted
+// message (custom_args["delivery_id"], "" when missing) and the time the fake received it.
+// Accepted and Requests keep counting. onAccept is called from the request's goroutine, outside
+// the fake's lock, and must be safe for concurrent use. Reset does not undo CountOnly.
+func (f *Fake) CountOnly(onAccept func(deliveryID string, at time.Time)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.countOnly, f.onAccept = true, onAccept
+}
+
+// Accepted returns how many messages (personalizations) the fake accepted, in either mode.
+func (f *Fake) Accepted() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.accepted
+}
+
 // Reset clears every misbehaviour and everything recorded.
 func (f *Fake) Reset() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.messages = nil
 	f.counts = make(map[string]int)
-	f.requests = 0
+	f.requests, f.accepted = 0, 0
 	f.failStatus, f.failLeft, f.dropLeft, f.delay = 0, 0, 0, 0
 	f.retryAfter = time.Second
 }
@@ -364,6 +386,21 @@ func dropConnection(w http.ResponseWriter) {
 func (f *Fake) record(req *mailRequest, id string) {
 	now := time.Now()
 	f.mu.Lock()
+	f.accepted += int64(len(req.Personalizations))
+	if f.countOnly {
+		onAccept := f.onAccept
+		f.mu.Unlock()
+		if onAccept != nil {
+			for _, p := range req.Personalizations {
+				d, ok := p.CustomArgs["delivery_id"]
+				if !ok {
+					d = req.CustomArgs["delivery_id"]
+				}
+				onAccept(d, now)
+			}
+		}
+		return
+	}
 	defer f.mu.Unlock()
 	for _, p := range req.Personalizations {
 		m := Message{

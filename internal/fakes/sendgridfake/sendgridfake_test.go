@@ -425,3 +425,47 @@ func TestConcurrentSends(t *testing.T) {
 		t.Errorf("requests %d, want %d", r, n+10)
 	}
 }
+
+func TestCountOnly(t *testing.T) {
+	f, url := start(t)
+	if st, _, _ := post(t, url, validBody, nil); st != http.StatusAccepted {
+		t.Fatalf("status %d before CountOnly", st)
+	}
+	var mu sync.Mutex
+	var got []string
+	f.CountOnly(func(id string, at time.Time) {
+		mu.Lock()
+		defer mu.Unlock()
+		if at.IsZero() {
+			t.Error("zero receive time")
+		}
+		got = append(got, id)
+	})
+	two := `{
+	"personalizations": [{"to": [{"email": "ada@example.com"}], "custom_args": {"delivery_id": "d2"}},
+		{"to": [{"email": "bob@example.com"}]}],
+	"from": {"email": "noreply@herald.test"}, "subject": "Hello",
+	"content": [{"type": "text/plain", "value": "hi"}],
+	"custom_args": {"delivery_id": "d3"}
+}`
+	if st, _, _ := post(t, url, two, nil); st != http.StatusAccepted {
+		t.Fatalf("status %d in CountOnly", st)
+	}
+	if st, _, _ := post(t, url, `{}`, nil); st != http.StatusBadRequest {
+		t.Fatalf("invalid mail: status %d, want 400 in CountOnly too", st)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(got, ",") != "d2,d3" {
+		t.Errorf("onAccept saw %q, want d2,d3 (the personalization's id, else the request's)", got)
+	}
+	if n := len(f.Messages()); n != 1 {
+		t.Errorf("%d messages kept, want only the one from before CountOnly", n)
+	}
+	if f.Count("d2") != 0 || f.Count("d1") != 1 {
+		t.Errorf("Count(d2) = %d, Count(d1) = %d; want 0 and 1", f.Count("d2"), f.Count("d1"))
+	}
+	if f.Accepted() != 3 || f.Requests() != 3 {
+		t.Errorf("Accepted %d, Requests %d; want 3 and 3", f.Accepted(), f.Requests())
+	}
+}

@@ -75,6 +75,9 @@ type Fake struct {
 	dropLeft   int
 	delay      time.Duration
 	retryAfter time.Duration
+	accepted   int64
+	countOnly  bool
+	onAccept   func(to string, at time.Time)
 }
 
 // New returns a fake for the account accountSID (AC + 32 hex digits) that accepts basic auth
@@ -179,12 +182,32 @@ func (f *Fake) SetRetryAfter(d time.Duration) {
 	f.retryAfter = d
 }
 
+// CountOnly switches the fake to counting only, for load tests that send more messages than
+// are worth keeping: from then on it records no message (Messages, Count and CountTo see none
+// of the new ones) and instead calls onAccept, when not nil, with the To number (E.164) of
+// each accepted message and the time the fake received it. Twilio's API carries nothing of
+// Herald's, so a load test that needs to tell messages apart sends each to its own number.
+// Accepted and Requests keep counting. onAccept is called from the request's goroutine, outside
+// the fake's lock, and must be safe for concurrent use. Reset does not undo CountOnly.
+func (f *Fake) CountOnly(onAccept func(to string, at time.Time)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.countOnly, f.onAccept = true, onAccept
+}
+
+// Accepted returns how many messages the fake accepted, in either mode.
+func (f *Fake) Accepted() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.accepted
+}
+
 // Reset clears every misbehaviour and everything recorded; credentials stay.
 func (f *Fake) Reset() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.messages = nil
-	f.requests = 0
+	f.requests, f.accepted = 0, 0
 	f.numberFail = make(map[string]int)
 	f.failCode, f.failLeft, f.dropLeft, f.delay, f.retryAfter = 0, 0, 0, 0, 0
 }
@@ -356,8 +379,15 @@ func (f *Fake) serveMessages(w http.ResponseWriter, r *http.Request) {
 		m.Status = "accepted"
 	}
 	f.mu.Lock()
-	f.messages = append(f.messages, m)
+	f.accepted++
+	countOnly, onAccept := f.countOnly, f.onAccept
+	if !countOnly {
+		f.messages = append(f.messages, m)
+	}
 	f.mu.Unlock()
+	if countOnly && onAccept != nil {
+		onAccept(m.To, time.Now())
+	}
 
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(http.StatusCreated)

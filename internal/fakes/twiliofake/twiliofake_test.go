@@ -585,3 +585,34 @@ func TestConcurrentSends(t *testing.T) {
 		t.Errorf("requests %d, want %d", r, n+10)
 	}
 }
+
+func TestCountOnly(t *testing.T) {
+	f, u := start(t)
+	var mu sync.Mutex
+	var got []string
+	f.CountOnly(func(number string, at time.Time) {
+		mu.Lock()
+		defer mu.Unlock()
+		if at.IsZero() {
+			t.Error("zero receive time")
+		}
+		got = append(got, number)
+	})
+	if st, _, body := post(t, u, messagesPath, form("To", to, "From", from, "Body", "hi"), account, token); st != http.StatusCreated {
+		t.Fatalf("status %d: %s", st, body)
+	}
+	if st, _, _ := post(t, u, messagesPath, form("To", "+15005550001", "From", from, "Body", "hi"), account, token); st != http.StatusBadRequest {
+		t.Fatalf("magic invalid number: status %d, want 400 in CountOnly too", st)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0] != to {
+		t.Errorf("onAccept saw %q, want [%s]", got, to)
+	}
+	if len(f.Messages()) != 0 || f.CountTo(to) != 0 {
+		t.Errorf("%d messages kept in CountOnly", len(f.Messages()))
+	}
+	if f.Accepted() != 1 || f.Requests() != 2 {
+		t.Errorf("Accepted %d, Requests %d; want 1 and 2", f.Accepted(), f.Requests())
+	}
+}
