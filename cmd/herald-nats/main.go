@@ -1,0 +1,60 @@
+// Command herald-nats runs an embedded NATS server with JetStream (package natsembed) as a
+// process of its own, so that a benchmark can start NATS beside Herald's services and measure
+// its memory and CPU apart from theirs. It prints one line, "herald-nats: ready <url>", once
+// the server accepts connections, and stops on SIGINT or SIGTERM. Production runs a NATS
+// cluster instead (deploy/k8s).
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+
+	"github.com/heraldhq/herald/internal/cli"
+	"github.com/heraldhq/herald/internal/natsembed"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "herald-nats:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("herald-nats", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:4222", "host:port to listen on (port 0 picks a free one)")
+	dir := fs.String("store-dir", "", "directory of the JetStream store (required)")
+	syncAlways := fs.Bool("sync-always", false, "fsync every write, as production's sync_interval: always does (default: every two minutes)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *dir == "" {
+		return errors.New("--store-dir is required")
+	}
+	host, portStr, err := net.SplitHostPort(*addr)
+	if err != nil {
+		return fmt.Errorf("--addr: %w", err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return fmt.Errorf("--addr: bad port %q", portStr)
+	}
+	if port == 0 {
+		port = -1 // natsembed's "pick a free port"
+	}
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	s, err := natsembed.Start(natsembed.Config{Dir: *dir, Host: host, Port: port, SyncAlways: *syncAlways})
+	if err != nil {
+		return err
+	}
+	fmt.Println("herald-nats: ready", s.ClientURL())
+	<-ctx.Done()
+	s.Shutdown()
+	s.WaitForShutdown()
+	return nil
+}
