@@ -31,8 +31,12 @@ test: ## Run every module's tests against real PostgreSQL and JetStream.
 	$(GO) test -count=1 $(addsuffix /...,$(MODULES))
 	for m in $(STANDALONE); do (cd $$m && GOWORK=off $(GO) test -count=1 ./...) || exit 1; done
 
-bench: ## Run the micro-benchmarks.
+# The end-to-end benchmark's arguments: `make bench BENCH_ARGS='--mode rate --rate 5000'`.
+BENCH_ARGS ?= --mode count -n 20000 -c 64 --provider-latency 0ms
+
+bench: ## Run the micro-benchmarks, then the end-to-end one (cmd/herald-bench; BENCH_ARGS for other modes).
 	$(GO) test -run='^$$' -bench=. -benchmem $(addsuffix /...,$(MODULES))
+	$(GO) run ./cmd/herald-bench $(BENCH_ARGS)
 
 build: ## Build every binary into ./bin.
 	$(GO) build -o $(BIN)/ ./cmd/... ./services/notifier/cmd/... ./services/workers/cmd/... ./services/contacts/cmd/...

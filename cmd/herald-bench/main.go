@@ -1,0 +1,265 @@
+// Command herald-bench is Herald's end-to-end benchmark. It builds the service binaries and
+// runs the whole system on this machine, each part its own process on loopback: a private
+// PostgreSQL with production durability (fsync and synchronous_commit on), NATS JetStream
+// (herald-nats), and the notifier, contacts and workers services. The four provider fakes
+// (SendGrid, Twilio, FCM, APNs) run inside the benchmark with a configurable latency, and a
+// load generator drives the notifier's gRPC API with address recipients mixed across channels,
+// half of them rendered from stored templates.
+//
+// Modes:
+//
+//	--mode count -n N -c C            N notifications from C concurrent callers (closed loop)
+//	--mode rate --rate R --duration D R notifications per second for D, open loop: latency is
+//	                                  measured from when each send was due
+//	--mode backlog -n N               queue N notifications with SendBatch while no workers
+//	                                  run, then start the workers and time the drain
+//
+// It waits until the provider fakes have received every accepted delivery (or --timeout),
+// then reports accepted/s, delivered/s end to end, Send latency, accept-to-sent latency, and
+// each process's peak RSS and CPU time, and prints one machine-readable line last:
+//
+//	bench: mode=count accepted_per_s=... delivered_per_s=... send_p50_ms=... ... max_rss_mb=...
+//
+// It exits with an error if any delivery was lost, any call failed, or a process died. The
+// README's "Benchmark" section says how to read and reproduce the figures.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/heraldhq/herald/internal/cli"
+	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
+)
+
+func main() {
+	ctx, stop := cli.SignalContext()
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		switch {
+		case errors.Is(err, flag.ErrHelp):
+			os.Exit(2)
+		case ctx.Err() != nil:
+			fmt.Fprintln(os.Stderr, "herald-bench: interrupted; everything it started is stopped")
+			os.Exit(130)
+		}
+		fmt.Fprintln(os.Stderr, "herald-bench:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	mode              string
+	n                 int64
+	concurrency       int
+	rate              float64
+	duration          time.Duration
+	maxInFlight       int
+	conns             int
+	mix               string
+	templateShare     float64
+	providerLatency   time.Duration
+	workerConcurrency int
+	workerBatchSize   int
+	natsSyncAlways    bool
+	timeout           time.Duration
+	warmup            int
+	analyze           bool
+	serviceLogLevel   string
+	keep              bool
+}
+
+func parseFlags(args []string, out io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("herald-bench", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&c.mode, "mode", "count", "count, rate or backlog")
+	fs.Int64Var(&c.n, "n", 20_000, "notifications to send (count and backlog modes; backlog's default is 1,000,000)")
+	fs.IntVar(&c.concurrency, "c", 64, "concurrent Send calls (count mode), or SendBatch calls of 1,000 (backlog mode; default 4)")
+	fs.Float64Var(&c.rate, "rate", 5000, "offered notifications per second (rate mode)")
+	fs.DurationVar(&c.duration, "duration", time.Minute, "how long to offer --rate (rate mode)")
+	fs.IntVar(&c.maxInFlight, "max-in-flight", 20_000, "most Send calls outstanding at once (rate mode)")
+	fs.IntVar(&c.conns, "conns", 4, "gRPC connections to the notifier")
+	fs.StringVar(&c.mix, "mix", "email=1,sms=1,ios=1,android=1", "relative share of each channel among the sends; each send has one address on one channel")
+	fs.Float64Var(&c.templateShare, "templates", 0.5, "share of the sends rendered from a stored template (the rest carry inline content)")
+	fs.DurationVar(&c.providerLatency, "provider-latency", 0, "how long every provider fake takes to answer (e.g. 0ms, 50ms)")
+	fs.IntVar(&c.workerConcurrency, "worker-concurrency", 0, "the workers' --concurrency, provider calls in flight per channel (0: the workers' default)")
+	fs.IntVar(&c.workerBatchSize, "worker-batch-size", 0, "the workers' --batch-size (0: the workers' default)")
+	fs.BoolVar(&c.natsSyncAlways, "nats-sync-always", true, "NATS fsyncs every write, as production's sync_interval: always (deploy/k8s)")
+	fs.DurationVar(&c.timeout, "timeout", 10*time.Minute, "how long to wait for the deliveries after the last send before calling them lost")
+	fs.IntVar(&c.warmup, "warmup", 2000, "notifications sent and delivered before the measured run, which does not count them (count and rate modes)")
+	fs.BoolVar(&c.analyze, "analyze", true, "ANALYZE the database before the measured run (after the warm-up; in backlog mode, before the workers start), as autovacuum has long done in a production database")
+	fs.StringVar(&c.serviceLogLevel, "service-log-level", "warn", "the services' --log-level")
+	fs.BoolVar(&c.keep, "keep", false, "keep the temp dir (binaries, data, logs) instead of removing it")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	switch c.mode {
+	case "count", "rate":
+	case "backlog":
+		if !set["n"] {
+			c.n = 1_000_000
+		}
+		if !set["c"] {
+			c.concurrency = 4
+		}
+	default:
+		return c, fmt.Errorf("--mode %q: want count, rate or backlog", c.mode)
+	}
+	switch {
+	case c.n < 1:
+		return c, errors.New("-n must be at least 1")
+	case c.warmup < 0 || c.warmup > 1_000_000:
+		return c, errors.New("--warmup must be between 0 and 1,000,000")
+	case c.concurrency < 1 || c.conns < 1 || c.maxInFlight < 1:
+		return c, errors.New("-c, --conns and --max-in-flight must be at least 1")
+	case c.mode == "rate" && (c.rate <= 0 || c.duration <= 0):
+		return c, errors.New("--rate and --duration must be positive")
+	case c.templateShare < 0 || c.templateShare > 1:
+		return c, errors.New("--templates must be between 0 and 1")
+	case c.providerLatency < 0:
+		return c, errors.New("--provider-latency must not be negative")
+	}
+	if _, err := parseMix(c.mix); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// run runs one benchmark, writing the report to out. It stops everything it started before it
+// returns, also when ctx ends (Ctrl-C).
+func run(ctx context.Context, args []string, out io.Writer) (err error) {
+	cfg, err := parseFlags(args, out)
+	if err != nil {
+		return err
+	}
+	cycle, _ := parseMix(cfg.mix)
+	m := describeMachine()
+	fmt.Fprintf(out, "herald-bench: %s\n", cfg.describe())
+	idle := busyCores(time.Second)
+	if idle > 0.25 {
+		fmt.Fprintf(out, "WARNING: %.2f of %d cores were busy before the benchmark started: other load on this machine will distort the figures\n", idle, m.CPUs)
+	}
+	began := time.Now()
+	s, err := newStack(ctx, cfg, out)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	if err := s.start(ctx, cfg.mode != "backlog"); err != nil {
+		return err
+	}
+	m.Postgres = postgresVersion(ctx, s.dbURL)
+	fmt.Fprintf(out, "machine: %s\n", m)
+
+	// From here on a child that dies ends the run, with the reason.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case err := <-s.failed:
+			cancel(err)
+		case <-ctx.Done():
+		}
+	}()
+	r, err := bench(ctx, s, cycle)
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	if err != nil {
+		return err
+	}
+	r.machine, r.idleBefore = m, idle
+	r.print(out)
+	fmt.Fprintf(out, "whole run %.1fs\n", time.Since(began).Seconds())
+	fmt.Fprintln(out, r.summary())
+	return r.verdict()
+}
+
+// bench drives the running stack: templates, warm-up, ANALYZE, then the measured run.
+func bench(ctx context.Context, s *stack, cycle []heraldv1.Channel) (*result, error) {
+	cfg := s.cfg
+	l, err := newLoadgen(s.notifierGRPC, s.key, cfg.conns)
+	if err != nil {
+		return nil, err
+	}
+	defer l.close()
+	setupCtx, cancelSetup := context.WithTimeout(ctx, time.Minute)
+	err = createTemplates(setupCtx, l.conns[0])
+	cancelSetup()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.mode != "backlog" {
+		if cfg.warmup > 0 {
+			w := &workload{cycle: cycle, templateShare: cfg.templateShare, offset: warmupOffset}
+			if err := warmUp(ctx, s, l, w); err != nil {
+				return nil, err
+			}
+		}
+		if cfg.analyze {
+			if err := analyze(ctx, s); err != nil {
+				return nil, err
+			}
+		}
+	}
+	t := newTracker(time.Now())
+	s.recv.cur.Store(t)
+	l.reset(&workload{cycle: cycle, templateShare: cfg.templateShare}, t)
+	return measure(ctx, s, l, t)
+}
+
+// warmupOffset numbers the warm-up's sends, so that its addresses (SMS numbers above all,
+// which tell deliveries apart at the Twilio fake) are not the measured run's.
+const warmupOffset = 50_000_000
+
+// warmUp sends cfg.warmup notifications and waits until they are delivered, so that the
+// measured run finds connections open, caches filled and the database's tables non-empty.
+func warmUp(ctx context.Context, s *stack, l *loadgen, w *workload) error {
+	t := newTracker(time.Now())
+	s.recv.cur.Store(t)
+	l.reset(w, t)
+	began := time.Now()
+	l.runCount(ctx, int64(s.cfg.warmup), s.cfg.concurrency)
+	if err := waitDelivered(ctx, t, 2*time.Minute); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	if l.failures.Load() > 0 {
+		return fmt.Errorf("warm-up: %d calls failed: %s", l.failures.Load(), l.errorSummary())
+	}
+	fmt.Fprintf(s.out, "warm-up: %d notifications sent and delivered in %.1fs (not counted)\n",
+		t.delivered.Load(), time.Since(began).Seconds())
+	return nil
+}
+
+func (c config) describe() string {
+	var what string
+	switch c.mode {
+	case "count":
+		what = fmt.Sprintf("count mode, %d notifications from %d concurrent callers", c.n, c.concurrency)
+	case "rate":
+		what = fmt.Sprintf("rate mode, %.0f notifications/s offered for %s (open loop)", c.rate, c.duration)
+	case "backlog":
+		what = fmt.Sprintf("backlog mode, %d notifications queued by SendBatch (%d calls of 1,000 at a time) before the workers start", c.n, c.concurrency)
+	}
+	workers := "workers' default concurrency"
+	if c.workerConcurrency > 0 {
+		workers = fmt.Sprintf("worker concurrency %d per channel", c.workerConcurrency)
+	}
+	warmup := fmt.Sprintf("; warm-up %d", c.warmup)
+	if c.mode == "backlog" {
+		warmup = ""
+	}
+	return fmt.Sprintf("%s; %d connections; mix %s; %.0f%% templates; provider latency %s; %s; NATS sync-always %t%s; ANALYZE %t",
+		what, c.conns, c.mix, c.templateShare*100, c.providerLatency, workers, c.natsSyncAlways, warmup, c.analyze)
+}
