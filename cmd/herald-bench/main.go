@@ -72,6 +72,8 @@ type config struct {
 	analyze           bool
 	serviceLogLevel   string
 	keep              bool
+	profileDir        string
+	profileTime       time.Duration
 }
 
 func parseFlags(args []string, out io.Writer) (config, error) {
@@ -95,6 +97,8 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.IntVar(&c.warmup, "warmup", 2000, "notifications sent and delivered before the measured run, which does not count them (count and rate modes)")
 	fs.BoolVar(&c.analyze, "analyze", true, "ANALYZE the database before the measured run (after the warm-up; in backlog mode, before the workers start), as autovacuum has long done in a production database")
 	fs.StringVar(&c.serviceLogLevel, "service-log-level", "warn", "the services' --log-level")
+	fs.StringVar(&c.profileDir, "profile", "", "directory to write CPU and heap profiles of the notifier, contacts and workers into, taken from the start of the measured run")
+	fs.DurationVar(&c.profileTime, "profile-time", 10*time.Second, "how long the CPU profiles run (--profile)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the temp dir (binaries, data, logs) instead of removing it")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -127,6 +131,8 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 		return c, errors.New("--rate and --duration must be positive")
 	case c.templateShare < 0 || c.templateShare > 1:
 		return c, errors.New("--templates must be between 0 and 1")
+	case c.profileTime < time.Second:
+		return c, errors.New("--profile-time must be at least 1s")
 	case c.providerLatency < 0:
 		return c, errors.New("--provider-latency must not be negative")
 	}

@@ -22,6 +22,8 @@ func measure(ctx context.Context, s *stack, l *loadgen, t *tracker) (*result, er
 	busy0, soft0 := machineCPU()
 	start := time.Now()
 	prog := startProgress(s.out, l, t, start)
+	profiled := s.startProfiles()
+	defer profiled()
 
 	switch cfg.mode {
 	case "count":

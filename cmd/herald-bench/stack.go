@@ -40,6 +40,7 @@ type stack struct {
 	notifierGRPC, notifierHTTP string
 	contactsGRPC, contactsHTTP string
 	workersHTTP                string
+	pprof                      map[string]string // service → its pprof listener, with --profile
 
 	// recv passes what the provider fakes receive to the tracker of the phase under way.
 	recv receiver
@@ -170,6 +171,13 @@ func (s *stack) start(ctx context.Context, withWorkers bool) (err error) {
 		addrs[0], addrs[1], addrs[2], addrs[3], addrs[4]
 	logLevel := []string{"--log-level", s.cfg.serviceLogLevel}
 
+	profiling := map[string][]string{}
+	for _, name := range []string{"notifier", "contacts", "workers"} {
+		if profiling[name], err = s.pprofArgs(name); err != nil {
+			return err
+		}
+	}
+
 	// The notifier first: it owns the schema holding the app keys that the others check.
 	if s.notifier, err = startProc("notifier", filepath.Join(s.bin, "notifier"), append([]string{
 		"--grpc-addr", s.notifierGRPC, "--http-addr", s.notifierHTTP, "--nats-url", s.natsURL,
@@ -177,7 +185,7 @@ func (s *stack) start(ctx context.Context, withWorkers bool) (err error) {
 		"--bootstrap-app", "bench",
 		// The app's request rate must not be what limits the load.
 		"--app-rate", "1000000", "--app-burst", "1000000",
-	}, logLevel...), []string{
+	}, append(logLevel, profiling["notifier"]...)...), []string{
 		"HERALD_DATABASE_URL=" + s.dbURL, "HERALD_BOOTSTRAP_KEY=" + s.key, "HERALD_CONTACTS_KEY=" + s.contactsKey,
 	}, filepath.Join(s.logs, "notifier.log"), s.failed); err != nil {
 		return err
@@ -188,7 +196,7 @@ func (s *stack) start(ctx context.Context, withWorkers bool) (err error) {
 	if s.contacts, err = startProc("contacts", filepath.Join(s.bin, "contacts"), append([]string{
 		"--grpc-addr", s.contactsGRPC, "--http-addr", s.contactsHTTP, "--nats-url", s.natsURL,
 		"--public-url", "http://" + s.contactsHTTP,
-	}, logLevel...), []string{
+	}, append(logLevel, profiling["contacts"]...)...), []string{
 		"HERALD_DATABASE_URL=" + s.dbURL, "HERALD_LINK_KEYS=" + s.linkKeys,
 	}, filepath.Join(s.logs, "contacts.log"), s.failed); err != nil {
 		return err
@@ -217,6 +225,9 @@ func (s *stack) startWorkers(ctx context.Context, failed <-chan error) (err erro
 		"--http-addr", s.workersHTTP, "--nats-url", s.natsURL, "--channels", "ios,android,sms,email",
 		"--contacts-addr", s.contactsGRPC, "--unsubscribe-url", "http://" + s.contactsHTTP,
 		"--log-level", s.cfg.serviceLogLevel,
+	}
+	if addr := s.pprof["workers"]; addr != "" {
+		args = append(args, "--pprof-addr", addr)
 	}
 	if s.cfg.workerConcurrency > 0 {
 		args = append(args, "--concurrency", strconv.Itoa(s.cfg.workerConcurrency))

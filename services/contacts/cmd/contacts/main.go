@@ -28,6 +28,7 @@ func run(args []string) error {
 	dbURLFile := fs.String("database-url-file", "", "file holding --database-url (it carries the password)")
 	otlp := fs.String("otlp-endpoint", "", "OpenTelemetry collector (host:port, OTLP/gRPC) to export traces to; empty: no traces")
 	otlpInsecure := fs.Bool("otlp-insecure", false, "talk to the OTLP endpoint without TLS")
+	pprofAddr := fs.String("pprof-addr", "", "host:port to serve Go's profiles on (/debug/pprof/), apart from the HTTP port; keep it private; empty: none")
 	linkKeysFile := fs.String("link-keys-file", "", "file holding --link-keys")
 	twilioFile := fs.String("twilio-auth-token-file", "", "file holding --twilio-auth-token")
 	if err := cli.Parse(fs, args); err != nil {
@@ -44,6 +45,9 @@ func run(args []string) error {
 		return err
 	}
 	if cfg.TwilioAuthToken, err = cli.Secret(cfg.TwilioAuthToken, *twilioFile); err != nil {
+		return err
+	}
+	if err := cli.ServePprof(*pprofAddr); err != nil {
 		return err
 	}
 	ctx, stop := cli.SignalContext()

@@ -29,6 +29,7 @@ func run(args []string) error {
 	dbURLFile := fs.String("database-url-file", "", "file holding --database-url (it carries the password)")
 	otlp := fs.String("otlp-endpoint", "", "OpenTelemetry collector (host:port, OTLP/gRPC) to export traces to; empty: no traces")
 	otlpInsecure := fs.Bool("otlp-insecure", false, "talk to the OTLP endpoint without TLS")
+	pprofAddr := fs.String("pprof-addr", "", "host:port to serve Go's profiles on (/debug/pprof/), apart from the HTTP port; keep it private; empty: none")
 	keyFile := fs.String("sendgrid-api-key-file", "", "file holding the SendGrid API key")
 	contactsKeyFile := fs.String("contacts-key-file", "", "file holding --contacts-key")
 	linkKeysFile := fs.String("link-keys-file", "", "file holding --link-keys")
@@ -61,6 +62,9 @@ func run(args []string) error {
 		return err
 	}
 	if cfg.SMTP.Password, err = cli.Secret(cfg.SMTP.Password, *smtpPasswordFile); err != nil {
+		return err
+	}
+	if err := cli.ServePprof(*pprofAddr); err != nil {
 		return err
 	}
 	ctx, stop := cli.SignalContext()

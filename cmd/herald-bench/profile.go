@@ -1,0 +1,73 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// pprofArgs gives the service name a pprof listener when --profile is set, and returns the
+// flag that turns it on.
+func (s *stack) pprofArgs(name string) ([]string, error) {
+	if s.cfg.profileDir == "" {
+		return nil, nil
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	if s.pprof == nil {
+		s.pprof = map[string]string{}
+	}
+	s.pprof[name] = addr
+	return []string{"--pprof-addr", addr}, nil
+}
+
+// startProfiles takes a CPU profile of --profile-seconds from every service at once, and a heap
+// profile after it, into --profile's directory (name.cpu.pprof, name.heap.pprof, read with `go
+// tool pprof`). The returned function waits for them and reports what failed.
+func (s *stack) startProfiles() (wait func()) {
+	if s.cfg.profileDir == "" {
+		return func() {}
+	}
+	var wg sync.WaitGroup
+	for name, addr := range s.pprof {
+		wg.Go(func() {
+			secs := int(s.cfg.profileTime / time.Second)
+			for _, p := range []struct{ kind, path string }{
+				{"cpu", fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs)},
+				{"heap", "/debug/pprof/heap"},
+			} {
+				file := filepath.Join(s.cfg.profileDir, name+"."+p.kind+".pprof")
+				if err := fetch("http://"+addr+p.path, file); err != nil {
+					fmt.Fprintf(s.out, "profile %s: %v\n", file, err)
+				}
+			}
+		})
+	}
+	return wg.Wait
+}
+
+func fetch(url, file string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
