@@ -116,19 +116,19 @@ func TestTrackerMatchesEitherOrder(t *testing.T) {
 	tr := newTracker(start)
 	a, _ := idKey("01a21b56-ea68-79c0-920c-42349167e4d2")
 	b, _ := phoneKey("+12122000001")
-	tr.accept(a, start.Add(10*time.Millisecond))
-	tr.receive(a, start.Add(25*time.Millisecond))
-	tr.receive(b, start.Add(30*time.Millisecond)) // the fake before the Send's answer
-	if tr.strays() != 1 || tr.delivered.Load() != 1 {
-		t.Fatalf("strays %d, delivered %d before b's answer; want 1 and 1", tr.strays(), tr.delivered.Load())
+	tr.Accept(a, start.Add(10*time.Millisecond))
+	tr.Receive(a, start.Add(25*time.Millisecond))
+	tr.Receive(b, start.Add(30*time.Millisecond)) // the fake before the Send's answer
+	if tr.Strays() != 1 || tr.Delivered.Load() != 1 {
+		t.Fatalf("strays %d, delivered %d before b's answer; want 1 and 1", tr.Strays(), tr.Delivered.Load())
 	}
-	tr.accept(b, start.Add(31*time.Millisecond))
-	tr.receive(a, start.Add(40*time.Millisecond))
-	if tr.delivered.Load() != 2 || tr.queued.Load() != 2 || tr.duplicates.Load() != 1 || tr.strays() != 0 {
+	tr.Accept(b, start.Add(31*time.Millisecond))
+	tr.Receive(a, start.Add(40*time.Millisecond))
+	if tr.Delivered.Load() != 2 || tr.Queued.Load() != 2 || tr.Duplicates.Load() != 1 || tr.Strays() != 0 {
 		t.Errorf("delivered %d, queued %d, duplicates %d, strays %d; want 2, 2, 1, 0",
-			tr.delivered.Load(), tr.queued.Load(), tr.duplicates.Load(), tr.strays())
+			tr.Delivered.Load(), tr.Queued.Load(), tr.Duplicates.Load(), tr.Strays())
 	}
-	lat := tr.e2e()
+	lat := tr.E2E()
 	slices.Sort(lat)
 	if len(lat) != 2 || lat[0] != 0 || lat[1] != int64(15*time.Millisecond) {
 		t.Errorf("latencies %v, want [0 15ms]", lat)

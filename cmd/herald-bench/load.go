@@ -266,7 +266,7 @@ func (l *loadgen) accepted(res *heraldv1.SendResponse, number string, at time.Ti
 			l.fail(fmt.Errorf("unusable delivery %q on %s", d.GetDeliveryId(), d.GetChannel()))
 			continue
 		}
-		l.t.accept(k, at)
+		l.t.Accept(k, at)
 	}
 }
 

@@ -161,11 +161,11 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	defer s.close()
-	if err := s.start(ctx, cfg.mode != "backlog"); err != nil {
+	defer s.Close()
+	if err := s.Start(ctx, cfg.mode != "backlog"); err != nil {
 		return err
 	}
-	m.Postgres = postgresVersion(ctx, s.dbURL)
+	m.Postgres = postgresVersion(ctx, s.DBURL)
 	fmt.Fprintf(out, "machine: %s\n", m)
 
 	// From here on a child that dies ends the run, with the reason.
@@ -173,7 +173,7 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	defer cancel(nil)
 	go func() {
 		select {
-		case err := <-s.failed:
+		case err := <-s.Failed:
 			cancel(err)
 		case <-ctx.Done():
 		}
@@ -195,7 +195,7 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 // bench drives the running stack: templates, warm-up, ANALYZE, then the measured run.
 func bench(ctx context.Context, s *stack, cycle []heraldv1.Channel) (*result, error) {
 	cfg := s.cfg
-	l, err := newLoadgen(s.notifierGRPC, s.key, cfg.conns)
+	l, err := newLoadgen(s.NotifierGRPC, s.AdminKey, cfg.conns)
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +220,7 @@ func bench(ctx context.Context, s *stack, cycle []heraldv1.Channel) (*result, er
 		}
 	}
 	t := newTracker(time.Now())
-	s.recv.cur.Store(t)
+	s.Recv.Cur.Store(t)
 	l.reset(&workload{cycle: cycle, templateShare: cfg.templateShare}, t)
 	return measure(ctx, s, l, t)
 }
@@ -233,7 +233,7 @@ const warmupOffset = 50_000_000
 // measured run finds connections open, caches filled and the database's tables non-empty.
 func warmUp(ctx context.Context, s *stack, l *loadgen, w *workload) error {
 	t := newTracker(time.Now())
-	s.recv.cur.Store(t)
+	s.Recv.Cur.Store(t)
 	l.reset(w, t)
 	began := time.Now()
 	l.runCount(ctx, int64(s.cfg.warmup), s.cfg.concurrency)
@@ -243,8 +243,8 @@ func warmUp(ctx context.Context, s *stack, l *loadgen, w *workload) error {
 	if l.failures.Load() > 0 {
 		return fmt.Errorf("warm-up: %d calls failed: %s", l.failures.Load(), l.errorSummary())
 	}
-	fmt.Fprintf(s.out, "warm-up: %d notifications sent and delivered in %.1fs (not counted)\n",
-		t.delivered.Load(), time.Since(began).Seconds())
+	fmt.Fprintf(s.Out, "warm-up: %d notifications sent and delivered in %.1fs (not counted)\n",
+		t.Delivered.Load(), time.Since(began).Seconds())
 	return nil
 }
 

@@ -16,12 +16,12 @@ import (
 func measure(ctx context.Context, s *stack, l *loadgen, t *tracker) (*result, error) {
 	cfg := s.cfg
 	r := &result{cfg: cfg}
-	pg := startPGSampler(s.pgPID)
-	db0 := readDBCounters(ctx, s.dbURL)
+	pg := startPGSampler(s.PGPID)
+	db0 := readDBCounters(ctx, s.DBURL)
 	cpu0 := s.cpu()
 	busy0, soft0 := machineCPU()
 	start := time.Now()
-	prog := startProgress(s.out, l, t, start)
+	prog := startProgress(s.Out, l, t, start)
 	profiled := s.startProfiles()
 	defer profiled()
 
@@ -42,8 +42,8 @@ func measure(ctx context.Context, s *stack, l *loadgen, t *tracker) (*result, er
 	deliverFrom := start
 	if cfg.mode == "backlog" {
 		prog.pause()
-		fmt.Fprintf(s.out, "queued %d deliveries in %.1fs (%.0f/s); %d already at the providers; starting the workers\n",
-			t.queued.Load(), r.loadTime.Seconds(), float64(t.queued.Load())/r.loadTime.Seconds(), t.delivered.Load())
+		fmt.Fprintf(s.Out, "queued %d deliveries in %.1fs (%.0f/s); %d already at the providers; starting the workers\n",
+			t.Queued.Load(), r.loadTime.Seconds(), float64(t.Queued.Load())/r.loadTime.Seconds(), t.Delivered.Load())
 		// The figures per process cover the drain; the queueing phase gets a line of its own.
 		cpuQ := s.cpu()
 		busyQ, softQ := machineCPU()
@@ -62,7 +62,7 @@ func measure(ctx context.Context, s *stack, l *loadgen, t *tracker) (*result, er
 			}
 		}
 		deliverFrom = time.Now()
-		if err := s.startWorkers(ctx, nil); err != nil {
+		if err := s.StartWorkers(ctx, nil); err != nil {
 			prog.stop()
 			pg.stop()
 			return nil, err
@@ -73,13 +73,13 @@ func measure(ctx context.Context, s *stack, l *loadgen, t *tracker) (*result, er
 
 	waitErr := waitDelivered(ctx, t, cfg.timeout)
 	prog.stop()
-	end := t.lastReceipt()
+	end := t.LastReceipt()
 	if end.IsZero() || waitErr != nil {
 		end = time.Now()
 	}
 	cpu1 := s.cpu()
 	busy1, soft1 := machineCPU()
-	r.db = readDBCounters(ctx, s.dbURL).sub(db0)
+	r.db = readDBCounters(ctx, s.DBURL).sub(db0)
 	r.pgPeakKB, r.pgProcs = pg.stop()
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
@@ -87,7 +87,7 @@ func measure(ctx context.Context, s *stack, l *loadgen, t *tracker) (*result, er
 
 	r.window = end.Sub(deliverFrom)
 	r.deliverTime = end.Sub(deliverFrom)
-	if first := t.firstReceipt(); !first.IsZero() && cfg.mode == "backlog" {
+	if first := t.FirstReceipt(); !first.IsZero() && cfg.mode == "backlog" {
 		r.drainFromFirst = end.Sub(first)
 	}
 	r.machineBusy = (busy1 - busy0) / r.window.Seconds()
@@ -96,20 +96,20 @@ func measure(ctx context.Context, s *stack, l *loadgen, t *tracker) (*result, er
 	r.failures = l.failures.Load()
 	r.errors = l.errorSummary()
 	r.notQueued = l.notQueuedSummary()
-	r.deliveries = t.queued.Load()
-	r.delivered = t.delivered.Load()
+	r.deliveries = t.Queued.Load()
+	r.delivered = t.Delivered.Load()
 	r.waitErr = waitErr
 
 	// What the database says, once the workers have recorded the last outcomes.
-	states, err := deliveryStates(ctx, s.dbURL, 30*time.Second)
+	states, err := deliveryStates(ctx, s.DBURL, 30*time.Second)
 	if err != nil {
-		fmt.Fprintln(s.out, "delivery states:", err)
+		fmt.Fprintln(s.Out, "delivery states:", err)
 	}
 	r.states = states
-	r.duplicates = t.duplicates.Load()
-	r.strays = int64(t.strays()) + t.badIDs.Load()
+	r.duplicates = t.Duplicates.Load()
+	r.strays = int64(t.Strays()) + t.BadIDs.Load()
 	r.sendLat = l.latencies
-	r.e2eLat = t.e2e()
+	r.e2eLat = t.E2E()
 	r.usages = s.usage(cpu0, cpu1, r.window)
 	r.usages = append(r.usages, usage{name: "postgres", peakMB: float64(r.pgPeakKB) / 1024,
 		cpu: cpu1["postgres"] - cpu0["postgres"], note: fmt.Sprintf("PSS of up to %d processes", r.pgProcs)})
@@ -120,10 +120,10 @@ func measure(ctx context.Context, s *stack, l *loadgen, t *tracker) (*result, er
 // up after stall without a new delivery. The default stall outlasts the notifier's
 // --republish-after (5 minutes), so that a lost publish shows as a delay, not a loss.
 func waitDelivered(ctx context.Context, t *tracker, stall time.Duration) error {
-	last, lastChange := t.delivered.Load(), time.Now()
+	last, lastChange := t.Delivered.Load(), time.Now()
 	for {
-		d := t.delivered.Load()
-		if d >= t.queued.Load() {
+		d := t.Delivered.Load()
+		if d >= t.Queued.Load() {
 			return nil
 		}
 		if d != last {
@@ -131,7 +131,7 @@ func waitDelivered(ctx context.Context, t *tracker, stall time.Duration) error {
 		}
 		if time.Since(lastChange) > stall {
 			return fmt.Errorf("%d of %d deliveries did not reach the providers (no delivery for %s)",
-				t.queued.Load()-d, t.queued.Load(), stall)
+				t.Queued.Load()-d, t.Queued.Load(), stall)
 		}
 		select {
 		case <-ctx.Done():
@@ -179,7 +179,7 @@ func deliveryStates(ctx context.Context, url string, limit time.Duration) (map[s
 // can scan whole tables; a production database has long had them.
 func analyze(ctx context.Context, s *stack) error {
 	began := time.Now()
-	conn, err := pgx.Connect(ctx, s.dbURL)
+	conn, err := pgx.Connect(ctx, s.DBURL)
 	if err != nil {
 		return err
 	}
@@ -187,7 +187,7 @@ func analyze(ctx context.Context, s *stack) error {
 	if _, err := conn.Exec(ctx, "ANALYZE"); err != nil {
 		return fmt.Errorf("analyze: %w", err)
 	}
-	fmt.Fprintf(s.out, "ANALYZE in %.1fs\n", time.Since(began).Seconds())
+	fmt.Fprintf(s.Out, "ANALYZE in %.1fs\n", time.Since(began).Seconds())
 	return nil
 }
 
@@ -237,14 +237,14 @@ func postgresVersion(ctx context.Context, url string) string {
 // generator and provider fakes).
 func (s *stack) cpu() map[string]float64 {
 	m := map[string]float64{}
-	for _, p := range s.services() {
-		if self, _, err := cpuTimes(p.pid()); err == nil {
-			m[p.name] = self
+	for _, p := range s.Services() {
+		if self, _, err := cpuTimes(p.PID()); err == nil {
+			m[p.Name] = self
 		}
 	}
-	if self, exited, err := cpuTimes(s.pgPID); err == nil {
+	if self, exited, err := cpuTimes(s.PGPID); err == nil {
 		total := self + exited
-		for _, c := range children(s.pgPID) {
+		for _, c := range children(s.PGPID) {
 			if cs, _, err := cpuTimes(c); err == nil {
 				total += cs
 			}
@@ -276,8 +276,8 @@ func (s *stack) usage(cpu0, cpu1 map[string]float64, window time.Duration) []usa
 		}
 		out = append(out, u)
 	}
-	for _, p := range s.services() {
-		add(p.name, p.pid(), "")
+	for _, p := range s.Services() {
+		add(p.Name, p.PID(), "")
 	}
 	add("bench", os.Getpid(), "load generator and provider fakes")
 	for i := range out {
@@ -359,12 +359,12 @@ func startProgress(out io.Writer, l *loadgen, t *tracker, start time.Time) *prog
 				return
 			case <-tick.C:
 			}
-			sent, delivered := l.sent.Load(), t.delivered.Load()
+			sent, delivered := l.sent.Load(), t.Delivered.Load()
 			p.mu.Lock()
 			if !p.paused {
 				fmt.Fprintf(out, "  %4.0fs  accepted %d (%.0f/s)  delivered %d (%.0f/s)  waiting %d\n",
 					time.Since(start).Seconds(), sent, float64(sent-lastSent)/every.Seconds(),
-					delivered, float64(delivered-lastDelivered)/every.Seconds(), t.queued.Load()-delivered)
+					delivered, float64(delivered-lastDelivered)/every.Seconds(), t.Queued.Load()-delivered)
 			}
 			p.mu.Unlock()
 			lastSent, lastDelivered = sent, delivered

@@ -44,7 +44,7 @@ func (s *stack) startProfiles() (wait func()) {
 			} {
 				file := filepath.Join(s.cfg.profileDir, name+"."+p.kind+".pprof")
 				if err := fetch("http://"+addr+p.path, file); err != nil {
-					fmt.Fprintf(s.out, "profile %s: %v\n", file, err)
+					fmt.Fprintf(s.Out, "profile %s: %v\n", file, err)
 				}
 			}
 		})

@@ -1,8 +1,9 @@
 // Command herald-nats runs an embedded NATS server with JetStream (package natsembed) as a
 // process of its own, so that a benchmark can start NATS beside Herald's services and measure
-// its memory and CPU apart from theirs. It prints one line, "herald-nats: ready <url>", once
-// the server accepts connections, and stops on SIGINT or SIGTERM. Production runs a NATS
-// cluster instead (deploy/k8s).
+// its memory and CPU apart from theirs, and a fault suite can kill it. With --cluster-addr and
+// --routes it is one node of a JetStream cluster on loopback. It prints one line,
+// "herald-nats: ready <url>", once the server accepts connections, and stops on SIGINT or
+// SIGTERM. Production runs a NATS cluster instead (deploy/k8s).
 package main
 
 import (
@@ -12,6 +13,8 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/heraldhq/herald/internal/cli"
 	"github.com/heraldhq/herald/internal/natsembed"
@@ -28,6 +31,10 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("herald-nats", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:4222", "host:port to listen on (port 0 picks a free one)")
 	dir := fs.String("store-dir", "", "directory of the JetStream store (required)")
+	name := fs.String("name", "", "server name, unique within a cluster (default herald-embedded)")
+	clusterName := fs.String("cluster-name", "herald", "cluster name (with --cluster-addr)")
+	clusterAddr := fs.String("cluster-addr", "", "host:port to listen for routes on: makes this server a node of a JetStream cluster")
+	routes := fs.String("routes", "", "comma-separated nats-route://host:port URLs of the cluster's nodes (with --cluster-addr)")
 	syncAlways := fs.Bool("sync-always", false, "fsync every write, as production's sync_interval: always does (default: every two minutes)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -48,9 +55,28 @@ func run(args []string) error {
 	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
-	s, err := natsembed.Start(natsembed.Config{Dir: *dir, Host: host, Port: port, SyncAlways: *syncAlways})
+	cfg := natsembed.Config{Dir: *dir, Host: host, Port: port, SyncAlways: *syncAlways, Name: *name}
+	if *clusterAddr != "" {
+		cfg.ClusterName, cfg.ClusterAddr = *clusterName, *clusterAddr
+		if *routes != "" {
+			cfg.Routes = strings.Split(*routes, ",")
+		}
+	}
+	s, err := natsembed.Start(cfg)
 	if err != nil {
 		return err
+	}
+	if *clusterAddr != "" {
+		// A cluster's node is ready once JetStream's meta group has a leader and the node has
+		// caught up with it: before that, creating a stream fails.
+		deadline := time.Now().Add(2 * time.Minute)
+		for !s.JetStreamIsCurrent() {
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				s.Shutdown()
+				return errors.New("jetstream cluster not current after 2 minutes")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 	fmt.Println("herald-nats: ready", s.ClientURL())
 	<-ctx.Done()

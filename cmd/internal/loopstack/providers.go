@@ -1,4 +1,4 @@
-package main
+package loopstack
 
 import (
 	"fmt"
@@ -13,7 +13,7 @@ import (
 )
 
 // Credentials the fakes accept and the workers are given. They are made up: the fakes run
-// inside the benchmark on loopback.
+// inside the parent process on loopback.
 const (
 	sendgridKey   = "SG.herald-bench-key"
 	twilioAccount = "AC0123456789abcdef0123456789abcdef"
@@ -26,82 +26,82 @@ const (
 	apnsTeamID    = "BENCHTEAM1"
 )
 
-// providers are the four provider fakes, in counting-only mode: each accepted message is
+// Providers are the four provider fakes, in counting-only mode: each accepted message is
 // reported to the tracker, and none is kept.
-type providers struct {
-	sendgrid *sendgridfake.Fake
-	twilio   *twiliofake.Fake
-	fcm      *fcmfake.Fake
-	apns     *apnsfake.Fake
-	// workerArgs and workerEnv point the workers at the fakes.
-	workerArgs []string
-	workerEnv  []string
+type Providers struct {
+	SendGrid *sendgridfake.Fake
+	Twilio   *twiliofake.Fake
+	FCM      *fcmfake.Fake
+	APNs     *apnsfake.Fake
+	// WorkerArgs and WorkerEnv point the workers at the fakes.
+	WorkerArgs []string
+	WorkerEnv  []string
 }
 
-// startProviders starts the fakes, each answering after latency and reporting what it
+// StartProviders starts the fakes, each answering after latency and reporting what it
 // accepted to t, and writes the files the
 // workers need (the FCM service-account key, the APNs provider key and the APNs fake's
 // certificate) into dir.
-func startProviders(dir string, latency time.Duration, t *receiver) (_ *providers, err error) {
-	p := &providers{}
+func StartProviders(dir string, latency time.Duration, t *Receiver) (_ *Providers, err error) {
+	p := &Providers{}
 	defer func() {
 		if err != nil {
-			p.close()
+			p.Close()
 		}
 	}()
 
-	p.sendgrid = sendgridfake.New(sendgridKey)
-	p.sendgrid.CountOnly(t.receiveID)
-	p.sendgrid.SetDelay(latency)
-	sendgridURL := p.sendgrid.Start()
+	p.SendGrid = sendgridfake.New(sendgridKey)
+	p.SendGrid.CountOnly(t.ReceiveID)
+	p.SendGrid.SetDelay(latency)
+	sendgridURL := p.SendGrid.Start()
 
-	p.twilio = twiliofake.New(twilioAccount, twilioToken)
-	p.twilio.CountOnly(t.receivePhone)
-	p.twilio.SetDelay(latency)
-	twilioURL := p.twilio.Start()
+	p.Twilio = twiliofake.New(twilioAccount, twilioToken)
+	p.Twilio.CountOnly(t.ReceivePhone)
+	p.Twilio.SetDelay(latency)
+	twilioURL := p.Twilio.Start()
 
-	p.fcm = fcmfake.New(fcmProject, fcmToken)
-	p.fcm.CountOnly(t.receiveID)
-	p.fcm.SetDelay(latency)
-	p.fcm.Start()
+	p.FCM = fcmfake.New(fcmProject, fcmToken)
+	p.FCM.CountOnly(t.ReceiveID)
+	p.FCM.SetDelay(latency)
+	p.FCM.Start()
 	fcmKey := filepath.Join(dir, "fcm-service-account.json")
-	if err := os.WriteFile(fcmKey, p.fcm.ServiceAccountJSON(), 0o600); err != nil {
+	if err := os.WriteFile(fcmKey, p.FCM.ServiceAccountJSON(), 0o600); err != nil {
 		return nil, err
 	}
 
-	p.apns = apnsfake.New(apnsTopic)
+	p.APNs = apnsfake.New(apnsTopic)
 	p8, key, err := apnsfake.NewAuthKey()
 	if err != nil {
 		return nil, fmt.Errorf("apns key: %w", err)
 	}
-	p.apns.TrustKey(apnsTeamID, apnsKeyID, &key.PublicKey)
-	p.apns.CountOnly(t.receiveID)
-	p.apns.SetDelay(latency)
-	apnsURL := p.apns.Start()
+	p.APNs.TrustKey(apnsTeamID, apnsKeyID, &key.PublicKey)
+	p.APNs.CountOnly(t.ReceiveID)
+	p.APNs.SetDelay(latency)
+	apnsURL := p.APNs.Start()
 	apnsKey := filepath.Join(dir, "apns-key.p8")
 	if err := os.WriteFile(apnsKey, p8, 0o600); err != nil {
 		return nil, err
 	}
 	apnsCA := filepath.Join(dir, "apns-fake-ca.pem")
-	if err := os.WriteFile(apnsCA, p.apns.CertificatePEM(), 0o600); err != nil {
+	if err := os.WriteFile(apnsCA, p.APNs.CertificatePEM(), 0o600); err != nil {
 		return nil, err
 	}
 
-	p.workerArgs = []string{
+	p.WorkerArgs = []string{
 		"--email-provider", "sendgrid", "--sendgrid-base-url", sendgridURL,
 		"--sms-provider", "twilio", "--twilio-base-url", twilioURL, "--twilio-account-sid", twilioAccount,
 		"--twilio-from", twilioFrom,
-		"--android-provider", "fcm", "--fcm-endpoint", p.fcm.Endpoint(), "--fcm-credentials-file", fcmKey,
+		"--android-provider", "fcm", "--fcm-endpoint", p.FCM.Endpoint(), "--fcm-credentials-file", fcmKey,
 		"--fcm-project-id", fcmProject,
 		"--ios-provider", "apns", "--apns-host", apnsURL, "--apns-topic", apnsTopic,
 		"--apns-key-file", apnsKey, "--apns-key-id", apnsKeyID, "--apns-team-id", apnsTeamID,
 	}
-	p.workerEnv = []string{
+	p.WorkerEnv = []string{
 		"HERALD_SENDGRID_API_KEY=" + sendgridKey,
 		"HERALD_TWILIO_AUTH_TOKEN=" + twilioToken,
 		// The workers have no flag for APNs's CA (apns.Config.RootCAs is not exposed), so they
 		// verify APNs with the system's roots, which Go on Linux reads from SSL_CERT_FILE when it
-		// is set. No other provider of the benchmark uses TLS.
+		// is set. No other provider here uses TLS.
 		"SSL_CERT_FILE=" + apnsCA,
 		// The Google SDK must never probe the cloud metadata address.
 		"GCE_METADATA_HOST=127.0.0.1:9",
@@ -109,17 +109,18 @@ func startProviders(dir string, latency time.Duration, t *receiver) (_ *provider
 	return p, nil
 }
 
-func (p *providers) close() {
-	if p.sendgrid != nil {
-		p.sendgrid.Close()
+// Close stops the fakes.
+func (p *Providers) Close() {
+	if p.SendGrid != nil {
+		p.SendGrid.Close()
 	}
-	if p.twilio != nil {
-		p.twilio.Close()
+	if p.Twilio != nil {
+		p.Twilio.Close()
 	}
-	if p.fcm != nil {
-		p.fcm.Close()
+	if p.FCM != nil {
+		p.FCM.Close()
 	}
-	if p.apns != nil {
-		p.apns.Close()
+	if p.APNs != nil {
+		p.APNs.Close()
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package loopstack
 
 import (
 	"bufio"
@@ -18,11 +18,11 @@ import (
 	"time"
 )
 
-// proc is one of the stack's programs running as a child process.
-type proc struct {
-	name    string
+// Proc is one of the stack's programs running as a child process.
+type Proc struct {
+	Name    string
 	cmd     *exec.Cmd
-	logPath string
+	LogPath string
 	exited  chan struct{} // closed once the process has exited
 	err     error         // its exit status, read after exited is closed
 
@@ -30,16 +30,16 @@ type proc struct {
 	stopping bool
 }
 
-// startProc starts bin as a child process: in its own process group, so that a Ctrl-C in the
-// terminal reaches only the benchmark, which stops its children in order; killed by the
-// kernel if the benchmark dies; its output appended to logPath. failed receives an error if
-// it exits before stop is called.
-func startProc(name, bin string, args, env []string, logPath string, failed chan<- error) (*proc, error) {
+// StartProc starts bin as a child process: in its own process group, so that a Ctrl-C in the
+// terminal reaches only the parent, which stops its children in order; killed by the kernel if
+// the parent dies; its output appended to logPath. failed receives an error if it exits before
+// Stop or Kill is called.
+func StartProc(name, bin string, args, env []string, logPath string, failed chan<- error) (*Proc, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	p := &proc{name: name, logPath: logPath, exited: make(chan struct{})}
+	p := &Proc{Name: name, LogPath: logPath, exited: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
@@ -64,7 +64,7 @@ func startProc(name, bin string, args, env []string, logPath string, failed chan
 		p.mu.Unlock()
 		if !stopping {
 			select {
-			case failed <- fmt.Errorf("%s exited unexpectedly (%v); its log:\n%s", name, p.err, tail(logPath, 30)):
+			case failed <- fmt.Errorf("%s exited unexpectedly (%v); its log:\n%s", name, p.err, Tail(logPath, 30)):
 			default: // another child's death is already being reported
 			}
 		}
@@ -75,10 +75,14 @@ func startProc(name, bin string, args, env []string, logPath string, failed chan
 	return p, nil
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+// PID returns the process id.
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
 
-// stop asks the process to stop (SIGTERM) and kills it if it has not within grace.
-func (p *proc) stop(grace time.Duration) {
+// Exited is closed once the process has exited.
+func (p *Proc) Exited() <-chan struct{} { return p.exited }
+
+// Stop asks the process to stop (SIGTERM) and kills it if it has not within grace.
+func (p *Proc) Stop(grace time.Duration) {
 	p.mu.Lock()
 	p.stopping = true
 	p.mu.Unlock()
@@ -96,8 +100,17 @@ func (p *proc) stop(grace time.Duration) {
 	}
 }
 
-// tail returns about the last n lines of a file.
-func tail(path string, n int) string {
+// Kill kills the process with SIGKILL, as a crash would, and waits until it has exited.
+func (p *Proc) Kill() {
+	p.mu.Lock()
+	p.stopping = true
+	p.mu.Unlock()
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
+// Tail returns about the last n lines of a file.
+func Tail(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "(" + err.Error() + ")"
@@ -109,11 +122,11 @@ func tail(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// freeAddr returns a loopback address that nothing listens on at the moment. The port comes
+// FreeAddr returns a loopback address that nothing listens on at the moment. The port comes
 // from below the kernel's ephemeral range, which the kernel never hands out on its own: between
 // this check and the service's bind, only a process that asks for this very port can take it,
-// not any of the connections and ":0" listeners that tests running beside the benchmark open.
-func freeAddr() (string, error) {
+// not any of the connections and ":0" listeners that tests running beside the stack open.
+func FreeAddr() (string, error) {
 	low := 32768
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
 		if f := strings.Fields(string(b)); len(f) == 2 {
@@ -147,9 +160,28 @@ func freeEphemeralAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// waitReady polls url (a /readyz) until it answers 200, failed reports a child's death, or
+// FreeAddrs returns n distinct addresses from FreeAddr.
+func FreeAddrs(n int) ([]string, error) {
+	var addrs []string
+	for len(addrs) < n {
+		a, err := FreeAddr()
+		if err != nil {
+			return nil, err
+		}
+		dup := false
+		for _, b := range addrs {
+			dup = dup || a == b
+		}
+		if !dup {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs, nil
+}
+
+// WaitReady polls url (a /readyz) until it answers 200, failed reports a child's death, or
 // ctx ends.
-func waitReady(ctx context.Context, name, url string, failed <-chan error) error {
+func WaitReady(ctx context.Context, name, url string, failed <-chan error) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second}
@@ -173,18 +205,20 @@ func waitReady(ctx context.Context, name, url string, failed <-chan error) error
 	}
 }
 
-// waitLine waits until the file at path holds a line starting with prefix and returns the
-// rest of that line.
-func waitLine(ctx context.Context, path, prefix string, failed <-chan error) (string, error) {
+// WaitLine waits until the file at path holds, past its first from bytes, a line starting with
+// prefix and returns the rest of that line.
+func WaitLine(ctx context.Context, path string, from int64, prefix string, failed <-chan error) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for {
 		if f, err := os.Open(path); err == nil {
-			sc := bufio.NewScanner(f)
-			for sc.Scan() {
-				if rest, ok := strings.CutPrefix(sc.Text(), prefix); ok {
-					f.Close()
-					return strings.TrimSpace(rest), nil
+			if _, err := f.Seek(from, io.SeekStart); err == nil {
+				sc := bufio.NewScanner(f)
+				for sc.Scan() {
+					if rest, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+						f.Close()
+						return strings.TrimSpace(rest), nil
+					}
 				}
 			}
 			f.Close()
@@ -197,4 +231,13 @@ func waitLine(ctx context.Context, path, prefix string, failed <-chan error) (st
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// fileSize returns the size of the file at path, or 0 if it does not exist.
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
 }
