@@ -171,9 +171,12 @@ func Start(ctx context.Context, js jetstream.JetStream, cfg Config) (*Consumer, 
 		return nil, err
 	}
 	c := &Consumer{
-		cfg:      cfg,
-		cons:     cons,
-		in:       make(chan jetstream.Msg),
+		cfg:  cfg,
+		cons: cons,
+		// in holds as many messages as one pull brings, so that the claim loop finds
+		// them all ready and claims them as one batch: unbuffered, every hand-over waited for
+		// the loop, which took one message per claim.
+		in:       make(chan jetstream.Msg, pullMax(cfg)),
 		work:     make(chan job, cfg.Concurrency),
 		done:     make(chan result, cfg.BatchSize),
 		slots:    make(chan struct{}, cfg.Concurrency),
@@ -215,7 +218,7 @@ func Start(ctx context.Context, js jetstream.JetStream, cfg Config) (*Consumer, 
 
 func (c *Consumer) consume() (jetstream.ConsumeContext, error) {
 	cc, err := c.cons.Consume(c.receive,
-		jetstream.PullMaxMessages(max(2*c.cfg.Concurrency, 64)),
+		jetstream.PullMaxMessages(pullMax(c.cfg)),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			c.cfg.Log.Warn("consume", "channel", c.cfg.Channel, "err", err)
 		}))
@@ -224,6 +227,9 @@ func (c *Consumer) consume() (jetstream.ConsumeContext, error) {
 	}
 	return cc, nil
 }
+
+// pullMax is how many messages the client pulls ahead of the claims.
+func pullMax(cfg Config) int { return max(2*cfg.Concurrency, 64) }
 
 // providerAnswered reports whether a send's outcome speaks well of the provider: it took the
 // message, or it refused this one message for a reason of the message's own. Anything else
@@ -271,6 +277,12 @@ func (c *Consumer) pausedFor() time.Duration {
 // receive hands a message to the claimer, or gives it back to the server at once when the
 // consumer is stopping.
 func (c *Consumer) receive(msg jetstream.Msg) {
+	select {
+	case <-c.stopping:
+		msg.Nak()
+		return
+	default:
+	}
 	select {
 	case c.in <- msg:
 	case <-c.stopping:
@@ -389,6 +401,7 @@ func (c *Consumer) pause() bool {
 			return false
 		}
 	}
+	c.nakWaiting(c.pausedFor())
 	for {
 		c.mu.Lock()
 		if c.stopped {
@@ -798,9 +811,22 @@ func (c *Consumer) Stop() {
 	cc.Drain()
 	<-cc.Closed()
 	c.wg.Wait()
+	c.nakWaiting(0)
 	close(c.done)
 	c.recorded.Wait()
 	// Anything the callback could not hand over was Nak'd by receive.
+}
+
+// nakWaiting hands back the messages waiting in c.in, to come again after delay.
+func (c *Consumer) nakWaiting(delay time.Duration) {
+	for {
+		select {
+		case msg := <-c.in:
+			msg.NakWithDelay(delay)
+		default:
+			return
+		}
+	}
 }
 
 // Counts returns the provider calls this consumer made that the provider accepted, and those
