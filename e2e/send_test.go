@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -340,6 +341,43 @@ func TestHealthAndReflection(t *testing.T) {
 	for _, want := range []string{"herald.v1.NotificationService", "herald.v1.TemplateService", "herald.v1.AdminService", "grpc.health.v1.Health"} {
 		if !strings.Contains(strings.Join(names, " "), want) {
 			t.Errorf("reflection lists %v, missing %s", names, want)
+		}
+	}
+}
+
+// TestLatestTemplateAcrossReplicas: notifiers cache a template's latest version, yet a version
+// created on one replica is what the next Send on another renders.
+func TestLatestTemplateAcrossReplicas(t *testing.T) {
+	s := startStack(t, stackOptions{noWorkers: true})
+	ctx := context.Background()
+	second := heraldv1.NewNotificationServiceClient(dial(t, s.startNotifier(t).GRPCAddr(), s.key))
+	send := func() *heraldv1.Notification {
+		t.Helper()
+		res, err := second.Send(ctx, &heraldv1.SendRequest{
+			Recipient: &heraldv1.Recipient{Kind: &heraldv1.Recipient_Address{Address: &heraldv1.Address{Email: "ada@example.com"}}},
+			Category:  "account",
+			Message:   &heraldv1.SendRequest_Template{Template: &heraldv1.TemplateRef{Name: "news"}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := second.GetNotification(ctx, &heraldv1.GetNotificationRequest{NotificationId: res.NotificationId})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n.Notification
+	}
+	for v := int32(1); v <= 3; v++ {
+		if _, err := s.tmpl.CreateTemplate(ctx, &heraldv1.CreateTemplateRequest{Template: &heraldv1.Template{
+			Name:  "news",
+			Parts: &heraldv1.TemplateParts{EmailSubject: fmt.Sprintf("Issue %d", v), EmailText: "Read it"},
+		}}); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // the second Send is served from the cache
+			if n := send(); n.Template.GetVersion() != v {
+				t.Fatalf("after creating v%d on the first notifier, the second rendered v%d", v, n.Template.GetVersion())
+			}
 		}
 	}
 }

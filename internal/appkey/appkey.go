@@ -190,10 +190,22 @@ type cached struct {
 	found bool
 }
 
-// NewAuthenticator returns an Authenticator on store.
+// NewAuthenticator returns an Authenticator on store, with a poller of store's change feed of
+// its own.
 func NewAuthenticator(store Store) *Authenticator {
-	return &Authenticator{store: store, cache: coherent.New[cached](store, 10_000, 30*time.Minute)}
+	return NewAuthenticatorWith(store, coherent.NewPoller(store, FeedStale))
 }
+
+// NewAuthenticatorWith returns an Authenticator on store whose cache is kept by p, a poller of
+// store's change feed that other caches over the same feed share: a call that authenticates and
+// then reads them waits for one poll, not one per cache (see coherent.Poller.SyncSince).
+func NewAuthenticatorWith(store Store, p *coherent.Poller) *Authenticator {
+	return &Authenticator{store: store, cache: coherent.NewCache[cached](p, 10_000)}
+}
+
+// FeedStale is how long the key change feed may go unread before a cache over it forgets
+// everything; the notifier keeps the feed's rows for longer.
+const FeedStale = 30 * time.Minute
 
 var errBadKey = errs.E(errs.Unauthenticated, "invalid or revoked app key")
 
@@ -222,7 +234,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (Caller,
 }
 
 func (a *Authenticator) record(ctx context.Context, id string) (Record, bool, error) {
-	gen, err := a.cache.Sync(ctx)
+	gen, err := a.cache.SyncSince(ctx, coherent.Began(ctx))
 	if err != nil {
 		return Record{}, false, err
 	}
@@ -308,6 +320,7 @@ func Token(ctx context.Context) string {
 // reflection stay open.
 func UnaryServerInterceptor(a *Authenticator, protected ...string) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		ctx = coherent.WithBegan(ctx, time.Now())
 		for _, p := range protected {
 			if strings.HasPrefix(info.FullMethod, p) {
 				tok := Token(ctx)

@@ -40,10 +40,12 @@ type Poller struct {
 	mu      sync.Mutex
 	caches  []evicter
 	horizon uint64
-	polled  time.Time // when the last successful poll started
-	started time.Time // when the last poll started
-	waiters []chan error
+	polled  time.Time    // when the last successful poll started
+	started time.Time    // when the last poll started
+	waiters []chan error // served by the next round
+	joiners []chan error // served by the round under way
 	polling bool
+	inRound bool // a round's query is under way
 }
 
 type evicter interface {
@@ -61,13 +63,28 @@ func NewPoller(feed Feed, stale time.Duration) *Poller {
 
 // Sync waits for a poll of the feed that starts after Sync is called. After Sync, no cache of p
 // holds anything older than the feed's contents at the call.
-func (p *Poller) Sync(ctx context.Context) error {
+func (p *Poller) Sync(ctx context.Context) error { return p.SyncSince(ctx, time.Now()) }
+
+// SyncSince waits for a poll of the feed that started at or after t: it returns at once when
+// the last successful poll did, joins the poll under way when that one did, and otherwise
+// waits for the next. After it, no cache of p holds anything older than the feed's contents
+// at t. A request that began at t (see WithBegan) and reads several caches of one poller, one
+// after another, so waits for one poll instead of one per cache.
+func (p *Poller) SyncSince(ctx context.Context, t time.Time) error {
 	ch := make(chan error, 1)
 	p.mu.Lock()
-	p.waiters = append(p.waiters, ch)
-	if !p.polling {
-		p.polling = true
-		go p.pollLoop()
+	switch {
+	case !p.polled.IsZero() && !p.polled.Before(t):
+		p.mu.Unlock()
+		return nil
+	case p.inRound && !p.started.Before(t):
+		p.joiners = append(p.joiners, ch)
+	default:
+		p.waiters = append(p.waiters, ch)
+		if !p.polling {
+			p.polling = true
+			go p.pollLoop()
+		}
 	}
 	p.mu.Unlock()
 	select {
@@ -96,7 +113,7 @@ func (p *Poller) pollLoop() {
 			return
 		}
 		horizon := p.horizon
-		p.started = time.Now()
+		p.started, p.inRound = time.Now(), true
 		started := p.started
 		p.mu.Unlock()
 
@@ -112,6 +129,8 @@ func (p *Poller) pollLoop() {
 			}
 			p.horizon, p.polled = next, started
 		}
+		waiters = append(waiters, p.joiners...)
+		p.joiners, p.inRound = nil, false
 		p.mu.Unlock()
 		for _, w := range waiters {
 			w <- err
@@ -146,8 +165,12 @@ func NewCache[V any](p *Poller, max int) *Cache[V] {
 
 // Sync waits for a poll of the feed that starts after Sync is called (see Poller.Sync), and
 // returns the generation to pass to Put.
-func (c *Cache[V]) Sync(ctx context.Context) (uint64, error) {
-	if err := c.poller.Sync(ctx); err != nil {
+func (c *Cache[V]) Sync(ctx context.Context) (uint64, error) { return c.SyncSince(ctx, time.Now()) }
+
+// SyncSince waits for a poll of the feed that started at or after t (see Poller.SyncSince), and
+// returns the generation to pass to Put.
+func (c *Cache[V]) SyncSince(ctx context.Context, t time.Time) (uint64, error) {
+	if err := c.poller.SyncSince(ctx, t); err != nil {
 		return 0, err
 	}
 	c.mu.Lock()
@@ -200,4 +223,21 @@ func (c *Cache[V]) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.entries)
+}
+
+type beganKey struct{}
+
+// WithBegan records in ctx when the request it carries began, for Began.
+func WithBegan(ctx context.Context, t time.Time) context.Context {
+	return context.WithValue(ctx, beganKey{}, t)
+}
+
+// Began returns when the request carried by ctx began (see WithBegan), or the current time
+// when nothing recorded it. A read may sync with SyncSince(Began(ctx)): whatever was
+// acknowledged before the request began, it sees.
+func Began(ctx context.Context) time.Time {
+	if t, ok := ctx.Value(beganKey{}).(time.Time); ok {
+		return t
+	}
+	return time.Now()
 }

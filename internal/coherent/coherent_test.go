@@ -188,3 +188,91 @@ func TestSharedPoller(t *testing.T) {
 		t.Fatalf("%d polls, want 1", n)
 	}
 }
+
+// blockingFeed holds each poll until release is closed, and counts the polls.
+type blockingFeed struct {
+	polls   atomic.Int64
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (f *blockingFeed) Changes(ctx context.Context, horizon uint64) ([]string, uint64, error) {
+	f.polls.Add(1)
+	f.entered <- struct{}{}
+	<-f.release
+	return nil, horizon, nil
+}
+
+func TestSyncSince(t *testing.T) {
+	ctx := context.Background()
+	s := &store{values: map[string]int{}}
+	p := NewPoller(s, time.Hour)
+	began := time.Now()
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The poll that Sync waited for started after began: a request that began then needs no
+	// other, however many caches it reads.
+	for range 3 {
+		if err := p.SyncSince(ctx, began); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.polls.Load(); n != 1 {
+		t.Fatalf("%d polls, want 1", n)
+	}
+	// A request that began after the last poll started waits for a new one.
+	if err := p.SyncSince(ctx, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.polls.Load(); n != 2 {
+		t.Fatalf("%d polls, want 2", n)
+	}
+}
+
+func TestSyncSinceJoinsTheRoundUnderWay(t *testing.T) {
+	ctx := context.Background()
+	f := &blockingFeed{entered: make(chan struct{}), release: make(chan struct{})}
+	p := NewPoller(f, time.Hour)
+	began := time.Now()
+	first := make(chan error, 1)
+	go func() { first <- p.SyncSince(ctx, began) }()
+	<-f.entered // the round that started after began is under way
+	joined := make(chan error, 1)
+	go func() { joined <- p.SyncSince(ctx, began) }()
+	// Only a round of its own could let the joiner through before the first round ends.
+	waitFor(t, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.joiners) == 1
+	})
+	close(f.release)
+	for _, ch := range []chan error{first, joined} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := f.polls.Load(); n != 1 {
+		t.Fatalf("%d polls, want 1", n)
+	}
+}
+
+func TestBegan(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	if got := Began(WithBegan(context.Background(), at)); !got.Equal(at) {
+		t.Fatalf("Began = %v, want %v", got, at)
+	}
+	if got := Began(context.Background()); time.Since(got) > time.Minute {
+		t.Fatalf("Began without a stamp = %v, want about now", got)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after a generous deadline.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met")
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/heraldhq/herald/internal/coherent"
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/templates"
@@ -90,24 +91,67 @@ func forChannels(r templates.Rendered, channels []delivery.Channel) templates.Re
 	return r
 }
 
-// template returns a stored template version, parsed. Parsed versions are cached: versions are
-// immutable.
+// template returns a stored template version, parsed. Versions are immutable, so each is read
+// from the store once. The latest version of a name is cached too, kept exact by the notifier's
+// change feed when Service.Feed is set: a version created before the Send began is used.
 func (s *Service) template(ctx context.Context, name string, version int) (*Template, *templates.Set, error) {
+	var gen uint64
+	latest := s.latestVersions()
+	if version == 0 && latest != nil {
+		var err error
+		if gen, err = latest.SyncSince(ctx, coherent.Began(ctx)); err != nil {
+			return nil, nil, errs.Wrap(errs.Unavailable, err, "cannot read templates now")
+		}
+		if v, ok := latest.Get(TemplateChangeKey(name)); ok {
+			version = v
+		}
+	}
+	if version > 0 {
+		if v, ok := s.versions.Load(templateKey{name, version}); ok {
+			v := v.(*parsedTemplate)
+			return v.t, v.set, nil
+		}
+	}
 	t, err := s.Store.Template(ctx, name, version)
 	if err != nil {
 		return nil, nil, err
 	}
-	key := templateKey{t.Name, t.Version}
-	if p, ok := s.parsed.Load(key); ok {
-		return t, p.(*templates.Set), nil
+	if version == 0 && latest != nil {
+		latest.Put(gen, TemplateChangeKey(name), t.Version)
 	}
-	p, err := templates.ParseSet(t.Parts, t.Locales)
+	key := templateKey{t.Name, t.Version}
+	if v, ok := s.versions.Load(key); ok {
+		v := v.(*parsedTemplate)
+		return v.t, v.set, nil
+	}
+	set, err := templates.ParseSet(t.Parts, t.Locales)
 	if err != nil {
 		// Stored templates were validated when created; this is a bug or a changed parser.
 		return nil, nil, fmt.Errorf("parse stored template %s v%d: %w", t.Name, t.Version, err)
 	}
-	s.parsed.Store(key, p)
-	return t, p, nil
+	s.versions.Store(key, &parsedTemplate{t: t, set: set})
+	return t, set, nil
+}
+
+// parsedTemplate is a stored template version and its parsed form.
+type parsedTemplate struct {
+	t   *Template
+	set *templates.Set
+}
+
+// TemplateChangeKey is the key a new version of the named template adds to the notifier's
+// change feed (appkey.ChangesTable), beside the app keys' own, which never start with
+// "template:".
+func TemplateChangeKey(name string) string { return "template:" + name }
+
+// latestVersions returns the cache of templates' latest versions, or nil without a Feed.
+func (s *Service) latestVersions() *coherent.Cache[int] {
+	s.latestOnce.Do(func() {
+		if s.Feed != nil {
+			s.latest = coherent.NewCache[int](s.Feed, 10_000)
+		}
+	})
+	return s.latest
 }
 
 // templateError turns a template render or limit error into a field violation: "data" when the

@@ -17,6 +17,7 @@ import (
 
 	"github.com/heraldhq/herald/internal/address"
 	"github.com/heraldhq/herald/internal/appkey"
+	"github.com/heraldhq/herald/internal/coherent"
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/preference"
@@ -93,7 +94,14 @@ type Service struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
-	parsed        sync.Map // templateKey -> *templates.Set; versions are immutable
+	// Feed polls the notifier's change feed (appkey.ChangesTable) for the caches that it keeps
+	// exact: templates' latest versions here, app keys in the authenticator. nil: Send reads
+	// the latest version of a template from the store every time.
+	Feed *coherent.Poller
+
+	versions      sync.Map // templateKey -> *parsedTemplate; versions are immutable
+	latest        *coherent.Cache[int]
+	latestOnce    sync.Once
 	cats          categories
 	limitFailures atomic.Int64
 	metricsOnce   sync.Once

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/heraldhq/herald/internal/appkey"
+	"github.com/heraldhq/herald/internal/coherent"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/events"
 	"github.com/heraldhq/herald/internal/pgdb"
@@ -204,7 +205,11 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	pub := nqueue.NewPublisher(js)
 
-	auth := appkey.NewAuthenticator(appkey.PostgresStore{Pool: d.pool})
+	// One poller of the change feed keeps both the key cache and the templates' exact: a Send
+	// waits for one poll, which serves both.
+	keys := appkey.PostgresStore{Pool: d.pool}
+	feed := coherent.NewPoller(keys, appkey.FeedStale)
+	auth := appkey.NewAuthenticatorWith(keys, feed)
 	d.srv, err = server.New(log, cfg.GRPCAddr, cfg.HTTPAddr, cfg.TLS,
 		errs.UnaryServerInterceptor(log),
 		appkey.UnaryServerInterceptor(auth, "/herald.v1."))
@@ -218,7 +223,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	svc := &notifier.Service{Store: store, Publisher: pub, Log: log, RepublishAfter: cfg.RepublishAfter,
 		Limiter: limiter, DefaultRate: cfg.AppRate, DefaultBurst: cfg.AppBurst, Metrics: metrics,
-		TemplateLimits: templates.Limits{SMSSegments: cfg.SMSMaxSegments}}
+		TemplateLimits: templates.Limits{SMSSegments: cfg.SMSMaxSegments}, Feed: feed}
 	d.svc = svc
 	if cfg.ContactsAddr != "" {
 		creds, err := tlsconfig.DialOption(cfg.ContactsTLS)

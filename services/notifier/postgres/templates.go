@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/internal/templates"
@@ -67,11 +68,19 @@ func (s *Store) CreateTemplate(ctx context.Context, t *notifier.Template, may fu
 				return nil, err
 			}
 		}
+		// The change feed learns of the new version in the same statement (one transaction),
+		// so that every notifier's cache of latest versions drops the old one.
 		err = s.pool.QueryRow(ctx, `
-			INSERT INTO notifier.templates (name, version, description, parts, app_id)
-			SELECT $1, CASE WHEN $5 THEN coalesce(max(version), 0) + 1 ELSE 1 END, $2, $3, $4
-			FROM notifier.templates WHERE name = $1
-			RETURNING version, created_at`, t.Name, t.Description, parts, app, exists).Scan(&out.Version, &out.CreatedAt)
+			WITH v AS (
+				INSERT INTO notifier.templates (name, version, description, parts, app_id)
+				SELECT $1, CASE WHEN $5 THEN coalesce(max(version), 0) + 1 ELSE 1 END, $2, $3, $4
+				FROM notifier.templates WHERE name = $1
+				RETURNING version, created_at
+			), feed AS (
+				INSERT INTO `+appkey.ChangesTable+` (key) SELECT $6 FROM v
+			)
+			SELECT version, created_at FROM v`, t.Name, t.Description, parts, app, exists,
+			notifier.TemplateChangeKey(t.Name)).Scan(&out.Version, &out.CreatedAt)
 		if _, dup := pgdb.IsUniqueViolation(err); dup {
 			continue
 		}
