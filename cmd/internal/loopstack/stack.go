@@ -210,10 +210,10 @@ func (s *Stack) Start(ctx context.Context, withWorkers bool) (err error) {
 		addrs[0], addrs[1], addrs[2], addrs[3], addrs[4]
 
 	// The notifier first: it owns the schema holding the app keys that the others check.
-	if err := s.StartNotifier(ctx); err != nil {
+	if err := s.StartNotifier(ctx, s.Failed); err != nil {
 		return err
 	}
-	if err := s.StartContacts(ctx); err != nil {
+	if err := s.StartContacts(ctx, s.Failed); err != nil {
 		return err
 	}
 	if s.Prov, err = StartProviders(s.Dir, s.cfg.ProviderLatency, &s.Recv); err != nil {
@@ -314,8 +314,9 @@ func (s *Stack) StartNATSNode(ctx context.Context, i int, failed chan<- error) (
 	return err
 }
 
-// StartNotifier starts the notifier and waits until it is ready.
-func (s *Stack) StartNotifier(ctx context.Context) (err error) {
+// StartNotifier starts the notifier and waits until it is ready, until ctx ends, or until
+// failed reports a child's death (nil: when another goroutine watches s.Failed).
+func (s *Stack) StartNotifier(ctx context.Context, failed <-chan error) (err error) {
 	args := append([]string{
 		"--grpc-addr", s.NotifierGRPC, "--http-addr", s.NotifierHTTP, "--nats-url", s.NATSURL,
 		"--contacts-addr", s.ContactsGRPC, "--public-url", "http://" + s.NotifierHTTP,
@@ -329,11 +330,12 @@ func (s *Stack) StartNotifier(ctx context.Context) (err error) {
 	}, filepath.Join(s.Logs, "notifier.log"), s.Failed); err != nil {
 		return err
 	}
-	return WaitReady(ctx, "notifier", "http://"+s.NotifierHTTP+"/readyz", s.Failed)
+	return WaitReady(ctx, "notifier", "http://"+s.NotifierHTTP+"/readyz", failed)
 }
 
-// StartContacts starts the contacts service and waits until it is ready.
-func (s *Stack) StartContacts(ctx context.Context) (err error) {
+// StartContacts starts the contacts service and waits until it is ready, until ctx ends, or
+// until failed reports a child's death (nil: when another goroutine watches s.Failed).
+func (s *Stack) StartContacts(ctx context.Context, failed <-chan error) (err error) {
 	args := append([]string{
 		"--grpc-addr", s.ContactsGRPC, "--http-addr", s.ContactsHTTP, "--nats-url", s.NATSURL,
 		"--public-url", "http://" + s.ContactsHTTP, "--log-level", s.cfg.ServiceLogLevel,
@@ -343,7 +345,7 @@ func (s *Stack) StartContacts(ctx context.Context) (err error) {
 	}, filepath.Join(s.Logs, "contacts.log"), s.Failed); err != nil {
 		return err
 	}
-	return WaitReady(ctx, "contacts", "http://"+s.ContactsHTTP+"/readyz", s.Failed)
+	return WaitReady(ctx, "contacts", "http://"+s.ContactsHTTP+"/readyz", failed)
 }
 
 func (s *Stack) streamArgs() []string {

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/heraldhq/herald/cmd/internal/loopstack"
+	"github.com/heraldhq/herald/internal/appkey"
+	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
+)
+
+// history is what the callers saw: every Send and its outcome. An acknowledged send's
+// deliveries are tracked (tracker.Accept) and their ids kept, so that the check can ask the
+// database about the ones the fakes never received.
+type history struct {
+	t *loopstack.Tracker
+
+	acked    atomic.Int64 // sends answered OK
+	unknown  atomic.Int64 // Unavailable or DeadlineExceeded: accepted or not, nobody knows
+	failed   atomic.Int64 // any other error: refused, never accepted
+	notQueue atomic.Int64 // deliveries of acknowledged sends answered other than QUEUED
+
+	mu     sync.Mutex
+	ids    map[loopstack.Key]string // delivery key -> delivery id, for acknowledged sends
+	errors map[string]int64         // code -> count, for unknown and failed sends
+}
+
+func newHistory(t *loopstack.Tracker) *history {
+	return &history{t: t, ids: map[loopstack.Key]string{}, errors: map[string]int64{}}
+}
+
+// load sends notifications at a steady rate from several callers until stop is closed; send i
+// goes to an address of its own on channel i%4.
+type load struct {
+	h       *history
+	clients []heraldv1.NotificationServiceClient
+	conns   []*grpc.ClientConn
+	offset  int64 // keeps one phase's addresses apart from another's
+	next    atomic.Int64
+}
+
+func newLoad(addr, key string, h *history, offset int64) (*load, error) {
+	l := &load{h: h, offset: offset}
+	for range 4 {
+		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), appkey.Credentials(key))
+		if err != nil {
+			l.close()
+			return nil, err
+		}
+		l.conns = append(l.conns, c)
+		l.clients = append(l.clients, heraldv1.NewNotificationServiceClient(c))
+	}
+	return l, nil
+}
+
+func (l *load) close() {
+	for _, c := range l.conns {
+		c.Close()
+	}
+}
+
+// request returns send i and, for SMS, its number (the Twilio fake tells deliveries apart by
+// number).
+func request(i int64) (*heraldv1.SendRequest, heraldv1.Channel, string) {
+	a := &heraldv1.Address{}
+	var number string
+	ch := []heraldv1.Channel{heraldv1.Channel_CHANNEL_EMAIL, heraldv1.Channel_CHANNEL_SMS,
+		heraldv1.Channel_CHANNEL_IOS, heraldv1.Channel_CHANNEL_ANDROID}[i%4]
+	switch ch {
+	case heraldv1.Channel_CHANNEL_EMAIL:
+		a.Email = fmt.Sprintf("chaos%d@example.com", i)
+	case heraldv1.Channel_CHANNEL_SMS:
+		number = fmt.Sprintf("+1%s%03d%04d", []string{"212", "213", "310", "312", "415", "646", "718"}[(i/8_000_000)%7],
+			200+(i/10_000)%800, i%10_000)
+		a.Phone = number
+	case heraldv1.Channel_CHANNEL_IOS:
+		sum := sha256.Sum256(fmt.Appendf(nil, "chaos-%d", i))
+		a.IosTokens = []string{hex.EncodeToString(sum[:])}
+	case heraldv1.Channel_CHANNEL_ANDROID:
+		a.AndroidTokens = []string{fmt.Sprintf("chaos-fcm:%030d_APA91b", i)}
+	}
+	return &heraldv1.SendRequest{
+		Recipient: &heraldv1.Recipient{Kind: &heraldv1.Recipient_Address{Address: a}},
+		Category:  "account",
+		Channels:  []heraldv1.Channel{ch},
+		Message: &heraldv1.SendRequest_Content{Content: &heraldv1.Content{
+			Title: fmt.Sprintf("Order %d", i), Body: fmt.Sprintf("Your order %d has shipped.", i),
+			Subject: fmt.Sprintf("Order %d", i), Html: fmt.Sprintf("<p>Your order <b>%d</b> has shipped.</p>", i),
+		}},
+	}, ch, number
+}
+
+// callTimeout bounds one Send; past it the send's fate is unknown.
+const callTimeout = 10 * time.Second
+
+// run sends rate notifications a second, from callers goroutines, until ctx ends or stop is
+// closed.
+func (l *load) run(ctx context.Context, stop <-chan struct{}, rate float64, callers int) {
+	tokens := make(chan struct{}, callers)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(tokens)
+		tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-stop:
+				return
+			case <-tick.C:
+				select {
+				case tokens <- struct{}{}:
+				default: // the callers are behind (a fault holds them): do not pile up
+				}
+			}
+		}
+	})
+	for g := range callers {
+		wg.Go(func() {
+			client := l.clients[g%len(l.clients)]
+			for range tokens {
+				l.send(ctx, client)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func (l *load) send(ctx context.Context, client heraldv1.NotificationServiceClient) {
+	i := l.offset + l.next.Add(1) - 1
+	req, ch, number := request(i)
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	res, err := client.Send(cctx, req)
+	at := time.Now()
+	cancel()
+	h := l.h
+	if err != nil {
+		if ctx.Err() != nil {
+			// The run is ending: the call's fate is unknown.
+			h.unknown.Add(1)
+			return
+		}
+		code := status.Code(err)
+		h.mu.Lock()
+		h.errors[code.String()]++
+		h.mu.Unlock()
+		if code == codes.Unavailable || code == codes.DeadlineExceeded {
+			h.unknown.Add(1)
+			// A service that is down answers at once: do not spin.
+			time.Sleep(100 * time.Millisecond)
+		} else {
+			h.failed.Add(1)
+		}
+		return
+	}
+	h.acked.Add(1)
+	for _, d := range res.GetDeliveries() {
+		if d.GetState() != heraldv1.DeliveryState_DELIVERY_STATE_QUEUED {
+			h.notQueue.Add(1)
+			continue
+		}
+		var k loopstack.Key
+		var ok bool
+		if ch == heraldv1.Channel_CHANNEL_SMS {
+			k, ok = loopstack.PhoneKey(number)
+		} else {
+			k, ok = loopstack.IDKey(d.GetDeliveryId())
+		}
+		if !ok {
+			h.notQueue.Add(1)
+			continue
+		}
+		h.mu.Lock()
+		h.ids[k] = d.GetDeliveryId()
+		h.mu.Unlock()
+		h.t.Accept(k, at)
+	}
+}
