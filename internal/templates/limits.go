@@ -52,12 +52,12 @@ func (l Limits) smsSegments() int {
 // makes the push payload too large or cannot be encoded.
 func Check(r Rendered, data map[string]any, l Limits) error {
 	if r.PushTitle != "" || r.PushBody != "" {
-		if err := CheckPush(r.PushTitle, r.PushBody, data); err != nil {
+		if err := CheckPush(unmark(r.PushTitle), unmark(r.PushBody), data); err != nil {
 			return err
 		}
 	}
 	if r.SMSBody != "" {
-		if err := CheckSMS(r.SMSBody, l.smsSegments()); err != nil {
+		if err := CheckSMS(unmark(r.SMSBody), l.smsSegments()); err != nil {
 			return err
 		}
 	}

@@ -161,7 +161,7 @@ func parsePart(i int, src string) (executor, error) {
 	}
 	name := partNames[i]
 	if i == htmlIndex {
-		h, err := htmltemplate.New(name).Option("missingkey=error").Parse(src)
+		h, err := htmltemplate.New(name).Option("missingkey=error").Funcs(linkFuncs).Parse(src)
 		if err != nil {
 			return nil, err
 		}
@@ -187,7 +187,7 @@ func parsePart(i int, src string) (executor, error) {
 		}
 		return h, nil
 	}
-	t, err := template.New(name).Option("missingkey=error").Parse(src)
+	t, err := template.New(name).Option("missingkey=error").Funcs(linkFuncs).Parse(src)
 	if err != nil {
 		return nil, err
 	}

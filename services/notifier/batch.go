@@ -77,6 +77,9 @@ func (s *Service) Explain(ctx context.Context, caller appkey.Caller, req *SendRe
 		return nil, err
 	}
 	s.peekCaps(ctx, d, now)
+	for _, dl := range d.n.Deliveries { // Explain shows links as written, without short links
+		dl.Content = unmarkContent(dl.Content)
+	}
 	return d.n, nil
 }
 

@@ -40,6 +40,8 @@ type Notification struct {
 	ExpiresAt    time.Time
 	CreatedAt    time.Time
 	Deliveries   []*Delivery
+	// Links are the short links in the deliveries' content, stored with them (see shorten).
+	Links []Link
 }
 
 // Delivery is one channel target of a notification.

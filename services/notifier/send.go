@@ -93,6 +93,8 @@ type Service struct {
 	DefaultBurst int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Links turns on short links (shortlinks.go); nil leaves links as they are.
+	Links *LinkConfig
 
 	// Feed polls the notifier's change feed (appkey.ChangesTable) for the caches that it keeps
 	// exact: templates' latest versions here, app keys in the authenticator. nil: Send reads
@@ -178,6 +180,9 @@ func (s *Service) send(ctx context.Context, caller appkey.Caller, req *SendReque
 		return nil, err
 	}
 	s.takeCaps(ctx, d, now)
+	if err := s.shorten(ctx, d.n); err != nil { // short links: shortlinks.go
+		return nil, err
+	}
 	stored, created, err := s.Store.CreateNotification(ctx, d.n)
 	if err != nil {
 		return nil, err
@@ -186,6 +191,7 @@ func (s *Service) send(ctx context.Context, caller appkey.Caller, req *SendReque
 		return s.replay(stored, req)
 	}
 	s.metrics().count(d.n)
+	s.committed(d.n) // short links: shortlinks.go
 	s.publish(ctx, d.n)
 	return &SendResult{Notification: d.n}, nil
 }
@@ -618,6 +624,7 @@ func validate(req *SendRequest, now time.Time) error {
 		if c.Body == "" && c.Title == "" && c.HTML == "" {
 			v.Add("content", "needs at least a title, body or html")
 		}
+		checkLinks(&v, c) // short links: shortlinks.go
 	default:
 		v.Add("message", "is required: set template or content")
 	}

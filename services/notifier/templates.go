@@ -87,6 +87,14 @@ func (s *Service) CreateTemplate(ctx context.Context, caller appkey.Caller, t *T
 	if err == nil {
 		err = set.CheckStatic(s.limits())
 	}
+	if err == nil { // short links: shortlinks.go
+		err = checkTemplateLinks(out.Parts)
+		for i := 0; err == nil && i < len(out.Locales); i++ {
+			if err = checkTemplateLinks(out.Locales[i].Parts); err != nil {
+				err.(*templates.Error).Locale = out.Locales[i].Locale
+			}
+		}
+	}
 	if err != nil {
 		return nil, createError(err, seen)
 	}
@@ -192,6 +200,7 @@ func (s *Service) RenderTemplate(ctx context.Context, name string, version int, 
 	if err != nil {
 		return nil, templateError("template", err)
 	}
+	r = unmarkRendered(r) // the notrack marks of short links (shortlinks.go)
 	p := &Preview{Version: t.Version, Locale: used, Content: r}
 	if r.SMSBody != "" {
 		p.SMSEncoding, p.SMSSegments = templates.SMSSegments(r.SMSBody)

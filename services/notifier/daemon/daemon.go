@@ -34,6 +34,7 @@ import (
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 	"github.com/heraldhq/herald/services/notifier"
 	"github.com/heraldhq/herald/services/notifier/contacts"
+	"github.com/heraldhq/herald/services/notifier/links"
 	"github.com/heraldhq/herald/services/notifier/ops"
 	"github.com/heraldhq/herald/services/notifier/postgres"
 	nqueue "github.com/heraldhq/herald/services/notifier/queue"
@@ -80,7 +81,9 @@ type Config struct {
 	// Twilio's status callbacks. Empty turns that webhook off.
 	SendGridWebhookKey string
 	TwilioAuthToken    string
-	Log                *slog.Logger
+	// Links configures short links and click tracking (links.go); off without a key.
+	Links LinksConfig
+	Log   *slog.Logger
 }
 
 // RegisterFlags binds c's fields to flags with their defaults.
@@ -106,6 +109,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.PublicURL, "public-url", "http://127.0.0.1:7480", "public base URL of this service's webhooks")
 	fs.StringVar(&c.SendGridWebhookKey, "sendgrid-webhook-public-key", "", "SendGrid event webhook verification key (base64 or PEM); empty: webhook off")
 	fs.StringVar(&c.TwilioAuthToken, "twilio-auth-token", "", "Twilio auth token, to verify status callbacks; empty: webhook off")
+	c.Links.RegisterFlags(fs)
 }
 
 // Daemon is a running notifier.
@@ -115,10 +119,13 @@ type Daemon struct {
 	nc       *nats.Conn
 	contacts *grpc.ClientConn
 	svc      *notifier.Service
-	erasures jetstream.ConsumeContext
-	srv      *server.Server
-	cancel   context.CancelFunc
-	done     chan struct{}
+	clicks   *links.Recorder
+	// linkRetention is the short links' retention when they are on.
+	linkRetention time.Duration
+	erasures      jetstream.ConsumeContext
+	srv           *server.Server
+	cancel        context.CancelFunc
+	done          chan struct{}
 }
 
 // Start brings a notifier up: it migrates the schema, ensures the streams, and serves.
@@ -261,6 +268,9 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		return nil, fmt.Errorf("webhooks: %w", err)
 	}
 	d.srv.HTTP.Handle("/webhooks/", hooks)
+	if err := d.startLinks(cfg, store, svc); err != nil { // short links: links.go
+		return nil, err
+	}
 	d.srv.AddCheck("database", func(ctx context.Context) error { return d.pool.Ping(ctx) })
 	d.srv.AddCheck("nats", func(context.Context) error {
 		if !d.nc.IsConnected() {
@@ -291,6 +301,9 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 			}
 		}
 	})
+	if d.clicks != nil {
+		wg.Go(func() { d.pruneLinks(rctx, store) })
+	}
 	go func() {
 		wg.Wait()
 		close(d.done)
@@ -323,6 +336,9 @@ func (d *Daemon) Close() {
 }
 
 func (d *Daemon) closeResources() {
+	if d.clicks != nil { // after the listeners: no more clicks come in; before the pool
+		d.clicks.Close()
+	}
 	if d.erasures != nil {
 		d.erasures.Stop()
 		<-d.erasures.Closed()

@@ -164,11 +164,11 @@ func (s *Store) insert(ctx context.Context, ns []*notifier.Notification) ([]bool
 			AS u(id, notification_id, user_id, channel, address, category, priority, critical, default_opt_in,
 				state, reason, content, due_at, expires_at, created_at)
 		WHERE u.notification_id IN (SELECT id FROM n)
-		)
+		), l AS (`+insertLinks+`)
 		SELECT id FROM n`,
-		nIDs, nApps, nKeys, nHashes, nCats, nUsers, nTNames, nTVers, nTLocs, nPrios, nSend, nExp, nCreated,
-		dIDs, dNotifs, dUsers, dChans, dAddrs, dCats, dPrios, dCrit, dOptIn, dStates, dReasons, dContents,
-		dDues, dExp, dCreated)
+		append([]any{nIDs, nApps, nKeys, nHashes, nCats, nUsers, nTNames, nTVers, nTLocs, nPrios, nSend, nExp, nCreated,
+			dIDs, dNotifs, dUsers, dChans, dAddrs, dCats, dPrios, dCrit, dOptIn, dStates, dReasons, dContents,
+			dDues, dExp, dCreated}, linkArgs(ns)...)...)
 	if err != nil {
 		return nil, pgdb.Err(err)
 	}

@@ -32,9 +32,16 @@ func firstID(t time.Time) uuid.UUID {
 func (s *Store) DeliveryStats(ctx context.Context, since time.Time) ([]notifier.DeliveryStats, error) {
 	rows, err := s.pool.Query(ctx, `
 		WITH ev AS (
-			SELECT delivery_id, bool_or(kind = 'opened') AS opened, bool_or(kind = 'clicked') AS clicked
-			FROM notifier.provider_events
-			WHERE delivery_id >= $1 AND kind IN ('opened', 'clicked')
+			SELECT delivery_id, bool_or(opened) AS opened, bool_or(clicked) AS clicked
+			FROM (
+				SELECT delivery_id, kind = 'opened' AS opened, kind = 'clicked' AS clicked
+				FROM notifier.provider_events
+				WHERE delivery_id >= $1 AND kind IN ('opened', 'clicked')
+				UNION ALL
+				-- a person's click on a short link (bots' are counted apart, not here)
+				SELECT delivery_id, false, true FROM notifier.link_clicks
+				WHERE delivery_id >= $1 AND bot = ''
+			) e
 			GROUP BY delivery_id
 		)
 		SELECT coalesce(n.template_name, ''), d.category, d.channel,

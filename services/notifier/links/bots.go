@@ -1,0 +1,41 @@
+package links
+
+import "strings"
+
+// Why a click was counted apart from people's.
+const (
+	// BotAgent: the user agent is a crawler, a link previewer or a mail scanner.
+	BotAgent = "agent"
+	// BotTiming: the click came sooner after the delivery than a person reads a message (a
+	// scanner that follows every link on arrival).
+	BotTiming = "timing"
+)
+
+// botAgents are lower-case pieces of the user agents of crawlers, chat and social link
+// previewers, and mail security scanners. Clients that are not browsers at all (curl, HTTP
+// libraries) count as bots too: a person clicks in a browser or an app's web view.
+var botAgents = []string{
+	"bot", "crawl", "spider", "slurp", "preview", "scan", "check", "monitor", "fetch", "headless",
+	"facebookexternalhit", "facebookcatalog", "whatsapp", "telegram", "slack", "discord", "skype",
+	"linkedin", "pinterest", "embedly", "quora link", "vkshare", "redditbot", "applebot",
+	"bitlybot", "outlook", "microsoft office", "ms-office", "mimecast", "proofpoint", "barracuda",
+	"symantec", "forcepoint", "trendmicro", "sophos", "fireeye", "safelinks", "urldefense",
+	"google-read-aloud", "googleimageproxy", "yahoomailproxy", "curl/", "wget/", "go-http-client",
+	"python-requests", "python-urllib", "aiohttp", "java/", "okhttp", "libwww", "httpclient",
+	"node-fetch", "axios/", "postman",
+}
+
+// IsBot reports whether a user agent is a bot or link previewer. An empty user agent is one:
+// every browser sends one.
+func IsBot(userAgent string) bool {
+	if userAgent == "" {
+		return true
+	}
+	ua := strings.ToLower(userAgent)
+	for _, b := range botAgents {
+		if strings.Contains(ua, b) {
+			return true
+		}
+	}
+	return false
+}
