@@ -80,6 +80,8 @@ type stackOptions struct {
 	// providers, when set, configures the workers' iOS, Android and SMS channels (the default is
 	// the simulator for those and SendGrid's fake for email).
 	providers func(*workersd.Config)
+	// links, when set, turns short links on in the notifier (links_test.go).
+	links *notifierd.LinksConfig
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -204,6 +206,7 @@ func (s *stack) startNotifier(t testing.TB) *notifierd.Daemon {
 		ContactsAddr: s.contacts.GRPCAddr(), ContactsKey: s.contactsKey, BootstrapKey: s.key, BootstrapApp: "test",
 		RepublishAfter: cmp.Or(s.opts.republishAfter, 2*time.Second), ReconcileInterval: 200 * time.Millisecond,
 		OpsInterval: 500 * time.Millisecond,
+		Links:       ptrOr(s.opts.links),
 		Log:         s.log.With("service", "notifier"),
 	})
 	if err != nil {
