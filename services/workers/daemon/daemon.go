@@ -173,6 +173,7 @@ type Daemon struct {
 	cancel    context.CancelFunc
 	done      chan struct{}
 	pool      *pgxpool.Pool
+	store     *postgres.Store
 	contacts  *grpc.ClientConn
 	nc        *nats.Conn
 	srv       *server.Server
@@ -268,6 +269,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		return nil, err
 	}
 	store := postgres.New(d.pool)
+	d.store = store
 	policy := workers.Policy{MaxAttempts: cfg.MaxAttempts, BaseBackoff: cfg.BaseBackoff, MaxBackoff: cfg.MaxBackoff}
 	for _, ch := range channels {
 		c, err := consumer.Start(openCtx, js, consumer.Config{
@@ -429,6 +431,9 @@ func (d *Daemon) Close() {
 	}
 	if d.nc != nil {
 		d.nc.Drain()
+	}
+	if d.store != nil {
+		d.store.Close()
 	}
 	if d.pool != nil {
 		d.pool.Close()

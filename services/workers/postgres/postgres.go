@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/heraldhq/herald/internal/batch"
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/services/workers"
@@ -37,21 +38,105 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 	return pgdb.Migrate(ctx, pool, Schema, sub, log)
 }
 
-// Store implements workers.Store.
+// Store implements workers.Store. The channels' consumers claim and record concurrently; their
+// calls are merged into shared statements (package batch), so that the database sees one claim
+// and one record statement per round for every channel, not one per channel.
 type Store struct {
 	pool *pgxpool.Pool
 	// RetryGrace is added to a retry's due time before the reconciler treats its message as
 	// lost.
 	RetryGrace time.Duration
+
+	claims  *batch.Batcher[claimCall, []workers.Claim]
+	records *batch.Batcher[recordCall, struct{}]
+}
+
+type claimCall struct {
+	worker string
+	lease  time.Duration
+	ids    []uuid.UUID
+}
+
+type recordCall struct {
+	worker   string
+	attempts []workers.Attempt
 }
 
 var _ workers.Store = (*Store)(nil)
 
 // New returns a Store on pool.
-func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool, RetryGrace: time.Minute} }
+func New(pool *pgxpool.Pool) *Store {
+	s := &Store{pool: pool, RetryGrace: time.Minute}
+	// Two statements of each kind at most in flight: under load the calls that arrive while
+	// both run share the next one.
+	s.claims = batch.New(s.claimBatch, 16, 2)
+	s.records = batch.New(s.recordBatch, 16, 2)
+	return s
+}
+
+// Close stops merging calls; calls after it fail.
+func (s *Store) Close() {
+	s.claims.Close()
+	s.records.Close()
+}
 
 // Claim implements workers.Store.
 func (s *Store) Claim(ctx context.Context, worker string, lease time.Duration, ids []uuid.UUID) ([]workers.Claim, error) {
+	return s.claims.Do(ctx, claimCall{worker: worker, lease: lease, ids: ids})
+}
+
+// claimBatch claims the deliveries of several calls, in one statement for the calls of one
+// worker and lease (every call, in practice), and hands each call the claims of its ids.
+func (s *Store) claimBatch(ctx context.Context, calls []claimCall) ([][]workers.Claim, []error, error) {
+	out := make([][]workers.Claim, len(calls))
+	errs := make([]error, len(calls))
+	type key struct {
+		worker string
+		lease  time.Duration
+	}
+	for _, g := range groupBy(calls, func(c claimCall) key { return key{c.worker, c.lease} }) {
+		var ids []uuid.UUID
+		for _, i := range g {
+			ids = append(ids, calls[i].ids...)
+		}
+		claims, err := s.claim(ctx, calls[g[0]].worker, calls[g[0]].lease, ids)
+		byID := make(map[uuid.UUID]workers.Claim, len(claims))
+		for _, c := range claims {
+			byID[c.ID] = c
+		}
+		for _, i := range g {
+			if errs[i] = err; err != nil {
+				continue
+			}
+			out[i] = make([]workers.Claim, 0, len(calls[i].ids))
+			for _, id := range calls[i].ids {
+				if c, ok := byID[id]; ok {
+					out[i] = append(out[i], c)
+				}
+			}
+		}
+	}
+	return out, errs, nil
+}
+
+// groupBy returns the indexes of calls grouped by key, in order of first appearance.
+func groupBy[C any, K comparable](calls []C, key func(C) K) [][]int {
+	var groups [][]int
+	at := map[K]int{}
+	for i, c := range calls {
+		k := key(c)
+		g, ok := at[k]
+		if !ok {
+			g = len(groups)
+			at[k] = g
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], i)
+	}
+	return groups
+}
+
+func (s *Store) claim(ctx context.Context, worker string, lease time.Duration, ids []uuid.UUID) ([]workers.Claim, error) {
 	rows, err := s.pool.Query(ctx, `
 		UPDATE notifier.deliveries d SET
 			state = 'sending', lease_owner = $1, attempts = d.attempts + 1,
@@ -141,8 +226,28 @@ func (s *Store) Claim(ctx context.Context, worker string, lease time.Duration, i
 }
 
 // Record implements workers.Store: one statement updates every delivery and appends every
-// attempt.
+// attempt, also those of the other calls waiting at the time.
 func (s *Store) Record(ctx context.Context, worker string, attempts []workers.Attempt) error {
+	_, err := s.records.Do(ctx, recordCall{worker: worker, attempts: attempts})
+	return err
+}
+
+func (s *Store) recordBatch(ctx context.Context, calls []recordCall) ([]struct{}, []error, error) {
+	errs := make([]error, len(calls))
+	for _, g := range groupBy(calls, func(c recordCall) string { return c.worker }) {
+		var attempts []workers.Attempt
+		for _, i := range g {
+			attempts = append(attempts, calls[i].attempts...)
+		}
+		err := s.record(ctx, calls[g[0]].worker, attempts)
+		for _, i := range g {
+			errs[i] = err
+		}
+	}
+	return make([]struct{}, len(calls)), errs, nil
+}
+
+func (s *Store) record(ctx context.Context, worker string, attempts []workers.Attempt) error {
 	n := len(attempts)
 	ids := make([]uuid.UUID, n)
 	states := make([]string, n)

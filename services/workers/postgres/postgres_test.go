@@ -1026,3 +1026,58 @@ func TestStaleAttemptDoesNotOverwrite(t *testing.T) {
 		t.Fatalf("a stale failure moved the row to %s", r.State)
 	}
 }
+
+// TestConcurrentCallsShareStatements: the channels' consumers claim and record at once, and the
+// store merges their calls into shared statements; each call still gets the answers for its own
+// deliveries only, and every outcome lands.
+func TestConcurrentCallsShareStatements(t *testing.T) {
+	s, pool := newStore(t)
+	const calls, each = 8, 5
+	ids := make([][]uuid.UUID, calls)
+	for c := range ids {
+		for range each {
+			ids[c] = append(ids[c], insert(t, pool, fixture{state: delivery.Queued, due: after(time.Minute)}).id)
+		}
+	}
+	msgs := make([][]*workers.Message, calls)
+	var wg sync.WaitGroup
+	for c := range calls {
+		wg.Go(func() {
+			claims, err := s.Claim(ctxT(t), worker, lease, ids[c])
+			if err != nil {
+				t.Errorf("call %d: Claim: %v", c, err)
+				return
+			}
+			if len(claims) != each {
+				t.Errorf("call %d: %d answers for its %d ids", c, len(claims), each)
+			}
+			for i, cl := range claims {
+				if cl.ID != ids[c][i] || cl.Status != workers.Claimed {
+					t.Errorf("call %d: answer %d is %s %v, want %s claimed", c, i, cl.ID, cl.Status, ids[c][i])
+					continue
+				}
+				msgs[c] = append(msgs[c], cl.Message)
+			}
+		})
+	}
+	wg.Wait()
+	for c := range calls {
+		wg.Go(func() {
+			var as []workers.Attempt
+			for _, m := range msgs[c] {
+				as = append(as, attempt(m, workers.OutcomeSent))
+			}
+			if err := s.Record(ctxT(t), worker, as); err != nil {
+				t.Errorf("call %d: Record: %v", c, err)
+			}
+		})
+	}
+	wg.Wait()
+	for c := range calls {
+		for _, id := range ids[c] {
+			if r := get(t, pool, id); r.State != string(delivery.Sent) {
+				t.Errorf("delivery %s is %s, want sent", id, r.State)
+			}
+		}
+	}
+}
