@@ -60,6 +60,9 @@ type HandlerConfig struct {
 type Handler struct {
 	cfg   HandlerConfig
 	cache *Cache[cached]
+	// The counters of each result, looked up once rather than per request.
+	results map[string]prometheus.Counter
+	hits    [2]prometheus.Counter // [0]: looked up in the database, [1]: cached
 }
 
 type cached struct {
@@ -81,7 +84,12 @@ func NewHandler(cfg HandlerConfig) *Handler {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{cfg: cfg, cache: NewCache[cached](cfg.CacheSize)}
+	h := &Handler{cfg: cfg, cache: NewCache[cached](cfg.CacheSize), results: map[string]prometheus.Counter{}}
+	for _, r := range []string{resultFound, resultNotFound, resultExpired, resultRateLimited, resultError} {
+		h.results[r] = cfg.Metrics.Redirects.WithLabelValues(r)
+	}
+	h.hits[0], h.hits[1] = cfg.Metrics.Lookups.WithLabelValues("false"), cfg.Metrics.Lookups.WithLabelValues("true")
+	return h
 }
 
 // Remember puts a link just created into the cache, so that its first clicks on this replica
@@ -102,7 +110,7 @@ const (
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	now := h.cfg.Now()
 	if ok, wait := h.cfg.Limiter.Allow(h.clientIP(r), now); !ok {
-		h.cfg.Metrics.Redirects.WithLabelValues(resultRateLimited).Inc()
+		h.results[resultRateLimited].Inc()
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 		page(w, http.StatusTooManyRequests, "Too many requests. Try again in a moment.")
 		return
@@ -113,7 +121,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c, hit := h.cache.Get(id)
-	h.cfg.Metrics.Lookups.WithLabelValues(strconv.FormatBool(hit)).Inc()
+	if hit {
+		h.hits[1].Inc()
+	} else {
+		h.hits[0].Inc()
+	}
 	if !hit {
 		t, err := h.cfg.Resolver.Link(r.Context(), id)
 		switch {
@@ -122,7 +134,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case errs.Is(err, errs.NotFound):
 			c = cached{}
 		default:
-			h.cfg.Metrics.Redirects.WithLabelValues(resultError).Inc()
+			h.results[resultError].Inc()
 			h.cfg.Log.Warn("look up short link", "link_id", id, "err", err)
 			page(w, http.StatusServiceUnavailable, "This link cannot be followed right now. Try again in a moment.")
 			return
@@ -148,11 +160,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("Cache-Control", "no-store")
 	hdr.Set("Referrer-Policy", "no-referrer")
 	w.WriteHeader(http.StatusFound)
-	h.cfg.Metrics.Redirects.WithLabelValues(resultFound).Inc()
+	h.results[resultFound].Inc()
 }
 
 func (h *Handler) notFound(w http.ResponseWriter, result string) {
-	h.cfg.Metrics.Redirects.WithLabelValues(result).Inc()
+	h.results[result].Inc()
 	page(w, http.StatusNotFound, "This link does not exist or has expired.")
 }
 
