@@ -19,7 +19,7 @@ MODULES := . ./proto ./internal ./services/notifier ./services/workers ./service
 # services build with (deploy/monitoring needs the whole of Prometheus for its PromQL parser).
 STANDALONE := ./deploy/monitoring
 
-.PHONY: help run test bench fuzz proto breaking lint fmt vet tools build clean
+.PHONY: help run test bench chaos fuzz proto breaking lint fmt vet tools build clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,12 @@ BENCH_ARGS ?= --mode count -n 20000 -c 64 --provider-latency 0ms
 bench: ## Run the micro-benchmarks, then the end-to-end one (cmd/herald-bench; BENCH_ARGS for other modes).
 	$(GO) test -run='^$$' -bench=. -benchmem $(addsuffix /...,$(MODULES))
 	$(GO) run ./cmd/herald-bench $(BENCH_ARGS)
+
+# The fault suite's arguments: `make chaos CHAOS_ARGS='--soak 10m'` cycles the faults for 10 minutes.
+CHAOS_ARGS ?=
+
+chaos: ## Run the fault suite (cmd/herald-chaos): kills, restarts and provider faults under load; CHAOS_ARGS='--soak 10m' for a soak.
+	$(GO) run ./cmd/herald-chaos $(CHAOS_ARGS)
 
 build: ## Build every binary into ./bin.
 	$(GO) build -o $(BIN)/ ./cmd/... ./services/notifier/cmd/... ./services/workers/cmd/... ./services/contacts/cmd/...

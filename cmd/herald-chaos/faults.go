@@ -121,18 +121,11 @@ func firstLine(s string) string {
 
 // ensureRunning starts again any service that died on its own.
 func (p *phase) ensureRunning(ctx context.Context) error {
-	for _, svc := range []struct {
-		proc  *loopstack.Proc
-		start func(context.Context, <-chan error) error
-	}{
-		{p.s.Notifier, p.s.StartNotifier},
-		{p.s.Contacts, p.s.StartContacts},
-		{p.s.Workers, p.s.StartWorkers},
-	} {
+	for _, name := range []string{"notifier", "contacts", "workers"} {
 		select {
-		case <-svc.proc.Exited():
-			if err := startRetrying(ctx, svc.start); err != nil {
-				return fmt.Errorf("restart %s: %w", svc.proc.Name, err)
+		case <-p.proc(name).Exited():
+			if err := p.startRetrying(ctx, name); err != nil {
+				return err
 			}
 		default:
 		}
@@ -140,19 +133,37 @@ func (p *phase) ensureRunning(ctx context.Context) error {
 	return nil
 }
 
-// startRetrying starts a service, trying again for a few minutes if it does not get ready
-// (a dependency may be coming back).
-func startRetrying(ctx context.Context, start func(context.Context, <-chan error) error) error {
+// proc returns the service's current process.
+func (p *phase) proc(name string) *loopstack.Proc {
+	switch name {
+	case "notifier":
+		return p.s.Notifier
+	case "contacts":
+		return p.s.Contacts
+	}
+	return p.s.Workers
+}
+
+// startRetrying starts a service, and if it does not get ready (a dependency may be coming
+// back), kills it and tries again, for a few minutes, as an orchestrator would.
+func (p *phase) startRetrying(ctx context.Context, name string) error {
+	start := map[string]func(context.Context, <-chan error) error{
+		"notifier": p.s.StartNotifier, "contacts": p.s.StartContacts, "workers": p.s.StartWorkers,
+	}[name]
 	var err error
-	for range 5 {
+	for try := range 5 {
 		sctx, cancel := context.WithTimeout(ctx, 40*time.Second)
 		err = start(sctx, nil)
 		cancel()
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
+		p.log("%s not ready (try %d): %v", name, try+1, firstLine(err.Error()))
+		if proc := p.proc(name); proc != nil {
+			proc.Kill()
+		}
 	}
-	return err
+	return fmt.Errorf("restart %s: %w", name, err)
 }
 
 // killWorkers kills the workers with SIGKILL mid-load, counts what they had in flight, and
@@ -166,21 +177,21 @@ func (p *phase) killWorkers(ctx context.Context) error {
 	p.addBound(len(ids))
 	p.count("kill-workers")
 	p.log("SIGKILL workers: %d deliveries in flight; restarting", len(ids))
-	return startRetrying(ctx, p.s.StartWorkers)
+	return p.startRetrying(ctx, "workers")
 }
 
 func (p *phase) killNotifier(ctx context.Context) error {
 	p.s.Notifier.Kill()
 	p.count("kill-notifier")
 	p.log("SIGKILL notifier; restarting")
-	return startRetrying(ctx, p.s.StartNotifier)
+	return p.startRetrying(ctx, "notifier")
 }
 
 func (p *phase) killContacts(ctx context.Context) error {
 	p.s.Contacts.Kill()
 	p.count("kill-contacts")
 	p.log("SIGKILL contacts; restarting")
-	return startRetrying(ctx, p.s.StartContacts)
+	return p.startRetrying(ctx, "contacts")
 }
 
 // restartNATS kills NATS node i, leaves it down for down, and starts it again on its store.

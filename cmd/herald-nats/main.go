@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/heraldhq/herald/internal/cli"
 	"github.com/heraldhq/herald/internal/natsembed"
 )
@@ -67,13 +69,15 @@ func run(args []string) error {
 		return err
 	}
 	if *clusterAddr != "" {
-		// A cluster's node is ready once JetStream's meta group has a leader and the node has
-		// caught up with it: before that, creating a stream fails.
+		// A cluster's node is ready once it is healthy as NATS's /healthz means it: JetStream's
+		// meta group has a leader, and the node has caught up on every stream and consumer it
+		// holds a replica of. Before that, creating a stream fails, and killing another node
+		// may leave a stream without a quorum.
 		deadline := time.Now().Add(2 * time.Minute)
-		for !s.JetStreamIsCurrent() {
+		for s.Healthz(&server.HealthzOptions{}).StatusCode != 200 {
 			if time.Now().After(deadline) || ctx.Err() != nil {
 				s.Shutdown()
-				return errors.New("jetstream cluster not current after 2 minutes")
+				return errors.New("jetstream cluster node not healthy after 2 minutes")
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
