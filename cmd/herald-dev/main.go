@@ -93,15 +93,17 @@ type stack struct {
 	// contactsKey is the notifier's own key for the contacts service (app herald-notifier).
 	contactsKey string
 	linkKeys    string
-	logFile     *os.File
-	pg          *pgserver.Server
-	dbURL       string
-	nats        *server.Server
-	sim         *http.Server
-	notifier    *notifierd.Daemon
-	contacts    *contactsd.Daemon
-	workers     *workersd.Daemon
-	failed      chan error
+	// shortLinkKey keys the notifier's short link codes (HERALD_NOTIFIER_LINK_KEY in dev.env).
+	shortLinkKey string
+	logFile      *os.File
+	pg           *pgserver.Server
+	dbURL        string
+	nats         *server.Server
+	sim          *http.Server
+	notifier     *notifierd.Daemon
+	contacts     *contactsd.Daemon
+	workers      *workersd.Daemon
+	failed       chan error
 }
 
 func start(ctx context.Context, c config) (_ *stack, err error) {
@@ -146,6 +148,13 @@ func start(ctx context.Context, c config) (_ *stack, err error) {
 		rand.Read(secret)
 		s.linkKeys = "dev:" + base64.StdEncoding.EncodeToString(secret)
 	}
+	// The short links' key: the codes of links already sent stay valid across restarts.
+	s.shortLinkKey = env["HERALD_NOTIFIER_LINK_KEY"]
+	if len(s.shortLinkKey) < 16 {
+		secret := make([]byte, 24)
+		rand.Read(secret)
+		s.shortLinkKey = base64.RawURLEncoding.EncodeToString(secret)
+	}
 
 	fmt.Println("starting Herald...")
 	s.dbURL = c.databaseURL
@@ -179,11 +188,15 @@ func start(ctx context.Context, c config) (_ *stack, err error) {
 	}()
 
 	// The notifier first: it owns the schema holding the app keys that the others check.
+	nfs := flag.NewFlagSet("notifier", flag.ContinueOnError)
+	var links notifierd.LinksConfig
+	links.RegisterFlags(nfs) // the notifier's own defaults
+	links.Key, links.BaseURL = s.shortLinkKey, "http://"+c.notifierHTTP
 	if s.notifier, err = notifierd.Start(ctx, notifierd.Config{
 		GRPCAddr: c.notifierGRPC, HTTPAddr: c.notifierHTTP, DatabaseURL: s.dbURL, NATSURL: natsURL,
 		ContactsAddr: c.contactsGRPC, ContactsKey: s.contactsKey, BootstrapKey: s.apiKey, BootstrapApp: "dev",
 		StreamReplicas: 1, RepublishAfter: time.Minute, ReconcileInterval: time.Second,
-		Log: log.With("service", "notifier"),
+		Links: links, Log: log.With("service", "notifier"),
 	}); err != nil {
 		return nil, fmt.Errorf("notifier: %w", err)
 	}
@@ -229,6 +242,7 @@ func (s *stack) writeEnv() error {
 		"HERALD_DATABASE_URL=" + s.dbURL,
 		"HERALD_SIM_URL=http://" + s.cfg.simAddr,
 		"HERALD_LINK_KEYS=" + s.linkKeys,
+		"HERALD_NOTIFIER_LINK_KEY=" + s.shortLinkKey,
 		"",
 	}
 	return os.WriteFile(filepath.Join(s.cfg.dir, "dev.env"), []byte(strings.Join(lines, "\n")), 0o600)
@@ -241,7 +255,7 @@ func (s *stack) printSummary() {
 	}
 	fmt.Printf(`
 Herald is running.
-  notifier   gRPC %s   HTTP http://%s
+  notifier   gRPC %s   HTTP http://%s   (short links: http://%s/l/...)
   contacts   gRPC %s   HTTP http://%s
   workers    HTTP http://%s   (all channels through the simulator)
   simulator  http://%s   (what was "delivered"; JSON at /v1/messages)
@@ -255,7 +269,7 @@ Try:
   go run ./cmd/heraldctl status <notification id>
 
 Ctrl-C stops everything.
-`, s.notifier.GRPCAddr(), s.notifier.HTTPAddr(), s.contacts.GRPCAddr(), s.contacts.HTTPAddr(),
+`, s.notifier.GRPCAddr(), s.notifier.HTTPAddr(), s.cfg.notifierHTTP, s.contacts.GRPCAddr(), s.contacts.HTTPAddr(),
 		s.workers.HTTPAddr(), s.cfg.simAddr, s.nats.ClientURL(), pg,
 		filepath.Join(s.cfg.dir, "herald.log"), filepath.Join(s.cfg.dir, "dev.env"))
 }
