@@ -51,6 +51,11 @@ var contract = map[string][]string{
 	"herald_dead_letters":                 {"channel"},
 	"herald_queue_oldest_age_seconds":     {"channel"},
 	"herald_provider_events_total":        {"provider", "kind"},
+	// notifier: short links
+	"herald_link_redirects_total": {"result"},
+	"herald_link_lookups_total":   {"cached"},
+	"herald_link_clicks_total":    {"channel", "category", "template", "kind"},
+	"herald_links_created_total":  {"channel", "category", "template"},
 	// workers
 	"herald_deliveries_sent_total":            {"channel", "provider"},
 	"herald_deliveries_failed_total":          {"channel", "provider", "reason"},
