@@ -253,6 +253,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if cfg.OpsInterval > 0 {
 		watcher.Interval = cfg.OpsInterval
 	}
+	watcher.Engagement = engagement(store) // click-through on the status page: links.go
 	page := statuspage.New(watcher, log)
 	d.srv.HTTP.Handle("GET /status", page)
 	d.srv.HTTP.Handle("GET /status/", page)

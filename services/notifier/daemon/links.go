@@ -11,6 +11,7 @@ import (
 	"github.com/heraldhq/herald/internal/cli"
 	"github.com/heraldhq/herald/services/notifier"
 	"github.com/heraldhq/herald/services/notifier/links"
+	"github.com/heraldhq/herald/services/notifier/ops"
 	"github.com/heraldhq/herald/services/notifier/postgres"
 )
 
@@ -109,5 +110,24 @@ func (d *Daemon) pruneLinks(ctx context.Context, store *postgres.Store) {
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// engagement counts the status page's click-through from the delivery statistics.
+func engagement(store *postgres.Store) ops.EngagementFunc {
+	return func(ctx context.Context, since time.Time) ([]ops.EngagementRow, error) {
+		stats, err := store.DeliveryStats(ctx, since)
+		if err != nil {
+			return nil, err
+		}
+		var rows []ops.EngagementRow
+		for _, st := range stats {
+			if st.Sent == 0 {
+				continue
+			}
+			rows = append(rows, ops.EngagementRow{Template: st.Template, Category: st.Category, Channel: string(st.Channel),
+				Sent: st.Sent, Clicked: st.Clicked, ClickRate: float64(st.Clicked) / float64(st.Sent)})
+		}
+		return rows, nil
 	}
 }

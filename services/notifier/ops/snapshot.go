@@ -55,6 +55,9 @@ type Snapshot struct {
 	History     []Sample          `json:"history"`
 	DeadLetters []DeadLetterGroup `json:"dead_letters"`
 	Circuits    []Circuit         `json:"circuits"`
+	// Engagement is the click-through per template, category and channel over the last
+	// EngagementPeriod, counted every EngagementInterval; empty until counted.
+	Engagement []EngagementRow `json:"engagement"`
 }
 
 // Source gives the current snapshot; *Watcher implements it.

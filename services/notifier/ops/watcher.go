@@ -28,6 +28,10 @@ type Watcher struct {
 	// Interval between samples, and Window of history kept.
 	Interval time.Duration
 	Window   time.Duration
+	// Engagement, when set, counts the click-through rates the snapshot shows (engagement.go).
+	Engagement   EngagementFunc
+	engagementAt time.Time // guarded by Run's goroutine
+	engagement   []EngagementRow
 
 	gauges struct {
 		pending, inFlight, scheduled, retrying, dead, oldest *prometheus.GaugeVec
@@ -71,6 +75,7 @@ func (w *Watcher) Run(ctx context.Context) {
 		if err := w.Sample(ctx); err != nil && ctx.Err() == nil {
 			w.log.Warn("sample queues", "err", err)
 		}
+		w.refreshEngagement(ctx, time.Now())
 		select {
 		case <-ctx.Done():
 			return
@@ -83,7 +88,8 @@ func (w *Watcher) Run(ctx context.Context) {
 func (w *Watcher) Snapshot() Snapshot {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	s := Snapshot{History: slices.Clone(w.history), DeadLetters: slices.Clone(w.dead), Circuits: slices.Clone(w.circuits)}
+	s := Snapshot{History: slices.Clone(w.history), DeadLetters: slices.Clone(w.dead), Circuits: slices.Clone(w.circuits),
+		Engagement: slices.Clone(w.engagement)}
 	if len(w.history) > 0 {
 		s.Latest = w.history[len(w.history)-1]
 	}

@@ -68,6 +68,7 @@ func busy() ops.Snapshot {
 		{Channel: "email", Provider: "sendgrid", Worker: "workers-email-0", State: "closed", Updated: t0.Add(-10 * time.Second)},
 		{Channel: "sms", Provider: "twilio", Worker: "workers-sms-0", State: "half-open", Updated: t0.Add(-5 * time.Second)},
 	}
+	s.Engagement = []ops.EngagementRow{{Template: "shipped", Category: "account", Channel: "sms", Sent: 40, Clicked: 9, ClickRate: 0.225}}
 	return s
 }
 

@@ -119,5 +119,8 @@ func withEmptyLists(s ops.Snapshot) ops.Snapshot {
 	if s.Circuits == nil {
 		s.Circuits = []ops.Circuit{}
 	}
+	if s.Engagement == nil {
+		s.Engagement = []ops.EngagementRow{}
+	}
 	return s
 }

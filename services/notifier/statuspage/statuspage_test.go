@@ -281,7 +281,7 @@ func TestData(t *testing.T) {
 	}
 
 	empty := get(t, ops.Snapshot{}, http.MethodGet, "/status/data").Body.String()
-	if want := `{"latest":{"time":"0001-01-01T00:00:00Z","channels":[]},"history":[],"dead_letters":[],"circuits":[]}`; empty != want {
+	if want := `{"latest":{"time":"0001-01-01T00:00:00Z","channels":[]},"history":[],"dead_letters":[],"circuits":[],"engagement":[]}`; empty != want {
 		t.Errorf("an empty snapshot is %s, want %s", empty, want)
 	}
 }

@@ -45,6 +45,13 @@ type view struct {
 	DeadLetters []ops.DeadLetterGroup
 	Circuits    []circuit
 	Open        int
+	Engagement  []engagement
+}
+
+// engagement is a row of the click-through table.
+type engagement struct {
+	ops.EngagementRow
+	TemplateText, RateText string
 }
 
 // row is a channel in the queues table.
@@ -112,6 +119,13 @@ func newView(s ops.Snapshot) view {
 	}
 	for _, c := range s.Latest.Channels {
 		v.Channels = append(v.Channels, row{Channel: c.Channel, Cells: cells(c)})
+	}
+	for _, e := range s.Engagement {
+		row := engagement{EngagementRow: e, TemplateText: e.Template, RateText: fmt.Sprintf("%.1f%%", 100*e.ClickRate)}
+		if e.Template == "" {
+			row.TemplateText = "(inline)"
+		}
+		v.Engagement = append(v.Engagement, row)
 	}
 	for _, c := range s.Circuits {
 		if c.State == "open" {
