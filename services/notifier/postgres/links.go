@@ -147,3 +147,12 @@ func (s *Store) PruneLinks(ctx context.Context, cutoff time.Time, batch int) (in
 		}
 	}
 }
+
+// eraseLinks deletes the short links of a deleted user's deliveries, and their clicks.
+func (s *Store) eraseLinks(ctx context.Context, userID string) error {
+	_, err := s.pool.Exec(ctx, `
+		WITH d AS (SELECT id FROM notifier.deliveries WHERE user_id = $1),
+		l AS (DELETE FROM notifier.links WHERE delivery_id IN (SELECT id FROM d))
+		DELETE FROM notifier.link_clicks WHERE delivery_id IN (SELECT id FROM d)`, userID)
+	return pgdb.Err(err)
+}

@@ -101,4 +101,17 @@ func TestLinksAndClicks(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM notifier.link_clicks`).Scan(&left); err != nil || left != 0 {
 		t.Errorf("%d clicks left after pruning (%v)", left, err)
 	}
+
+	// A deleted user's links go with the delivery history's content.
+	gone := notification(t, app, "", delivery.Queued)
+	gone.UserID, gone.CreatedAt = "deleted-user", now
+	gone.Links = []notifier.Link{{ID: links.MakeID(now, second), DeliveryID: gone.Deliveries[0].ID, NotificationID: gone.ID,
+		AppID: app, Channel: delivery.Email, Category: gone.Category, URL: "https://ex.com/me", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}}
+	create(t, s, gone)
+	if err := s.EraseUser(ctx, "deleted-user"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Link(ctx, gone.Links[0].ID); !errs.Is(err, errs.NotFound) {
+		t.Errorf("a deleted user's link: err = %v, want NotFound", err)
+	}
 }

@@ -301,8 +301,12 @@ func (s *Store) PutCategory(ctx context.Context, c preference.Category) error {
 	return pgdb.Err(err)
 }
 
-// EraseUser implements notifier.Store.
+// EraseUser implements notifier.Store. The short links of the user's deliveries go too: their
+// URLs may name the user.
 func (s *Store) EraseUser(ctx context.Context, userID string) error {
+	if err := s.eraseLinks(ctx, userID); err != nil {
+		return err
+	}
 	_, err := s.pool.Exec(ctx, `
 		UPDATE notifier.deliveries SET address = '', content = '{}', updated_at = now(),
 			state = CASE WHEN state IN ('scheduled', 'queued', 'sending', 'retrying') THEN 'canceled' ELSE state END,
