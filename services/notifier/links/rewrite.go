@@ -85,7 +85,7 @@ func CheckURL(u string) error {
 	if err != nil {
 		return errors.New("is not a valid URL")
 	}
-	if p.Scheme != "http" && p.Scheme != "https" && !strings.EqualFold(p.Scheme, "http") && !strings.EqualFold(p.Scheme, "https") {
+	if p.Scheme != "http" && p.Scheme != "https" { // url.Parse lower-cases the scheme
 		return errNotHTTP
 	}
 	if p.Host == "" || p.Hostname() == "" {
