@@ -111,6 +111,11 @@ func (s *Service) shortenDelivery(ctx context.Context, n *Notification, d *Deliv
 	switch d.Channel {
 	case delivery.SMS:
 		rewrite(&c.Body, false, templates.PartSMSBody, "body")
+		if err == nil && len(made) > 0 { // a short link can be longer than the link it replaces
+			if e := templates.Check(templates.Rendered{SMSBody: c.Body}, nil, s.limits()); e != nil {
+				err = errs.Field(field(templates.PartSMSBody, "body"), "with short links, "+e.(*templates.Error).Err.Error())
+			}
+		}
 	case delivery.Email:
 		rewrite(&c.HTML, true, templates.PartEmailHTML, "html")
 		rewrite(&c.Text, false, templates.PartEmailText, "body")
@@ -120,6 +125,11 @@ func (s *Service) shortenDelivery(ctx context.Context, n *Notification, d *Deliv
 		rewrite(&c.Body, false, templates.PartPushBody, "body")
 		if err == nil && len(c.Data) > 0 {
 			err = shortenData(c, short)
+		}
+		if err == nil && len(made) > 0 {
+			if e := templates.CheckPush(c.Title, c.Body, c.Data); e != nil {
+				err = errs.Field(field(templates.PartPushBody, "body"), "with short links, "+e.(*templates.Error).Err.Error())
+			}
 		}
 	}
 	return err

@@ -118,4 +118,14 @@ func TestBadLinksAreRefused(t *testing.T) {
 	if f := fields(err); !slices.Equal(f, []string{"template.sms_body"}) {
 		t.Errorf("rendered: fields %v (%v), want template.sms_body", f, err)
 	}
+
+	// A short link longer than the link it replaces can push an SMS over its segments.
+	h.svc.TemplateLimits.SMSSegments = 1
+	_, err = h.svc.Send(t.Context(), billing, &notifier.SendRequest{
+		Address: &notifier.Address{Phone: "+14155550123"}, Category: "news",
+		Content: &notifier.Content{Body: strings.Repeat("x", 140) + " http://a.io"},
+	})
+	if f := fields(err); !slices.Equal(f, []string{"content.body"}) || !strings.Contains(err.Error(), "with short links") {
+		t.Errorf("segments: fields %v (%v), want content.body", f, err)
+	}
 }
