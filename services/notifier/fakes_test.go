@@ -210,7 +210,7 @@ func (s *fakeStore) AddKey(_ context.Context, appID uuid.UUID, keyID string, _ [
 	return nil
 }
 
-func (s *fakeStore) Reconcile(context.Context, time.Time, time.Duration, int) ([]notifier.Publication, int, error) {
+func (s *fakeStore) Reconcile(context.Context, time.Time, time.Duration, int, map[delivery.Channel]time.Time) ([]notifier.Publication, int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.reconcile) == 0 {

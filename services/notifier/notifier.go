@@ -136,6 +136,9 @@ type Publication struct {
 	// Due marks a scheduled delivery published because its time came, not because a message
 	// seemed lost.
 	Due bool
+	// Held marks a queued delivery that the reconciler looked at but did not publish again: its
+	// message is most likely still waiting in the queue (see Reconciler.Queue).
+	Held bool
 }
 
 // Store keeps notifications, deliveries, templates and apps. The postgres package implements it.
@@ -200,8 +203,11 @@ type Store interface {
 	// Reconcile takes up to limit deliveries whose deadline has passed and moves each on: a
 	// scheduled or stale queued delivery is (re-)queued, one whose worker's lease expired is
 	// released, one past its ttl is expired. It returns what must be published again and how
-	// many it expired.
-	Reconcile(ctx context.Context, now time.Time, republishAfter time.Duration, limit int) ([]Publication, int, error)
+	// many it expired. held maps a channel to the publish time of the oldest message in its
+	// queue that no worker has received yet: a queued delivery of the channel last published
+	// at or after it is returned Held, not to be published, and looked at again after
+	// republishAfter.
+	Reconcile(ctx context.Context, now time.Time, republishAfter time.Duration, limit int, held map[delivery.Channel]time.Time) ([]Publication, int, error)
 
 	// RecordProviderEvents stores each event once, keyed by (Provider, ID), and in the same
 	// transaction moves the deliveries of the new ones (see ProviderEventKind.DeliveryState and

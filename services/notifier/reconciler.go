@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/heraldhq/herald/internal/delivery"
 )
 
 // Reconciler repairs what the queue cannot: it publishes scheduled deliveries when they fall
@@ -24,6 +26,43 @@ type Reconciler struct {
 	Batch int
 	// Metrics counts re-publishes and expiries; nil counts nothing.
 	Metrics *Metrics
+	// Queue, when set, tells how far the workers have read each channel's queue: a queued
+	// delivery published after the oldest message they have not received yet most likely
+	// has its message still waiting, so it is not published again. Without it, a backlog older
+	// than RepublishAfter is published a second time, and grows.
+	Queue Backlog
+}
+
+// Backlog reports on the channels' queues.
+type Backlog interface {
+	// OldestWaiting returns when the oldest message of the channel's queue that no worker has
+	// received yet was published; false when there is none.
+	OldestWaiting(ctx context.Context, ch delivery.Channel) (time.Time, bool, error)
+}
+
+// publishSlack is how much earlier than its message's timestamp in the queue a delivery may
+// have been marked published (updated_at): the message follows the commit, and the notifier's
+// and the broker's clocks may differ a little.
+const publishSlack = 30 * time.Second
+
+// held returns, for each channel whose queue holds messages no worker has received yet, when
+// the oldest of them was published, less publishSlack. A channel whose queue cannot be read is left out: its
+// deliveries are published again, as without a Queue.
+func (r *Reconciler) held(ctx context.Context) map[delivery.Channel]time.Time {
+	if r.Queue == nil {
+		return nil
+	}
+	held := map[delivery.Channel]time.Time{}
+	for _, ch := range delivery.Channels {
+		since, ok, err := r.Queue.OldestWaiting(ctx, ch)
+		switch {
+		case err != nil:
+			r.Log.Warn("cannot read the queue's backlog; its stale deliveries are published again", "channel", ch, "err", err)
+		case ok:
+			held[ch] = since.Add(-publishSlack)
+		}
+	}
+	return held
 }
 
 // Run reconciles until ctx is done.
@@ -45,10 +84,17 @@ func (r *Reconciler) Run(ctx context.Context) {
 // Pass reconciles every delivery that is due now and returns how many it published.
 func (r *Reconciler) Pass(ctx context.Context) (int, error) {
 	total := 0
+	held := r.held(ctx)
 	for {
-		pubs, expired, err := r.Store.Reconcile(ctx, time.Now(), r.RepublishAfter, r.Batch)
+		taken, expired, err := r.Store.Reconcile(ctx, time.Now(), r.RepublishAfter, r.Batch, held)
 		if err != nil {
 			return total, err
+		}
+		pubs := make([]Publication, 0, len(taken))
+		for _, p := range taken {
+			if !p.Held {
+				pubs = append(pubs, p)
+			}
 		}
 		if r.Metrics != nil {
 			r.Metrics.Expired.Add(float64(expired))
@@ -67,7 +113,7 @@ func (r *Reconciler) Pass(ctx context.Context) (int, error) {
 			total += len(pubs)
 			r.Log.Info("re-published deliveries", "count", len(pubs))
 		}
-		if len(pubs) < r.Batch {
+		if len(taken) < r.Batch {
 			return total, nil
 		}
 	}

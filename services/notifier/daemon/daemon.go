@@ -283,7 +283,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 
 	rctx, rcancel := context.WithCancel(context.Background())
 	d.cancel = rcancel
-	rec := &notifier.Reconciler{Store: store, Publisher: pub, Log: log, Metrics: metrics,
+	rec := &notifier.Reconciler{Store: store, Publisher: pub, Queue: pub, Log: log, Metrics: metrics,
 		Interval: cfg.ReconcileInterval, RepublishAfter: cfg.RepublishAfter, Batch: 1000}
 	var wg sync.WaitGroup
 	wg.Go(func() { watcher.Run(rctx) })

@@ -319,7 +319,12 @@ func (s *Store) EraseUser(ctx context.Context, userID string) error {
 
 // Reconcile implements notifier.Store. One statement moves every due row on and tells which
 // ones to publish; rows locked by another reconciler are skipped.
-func (s *Store) Reconcile(ctx context.Context, now time.Time, republishAfter time.Duration, limit int) ([]notifier.Publication, int, error) {
+func (s *Store) Reconcile(ctx context.Context, now time.Time, republishAfter time.Duration, limit int, held map[delivery.Channel]time.Time) ([]notifier.Publication, int, error) {
+	heldChannels := make([]string, 0, len(held))
+	heldSince := make([]time.Time, 0, len(held))
+	for ch, since := range held {
+		heldChannels, heldSince = append(heldChannels, string(ch)), append(heldSince, since)
+	}
 	// Expire first, in its own batches, so that a backlog of expired rows cannot fill the
 	// batches below and hold up the rows that are due.
 	expired := 0
@@ -343,10 +348,16 @@ func (s *Store) Reconcile(ctx context.Context, now time.Time, republishAfter tim
 			break
 		}
 	}
-	// The next deadline never passes the expiry, so expiry is noticed on time.
+	// The next deadline never passes the expiry, so expiry is noticed on time. A queued delivery
+	// last published (updated_at) no earlier than the oldest message its channel's workers have
+	// not received yet is held: its message is most likely still in the queue, so it is looked
+	// at again after republishAfter, unpublished, with its publish time kept.
 	rows, err := s.pool.Query(ctx, `
 		WITH due AS (
-			SELECT id, state AS was FROM notifier.deliveries
+			SELECT id, state AS was, state = 'queued' AND expires_at > $1 AND EXISTS (
+				SELECT 1 FROM unnest($4::text[], $5::timestamptz[]) h(channel, since)
+				WHERE h.channel = deliveries.channel AND deliveries.updated_at >= h.since) AS held
+			FROM notifier.deliveries
 			WHERE due_at <= $1
 			ORDER BY due_at
 			LIMIT $3
@@ -358,23 +369,24 @@ func (s *Store) Reconcile(ctx context.Context, now time.Time, republishAfter tim
 					WHEN d.state IN ('scheduled', 'sending') THEN 'queued'
 					ELSE d.state END,
 				reason = CASE WHEN d.expires_at <= $1 THEN 'ttl' ELSE d.reason END,
-				publishes = d.publishes + 1,
+				publishes = d.publishes + CASE WHEN due.held THEN 0 ELSE 1 END,
 				due_at = CASE WHEN d.expires_at <= $1 THEN NULL
+					WHEN due.held THEN least(d.expires_at, $1 + $2::interval)
 					ELSE least(d.expires_at, $1 + $2::interval * power(2, least(d.publishes, 6))) END,
 				lease_owner = NULL,
-				updated_at = $1
+				updated_at = CASE WHEN due.held THEN d.updated_at ELSE $1 END
 			FROM due WHERE d.id = due.id
-			RETURNING d.id, d.channel, d.state, d.publishes, due.was
+			RETURNING d.id, d.channel, d.state, d.publishes, due.was, due.held
 		)
-		SELECT id, channel, publishes, was = 'scheduled' FROM moved WHERE state <> 'expired'`,
-		now, republishAfter, limit)
+		SELECT id, channel, publishes, was = 'scheduled', held FROM moved WHERE state <> 'expired'`,
+		now, republishAfter, limit, heldChannels, heldSince)
 	if err != nil {
 		return nil, expired, pgdb.Err(err)
 	}
 	pubs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (notifier.Publication, error) {
 		var p notifier.Publication
 		var ch string
-		err := r.Scan(&p.DeliveryID, &ch, &p.Generation, &p.Due)
+		err := r.Scan(&p.DeliveryID, &ch, &p.Generation, &p.Due, &p.Held)
 		p.Channel = delivery.Channel(ch)
 		return p, err
 	})

@@ -165,7 +165,7 @@ func TestReconcileTransitions(t *testing.T) {
 			bystander := insert(t, s, pool, spec{state: delivery.Queued, dueAt: future, expiresAt: live})
 			before := readRow(t, pool, bystander)
 
-			pubs, _, err := s.Reconcile(t.Context(), now, republishAfter, 100)
+			pubs, _, err := s.Reconcile(t.Context(), now, republishAfter, 100, nil)
 			if err != nil {
 				t.Fatalf("Reconcile: %v", err)
 			}
@@ -189,7 +189,7 @@ func TestReconcileTransitions(t *testing.T) {
 				t.Errorf("bystander changed from %+v to %+v", before, after)
 			}
 			// What was just moved is not due again at the same time.
-			if pubs, _, err := s.Reconcile(t.Context(), now, republishAfter, 100); err != nil || len(pubs) != 0 {
+			if pubs, _, err := s.Reconcile(t.Context(), now, republishAfter, 100, nil); err != nil || len(pubs) != 0 {
 				t.Errorf("second Reconcile = %+v, %v; want nothing", pubs, err)
 			}
 		})
@@ -200,7 +200,7 @@ func TestReconcileTransitions(t *testing.T) {
 			s, pool := open(t)
 			id := insert(t, s, pool, tt.row)
 			before := readRow(t, pool, id)
-			pubs, _, err := s.Reconcile(t.Context(), now, republishAfter, 100)
+			pubs, _, err := s.Reconcile(t.Context(), now, republishAfter, 100, nil)
 			if err != nil {
 				t.Fatalf("Reconcile: %v", err)
 			}
@@ -244,7 +244,7 @@ func TestReconcileCreatedNotification(t *testing.T) {
 		{"after the ttl both expire", n.ExpiresAt.Add(time.Hour), nil},
 	}
 	for _, st := range steps {
-		pubs, _, err := s.Reconcile(t.Context(), st.now, 30*time.Second, 10)
+		pubs, _, err := s.Reconcile(t.Context(), st.now, 30*time.Second, 10, nil)
 		if err != nil {
 			t.Fatalf("%s: Reconcile: %v", st.name, err)
 		}
@@ -272,7 +272,7 @@ func TestReconcileEndsEveryDelivery(t *testing.T) {
 	id := insert(t, s, pool, spec{state: delivery.Queued, dueAt: ptr(t0), expiresAt: t0.Add(24 * time.Hour)})
 	now, gens := t0, []int{}
 	for range 100 {
-		pubs, _, err := s.Reconcile(t.Context(), now, time.Minute, 10)
+		pubs, _, err := s.Reconcile(t.Context(), now, time.Minute, 10, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -298,7 +298,7 @@ func TestReconcileEndsEveryDelivery(t *testing.T) {
 	if len(gens) != 28 || gens[0] != 1 || gens[len(gens)-1] != 28 {
 		t.Errorf("published %d times with generations %v, want 28 times", len(gens), gens)
 	}
-	if pubs, _, err := s.Reconcile(t.Context(), now.Add(365*24*time.Hour), time.Minute, 10); err != nil || len(pubs) != 0 {
+	if pubs, _, err := s.Reconcile(t.Context(), now.Add(365*24*time.Hour), time.Minute, 10, nil); err != nil || len(pubs) != 0 {
 		t.Errorf("Reconcile after expiry = %+v, %v", pubs, err)
 	}
 }
@@ -312,7 +312,7 @@ func TestReconcileLimit(t *testing.T) {
 			expiresAt: t0.Add(time.Hour)}))
 	}
 	for _, want := range [][]uuid.UUID{ids[:2], ids[2:4], ids[4:], nil} {
-		pubs, _, err := s.Reconcile(t.Context(), t0, time.Minute, 2)
+		pubs, _, err := s.Reconcile(t.Context(), t0, time.Minute, 2, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -349,7 +349,7 @@ func TestReconcileConcurrent(t *testing.T) {
 			<-start
 			for {
 				// The same now for every call: a moved row is due again only a minute later.
-				pubs, _, err := s.Reconcile(context.Background(), t0, time.Minute, batch)
+				pubs, _, err := s.Reconcile(context.Background(), t0, time.Minute, batch, nil)
 				if err != nil {
 					failures[i] = err
 					return
@@ -387,5 +387,63 @@ func TestReconcileConcurrent(t *testing.T) {
 	}
 	if n := count(t, pool, `SELECT count(*) FROM notifier.deliveries WHERE publishes <> 1`); n != 0 {
 		t.Errorf("%d deliveries moved more or less than once", n)
+	}
+}
+
+// TestReconcileHoldsWhatTheQueueStillHas: a stale queued delivery of a channel whose queue still
+// holds messages published before it was is not published again (its own message is most
+// likely among them): it comes back after republishAfter with its publish count and time kept.
+// One published before the oldest waiting message, or of another channel, is published.
+func TestReconcileHoldsWhatTheQueueStillHas(t *testing.T) {
+	s, pool := open(t)
+	published := t0.Add(-time.Hour) // insert's updated_at: when the delivery was last published
+	waiting := insert(t, s, pool, spec{state: delivery.Queued, dueAt: ptr(t0), expiresAt: t0.Add(24 * time.Hour)})
+	lost := insert(t, s, pool, spec{state: delivery.Queued, dueAt: ptr(t0), expiresAt: t0.Add(24 * time.Hour)})
+	if _, err := pool.Exec(t.Context(), `UPDATE notifier.deliveries SET updated_at = $2 WHERE id = $1`,
+		lost, published.Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	pubs, _, err := s.Reconcile(t.Context(), t0, time.Minute, 10, map[delivery.Channel]time.Time{
+		delivery.SMS:   published.Add(-time.Second), // the oldest message not received: before waiting's, after lost's
+		delivery.Email: t0.Add(-24 * time.Hour),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[uuid.UUID]notifier.Publication{}
+	for _, p := range pubs {
+		got[p.DeliveryID] = p
+	}
+	if p, ok := got[waiting]; !ok || !p.Held {
+		t.Errorf("the delivery published after the oldest waiting message: %+v (returned %v), want held", p, ok)
+	}
+	if p, ok := got[lost]; !ok || p.Held || p.Generation != 1 {
+		t.Errorf("the delivery published before the oldest waiting message: %+v (returned %v), want published", p, ok)
+	}
+	r := readRow(t, pool, waiting)
+	if r.State != string(delivery.Queued) || r.Publishes != 0 || r.DueAt == nil || !r.DueAt.Equal(t0.Add(time.Minute)) {
+		t.Errorf("held row = %+v, want queued, 0 publishes, due %s", r, t0.Add(time.Minute))
+	}
+	var updated time.Time
+	if err := pool.QueryRow(t.Context(), `SELECT updated_at FROM notifier.deliveries WHERE id = $1`, waiting).Scan(&updated); err != nil || !updated.Equal(published) {
+		t.Errorf("held row's updated_at = %s (%v), want its publish time %s kept", updated, err, published)
+	}
+	// Once the workers have received everything published before it, it is published again;
+	// lost, published again at t0, is now the one held.
+	pubs, _, err = s.Reconcile(t.Context(), t0.Add(time.Minute), time.Minute, 10, map[delivery.Channel]time.Time{
+		delivery.SMS: published.Add(time.Second),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(got)
+	for _, p := range pubs {
+		got[p.DeliveryID] = p
+	}
+	if p, ok := got[waiting]; !ok || p.Held || p.Generation != 1 {
+		t.Errorf("after the workers passed it: %+v (returned %v), want it published", p, ok)
+	}
+	if p, ok := got[lost]; !ok || !p.Held {
+		t.Errorf("the delivery published again at t0: %+v (returned %v), want held", p, ok)
 	}
 }

@@ -75,10 +75,10 @@ func TestSendThenReconcile(t *testing.T) {
 		t.Errorf("reused key with another request: %v, want Conflict", err)
 	}
 
-	if pubs, _, err := s.Reconcile(t.Context(), t0.Add(time.Minute-time.Microsecond), time.Minute, 10); err != nil || len(pubs) != 0 {
+	if pubs, _, err := s.Reconcile(t.Context(), t0.Add(time.Minute-time.Microsecond), time.Minute, 10, nil); err != nil || len(pubs) != 0 {
 		t.Errorf("Reconcile before the deadline = %+v, %v; want nothing", pubs, err)
 	}
-	pubs, _, err := s.Reconcile(t.Context(), t0.Add(time.Minute), time.Minute, 10)
+	pubs, _, err := s.Reconcile(t.Context(), t0.Add(time.Minute), time.Minute, 10, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
