@@ -74,7 +74,10 @@ func run(args []string) error {
 		// holds a replica of. Before that, creating a stream fails, and killing another node
 		// may leave a stream without a quorum.
 		deadline := time.Now().Add(2 * time.Minute)
-		for s.Healthz(&server.HealthzOptions{}).StatusCode != 200 {
+		// The meta leader also waits until it sees every node online: until then, placing an
+		// R3 stream fails with "no suitable peers".
+		for s.Healthz(&server.HealthzOptions{}).StatusCode != 200 ||
+			(s.JetStreamIsLeader() && len(s.JetStreamClusterPeers()) < len(cfg.Routes)) {
 			if time.Now().After(deadline) || ctx.Err() != nil {
 				s.Shutdown()
 				return errors.New("jetstream cluster node not healthy after 2 minutes")
