@@ -19,7 +19,8 @@ type ChannelSample struct {
 	Scheduled   int64 `json:"scheduled"`
 	Retrying    int64 `json:"retrying"`
 	DeadLetters int64 `json:"dead_letters"`
-	// OldestAgeSeconds is how long the oldest delivery waiting to be sent has waited.
+	// OldestAgeSeconds is how long the oldest pending message of the channel's queue (published,
+	// not yet received by a worker) has waited.
 	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
 	// SendRate and FailureRate are provider calls per second over the last minute.
 	SendRate    float64 `json:"send_rate"`

@@ -63,7 +63,7 @@ func NewWatcher(js jetstream.JetStream, pool *pgxpool.Pool, status jetstream.Key
 	w.gauges.scheduled = gauge("herald_queue_scheduled", "Deliveries waiting for their send time.")
 	w.gauges.retrying = gauge("herald_queue_retrying", "Deliveries waiting out a retry backoff.")
 	w.gauges.dead = gauge("herald_dead_letters", "Dead letters, re-drivable.")
-	w.gauges.oldest = gauge("herald_queue_oldest_age_seconds", "How long the oldest queued delivery has waited.")
+	w.gauges.oldest = gauge("herald_queue_oldest_age_seconds", "How long the oldest delivery waiting in its channel's queue (published, not yet received by a worker) has waited.")
 	return w
 }
 
@@ -189,66 +189,44 @@ func (w *Watcher) count(reports []workerstatus.State) []Circuit {
 	return out
 }
 
-// readQueues reads each channel consumer's pending and in-flight counts from JetStream; before
-// any worker created the consumer, everything in the stream is pending.
+// readQueues reads each channel's queue: its pending and in-flight counts, and how long the
+// oldest pending message has waited.
 func (w *Watcher) readQueues(ctx context.Context, byChannel map[string]*ChannelSample) error {
 	var errs []error
 	for _, ch := range delivery.Channels {
+		b, err := queue.ReadBacklog(ctx, w.js, ch)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		cs := byChannel[string(ch)]
-		c, err := w.js.Consumer(ctx, queue.Stream(ch), queue.Consumer(ch))
-		if err == nil {
-			info, err := c.Info(ctx)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			cs.Pending, cs.InFlight = int64(info.NumPending), int64(info.NumAckPending)
-			continue
+		cs.Pending, cs.InFlight = b.Pending, b.InFlight
+		if !b.Oldest.IsZero() {
+			cs.OldestAgeSeconds = max(time.Since(b.Oldest).Seconds(), 0)
 		}
-		if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			errs = append(errs, err)
-			continue
-		}
-		s, err := w.js.Stream(ctx, queue.Stream(ch))
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		cs.Pending = int64(info.State.Msgs)
 	}
 	return errors.Join(errs...)
 }
 
-// readDatabase counts what waits in PostgreSQL: scheduled, retrying, dead, and the oldest queued.
+// readDatabase counts what waits in PostgreSQL: scheduled, retrying and dead deliveries. Each
+// count is a range of the deliveries_waiting index, so sent history is not read.
 func (w *Watcher) readDatabase(ctx context.Context, byChannel map[string]*ChannelSample) error {
-	channels := make([]string, len(delivery.Channels))
-	for i, ch := range delivery.Channels {
-		channels[i] = string(ch)
-	}
-	// Each figure is a range of the deliveries_waiting index: a backlog of queued deliveries
-	// costs the oldest's lookup nothing, and sent history is not read at all.
 	rows, err := w.pool.Query(ctx, `
-		SELECT c.channel,
-			(SELECT count(*) FROM notifier.deliveries WHERE channel = c.channel AND state = 'scheduled'),
-			(SELECT count(*) FROM notifier.deliveries WHERE channel = c.channel AND state = 'retrying'),
-			(SELECT count(*) FROM notifier.deliveries WHERE channel = c.channel AND state = 'dead'),
-			coalesce(extract(epoch FROM now() - (SELECT min(created_at) FROM notifier.deliveries
-				WHERE channel = c.channel AND state = 'queued')), 0)
-		FROM unnest($1::text[]) c(channel)`, channels)
+		SELECT channel,
+			count(*) FILTER (WHERE state = 'scheduled'),
+			count(*) FILTER (WHERE state = 'retrying'),
+			count(*) FILTER (WHERE state = 'dead')
+		FROM notifier.deliveries
+		WHERE state IN ('scheduled', 'retrying', 'dead')
+		GROUP BY channel`)
 	if err != nil {
 		return err
 	}
 	var ch string
 	var scheduled, retrying, dead int64
-	var oldest float64
-	_, err = pgx.ForEachRow(rows, []any{&ch, &scheduled, &retrying, &dead, &oldest}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&ch, &scheduled, &retrying, &dead}, func() error {
 		if cs := byChannel[ch]; cs != nil {
-			cs.Scheduled, cs.Retrying, cs.DeadLetters, cs.OldestAgeSeconds = scheduled, retrying, dead, oldest
+			cs.Scheduled, cs.Retrying, cs.DeadLetters = scheduled, retrying, dead
 		}
 		return nil
 	})

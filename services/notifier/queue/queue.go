@@ -3,7 +3,6 @@ package queue
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -72,33 +71,8 @@ func (p *Publisher) Publish(ctx context.Context, pubs []notifier.Publication) er
 	return first
 }
 
-// OldestWaiting implements notifier.Backlog: the publish time of the first message of the
-// channel's stream after the last one its consumer delivered, when its consumer has messages
-// pending (or, before any worker created the consumer, of the stream's first message).
+// OldestWaiting implements notifier.Backlog (see queue.ReadBacklog).
 func (p *Publisher) OldestWaiting(ctx context.Context, ch delivery.Channel) (time.Time, bool, error) {
-	s, err := p.js.Stream(ctx, queue.Stream(ch))
-	if err != nil {
-		return time.Time{}, false, fmt.Errorf("stream %s: %w", queue.Stream(ch), err)
-	}
-	from := uint64(1)
-	c, err := s.Consumer(ctx, queue.Consumer(ch))
-	switch {
-	case errors.Is(err, jetstream.ErrConsumerNotFound): // no worker has pulled yet: every message waits
-	case err != nil:
-		return time.Time{}, false, fmt.Errorf("consumer %s: %w", queue.Consumer(ch), err)
-	default:
-		info := c.CachedInfo() // fetched by Consumer just now
-		if info.NumPending == 0 {
-			return time.Time{}, false, nil
-		}
-		from = info.Delivered.Stream + 1
-	}
-	m, err := s.GetMsg(ctx, from, jetstream.WithGetMsgSubject(queue.Subject(ch)))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return time.Time{}, false, nil
-	}
-	if err != nil {
-		return time.Time{}, false, fmt.Errorf("stream %s: message at %d: %w", queue.Stream(ch), from, err)
-	}
-	return m.Time, true, nil
+	b, err := queue.ReadBacklog(ctx, p.js, ch)
+	return b.Oldest, !b.Oldest.IsZero(), err
 }
