@@ -52,7 +52,7 @@ func New(pool *pgxpool.Pool) *Store {
 	s := &Store{pool: pool}
 	// A few statements in flight at once keep the database busy while each batch waits for its
 	// commit; batches grow only when calls pile up.
-	s.creates = batch.New(s.createBatch, 256, 4)
+	s.creates = batch.New(s.createBatch, 256, 2)
 	return s
 }
 
