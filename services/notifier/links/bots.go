@@ -1,6 +1,10 @@
 package links
 
-import "strings"
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+)
 
 // Why a click was counted apart from people's.
 const (
@@ -26,11 +30,35 @@ var botAgents = []string{
 }
 
 // IsBot reports whether a user agent is a bot or link previewer. An empty user agent is one:
-// every browser sends one.
+// every browser sends one. Answers are remembered: a few thousand user agents make nearly all
+// the traffic, and matching one against the list costs more than the rest of a redirect.
 func IsBot(userAgent string) bool {
 	if userAgent == "" {
 		return true
 	}
+	if v, ok := botSeen.Load(userAgent); ok {
+		return v.(bool)
+	}
+	bot := isBot(userAgent)
+	if len(userAgent) <= 512 {
+		if botSeenCount.Add(1) > maxBotSeen { // forget them all, rather than keep every agent ever seen
+			botSeen.Clear()
+			botSeenCount.Store(0)
+		}
+		botSeen.Store(userAgent, bot)
+	}
+	return bot
+}
+
+// maxBotSeen bounds the user agents IsBot remembers.
+const maxBotSeen = 10_000
+
+var (
+	botSeen      sync.Map // user agent -> bool
+	botSeenCount atomic.Int64
+)
+
+func isBot(userAgent string) bool {
 	ua := strings.ToLower(userAgent)
 	for _, b := range botAgents {
 		if strings.Contains(ua, b) {

@@ -98,6 +98,8 @@ func (h *Handler) Remember(id int64, t Target) {
 	h.cache.Add(id, cached{t: t, found: true})
 }
 
+var noStore, noReferrer = []string{"no-store"}, []string{"no-referrer"}
+
 // The results of a redirect, as metrics label them.
 const (
 	resultFound       = "found"
@@ -155,10 +157,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		click.Bot = BotAgent // a HEAD only looks: previewers and scanners
 	}
 	h.cfg.Recorder.Add(click)
-	hdr := w.Header()
-	hdr.Set("Location", c.t.URL)
-	hdr.Set("Cache-Control", "no-store")
-	hdr.Set("Referrer-Policy", "no-referrer")
+	hdr := w.Header() // canonical keys set directly: this is the hot path
+	hdr["Location"] = []string{c.t.URL}
+	hdr["Cache-Control"] = noStore
+	hdr["Referrer-Policy"] = noReferrer
 	w.WriteHeader(http.StatusFound)
 	h.results[resultFound].Inc()
 }
