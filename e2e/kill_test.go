@@ -17,10 +17,13 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// binDir is the temp dir that build puts binaries in; TestMain removes it.
+var binDir = sync.OnceValues(func() (string, error) { return os.MkdirTemp("", "herald-e2e-bin-") })
+
 // build builds a binary of the repository once per test binary and returns its path.
 func build(pkg string) func() (string, error) {
 	return sync.OnceValues(func() (string, error) {
-		dir, err := os.MkdirTemp("", "herald-e2e-bin-")
+		dir, err := binDir()
 		if err != nil {
 			return "", err
 		}

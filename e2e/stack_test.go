@@ -38,7 +38,11 @@ import (
 func TestMain(m *testing.M) {
 	// The Google SDK must never probe the cloud metadata address.
 	os.Setenv("GCE_METADATA_HOST", "127.0.0.1:9")
-	os.Exit(pgtest.Main(m))
+	code := pgtest.Main(m)
+	if dir, err := binDir(); err == nil {
+		os.RemoveAll(dir)
+	}
+	os.Exit(code)
 }
 
 const sendgridKey = "SG.test-key"
