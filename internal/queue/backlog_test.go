@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldhq/herald/internal/delivery"
@@ -18,15 +17,7 @@ import (
 // and unacknowledged, to none pending: the counts and the oldest pending message's time follow.
 func TestReadBacklog(t *testing.T) {
 	ctx := context.Background()
-	nc, err := nats.Connect(natstest.Start(t).ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t)
 	if err := queue.EnsureStreams(ctx, js, queue.StreamConfig{}); err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldhq/herald/internal/delivery"
@@ -39,15 +38,7 @@ func (s *syncBuffer) String() string {
 
 func newPublisher(t *testing.T) (*Publisher, jetstream.JetStream, *syncBuffer) {
 	t.Helper()
-	nc, err := nats.Connect(natstest.Start(t).ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t)
 	logs := &syncBuffer{}
 	p := NewPublisher(js, slog.New(slog.NewTextHandler(logs, nil)))
 	p.Timeout = 2 * time.Second
