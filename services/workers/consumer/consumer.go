@@ -177,9 +177,9 @@ func Start(ctx context.Context, js jetstream.JetStream, cfg Config) (*Consumer, 
 		// them all ready and claims them as one batch: unbuffered, every hand-over waited for
 		// the loop, which took one message per claim.
 		in:       make(chan jetstream.Msg, pullMax(cfg)),
-		work:     make(chan job, cfg.Concurrency),
+		work:     make(chan job, claimAhead*cfg.Concurrency),
 		done:     make(chan result, cfg.BatchSize),
-		slots:    make(chan struct{}, cfg.Concurrency),
+		slots:    make(chan struct{}, claimAhead*cfg.Concurrency),
 		stopping: make(chan struct{}),
 	}
 	c.quit, c.stopQuit = context.WithCancel(context.Background())
@@ -316,10 +316,17 @@ func (c *Consumer) claimLoop() {
 	}
 }
 
-// claimBatch waits for a free send slot and a message, takes whatever more is ready as one
-// batch, claims the batch and hands the claimed deliveries to the senders. A claim starts a
-// lease, so nothing is claimed before a sender is free to send it. It returns false when the
-// consumer is stopping.
+// claimAhead bounds the deliveries claimed and not yet sent, in rounds of Concurrency: the
+// senders' own and one round more. While one round is sent, the next is claimed and re-checked,
+// so that no sender waits for a claim (with 50 ms providers, claiming only for idle senders
+// kept them a third idle); and a claimed delivery waits for a sender about one provider call,
+// far less than its lease.
+const claimAhead = 2
+
+// claimBatch waits for a free slot and a message, takes whatever more is ready as one batch,
+// claims the batch and hands the claimed deliveries to the senders. A claim starts a lease, so
+// no more is claimed than the senders can start on within a round (claimAhead). It returns
+// false when the consumer is stopping.
 func (c *Consumer) claimBatch() bool {
 	select {
 	case c.slots <- struct{}{}:
