@@ -223,10 +223,8 @@ type Store interface {
 
 // Publisher puts deliveries on their channels' queues.
 type Publisher interface {
-	// Publish hands every publication to the broker. It need not wait for the broker's
-	// acknowledgements (the queue package's does not): the deliveries are committed with a
-	// deadline, and the reconciler publishes again what the queue did not take. It returns the
-	// first error it saw.
+	// Publish publishes every publication and waits for the broker's acknowledgements. It
+	// returns the first error; publications that failed are re-published by the reconciler.
 	Publish(ctx context.Context, pubs []Publication) error
 }
 

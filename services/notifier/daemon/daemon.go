@@ -210,7 +210,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		}); err != nil {
 		return nil, err
 	}
-	pub := nqueue.NewPublisher(js, log)
+	pub := nqueue.NewPublisher(js)
 
 	// One poller of the change feed keeps both the key cache and the templates' exact: a Send
 	// waits for one poll, which serves both.
