@@ -30,6 +30,8 @@ type fakeStore struct {
 	keys       map[string]uuid.UUID
 	// createErr, when set, fails CreateNotification.
 	createErr error
+	// unpublished are the ids passed to Unpublished.
+	unpublished []uuid.UUID
 	// racer, when set, is a notification that a concurrent Send committed under the same key
 	// after this Send looked the key up: NotificationByKey does not see it, CreateNotification
 	// does.
@@ -207,6 +209,13 @@ func (s *fakeStore) AddKey(_ context.Context, appID uuid.UUID, keyID string, _ [
 		s.keys = map[string]uuid.UUID{}
 	}
 	s.keys[keyID] = appID
+	return nil
+}
+
+func (s *fakeStore) Unpublished(_ context.Context, ids []uuid.UUID, _ time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.unpublished = append(s.unpublished, ids...)
 	return nil
 }
 

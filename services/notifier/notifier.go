@@ -200,6 +200,11 @@ type Store interface {
 	// only the user id in the history, and cancels those not yet sent.
 	EraseUser(ctx context.Context, userID string) error
 
+	// Unpublished marks queued deliveries whose publish failed at as due then, so that the
+	// reconciler's next pass publishes them again instead of waiting out their deadline, and
+	// does not hold them as waiting in the queue.
+	Unpublished(ctx context.Context, ids []uuid.UUID, at time.Time) error
+
 	// Reconcile takes up to limit deliveries whose deadline has passed and moves each on: a
 	// scheduled or stale queued delivery is (re-)queued, one whose worker's lease expired is
 	// released, one past its ttl is expired. It returns what must be published again and how

@@ -440,6 +440,16 @@ func (s *Service) publish(ctx context.Context, n *Notification) {
 	if err := s.Publisher.Publish(ctx, pubs); err != nil {
 		s.Log.Warn("publish failed; the reconciler will publish again",
 			"notification_id", n.ID, "deliveries", len(pubs), "err", err)
+		// Within a pass, not after the deliveries' deadline (RepublishAfter): a broker that
+		// fell behind would otherwise hold them back for minutes.
+		ids := make([]uuid.UUID, len(pubs))
+		for i, p := range pubs {
+			ids[i] = p.DeliveryID
+		}
+		if err := s.Store.Unpublished(context.WithoutCancel(ctx), ids, s.now()); err != nil {
+			s.Log.Warn("cannot mark the deliveries for the reconciler; they wait for their deadline",
+				"notification_id", n.ID, "err", err)
+		}
 	}
 }
 

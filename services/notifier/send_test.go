@@ -306,10 +306,17 @@ func TestSendPublishFailureStillAccepts(t *testing.T) {
 	if len(h.store.stored()) != 1 || len(h.pub.published()) != 1 {
 		t.Fatalf("stored %d, publish attempts %d; want 1 and 1", len(h.store.stored()), len(h.pub.published()))
 	}
-	// The reconciler finds the delivery by its due time and publishes it again.
+	// The reconciler finds the delivery by its due time and publishes it again: at its next
+	// pass, not after the deadline the delivery was stored with.
 	d := res.Notification.Deliveries[0]
 	if d.State != delivery.Queued || d.DueAt == nil || !d.DueAt.Equal(now.Add(republishAfter)) {
 		t.Errorf("delivery %+v, want queued and due at %s", d, now.Add(republishAfter))
+	}
+	h.store.mu.Lock()
+	unpublished := slices.Clone(h.store.unpublished)
+	h.store.mu.Unlock()
+	if len(unpublished) != 1 || unpublished[0] != d.ID {
+		t.Errorf("marked unpublished: %v, want the delivery %s", unpublished, d.ID)
 	}
 	if logs := h.logs.String(); !strings.Contains(logs, "publish failed") || strings.Contains(logs, "+14155550123") {
 		t.Errorf("logs = %q, want a warning that does not name the address", logs)

@@ -41,8 +41,9 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 
 // Store implements notifier.Store.
 type Store struct {
-	pool    *pgxpool.Pool
-	creates *batch.Batcher[*notifier.Notification, bool]
+	pool        *pgxpool.Pool
+	creates     *batch.Batcher[*notifier.Notification, bool]
+	unpublished *batch.Batcher[unpublishedCall, struct{}]
 }
 
 var _ notifier.Store = (*Store)(nil)
@@ -53,11 +54,45 @@ func New(pool *pgxpool.Pool) *Store {
 	// A few statements in flight at once keep the database busy while each batch waits for its
 	// commit; batches grow only when calls pile up.
 	s.creates = batch.New(s.createBatch, 256, 2)
+	s.unpublished = batch.New(s.unpublishedBatch, 256, 1)
 	return s
 }
 
 // Close stops the Store's batching; calls after it fail.
-func (s *Store) Close() { s.creates.Close() }
+func (s *Store) Close() {
+	s.creates.Close()
+	s.unpublished.Close()
+}
+
+// Unpublished implements notifier.Store. Concurrent calls share one statement: they come in
+// numbers when the broker falls behind, and the database is busy then too.
+func (s *Store) Unpublished(ctx context.Context, ids []uuid.UUID, at time.Time) error {
+	_, err := s.unpublished.Do(ctx, unpublishedCall{ids, at})
+	return err
+}
+
+type unpublishedCall struct {
+	ids []uuid.UUID
+	at  time.Time
+}
+
+func (s *Store) unpublishedBatch(ctx context.Context, calls []unpublishedCall) ([]struct{}, []error, error) {
+	var ids []uuid.UUID
+	var ats []time.Time
+	for _, c := range calls {
+		for _, id := range c.ids {
+			ids, ats = append(ids, id), append(ats, c.at)
+		}
+	}
+	_, err := s.pool.Exec(ctx, `
+		UPDATE notifier.deliveries d SET due_at = least(d.due_at, u.at), published = false
+		FROM unnest($1::uuid[], $2::timestamptz[]) u(id, at)
+		WHERE d.id = u.id AND d.state = 'queued'`, ids, ats)
+	if err != nil {
+		return nil, nil, pgdb.Err(err)
+	}
+	return make([]struct{}, len(calls)), nil, nil
+}
 
 // CreateNotification implements notifier.Store. Concurrent calls share one statement (group
 // commit): the database flushes its log once for the whole batch instead of once per
@@ -351,10 +386,11 @@ func (s *Store) Reconcile(ctx context.Context, now time.Time, republishAfter tim
 	// The next deadline never passes the expiry, so expiry is noticed on time. A queued delivery
 	// last published (updated_at) no earlier than the oldest message its channel's workers have
 	// not received yet is held: its message is most likely still in the queue, so it is looked
-	// at again after republishAfter, unpublished, with its publish time kept.
+	// at again after republishAfter, unpublished, with its publish time kept. One whose publish
+	// failed (published false, see Unpublished) has no message to wait for, and is not held.
 	rows, err := s.pool.Query(ctx, `
 		WITH due AS (
-			SELECT id, state AS was, state = 'queued' AND expires_at > $1 AND EXISTS (
+			SELECT id, state AS was, state = 'queued' AND published AND expires_at > $1 AND EXISTS (
 				SELECT 1 FROM unnest($4::text[], $5::timestamptz[]) h(channel, since)
 				WHERE h.channel = deliveries.channel AND deliveries.updated_at >= h.since) AS held
 			FROM notifier.deliveries
@@ -374,7 +410,8 @@ func (s *Store) Reconcile(ctx context.Context, now time.Time, republishAfter tim
 					WHEN due.held THEN least(d.expires_at, $1 + $2::interval)
 					ELSE least(d.expires_at, $1 + $2::interval * power(2, least(d.publishes, 6))) END,
 				lease_owner = NULL,
-				updated_at = CASE WHEN due.held THEN d.updated_at ELSE $1 END
+				updated_at = CASE WHEN due.held THEN d.updated_at ELSE $1 END,
+				published = d.published OR NOT due.held
 			FROM due WHERE d.id = due.id
 			RETURNING d.id, d.channel, d.state, d.publishes, due.was, due.held
 		)

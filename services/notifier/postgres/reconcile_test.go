@@ -447,3 +447,29 @@ func TestReconcileHoldsWhatTheQueueStillHas(t *testing.T) {
 		t.Errorf("the delivery published again at t0: %+v (returned %v), want held", p, ok)
 	}
 }
+
+// TestUnpublished: a queued delivery whose publish failed is due at once, so the reconciler's
+// next pass publishes it again; a delivery no longer queued is left alone.
+func TestUnpublished(t *testing.T) {
+	s, pool := open(t)
+	later := ptr(t0.Add(time.Hour))
+	queued := insert(t, s, pool, spec{state: delivery.Queued, dueAt: later, expiresAt: t0.Add(24 * time.Hour)})
+	sent := insert(t, s, pool, spec{state: delivery.Sent, expiresAt: t0.Add(24 * time.Hour)})
+	if err := s.Unpublished(t.Context(), []uuid.UUID{queued, sent}, t0); err != nil {
+		t.Fatal(err)
+	}
+	// However recent the oldest waiting message, the delivery's own never reached the queue:
+	// it is not held.
+	pubs, _, err := s.Reconcile(t.Context(), t0, time.Minute, 10, map[delivery.Channel]time.Time{delivery.SMS: t0.Add(-24 * time.Hour)})
+	if err != nil || len(pubs) != 1 || pubs[0].DeliveryID != queued || pubs[0].Held {
+		t.Fatalf("Reconcile after Unpublished = %+v, %v; want the queued delivery published", pubs, err)
+	}
+	// Published again, it may be held like any other.
+	pubs, _, err = s.Reconcile(t.Context(), t0.Add(time.Minute), time.Minute, 10, map[delivery.Channel]time.Time{delivery.SMS: t0.Add(-24 * time.Hour)})
+	if err != nil || len(pubs) != 1 || !pubs[0].Held {
+		t.Fatalf("the next pass = %+v, %v; want the delivery held", pubs, err)
+	}
+	if r := readRow(t, pool, sent); r.State != string(delivery.Sent) || r.DueAt != nil {
+		t.Errorf("sent delivery = %+v, want it untouched", r)
+	}
+}
