@@ -26,6 +26,12 @@ import (
 // MaxMessageSize bounds every gRPC request and response.
 const MaxMessageSize = 4 << 20
 
+// MaxConcurrentStreams bounds the calls one client connection has in flight at once. Beyond
+// it, HTTP/2 flow control holds further calls in the client: a caller offering more than the
+// service can take waits on its own side, instead of piling up requests, goroutines and
+// memory in the server (30 KB or so per Send).
+const MaxConcurrentStreams = 1024
+
 // DialOption makes a gRPC client agree with Herald's servers on MaxMessageSize: a larger request
 // fails in the client with RESOURCE_EXHAUSTED, without a round trip, and a larger answer is
 // refused as the server would refuse to send it.
@@ -67,6 +73,7 @@ func New(log *slog.Logger, grpcAddr, httpAddr string, tls tlsconfig.Files, inter
 	opts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(interceptors...),
 		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
 		grpc.MaxSendMsgSize(MaxMessageSize),
 	}
 	if creds != nil {
