@@ -46,8 +46,8 @@ type Backlog interface {
 const publishSlack = 30 * time.Second
 
 // held returns, for each channel whose queue holds messages no worker has received yet, when
-// the oldest of them was published, less publishSlack. A channel whose queue cannot be read is left out: its
-// deliveries are published again, as without a Queue.
+// the oldest of them was published, less publishSlack. A channel whose queue cannot be read is
+// left out: its deliveries are published again, as without a Queue.
 func (r *Reconciler) held(ctx context.Context) map[delivery.Channel]time.Time {
 	if r.Queue == nil {
 		return nil
