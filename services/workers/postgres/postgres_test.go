@@ -43,14 +43,14 @@ func migrate(ctx context.Context, url string) error {
 	return postgres.Migrate(ctx, pool, quiet)
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	t.Cleanup(cancel)
 	return ctx
 }
 
 // newStore returns a store on a fresh, migrated database, and a pool to inspect it with.
-func newStore(t *testing.T) (*postgres.Store, *pgxpool.Pool) {
+func newStore(t testing.TB) (*postgres.Store, *pgxpool.Pool) {
 	t.Helper()
 	url := pgtest.DB(t, "herald", migrate)
 	pool, err := pgdb.Open(ctxT(t), url, 8)
@@ -88,7 +88,7 @@ type inserted struct {
 }
 
 // insert adds a notification and one delivery of it, in the shape the notifier writes them.
-func insert(t *testing.T, pool *pgxpool.Pool, f fixture) inserted {
+func insert(t testing.TB, pool *pgxpool.Pool, f fixture) inserted {
 	t.Helper()
 	ctx := ctxT(t)
 	now := time.Now()
@@ -1080,4 +1080,34 @@ func TestConcurrentCallsShareStatements(t *testing.T) {
 			}
 		}
 	}
+}
+
+// BenchmarkClaimAndRecord is the workers' database work for one delivery: claimed in a batch
+// of 64, then its outcome recorded in a batch of 64, on a real PostgreSQL (fsync off, as in
+// every test). The deliveries are inserted with the timer stopped.
+func BenchmarkClaimAndRecord(b *testing.B) {
+	const batch = 64
+	s, pool := newStore(b)
+	ctx := ctxT(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		ids := make([]uuid.UUID, batch)
+		for i := range ids {
+			ids[i] = insert(b, pool, fixture{state: delivery.Queued, due: after(time.Minute), rawAddress: true}).id
+		}
+		b.StartTimer()
+		claims, err := s.Claim(ctx, worker, lease, ids)
+		if err != nil || len(claims) != batch {
+			b.Fatalf("Claim = %d claims, %v", len(claims), err)
+		}
+		as := make([]workers.Attempt, len(claims))
+		for i, c := range claims {
+			as[i] = attempt(c.Message, workers.OutcomeSent)
+		}
+		if err := s.Record(ctx, worker, as); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*batch), "µs/delivery")
 }
