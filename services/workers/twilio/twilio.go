@@ -387,6 +387,9 @@ const minNumberDigits = 7
 // redact removes the recipient's number, anything else that looks like a phone number, and the
 // message body from a message of Twilio's.
 func redact(msg string, m *workers.Message) string {
+	// Invalid bytes become U+FFFD first: dropped only at the end (as the cut below must), they
+	// would join the digits on either side into a number that the redaction never saw.
+	msg = strings.ToValidUTF8(msg, "\uFFFD")
 	if m.To != "" {
 		msg = strings.ReplaceAll(msg, m.To, "[number]")
 		if digits := strings.TrimPrefix(m.To, "+"); len(digits) >= minNumberDigits {
