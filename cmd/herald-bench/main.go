@@ -30,28 +30,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
-	"github.com/heraldhq/herald/internal/cli"
+	"github.com/heraldhq/herald/cmd/internal/loopstack"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 )
 
-func main() {
-	ctx, stop := cli.SignalContext()
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
-		switch {
-		case errors.Is(err, flag.ErrHelp):
-			os.Exit(2)
-		case ctx.Err() != nil:
-			fmt.Fprintln(os.Stderr, "herald-bench: interrupted; everything it started is stopped")
-			os.Exit(130)
-		}
-		fmt.Fprintln(os.Stderr, "herald-bench:", err)
-		os.Exit(1)
-	}
-}
+func main() { loopstack.Main("herald-bench", run) }
 
 type config struct {
 	mode              string

@@ -34,31 +34,15 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldhq/herald/cmd/internal/loopstack"
-	"github.com/heraldhq/herald/internal/cli"
 )
 
-func main() {
-	ctx, stop := cli.SignalContext()
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
-		switch {
-		case errors.Is(err, flag.ErrHelp):
-			os.Exit(2)
-		case ctx.Err() != nil:
-			fmt.Fprintln(os.Stderr, "herald-chaos: interrupted; everything it started is stopped")
-			os.Exit(130)
-		}
-		fmt.Fprintln(os.Stderr, "herald-chaos:", err)
-		os.Exit(1)
-	}
-}
+func main() { loopstack.Main("herald-chaos", run) }
 
 type config struct {
 	soak    time.Duration
