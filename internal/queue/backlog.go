@@ -24,25 +24,32 @@ type Backlog struct {
 // of the first message after the last one the consumer delivered. Before any worker created the
 // consumer, everything in the stream is pending.
 func ReadBacklog(ctx context.Context, js jetstream.JetStream, ch delivery.Channel) (Backlog, error) {
+	// One request when nothing is pending, which is the common case: the consumer's info. The
+	// stream is asked only for what that cannot tell.
 	var b Backlog
-	s, err := js.Stream(ctx, Stream(ch))
-	if err != nil {
-		return b, fmt.Errorf("stream %s: %w", Stream(ch), err)
-	}
 	from := uint64(1)
-	c, err := s.Consumer(ctx, Consumer(ch))
+	c, err := js.Consumer(ctx, Stream(ch), Consumer(ch))
+	noConsumer := errors.Is(err, jetstream.ErrConsumerNotFound)
 	switch {
-	case errors.Is(err, jetstream.ErrConsumerNotFound):
-		b.Pending = int64(s.CachedInfo().State.Msgs)
+	case noConsumer: // every message in the stream is pending, counted below
 	case err != nil:
 		return b, fmt.Errorf("consumer %s: %w", Consumer(ch), err)
 	default:
 		info := c.CachedInfo() // fetched by Consumer just now
 		b.Pending, b.InFlight = int64(info.NumPending), int64(info.NumAckPending)
+		if b.Pending == 0 {
+			return b, nil
+		}
 		from = info.Delivered.Stream + 1
 	}
-	if b.Pending == 0 {
-		return b, nil
+	s, err := js.Stream(ctx, Stream(ch))
+	if err != nil {
+		return Backlog{}, fmt.Errorf("stream %s: %w", Stream(ch), err)
+	}
+	if noConsumer {
+		if b.Pending = int64(s.CachedInfo().State.Msgs); b.Pending == 0 {
+			return b, nil
+		}
 	}
 	m, err := s.GetMsg(ctx, from, jetstream.WithGetMsgSubject(Subject(ch)))
 	if errors.Is(err, jetstream.ErrMsgNotFound) { // received in the meantime
