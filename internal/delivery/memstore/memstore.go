@@ -1,0 +1,434 @@
+// Package memstore keeps deliveries in memory with the same transitions as the PostgreSQL store
+// (internal/delivery/postgres), for the unit tests of the services that use them. The contract
+// suite (internal/delivery/deliverytest) runs against both, so a test that passes here would
+// pass on PostgreSQL.
+package memstore
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/errs"
+)
+
+// Store is an in-memory delivery store, safe for concurrent use.
+type Store struct {
+	// Now is the clock of claims, records and releases (the database's now() in PostgreSQL);
+	// nil means time.Now.
+	Now func() time.Time
+	// ReleaseGrace is as in the PostgreSQL store.
+	ReleaseGrace time.Duration
+
+	mu         sync.Mutex
+	deliveries map[uuid.UUID]*row
+	attempts   map[attemptKey]Attempt
+	// Failure, when set, is returned by every call instead of doing anything.
+	failure error
+}
+
+type row struct {
+	delivery.Delivery
+	leaseOwner string
+	publishes  int
+	published  bool
+}
+
+type attemptKey struct {
+	id             uuid.UUID
+	drive, attempt int
+}
+
+// Attempt is an entry of the attempt log.
+type Attempt struct {
+	delivery.Attempt
+	Worker string
+}
+
+// New returns an empty Store.
+func New() *Store {
+	return &Store{ReleaseGrace: time.Minute, deliveries: map[uuid.UUID]*row{}, attempts: map[attemptKey]Attempt{}}
+}
+
+// Fail makes every later call return err (nil: succeed again), as a database that is down would.
+func (s *Store) Fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failure = err
+}
+
+func (s *Store) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// lock takes the store's lock and returns the failure set by Fail, if any; the caller unlocks.
+func (s *Store) lock() error {
+	s.mu.Lock()
+	return s.failure
+}
+
+// Create implements the store's Create.
+func (s *Store) Create(_ context.Context, ds []delivery.Delivery) error {
+	defer s.mu.Unlock()
+	if err := s.lock(); err != nil {
+		return err
+	}
+	for _, d := range ds {
+		if _, ok := s.deliveries[d.ID]; ok {
+			return errs.E(errs.Internal, "delivery %s exists already", d.ID)
+		}
+	}
+	for _, d := range ds {
+		d.UpdatedAt = d.CreatedAt
+		d.Attempts, d.Drive, d.LastError, d.Provider, d.ProviderMessageID, d.SentAt = 0, 0, "", "", "", nil
+		d.DueAt = clone(d.DueAt)
+		s.deliveries[d.ID] = &row{Delivery: d, published: true}
+	}
+	return nil
+}
+
+// Unpublished implements the store's Unpublished.
+func (s *Store) Unpublished(_ context.Context, ids []uuid.UUID, at time.Time) error {
+	defer s.mu.Unlock()
+	if err := s.lock(); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if r := s.deliveries[id]; r != nil && r.State == delivery.Queued {
+			r.DueAt = ptr(minTime(*r.DueAt, at))
+			r.published = false
+		}
+	}
+	return nil
+}
+
+// Claim implements the store's Claim.
+func (s *Store) Claim(_ context.Context, worker string, lease time.Duration, ids []uuid.UUID) ([]delivery.Delivery, error) {
+	defer s.mu.Unlock()
+	if err := s.lock(); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	var out []delivery.Delivery
+	for _, id := range ids {
+		r := s.deliveries[id]
+		if r == nil || !r.ExpiresAt.After(now) {
+			continue
+		}
+		due := r.DueAt != nil && !r.DueAt.After(now)
+		if !(r.State == delivery.Queued || (r.State == delivery.Retrying || r.State == delivery.Sending) && due) {
+			continue
+		}
+		r.State, r.leaseOwner, r.Attempts = delivery.Sending, worker, r.Attempts+1
+		r.DueAt, r.UpdatedAt = ptr(now.Add(lease)), now
+		out = append(out, r.copy())
+	}
+	return out, nil
+}
+
+// Record implements the store's Record.
+func (s *Store) Record(_ context.Context, worker string, attempts []delivery.Attempt) error {
+	defer s.mu.Unlock()
+	if err := s.lock(); err != nil {
+		return err
+	}
+	now := s.now()
+	for _, a := range attempts {
+		r := s.deliveries[a.DeliveryID]
+		lands := r != nil
+		if lands && a.State == delivery.Sent {
+			lands = !slices.Contains([]delivery.State{delivery.Sent, delivery.Delivered, delivery.Bounced}, r.State)
+		} else if lands {
+			lands = r.State == delivery.Sending && r.leaseOwner == worker && r.Attempts == a.Attempt && r.Drive == a.Drive
+		}
+		if lands {
+			r.State, r.Reason, r.LastError, r.Provider, r.ProviderMessageID = a.State, a.Reason, a.Error, a.Provider, a.ProviderMessageID
+			r.DueAt, r.leaseOwner, r.UpdatedAt = nil, "", now
+			if a.State == delivery.Retrying {
+				r.DueAt = ptr(minTime(a.RetryAt, r.ExpiresAt))
+			}
+			if a.State == delivery.Sent {
+				r.SentAt = ptr(now)
+			}
+		}
+		if r == nil {
+			continue // the attempt log of PostgreSQL has no foreign key either, but nothing reads it
+		}
+		k := attemptKey{a.DeliveryID, a.Drive, a.Attempt}
+		if _, dup := s.attempts[k]; !dup {
+			s.attempts[k] = Attempt{Attempt: a, Worker: worker}
+		}
+	}
+	return nil
+}
+
+// Release implements the store's Release.
+func (s *Store) Release(_ context.Context, worker string, ids []uuid.UUID) error {
+	defer s.mu.Unlock()
+	if err := s.lock(); err != nil {
+		return err
+	}
+	now := s.now()
+	for _, id := range ids {
+		if r := s.deliveries[id]; r != nil && r.State == delivery.Sending && r.leaseOwner == worker {
+			r.State, r.leaseOwner, r.Attempts = delivery.Queued, "", r.Attempts-1
+			r.DueAt, r.UpdatedAt = ptr(minTime(r.ExpiresAt, now.Add(s.ReleaseGrace))), now
+		}
+	}
+	return nil
+}
+
+// Reconcile implements the store's Reconcile.
+func (s *Store) Reconcile(_ context.Context, now time.Time, republishAfter time.Duration, limit int, held map[delivery.Channel]time.Time) ([]delivery.Due, int, error) {
+	defer s.mu.Unlock()
+	if err := s.lock(); err != nil {
+		return nil, 0, err
+	}
+	var due []*row
+	for _, r := range s.deliveries {
+		if r.DueAt != nil && !r.DueAt.After(now) {
+			due = append(due, r)
+		}
+	}
+	expired := 0
+	var live []*row
+	for _, r := range due {
+		if !r.ExpiresAt.After(now) {
+			r.State, r.Reason, r.DueAt, r.leaseOwner, r.UpdatedAt = delivery.Expired, delivery.ReasonTTL, nil, "", now
+			expired++
+			continue
+		}
+		live = append(live, r)
+	}
+	slices.SortFunc(live, func(a, b *row) int { return a.DueAt.Compare(*b.DueAt) })
+	var out []delivery.Due
+	for _, r := range live[:min(limit, len(live))] {
+		since, hasHeld := held[r.Channel]
+		isHeld := r.State == delivery.Queued && r.published && hasHeld && !r.UpdatedAt.Before(since)
+		onTime := r.State == delivery.Scheduled || r.State == delivery.Retrying
+		switch {
+		case isHeld:
+			r.DueAt = ptr(minTime(r.ExpiresAt, now.Add(republishAfter)))
+		default:
+			r.DueAt = ptr(minTime(r.ExpiresAt, now.Add(time.Duration(float64(republishAfter)*math.Pow(2, float64(min(r.publishes, 6)))))))
+			if !onTime {
+				r.publishes++
+			}
+			r.UpdatedAt, r.published = now, true
+		}
+		r.State, r.leaseOwner = delivery.Queued, ""
+		out = append(out, delivery.Due{ID: r.ID, Channel: r.Channel, OnTime: onTime, Held: isHeld})
+	}
+	return out, expired, nil
+}
+
+// Cancel implements the store's Cancel.
+func (s *Store) Cancel(_ context.Context, notificationID uuid.UUID, at time.Time) (int, error) {
+	defer s.mu.Unlock()
+	if err := s.lock(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range s.deliveries {
+		if r.NotificationID == notificationID && (r.State == delivery.Scheduled || r.State == delivery.Queued || r.State == delivery.Retrying) {
+			r.State, r.Reason, r.DueAt, r.UpdatedAt = delivery.Canceled, delivery.ReasonCanceled, nil, at
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (s *Store) dead(f delivery.DeadFilter) []*row {
+	var out []*row
+	for _, r := range s.deliveries {
+		if r.State == delivery.Dead && (len(f.IDs) == 0 || slices.Contains(f.IDs, r.ID)) &&
+			(f.Channel == "" || r.Channel == f.Channel) && (f.Reason == "" || r.Reason == f.Reason) {
+			out = append(out, r)
+		}
+	}
+	slices.SortFunc(out, func(a, b *row) int { return compareIDs(a.ID, b.ID) })
+	return out
+}
+
+// DeadLetters implements the store's DeadLetters.
+func (s *Store) DeadLetters(_ context.Context, f delivery.DeadFilter, after uuid.UUID, limit int) ([]delivery.Delivery, error) {
+	defer s.mu.Unlock()
+	if err := s.lock(); err != nil {
+		return nil, err
+	}
+	var out []delivery.Delivery
+	for _, r := range s.dead(f) {
+		if compareIDs(r.ID, after) > 0 && len(out) < limit {
+			out = append(out, r.read())
+		}
+	}
+	return out, nil
+}
+
+// Redrive implements the store's Redrive.
+func (s *Store) Redrive(_ context.Context, f delivery.DeadFilter, now time.Time, republishAfter time.Duration) ([]delivery.Due, error) {
+	defer s.mu.Unlock()
+	if err := s.lock(); err != nil {
+		return nil, err
+	}
+	var out []delivery.Due
+	for _, r := range s.dead(f) {
+		r.State, r.Attempts, r.Drive, r.Reason = delivery.Queued, 0, r.Drive+1, ""
+		r.publishes, r.published = r.publishes+1, true
+		r.DueAt, r.UpdatedAt = ptr(now.Add(republishAfter)), now
+		if exp := now.Add(delivery.DefaultTTL); exp.After(r.ExpiresAt) {
+			r.ExpiresAt = exp
+		}
+		out = append(out, delivery.Due{ID: r.ID, Channel: r.Channel})
+	}
+	return out, nil
+}
+
+// EraseUser implements the store's EraseUser.
+func (s *Store) EraseUser(_ context.Context, userID string) error {
+	defer s.mu.Unlock()
+	if err := s.lock(); err != nil {
+		return err
+	}
+	now := s.now()
+	for _, r := range s.deliveries {
+		if r.UserID != userID || userID == "" || (r.To == "" && isEmpty(r.Content)) {
+			continue
+		}
+		r.To, r.Content, r.UpdatedAt = "", delivery.Content{}, now
+		if !r.State.Terminal() {
+			r.State, r.Reason, r.DueAt = delivery.Canceled, delivery.ReasonUserDeleted, nil
+		}
+		r.leaseOwner = ""
+	}
+	return nil
+}
+
+// Settle implements the store's Settle.
+func (s *Store) Settle(_ context.Context, events []delivery.Event) error {
+	defer s.mu.Unlock()
+	if err := s.lock(); err != nil {
+		return err
+	}
+	events = slices.Clone(events)
+	slices.SortStableFunc(events, func(a, b delivery.Event) int {
+		if c := a.OccurredAt.Compare(b.OccurredAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.EventID, b.EventID)
+	})
+	seen := map[uuid.UUID]bool{}
+	now := s.now()
+	for _, e := range events {
+		if seen[e.DeliveryID] {
+			continue
+		}
+		seen[e.DeliveryID] = true
+		r := s.deliveries[e.DeliveryID]
+		if r == nil || !slices.Contains(delivery.EventFrom, r.State) {
+			continue
+		}
+		r.State, r.Reason, r.DueAt, r.leaseOwner, r.UpdatedAt = e.State, e.Reason, nil, "", now
+		if r.SentAt == nil {
+			r.SentAt = ptr(e.OccurredAt)
+		}
+		if r.Provider == "" {
+			r.Provider = e.Provider
+		}
+		if r.ProviderMessageID == "" {
+			r.ProviderMessageID = e.ProviderMessageID
+		}
+	}
+	return nil
+}
+
+// OfNotification implements the store's OfNotification.
+func (s *Store) OfNotification(_ context.Context, notificationID uuid.UUID) ([]delivery.Delivery, error) {
+	defer s.mu.Unlock()
+	if err := s.lock(); err != nil {
+		return nil, err
+	}
+	var out []delivery.Delivery
+	for _, r := range s.deliveries {
+		if r.NotificationID == notificationID {
+			out = append(out, r.read())
+		}
+	}
+	slices.SortFunc(out, func(a, b delivery.Delivery) int { return compareIDs(a.ID, b.ID) })
+	return out, nil
+}
+
+// Get returns a delivery as stored, with its content, for tests to look at.
+func (s *Store) Get(id uuid.UUID) (delivery.Delivery, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.deliveries[id]
+	if !ok {
+		return delivery.Delivery{}, false
+	}
+	return r.copy(), true
+}
+
+// Attempts returns the attempt log of a delivery, by drive and attempt.
+func (s *Store) Attempts(id uuid.UUID) []Attempt {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Attempt
+	for k, a := range s.attempts {
+		if k.id == id {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, func(a, b Attempt) int {
+		if a.Drive != b.Drive {
+			return a.Drive - b.Drive
+		}
+		return a.Attempt.Attempt - b.Attempt.Attempt
+	})
+	return out
+}
+
+func (r *row) copy() delivery.Delivery {
+	d := r.Delivery
+	d.DueAt, d.SentAt = clone(d.DueAt), clone(d.SentAt)
+	return d
+}
+
+// read is the delivery as the PostgreSQL store reads it outside a claim: without its content.
+func (r *row) read() delivery.Delivery {
+	d := r.copy()
+	d.Content = delivery.Content{}
+	return d
+}
+
+func isEmpty(c delivery.Content) bool {
+	return c.Title == "" && c.Body == "" && c.Subject == "" && c.HTML == "" && c.Text == "" && len(c.Data) == 0
+}
+
+func compareIDs(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }
+
+func ptr[T any](v T) *T { return &v }
+
+func clone(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	return ptr(*t)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
