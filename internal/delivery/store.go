@@ -42,6 +42,14 @@ type Delivery struct {
 	SentAt    *time.Time
 }
 
+// SendTime returns when d would be sent: its due time when scheduled, now otherwise.
+func (d *Delivery) SendTime(now time.Time) time.Time {
+	if d.DueAt != nil && d.DueAt.After(now) && d.State == Scheduled {
+		return *d.DueAt
+	}
+	return now
+}
+
 // Attempt is what became of one claim of a delivery, to record: the provider's answer, or a
 // skip decided at send time. It answers the claim it names (Attempt and Drive), so an answer
 // that comes after the lease passed to another worker changes nothing but the attempt log.

@@ -8,6 +8,8 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
+	"fmt"
 	"math"
 	"slices"
 	"sync"
@@ -35,11 +37,17 @@ type Store struct {
 }
 
 type row struct {
-	delivery.Delivery
+	delivery.Delivery // without its Content
+	// content is the delivery's content encoded, as PostgreSQL keeps it: no caller shares its
+	// maps with the store, and what comes back is what JSON decodes to.
+	content    []byte
 	leaseOwner string
 	publishes  int
 	published  bool
 }
+
+// emptyContent is a delivery.Content with nothing in it, encoded.
+const emptyContent = "{}"
 
 type attemptKey struct {
 	id             uuid.UUID
@@ -83,16 +91,25 @@ func (s *Store) Create(_ context.Context, ds []delivery.Delivery) error {
 	if err := s.lock(); err != nil {
 		return err
 	}
-	for _, d := range ds {
-		if _, ok := s.deliveries[d.ID]; ok {
+	// All or nothing, as one COPY.
+	rows := make([]*row, len(ds))
+	seen := make(map[uuid.UUID]bool, len(ds))
+	for i, d := range ds {
+		if _, ok := s.deliveries[d.ID]; ok || seen[d.ID] {
 			return errs.E(errs.Internal, "delivery %s exists already", d.ID)
 		}
-	}
-	for _, d := range ds {
+		seen[d.ID] = true
+		content, err := json.Marshal(d.Content)
+		if err != nil {
+			return fmt.Errorf("encode content of delivery %s: %w", d.ID, err)
+		}
 		d.UpdatedAt = d.CreatedAt
 		d.Attempts, d.Drive, d.LastError, d.Provider, d.ProviderMessageID, d.SentAt = 0, 0, "", "", "", nil
-		d.DueAt = clone(d.DueAt)
-		s.deliveries[d.ID] = &row{Delivery: d, published: true}
+		d.DueAt, d.Content = clone(d.DueAt), delivery.Content{}
+		rows[i] = &row{Delivery: d, content: content, published: true}
+	}
+	for _, r := range rows {
+		s.deliveries[r.ID] = r
 	}
 	return nil
 }
@@ -105,7 +122,9 @@ func (s *Store) Unpublished(_ context.Context, ids []uuid.UUID, at time.Time) er
 	}
 	for _, id := range ids {
 		if r := s.deliveries[id]; r != nil && r.State == delivery.Queued {
-			r.DueAt = ptr(minTime(*r.DueAt, at))
+			if r.DueAt == nil || at.Before(*r.DueAt) {
+				r.DueAt = ptr(at)
+			}
 			r.published = false
 		}
 	}
@@ -131,7 +150,7 @@ func (s *Store) Claim(_ context.Context, worker string, lease time.Duration, ids
 		}
 		r.State, r.leaseOwner, r.Attempts = delivery.Sending, worker, r.Attempts+1
 		r.DueAt, r.UpdatedAt = ptr(now.Add(lease)), now
-		out = append(out, r.copy())
+		out = append(out, r.claimed())
 	}
 	return out, nil
 }
@@ -161,9 +180,7 @@ func (s *Store) Record(_ context.Context, worker string, attempts []delivery.Att
 				r.SentAt = ptr(now)
 			}
 		}
-		if r == nil {
-			continue // the attempt log of PostgreSQL has no foreign key either, but nothing reads it
-		}
+		// Logged also for a delivery removed meanwhile: the provider was called.
 		k := attemptKey{a.DeliveryID, a.Drive, a.Attempt}
 		if _, dup := s.attempts[k]; !dup {
 			s.attempts[k] = Attempt{Attempt: a, Worker: worker}
@@ -302,10 +319,10 @@ func (s *Store) EraseUser(_ context.Context, userID string) error {
 	}
 	now := s.now()
 	for _, r := range s.deliveries {
-		if r.UserID != userID || userID == "" || (r.To == "" && isEmpty(r.Content)) {
+		if r.UserID != userID || userID == "" || (r.To == "" && string(r.content) == emptyContent) {
 			continue
 		}
-		r.To, r.Content, r.UpdatedAt = "", delivery.Content{}, now
+		r.To, r.content, r.UpdatedAt = "", []byte(emptyContent), now
 		if !r.State.Terminal() {
 			r.State, r.Reason, r.DueAt = delivery.Canceled, delivery.ReasonUserDeleted, nil
 		}
@@ -398,21 +415,29 @@ func (s *Store) Attempts(id uuid.UUID) []Attempt {
 	return out
 }
 
+// copy is the delivery as stored, with its content.
 func (r *row) copy() delivery.Delivery {
-	d := r.Delivery
-	d.DueAt, d.SentAt = clone(d.DueAt), clone(d.SentAt)
+	d := r.read()
+	// Only Create encodes content, and only what it could encode.
+	if err := json.Unmarshal(r.content, &d.Content); err != nil {
+		panic(fmt.Sprintf("memstore: content of delivery %s: %v", r.ID, err))
+	}
+	return d
+}
+
+// claimed is the delivery as the PostgreSQL store's claim returns it: what a worker needs to
+// send it, not what earlier attempts left.
+func (r *row) claimed() delivery.Delivery {
+	d := r.copy()
+	d.Reason, d.LastError, d.Provider, d.ProviderMessageID, d.SentAt = "", "", "", "", nil
 	return d
 }
 
 // read is the delivery as the PostgreSQL store reads it outside a claim: without its content.
 func (r *row) read() delivery.Delivery {
-	d := r.copy()
-	d.Content = delivery.Content{}
+	d := r.Delivery
+	d.DueAt, d.SentAt = clone(d.DueAt), clone(d.SentAt)
 	return d
-}
-
-func isEmpty(c delivery.Content) bool {
-	return c.Title == "" && c.Body == "" && c.Subject == "" && c.HTML == "" && c.Text == "" && len(c.Data) == 0
 }
 
 func compareIDs(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }

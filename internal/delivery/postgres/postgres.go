@@ -136,7 +136,9 @@ type recordCall struct {
 }
 
 // Claim takes the deliveries among ids that may be sent now for worker, each for lease, and
-// returns them in the state sending with their attempt counted. A delivery may be sent when it
+// returns them in the state sending with their attempt counted, with what a worker needs to send
+// them (content included) but not what earlier attempts left (reason, last error, provider,
+// sent time). A delivery may be sent when it
 // is queued, when its retry's backoff is over, or when the lease of a worker that held it
 // expired; and never past its ttl. The ids it does not return have nothing to do here: they are
 // terminal, unknown, held by a live worker (which records them, or whose lease the reconciler
@@ -149,7 +151,8 @@ func (s *Store) Claim(ctx context.Context, worker string, lease time.Duration, i
 }
 
 // claimBatch claims the deliveries of several calls, in one statement for the calls of one
-// worker and lease (every call, in practice), and hands each call the claims of its ids.
+// worker and lease (every call, in practice), and hands each claim to the first call that
+// named its id.
 func (s *Store) claimBatch(ctx context.Context, calls []claimCall) ([][]delivery.Delivery, []error, error) {
 	out := make([][]delivery.Delivery, len(calls))
 	errs := make([]error, len(calls))
@@ -178,6 +181,9 @@ func (s *Store) claimBatch(ctx context.Context, calls []claimCall) ([][]delivery
 			for _, id := range calls[i].ids {
 				if j, ok := byID[id]; ok {
 					out[i] = append(out[i], claimed[j])
+					// One claim, one caller: as it would were the calls made one by one, or two
+					// consumers would both send the delivery.
+					delete(byID, id)
 				}
 			}
 		}
@@ -283,18 +289,20 @@ func (s *Store) record(ctx context.Context, worker string, attempts []delivery.A
 			retries[i] = &attempts[i].RetryAt
 		}
 	}
+	// A terminal outcome leaves no deadline: least() would take the expiry for a NULL retry_at.
 	_, err := s.db.Exec(ctx, `
 		WITH u AS (
 			SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-				$8::timestamptz[], $9::int[], $10::text[], $11::timestamptz[], $12::bigint[], $13::int[])
-				AS u(id, state, reason, error, provider, pmid, retry_at, attempt, outcome, started, latency_us, drive)
+				$8::timestamptz[], $9::int[], $10::text[], $11::timestamptz[], $12::bigint[], $13::int[], $14::bool[])
+				AS u(id, state, reason, error, provider, pmid, retry_at, attempt, outcome, started, latency_us, drive, moves)
 		), moved AS (
 			UPDATE delivery.deliveries d SET
 				state = u.state, reason = u.reason, last_error = u.error, provider = u.provider,
-				provider_message_id = u.pmid, due_at = least(u.retry_at, d.expires_at), lease_owner = NULL,
-				updated_at = now(), sent_at = CASE WHEN u.state = 'sent' THEN now() ELSE d.sent_at END
+				provider_message_id = u.pmid, lease_owner = NULL, updated_at = now(),
+				due_at = CASE WHEN u.state = 'retrying' THEN least(u.retry_at, d.expires_at) END,
+				sent_at = CASE WHEN u.state = 'sent' THEN now() ELSE d.sent_at END
 			FROM u
-			WHERE d.id = u.id AND CASE WHEN u.state = 'sent'
+			WHERE d.id = u.id AND u.moves AND CASE WHEN u.state = 'sent'
 				THEN d.state NOT IN ('sent', 'delivered', 'bounced')
 				ELSE d.state = 'sending' AND d.lease_owner = $1 AND d.attempts = u.attempt AND d.drive = u.drive END
 			RETURNING d.id
@@ -304,8 +312,39 @@ func (s *Store) record(ctx context.Context, worker string, attempts []delivery.A
 		SELECT u.id, u.drive, u.attempt, $1, u.provider, u.outcome, u.reason, u.error, u.pmid, u.started, u.latency_us
 		FROM u
 		ON CONFLICT (delivery_id, drive, attempt) DO NOTHING`,
-		worker, ids, states, reasons, errTexts, providers, pmids, retries, nums, outcomes, started, latency, drives)
+		worker, ids, states, reasons, errTexts, providers, pmids, retries, nums, outcomes, started, latency, drives,
+		moving(attempts))
 	return pgdb.Err(err)
+}
+
+// moving tells which of attempts may move their delivery, so that one statement ends where
+// recording them one by one would, whatever their order: of several answers for one delivery,
+// the first sent (which lands whatever else came, and after which nothing else does), or
+// failing one, the first answer to each claim (of which only the one the worker still holds can
+// land). Without it, the UPDATE would join a delivery with several of them and apply any one.
+func moving(attempts []delivery.Attempt) []bool {
+	type claim struct {
+		id             uuid.UUID
+		drive, attempt int
+	}
+	sent := map[uuid.UUID]int{}
+	for i, a := range attempts {
+		if _, ok := sent[a.DeliveryID]; !ok && a.State == delivery.Sent {
+			sent[a.DeliveryID] = i
+		}
+	}
+	moves := make([]bool, len(attempts))
+	seen := map[claim]bool{}
+	for i, a := range attempts {
+		if first, ok := sent[a.DeliveryID]; ok {
+			moves[i] = i == first
+			continue
+		}
+		c := claim{a.DeliveryID, a.Drive, a.Attempt}
+		moves[i] = !seen[c]
+		seen[c] = true
+	}
+	return moves
 }
 
 // Release gives claimed deliveries back unsent, their attempt not counted, when worker cannot
@@ -329,6 +368,9 @@ func (s *Store) Release(ctx context.Context, worker string, ids []uuid.UUID) err
 // its next deadline (up to 64 times republishAfter), so a long backlog is not multiplied. Rows
 // another reconciler holds are skipped.
 func (s *Store) Reconcile(ctx context.Context, now time.Time, republishAfter time.Duration, limit int, held map[delivery.Channel]time.Time) ([]delivery.Due, int, error) {
+	if limit <= 0 {
+		return nil, 0, nil
+	}
 	heldChannels := make([]string, 0, len(held))
 	heldSince := make([]time.Time, 0, len(held))
 	for ch, since := range held {

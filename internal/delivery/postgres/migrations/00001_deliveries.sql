@@ -69,11 +69,11 @@ CREATE INDEX IF NOT EXISTS deliveries_user ON deliveries (user_id) WHERE user_id
 CREATE INDEX IF NOT EXISTS deliveries_provider_message ON deliveries (provider, provider_message_id)
     WHERE provider_message_id <> '';
 CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (id) WHERE state = 'dead';
--- The ops watcher counts scheduled, retrying and dead deliveries per channel every few seconds.
--- Queued deliveries are left out on purpose: an index over them would offer the planner a scan
--- of the whole backlog for the workers' claim, which a generic plan may take.
-CREATE INDEX IF NOT EXISTS deliveries_waiting ON deliveries (channel, state)
-    WHERE state IN ('scheduled', 'retrying', 'dead');
+-- The ops watcher counts the deliveries that wait, per channel and state, every few seconds: the
+-- queue's messages are batches, so its own counts say little of the work waiting.
+DROP INDEX IF EXISTS deliveries_waiting;
+CREATE INDEX IF NOT EXISTS deliveries_open ON deliveries (channel, state)
+    WHERE state IN ('queued', 'sending', 'scheduled', 'retrying', 'dead');
 
 -- Attempts are numbered within a drive.
 CREATE TABLE IF NOT EXISTS attempts (
@@ -90,6 +90,16 @@ CREATE TABLE IF NOT EXISTS attempts (
     latency_us          bigint NOT NULL,
     PRIMARY KEY (delivery_id, drive, attempt)
 );
+-- An attempt log from before re-drives numbered attempts without their drive.
+ALTER TABLE attempts ADD COLUMN IF NOT EXISTS drive integer NOT NULL DEFAULT 0;
+-- +goose StatementBegin
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = 'attempts'::regclass AND indisprimary AND indnatts = 3) THEN
+        ALTER TABLE attempts DROP CONSTRAINT attempts_pkey, ADD PRIMARY KEY (delivery_id, drive, attempt);
+    END IF;
+END $$;
+-- +goose StatementEnd
 
 -- +goose Down
 DROP TABLE attempts;
