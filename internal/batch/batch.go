@@ -11,6 +11,7 @@ package batch
 import (
 	"context"
 	"errors"
+	"sync"
 )
 
 // Func runs a batch: it returns one result and one error per request, in order, or an error
@@ -23,6 +24,8 @@ type Batcher[Req, Res any] struct {
 	max   int
 	queue chan call[Req, Res]
 	done  chan struct{}
+	// closeOnce lets Close be called more than once.
+	closeOnce sync.Once
 }
 
 type call[Req, Res any] struct {
@@ -68,8 +71,40 @@ func (b *Batcher[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 	}
 }
 
-// Close stops the runners once the queued calls are answered with ErrClosed.
-func (b *Batcher[Req, Res]) Close() { close(b.done) }
+// DoAll runs reqs in batches with whatever other calls are waiting, as one caller handing in
+// several requests at once, and returns each request's result and error.
+func (b *Batcher[Req, Res]) DoAll(ctx context.Context, reqs []Req) ([]Res, []error) {
+	res, errs := make([]Res, len(reqs)), make([]error, len(reqs))
+	calls := make([]call[Req, Res], len(reqs))
+	queued := make([]bool, len(reqs))
+	for i, req := range reqs {
+		c := call[Req, Res]{ctx: ctx, req: req, reply: make(chan reply[Res], 1)}
+		select {
+		case b.queue <- c:
+			calls[i], queued[i] = c, true
+		case <-ctx.Done():
+			errs[i] = ctx.Err()
+		case <-b.done:
+			errs[i] = ErrClosed
+		}
+	}
+	for i, c := range calls {
+		if !queued[i] {
+			continue
+		}
+		select {
+		case r := <-c.reply:
+			res[i], errs[i] = r.res, r.err
+		case <-ctx.Done():
+			errs[i] = ctx.Err()
+		}
+	}
+	return res, errs
+}
+
+// Close stops the runners once the queued calls are answered with ErrClosed. Closing again does
+// nothing.
+func (b *Batcher[Req, Res]) Close() { b.closeOnce.Do(func() { close(b.done) }) }
 
 func (b *Batcher[Req, Res]) loop() {
 	calls := make([]call[Req, Res], 0, b.max)

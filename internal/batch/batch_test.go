@@ -84,3 +84,48 @@ func TestCanceledCallerIsAnswered(t *testing.T) {
 		t.Fatalf("Do after = %d, %v", r, err)
 	}
 }
+
+func TestDoAll(t *testing.T) {
+	var sizes []int
+	var mu sync.Mutex
+	b := New(func(_ context.Context, reqs []int) ([]int, []error, error) {
+		mu.Lock()
+		sizes = append(sizes, len(reqs))
+		mu.Unlock()
+		out := make([]int, len(reqs))
+		errs := make([]error, len(reqs))
+		for i, r := range reqs {
+			out[i] = r + 1
+			if r == 3 {
+				errs[i] = errors.New("three")
+			}
+		}
+		return out, errs, nil
+	}, 4, 1)
+	defer b.Close()
+	reqs := []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
+	res, errs := b.DoAll(context.Background(), reqs)
+	for i, r := range reqs {
+		switch {
+		case r == 3 && errs[i] == nil:
+			t.Error("request 3's own error was lost")
+		case r != 3 && (errs[i] != nil || res[i] != r+1):
+			t.Errorf("request %d = %d, %v", r, res[i], errs[i])
+		}
+	}
+	total := 0
+	for _, n := range sizes {
+		if n > 4 {
+			t.Errorf("a batch of %d, over the maximum of 4", n)
+		}
+		total += n
+	}
+	if total != len(reqs) {
+		t.Errorf("%d requests ran, want %d", total, len(reqs))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, errs := b.DoAll(ctx, reqs); !errors.Is(errs[0], context.Canceled) {
+		t.Errorf("DoAll with a canceled context: %v", errs[0])
+	}
+}
