@@ -32,12 +32,12 @@ func TestBacklogIsNotPublishedAgain(t *testing.T) {
 	waitFor(t, "the reconciler to look at every queued delivery past its deadline", time.Minute, func() (bool, error) {
 		var looked int
 		err := s.pool.QueryRow(ctx, `
-			SELECT count(*) FROM notifier.deliveries
+			SELECT count(*) FROM delivery.deliveries
 			WHERE publishes > 0 OR due_at > created_at + interval '2 seconds'`).Scan(&looked)
 		return looked == n, err
 	})
 	var published int
-	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM notifier.deliveries WHERE publishes > 0`).Scan(&published); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM delivery.deliveries WHERE publishes > 0`).Scan(&published); err != nil {
 		t.Fatal(err)
 	}
 	if published != 0 {
@@ -66,7 +66,7 @@ func TestBacklogIsNotPublishedAgain(t *testing.T) {
 	})
 	waitFor(t, "every delivery recorded sent", time.Minute, func() (bool, error) {
 		var sent int
-		err := s.pool.QueryRow(ctx, `SELECT count(*) FROM notifier.deliveries WHERE state = 'sent'`).Scan(&sent)
+		err := s.pool.QueryRow(ctx, `SELECT count(*) FROM delivery.deliveries WHERE state = 'sent'`).Scan(&sent)
 		return sent == n, err
 	})
 	if got := len(s.fake.Messages()); got != n {

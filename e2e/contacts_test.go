@@ -241,7 +241,7 @@ func TestDeleteUserErasesDeliveryHistory(t *testing.T) {
 	}
 	waitFor(t, "the deliveries' addresses to be erased", 30*time.Second, func() (bool, error) {
 		var left int
-		err := s.pool.QueryRow(ctx, `SELECT count(*) FROM notifier.deliveries
+		err := s.pool.QueryRow(ctx, `SELECT count(*) FROM delivery.deliveries
 			WHERE user_id = 'di' AND (address <> '' OR content <> '{}'::jsonb)`).Scan(&left)
 		return left == 0, err
 	})

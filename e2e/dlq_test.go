@@ -31,7 +31,7 @@ func TestDeadLetterAndRedrive(t *testing.T) {
 	if d.State != heraldv1.DeliveryState_DELIVERY_STATE_DEAD || int(d.Attempts) != cfg.MaxAttempts {
 		t.Fatalf("delivery = %s after %d attempts, want DEAD after %d", d.State, d.Attempts, cfg.MaxAttempts)
 	}
-	rows, _ := s.pool.Query(ctx, `SELECT started_at FROM workers.attempts WHERE delivery_id = $1 ORDER BY attempt`, id)
+	rows, _ := s.pool.Query(ctx, `SELECT started_at FROM delivery.attempts WHERE delivery_id = $1 ORDER BY attempt`, id)
 	starts, err := pgx.CollectRows(rows, pgx.RowTo[time.Time])
 	if err != nil || len(starts) != cfg.MaxAttempts {
 		t.Fatalf("attempt log: %d rows (%v), want %d", len(starts), err, cfg.MaxAttempts)
@@ -65,7 +65,7 @@ func TestDeadLetterAndRedrive(t *testing.T) {
 		t.Fatalf("the provider accepted the delivery %d times, want 1", got)
 	}
 	var logged int
-	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM workers.attempts WHERE delivery_id = $1`, id).Scan(&logged); err != nil || logged != cfg.MaxAttempts+1 {
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM delivery.attempts WHERE delivery_id = $1`, id).Scan(&logged); err != nil || logged != cfg.MaxAttempts+1 {
 		t.Fatalf("attempt log holds %d attempts (%v), want both drives: %d", logged, err, cfg.MaxAttempts+1)
 	}
 	if again, _ := admin.RedriveDeadLetters(ctx, &heraldv1.RedriveDeadLettersRequest{DeliveryIds: []string{id}}); again.GetRedriven() != 0 {

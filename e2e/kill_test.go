@@ -15,6 +15,12 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/queue"
+	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 )
 
 // binDir is the temp dir that build puts binaries in; TestMain removes it.
@@ -127,15 +133,24 @@ func TestWorkersKilledMidSend(t *testing.T) {
 	}
 
 	first := s.startWorkersProcess(t)
-	waitFor(t, "the first workers process to send some emails", time.Minute, func() (bool, error) {
-		return len(s.fake.Messages()) >= total/4, nil
-	})
-	first.kill()
-	sentAtKill := len(s.fake.Messages())
+	held, sentAtKill := killMidSend(t, s, first, total/4)
+	s.startWorkersProcess(t)
+	checkSentOnce(t, s, ids, held, sentAtKill)
+}
 
+// killMidSend kills the workers process once the provider has received at least n messages,
+// and returns the deliveries it held then (claimed, not recorded), and how many messages the
+// provider had received.
+func killMidSend(t *testing.T, s *stack, p *workersProcess, n int) (map[string]bool, int) {
+	t.Helper()
+	waitFor(t, "the workers process to send some emails", time.Minute, func() (bool, error) {
+		return len(s.fake.Messages()) >= n, nil
+	})
+	p.kill()
+	sentAtKill := len(s.fake.Messages())
 	// A process killed with SIGKILL writes nothing more: what it had claimed and not recorded
 	// is exactly what it may have sent without our knowing.
-	rows, _ := s.pool.Query(ctx, `SELECT id FROM notifier.deliveries WHERE state = 'sending'`)
+	rows, _ := s.pool.Query(context.Background(), `SELECT id FROM delivery.deliveries WHERE state = 'sending'`)
 	inFlight, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
 	if err != nil {
 		t.Fatal(err)
@@ -144,17 +159,22 @@ func TestWorkersKilledMidSend(t *testing.T) {
 	for _, id := range inFlight {
 		held[id.String()] = true
 	}
-	if sentAtKill >= total {
+	return held, sentAtKill
+}
+
+// checkSentOnce waits until every delivery of ids is recorded sent, and checks that each
+// reached the provider, and more than once only if it was held at the kill.
+func checkSentOnce(t *testing.T, s *stack, ids []string, held map[string]bool, sentAtKill int) {
+	t.Helper()
+	if sentAtKill >= len(ids) {
 		t.Fatalf("all %d emails were sent before the kill; the test proves nothing", sentAtKill)
 	}
-
-	s.startWorkersProcess(t)
 	waitFor(t, "every delivery to be recorded sent", 2*time.Minute, func() (bool, error) {
 		var sent int
-		err := s.pool.QueryRow(ctx, `SELECT count(*) FROM notifier.deliveries WHERE state = 'sent'`).Scan(&sent)
-		return sent == total, err
+		err := s.pool.QueryRow(context.Background(), `SELECT count(*) FROM delivery.deliveries WHERE state = 'sent' AND id = ANY($1)`,
+			ids).Scan(&sent)
+		return sent == len(ids), err
 	})
-
 	duplicates := 0
 	for _, id := range ids {
 		switch n := s.fake.Count(id); {
@@ -171,7 +191,64 @@ func TestWorkersKilledMidSend(t *testing.T) {
 	if duplicates > len(held) {
 		t.Errorf("%d duplicates, more than the %d deliveries in flight at the kill", duplicates, len(held))
 	}
-	if got := len(s.fake.Messages()); got != total+duplicates {
-		t.Errorf("the provider received %d messages, want %d", got, total+duplicates)
+	if got := len(s.fake.Messages()); got != len(ids)+duplicates {
+		t.Errorf("the provider received %d messages, want %d", got, len(ids)+duplicates)
 	}
+}
+
+// TestWorkerKilledMidBatch sends 1,000 emails with one SendBatch, which the notifier commits
+// together and queues as one message; kills the workers process with SIGKILL in the middle of
+// that batch; and checks that once workers run again every delivery of the batch is recorded
+// sent, each reaching the provider once but for those in flight at the kill.
+func TestWorkerKilledMidBatch(t *testing.T) {
+	const total = 1000
+	s := startStack(t, stackOptions{noWorkers: true})
+	s.fake.SetDelay(10 * time.Millisecond) // so that the kill finds sends in flight
+	ctx := context.Background()
+
+	req := &heraldv1.SendBatchRequest{Category: "account",
+		Message: &heraldv1.SendBatchRequest_Content{Content: &heraldv1.Content{Subject: "Hi", Body: "Hello"}}}
+	for i := range total {
+		req.Recipients = append(req.Recipients, &heraldv1.BatchRecipient{Recipient: &heraldv1.Recipient{
+			Kind: &heraldv1.Recipient_Address{Address: &heraldv1.Address{Email: fmt.Sprintf("batch%d@example.com", i)}}}})
+	}
+	res, err := s.notify.SendBatch(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range res.Results {
+		if r.Error != nil {
+			t.Fatalf("a recipient was refused: %v", r.Error)
+		}
+		ids = append(ids, r.GetResponse().GetDeliveries()[0].GetDeliveryId())
+	}
+	js := jetstreamOf(t, s)
+	stream, err := js.Stream(ctx, queue.Stream(delivery.Email))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := stream.Info(ctx); err != nil || info.State.Msgs != 1 {
+		t.Fatalf("the email queue holds %d messages (%v), want the batch as one", info.State.Msgs, err)
+	}
+
+	first := s.startWorkersProcess(t)
+	held, sentAtKill := killMidSend(t, s, first, total/4)
+	s.startWorkersProcess(t)
+	checkSentOnce(t, s, ids, held, sentAtKill)
+}
+
+// jetstreamOf returns a JetStream client on the stack's NATS server, closed when the test ends.
+func jetstreamOf(t *testing.T, s *stack) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(s.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }

@@ -112,7 +112,7 @@ func makeLinks(b *testing.B, s *stack, n int) []string {
 		})
 	}
 	wg.Wait()
-	rows, err := s.pool.Query(ctx, `SELECT content->>'body' FROM notifier.deliveries`)
+	rows, err := s.pool.Query(ctx, `SELECT content->>'body' FROM delivery.deliveries`)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -103,7 +103,7 @@ func TestShortLinks(t *testing.T) {
 
 	// Clicks closer to the send than the prefetch window are a scanner's: wait it out.
 	var sentAt time.Time
-	if err := s.pool.QueryRow(ctx, `SELECT sent_at FROM notifier.deliveries WHERE id = $1`, d.DeliveryId).Scan(&sentAt); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT sent_at FROM delivery.deliveries WHERE id = $1`, d.DeliveryId).Scan(&sentAt); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the prefetch window to pass", 10*time.Second, func() (bool, error) {

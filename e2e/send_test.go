@@ -82,7 +82,7 @@ func TestSendEmailReachesSent(t *testing.T) {
 		t.Errorf("the fake received %+v", m)
 	}
 	var attempts int
-	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM workers.attempts WHERE delivery_id = $1 AND outcome = 'sent'`,
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM delivery.attempts WHERE delivery_id = $1 AND outcome = 'sent'`,
 		d.DeliveryId).Scan(&attempts); err != nil || attempts != 1 {
 		t.Errorf("attempt log holds %d sent attempts (err %v), want 1", attempts, err)
 	}

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/heraldhq/herald/internal/appkey"
+	deliverypg "github.com/heraldhq/herald/internal/delivery/postgres"
 	"github.com/heraldhq/herald/internal/fakes/sendgridfake"
 	"github.com/heraldhq/herald/internal/natstest"
 	"github.com/heraldhq/herald/internal/pgdb"
@@ -31,7 +32,6 @@ import (
 	notifierd "github.com/heraldhq/herald/services/notifier/daemon"
 	notifierpg "github.com/heraldhq/herald/services/notifier/postgres"
 	workersd "github.com/heraldhq/herald/services/workers/daemon"
-	workerspg "github.com/heraldhq/herald/services/workers/postgres"
 	"github.com/heraldhq/herald/services/workers/sim"
 )
 
@@ -144,7 +144,7 @@ func migrateAll(ctx context.Context, url string) error {
 	defer pool.Close()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for _, m := range []func(context.Context, *pgxpool.Pool, *slog.Logger) error{
-		notifierpg.Migrate, workerspg.Migrate, contactspg.Migrate,
+		notifierpg.Migrate, deliverypg.Migrate, contactspg.Migrate,
 	} {
 		if err := m(ctx, pool, log); err != nil {
 			return err

@@ -152,7 +152,7 @@ func deliveryStates(ctx context.Context, url string, limit time.Duration) (map[s
 	}
 	defer conn.Close(context.Background())
 	for {
-		rows, _ := conn.Query(ctx, `SELECT state, count(*) FROM notifier.deliveries GROUP BY state`)
+		rows, _ := conn.Query(ctx, `SELECT state, count(*) FROM delivery.deliveries GROUP BY state`)
 		states := map[string]int64{}
 		var state string
 		var n int64

@@ -27,7 +27,7 @@ func (p *phase) settle(ctx context.Context, timeout time.Duration) error {
 		}
 		var open int64
 		err := retry(ctx, func(ctx context.Context) error {
-			return p.db.QueryRow(ctx, `SELECT count(*) FROM notifier.deliveries WHERE `+nonTerminal).Scan(&open)
+			return p.db.QueryRow(ctx, `SELECT count(*) FROM delivery.deliveries WHERE `+nonTerminal).Scan(&open)
 		})
 		if err != nil {
 			return fmt.Errorf("count open deliveries: %w", err)
@@ -98,7 +98,7 @@ func (p *phase) check(ctx context.Context) (*verdict, error) {
 	states := map[uuid.UUID]string{}
 	if len(missing) > 0 {
 		err := retry(ctx, func(ctx context.Context) error {
-			rows, err := p.db.Query(ctx, `SELECT id, state FROM notifier.deliveries WHERE id = ANY($1)`, missing)
+			rows, err := p.db.Query(ctx, `SELECT id, state FROM delivery.deliveries WHERE id = ANY($1)`, missing)
 			if err != nil {
 				return err
 			}
@@ -135,7 +135,7 @@ func (p *phase) check(ctx context.Context) (*verdict, error) {
 
 	err := retry(ctx, func(ctx context.Context) error {
 		return p.db.QueryRow(ctx, `SELECT count(*) FILTER (WHERE due_at IS NULL OR due_at < now()), count(*)
-			FROM notifier.deliveries WHERE `+nonTerminal).Scan(&v.stuck, &v.open)
+			FROM delivery.deliveries WHERE `+nonTerminal).Scan(&v.stuck, &v.open)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("count stuck deliveries: %w", err)

@@ -41,7 +41,7 @@ type phase struct {
 func (p *phase) inFlight(ctx context.Context, claimedBefore time.Time) (map[uuid.UUID]bool, error) {
 	ids := map[uuid.UUID]bool{}
 	err := retry(ctx, func(ctx context.Context) error {
-		rows, err := p.db.Query(ctx, `SELECT id FROM notifier.deliveries WHERE state = 'sending' AND updated_at <= $1`, claimedBefore)
+		rows, err := p.db.Query(ctx, `SELECT id FROM delivery.deliveries WHERE state = 'sending' AND updated_at <= $1`, claimedBefore)
 		if err != nil {
 			return err
 		}

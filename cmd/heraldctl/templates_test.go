@@ -52,7 +52,7 @@ func apiServer(t *testing.T) []string {
 	}
 	t.Cleanup(pool.Close)
 	log := slog.New(slog.DiscardHandler)
-	svc := &notifier.Service{Store: postgres.New(pool), Log: log}
+	svc := &notifier.Service{Store: postgres.New(pool, nil), Log: log}
 	operator := appkey.Caller{AppID: uuid.Must(uuid.NewV7()), AppName: "operator", Admin: true}
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(errs.UnaryServerInterceptor(log),
 		func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {

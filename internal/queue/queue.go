@@ -1,14 +1,15 @@
 // Package queue defines Herald's JetStream topology: one work-queue stream per channel
 // (subject notify.<channel>) and one durable pull consumer per channel, shared by the notifier
-// (which publishes) and the workers (which consume). A message is only a delivery id: the
-// delivery itself lives in PostgreSQL, which is the system of record, so a lost or repeated
-// message costs a delay or a no-op, never a notification.
+// (which publishes) and the workers (which consume). A message is a batch of delivery ids, the
+// deliveries of one channel that one commit created (or that the reconciler found due): the
+// deliveries themselves live in PostgreSQL, which is the system of record, so a lost or
+// repeated message costs a delay or a no-op, never a notification, and the queue's cost is
+// paid per batch, not per delivery.
 package queue
 
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -112,22 +113,49 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, ch delivery.Cha
 	return c, nil
 }
 
-// MsgID returns the Nats-Msg-Id for the n-th publish of a delivery (n from 0). The first
-// publish uses the bare delivery id, so a publish retried by the client is stored once; each
-// deliberate re-publish (reconciler, re-drive) has its own id, so the de-duplication window
-// cannot swallow it.
-func MsgID(id uuid.UUID, n int) string {
-	if n == 0 {
-		return id.String()
+// MaxBatch is the most delivery ids one message carries: 16 KiB of ids, far below the server's
+// default payload limit (1 MiB), and one claim statement of reasonable size for a worker.
+const MaxBatch = 1000
+
+// batchFormat is the first byte of a batch body, so that the format can change without a
+// reader mistaking one for another.
+const batchFormat = 1
+
+// EncodeBatch returns the body of a message that carries ids: a format byte, then each id's 16
+// bytes. It panics on more than MaxBatch ids, a bug in the caller.
+func EncodeBatch(ids []uuid.UUID) []byte {
+	if len(ids) > MaxBatch {
+		panic(fmt.Sprintf("queue: a batch of %d ids, more than %d", len(ids), MaxBatch))
 	}
-	return id.String() + "/" + strconv.Itoa(n)
+	b := make([]byte, 1, 1+16*len(ids))
+	b[0] = batchFormat
+	for _, id := range ids {
+		b = append(b, id[:]...)
+	}
+	return b
 }
 
-// ParseBody returns the delivery id a message carries.
-func ParseBody(data []byte) (uuid.UUID, error) {
-	id, err := uuid.ParseBytes(data)
-	if err != nil {
-		return uuid.Nil, fmt.Errorf("message body is not a delivery id: %w", err)
+// ParseBatch returns the delivery ids a message carries, in order. A body that holds one
+// delivery id as text, as messages did before batches, is a batch of one: messages queued by
+// an older notifier are still delivered after an upgrade. Any other body is an error.
+func ParseBatch(data []byte) ([]uuid.UUID, error) {
+	if len(data) == 0 {
+		return nil, fmt.Errorf("empty message body")
 	}
-	return id, nil
+	if data[0] != batchFormat {
+		id, err := uuid.ParseBytes(data)
+		if err != nil {
+			return nil, fmt.Errorf("message body is neither a batch nor a delivery id: %w", err)
+		}
+		return []uuid.UUID{id}, nil
+	}
+	rest := data[1:]
+	if len(rest) == 0 || len(rest)%16 != 0 || len(rest)/16 > MaxBatch {
+		return nil, fmt.Errorf("batch body of %d bytes: want 1 to %d ids of 16 bytes", len(rest), MaxBatch)
+	}
+	ids := make([]uuid.UUID, len(rest)/16)
+	for i := range ids {
+		copy(ids[i][:], rest[16*i:])
+	}
+	return ids, nil
 }

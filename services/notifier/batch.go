@@ -3,18 +3,16 @@ package notifier
 import (
 	"context"
 	"sync"
-	"time"
 
 	"github.com/heraldhq/herald/internal/appkey"
-	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
 )
 
 // MaxBatch is how many recipients one SendBatch may carry.
 const MaxBatch = 1000
 
-// batchParallelism bounds the Sends of one batch in flight at once, so that one batch cannot
-// take every database connection.
+// batchParallelism bounds the recipients of one batch decided at once, so that one batch cannot
+// take every database connection (idempotency keys are looked up one by one).
 const batchParallelism = 16
 
 // BatchResult is one recipient's outcome: a result, or the error a Send would have answered.
@@ -38,7 +36,11 @@ func (s *Service) SendBatch(ctx context.Context, caller appkey.Caller, reqs []*S
 	if err := s.admit(ctx, caller); err != nil {
 		return nil, err
 	}
+	// Each recipient is decided on its own (their lookups in the contacts service share calls),
+	// then all are committed together: one transaction and one message per channel for the
+	// batch, not one per recipient.
 	out := make([]BatchResult, len(reqs))
+	drafts := make([]*draft, len(reqs))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, batchParallelism)
 	for i, req := range reqs {
@@ -47,11 +49,23 @@ func (s *Service) SendBatch(ctx context.Context, caller appkey.Caller, reqs []*S
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			res, err := s.send(ctx, caller, req)
-			out[i] = BatchResult{Result: res, Err: err}
+			d, res, err := s.prepare(ctx, caller, req)
+			drafts[i], out[i] = d, BatchResult{Result: res, Err: err}
 		}()
 	}
 	wg.Wait()
+	var ns []*Notification
+	var at []int
+	for i, d := range drafts {
+		if d != nil {
+			ns, at = append(ns, d.n), append(at, i)
+		}
+	}
+	created, failed := s.committer().DoAll(ctx, ns)
+	for j, i := range at {
+		res, err := s.finish(ctx, caller, reqs[i], drafts[i], created[j], failed[j])
+		out[i] = BatchResult{Result: res, Err: err}
+	}
 	return out, nil
 }
 
@@ -81,12 +95,4 @@ func (s *Service) Explain(ctx context.Context, caller appkey.Caller, req *SendRe
 		dl.Content = unmarkContent(dl.Content)
 	}
 	return d.n, nil
-}
-
-// SendTime returns when d would be sent: its due time when scheduled, now otherwise.
-func (d *Delivery) SendTime(now time.Time) time.Time {
-	if d.DueAt != nil && d.DueAt.After(now) && d.State == delivery.Scheduled {
-		return *d.DueAt
-	}
-	return now
 }

@@ -11,20 +11,10 @@ import (
 	"github.com/heraldhq/herald/internal/errs"
 )
 
-// DeadLetter is a delivery that used up its attempts.
-type DeadLetter struct {
-	Delivery
-	Category string
-}
-
 // DeadLetterFilter selects dead letters. The zero filter selects all of them.
-type DeadLetterFilter struct {
-	IDs     []uuid.UUID
-	Channel delivery.Channel
-	Reason  string
-}
+type DeadLetterFilter = delivery.DeadFilter
 
-func (f DeadLetterFilter) empty() bool { return len(f.IDs) == 0 && f.Channel == "" && f.Reason == "" }
+func empty(f DeadLetterFilter) bool { return len(f.IDs) == 0 && f.Channel == "" && f.Reason == "" }
 
 // Limits of ListDeadLetters and RedriveDeadLetters.
 const (
@@ -37,19 +27,19 @@ const (
 )
 
 // check validates a filter's reason and the number of ids.
-func (f DeadLetterFilter) check(v *errs.Violations) {
+func check(f DeadLetterFilter, v *errs.Violations) {
 	v.Count("delivery_ids", len(f.IDs), MaxRedrive)
 	checkLen(v, "reason", f.Reason, maxReason)
 }
 
 // ListDeadLetters returns a page of dead letters and the token of the next page ("" on the
 // last). Errors: PermissionDenied, Invalid (page token).
-func (s *Service) ListDeadLetters(ctx context.Context, caller appkey.Caller, f DeadLetterFilter, size int, token string) ([]DeadLetter, string, error) {
+func (s *Service) ListDeadLetters(ctx context.Context, caller appkey.Caller, f DeadLetterFilter, size int, token string) ([]Delivery, string, error) {
 	if !caller.Admin {
 		return nil, "", errs.E(errs.PermissionDenied, "only admin apps may list dead letters")
 	}
 	var v errs.Violations
-	f.check(&v)
+	check(f, &v)
 	v.Bytes("page_token", token, maxPageToken)
 	if err := v.Err(); err != nil {
 		return nil, "", err
@@ -68,7 +58,7 @@ func (s *Service) ListDeadLetters(ctx context.Context, caller appkey.Caller, f D
 			return nil, "", errs.Field("page_token", "is not a token this service gave")
 		}
 	}
-	list, err := s.Store.DeadLetters(ctx, f, after, size+1)
+	list, err := s.Deliveries.DeadLetters(ctx, f, after, size+1)
 	if err != nil {
 		return nil, "", err
 	}
@@ -87,23 +77,25 @@ func (s *Service) RedriveDeadLetters(ctx context.Context, caller appkey.Caller, 
 	if !caller.Admin {
 		return 0, errs.E(errs.PermissionDenied, "only admin apps may re-drive dead letters")
 	}
-	if f.empty() && !all {
+	if empty(f) && !all {
 		return 0, errs.Field("delivery_ids", "select dead letters by id, channel or reason, or set all")
 	}
 	var v errs.Violations
-	f.check(&v)
+	check(f, &v)
 	if err := v.Err(); err != nil {
 		return 0, err
 	}
-	pubs, err := s.Store.Redrive(ctx, f, s.now(), s.RepublishAfter)
+	dues, err := s.Deliveries.Redrive(ctx, f, s.now(), s.RepublishAfter)
 	if err != nil {
 		return 0, err
 	}
-	if len(pubs) > 0 {
-		if err := s.Publisher.Publish(ctx, pubs); err != nil {
-			s.Log.Warn("re-drive publish failed; the reconciler will publish again", "deliveries", len(pubs), "err", err)
+	if len(dues) > 0 {
+		byChannel := map[delivery.Channel][]uuid.UUID{}
+		for _, d := range dues {
+			byChannel[d.Channel] = append(byChannel[d.Channel], d.ID)
 		}
-		s.Log.Info("re-drove dead letters", "count", len(pubs), "app", caller.AppName)
+		s.publish(ctx, byChannel)
+		s.Log.Info("re-drove dead letters", "count", len(dues), "app", caller.AppName)
 	}
-	return len(pubs), nil
+	return len(dues), nil
 }

@@ -2,12 +2,14 @@ package notifier_test
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/delivery/memstore"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/preference"
 	"github.com/heraldhq/herald/services/notifier"
@@ -28,47 +30,53 @@ type fakeStore struct {
 	categories []preference.Category
 	apps       map[uuid.UUID]*notifier.App
 	keys       map[string]uuid.UUID
-	// createErr, when set, fails CreateNotification.
+	// deliveries keeps the notifications' deliveries, as the postgres store keeps them in
+	// internal/delivery's store.
+	deliveries *memstore.Store
+	// createErr, when set, fails CreateNotifications.
 	createErr error
-	// unpublished are the ids passed to Unpublished.
-	unpublished []uuid.UUID
 	// racer, when set, is a notification that a concurrent Send committed under the same key
-	// after this Send looked the key up: NotificationByKey does not see it, CreateNotification
-	// does.
+	// after this Send looked the key up: from then on NotificationByKey sees it, and
+	// CreateNotifications does not create another.
 	racer *notifier.Notification
-	// reconcile answers Reconcile, one batch per call; then it returns nothing.
-	reconcile []reconcileAnswer
-}
-
-type reconcileAnswer struct {
-	pubs []notifier.Publication
-	err  error
 }
 
 func newFakeStore() *fakeStore {
-	s := &fakeStore{}
+	s := &fakeStore{deliveries: memstore.New()}
 	for _, name := range []string{"account.security", "news", "orders", "otp", "reminders"} {
 		s.categories = append(s.categories, preference.Category{Name: name, DefaultOptIn: true})
 	}
 	return s
 }
 
-func (s *fakeStore) CreateNotification(_ context.Context, n *notifier.Notification) (*notifier.Notification, bool, error) {
+func (s *fakeStore) CreateNotifications(ctx context.Context, ns []*notifier.Notification) ([]bool, []error, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.createErr != nil {
-		return nil, false, s.createErr
+		return nil, nil, s.createErr
 	}
-	if n.IdempotencyKey != "" {
-		if r := s.racer; r != nil && r.AppID == n.AppID && r.IdempotencyKey == n.IdempotencyKey {
-			return r, false, nil
+	created := make([]bool, len(ns))
+	for i, n := range ns {
+		if n.IdempotencyKey != "" {
+			if s.byKey(n.AppID, n.IdempotencyKey) != nil {
+				continue
+			}
+			if r := s.racer; r != nil && r.AppID == n.AppID && r.IdempotencyKey == n.IdempotencyKey {
+				s.notifications = append(s.notifications, r)
+				continue
+			}
 		}
-		if prev := s.byKey(n.AppID, n.IdempotencyKey); prev != nil {
-			return prev, false, nil
+		var ds []delivery.Delivery
+		for _, d := range n.Deliveries {
+			ds = append(ds, *d)
 		}
+		if err := s.deliveries.Create(ctx, ds); err != nil {
+			return nil, nil, err
+		}
+		s.notifications = append(s.notifications, n)
+		created[i] = true
 	}
-	s.notifications = append(s.notifications, n)
-	return n, true, nil
+	return created, nil, nil
 }
 
 func (s *fakeStore) byKey(app uuid.UUID, key string) *notifier.Notification {
@@ -212,42 +220,29 @@ func (s *fakeStore) AddKey(_ context.Context, appID uuid.UUID, keyID string, _ [
 	return nil
 }
 
-func (s *fakeStore) Unpublished(_ context.Context, ids []uuid.UUID, _ time.Time) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.unpublished = append(s.unpublished, ids...)
-	return nil
-}
-
-func (s *fakeStore) Reconcile(context.Context, time.Time, time.Duration, int, map[delivery.Channel]time.Time) ([]notifier.Publication, int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.reconcile) == 0 {
-		return nil, 0, nil
-	}
-	a := s.reconcile[0]
-	s.reconcile = s.reconcile[1:]
-	return a.pubs, 0, a.err
-}
-
 // fakePublisher records what it is asked to publish, and fails with err when that is set.
 type fakePublisher struct {
-	mu      sync.Mutex
-	batches [][]notifier.Publication
-	err     error
+	mu    sync.Mutex
+	calls []map[delivery.Channel][]uuid.UUID
+	err   error
 }
 
-func (p *fakePublisher) Publish(_ context.Context, pubs []notifier.Publication) error {
+func (p *fakePublisher) Publish(_ context.Context, byChannel map[delivery.Channel][]uuid.UUID) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.batches = append(p.batches, append([]notifier.Publication(nil), pubs...))
+	c := map[delivery.Channel][]uuid.UUID{}
+	for ch, ids := range byChannel {
+		c[ch] = slices.Clone(ids)
+	}
+	p.calls = append(p.calls, c)
 	return p.err
 }
 
-func (p *fakePublisher) published() [][]notifier.Publication {
+// published returns what each call to Publish was asked to publish.
+func (p *fakePublisher) published() []map[delivery.Channel][]uuid.UUID {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return append([][]notifier.Publication(nil), p.batches...)
+	return slices.Clone(p.calls)
 }
 
 // fakeDirectory knows a fixed set of users and suppressions, and records what it is asked.
@@ -274,16 +269,6 @@ func (d *fakeDirectory) Resolve(_ context.Context, ids []string, targets []notif
 		}
 	}
 	return out, nil
-}
-
-// Dead letters are exercised against the real store (postgres/deadletters_test.go); the fake
-// has none.
-func (s *fakeStore) DeadLetters(context.Context, notifier.DeadLetterFilter, uuid.UUID, int) ([]notifier.DeadLetter, error) {
-	return nil, nil
-}
-
-func (s *fakeStore) Redrive(context.Context, notifier.DeadLetterFilter, time.Time, time.Duration) ([]notifier.Publication, error) {
-	return nil, nil
 }
 
 // Provider events are exercised against the real store (postgres/providerevents_test.go) and

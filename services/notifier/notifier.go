@@ -44,31 +44,9 @@ type Notification struct {
 	Links []Link
 }
 
-// Delivery is one channel target of a notification.
-type Delivery struct {
-	ID             uuid.UUID
-	NotificationID uuid.UUID
-	Channel        delivery.Channel
-	// To is the address (email, E.164 phone, device token); empty for a delivery skipped for
-	// lack of one. Never logged.
-	To                string
-	State             delivery.State
-	Reason            string
-	Content           delivery.Content
-	Attempts          int
-	LastError         string
-	Provider          string
-	ProviderMessageID string
-	CreatedAt         time.Time
-	UpdatedAt         time.Time
-	SentAt            *time.Time
-	// ExpiresAt is when the delivery is no longer worth sending.
-	ExpiresAt time.Time
-	// DueAt is when the reconciler looks at the delivery next, if it is not sent by then: the
-	// send time of a scheduled delivery, the re-publish deadline of a queued one. Nil once
-	// terminal.
-	DueAt *time.Time
-}
+// Delivery is one channel target of a notification; internal/delivery keeps it and makes its
+// transitions.
+type Delivery = delivery.Delivery
 
 // TemplateRef names a stored template version.
 type TemplateRef struct {
@@ -126,27 +104,14 @@ type Recipients struct {
 	Suppressions []preference.Suppression
 }
 
-// Publication is one message to put on a channel's queue.
-type Publication struct {
-	DeliveryID uuid.UUID
-	Channel    delivery.Channel
-	// Generation counts publishes of this delivery, so that each deliberate re-publish gets a
-	// fresh message id (see queue.MsgID).
-	Generation int
-	// Due marks a scheduled delivery published because its time came, not because a message
-	// seemed lost.
-	Due bool
-	// Held marks a queued delivery that the reconciler looked at but did not publish again: its
-	// message is most likely still waiting in the queue (see Reconciler.Queue).
-	Held bool
-}
-
-// Store keeps notifications, deliveries, templates and apps. The postgres package implements it.
+// Store keeps notifications, templates and apps. The postgres package implements it.
 type Store interface {
-	// CreateNotification records n and its deliveries in one transaction. When n carries an
-	// idempotency key that the app already used, nothing is written and the earlier
-	// notification is returned with created == false.
-	CreateNotification(ctx context.Context, n *Notification) (stored *Notification, created bool, err error)
+	// CreateNotifications records notifications with their deliveries (and short links), all
+	// in one transaction (group commit: one log flush for all of them). A notification whose
+	// idempotency key its app already used is not written, and reported not created. When one
+	// notification cannot be stored, the others are, and its error is reported in its place;
+	// err is for the whole batch (the database is unavailable).
+	CreateNotifications(ctx context.Context, ns []*Notification) (created []bool, errs []error, err error)
 	// NotificationByKey returns the app's notification with that idempotency key, or a NotFound
 	// error.
 	NotificationByKey(ctx context.Context, appID uuid.UUID, key string) (*Notification, error)
@@ -185,12 +150,6 @@ type Store interface {
 	// Keys lists an app's keys, newest first. Errors: NotFound (app).
 	Keys(ctx context.Context, appID uuid.UUID) ([]KeyInfo, error)
 
-	// DeadLetters lists dead deliveries matching f, by id, after the given id.
-	DeadLetters(ctx context.Context, f DeadLetterFilter, after uuid.UUID, limit int) ([]DeadLetter, error)
-	// Redrive queues the dead deliveries matching f again with a fresh attempt budget and
-	// returns what to publish.
-	Redrive(ctx context.Context, f DeadLetterFilter, now time.Time, republishAfter time.Duration) ([]Publication, error)
-
 	// DeliveryStats counts deliveries accepted since then, per template, category and channel.
 	DeliveryStats(ctx context.Context, since time.Time) ([]DeliveryStats, error)
 	// DeliveryApp returns the app that sent a delivery. Errors: NotFound.
@@ -200,23 +159,9 @@ type Store interface {
 	// only the user id in the history, and cancels those not yet sent.
 	EraseUser(ctx context.Context, userID string) error
 
-	// Unpublished marks queued deliveries whose publish failed at as due then, so that the
-	// reconciler's next pass publishes them again instead of waiting out their deadline, and
-	// does not hold them as waiting in the queue.
-	Unpublished(ctx context.Context, ids []uuid.UUID, at time.Time) error
-
-	// Reconcile takes up to limit deliveries whose deadline has passed and moves each on: a
-	// scheduled or stale queued delivery is (re-)queued, one whose worker's lease expired is
-	// released, one past its ttl is expired. It returns what must be published again and how
-	// many it expired. held maps a channel to the publish time of the oldest message in its
-	// queue that no worker has received yet: a queued delivery of the channel last published
-	// at or after it is returned Held, not to be published, and looked at again after
-	// republishAfter.
-	Reconcile(ctx context.Context, now time.Time, republishAfter time.Duration, limit int, held map[delivery.Channel]time.Time) ([]Publication, int, error)
-
 	// RecordProviderEvents stores each event once, keyed by (Provider, ID), and in the same
 	// transaction moves the deliveries of the new ones (see ProviderEventKind.DeliveryState and
-	// ProviderEventFrom). It returns the events the caller must still act on: the new ones, and
+	// delivery.EventFrom). It returns the events the caller must still act on: the new ones, and
 	// earlier ones whose address fact was never marked announced; each with its delivery's id,
 	// channel, address, user and category when the delivery is known. Events of unknown
 	// deliveries are stored and otherwise ignored.
@@ -226,11 +171,25 @@ type Store interface {
 	MarkProviderEventsAnnounced(ctx context.Context, provider string, ids []string) error
 }
 
+// Deliveries is what the notifier does to deliveries after creating them; internal/delivery's
+// stores implement it.
+type Deliveries interface {
+	// Unpublished marks queued deliveries whose message did not reach their queue as due at
+	// once, for the reconciler's next pass.
+	Unpublished(ctx context.Context, ids []uuid.UUID, at time.Time) error
+	// DeadLetters lists dead deliveries matching f, by id, after the given id.
+	DeadLetters(ctx context.Context, f delivery.DeadFilter, after uuid.UUID, limit int) ([]delivery.Delivery, error)
+	// Redrive queues the dead deliveries matching f again with a fresh attempt budget and
+	// returns them to publish.
+	Redrive(ctx context.Context, f delivery.DeadFilter, now time.Time, republishAfter time.Duration) ([]delivery.Due, error)
+}
+
 // Publisher puts deliveries on their channels' queues.
 type Publisher interface {
-	// Publish publishes every publication and waits for the broker's acknowledgements. It
-	// returns the first error; publications that failed are re-published by the reconciler.
-	Publish(ctx context.Context, pubs []Publication) error
+	// Publish puts each channel's deliveries on its queue, as few messages as their number
+	// allows, and waits for the broker's acknowledgements. On an error any of them may be
+	// unpublished; the reconciler publishes them again.
+	Publish(ctx context.Context, byChannel map[delivery.Channel][]uuid.UUID) error
 }
 
 // Limiter enforces app request rates and category frequency caps across replicas; the

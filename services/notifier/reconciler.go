@@ -5,16 +5,19 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/heraldhq/herald/internal/delivery"
 )
 
 // Reconciler repairs what the queue cannot: it publishes scheduled deliveries when they fall
-// due, re-publishes queued deliveries whose message seems lost (a broker that lost it, a publish
-// that never happened after the commit), releases deliveries whose worker's lease expired, and
-// expires deliveries past their ttl. Several replicas may run it at once: each takes rows with
+// due and retries when their backoff is over, re-publishes queued deliveries whose message seems
+// lost (a broker that lost it, a publish that never happened after the commit), releases
+// deliveries whose worker's lease expired, and expires deliveries past their ttl. What it
+// publishes goes out as batches, one message per channel for up to queue.MaxBatch deliveries. Several replicas may run it at once: each takes rows with
 // SKIP LOCKED.
 type Reconciler struct {
-	Store     Store
+	Store     ReconcileStore
 	Publisher Publisher
 	Log       *slog.Logger
 	// Interval between passes.
@@ -31,6 +34,15 @@ type Reconciler struct {
 	// has its message still waiting, so it is not published again. Without it, a backlog older
 	// than RepublishAfter is published a second time, and grows.
 	Queue Backlog
+}
+
+// ReconcileStore finds the deliveries whose deadline passed and moves them on; internal/delivery's
+// stores implement it (see their Reconcile).
+type ReconcileStore interface {
+	// Reconcile takes up to limit deliveries whose deadline has passed: it queues again and
+	// returns the ones to publish (but those Held, whose message held names as still waiting in
+	// its queue), and expires those past their ttl, returning how many.
+	Reconcile(ctx context.Context, now time.Time, republishAfter time.Duration, limit int, held map[delivery.Channel]time.Time) ([]delivery.Due, int, error)
 }
 
 // Backlog reports on the channels' queues.
@@ -90,28 +102,29 @@ func (r *Reconciler) Pass(ctx context.Context) (int, error) {
 		if err != nil {
 			return total, err
 		}
-		pubs := make([]Publication, 0, len(taken))
-		for _, p := range taken {
-			if !p.Held {
-				pubs = append(pubs, p)
+		byChannel := map[delivery.Channel][]uuid.UUID{}
+		n := 0
+		for _, d := range taken {
+			if d.Held {
+				continue
+			}
+			byChannel[d.Channel] = append(byChannel[d.Channel], d.ID)
+			n++
+			if r.Metrics != nil && !d.OnTime { // a delivery whose time came is no sign of trouble
+				r.Metrics.Republished.WithLabelValues(string(d.Channel)).Inc()
 			}
 		}
 		if r.Metrics != nil {
 			r.Metrics.Expired.Add(float64(expired))
-			for _, p := range pubs {
-				if !p.Due { // a scheduled delivery falling due is no sign of trouble
-					r.Metrics.Republished.WithLabelValues(string(p.Channel)).Inc()
-				}
-			}
 		}
-		if len(pubs) > 0 {
+		if n > 0 {
 			// The rows already carry their next deadline, so a failed publish is retried by a
 			// later pass.
-			if err := r.Publisher.Publish(ctx, pubs); err != nil {
-				r.Log.Warn("re-publish failed", "deliveries", len(pubs), "err", err)
+			if err := r.Publisher.Publish(ctx, byChannel); err != nil {
+				r.Log.Warn("re-publish failed", "deliveries", n, "err", err)
 			}
-			total += len(pubs)
-			r.Log.Info("re-published deliveries", "count", len(pubs))
+			total += n
+			r.Log.Info("re-published deliveries", "count", n)
 		}
 		if len(taken) < r.Batch {
 			return total, nil

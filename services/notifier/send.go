@@ -17,6 +17,7 @@ import (
 
 	"github.com/heraldhq/herald/internal/address"
 	"github.com/heraldhq/herald/internal/appkey"
+	"github.com/heraldhq/herald/internal/batch"
 	"github.com/heraldhq/herald/internal/coherent"
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
@@ -75,10 +76,12 @@ var categoryPattern = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,63}$`)
 
 // Service is the notifier: it accepts notifications and answers for them.
 type Service struct {
-	Store     Store
-	Publisher Publisher
-	Directory Directory
-	Log       *slog.Logger
+	Store Store
+	// Deliveries moves deliveries on after Send created them (publish failures, dead letters).
+	Deliveries Deliveries
+	Publisher  Publisher
+	Directory  Directory
+	Log        *slog.Logger
 	// RepublishAfter is how long a queued delivery may wait for a worker before the reconciler
 	// publishes it again.
 	RepublishAfter time.Duration
@@ -101,6 +104,8 @@ type Service struct {
 	// the latest version of a template from the store every time.
 	Feed *coherent.Poller
 
+	commits       *batch.Batcher[*Notification, bool]
+	commitOnce    sync.Once
 	versions      sync.Map // templateKey -> *parsedTemplate; versions are immutable
 	latest        *coherent.Cache[int]
 	latestOnce    sync.Once
@@ -158,41 +163,60 @@ func (s *Service) metrics() *Metrics {
 const IdempotencyWindow = 24 * time.Hour
 
 func (s *Service) send(ctx context.Context, caller appkey.Caller, req *SendRequest) (*SendResult, error) {
+	d, res, err := s.prepare(ctx, caller, req)
+	if d == nil {
+		return res, err
+	}
+	created, err := s.committer().Do(ctx, d.n)
+	return s.finish(ctx, caller, req, d, created, err)
+}
+
+// prepare decides a Send up to its commit: it returns the draft to commit, or the answer when
+// there is nothing to commit (a replay of the idempotency key, or an error).
+func (s *Service) prepare(ctx context.Context, caller appkey.Caller, req *SendRequest) (*draft, *SendResult, error) {
 	now := s.now()
 	if err := validate(req, now); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if req.IdempotencyKey != "" {
 		prev, err := s.Store.NotificationByKey(ctx, caller.AppID, req.IdempotencyKey)
 		switch {
 		case err == nil && now.Sub(prev.CreatedAt) < IdempotencyWindow:
-			return s.replay(prev, req)
+			res, err := s.replay(prev, req)
+			return nil, res, err
 		case err == nil: // the key's window is over: it may name a new notification
 			if err := s.Store.ReleaseKey(ctx, caller.AppID, req.IdempotencyKey, now.Add(-IdempotencyWindow)); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		case !errs.Is(err, errs.NotFound):
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	d, err := s.plan(ctx, caller, req, now)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s.takeCaps(ctx, d, now)
 	if err := s.shorten(ctx, d.n); err != nil { // short links: shortlinks.go
-		return nil, err
+		return nil, nil, err
 	}
-	stored, created, err := s.Store.CreateNotification(ctx, d.n)
+	return d, nil, nil
+}
+
+// finish answers a Send once its draft was committed, or not.
+func (s *Service) finish(ctx context.Context, caller appkey.Caller, req *SendRequest, d *draft, created bool, err error) (*SendResult, error) {
 	if err != nil {
 		return nil, err
 	}
 	if !created { // a concurrent Send with the same key won the race
-		return s.replay(stored, req)
+		prev, err := s.Store.NotificationByKey(ctx, caller.AppID, req.IdempotencyKey)
+		if err != nil {
+			return nil, err
+		}
+		return s.replay(prev, req)
 	}
 	s.metrics().count(d.n)
 	s.committed(d.n) // short links: shortlinks.go
-	s.publish(ctx, d.n)
 	return &SendResult{Notification: d.n}, nil
 }
 
@@ -251,8 +275,13 @@ func (s *Service) plan(ctx context.Context, caller appkey.Caller, req *SendReque
 		d := &Delivery{
 			ID:             mustV7(),
 			NotificationID: n.ID,
+			UserID:         n.UserID,
 			Channel:        t.channel,
 			To:             t.to,
+			Category:       n.Category,
+			Priority:       n.Priority,
+			Critical:       n.Critical,
+			DefaultOptIn:   n.DefaultOptIn,
 			State:          delivery.Skipped,
 			ExpiresAt:      n.ExpiresAt,
 			CreatedAt:      now,
@@ -425,31 +454,67 @@ func (s *Service) replay(prev *Notification, req *SendRequest) (*SendResult, err
 	return &SendResult{Notification: prev, Duplicate: true}, nil
 }
 
-// publish hands the queued deliveries to the broker. The notification is already committed, so
-// a failure here only delays it: the reconciler publishes what is still queued.
-func (s *Service) publish(ctx context.Context, n *Notification) {
-	var pubs []Publication
-	for _, d := range n.Deliveries {
-		if d.State == delivery.Queued {
-			pubs = append(pubs, Publication{DeliveryID: d.ID, Channel: d.Channel})
+// Group commit: concurrent Sends share one transaction, and one message per channel carries
+// the deliveries that transaction created (bounded by queue.MaxBatch). A few commits in flight
+// keep the database busy while each waits for its log flush; batches grow only when Sends pile
+// up, so a lone Send is not held back.
+const (
+	maxCommit     = 1000
+	commitRunners = 2
+)
+
+func (s *Service) committer() *batch.Batcher[*Notification, bool] {
+	s.commitOnce.Do(func() { s.commits = batch.New(s.commit, maxCommit, commitRunners) })
+	return s.commits
+}
+
+// Close stops the group commit; Sends after it fail.
+func (s *Service) Close() { s.committer().Close() }
+
+// commit stores notifications and then publishes the queued deliveries of those it created. It
+// answers once the broker acknowledged them: that wait is what holds Sends back when the broker
+// falls behind. A failed publish only delays the deliveries: they are marked for the
+// reconciler, which publishes them again.
+func (s *Service) commit(ctx context.Context, ns []*Notification) ([]bool, []error, error) {
+	created, failed, err := s.Store.CreateNotifications(ctx, ns)
+	if err != nil {
+		return nil, nil, err
+	}
+	byChannel := map[delivery.Channel][]uuid.UUID{}
+	for i, n := range ns {
+		if !created[i] || (failed != nil && failed[i] != nil) {
+			continue
+		}
+		for _, d := range n.Deliveries {
+			if d.State == delivery.Queued {
+				byChannel[d.Channel] = append(byChannel[d.Channel], d.ID)
+			}
 		}
 	}
-	if len(pubs) == 0 {
+	s.publish(ctx, byChannel)
+	return created, failed, nil
+}
+
+// publish hands deliveries to the broker. They are committed already, so a failure only delays
+// them: they are marked due at once, and the reconciler's next pass publishes them.
+func (s *Service) publish(ctx context.Context, byChannel map[delivery.Channel][]uuid.UUID) {
+	if len(byChannel) == 0 {
 		return
 	}
-	if err := s.Publisher.Publish(ctx, pubs); err != nil {
-		s.Log.Warn("publish failed; the reconciler will publish again",
-			"notification_id", n.ID, "deliveries", len(pubs), "err", err)
-		// Within a pass, not after the deliveries' deadline (RepublishAfter): a broker that
-		// fell behind would otherwise hold them back for minutes.
-		ids := make([]uuid.UUID, len(pubs))
-		for i, p := range pubs {
-			ids[i] = p.DeliveryID
-		}
-		if err := s.Store.Unpublished(context.WithoutCancel(ctx), ids, s.now()); err != nil {
-			s.Log.Warn("cannot mark the deliveries for the reconciler; they wait for their deadline",
-				"notification_id", n.ID, "err", err)
-		}
+	err := s.Publisher.Publish(ctx, byChannel)
+	if err == nil {
+		return
+	}
+	var ids []uuid.UUID
+	for _, l := range byChannel {
+		ids = append(ids, l...)
+	}
+	s.Log.Warn("publish failed; the reconciler will publish again", "deliveries", len(ids), "err", err)
+	// Within a pass, not after the deliveries' deadline (RepublishAfter): a broker that fell
+	// behind would otherwise hold them back for minutes.
+	if err := s.Deliveries.Unpublished(context.WithoutCancel(ctx), ids, s.now()); err != nil {
+		s.Log.Warn("cannot mark the deliveries for the reconciler; they wait for their deadline",
+			"deliveries", len(ids), "err", err)
 	}
 }
 

@@ -64,6 +64,7 @@ func newHarness() *harness {
 	h := &harness{store: newFakeStore(), pub: &fakePublisher{}, dir: &fakeDirectory{}, logs: &syncBuffer{}}
 	h.svc = &notifier.Service{
 		Store:          h.store,
+		Deliveries:     h.store.deliveries,
 		Publisher:      h.pub,
 		Directory:      h.dir,
 		Log:            slog.New(slog.NewTextHandler(h.logs, nil)),
@@ -134,7 +135,7 @@ func TestSendNormalisesAddresses(t *testing.T) {
 		delivery.SMS:     {Body: "New sign-in from Berlin"},
 		delivery.Email:   {Subject: "Sign-in", HTML: "<p>New sign-in</p>", Text: "New sign-in from Berlin"},
 	}
-	var wantPubs []notifier.Publication
+	wantPubs := map[delivery.Channel][]uuid.UUID{}
 	for _, d := range n.Deliveries {
 		if d.NotificationID != n.ID || d.ID == uuid.Nil || d.DueAt == nil || !d.DueAt.Equal(now.Add(republishAfter)) ||
 			!d.CreatedAt.Equal(now) || !d.UpdatedAt.Equal(now) {
@@ -143,7 +144,7 @@ func TestSendNormalisesAddresses(t *testing.T) {
 		if !reflect.DeepEqual(d.Content, wantContent[d.Channel]) {
 			t.Errorf("%s content = %+v, want %+v", d.Channel, d.Content, wantContent[d.Channel])
 		}
-		wantPubs = append(wantPubs, notifier.Publication{DeliveryID: d.ID, Channel: d.Channel})
+		wantPubs[d.Channel] = append(wantPubs[d.Channel], d.ID)
 	}
 	// Suppressions are looked up by the normalised addresses, the form they are stored in.
 	wantLookup := []notifier.Target{
@@ -161,8 +162,8 @@ func TestSendNormalisesAddresses(t *testing.T) {
 	if got := h.store.stored(); len(got) != 1 || got[0] != n {
 		t.Errorf("stored %v, want the returned notification", got)
 	}
-	if got := h.pub.published(); len(got) != 1 || !slices.Equal(got[0], wantPubs) {
-		t.Errorf("published %+v, want one batch %+v", got, wantPubs)
+	if got := h.pub.published(); len(got) != 1 || !reflect.DeepEqual(got[0], wantPubs) {
+		t.Errorf("published %+v, want one call %+v", got, wantPubs)
 	}
 }
 
@@ -232,7 +233,7 @@ func TestSendTargets(t *testing.T) {
 			if got := summary(res.Notification); !slices.Equal(got, tt.want) {
 				t.Errorf("deliveries:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
 			}
-			var wantPubs []notifier.Publication
+			wantPubs := map[delivery.Channel][]uuid.UUID{}
 			for _, d := range res.Notification.Deliveries {
 				if d.State == delivery.Skipped {
 					if d.DueAt != nil || !reflect.DeepEqual(d.Content, delivery.Content{}) {
@@ -240,13 +241,15 @@ func TestSendTargets(t *testing.T) {
 					}
 					continue
 				}
-				wantPubs = append(wantPubs, notifier.Publication{DeliveryID: d.ID, Channel: d.Channel})
+				wantPubs[d.Channel] = append(wantPubs[d.Channel], d.ID)
 			}
-			var gotPubs []notifier.Publication
-			for _, b := range h.pub.published() {
-				gotPubs = append(gotPubs, b...)
+			gotPubs := map[delivery.Channel][]uuid.UUID{}
+			for _, call := range h.pub.published() {
+				for ch, ids := range call {
+					gotPubs[ch] = append(gotPubs[ch], ids...)
+				}
 			}
-			if !slices.Equal(gotPubs, wantPubs) {
+			if !reflect.DeepEqual(gotPubs, wantPubs) {
 				t.Errorf("published %+v, want %+v", gotPubs, wantPubs)
 			}
 		})
@@ -312,11 +315,8 @@ func TestSendPublishFailureStillAccepts(t *testing.T) {
 	if d.State != delivery.Queued || d.DueAt == nil || !d.DueAt.Equal(now.Add(republishAfter)) {
 		t.Errorf("delivery %+v, want queued and due at %s", d, now.Add(republishAfter))
 	}
-	h.store.mu.Lock()
-	unpublished := slices.Clone(h.store.unpublished)
-	h.store.mu.Unlock()
-	if len(unpublished) != 1 || unpublished[0] != d.ID {
-		t.Errorf("marked unpublished: %v, want the delivery %s", unpublished, d.ID)
+	if stored, _ := h.store.deliveries.Get(d.ID); stored.DueAt == nil || !stored.DueAt.Equal(now) {
+		t.Errorf("stored delivery due at %v, want %s: marked for the reconciler's next pass", stored.DueAt, now)
 	}
 	if logs := h.logs.String(); !strings.Contains(logs, "publish failed") || strings.Contains(logs, "+14155550123") {
 		t.Errorf("logs = %q, want a warning that does not name the address", logs)
@@ -640,45 +640,77 @@ func TestSendValidation(t *testing.T) {
 	})
 }
 
+// scriptedReconcile answers Reconcile from a script, one batch per call; then with nothing.
+type scriptedReconcile struct {
+	answers []reconcileAnswer
+}
+
+type reconcileAnswer struct {
+	due []delivery.Due
+	err error
+}
+
+func (s *scriptedReconcile) Reconcile(context.Context, time.Time, time.Duration, int, map[delivery.Channel]time.Time) ([]delivery.Due, int, error) {
+	if len(s.answers) == 0 {
+		return nil, 0, nil
+	}
+	a := s.answers[0]
+	s.answers = s.answers[1:]
+	return a.due, 0, a.err
+}
+
 func TestReconcilerPass(t *testing.T) {
-	pubs := func(n int) []notifier.Publication {
-		out := make([]notifier.Publication, n)
+	due := func(n int, ch delivery.Channel) []delivery.Due {
+		out := make([]delivery.Due, n)
 		for i := range out {
-			out[i] = notifier.Publication{DeliveryID: uuid.New(), Channel: delivery.Email, Generation: 2}
+			out[i] = delivery.Due{ID: uuid.New(), Channel: ch}
 		}
 		return out
 	}
-	full1, full2, rest := pubs(3), pubs(3), pubs(1)
+	ids := func(ds ...delivery.Due) []uuid.UUID {
+		var out []uuid.UUID
+		for _, d := range ds {
+			out = append(out, d.ID)
+		}
+		return out
+	}
+	full1, full2, rest := due(3, delivery.Email), due(3, delivery.Email), due(1, delivery.SMS)
+	mixed := append(due(2, delivery.IOS), delivery.Due{ID: uuid.New(), Channel: delivery.IOS, Held: true})
+	email := func(ds []delivery.Due) map[delivery.Channel][]uuid.UUID {
+		return map[delivery.Channel][]uuid.UUID{delivery.Email: ids(ds...)}
+	}
+	sms := map[delivery.Channel][]uuid.UUID{delivery.SMS: ids(rest...)}
 	tests := []struct {
-		name        string
-		answers     []reconcileAnswer
-		publishErr  error
-		want        int
-		wantErr     bool
-		wantBatches [][]notifier.Publication
+		name       string
+		answers    []reconcileAnswer
+		publishErr error
+		want       int
+		wantErr    bool
+		wantCalls  []map[delivery.Channel][]uuid.UUID
 	}{
 		{"nothing due", nil, nil, 0, false, nil},
-		{"takes batches until one is short", []reconcileAnswer{{pubs: full1}, {pubs: full2}, {pubs: rest}}, nil, 7, false,
-			[][]notifier.Publication{full1, full2, rest}},
-		{"a full last batch costs one empty call", []reconcileAnswer{{pubs: full1}}, nil, 3, false,
-			[][]notifier.Publication{full1}},
-		{"a publish failure does not stop the pass", []reconcileAnswer{{pubs: full1}, {pubs: rest}}, errors.New("broker down"),
-			4, false, [][]notifier.Publication{full1, rest}},
-		{"a store failure ends the pass", []reconcileAnswer{{pubs: full1}, {err: errors.New("db down")}, {pubs: rest}}, nil,
-			3, true, [][]notifier.Publication{full1}},
+		{"takes batches until one is short", []reconcileAnswer{{due: full1}, {due: full2}, {due: rest}}, nil, 7, false,
+			[]map[delivery.Channel][]uuid.UUID{email(full1), email(full2), sms}},
+		{"a full last batch costs one empty call", []reconcileAnswer{{due: full1}}, nil, 3, false,
+			[]map[delivery.Channel][]uuid.UUID{email(full1)}},
+		{"held deliveries are not published", []reconcileAnswer{{due: mixed}}, nil, 2, false,
+			[]map[delivery.Channel][]uuid.UUID{{delivery.IOS: ids(mixed[:2]...)}}},
+		{"a publish failure does not stop the pass", []reconcileAnswer{{due: full1}, {due: rest}}, errors.New("broker down"),
+			4, false, []map[delivery.Channel][]uuid.UUID{email(full1), sms}},
+		{"a store failure ends the pass", []reconcileAnswer{{due: full1}, {err: errors.New("db down")}, {due: rest}}, nil,
+			3, true, []map[delivery.Channel][]uuid.UUID{email(full1)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			store := &fakeStore{reconcile: tt.answers}
 			pub := &fakePublisher{err: tt.publishErr}
-			r := &notifier.Reconciler{Store: store, Publisher: pub, Log: slog.New(slog.DiscardHandler),
-				Interval: time.Hour, RepublishAfter: time.Minute, Batch: 3}
+			r := &notifier.Reconciler{Store: &scriptedReconcile{answers: tt.answers}, Publisher: pub,
+				Log: slog.New(slog.DiscardHandler), Interval: time.Hour, RepublishAfter: time.Minute, Batch: 3}
 			got, err := r.Pass(t.Context())
 			if got != tt.want || (err != nil) != tt.wantErr {
 				t.Errorf("Pass = %d, %v; want %d, error %v", got, err, tt.want, tt.wantErr)
 			}
-			if b := pub.published(); !reflect.DeepEqual(b, tt.wantBatches) {
-				t.Errorf("published %v, want %v", b, tt.wantBatches)
+			if calls := pub.published(); !reflect.DeepEqual(calls, tt.wantCalls) {
+				t.Errorf("published %v, want %v", calls, tt.wantCalls)
 			}
 		})
 	}

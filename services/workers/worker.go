@@ -1,8 +1,8 @@
 // Package workers turns queued deliveries into provider calls. The root package holds what a
-// delivery looks like to a worker, the Sender interface that each provider implements, and the
-// error classes that decide between sent, retry later, and give up. The consumer (consumer/)
-// pulls deliveries from JetStream, claims them in PostgreSQL (postgres/), calls a Sender, and
-// records the outcome.
+// delivery looks like to a worker, the Sender interface that each provider implements, the
+// error classes, and Decide, which turns a provider's answer into sent, retry later, or give up.
+// The consumer (consumer/) pulls batches of delivery ids from JetStream, claims them through
+// Store (internal/delivery), calls a Sender, and records the outcomes.
 package workers
 
 import (
@@ -138,17 +138,14 @@ func Transient(retryAfter time.Duration, err error) error {
 	return &TransientError{RetryAfter: retryAfter, Err: err}
 }
 
-// Outcome is what became of one attempt.
+// Outcome is how a provider answered one send.
 type Outcome int
 
-// The outcomes of an attempt.
+// The outcomes of a send.
 const (
 	OutcomeSent Outcome = iota
 	OutcomeRetry
 	OutcomeFailed
-	// OutcomeSkipped: the recipient no longer wants it (opted out, address suppressed since
-	// the notification was accepted); no provider was called.
-	OutcomeSkipped
 )
 
 // Classify maps a Send error to an outcome, the reason to record and, for retries, the wait the
@@ -173,55 +170,111 @@ func Classify(err error) (o Outcome, reason string, retryAfter time.Duration) {
 	return OutcomeRetry, "provider_error", 0
 }
 
-// ClaimStatus says what a worker may do with a delivery it was handed.
-type ClaimStatus int
-
-// The answers to a claim.
-const (
-	// Claimed: the delivery is this worker's until its lease expires; send it.
-	Claimed ClaimStatus = iota
-	// Done: nothing to do (already sent, terminal, expired, or unknown); ack the message.
-	Done
-	// Busy: another worker holds a live lease; look again at RetryAt.
-	Busy
-)
-
-// Claim is the answer for one delivery id.
-type Claim struct {
-	ID      uuid.UUID
-	Status  ClaimStatus
-	Message *Message  // set when Claimed
-	RetryAt time.Time // set when Busy
+// NotSentError is the answer of a Sender that did not call its provider: the channel's circuit
+// is open, or its rate limit leaves no time to send within the lease. The delivery goes back
+// unsent, its attempt not counted, to come again after RetryAfter.
+type NotSentError struct {
+	Reason     string
+	RetryAfter time.Duration
 }
 
-// Attempt is the outcome of one provider call, to be recorded.
+func (e *NotSentError) Error() string { return "not sent: " + e.Reason }
+
+// Verdict is what an attempt comes to. Decide makes it once; the store, the metrics and the log
+// each read it.
+type Verdict struct {
+	// State is where the delivery goes: Sent, Failed, Dead, Retrying, or Skipped (decided
+	// before the send, not by Decide). Empty when Release is set.
+	State delivery.State
+	// Release: the provider was not called, or blamed Herald's configuration rather than the
+	// message. The delivery goes back unrecorded, its attempt not counted, and comes again
+	// after RetryAfter.
+	Release    bool
+	RetryAfter time.Duration
+	// RetryAt is when a Retrying delivery may be sent again.
+	RetryAt time.Time
+	// Reason is a short machine-readable cause when not sent.
+	Reason string
+	// Effect and Since: what a permanent answer means for the address.
+	Effect Effect
+	Since  time.Time
+}
+
+// Decide turns a Sender's answer to attempt (1-based, within the current drive) into a verdict
+// under policy p: sent; failed for good, with the answer's effect on the address; retried after
+// a backoff (at least the provider's Retry-After, jitter in [0, 1)) until the policy's attempts
+// are used up, then dead. A configuration error or a send that did not happen (NotSentError)
+// gives the delivery back instead: neither says anything of the message. Decide does nothing
+// but decide.
+func Decide(err error, attempt int, p Policy, now time.Time, jitter float64) Verdict {
+	var ns *NotSentError
+	if errors.As(err, &ns) {
+		return Verdict{Release: true, RetryAfter: ns.RetryAfter, Reason: ns.Reason}
+	}
+	var ce *ConfigError
+	if errors.As(err, &ce) {
+		return Verdict{Release: true, Reason: "provider_config"}
+	}
+	o, reason, retryAfter := Classify(err)
+	switch o {
+	case OutcomeSent:
+		return Verdict{State: delivery.Sent}
+	case OutcomeFailed:
+		v := Verdict{State: delivery.Failed, Reason: reason}
+		var perm *PermanentError
+		if errors.As(err, &perm) {
+			v.Effect, v.Since = perm.Effect, perm.Since
+		}
+		return v
+	}
+	if attempt >= p.MaxAttempts {
+		return Verdict{State: delivery.Dead, Reason: reason}
+	}
+	return Verdict{State: delivery.Retrying, Reason: reason, RetryAt: now.Add(p.Backoff(attempt, retryAfter, jitter))}
+}
+
+// Attempt is one claimed delivery's send (or skip), to record.
 type Attempt struct {
-	Message           *Message
-	Provider          string
-	Outcome           Outcome
-	Dead              bool   // the last allowed attempt failed transiently
-	Reason            string // machine-readable cause when not sent
+	Message  *Message
+	Provider string
+	Verdict
 	Error             string // the provider's error, without addresses or secrets
 	ProviderMessageID string
-	RetryAt           time.Time // when to try again, for OutcomeRetry
-	// Effect and Since: what the provider's answer means for the address (OutcomeFailed).
-	Effect  Effect
-	Since   time.Time
-	Started time.Time
-	Latency time.Duration
+	Started           time.Time
+	Latency           time.Duration
 }
 
-// Store claims deliveries and records what became of them. The postgres package implements it.
+// Record returns what the store records of a.
+func (a *Attempt) Record() delivery.Attempt {
+	return delivery.Attempt{
+		DeliveryID: a.Message.DeliveryID, Attempt: a.Message.Attempt, Drive: a.Message.Drive,
+		State: a.State, RetryAt: a.RetryAt, Reason: a.Reason, Error: a.Error, Provider: a.Provider,
+		ProviderMessageID: a.ProviderMessageID, Started: a.Started, Latency: a.Latency,
+	}
+}
+
+// Store claims deliveries and records what became of them; internal/delivery's stores implement
+// it.
 type Store interface {
-	// Claim takes the deliveries for worker, each for lease, and answers for every id.
-	Claim(ctx context.Context, worker string, lease time.Duration, ids []uuid.UUID) ([]Claim, error)
-	// Record stores the attempts and moves their deliveries on, in one transaction. A sent
-	// outcome always lands, whatever the delivery became meanwhile (the provider has the
-	// message); other outcomes only while worker still holds the lease of that attempt.
-	Record(ctx context.Context, worker string, attempts []Attempt) error
-	// Release gives claimed deliveries back (queued, the attempt not counted) when the worker
-	// cannot send them now.
+	// Claim takes the deliveries among ids that may be sent now for worker, each for lease, and
+	// returns them. The others have nothing to do here: they are done, held by a live worker,
+	// or wait for their time, which the reconciler sees to.
+	Claim(ctx context.Context, worker string, lease time.Duration, ids []uuid.UUID) ([]delivery.Delivery, error)
+	// Record stores the attempts and moves their deliveries on. A sent delivery always lands
+	// (the provider has the message); other outcomes only while worker still holds the lease of
+	// that attempt.
+	Record(ctx context.Context, worker string, attempts []delivery.Attempt) error
+	// Release gives claimed deliveries back unsent, their attempt not counted.
 	Release(ctx context.Context, worker string, ids []uuid.UUID) error
+}
+
+// NewMessage returns the message of a claimed delivery.
+func NewMessage(d *delivery.Delivery) *Message {
+	return &Message{
+		DeliveryID: d.ID, NotificationID: d.NotificationID, Channel: d.Channel, To: d.To, UserID: d.UserID,
+		Category: d.Category, Critical: d.Critical, DefaultOptIn: d.DefaultOptIn, Priority: d.Priority,
+		Content: d.Content, Attempt: d.Attempts, Drive: d.Drive, ExpiresAt: d.ExpiresAt, AcceptedAt: d.CreatedAt,
+	}
 }
 
 // Gate re-checks, just before a send, that the recipient still wants it: an opt-out or a

@@ -21,6 +21,7 @@ import (
 
 	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/coherent"
+	deliverypg "github.com/heraldhq/herald/internal/delivery/postgres"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/events"
 	"github.com/heraldhq/herald/internal/pgdb"
@@ -114,12 +115,13 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 // Daemon is a running notifier.
 type Daemon struct {
-	cfg      Config
-	pool     *pgxpool.Pool
-	nc       *nats.Conn
-	contacts *grpc.ClientConn
-	svc      *notifier.Service
-	clicks   *links.Recorder
+	cfg        Config
+	pool       *pgxpool.Pool
+	deliveries *deliverypg.Store
+	nc         *nats.Conn
+	contacts   *grpc.ClientConn
+	svc        *notifier.Service
+	clicks     *links.Recorder
 	// linkRetention is the short links' retention when they are on.
 	linkRetention time.Duration
 	erasures      jetstream.ConsumeContext
@@ -155,7 +157,11 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err = postgres.Migrate(openCtx, d.pool, log); err != nil {
 		return nil, err
 	}
-	store := postgres.New(d.pool)
+	if err = deliverypg.Migrate(openCtx, d.pool, log); err != nil {
+		return nil, err
+	}
+	d.deliveries = deliverypg.New(d.pool)
+	store := postgres.New(d.pool, d.deliveries)
 	if cfg.BootstrapKey != "" {
 		key, err := appkey.Parse(cfg.BootstrapKey)
 		if err != nil {
@@ -228,7 +234,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	svc := &notifier.Service{Store: store, Publisher: pub, Log: log, RepublishAfter: cfg.RepublishAfter,
+	svc := &notifier.Service{Store: store, Deliveries: d.deliveries, Publisher: pub, Log: log, RepublishAfter: cfg.RepublishAfter,
 		Limiter: limiter, DefaultRate: cfg.AppRate, DefaultBurst: cfg.AppBurst, Metrics: metrics,
 		TemplateLimits: templates.Limits{SMSSegments: cfg.SMSMaxSegments}, Feed: feed}
 	d.svc = svc
@@ -283,7 +289,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 
 	rctx, rcancel := context.WithCancel(context.Background())
 	d.cancel = rcancel
-	rec := &notifier.Reconciler{Store: store, Publisher: pub, Queue: pub, Log: log, Metrics: metrics,
+	rec := &notifier.Reconciler{Store: d.deliveries, Publisher: pub, Queue: pub, Log: log, Metrics: metrics,
 		Interval: cfg.ReconcileInterval, RepublishAfter: cfg.RepublishAfter, Batch: 1000}
 	var wg sync.WaitGroup
 	wg.Go(func() { watcher.Run(rctx) })
@@ -337,6 +343,12 @@ func (d *Daemon) Close() {
 }
 
 func (d *Daemon) closeResources() {
+	if d.svc != nil { // after the listeners: no Send is under way
+		d.svc.Close()
+	}
+	if d.deliveries != nil {
+		d.deliveries.Close()
+	}
 	if d.clicks != nil { // after the listeners: no more clicks come in; before the pool
 		d.clicks.Close()
 	}

@@ -10,8 +10,7 @@ import "time"
 // ChannelSample is one channel's state at one moment.
 type ChannelSample struct {
 	Channel string `json:"channel"`
-	// Pending are messages waiting in the channel's queue; InFlight are handed to workers and
-	// not yet acknowledged.
+	// Pending are deliveries queued for a worker; InFlight are held by one, being sent.
 	Pending  int64 `json:"pending"`
 	InFlight int64 `json:"in_flight"`
 	// Scheduled and Retrying count deliveries waiting for their time; DeadLetters those that
@@ -19,8 +18,8 @@ type ChannelSample struct {
 	Scheduled   int64 `json:"scheduled"`
 	Retrying    int64 `json:"retrying"`
 	DeadLetters int64 `json:"dead_letters"`
-	// OldestAgeSeconds is how long the oldest pending message of the channel's queue (published,
-	// not yet received by a worker) has waited.
+	// OldestAgeSeconds is how long the oldest message of the channel's queue that no worker has
+	// received yet has waited.
 	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
 	// SendRate and FailureRate are provider calls per second over the last minute.
 	SendRate    float64 `json:"send_rate"`

@@ -189,8 +189,8 @@ func (w *Watcher) count(reports []workerstatus.State) []Circuit {
 	return out
 }
 
-// readQueues reads each channel's queue: its pending and in-flight counts, and how long the
-// oldest pending message has waited.
+// readQueues reads how long the oldest message of each channel's queue that no worker has
+// received yet has waited.
 func (w *Watcher) readQueues(ctx context.Context, byChannel map[string]*ChannelSample) error {
 	var errs []error
 	for _, ch := range delivery.Channels {
@@ -199,33 +199,36 @@ func (w *Watcher) readQueues(ctx context.Context, byChannel map[string]*ChannelS
 			errs = append(errs, err)
 			continue
 		}
-		cs := byChannel[string(ch)]
-		cs.Pending, cs.InFlight = b.Pending, b.InFlight
 		if !b.Oldest.IsZero() {
-			cs.OldestAgeSeconds = max(time.Since(b.Oldest).Seconds(), 0)
+			byChannel[string(ch)].OldestAgeSeconds = max(time.Since(b.Oldest).Seconds(), 0)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// readDatabase counts what waits in PostgreSQL: scheduled, retrying and dead deliveries. Each
-// count is a range of the deliveries_waiting index, so sent history is not read.
+// readDatabase counts the deliveries that wait, per channel and state: queued for a worker,
+// held by one, scheduled, retrying and dead. The queue's messages are batches of deliveries, so
+// its own counts say little of the work waiting. Each count is a range of the deliveries_open
+// index, so sent history is not read.
 func (w *Watcher) readDatabase(ctx context.Context, byChannel map[string]*ChannelSample) error {
 	rows, err := w.pool.Query(ctx, `
 		SELECT channel,
+			count(*) FILTER (WHERE state = 'queued'),
+			count(*) FILTER (WHERE state = 'sending'),
 			count(*) FILTER (WHERE state = 'scheduled'),
 			count(*) FILTER (WHERE state = 'retrying'),
 			count(*) FILTER (WHERE state = 'dead')
-		FROM notifier.deliveries
-		WHERE state IN ('scheduled', 'retrying', 'dead')
+		FROM delivery.deliveries
+		WHERE state IN ('queued', 'sending', 'scheduled', 'retrying', 'dead')
 		GROUP BY channel`)
 	if err != nil {
 		return err
 	}
 	var ch string
-	var scheduled, retrying, dead int64
-	_, err = pgx.ForEachRow(rows, []any{&ch, &scheduled, &retrying, &dead}, func() error {
+	var queued, sending, scheduled, retrying, dead int64
+	_, err = pgx.ForEachRow(rows, []any{&ch, &queued, &sending, &scheduled, &retrying, &dead}, func() error {
 		if cs := byChannel[ch]; cs != nil {
+			cs.Pending, cs.InFlight = queued, sending
 			cs.Scheduled, cs.Retrying, cs.DeadLetters = scheduled, retrying, dead
 		}
 		return nil
@@ -234,7 +237,7 @@ func (w *Watcher) readDatabase(ctx context.Context, byChannel map[string]*Channe
 }
 
 func (w *Watcher) readDeadLetters(ctx context.Context) ([]DeadLetterGroup, error) {
-	rows, err := w.pool.Query(ctx, `SELECT channel, reason, count(*) FROM notifier.deliveries
+	rows, err := w.pool.Query(ctx, `SELECT channel, reason, count(*) FROM delivery.deliveries
 		WHERE state = 'dead' GROUP BY channel, reason ORDER BY count(*) DESC, channel, reason LIMIT 100`)
 	if err != nil {
 		return nil, err

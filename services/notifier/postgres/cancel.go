@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/services/notifier"
 )
@@ -17,16 +18,21 @@ func (s *Store) ReleaseKey(ctx context.Context, appID uuid.UUID, key string, old
 	return pgdb.Err(err)
 }
 
-// Cancel implements notifier.Store. A delivery a worker holds ('sending') is past cancelling:
-// the provider call may already be made.
+// Cancel implements notifier.Store.
 func (s *Store) Cancel(ctx context.Context, appID, id uuid.UUID, at time.Time) (*notifier.Notification, error) {
-	_, err := s.pool.Exec(ctx, `
-		UPDATE notifier.deliveries d SET state = 'canceled', reason = 'canceled', due_at = NULL, updated_at = $3
-		FROM notifier.notifications n
-		WHERE n.id = $2 AND n.app_id = $1 AND d.notification_id = n.id
-			AND d.state IN ('scheduled', 'queued', 'retrying')`, appID, id, at)
+	// The notification must be the app's before anything changes; a notification never
+	// changes app.
+	var owned bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM notifier.notifications WHERE id = $1 AND app_id = $2)`,
+		id, appID).Scan(&owned)
 	if err != nil {
 		return nil, pgdb.Err(err)
+	}
+	if !owned {
+		return nil, errs.E(errs.NotFound, "notification not found")
+	}
+	if _, err := s.deliveries.Cancel(ctx, id, at); err != nil {
+		return nil, err
 	}
 	return s.Notification(ctx, appID, id)
 }

@@ -14,18 +14,9 @@ import (
 	"github.com/heraldhq/herald/services/notifier/links"
 )
 
-// insertLinks is the part of insert's statement that stores the notifications' short links
-// ($29-$38), only for the notifications it creates: a link is committed with its delivery.
-const insertLinks = `
-	INSERT INTO notifier.links (id, delivery_id, notification_id, app_id, channel, category,
-		template_name, url, created_at, expires_at)
-	SELECT * FROM unnest($29::bigint[], $30::uuid[], $31::uuid[], $32::uuid[], $33::text[], $34::text[],
-		$35::text[], $36::text[], $37::timestamptz[], $38::timestamptz[])
-		AS u(id, delivery_id, notification_id, app_id, channel, category, template_name, url, created_at, expires_at)
-	WHERE u.notification_id IN (SELECT id FROM n)`
-
-// linkArgs returns the arguments of insertLinks for ns.
-func linkArgs(ns []*notifier.Notification) []any {
+// insertLinks stores the short links of ns, in the transaction that creates them: a link is
+// committed with its delivery.
+func insertLinks(ctx context.Context, tx pgx.Tx, ns []*notifier.Notification) error {
 	var (
 		ids               []int64
 		dIDs, nIDs, apps  []uuid.UUID
@@ -40,7 +31,16 @@ func linkArgs(ns []*notifier.Notification) []any {
 			tmpls, created, expires = append(tmpls, nullIfEmpty(l.Template)), append(created, l.CreatedAt), append(expires, l.ExpiresAt)
 		}
 	}
-	return []any{ids, dIDs, nIDs, apps, chans, cats, tmpls, urls, created, expires}
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := tx.Exec(ctx, `
+		INSERT INTO notifier.links (id, delivery_id, notification_id, app_id, channel, category,
+			template_name, url, created_at, expires_at)
+		SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
+			$7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[])`,
+		ids, dIDs, nIDs, apps, chans, cats, tmpls, urls, created, expires)
+	return pgdb.Err(err)
 }
 
 // ReserveLinkIDs returns the first of a fresh block of links.BlockSize link sequence numbers
@@ -87,7 +87,7 @@ func (s *Store) InsertClicks(ctx context.Context, clicks []links.Click, window, 
 			FROM unnest($1::bigint[], $2::uuid[], $3::timestamptz[], $4::text[]) WITH ORDINALITY
 				AS u(link_id, delivery_id, at, bot, ord)
 			JOIN notifier.links l ON l.id = u.link_id AND l.delivery_id = u.delivery_id
-			LEFT JOIN notifier.deliveries d ON d.id = l.delivery_id
+			LEFT JOIN delivery.deliveries d ON d.id = l.delivery_id
 		), ins AS (
 			INSERT INTO notifier.link_clicks (link_id, delivery_id, clicked_at, bot)
 			SELECT u.link_id, u.delivery_id, u.at, u.bot FROM u
@@ -151,7 +151,7 @@ func (s *Store) PruneLinks(ctx context.Context, cutoff time.Time, batch int) (in
 // eraseLinks deletes the short links of a deleted user's deliveries, and their clicks.
 func (s *Store) eraseLinks(ctx context.Context, userID string) error {
 	_, err := s.pool.Exec(ctx, `
-		WITH d AS (SELECT id FROM notifier.deliveries WHERE user_id = $1),
+		WITH d AS (SELECT id FROM delivery.deliveries WHERE user_id = $1),
 		l AS (DELETE FROM notifier.links WHERE delivery_id IN (SELECT id FROM d))
 		DELETE FROM notifier.link_clicks WHERE delivery_id IN (SELECT id FROM d)`, userID)
 	return pgdb.Err(err)

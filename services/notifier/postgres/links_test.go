@@ -38,7 +38,7 @@ func TestLinksAndClicks(t *testing.T) {
 	create(t, s, n)
 	dup := notification(t, app, "k1", delivery.Queued)
 	dup.Links = []notifier.Link{link(first+2, "https://ex.com/c")}
-	if _, created, err := s.CreateNotification(ctx, dup); err != nil || created {
+	if created, err := createAll(t, s, dup); err != nil || created[0] {
 		t.Fatalf("duplicate: created %v, %v", created, err)
 	}
 
@@ -53,7 +53,7 @@ func TestLinksAndClicks(t *testing.T) {
 	}
 
 	// The delivery went out now; the prefetch window is 2 s.
-	if _, err := pool.Exec(ctx, `UPDATE notifier.deliveries SET state = 'sent', sent_at = $2 WHERE id = $1`, d.ID, now); err != nil {
+	if _, err := pool.Exec(ctx, `UPDATE delivery.deliveries SET state = 'sent', sent_at = $2 WHERE id = $1`, d.ID, now); err != nil {
 		t.Fatal(err)
 	}
 	click := func(l notifier.Link, after time.Duration, bot string) links.Click {

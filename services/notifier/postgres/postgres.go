@@ -16,8 +16,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/heraldhq/herald/internal/batch"
 	"github.com/heraldhq/herald/internal/delivery"
+	deliverypg "github.com/heraldhq/herald/internal/delivery/postgres"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/internal/preference"
@@ -39,83 +39,26 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 	return pgdb.Migrate(ctx, pool, Schema, sub, log)
 }
 
-// Store implements notifier.Store.
+// Store implements notifier.Store. The deliveries it creates and reads are internal/delivery's:
+// it writes them with that package's store, inside its own transactions.
 type Store struct {
-	pool        *pgxpool.Pool
-	creates     *batch.Batcher[*notifier.Notification, bool]
-	unpublished *batch.Batcher[unpublishedCall, struct{}]
+	pool       *pgxpool.Pool
+	deliveries *deliverypg.Store
 }
 
 var _ notifier.Store = (*Store)(nil)
 
-// New returns a Store on pool. Close stops its batching.
-func New(pool *pgxpool.Pool) *Store {
-	s := &Store{pool: pool}
-	// A few statements in flight at once keep the database busy while each batch waits for its
-	// commit; batches grow only when calls pile up.
-	s.creates = batch.New(s.createBatch, 256, 2)
-	s.unpublished = batch.New(s.unpublishedBatch, 256, 1)
-	return s
+// New returns a Store on pool that keeps deliveries in deliveries.
+func New(pool *pgxpool.Pool, deliveries *deliverypg.Store) *Store {
+	return &Store{pool: pool, deliveries: deliveries}
 }
 
-// Close stops the Store's batching; calls after it fail.
-func (s *Store) Close() {
-	s.creates.Close()
-	s.unpublished.Close()
-}
-
-// Unpublished implements notifier.Store. Concurrent calls share one statement: they come in
-// numbers when the broker falls behind, and the database is busy then too.
-func (s *Store) Unpublished(ctx context.Context, ids []uuid.UUID, at time.Time) error {
-	_, err := s.unpublished.Do(ctx, unpublishedCall{ids, at})
-	return err
-}
-
-type unpublishedCall struct {
-	ids []uuid.UUID
-	at  time.Time
-}
-
-func (s *Store) unpublishedBatch(ctx context.Context, calls []unpublishedCall) ([]struct{}, []error, error) {
-	var ids []uuid.UUID
-	var ats []time.Time
-	for _, c := range calls {
-		for _, id := range c.ids {
-			ids, ats = append(ids, id), append(ats, c.at)
-		}
-	}
-	_, err := s.pool.Exec(ctx, `
-		UPDATE notifier.deliveries d SET due_at = least(d.due_at, u.at), published = false
-		FROM unnest($1::uuid[], $2::timestamptz[]) u(id, at)
-		WHERE d.id = u.id AND d.state = 'queued'`, ids, ats)
-	if err != nil {
-		return nil, nil, pgdb.Err(err)
-	}
-	return make([]struct{}, len(calls)), nil, nil
-}
-
-// CreateNotification implements notifier.Store. Concurrent calls share one statement (group
-// commit): the database flushes its log once for the whole batch instead of once per
-// notification, which is what bounds accepts per second with fsync on.
-func (s *Store) CreateNotification(ctx context.Context, n *notifier.Notification) (*notifier.Notification, bool, error) {
-	created, err := s.creates.Do(ctx, n)
-	if err != nil {
-		return nil, false, err
-	}
-	if !created {
-		prev, err := s.NotificationByKey(ctx, n.AppID, n.IdempotencyKey)
-		return prev, false, err
-	}
-	return n, true, nil
-}
-
-// createBatch inserts notifications with their deliveries in one statement, so that it is
-// atomic without a transaction's extra round trips. A notification whose idempotency key the
-// app already used is skipped with its deliveries, and reported not created. If the statement
-// fails for a reason that is not the database's availability, each notification is tried alone,
-// so that one bad notification cannot fail the others.
-func (s *Store) createBatch(ctx context.Context, ns []*notifier.Notification) ([]bool, []error, error) {
-	created, err := s.insert(ctx, ns)
+// CreateNotifications implements notifier.Store: one transaction for the whole batch (one log
+// flush however many notifications it holds). If it fails for a reason that is not the
+// database's availability, each notification is tried alone, so that one bad notification
+// cannot fail the others.
+func (s *Store) CreateNotifications(ctx context.Context, ns []*notifier.Notification) ([]bool, []error, error) {
+	created, err := s.create(ctx, ns)
 	if err == nil {
 		return created, nil, nil
 	}
@@ -124,7 +67,7 @@ func (s *Store) createBatch(ctx context.Context, ns []*notifier.Notification) ([
 	}
 	out, failed := make([]bool, len(ns)), make([]error, len(ns))
 	for i := range ns {
-		one, err := s.insert(ctx, ns[i:i+1])
+		one, err := s.create(ctx, ns[i:i+1])
 		if err != nil {
 			failed[i] = err
 			continue
@@ -134,87 +77,80 @@ func (s *Store) createBatch(ctx context.Context, ns []*notifier.Notification) ([
 	return out, failed, nil
 }
 
-func (s *Store) insert(ctx context.Context, ns []*notifier.Notification) ([]bool, error) {
-	var (
-		nIDs, nApps                    []uuid.UUID
-		nKeys, nUsers, nTNames, nTLocs []*string
-		nHashes                        [][]byte
-		nCats, nPrios                  []string
-		nTVers                         []*int32
-		nSend, nExp, nCreated          []time.Time
-		dIDs, dNotifs                  []uuid.UUID
-		dUsers                         []*string
-		dChans, dAddrs, dCats, dPrios  []string
-		dStates, dReasons, dContents   []string
-		dCrit, dOptIn                  []bool
-		dDues                          []*time.Time
-		dExp, dCreated                 []time.Time
-	)
-	for _, n := range ns {
-		var tname, tloc *string
-		var tver *int32
-		if t := n.Template; t != nil {
-			v := int32(t.Version)
-			tname, tver, tloc = &t.Name, &v, &t.Locale
-		}
-		nIDs, nApps = append(nIDs, n.ID), append(nApps, n.AppID)
-		nKeys, nUsers = append(nKeys, nullIfEmpty(n.IdempotencyKey)), append(nUsers, nullIfEmpty(n.UserID))
-		nTNames, nTVers, nTLocs = append(nTNames, tname), append(nTVers, tver), append(nTLocs, tloc)
-		nHashes, nCats, nPrios = append(nHashes, n.RequestHash), append(nCats, n.Category), append(nPrios, string(n.Priority))
-		nSend, nExp, nCreated = append(nSend, n.SendAt), append(nExp, n.ExpiresAt), append(nCreated, n.CreatedAt)
-		for _, d := range n.Deliveries {
-			c, err := json.Marshal(d.Content)
-			if err != nil {
-				return nil, fmt.Errorf("encode content: %w", err)
-			}
-			exp := d.ExpiresAt
-			if exp.IsZero() {
-				exp = n.ExpiresAt
-			}
-			dIDs, dNotifs, dUsers = append(dIDs, d.ID), append(dNotifs, n.ID), append(dUsers, nullIfEmpty(n.UserID))
-			dChans, dAddrs = append(dChans, string(d.Channel)), append(dAddrs, d.To)
-			dCats, dPrios = append(dCats, n.Category), append(dPrios, string(n.Priority))
-			dCrit, dOptIn = append(dCrit, n.Critical), append(dOptIn, n.DefaultOptIn)
-			dStates, dReasons, dContents = append(dStates, string(d.State)), append(dReasons, d.Reason), append(dContents, string(c))
-			dDues, dExp, dCreated = append(dDues, d.DueAt), append(dExp, exp), append(dCreated, n.CreatedAt)
-		}
-	}
-	rows, err := s.pool.Query(ctx, `
-		WITH n AS (
-			INSERT INTO notifier.notifications (id, app_id, idempotency_key, request_hash, category, user_id,
-				template_name, template_version, template_locale, priority, send_at, expires_at, created_at)
-			SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bytea[], $5::text[], $6::text[],
-				$7::text[], $8::int[], $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[],
-				$13::timestamptz[])
-			ON CONFLICT (app_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-			RETURNING id
-		), d AS (
-		INSERT INTO notifier.deliveries (id, notification_id, user_id, channel, address, category, priority,
-			critical, default_opt_in, state, reason, content, due_at, expires_at, created_at, updated_at)
-		SELECT u.id, u.notification_id, u.user_id, u.channel, u.address, u.category, u.priority, u.critical,
-			u.default_opt_in, u.state, u.reason, u.content::jsonb, u.due_at, u.expires_at, u.created_at, u.created_at
-		FROM unnest($14::uuid[], $15::uuid[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[],
-			$21::bool[], $22::bool[], $23::text[], $24::text[], $25::text[], $26::timestamptz[], $27::timestamptz[],
-			$28::timestamptz[])
-			AS u(id, notification_id, user_id, channel, address, category, priority, critical, default_opt_in,
-				state, reason, content, due_at, expires_at, created_at)
-		WHERE u.notification_id IN (SELECT id FROM n)
-		), l AS (`+insertLinks+`)
-		SELECT id FROM n`,
-		append([]any{nIDs, nApps, nKeys, nHashes, nCats, nUsers, nTNames, nTVers, nTLocs, nPrios, nSend, nExp, nCreated,
-			dIDs, dNotifs, dUsers, dChans, dAddrs, dCats, dPrios, dCrit, dOptIn, dStates, dReasons, dContents,
-			dDues, dExp, dCreated}, linkArgs(ns)...)...)
+// create stores ns in one transaction: the notifications whose idempotency key is new, then
+// their deliveries and short links.
+func (s *Store) create(ctx context.Context, ns []*notifier.Notification) ([]bool, error) {
+	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return nil, pgdb.Err(err)
 	}
-	made := map[uuid.UUID]bool{}
+	defer tx.Rollback(ctx)
+	created, err := insertNotifications(ctx, tx, ns)
+	if err != nil {
+		return nil, err
+	}
+	var ds []delivery.Delivery
+	var made []*notifier.Notification
+	for i, n := range ns {
+		if !created[i] {
+			continue
+		}
+		made = append(made, n)
+		for _, d := range n.Deliveries {
+			ds = append(ds, *d)
+		}
+	}
+	if err := s.deliveries.In(tx).Create(ctx, ds); err != nil {
+		return nil, err
+	}
+	if err := insertLinks(ctx, tx, made); err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, pgdb.Err(err)
+	}
+	return created, nil
+}
+
+// insertNotifications inserts ns and reports which it created: a notification whose idempotency
+// key the app already used is skipped.
+func insertNotifications(ctx context.Context, tx pgx.Tx, ns []*notifier.Notification) ([]bool, error) {
+	n := len(ns)
+	ids, apps := make([]uuid.UUID, n), make([]uuid.UUID, n)
+	keys, users, tnames, tlocs := make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
+	hashes := make([][]byte, n)
+	cats, prios := make([]string, n), make([]string, n)
+	tvers := make([]*int32, n)
+	sends, exps, createdAt := make([]time.Time, n), make([]time.Time, n), make([]time.Time, n)
+	for i, x := range ns {
+		if t := x.Template; t != nil {
+			v := int32(t.Version)
+			tnames[i], tvers[i], tlocs[i] = &t.Name, &v, &t.Locale
+		}
+		ids[i], apps[i], keys[i], users[i] = x.ID, x.AppID, nullIfEmpty(x.IdempotencyKey), nullIfEmpty(x.UserID)
+		hashes[i], cats[i], prios[i] = x.RequestHash, x.Category, string(x.Priority)
+		sends[i], exps[i], createdAt[i] = x.SendAt, x.ExpiresAt, x.CreatedAt
+	}
+	rows, err := tx.Query(ctx, `
+		INSERT INTO notifier.notifications (id, app_id, idempotency_key, request_hash, category, user_id,
+			template_name, template_version, template_locale, priority, send_at, expires_at, created_at)
+		SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bytea[], $5::text[], $6::text[],
+			$7::text[], $8::int[], $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[],
+			$13::timestamptz[])
+		ON CONFLICT (app_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+		RETURNING id`,
+		ids, apps, keys, hashes, cats, users, tnames, tvers, tlocs, prios, sends, exps, createdAt)
+	if err != nil {
+		return nil, pgdb.Err(err)
+	}
+	made := make(map[uuid.UUID]bool, n)
 	var id uuid.UUID
 	if _, err := pgx.ForEachRow(rows, []any{&id}, func() error { made[id] = true; return nil }); err != nil {
 		return nil, pgdb.Err(err)
 	}
-	out := make([]bool, len(ns))
-	for i, n := range ns {
-		out[i] = made[n.ID]
+	out := make([]bool, n)
+	for i, x := range ns {
+		out[i] = made[x.ID]
 	}
 	return out, nil
 }
@@ -267,23 +203,13 @@ func (s *Store) withDeliveries(ctx context.Context, n *notifier.Notification, er
 	if err != nil {
 		return nil, pgdb.Err(err)
 	}
-	rows, err := s.pool.Query(ctx, `
-		SELECT id, channel, address, state, reason, attempts, last_error, provider,
-			provider_message_id, created_at, updated_at, sent_at
-		FROM notifier.deliveries WHERE notification_id = $1 ORDER BY id`, n.ID)
+	ds, err := s.deliveries.OfNotification(ctx, n.ID)
 	if err != nil {
-		return nil, pgdb.Err(err)
+		return nil, err
 	}
-	n.Deliveries, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (*notifier.Delivery, error) {
-		d := notifier.Delivery{NotificationID: n.ID}
-		var ch, state string
-		err := r.Scan(&d.ID, &ch, &d.To, &state, &d.Reason, &d.Attempts, &d.LastError, &d.Provider,
-			&d.ProviderMessageID, &d.CreatedAt, &d.UpdatedAt, &d.SentAt)
-		d.Channel, d.State = delivery.Channel(ch), delivery.State(state)
-		return &d, err
-	})
-	if err != nil {
-		return nil, pgdb.Err(err)
+	n.Deliveries = make([]*notifier.Delivery, len(ds))
+	for i := range ds {
+		n.Deliveries[i] = &ds[i]
 	}
 	return n, nil
 }
@@ -342,95 +268,7 @@ func (s *Store) EraseUser(ctx context.Context, userID string) error {
 	if err := s.eraseLinks(ctx, userID); err != nil {
 		return err
 	}
-	_, err := s.pool.Exec(ctx, `
-		UPDATE notifier.deliveries SET address = '', content = '{}', updated_at = now(),
-			state = CASE WHEN state IN ('scheduled', 'queued', 'sending', 'retrying') THEN 'canceled' ELSE state END,
-			reason = CASE WHEN state IN ('scheduled', 'queued', 'sending', 'retrying') THEN 'user_deleted' ELSE reason END,
-			due_at = CASE WHEN state IN ('scheduled', 'queued', 'sending', 'retrying') THEN NULL ELSE due_at END,
-			lease_owner = NULL
-		WHERE user_id = $1 AND (address <> '' OR content <> '{}'::jsonb)`, userID)
-	return pgdb.Err(err)
-}
-
-// Reconcile implements notifier.Store. One statement moves every due row on and tells which
-// ones to publish; rows locked by another reconciler are skipped.
-func (s *Store) Reconcile(ctx context.Context, now time.Time, republishAfter time.Duration, limit int, held map[delivery.Channel]time.Time) ([]notifier.Publication, int, error) {
-	heldChannels := make([]string, 0, len(held))
-	heldSince := make([]time.Time, 0, len(held))
-	for ch, since := range held {
-		heldChannels, heldSince = append(heldChannels, string(ch)), append(heldSince, since)
-	}
-	// Expire first, in its own batches, so that a backlog of expired rows cannot fill the
-	// batches below and hold up the rows that are due.
-	expired := 0
-	for {
-		tag, err := s.pool.Exec(ctx, `
-			WITH due AS (
-				SELECT id FROM notifier.deliveries
-				WHERE due_at <= $1 AND expires_at <= $1
-				ORDER BY due_at
-				LIMIT $2
-				FOR UPDATE SKIP LOCKED
-			)
-			UPDATE notifier.deliveries d SET state = 'expired', reason = 'ttl', due_at = NULL,
-				lease_owner = NULL, updated_at = $1
-			FROM due WHERE d.id = due.id`, now, limit)
-		if err != nil {
-			return nil, expired, pgdb.Err(err)
-		}
-		expired += int(tag.RowsAffected())
-		if tag.RowsAffected() < int64(limit) {
-			break
-		}
-	}
-	// The next deadline never passes the expiry, so expiry is noticed on time. A queued delivery
-	// last published (updated_at) no earlier than the oldest message its channel's workers have
-	// not received yet is held: its message is most likely still in the queue, so it is looked
-	// at again after republishAfter, unpublished, with its publish time kept. One whose publish
-	// failed (published false, see Unpublished) has no message to wait for, and is not held.
-	rows, err := s.pool.Query(ctx, `
-		WITH due AS (
-			SELECT id, state AS was, state = 'queued' AND published AND expires_at > $1 AND EXISTS (
-				SELECT 1 FROM unnest($4::text[], $5::timestamptz[]) h(channel, since)
-				WHERE h.channel = deliveries.channel AND deliveries.updated_at >= h.since) AS held
-			FROM notifier.deliveries
-			WHERE due_at <= $1
-			ORDER BY due_at
-			LIMIT $3
-			FOR UPDATE SKIP LOCKED
-		), moved AS (
-			UPDATE notifier.deliveries d SET
-				state = CASE
-					WHEN d.expires_at <= $1 THEN 'expired'
-					WHEN d.state IN ('scheduled', 'sending') THEN 'queued'
-					ELSE d.state END,
-				reason = CASE WHEN d.expires_at <= $1 THEN 'ttl' ELSE d.reason END,
-				publishes = d.publishes + CASE WHEN due.held THEN 0 ELSE 1 END,
-				due_at = CASE WHEN d.expires_at <= $1 THEN NULL
-					WHEN due.held THEN least(d.expires_at, $1 + $2::interval)
-					ELSE least(d.expires_at, $1 + $2::interval * power(2, least(d.publishes, 6))) END,
-				lease_owner = NULL,
-				updated_at = CASE WHEN due.held THEN d.updated_at ELSE $1 END,
-				published = d.published OR NOT due.held
-			FROM due WHERE d.id = due.id
-			RETURNING d.id, d.channel, d.state, d.publishes, due.was, due.held
-		)
-		SELECT id, channel, publishes, was = 'scheduled', held FROM moved WHERE state <> 'expired'`,
-		now, republishAfter, limit, heldChannels, heldSince)
-	if err != nil {
-		return nil, expired, pgdb.Err(err)
-	}
-	pubs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (notifier.Publication, error) {
-		var p notifier.Publication
-		var ch string
-		err := r.Scan(&p.DeliveryID, &ch, &p.Generation, &p.Due, &p.Held)
-		p.Channel = delivery.Channel(ch)
-		return p, err
-	})
-	if err != nil {
-		return nil, expired, pgdb.Err(err)
-	}
-	return pubs, expired, nil
+	return s.deliveries.EraseUser(ctx, userID)
 }
 
 func nullIfEmpty(s string) *string {
@@ -485,9 +323,9 @@ func (s *Store) RecordProviderEvents(ctx context.Context, evs []notifier.Provide
 		FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
 				$8::timestamptz[], $9::text[])
 			AS u(provider, event_id, delivery_id, pmid, kind, reason, effect, occurred_at, details)
-		LEFT JOIN notifier.deliveries byid ON byid.id = u.delivery_id
+		LEFT JOIN delivery.deliveries byid ON byid.id = u.delivery_id
 		LEFT JOIN LATERAL (
-			SELECT d.id FROM notifier.deliveries d
+			SELECT d.id FROM delivery.deliveries d
 			WHERE u.delivery_id = '00000000-0000-0000-0000-000000000000' AND u.pmid <> '' AND d.provider = u.provider
 				AND d.provider_message_id = u.pmid AND d.provider_message_id <> ''
 			ORDER BY d.id DESC LIMIT 1
@@ -499,17 +337,11 @@ func (s *Store) RecordProviderEvents(ctx context.Context, evs []notifier.Provide
 		return nil, pgdb.Err(err)
 	}
 	fresh := map[key]bool{}
-	var moves struct {
-		ids              []uuid.UUID
-		states, reasons  []string
-		providers, pmids []string
-		events           []string
-		occurred         []time.Time
-	}
 	byKey := make(map[key]*notifier.ProviderEvent, n)
 	for i := range in {
 		byKey[key{in[i].Provider, in[i].ID}] = &in[i]
 	}
+	var settle []delivery.Event
 	var provider, id string
 	var did *uuid.UUID
 	_, err = pgx.ForEachRow(rows, []any{&provider, &id, &did}, func() error {
@@ -527,47 +359,17 @@ func (s *Store) RecordProviderEvents(ctx context.Context, evs []notifier.Provide
 		if state == delivery.Bounced {
 			reason = e.Reason
 		}
-		moves.ids = append(moves.ids, *did)
-		moves.states = append(moves.states, string(state))
-		moves.reasons = append(moves.reasons, reason)
-		moves.providers = append(moves.providers, e.Provider)
-		moves.pmids = append(moves.pmids, e.ProviderMessageID)
-		moves.events = append(moves.events, e.ID)
-		moves.occurred = append(moves.occurred, e.OccurredAt)
+		settle = append(settle, delivery.Event{DeliveryID: *did, State: state, Reason: reason, Provider: e.Provider,
+			ProviderMessageID: e.ProviderMessageID, EventID: e.ID, OccurredAt: e.OccurredAt})
 		return nil
 	})
 	if err != nil {
 		return nil, pgdb.Err(err)
 	}
-
-	if len(moves.ids) > 0 {
-		from := make([]string, len(notifier.ProviderEventFrom))
-		for i, st := range notifier.ProviderEventFrom {
-			from[i] = string(st)
-		}
-		// Of several events for one delivery in a batch, the earliest that moves it wins: after
-		// it the delivery is delivered or bounced, which no event moves again. The worker may
-		// not have recorded the send yet, so the provider and its message id are filled in
-		// when missing.
-		_, err = tx.Exec(ctx, `
-			WITH e AS (
-				SELECT DISTINCT ON (u.delivery_id) u.*
-				FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-						$7::timestamptz[])
-					AS u(delivery_id, state, reason, provider, pmid, event_id, occurred_at)
-				ORDER BY u.delivery_id, u.occurred_at, u.event_id
-			)
-			UPDATE notifier.deliveries d SET state = e.state, reason = e.reason, due_at = NULL,
-				lease_owner = NULL, updated_at = now(), sent_at = coalesce(d.sent_at, e.occurred_at),
-				provider = CASE WHEN d.provider = '' THEN e.provider ELSE d.provider END,
-				provider_message_id = CASE WHEN d.provider_message_id = '' THEN e.pmid
-					ELSE d.provider_message_id END
-			FROM e WHERE d.id = e.delivery_id AND d.state = ANY($8::text[])`,
-			moves.ids, moves.states, moves.reasons, moves.providers, moves.pmids, moves.events,
-			moves.occurred, from)
-		if err != nil {
-			return nil, pgdb.Err(err)
-		}
+	// The worker may not have recorded the send yet: the provider's event is the better
+	// evidence (see delivery.EventFrom).
+	if err := s.deliveries.In(tx).Settle(ctx, settle); err != nil {
+		return nil, err
 	}
 
 	// What to act on: the new events, and earlier ones whose fact was never announced (the
@@ -578,7 +380,7 @@ func (s *Store) RecordProviderEvents(ctx context.Context, evs []notifier.Provide
 			coalesce(d.channel, ''), coalesce(d.address, ''), coalesce(d.user_id, ''), coalesce(d.category, '')
 		FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(provider, event_id, ord)
 		JOIN notifier.provider_events pe ON pe.provider = u.provider AND pe.event_id = u.event_id
-		LEFT JOIN notifier.deliveries d ON d.id = pe.delivery_id
+		LEFT JOIN delivery.deliveries d ON d.id = pe.delivery_id
 		ORDER BY u.ord`, providers, ids)
 	if err != nil {
 		return nil, pgdb.Err(err)

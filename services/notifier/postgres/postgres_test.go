@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldhq/herald/internal/delivery"
+	deliverypg "github.com/heraldhq/herald/internal/delivery/postgres"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/internal/pgtest"
@@ -33,7 +34,10 @@ func migrate(ctx context.Context, url string) error {
 		return err
 	}
 	defer pool.Close()
-	return postgres.Migrate(ctx, pool, slog.New(slog.DiscardHandler))
+	if err := postgres.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
+		return err
+	}
+	return deliverypg.Migrate(ctx, pool, slog.New(slog.DiscardHandler))
 }
 
 // open returns a Store on a fresh, migrated database, and a pool on it for checks in SQL.
@@ -47,7 +51,14 @@ func open(t *testing.T) (*postgres.Store, *pgxpool.Pool) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	return postgres.New(pool), pool
+	return postgres.New(pool, deliveryStore(t, pool)), pool
+}
+
+// deliveryStore returns internal/delivery's store on pool, closed when the test ends.
+func deliveryStore(t *testing.T, pool *pgxpool.Pool) *deliverypg.Store {
+	d := deliverypg.New(pool)
+	t.Cleanup(d.Close)
+	return d
 }
 
 // t0 is the tests' clock: every time the API takes is fixed, so nothing depends on timing.
@@ -97,16 +108,45 @@ func notification(t *testing.T, app uuid.UUID, key string, states ...delivery.St
 	return n
 }
 
+// own gives n's deliveries the notification's user, category and rules, as Send does.
+func own(n *notifier.Notification) *notifier.Notification {
+	for _, d := range n.Deliveries {
+		d.UserID, d.Category, d.Priority, d.Critical, d.DefaultOptIn = n.UserID, n.Category, n.Priority, n.Critical, n.DefaultOptIn
+		if d.ExpiresAt.IsZero() {
+			d.ExpiresAt = n.ExpiresAt
+		}
+	}
+	return n
+}
+
+// createAll stores ns in one call and returns which were created.
+func createAll(t *testing.T, s *postgres.Store, ns ...*notifier.Notification) ([]bool, error) {
+	t.Helper()
+	for _, n := range ns {
+		own(n)
+	}
+	created, failed, err := s.CreateNotifications(t.Context(), ns)
+	if err != nil {
+		return nil, err
+	}
+	for _, err := range failed {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return created, nil
+}
+
 func create(t *testing.T, s *postgres.Store, n *notifier.Notification) *notifier.Notification {
 	t.Helper()
-	got, created, err := s.CreateNotification(t.Context(), n)
+	created, err := createAll(t, s, n)
 	if err != nil {
-		t.Fatalf("CreateNotification: %v", err)
+		t.Fatalf("CreateNotifications: %v", err)
 	}
-	if !created {
-		t.Fatalf("CreateNotification: created = false for a new notification")
+	if !created[0] {
+		t.Fatalf("CreateNotifications: created = false for a new notification")
 	}
-	return got
+	return n
 }
 
 // row is what the tests read of a delivery straight from the table.
@@ -131,7 +171,7 @@ func readRow(t *testing.T, pool *pgxpool.Pool, id uuid.UUID) row {
 	err := pool.QueryRow(t.Context(), `
 		SELECT state, reason, address, category, priority, content, due_at, expires_at, publishes,
 			lease_owner, updated_at
-		FROM notifier.deliveries WHERE id = $1`, id).
+		FROM delivery.deliveries WHERE id = $1`, id).
 		Scan(&r.State, &r.Reason, &r.Address, &r.Category, &r.Priority, &content, &r.DueAt,
 			&r.ExpiresAt, &r.Publishes, &r.LeaseOwner, &r.UpdatedAt)
 	if err != nil {
@@ -283,13 +323,13 @@ func TestCreateNotificationIsOneTransaction(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			n := notification(t, app, "k-"+tt.name, delivery.Queued, delivery.Queued)
 			tt.spoil(n)
-			if _, _, err := s.CreateNotification(t.Context(), n); err == nil {
-				t.Fatal("CreateNotification succeeded")
+			if _, err := createAll(t, s, n); err == nil {
+				t.Fatal("CreateNotifications succeeded")
 			}
 			if _, err := s.Notification(t.Context(), app, n.ID); !errs.Is(err, errs.NotFound) {
 				t.Errorf("Notification after a failed create: err = %v, want NotFound", err)
 			}
-			if got := count(t, pool, `SELECT count(*) FROM notifier.deliveries WHERE notification_id = $1`, n.ID); got != 0 {
+			if got := count(t, pool, `SELECT count(*) FROM delivery.deliveries WHERE notification_id = $1`, n.ID); got != 0 {
 				t.Errorf("%d deliveries left behind", got)
 			}
 			// The key is free again: a good retry is created.
@@ -339,18 +379,22 @@ func TestCreateNotificationIdempotent(t *testing.T) {
 
 	second := notification(t, app, "order-1", delivery.Queued, delivery.Queued, delivery.Queued)
 	second.RequestHash = []byte("second")
-	got, created, err := s.CreateNotification(t.Context(), second)
+	created, err := createAll(t, s, second)
 	if err != nil {
-		t.Fatalf("second CreateNotification: %v", err)
+		t.Fatalf("second CreateNotifications: %v", err)
 	}
-	if created {
-		t.Error("second CreateNotification: created = true")
+	if created[0] {
+		t.Error("second CreateNotifications: created = true")
+	}
+	got, err := s.NotificationByKey(t.Context(), app, "order-1")
+	if err != nil {
+		t.Fatal(err)
 	}
 	checkNotification(t, got, first)
 	if n := count(t, pool, `SELECT count(*) FROM notifier.notifications WHERE id = $1`, second.ID); n != 0 {
 		t.Error("the second notification was stored")
 	}
-	if n := count(t, pool, `SELECT count(*) FROM notifier.deliveries WHERE notification_id = $1 OR id = ANY($2)`,
+	if n := count(t, pool, `SELECT count(*) FROM delivery.deliveries WHERE notification_id = $1 OR id = ANY($2)`,
 		second.ID, []uuid.UUID{second.Deliveries[0].ID, second.Deliveries[1].ID, second.Deliveries[2].ID}); n != 0 {
 		t.Errorf("%d deliveries of the second notification were stored", n)
 	}
@@ -367,7 +411,7 @@ func TestCreateNotificationIdempotent(t *testing.T) {
 	if n := count(t, pool, `SELECT count(*) FROM notifier.notifications`); n != 4 {
 		t.Errorf("%d notifications stored, want 4", n)
 	}
-	if n := count(t, pool, `SELECT count(*) FROM notifier.deliveries`); n != 5 {
+	if n := count(t, pool, `SELECT count(*) FROM delivery.deliveries`); n != 5 {
 		t.Errorf("%d deliveries stored, want 5", n)
 	}
 }
@@ -391,8 +435,16 @@ func TestCreateNotificationIdempotentConcurrent(t *testing.T) {
 	for i := range ns {
 		wg.Go(func() {
 			<-start
-			n, created, err := s.CreateNotification(context.Background(), ns[i])
-			results[i] = result{n, created, err}
+			created, err := createAll(t, s, ns[i])
+			if err != nil {
+				results[i] = result{err: err}
+				return
+			}
+			n := ns[i]
+			if !created[0] {
+				n, err = s.NotificationByKey(context.Background(), app, "same-key")
+			}
+			results[i] = result{n, created[0], err}
 		})
 	}
 	close(start)
@@ -421,7 +473,7 @@ func TestCreateNotificationIdempotentConcurrent(t *testing.T) {
 	if n := count(t, pool, `SELECT count(*) FROM notifier.notifications`); n != 1 {
 		t.Errorf("%d notifications stored, want 1", n)
 	}
-	if n := count(t, pool, `SELECT count(*) FROM notifier.deliveries`); n != 2 {
+	if n := count(t, pool, `SELECT count(*) FROM delivery.deliveries`); n != 2 {
 		t.Errorf("%d deliveries stored, want 2", n)
 	}
 }

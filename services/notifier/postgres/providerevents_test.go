@@ -19,7 +19,7 @@ func sentDeliveries(t *testing.T, s *postgres.Store, pool *pgxpool.Pool, states 
 	t.Helper()
 	n := create(t, s, notification(t, newID(t), "", states...))
 	for i, d := range n.Deliveries {
-		_, err := pool.Exec(t.Context(), `UPDATE notifier.deliveries SET provider = 'sendgrid',
+		_, err := pool.Exec(t.Context(), `UPDATE delivery.deliveries SET provider = 'sendgrid',
 			provider_message_id = $2, due_at = CASE WHEN state IN ('sent', 'delivered', 'bounced') THEN NULL ELSE due_at END
 			WHERE id = $1`, d.ID, "pm-"+string(rune('a'+i)))
 		if err != nil {

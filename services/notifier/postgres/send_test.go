@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
@@ -22,7 +24,7 @@ type lostPublisher struct{ calls int }
 
 var _ notifier.Publisher = (*lostPublisher)(nil)
 
-func (p *lostPublisher) Publish(context.Context, []notifier.Publication) error {
+func (p *lostPublisher) Publish(context.Context, map[delivery.Channel][]uuid.UUID) error {
 	p.calls++
 	return errors.New("broker unreachable")
 }
@@ -33,8 +35,10 @@ func (p *lostPublisher) Publish(context.Context, []notifier.Publication) error {
 func TestSendThenReconcile(t *testing.T) {
 	s, pool := open(t)
 	pub := &lostPublisher{}
-	svc := &notifier.Service{Store: s, Publisher: pub, Log: slog.New(slog.DiscardHandler),
+	deliveries := deliveryStore(t, pool)
+	svc := &notifier.Service{Store: s, Deliveries: deliveries, Publisher: pub, Log: slog.New(slog.DiscardHandler),
 		RepublishAfter: time.Minute, Now: func() time.Time { return t0 }}
+	defer svc.Close()
 	caller := appkey.Caller{AppID: newID(t), AppName: "billing"}
 	req := func() *notifier.SendRequest {
 		return &notifier.SendRequest{
@@ -77,24 +81,22 @@ func TestSendThenReconcile(t *testing.T) {
 		t.Errorf("reused key with another request: %v, want Conflict", err)
 	}
 
-	if pubs, _, err := s.Reconcile(t.Context(), t0.Add(-time.Microsecond), time.Minute, 10, nil); err != nil || len(pubs) != 0 {
-		t.Errorf("Reconcile before the publish failed = %+v, %v; want nothing", pubs, err)
+	if due, _, err := deliveries.Reconcile(t.Context(), t0.Add(-time.Microsecond), time.Minute, 10, nil); err != nil || len(due) != 0 {
+		t.Errorf("Reconcile before the publish failed = %+v, %v; want nothing", due, err)
 	}
-	pubs, _, err := s.Reconcile(t.Context(), t0, time.Minute, 10, nil)
+	due, _, err := deliveries.Reconcile(t.Context(), t0, time.Minute, 10, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var want []notifier.Publication
+	var want []delivery.Due
 	for _, d := range n.Deliveries {
-		want = append(want, notifier.Publication{DeliveryID: d.ID, Channel: d.Channel, Generation: 1})
+		want = append(want, delivery.Due{ID: d.ID, Channel: d.Channel})
 	}
-	byID := func(a, b notifier.Publication) int {
-		return strings.Compare(a.DeliveryID.String(), b.DeliveryID.String())
-	}
-	slices.SortFunc(pubs, byID)
+	byID := func(a, b delivery.Due) int { return strings.Compare(a.ID.String(), b.ID.String()) }
+	slices.SortFunc(due, byID)
 	slices.SortFunc(want, byID)
-	if !slices.Equal(pubs, want) {
-		t.Errorf("Reconcile = %+v, want %+v", pubs, want)
+	if !slices.Equal(due, want) {
+		t.Errorf("Reconcile = %+v, want %+v", due, want)
 	}
 }
 
@@ -102,8 +104,9 @@ func TestSendThenReconcile(t *testing.T) {
 // invalid, naming the field, rather than failing the insert as an internal error.
 func TestSendRefusesWhatCannotBeStored(t *testing.T) {
 	s, pool := open(t)
-	svc := &notifier.Service{Store: s, Publisher: &lostPublisher{}, Log: slog.New(slog.DiscardHandler),
-		RepublishAfter: time.Minute, Now: func() time.Time { return t0 }}
+	svc := &notifier.Service{Store: s, Deliveries: deliveryStore(t, pool), Publisher: &lostPublisher{},
+		Log: slog.New(slog.DiscardHandler), RepublishAfter: time.Minute, Now: func() time.Time { return t0 }}
+	defer svc.Close()
 	caller := appkey.Caller{AppID: newID(t), AppName: "billing"}
 	tests := []struct {
 		name   string
@@ -139,10 +142,11 @@ func TestSendRefusesWhatCannotBeStored(t *testing.T) {
 // TestIdempotencyWindow: a key stands for its first request for 24 hours; after that it may name
 // a new notification.
 func TestIdempotencyWindow(t *testing.T) {
-	s, _ := open(t)
+	s, pool := open(t)
 	now := t0
-	svc := &notifier.Service{Store: s, Publisher: &lostPublisher{}, Log: slog.New(slog.DiscardHandler),
-		RepublishAfter: time.Minute, Now: func() time.Time { return now }}
+	svc := &notifier.Service{Store: s, Deliveries: deliveryStore(t, pool), Publisher: &lostPublisher{},
+		Log: slog.New(slog.DiscardHandler), RepublishAfter: time.Minute, Now: func() time.Time { return now }}
+	defer svc.Close()
 	caller := appkey.Caller{AppID: newID(t), AppName: "billing"}
 	req := &notifier.SendRequest{IdempotencyKey: "k", RequestHash: []byte("h"), Category: "account",
 		Address: &notifier.Address{Email: "a@example.com"}, Content: &notifier.Content{Body: "hi", Subject: "hi"}}

@@ -52,7 +52,7 @@ func (s *Store) DeliveryStats(ctx context.Context, since time.Time) ([]notifier.
 			count(*) FILTER (WHERE ev.clicked),
 			count(*) FILTER (WHERE d.state IN ('failed', 'dead', 'bounced')),
 			count(*) FILTER (WHERE d.state = 'skipped')
-		FROM notifier.deliveries d
+		FROM delivery.deliveries d
 		JOIN notifier.notifications n ON n.id = d.notification_id
 		LEFT JOIN ev ON ev.delivery_id = d.id
 		WHERE d.id >= $1
@@ -75,7 +75,7 @@ func (s *Store) DeliveryStats(ctx context.Context, since time.Time) ([]notifier.
 // DeliveryApp implements notifier.Store.
 func (s *Store) DeliveryApp(ctx context.Context, deliveryID uuid.UUID) (uuid.UUID, error) {
 	var app uuid.UUID
-	err := s.pool.QueryRow(ctx, `SELECT n.app_id FROM notifier.deliveries d
+	err := s.pool.QueryRow(ctx, `SELECT n.app_id FROM delivery.deliveries d
 		JOIN notifier.notifications n ON n.id = d.notification_id WHERE d.id = $1`, deliveryID).Scan(&app)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return uuid.Nil, errs.E(errs.NotFound, "delivery not found")

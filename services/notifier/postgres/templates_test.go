@@ -99,9 +99,11 @@ func (d localeDirectory) Resolve(_ context.Context, ids []string, _ []notifier.T
 
 func templateService(t *testing.T) (*notifier.Service, *rpc.Server, *pgxpool.Pool) {
 	s, pool := open(t)
-	svc := &notifier.Service{Store: s, Publisher: &lostPublisher{}, Log: slog.New(slog.DiscardHandler),
+	svc := &notifier.Service{Store: s, Deliveries: deliveryStore(t, pool), Publisher: &lostPublisher{},
+		Log:            slog.New(slog.DiscardHandler),
 		Directory:      localeDirectory{"ana": "pt-BR", "rui": "pt-PT", "zoe": "fr", "bob": ""},
 		RepublishAfter: time.Minute, Now: func() time.Time { return t0 }}
+	t.Cleanup(svc.Close)
 	return svc, &rpc.Server{Service: svc}, pool
 }
 
@@ -141,7 +143,7 @@ func TestSendTemplateLocaleFallback(t *testing.T) {
 			}
 			contents := map[string]string{}
 			rows, err := pool.Query(t.Context(), `
-				SELECT channel, coalesce(content->>'body', content->>'subject') FROM notifier.deliveries
+				SELECT channel, coalesce(content->>'body', content->>'subject') FROM delivery.deliveries
 				WHERE notification_id = $1`, res.Notification.ID)
 			if err != nil {
 				t.Fatal(err)

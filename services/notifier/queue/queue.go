@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -15,8 +16,8 @@ import (
 	"github.com/heraldhq/herald/services/notifier"
 )
 
-// Publisher implements notifier.Publisher with asynchronous JetStream publishes: a batch costs
-// one round of acknowledgements, not one round trip per message.
+// Publisher implements notifier.Publisher with asynchronous JetStream publishes: a call costs
+// one round of acknowledgements, however many messages it puts on the queues.
 type Publisher struct {
 	js jetstream.JetStream
 	// Timeout bounds the wait for the broker's acknowledgements.
@@ -33,26 +34,30 @@ func NewPublisher(js jetstream.JetStream) *Publisher {
 	return &Publisher{js: js, Timeout: 5 * time.Second}
 }
 
-// Publish implements notifier.Publisher. Each message's Nats-Msg-Id is derived from the delivery
-// id and its generation, so the broker stores a retried publish once.
-func (p *Publisher) Publish(ctx context.Context, pubs []notifier.Publication) error {
+// Publish implements notifier.Publisher: each channel's deliveries go out as messages of up to
+// queue.MaxBatch ids. Each message's Nats-Msg-Id is an id of its own, so the broker stores a
+// message the client publishes twice (after a lost acknowledgement) once, while a deliberate
+// re-publish of the same deliveries (the reconciler's) is a new message.
+func (p *Publisher) Publish(ctx context.Context, byChannel map[delivery.Channel][]uuid.UUID) error {
 	// The deliveries are committed: finish publishing even if the caller has gone away.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.Timeout)
 	// ctx keeps the caller's values, its trace among them.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.Timeout)
 	defer cancel()
-	futures := make([]jetstream.PubAckFuture, 0, len(pubs))
+	var futures []jetstream.PubAckFuture
 	var first error
-	for _, pub := range pubs {
-		msg := &nats.Msg{Subject: queue.Subject(pub.Channel), Data: []byte(pub.DeliveryID.String())}
-		tracing.Inject(ctx, msg) // the worker's span joins the Send's trace
-		f, err := p.js.PublishMsgAsync(msg,
-			jetstream.WithMsgID(queue.MsgID(pub.DeliveryID, pub.Generation)),
-			jetstream.WithStallWait(p.Timeout))
-		if err != nil {
-			first = fmt.Errorf("publish delivery %s: %w", pub.DeliveryID, err)
-			break
+publish:
+	for ch, ids := range byChannel {
+		for start := 0; start < len(ids); start += queue.MaxBatch {
+			msg := &nats.Msg{Subject: queue.Subject(ch), Data: queue.EncodeBatch(ids[start:min(start+queue.MaxBatch, len(ids))])}
+			tracing.Inject(ctx, msg) // the workers' spans join the trace of the commit
+			f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(uuid.Must(uuid.NewV7()).String()),
+				jetstream.WithStallWait(p.Timeout))
+			if err != nil {
+				first = fmt.Errorf("publish %d %s deliveries: %w", len(ids), ch, err)
+				break publish
+			}
+			futures = append(futures, f)
 		}
-		futures = append(futures, f)
 	}
 	for _, f := range futures {
 		select {

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/google/uuid"
@@ -9,10 +10,18 @@ import (
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/natstest"
 	"github.com/heraldhq/herald/internal/queue"
-	"github.com/heraldhq/herald/services/notifier"
 )
 
-// TestPublish: Publish returns once the broker has stored every message, and fails when the
+func newIDs(n int) []uuid.UUID {
+	out := make([]uuid.UUID, n)
+	for i := range out {
+		out[i] = uuid.New()
+	}
+	return out
+}
+
+// TestPublish: Publish puts each channel's deliveries on its stream as batches of at most
+// queue.MaxBatch ids, returns once the broker has stored every message, and fails when the
 // broker does not take one (for the caller to log, and the reconciler to repair).
 func TestPublish(t *testing.T) {
 	ctx := context.Background()
@@ -21,19 +30,37 @@ func TestPublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := NewPublisher(js)
-	pubs := []notifier.Publication{{DeliveryID: uuid.New(), Channel: delivery.Email}, {DeliveryID: uuid.New(), Channel: delivery.Email}}
-	if err := p.Publish(ctx, pubs); err != nil {
+	email, sms := newIDs(queue.MaxBatch+1), newIDs(2)
+	if err := p.Publish(ctx, map[delivery.Channel][]uuid.UUID{delivery.Email: email, delivery.SMS: sms}); err != nil {
 		t.Fatal(err)
 	}
-	s, err := js.Stream(ctx, queue.Stream(delivery.Email))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info, err := s.Info(ctx); err != nil || info.State.Msgs != 2 {
-		t.Fatalf("after Publish the stream holds %v messages (%v), want 2", info.State.Msgs, err)
+	for ch, want := range map[delivery.Channel][][]uuid.UUID{
+		delivery.Email: {email[:queue.MaxBatch], email[queue.MaxBatch:]},
+		delivery.SMS:   {sms},
+	} {
+		s, err := js.Stream(ctx, queue.Stream(ch))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for seq := range uint64(len(want)) {
+			m, err := s.GetMsg(ctx, seq+1)
+			if err != nil {
+				t.Fatalf("%s message %d: %v", ch, seq+1, err)
+			}
+			got, err := queue.ParseBatch(m.Data)
+			if err != nil || !slices.Equal(got, want[seq]) {
+				t.Errorf("%s message %d holds %d ids (%v), want %d", ch, seq+1, len(got), err, len(want[seq]))
+			}
+			if m.Header.Get("Nats-Msg-Id") == "" {
+				t.Errorf("%s message %d has no Nats-Msg-Id", ch, seq+1)
+			}
+		}
+		if info, err := s.Info(ctx); err != nil || info.State.Msgs != uint64(len(want)) {
+			t.Errorf("%s stream holds %v messages (%v), want %d", ch, info.State.Msgs, err, len(want))
+		}
 	}
 	// No stream takes this subject: the broker never acknowledges.
-	if err := p.Publish(ctx, []notifier.Publication{{DeliveryID: uuid.New(), Channel: delivery.Channel("pigeon")}}); err == nil {
+	if err := p.Publish(ctx, map[delivery.Channel][]uuid.UUID{delivery.Channel("pigeon"): newIDs(1)}); err == nil {
 		t.Fatal("Publish to a subject no stream takes: no error")
 	}
 }

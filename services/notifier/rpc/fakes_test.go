@@ -77,7 +77,7 @@ func newStrictStore() *strictStore {
 // newServer returns a Server on a notifier.Service whose every dependency is store.
 func newServer(store *strictStore) *Server {
 	return &Server{Service: &notifier.Service{
-		Store: store, Publisher: store, Directory: store, Log: slog.New(slog.DiscardHandler),
+		Store: store, Deliveries: store, Publisher: store, Directory: store, Log: slog.New(slog.DiscardHandler),
 		RepublishAfter: time.Minute,
 	}}
 }
@@ -126,9 +126,19 @@ func (s *strictStore) parts(what string, p templates.Parts) {
 	}
 }
 
-func (s *strictStore) CreateNotification(_ context.Context, n *notifier.Notification) (*notifier.Notification, bool, error) {
+func (s *strictStore) CreateNotifications(_ context.Context, ns []*notifier.Notification) ([]bool, []error, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	created := make([]bool, len(ns))
+	for i, n := range ns {
+		s.notification(n)
+		created[i] = true
+	}
+	return created, nil, nil
+}
+
+// notification records a problem for each field of n that PostgreSQL cannot store.
+func (s *strictStore) notification(n *notifier.Notification) {
 	s.text("idempotency key", n.IdempotencyKey, 256)
 	s.text("category", n.Category, preference.MaxCategoryName)
 	s.text("user id", n.UserID, 128)
@@ -145,7 +155,6 @@ func (s *strictStore) CreateNotification(_ context.Context, n *notifier.Notifica
 		}
 		s.jsonb("content data", c.Data)
 	}
-	return n, true, nil
 }
 
 func (s *strictStore) NotificationByKey(context.Context, uuid.UUID, string) (*notifier.Notification, error) {
@@ -300,7 +309,7 @@ func (s *strictStore) filter(f notifier.DeadLetterFilter) {
 	}
 }
 
-func (s *strictStore) DeadLetters(_ context.Context, f notifier.DeadLetterFilter, _ uuid.UUID, limit int) ([]notifier.DeadLetter, error) {
+func (s *strictStore) DeadLetters(_ context.Context, f notifier.DeadLetterFilter, _ uuid.UUID, limit int) ([]notifier.Delivery, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.filter(f)
@@ -310,7 +319,7 @@ func (s *strictStore) DeadLetters(_ context.Context, f notifier.DeadLetterFilter
 	return nil, nil
 }
 
-func (s *strictStore) Redrive(_ context.Context, f notifier.DeadLetterFilter, _ time.Time, _ time.Duration) ([]notifier.Publication, error) {
+func (s *strictStore) Redrive(_ context.Context, f notifier.DeadLetterFilter, _ time.Time, _ time.Duration) ([]delivery.Due, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.filter(f)
@@ -333,7 +342,10 @@ func (s *strictStore) RecordProviderEvents(_ context.Context, evs []notifier.Pro
 }
 
 // Publish implements notifier.Publisher.
-func (s *strictStore) Publish(context.Context, []notifier.Publication) error { return nil }
+func (s *strictStore) Publish(context.Context, map[delivery.Channel][]uuid.UUID) error { return nil }
+
+// Unpublished implements notifier.Deliveries.
+func (s *strictStore) Unpublished(context.Context, []uuid.UUID, time.Time) error { return nil }
 
 // Resolve implements notifier.Directory: u1 is the only user.
 func (s *strictStore) Resolve(_ context.Context, ids []string, targets []notifier.Target) (*notifier.Recipients, error) {

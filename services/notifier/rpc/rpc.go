@@ -293,7 +293,7 @@ func (s *Server) ListDeadLetters(ctx context.Context, req *heraldv1.ListDeadLett
 	out := &heraldv1.ListDeadLettersResponse{NextPageToken: next}
 	for _, d := range list {
 		out.DeadLetters = append(out.DeadLetters, &heraldv1.DeadLetter{
-			Delivery:       deliveryProto(&d.Delivery),
+			Delivery:       deliveryProto(&d),
 			NotificationId: d.NotificationID.String(),
 			Category:       d.Category,
 		})

@@ -34,6 +34,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldhq/herald/internal/delivery"
+	deliverypg "github.com/heraldhq/herald/internal/delivery/postgres"
 	"github.com/heraldhq/herald/internal/events"
 	"github.com/heraldhq/herald/internal/natstest"
 	"github.com/heraldhq/herald/internal/pgdb"
@@ -67,7 +68,10 @@ func migrate(ctx context.Context, url string) error {
 		return err
 	}
 	defer pool.Close()
-	return postgres.Migrate(ctx, pool, slog.New(slog.DiscardHandler))
+	if err := postgres.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
+		return err
+	}
+	return deliverypg.Migrate(ctx, pool, slog.New(slog.DiscardHandler))
 }
 
 func newHarness(t *testing.T) *harness {
@@ -84,7 +88,9 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 
-	h := &harness{t: t, store: postgres.New(pool), pool: pool, js: js, twilioToken: "auth-token-" + uuid.NewString()}
+	deliveries := deliverypg.New(pool)
+	t.Cleanup(deliveries.Close)
+	h := &harness{t: t, store: postgres.New(pool, deliveries), pool: pool, js: js, twilioToken: "auth-token-" + uuid.NewString()}
 	if h.sgKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
 		t.Fatal(err)
 	}
@@ -139,21 +145,22 @@ func (h *harness) delivery(ch delivery.Channel, state delivery.State, provider, 
 	}
 	due := now.Add(time.Minute)
 	n.Deliveries = []*notifier.Delivery{{
-		ID: uuid.Must(uuid.NewV7()), NotificationID: n.ID, Channel: ch, To: address, State: delivery.Queued,
+		ID: uuid.Must(uuid.NewV7()), NotificationID: n.ID, UserID: n.UserID, Channel: ch, To: address,
+		Category: n.Category, Priority: n.Priority, State: delivery.Queued,
 		Content:   delivery.Content{Subject: "Hi", Text: "secret body", Body: "secret body"},
-		CreatedAt: now, UpdatedAt: now, DueAt: &due,
+		CreatedAt: now, UpdatedAt: now, DueAt: &due, ExpiresAt: n.ExpiresAt,
 	}}
-	if _, _, err := h.store.CreateNotification(h.t.Context(), n); err != nil {
-		h.t.Fatal(err)
+	if _, failed, err := h.store.CreateNotifications(h.t.Context(), []*notifier.Notification{n}); err != nil || failed != nil {
+		h.t.Fatal(err, failed)
 	}
 	d := n.Deliveries[0]
 	var err error
 	switch state {
 	case delivery.Sent, delivery.Delivered, delivery.Failed:
-		_, err = h.pool.Exec(h.t.Context(), `UPDATE notifier.deliveries SET state = $2, provider = $3,
+		_, err = h.pool.Exec(h.t.Context(), `UPDATE delivery.deliveries SET state = $2, provider = $3,
 			provider_message_id = $4, sent_at = now(), due_at = NULL WHERE id = $1`, d.ID, string(state), provider, pmid)
 	case delivery.Sending:
-		_, err = h.pool.Exec(h.t.Context(), `UPDATE notifier.deliveries SET state = 'sending',
+		_, err = h.pool.Exec(h.t.Context(), `UPDATE delivery.deliveries SET state = 'sending',
 			lease_owner = 'worker-1', attempts = 1 WHERE id = $1`, d.ID)
 	}
 	if err != nil {
@@ -174,7 +181,7 @@ func (h *harness) row(id uuid.UUID) row {
 	h.t.Helper()
 	var r row
 	err := h.pool.QueryRow(h.t.Context(), `SELECT state, reason, provider, provider_message_id, due_at,
-		lease_owner, updated_at FROM notifier.deliveries WHERE id = $1`, id).
+		lease_owner, updated_at FROM delivery.deliveries WHERE id = $1`, id).
 		Scan(&r.State, &r.Reason, &r.Provider, &r.PMID, &r.DueAt, &r.LeaseOwner, &r.UpdatedAt)
 	if err != nil {
 		h.t.Fatal(err)
@@ -644,7 +651,7 @@ func TestFactsArePublishedAtLeastOnce(t *testing.T) {
 func TestErasedUserGetsNoFact(t *testing.T) {
 	h := newHarness(t)
 	d := h.delivery(delivery.Email, delivery.Sent, "sendgrid", "m1")
-	if _, err := h.pool.Exec(t.Context(), `UPDATE notifier.deliveries SET address = '' WHERE id = $1`, d.ID); err != nil {
+	if _, err := h.pool.Exec(t.Context(), `UPDATE delivery.deliveries SET address = '' WHERE id = $1`, d.ID); err != nil {
 		t.Fatal(err)
 	}
 	if code := h.postSendGrid(batch(sgEvent("unsubscribe", "ev-1", d.ID, ""))); code != http.StatusOK {
@@ -810,7 +817,7 @@ func TestTwilioRefusesForgedCallbacks(t *testing.T) {
 }
 
 func TestWebhooksOffWithoutSecrets(t *testing.T) {
-	wh, err := webhooks.New(webhooks.Config{Store: postgres.New(nil)})
+	wh, err := webhooks.New(webhooks.Config{Store: postgres.New(nil, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -832,7 +839,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	pemKey := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	der384, _ := x509.MarshalPKIXPublicKey(&p384.PublicKey)
-	store := postgres.New(nil)
+	store := postgres.New(nil, nil)
 	publish := func(context.Context, string, events.Event) error { return nil }
 
 	for _, c := range []struct {

@@ -1,16 +1,18 @@
-// Package consumer runs one channel's worker loop: it pulls delivery ids from the channel's
-// JetStream consumer, claims them in batches, calls the provider with bounded concurrency,
-// records the outcomes in batches, and only then acknowledges the messages.
+// Package consumer runs one channel's worker loop. It pulls messages from the channel's JetStream
+// consumer, each a batch of delivery ids; claims their deliveries, as many at a time as senders
+// are free, in one statement; re-checks them against the recipients' settings; sends them
+// through the channel's provider with bounded concurrency; records the outcomes in batches; and
+// answers each message once all its deliveries are recorded.
 //
-// The stages are joined by channels, and each stage takes whatever has piled up since its last
-// round as one batch, so the database sees one claim and one record statement per batch while a
-// lone message still goes straight through.
+// The loop is three stages joined by channels, and a slot per delivery claimed and not yet sent
+// shows who owns what: the claim loop takes slots (claim), a sender frees one when its call ends
+// (send), and the recorder answers the messages (record). Each stage takes whatever has piled up
+// since its last round as one batch, so the database sees one claim and one record statement per
+// round while a lone delivery still goes straight through.
 //
-// The consumer protects the provider and the deliveries' attempts. A circuit breaker opens after
-// a run of provider failures (at once on a configuration error): while it is open the channel
-// stops pulling and claims nothing, so no attempt is spent, and after a cooldown one probe
-// delivery decides whether it closes again. A rate limiter paces provider calls. A delivery that
-// uses up its attempts is announced as a dead letter.
+// The provider is called through a chain (chain.go): a rate limit, a circuit breaker that pauses
+// the channel while the provider fails (no attempt is spent while it is open), and the timed,
+// traced call. What an answer comes to is workers.Decide's verdict.
 package consumer
 
 import (
@@ -26,10 +28,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sony/gobreaker/v2"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/trace"
-	"golang.org/x/time/rate"
 
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/queue"
@@ -54,7 +52,8 @@ type Config struct {
 	Lease time.Duration
 	// SendTimeout bounds one provider call.
 	SendTimeout time.Duration
-	// AckWait is the JetStream consumer's ack wait.
+	// AckWait is the JetStream consumer's ack wait. A message being worked on is kept from it
+	// (InProgress) however long its deliveries take.
 	AckWait time.Duration
 	// Gate, when set, re-checks each batch against the recipients' settings before sending.
 	Gate workers.Gate
@@ -93,6 +92,9 @@ func (c *Config) defaults() {
 	if c.Lease <= 0 {
 		c.Lease = 4 * c.SendTimeout
 	}
+	if c.AckWait <= 0 {
+		c.AckWait = queue.DefaultAckWait
+	}
 	if c.Policy.MaxAttempts <= 0 {
 		c.Policy = workers.DefaultPolicy
 	}
@@ -112,18 +114,26 @@ func (c *Config) defaults() {
 
 // Consumer is a running channel loop.
 type Consumer struct {
-	cfg      Config
-	sent     atomic.Int64 // provider calls accepted, for the status report
-	failed   atomic.Int64
-	cons     jetstream.Consumer
-	in       chan jetstream.Msg
-	work     chan job
-	done     chan result
+	cfg     Config
+	cons    jetstream.Consumer
+	breaker *breaker
+	send    sendFunc
+	sent    atomic.Int64 // provider calls accepted, for the status report
+	failed  atomic.Int64
+
+	in   chan *batch // messages pulled and not yet claimed
+	work chan job    // claimed deliveries, for the senders
+	done chan result // outcomes, for the recorder
+	// slots has a slot per delivery claimed and not yet sent: the claim loop takes one for each
+	// delivery it claims, the sender that sends it gives it back.
 	slots    chan struct{}
+	open     openBatches
 	stopping chan struct{}
-	// quit ends waits for the rate limiter when the consumer stops.
+	// quit ends waits for the rate limiter when the consumer stops; beat ends the heartbeat
+	// once every message is answered.
 	quit     context.Context
 	stopQuit context.CancelFunc
+	stopBeat context.CancelFunc
 	wg       sync.WaitGroup
 	recorded sync.WaitGroup
 
@@ -131,36 +141,23 @@ type Consumer struct {
 	cc      jetstream.ConsumeContext // the current pull; the claim loop replaces it after a pause
 	stopped bool
 
-	breaker *gobreaker.TwoStepCircuitBreaker[struct{}]
-	limiter *rate.Limiter // nil when unlimited
-	// probeAt is when the open circuit lets a probe through (Unix nanoseconds).
-	probeAt atomic.Int64
-	// configError makes the breaker trip on the failure being reported, whatever the count.
-	configError atomic.Bool
-	// failures is the run of failures that tripped the breaker, for the log.
-	failures atomic.Uint32
-	// next is a message the claim loop took and has not claimed yet; only the claim loop
-	// touches it.
-	next jetstream.Msg
+	// cur is the message whose ids are being claimed; only the claim loop touches it.
+	cur *batch
 }
 
 type job struct {
-	msg     jetstream.Msg
-	m       *workers.Message
-	claimed time.Time // when the claim, and so the lease, began (or a little before)
+	b   *batch
+	m   *workers.Message
+	ctx context.Context // carries the trace of the batch's message
 }
 
 type result struct {
-	msg jetstream.Msg
-	a   workers.Attempt
-	// release: the provider was not called, or its answer blamed Herald's configuration; the
-	// delivery goes back unrecorded, and the message comes back after delay.
-	release bool
-	delay   time.Duration
+	b *batch
+	a workers.Attempt
 }
 
-// Start ensures the channel's durable consumer and starts pulling from it. It fails if the
-// lease does not exceed the send timeout, or if the consumer cannot be set up.
+// Start ensures the channel's durable consumer and starts pulling from it. It fails if the lease
+// does not exceed the send timeout, or if the consumer cannot be set up.
 func Start(ctx context.Context, js jetstream.JetStream, cfg Config) (*Consumer, error) {
 	cfg.defaults()
 	if cfg.Lease <= cfg.SendTimeout {
@@ -171,37 +168,29 @@ func Start(ctx context.Context, js jetstream.JetStream, cfg Config) (*Consumer, 
 		return nil, err
 	}
 	c := &Consumer{
-		cfg:  cfg,
-		cons: cons,
-		// in holds as many messages as one pull brings, so that the claim loop finds
-		// them all ready and claims them as one batch: unbuffered, every hand-over waited for
-		// the loop, which took one message per claim.
-		in:       make(chan jetstream.Msg, pullMax(cfg)),
+		cfg:      cfg,
+		cons:     cons,
+		in:       make(chan *batch, 1),
 		work:     make(chan job, claimAhead*cfg.Concurrency),
 		done:     make(chan result, cfg.BatchSize),
 		slots:    make(chan struct{}, claimAhead*cfg.Concurrency),
 		stopping: make(chan struct{}),
 	}
 	c.quit, c.stopQuit = context.WithCancel(context.Background())
-	c.breaker = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
-		Name:        string(cfg.Channel),
-		MaxRequests: 1, // one probe
-		Timeout:     cfg.BreakerCooldown,
-		ReadyToTrip: func(n gobreaker.Counts) bool {
-			c.failures.Store(n.ConsecutiveFailures)
-			return c.configError.Load() || n.ConsecutiveFailures >= uint32(cfg.BreakerFailures)
-		},
-		IsSuccessful:  providerAnswered,
-		OnStateChange: c.circuitChanged,
-	})
-	if cfg.Metrics != nil {
-		cfg.Metrics.CircuitState.WithLabelValues(string(cfg.Channel), cfg.Sender.Provider()).Set(0)
-	}
+	provider := cfg.Sender.Provider()
+	c.breaker = newBreaker(cfg.Channel, provider, cfg.BreakerFailures, cfg.BreakerCooldown, cfg.Metrics, cfg.Log)
+	call := &timedSender{sender: cfg.Sender, timeout: cfg.SendTimeout, metrics: cfg.Metrics}
+	c.send = c.breaker.wrap(call.send)
 	if cfg.RatePerSecond > 0 {
-		c.limiter = rate.NewLimiter(rate.Limit(cfg.RatePerSecond), cfg.Burst)
+		// The wait may use half of the lease that the send does not need; the rest is left for
+		// recording the outcome.
+		lim, err := newLimiter(cfg.RatePerSecond, cfg.Burst, cfg.Concurrency, (cfg.Lease-cfg.SendTimeout)/2)
+		if err != nil {
+			return nil, fmt.Errorf("consumer %s: %w", cfg.Channel, err)
+		}
+		c.send = lim.wrap(c.send, c.quit)
 	}
-	c.cc, err = c.consume()
-	if err != nil {
+	if c.cc, err = c.consume(); err != nil {
 		c.stopQuit()
 		return nil, err
 	}
@@ -213,12 +202,24 @@ func Start(ctx context.Context, js jetstream.JetStream, cfg Config) (*Consumer, 
 	}
 	c.recorded.Add(1)
 	go c.recordLoop()
+	beat, stopBeat := context.WithCancel(context.Background())
+	c.stopBeat = stopBeat
+	go c.heartbeat(beat)
 	return c, nil
 }
 
+// The client pulls a few messages ahead of the claims, each fetch at most four full batches (a
+// batch of queue.MaxBatch ids is 16 KB). Messages the client holds run their ack wait, and come
+// again to some worker if it passes (harmless: their claims find nothing to do, but wasted);
+// those handed to the loop are kept from it by the heartbeat.
+const (
+	pullMessages = 8
+	pullBytes    = 64 << 10
+)
+
 func (c *Consumer) consume() (jetstream.ConsumeContext, error) {
 	cc, err := c.cons.Consume(c.receive,
-		jetstream.PullMaxMessages(pullMax(c.cfg)),
+		jetstream.PullMaxMessagesWithBytesLimit(pullMessages, pullBytes),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			c.cfg.Log.Warn("consume", "channel", c.cfg.Channel, "err", err)
 		}))
@@ -228,87 +229,60 @@ func (c *Consumer) consume() (jetstream.ConsumeContext, error) {
 	return cc, nil
 }
 
-// pullMax is how many messages the client pulls ahead of the claims.
-func pullMax(cfg Config) int { return max(2*cfg.Concurrency, 64) }
-
-// providerAnswered reports whether a send's outcome speaks well of the provider: it took the
-// message, or it refused this one message for a reason of the message's own. Anything else
-// (timeouts, unavailability, configuration errors) counts towards opening the circuit.
-func providerAnswered(err error) bool {
-	var perm *workers.PermanentError
-	return err == nil || errors.As(err, &perm)
-}
-
-// circuitChanged runs inside the breaker's lock: it may not call the breaker.
-func (c *Consumer) circuitChanged(_ string, from, to gobreaker.State) {
-	log := c.cfg.Log.With("channel", c.cfg.Channel, "provider", c.cfg.Sender.Provider())
-	if m := c.cfg.Metrics; m != nil {
-		m.CircuitState.WithLabelValues(string(c.cfg.Channel), c.cfg.Sender.Provider()).Set(circuitValue(to))
-		if to == gobreaker.StateOpen {
-			m.CircuitOpened.WithLabelValues(string(c.cfg.Channel), c.cfg.Sender.Provider()).Inc()
-		}
-	}
-	switch to {
-	case gobreaker.StateOpen:
-		c.probeAt.Store(time.Now().Add(c.cfg.BreakerCooldown).UnixNano())
-		failures := c.failures.Load()
-		if from == gobreaker.StateHalfOpen {
-			failures = 1 // the probe
-		}
-		log.Warn("circuit open; channel paused", "consecutive_failures", failures,
-			"probe_failed", from == gobreaker.StateHalfOpen, "cooldown", c.cfg.BreakerCooldown)
-	case gobreaker.StateHalfOpen:
-		log.Info("circuit half-open; probing")
-	case gobreaker.StateClosed:
-		log.Info("circuit closed; channel resumed")
-	}
-}
-
-// CircuitState returns the state of the channel's circuit: "closed" (sending), "open"
-// (paused) or "half-open" (one probe may go).
-func (c *Consumer) CircuitState() string { return c.breaker.State().String() }
-
-// pausedFor returns how long a message handed back because of the circuit should stay away:
-// until the probe may go, and at least a second.
-func (c *Consumer) pausedFor() time.Duration {
-	return max(time.Until(time.Unix(0, c.probeAt.Load())), time.Second)
-}
-
-// receive hands a message to the claimer, or gives it back to the server at once when the
-// consumer is stopping.
+// receive reads a message's ids and hands it to the claim loop, or gives it back to the server
+// at once when the consumer is stopping. A message that carries no ids is a bug somewhere: it is
+// dropped, so that it does not come back forever.
 func (c *Consumer) receive(msg jetstream.Msg) {
-	select {
-	case <-c.stopping:
-		msg.Nak()
+	ids, err := queue.ParseBatch(msg.Data())
+	if err != nil {
+		c.cfg.Log.Error("dropping malformed message", "channel", c.cfg.Channel, "err", err)
+		msg.TermWithReason("malformed batch of delivery ids")
 		return
-	default:
 	}
+	b := newBatch(msg, ids, c.open.remove)
+	c.open.add(b)
 	select {
-	case c.in <- msg:
 	case <-c.stopping:
-		msg.Nak()
+	default:
+		select {
+		case c.in <- b:
+			return
+		case <-c.stopping:
+		}
+	}
+	c.open.remove(b)
+	msg.Nak()
+}
+
+// heartbeat keeps the messages being worked on from their ack wait, until ctx ends.
+func (c *Consumer) heartbeat(ctx context.Context) {
+	t := time.NewTicker(c.cfg.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.open.inProgress()
+		}
 	}
 }
 
-// claimLoop claims deliveries as the circuit allows: batches while it is closed, one probe
-// while it is half-open, nothing while it is open.
+// claimLoop claims deliveries as the circuit allows: rounds of them while it is closed, one
+// probe while it is half-open, nothing while it is open.
 func (c *Consumer) claimLoop() {
 	defer c.wg.Done()
 	defer close(c.work)
-	defer func() {
-		if c.next != nil {
-			c.next.Nak()
-		}
-	}()
+	defer c.abandon(0)
 	for {
 		var ok bool
-		switch c.breaker.State() {
+		switch c.breaker.state() {
 		case gobreaker.StateOpen:
 			ok = c.pause()
 		case gobreaker.StateHalfOpen:
 			ok = c.probe()
 		default:
-			ok = c.claimBatch()
+			ok = c.claimRound()
 		}
 		if !ok {
 			return
@@ -318,88 +292,139 @@ func (c *Consumer) claimLoop() {
 
 // claimAhead bounds the deliveries claimed and not yet sent, in rounds of Concurrency: the
 // senders' own and one round more. While one round is sent, the next is claimed and re-checked,
-// so that no sender waits for a claim (with 50 ms providers, claiming only for idle senders
-// kept them a third idle); and a claimed delivery waits for a sender about one provider call,
-// far less than its lease.
+// so that no sender waits for a claim; and a claimed delivery waits for a sender about one
+// provider call, far less than its lease.
 const claimAhead = 2
 
-// claimBatch waits for a free slot and a message, takes whatever more is ready as one batch,
-// claims the batch and hands the claimed deliveries to the senders. A claim starts a lease, so
-// no more is claimed than the senders can start on within a round (claimAhead). It returns
-// false when the consumer is stopping.
-func (c *Consumer) claimBatch() bool {
+// current returns the message whose ids are being claimed, or else the next to arrive; false
+// when the consumer is stopping.
+func (c *Consumer) current() bool {
+	if c.cur != nil {
+		return true
+	}
+	select {
+	case c.cur = <-c.in:
+		return true
+	case <-c.stopping:
+		return false
+	}
+}
+
+// claimRound waits for a message and a free slot, then claims as many of the waiting ids as
+// there are free slots (up to BatchSize; from the messages after it too, when they are ready)
+// in one statement. It returns false when the consumer is stopping.
+func (c *Consumer) claimRound() bool {
+	if !c.current() {
+		return false
+	}
+	if c.breaker.state() != gobreaker.StateClosed {
+		return true // the circuit opened while this waited: the message waits for the probe
+	}
 	select {
 	case c.slots <- struct{}{}:
 	case <-c.stopping:
 		return false
 	}
-	msg, ok := c.take()
-	if !ok {
-		<-c.slots
-		return false
-	}
-	if c.breaker.State() != gobreaker.StateClosed {
-		// The circuit opened while this waited for a message: keep the message for the
-		// probe, or to hand back.
-		c.next = msg
+	// So may it have while this waited for a slot, which is a wait for a send to end: a sender
+	// reports to the breaker before it frees its slot, so a failure that opened it shows here.
+	if c.breaker.state() != gobreaker.StateClosed {
 		<-c.slots
 		return true
 	}
-	batch := []jetstream.Msg{msg}
+	slots := 1
 more:
-	for len(batch) < c.cfg.BatchSize {
+	for slots < c.cfg.BatchSize {
 		select {
 		case c.slots <- struct{}{}:
+			slots++
 		default:
-			break more
-		}
-		select {
-		case msg := <-c.in:
-			batch = append(batch, msg)
-		default:
-			<-c.slots
 			break more
 		}
 	}
-	c.claim(batch)
+	var picks []pick
+	for slots > 0 {
+		ids := c.cur.rest()
+		n := min(slots, len(ids))
+		picks = append(picks, pick{c.cur, c.cur.take(n), c.cur.next == len(c.cur.ids)})
+		slots -= n
+		if c.cur.next < len(c.cur.ids) {
+			break
+		}
+		c.cur = nil
+		select {
+		case c.cur = <-c.in:
+		default:
+		}
+		if c.cur == nil {
+			break
+		}
+	}
+	for range slots {
+		<-c.slots
+	}
+	c.claim(picks)
 	return true
 }
 
-// take returns the message kept back, or else the next one to arrive; false when the consumer
-// is stopping.
-func (c *Consumer) take() (jetstream.Msg, bool) {
-	if msg := c.next; msg != nil {
-		c.next = nil
-		return msg, true
-	}
-	select {
-	case msg := <-c.in:
-		return msg, true
-	case <-c.stopping:
-		return nil, false
-	}
+// pick is ids of one message taken in a claim round; last says they were its last ones.
+type pick struct {
+	b    *batch
+	ids  []uuid.UUID
+	last bool
 }
 
-// pause stops pulling while the circuit is open. The messages already pulled go back to the
-// server, to come again when the probe may go; the rest stay in the stream, where no ack wait
-// runs, so a long pause ends without a wave of redeliveries. Once the cooldown is over, pause
-// pulls again and returns true; false when the consumer is stopping.
+// probe lets one delivery through the half-open circuit. It first takes every slot, so that no
+// send is in flight and the breaker has had its say on the last one (the previous probe, if
+// any); then, if the circuit is still half-open, it claims a single delivery. It returns false
+// when the consumer is stopping.
+func (c *Consumer) probe() bool {
+	held := 0
+	defer func() {
+		for range held {
+			<-c.slots
+		}
+	}()
+	for held < cap(c.slots) {
+		select {
+		case c.slots <- struct{}{}:
+			held++
+		case <-c.stopping:
+			return false
+		}
+	}
+	if c.breaker.state() != gobreaker.StateHalfOpen {
+		return true
+	}
+	if !c.current() {
+		return false
+	}
+	held-- // the probe keeps its slot until it is sent
+	p := pick{c.cur, c.cur.take(1), c.cur.next == len(c.cur.ids)}
+	if p.last {
+		c.cur = nil
+	}
+	c.claim([]pick{p})
+	return true
+}
+
+// pause stops pulling while the circuit is open. The rest of the message under way and the
+// messages already pulled go back to the server, to come again when the probe may go; the others
+// stay in the stream, where no ack wait runs, so a long pause ends without a wave of
+// redeliveries. Once the cooldown is over, pause pulls again and returns true; false when the
+// consumer is stopping.
 func (c *Consumer) pause() bool {
+	c.abandon(c.breaker.pausedFor())
 	c.mu.Lock()
 	cc := c.cc
 	c.mu.Unlock()
 	cc.Drain() // passes what the client holds to receive, and so to the loop below
 	drained := cc.Closed()
-	if c.next != nil {
-		c.next.NakWithDelay(c.pausedFor())
-		c.next = nil
-	}
-	cooled := time.NewTimer(time.Until(time.Unix(0, c.probeAt.Load())))
+	cooled := time.NewTimer(time.Until(time.Unix(0, c.breaker.probeAt.Load())))
 	defer cooled.Stop()
 	for due := false; !due || drained != nil; {
 		select {
-		case msg := <-c.in:
-			msg.NakWithDelay(c.pausedFor())
+		case b := <-c.in:
+			c.handBack(b, c.breaker.pausedFor())
 		case <-drained:
 			drained = nil
 		case <-cooled.C:
@@ -408,7 +433,7 @@ func (c *Consumer) pause() bool {
 			return false
 		}
 	}
-	c.nakWaiting(c.pausedFor())
+	c.handBackWaiting(c.breaker.pausedFor())
 	for {
 		c.mu.Lock()
 		if c.stopped {
@@ -432,91 +457,86 @@ func (c *Consumer) pause() bool {
 	}
 }
 
-// probe lets one delivery through the half-open circuit. It first takes every send slot, so
-// that no send is in flight and the breaker has had its say on the last one (the previous
-// probe, if any); then, if the circuit is still half-open, it claims a single message. It
-// returns false when the consumer is stopping.
-func (c *Consumer) probe() bool {
-	held := 0
-	defer func() {
-		for range held {
-			<-c.slots
-		}
-	}()
-	for held < cap(c.slots) {
-		select {
-		case c.slots <- struct{}{}:
-			held++
-		case <-c.stopping:
-			return false
-		}
+// abandon gives back the ids of the current message not yet claimed: its message comes back
+// after delay, once the deliveries already handed on are recorded.
+func (c *Consumer) abandon(delay time.Duration) {
+	if c.cur == nil {
+		return
 	}
-	if c.breaker.State() != gobreaker.StateHalfOpen {
-		return true
-	}
-	msg, ok := c.take()
-	if !ok {
-		return false
-	}
-	held-- // the probe keeps its slot until it is sent
-	c.claim([]jetstream.Msg{msg})
-	return true
+	c.cur.take(len(c.cur.rest()))
+	c.cur.giveBack(delay)
+	c.cur.finish()
+	c.cur = nil
 }
 
-func (c *Consumer) claim(batch []jetstream.Msg) {
-	ids := make([]uuid.UUID, 0, len(batch))
-	byID := make(map[uuid.UUID]jetstream.Msg, len(batch))
-	for _, msg := range batch {
-		id, err := queue.ParseBody(msg.Data())
-		if err != nil {
-			c.cfg.Log.Error("dropping malformed message", "channel", c.cfg.Channel, "err", err)
-			msg.TermWithReason("malformed delivery id")
-			<-c.slots
-			continue
+// handBack gives a message none of whose ids were claimed back to the server, to come again
+// after delay.
+func (c *Consumer) handBack(b *batch, delay time.Duration) {
+	c.open.remove(b)
+	b.msg.NakWithDelay(delay)
+}
+
+// handBackWaiting hands back the messages waiting for the claim loop.
+func (c *Consumer) handBackWaiting(delay time.Duration) {
+	for {
+		select {
+		case b := <-c.in:
+			c.handBack(b, delay)
+		default:
+			return
 		}
-		if _, dup := byID[id]; dup { // two publishes of one delivery in one batch
-			msg.Ack()
-			<-c.slots
-			continue
-		}
-		ids = append(ids, id)
-		byID[id] = msg
 	}
-	if len(ids) == 0 {
-		return
+}
+
+// claim claims the picked ids in one statement, re-checks the claimed deliveries against the
+// recipients' settings and hands the ones still wanted to the senders. The caller holds a slot
+// per id; the ids not claimed free theirs at once. If the claim fails, the ids go back with their
+// messages, to come again a second later.
+func (c *Consumer) claim(picks []pick) {
+	var ids []uuid.UUID
+	for _, p := range picks {
+		ids = append(ids, p.ids...)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	at := time.Now()
-	claims, err := c.cfg.Store.Claim(ctx, c.cfg.WorkerID, c.cfg.Lease, ids)
+	claimed, err := c.cfg.Store.Claim(ctx, c.cfg.WorkerID, c.cfg.Lease, ids)
 	cancel()
 	if err != nil {
-		c.cfg.Log.Warn("claim failed; messages will come back", "channel", c.cfg.Channel, "count", len(ids), "err", err)
-		for _, id := range ids {
-			byID[id].NakWithDelay(time.Second)
+		c.cfg.Log.Warn("claim failed; the deliveries will come back", "channel", c.cfg.Channel, "count", len(ids), "err", err)
+		claimed = nil
+	}
+	byID := make(map[uuid.UUID]*delivery.Delivery, len(claimed))
+	for i := range claimed {
+		byID[claimed[i].ID] = &claimed[i]
+	}
+	var jobs []job
+	for _, p := range picks {
+		ctx := tracing.Extract(context.Background(), p.b.msg.Headers())
+		n := 0
+		for _, id := range p.ids {
+			if d, ok := byID[id]; ok {
+				// An id twice in the round (twice in a message, or in two messages) is one claim,
+				// and one send: the other has nothing to do.
+				delete(byID, id)
+				jobs = append(jobs, job{b: p.b, m: workers.NewMessage(d), ctx: ctx}) // keeps its slot until sent
+				n++
+				continue
+			}
 			<-c.slots
 		}
-		return
-	}
-	var claimed []job
-	for _, cl := range claims {
-		msg := byID[cl.ID]
-		switch cl.Status {
-		case workers.Claimed:
-			claimed = append(claimed, job{msg: msg, m: cl.Message, claimed: at}) // keeps its slot until sent
-			continue
-		case workers.Busy:
-			msg.NakWithDelay(max(time.Until(cl.RetryAt), 0) + time.Second)
-		case workers.Done:
-			msg.Ack()
+		p.b.hand(n)
+		if err != nil {
+			p.b.giveBack(time.Second)
 		}
-		<-c.slots
+		if p.last {
+			p.b.finish()
+		}
 	}
-	c.dispatch(claimed)
+	c.dispatch(jobs)
 }
 
-// dispatch re-checks the claimed deliveries against the recipients' settings and hands the ones
-// still wanted to the senders. If the check cannot be made, the claims are given back: an
-// opt-out must not be missed for want of asking.
+// dispatch re-checks claimed deliveries against the recipients' settings and hands the ones
+// still wanted to the senders; the others are recorded skipped. If the check cannot be made, the
+// claims are given back: an opt-out must not be missed for want of asking.
 func (c *Consumer) dispatch(jobs []job) {
 	if len(jobs) == 0 {
 		return
@@ -530,31 +550,24 @@ func (c *Consumer) dispatch(jobs []job) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		var err error
 		skip, err = c.cfg.Gate.Check(ctx, msgs)
+		cancel()
 		if err != nil {
 			c.cfg.Log.Warn("cannot re-check recipients; giving the deliveries back", "channel", c.cfg.Channel,
 				"count", len(jobs), "err", err)
-			ids := make([]uuid.UUID, len(jobs))
-			for i, j := range jobs {
-				ids[i] = j.m.DeliveryID
-			}
-			if err := c.cfg.Store.Release(ctx, c.cfg.WorkerID, ids); err != nil {
-				c.cfg.Log.Warn("release failed; the leases will expire", "channel", c.cfg.Channel, "err", err)
-			}
-			cancel()
 			for _, j := range jobs {
-				j.msg.NakWithDelay(5 * time.Second)
 				<-c.slots
+				c.done <- result{b: j.b, a: workers.Attempt{Message: j.m,
+					Verdict: workers.Verdict{Release: true, RetryAfter: 5 * time.Second, Reason: "recheck_failed"}}}
 			}
 			return
 		}
-		cancel()
 	}
 	for _, j := range jobs {
 		if reason, ok := skip[j.m.DeliveryID]; ok {
 			<-c.slots
 			c.cfg.Log.Info("skipped at send time", "delivery_id", j.m.DeliveryID, "channel", j.m.Channel, "reason", reason)
-			c.done <- result{msg: j.msg, a: workers.Attempt{Message: j.m, Outcome: workers.OutcomeSkipped,
-				Reason: reason, Started: time.Now()}}
+			c.done <- result{b: j.b, a: workers.Attempt{Message: j.m, Started: time.Now(),
+				Verdict: workers.Verdict{State: delivery.Skipped, Reason: reason}}}
 			continue
 		}
 		c.cfg.Unsubscribe.Apply(j.m)
@@ -562,165 +575,94 @@ func (c *Consumer) dispatch(jobs []job) {
 	}
 }
 
-// sendLoop calls the provider for claimed deliveries and passes the outcome to the recorder.
+// sendLoop sends claimed deliveries and passes the outcomes to the recorder.
 func (c *Consumer) sendLoop() {
 	defer c.wg.Done()
 	for j := range c.work {
-		r := c.send(j)
+		r := c.sendOne(j)
 		<-c.slots
 		c.done <- r
 	}
 }
 
-// send waits for the rate limiter and the circuit breaker, calls the provider and classifies
-// its answer. A delivery that does not get to the provider, or whose provider blames Herald's
-// configuration, is given back without counting an attempt.
-func (c *Consumer) send(j job) result {
+// sendOne sends a delivery through the chain and decides what its answer comes to.
+func (c *Consumer) sendOne(j job) result {
 	m := j.m
-	if c.limiter != nil {
-		// The wait may use half of the lease that the send does not need; the rest is left for
-		// recording the outcome.
-		ctx, cancel := context.WithDeadline(c.quit, j.claimed.Add((c.cfg.Lease-c.cfg.SendTimeout)/2))
-		err := c.limiter.Wait(ctx)
-		cancel()
-		if err != nil {
-			delay := time.Duration(float64(c.cfg.Concurrency) / c.cfg.RatePerSecond * float64(time.Second))
-			if c.quit.Err() != nil {
-				delay = 0 // stopping: another worker may take it now
-			}
-			c.cfg.Log.Info("rate limit leaves no time to send; giving the delivery back", "delivery_id", m.DeliveryID,
-				"channel", m.Channel, "err", err)
-			return result{msg: j.msg, a: workers.Attempt{Message: m}, release: true, delay: delay}
+	t, err := c.send(j.ctx, m)
+	a := workers.Attempt{Message: m, Provider: c.cfg.Sender.Provider(), Started: t.Started, Latency: t.Latency,
+		Verdict: workers.Decide(err, m.Attempt, c.cfg.Policy, time.Now(), c.cfg.Jitter())}
+	if !t.Started.IsZero() { // the provider was called
+		if err == nil {
+			c.sent.Add(1)
+		} else {
+			c.failed.Add(1)
 		}
 	}
-	report, err := c.breaker.Allow()
-	if err != nil { // open, or the probe is already out
-		c.cfg.Log.Info("circuit open; giving the delivery back", "delivery_id", m.DeliveryID, "channel", m.Channel)
-		return result{msg: j.msg, a: workers.Attempt{Message: m}, release: true, delay: c.pausedFor()}
-	}
-
-	ctx, span := tracing.Tracer().Start(tracing.Extract(context.Background(), j.msg.Headers()), "send "+string(m.Channel),
-		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
-			attribute.String("herald.delivery_id", m.DeliveryID.String()),
-			attribute.String("herald.provider", c.cfg.Sender.Provider()),
-			attribute.Int("herald.attempt", m.Attempt)))
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.SendTimeout)
-	start := time.Now()
-	res, err := c.cfg.Sender.Send(ctx, m)
-	a := workers.Attempt{Message: m, Provider: c.cfg.Sender.Provider(), Started: start, Latency: time.Since(start)}
-	cancel()
+	a.Reason = storable(a.Reason, maxReason)
 	if err != nil {
-		span.SetStatus(codes.Error, "provider refused or failed") // the error text may name the provider's reason only
+		a.Error = storable(err.Error(), maxErrorText)
 	}
-	span.End()
-	if c.cfg.Metrics != nil {
-		c.cfg.Metrics.ProviderDuration.WithLabelValues(string(m.Channel), a.Provider).Observe(a.Latency.Seconds())
+	if a.State == delivery.Sent {
+		a.ProviderMessageID = storable(t.ProviderMessageID, maxProviderMessageID)
 	}
-	if err == nil {
-		c.sent.Add(1)
-	} else {
-		c.failed.Add(1)
-	}
-
 	var ce *workers.ConfigError
-	if errors.As(err, &ce) {
-		c.configError.Store(true)
-		report(err)
-		c.configError.Store(false)
+	switch {
+	case errors.As(err, &ce):
 		if c.cfg.Metrics != nil {
 			c.cfg.Metrics.ConfigErrors.WithLabelValues(string(m.Channel), a.Provider).Inc()
 		}
 		c.cfg.Log.Error("provider configuration error; channel paused", "channel", m.Channel, "provider", a.Provider,
 			"delivery_id", m.DeliveryID, "err", err)
-		return result{msg: j.msg, a: a, release: true, delay: c.pausedFor()}
+		a.RetryAfter = c.breaker.pausedFor()
+	case a.Release:
+		c.cfg.Log.Info("giving the delivery back unsent", "delivery_id", m.DeliveryID, "channel", m.Channel,
+			"reason", a.Reason, "retry_after", a.RetryAfter)
+	default:
+		c.cfg.Log.Info("attempt", "delivery_id", m.DeliveryID, "channel", m.Channel, "attempt", m.Attempt,
+			"provider", a.Provider, "outcome", a.State.Outcome(), "reason", a.Reason, "latency_ms", a.Latency.Milliseconds())
 	}
-	report(err)
-
-	var retryAfter time.Duration
-	a.Outcome, a.Reason, retryAfter = workers.Classify(err)
-	a.Reason = storable(a.Reason, maxReason)
-	if err != nil {
-		a.Error = storable(err.Error(), maxErrorText)
-	}
-	switch a.Outcome {
-	case workers.OutcomeSent:
-		a.ProviderMessageID = storable(res.ProviderMessageID, maxProviderMessageID)
-	case workers.OutcomeFailed:
-		var perm *workers.PermanentError
-		if errors.As(err, &perm) {
-			a.Effect, a.Since = perm.Effect, perm.Since
-		}
-	case workers.OutcomeRetry:
-		if m.Attempt >= c.cfg.Policy.MaxAttempts {
-			a.Dead = true
-		} else {
-			a.RetryAt = time.Now().Add(c.cfg.Policy.Backoff(m.Attempt, retryAfter, c.cfg.Jitter()))
-		}
-	}
-	c.cfg.Log.Info("attempt", "delivery_id", m.DeliveryID, "channel", m.Channel, "attempt", m.Attempt,
-		"provider", a.Provider, "outcome", outcomeName(a), "reason", a.Reason, "latency_ms", a.Latency.Milliseconds())
-	return result{msg: j.msg, a: a}
+	return result{b: j.b, a: a}
 }
 
-func outcomeName(a workers.Attempt) string {
-	switch {
-	case a.Outcome == workers.OutcomeSent:
-		return "sent"
-	case a.Outcome == workers.OutcomeFailed:
-		return "failed"
-	case a.Outcome == workers.OutcomeSkipped:
-		return "skipped"
-	case a.Dead:
-		return "dead"
-	}
-	return "retry"
-}
-
-// recordLoop writes outcomes in batches and acknowledges their messages once written. If the
-// database stays unreachable, the messages are left to come back: the lease then expires, and
-// the delivery may be sent again (a duplicate, never a loss).
+// recordLoop writes outcomes in batches and answers their messages once written.
 func (c *Consumer) recordLoop() {
 	defer c.recorded.Done()
 	for r := range c.done {
-		batch := []result{r}
+		rs := []result{r}
 	more:
-		for len(batch) < c.cfg.BatchSize {
+		for len(rs) < c.cfg.BatchSize {
 			select {
 			case r, ok := <-c.done:
 				if !ok {
 					break more
 				}
-				batch = append(batch, r)
+				rs = append(rs, r)
 			default:
 				break more
 			}
 		}
-		c.record(batch)
-	}
-}
-
-func (c *Consumer) record(batch []result) {
-	var recorded, released []result
-	for _, r := range batch {
-		if r.release {
-			released = append(released, r)
-		} else {
-			recorded = append(recorded, r)
+		var recorded, released []result
+		for _, r := range rs {
+			if r.a.Release {
+				released = append(released, r)
+			} else {
+				recorded = append(recorded, r)
+			}
+		}
+		if len(released) > 0 {
+			c.release(released)
+		}
+		if len(recorded) > 0 {
+			c.record(recorded)
 		}
 	}
-	if len(released) > 0 {
-		c.release(released)
-	}
-	if len(recorded) > 0 {
-		c.recordAttempts(recorded)
-	}
 }
 
-// release gives deliveries back unrecorded, their attempt not counted, and lets their
-// messages come back after their delay.
-func (c *Consumer) release(batch []result) {
-	ids := make([]uuid.UUID, len(batch))
-	for i, r := range batch {
+// release gives deliveries back unrecorded, their attempt not counted; their messages come back
+// after the delays they asked for.
+func (c *Consumer) release(rs []result) {
+	ids := make([]uuid.UUID, len(rs))
+	for i, r := range rs {
 		ids[i] = r.a.Message.DeliveryID
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -729,15 +671,19 @@ func (c *Consumer) release(batch []result) {
 	if err != nil {
 		c.cfg.Log.Warn("release failed; the leases will expire", "channel", c.cfg.Channel, "count", len(ids), "err", err)
 	}
-	for _, r := range batch {
-		r.msg.NakWithDelay(r.delay)
+	for _, r := range rs {
+		r.b.giveBack(r.a.RetryAfter)
+		r.b.done(1)
 	}
 }
 
-func (c *Consumer) recordAttempts(batch []result) {
-	attempts := make([]workers.Attempt, len(batch))
-	for i, r := range batch {
-		attempts[i] = r.a
+// record stores outcomes, retrying for up to half a lease. If the database stays unreachable,
+// the deliveries stay claimed until their lease expires and are sent again then: a duplicate,
+// never a loss.
+func (c *Consumer) record(rs []result) {
+	attempts := make([]delivery.Attempt, len(rs))
+	for i := range rs {
+		attempts[i] = rs[i].a.Record()
 	}
 	wait := 100 * time.Millisecond
 	deadline := time.Now().Add(c.cfg.Lease / 2)
@@ -750,37 +696,37 @@ func (c *Consumer) recordAttempts(batch []result) {
 		}
 		if time.Now().After(deadline) {
 			c.cfg.Log.Error("cannot record outcomes; their deliveries will be retried", "channel", c.cfg.Channel,
-				"count", len(batch), "err", err)
-			for _, r := range batch {
-				r.msg.Nak()
+				"count", len(rs), "err", err)
+			for _, r := range rs {
+				r.b.giveBack(0)
+				r.b.done(1)
 			}
 			return
 		}
-		c.cfg.Log.Warn("record failed; retrying", "channel", c.cfg.Channel, "count", len(batch), "err", err)
+		c.cfg.Log.Warn("record failed; retrying", "channel", c.cfg.Channel, "count", len(rs), "err", err)
 		time.Sleep(wait)
 		wait = min(2*wait, 5*time.Second)
 	}
-	for _, r := range batch {
-		if c.cfg.Metrics != nil {
-			c.cfg.Metrics.recorded(c.cfg.Sender.Provider(), r.a)
-		}
-		if r.a.Effect != workers.NoEffect && c.cfg.Announcer != nil {
-			c.announce("a provider's verdict on an address", r.a, c.cfg.Announcer.Announce)
-		}
-		if r.a.Dead {
-			m := r.a.Message
-			c.cfg.Log.Warn("dead letter", "delivery_id", m.DeliveryID, "channel", m.Channel, "attempts", m.Attempt,
-				"provider", r.a.Provider, "reason", r.a.Reason, "err", r.a.Error)
-			if c.cfg.Announcer != nil {
-				c.announce("a dead letter", r.a, c.cfg.Announcer.DeadLetter)
-			}
-		}
+	for _, r := range rs {
+		c.recorded1(r.a)
+		r.b.done(1)
 	}
-	for _, r := range batch {
-		if r.a.Outcome == workers.OutcomeRetry && !r.a.Dead {
-			r.msg.NakWithDelay(time.Until(r.a.RetryAt))
-		} else {
-			r.msg.Ack()
+}
+
+// recorded1 counts, logs and announces an attempt once it is stored.
+func (c *Consumer) recorded1(a workers.Attempt) {
+	if c.cfg.Metrics != nil {
+		c.cfg.Metrics.recorded(a)
+	}
+	if a.Effect != workers.NoEffect && c.cfg.Announcer != nil {
+		c.announce("a provider's verdict on an address", a, c.cfg.Announcer.Announce)
+	}
+	if a.State == delivery.Dead {
+		m := a.Message
+		c.cfg.Log.Warn("dead letter", "delivery_id", m.DeliveryID, "channel", m.Channel, "attempts", m.Attempt,
+			"provider", a.Provider, "reason", a.Reason, "err", a.Error)
+		if c.cfg.Announcer != nil {
+			c.announce("a dead letter", a, c.cfg.Announcer.DeadLetter)
 		}
 	}
 }
@@ -802,7 +748,7 @@ func (c *Consumer) announce(what string, a workers.Attempt, publish func(context
 	c.cfg.Log.Error("cannot announce "+what, "delivery_id", a.Message.DeliveryID, "effect", a.Effect, "err", err)
 }
 
-// Stop stops pulling, hands back messages not yet claimed, lets the provider calls in flight
+// Stop stops pulling, hands back what is not claimed yet, lets the provider calls in flight
 // finish, records them, gives back the deliveries still waiting for the rate limiter, and
 // returns once every message is answered.
 func (c *Consumer) Stop() {
@@ -818,27 +764,19 @@ func (c *Consumer) Stop() {
 	cc.Drain()
 	<-cc.Closed()
 	c.wg.Wait()
-	c.nakWaiting(0)
+	c.handBackWaiting(0)
 	close(c.done)
 	c.recorded.Wait()
-	// Anything the callback could not hand over was Nak'd by receive.
-}
-
-// nakWaiting hands back the messages waiting in c.in, to come again after delay.
-func (c *Consumer) nakWaiting(delay time.Duration) {
-	for {
-		select {
-		case msg := <-c.in:
-			msg.NakWithDelay(delay)
-		default:
-			return
-		}
-	}
+	c.stopBeat()
 }
 
 // Counts returns the provider calls this consumer made that the provider accepted, and those
 // that failed, since it started.
 func (c *Consumer) Counts() (sent, failed int64) { return c.sent.Load(), c.failed.Load() }
+
+// CircuitState returns the state of the channel's circuit: "closed" (sending), "open"
+// (paused) or "half-open" (one probe may go).
+func (c *Consumer) CircuitState() string { return c.breaker.state().String() }
 
 // Channel returns the channel the consumer serves.
 func (c *Consumer) Channel() delivery.Channel { return c.cfg.Channel }

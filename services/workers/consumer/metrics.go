@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/services/workers"
 )
 
@@ -66,22 +67,22 @@ func circuitValue(s gobreaker.State) float64 {
 	return 0
 }
 
-// recorded counts attempts once their outcomes are stored.
-func (m *Metrics) recorded(provider string, a workers.Attempt) {
+// recorded counts an attempt once its outcome is stored.
+func (m *Metrics) recorded(a workers.Attempt) {
 	ch := string(a.Message.Channel)
-	switch {
-	case a.Outcome == workers.OutcomeSent:
-		m.Sent.WithLabelValues(ch, provider).Inc()
+	switch a.State {
+	case delivery.Sent:
+		m.Sent.WithLabelValues(ch, a.Provider).Inc()
 		if !a.Message.AcceptedAt.IsZero() {
 			m.AcceptToSent.WithLabelValues(ch).Observe(a.Started.Add(a.Latency).Sub(a.Message.AcceptedAt).Seconds())
 		}
-	case a.Outcome == workers.OutcomeFailed:
-		m.Failed.WithLabelValues(ch, provider, a.Reason).Inc()
-	case a.Outcome == workers.OutcomeSkipped:
+	case delivery.Failed:
+		m.Failed.WithLabelValues(ch, a.Provider, a.Reason).Inc()
+	case delivery.Skipped:
 		m.SkippedAtSend.WithLabelValues(ch, a.Reason).Inc()
-	case a.Dead:
-		m.Dead.WithLabelValues(ch, provider).Inc()
-	default:
-		m.Retried.WithLabelValues(ch, provider).Inc()
+	case delivery.Dead:
+		m.Dead.WithLabelValues(ch, a.Provider).Inc()
+	case delivery.Retrying:
+		m.Retried.WithLabelValues(ch, a.Provider).Inc()
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/delivery"
+	deliverypg "github.com/heraldhq/herald/internal/delivery/postgres"
 	"github.com/heraldhq/herald/internal/events"
 	"github.com/heraldhq/herald/internal/linktoken"
 	"github.com/heraldhq/herald/internal/pgdb"
@@ -34,7 +35,6 @@ import (
 	"github.com/heraldhq/herald/services/workers/contacts"
 	wevents "github.com/heraldhq/herald/services/workers/events"
 	"github.com/heraldhq/herald/services/workers/fcm"
-	"github.com/heraldhq/herald/services/workers/postgres"
 	"github.com/heraldhq/herald/services/workers/sendgrid"
 	"github.com/heraldhq/herald/services/workers/sim"
 	"github.com/heraldhq/herald/services/workers/smtp"
@@ -173,7 +173,7 @@ type Daemon struct {
 	cancel    context.CancelFunc
 	done      chan struct{}
 	pool      *pgxpool.Pool
-	store     *postgres.Store
+	store     *deliverypg.Store
 	contacts  *grpc.ClientConn
 	nc        *nats.Conn
 	srv       *server.Server
@@ -218,7 +218,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if d.pool, err = pgdb.Open(openCtx, cfg.DatabaseURL, 0); err != nil {
 		return nil, err
 	}
-	if err = postgres.Migrate(openCtx, d.pool, log); err != nil {
+	if err = deliverypg.Migrate(openCtx, d.pool, log); err != nil {
 		return nil, err
 	}
 	if d.nc, err = nats.Connect(cfg.NATSURL, nats.Name("herald-workers"), nats.MaxReconnects(-1)); err != nil {
@@ -268,7 +268,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if d.status, err = workerstatus.Open(openCtx, js, cfg.StreamReplicas); err != nil {
 		return nil, err
 	}
-	store := postgres.New(d.pool)
+	store := deliverypg.New(d.pool)
 	d.store = store
 	policy := workers.Policy{MaxAttempts: cfg.MaxAttempts, BaseBackoff: cfg.BaseBackoff, MaxBackoff: cfg.MaxBackoff}
 	for _, ch := range channels {

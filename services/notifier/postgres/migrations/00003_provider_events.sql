@@ -25,10 +25,5 @@ CREATE INDEX provider_events_delivery ON provider_events (delivery_id) WHERE del
 CREATE INDEX provider_events_unannounced ON provider_events (received_at)
     WHERE effect <> '' AND delivery_id IS NOT NULL AND announced_at IS NULL;
 
--- Twilio's callbacks name the message only by its SID.
-CREATE INDEX deliveries_provider_message ON deliveries (provider, provider_message_id)
-    WHERE provider_message_id <> '';
-
 -- +goose Down
-DROP INDEX deliveries_provider_message;
 DROP TABLE provider_events;

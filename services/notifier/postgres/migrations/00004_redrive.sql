@@ -1,10 +1,9 @@
--- Re-driving dead letters: each re-drive starts a new "drive" with a fresh attempt budget, and
--- the attempt log keys attempts by drive, so earlier attempts stay in the history.
+-- Was: a drive number per delivery, for re-driving dead letters: part of the deliveries table, which
+-- internal/delivery/postgres migrates now. The version stays, empty, so that the notifier's
+-- versions keep their numbers.
 
 -- +goose Up
-ALTER TABLE deliveries ADD COLUMN drive integer NOT NULL DEFAULT 0;
-CREATE INDEX deliveries_dead ON deliveries (id) WHERE state = 'dead';
+SELECT 1;
 
 -- +goose Down
-DROP INDEX deliveries_dead;
-ALTER TABLE deliveries DROP COLUMN drive;
+SELECT 1;

@@ -1,7 +1,9 @@
+-- Was: marking deliveries whose publish failed: part of the deliveries table, which
+-- internal/delivery/postgres migrates now. The version stays, empty, so that the notifier's
+-- versions keep their numbers.
+
 -- +goose Up
--- A queued delivery whose publish failed after its commit has no message in the queue: the
--- reconciler must publish it again at once, and must not hold it back as waiting in a backlog.
-ALTER TABLE deliveries ADD COLUMN published boolean NOT NULL DEFAULT true;
+SELECT 1;
 
 -- +goose Down
-ALTER TABLE deliveries DROP COLUMN published;
+SELECT 1;
