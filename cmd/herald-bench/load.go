@@ -180,6 +180,11 @@ type loadgen struct {
 
 	sent     atomic.Int64 // calls answered OK (notifications accepted)
 	failures atomic.Int64 // calls answered with an error, or recipients of a batch refused
+	// until ends a timed run (runFor, and runBatches with a deadline), and inTime counts the
+	// notifications accepted by then: the calls under way at the end are answered, but a rate
+	// over a fixed window leaves them out, or a slow last call would stretch the window.
+	until  time.Time
+	inTime atomic.Int64
 
 	mu        sync.Mutex
 	latencies []int64          // per call, ns
@@ -210,6 +215,8 @@ func (l *loadgen) reset(w *workload, t *tracker) {
 	l.w, l.t = w, t
 	l.sent.Store(0)
 	l.failures.Store(0)
+	l.until = time.Time{}
+	l.inTime.Store(0)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.latencies, l.errors, l.firstErr, l.notQueued = nil, map[string]int64{}, "", map[string]int64{}
@@ -248,6 +255,9 @@ func (l *loadgen) fail(err error) {
 // accepted records the deliveries of one answered send.
 func (l *loadgen) accepted(res *heraldv1.SendResponse, number string, at time.Time) {
 	l.sent.Add(1)
+	if !l.until.IsZero() && !at.After(l.until) {
+		l.inTime.Add(1)
+	}
 	for _, d := range res.GetDeliveries() {
 		if d.GetState() != heraldv1.DeliveryState_DELIVERY_STATE_QUEUED {
 			l.mu.Lock()
@@ -291,6 +301,7 @@ func (l *loadgen) runFor(ctx context.Context, d time.Duration, c int) {
 // runClosed sends notifications from c goroutines, each sending its next one as soon as the
 // last is answered, until n are sent or, when until is set, until then.
 func (l *loadgen) runClosed(ctx context.Context, c int, n int64, until time.Time) {
+	l.until = until
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for g := range c {
@@ -404,6 +415,7 @@ func (w *workload) batchRequest(b, first, end int64) (*heraldv1.SendBatchRequest
 // until then. A call that fails counts as a failure for each of its recipients, and so does
 // each recipient the answer refuses.
 func (l *loadgen) runBatches(ctx context.Context, c, size int, n int64, until time.Time) {
+	l.until = until
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for g := range c {

@@ -138,15 +138,15 @@ func serveNoop(ctx context.Context, args []string, out io.Writer) error {
 
 // noopResult is the unary load against the no-op server.
 type noopResult struct {
-	calls    int64
-	loadTime time.Duration
-	lat      []int64 // per call, ns, sorted
+	calls    int64         // answered OK within the window
+	window   time.Duration // the unary phase's
+	lat      []int64       // per call, ns, sorted
 	failures int64
 	errors   string
 	usages   []usage // the no-op server and the benchmark, during the timed run
 }
 
-func (n *noopResult) perS() float64 { return perSecond(n.calls, n.loadTime) }
+func (n *noopResult) perS() float64 { return perSecond(n.calls, n.window) }
 
 // ratio is the notifier's accepted/s over the no-op server's Sends/s.
 func (r *result) ratio() float64 {
@@ -200,17 +200,17 @@ func benchNoop(ctx context.Context, s *stack, w *workload) (*noopResult, error) 
 	start := time.Now()
 	fmt.Fprintf(s.Out, "no-op server: %d callers for %s\n", cfg.concurrency, cfg.unaryDuration)
 	l.runFor(ctx, cfg.unaryDuration, cfg.concurrency)
-	n := &noopResult{loadTime: time.Since(start)}
+	loadTime := time.Since(start)
 	cpu1 := cpuOf(pids)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	n.calls, n.failures, n.errors = l.sent.Load(), l.failures.Load(), l.errorSummary()
-	n.lat = l.latencies
+	n := &noopResult{calls: l.inTime.Load(), window: cfg.unaryDuration, failures: l.failures.Load(),
+		errors: l.errorSummary(), lat: l.latencies}
 	slices.Sort(n.lat)
 	for _, name := range []string{noopCommand, "bench"} {
 		u := usage{name: name, cpu: cpu1[name] - cpu0[name]}
-		u.cores = u.cpu / n.loadTime.Seconds()
+		u.cores = u.cpu / loadTime.Seconds()
 		if mem, err := memKB(pids[name], "VmHWM"); err == nil {
 			u.peakMB = float64(mem["VmHWM"]) / 1024
 		}

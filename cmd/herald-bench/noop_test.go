@@ -124,11 +124,14 @@ func TestLoadgenCountsNoopAnswers(t *testing.T) {
 		t.Errorf("sent %d, queued %d, failures %d (%s), latencies %d; want 100, 100, 0, 100",
 			l.sent.Load(), tr.Queued.Load(), l.failures.Load(), l.errorSummary(), len(l.latencies))
 	}
+	if l.inTime.Load() != 0 {
+		t.Errorf("a run of a count counted %d in a timed window", l.inTime.Load())
+	}
 	l.reset(&workload{cycle: everyChannel, templateShare: 0.5}, newTracker(time.Now()))
 	l.runFor(ctx, 100*time.Millisecond, 4)
-	if l.failures.Load() != 0 || int64(len(l.latencies)) != l.sent.Load() {
-		t.Errorf("for 100ms: sent %d, latencies %d, failures %d (%s); want as many latencies as sends and no failures",
-			l.sent.Load(), len(l.latencies), l.failures.Load(), l.errorSummary())
+	if l.failures.Load() != 0 || int64(len(l.latencies)) != l.sent.Load() || l.inTime.Load() > l.sent.Load() {
+		t.Errorf("for 100ms: sent %d, in time %d, latencies %d, failures %d (%s); want as many latencies as sends, no more in time, no failures",
+			l.sent.Load(), l.inTime.Load(), len(l.latencies), l.failures.Load(), l.errorSummary())
 	}
 }
 

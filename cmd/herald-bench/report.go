@@ -32,6 +32,7 @@ type result struct {
 	drainFromFirst time.Duration // backlog: first to last delivery
 
 	accepted   int64 // notifications answered OK
+	inTime     int64 // unary, batch: of those, answered within the timed window
 	failures   int64
 	errors     string
 	notQueued  string
@@ -76,10 +77,25 @@ func perSecond(n int64, d time.Duration) float64 {
 }
 
 func (r *result) acceptedPerS() float64 {
-	if r.mode == "backlog" {
+	switch r.mode {
+	case "backlog":
 		return perSecond(r.deliveries, r.loadTime)
+	case "unary", "batch":
+		return perSecond(r.inTime, r.timed())
 	}
 	return perSecond(r.accepted, r.loadTime)
+}
+
+// timed is how long the standard mode's phases send: their rates count what was answered
+// within it.
+func (r *result) timed() time.Duration {
+	switch r.mode {
+	case "unary":
+		return r.cfg.unaryDuration
+	case "batch":
+		return r.cfg.batchDuration
+	}
+	return 0
 }
 
 func (r *result) deliveredPerS() float64 { return perSecond(r.delivered, r.deliverTime) }
@@ -166,9 +182,13 @@ func (r *result) print(out io.Writer) {
 		fmt.Fprintf(out, "  drained       %d of %d deliveries in %.1fs from the workers' start (%.1fs of it start-up): %.0f/s; %.0f/s from the first delivery to the last\n",
 			r.delivered, r.deliveries, r.deliverTime.Seconds(), r.workersStart.Seconds(), r.deliveredPerS(),
 			perSecond(r.delivered, r.drainFromFirst))
-	case "batch":
-		fmt.Fprintf(out, "  accepted      %d notifications in %.1fs: %.0f/s (SendBatch of %d from %d callers; %d deliveries)\n",
-			r.accepted, r.loadTime.Seconds(), r.acceptedPerS(), r.cfg.batchSize, r.cfg.batchCallers, r.deliveries)
+	case "unary", "batch":
+		how := fmt.Sprintf("Send from %d callers", r.cfg.concurrency)
+		if r.mode == "batch" {
+			how = fmt.Sprintf("SendBatch of %d from %d callers", r.cfg.batchSize, r.cfg.batchCallers)
+		}
+		fmt.Fprintf(out, "  accepted      %d notifications in %s: %.0f/s (%s; %d in all with the calls under way at the end, %d deliveries)\n",
+			r.inTime, r.timed(), r.acceptedPerS(), how, r.accepted, r.deliveries)
 		fmt.Fprintf(out, "  delivered     %d of %d in %.1fs from the first send: %.0f/s end to end\n",
 			r.delivered, r.deliveries, r.deliverTime.Seconds(), r.deliveredPerS())
 	default:
@@ -191,8 +211,8 @@ func (r *result) print(out io.Writer) {
 	lat(call, r.sendLat)
 	lat("accept→sent ", r.e2eLat)
 	if n := r.noop; n != nil {
-		fmt.Fprintf(out, "  no-op server  %d Sends in %.1fs: %.0f/s from the same load generator; ratio %.3f (accepted/s over the no-op server's)\n",
-			n.calls, n.loadTime.Seconds(), n.perS(), r.ratio())
+		fmt.Fprintf(out, "  no-op server  %d Sends in %s: %.0f/s from the same load generator; ratio %.3f (accepted/s over the no-op server's)\n",
+			n.calls, n.window, n.perS(), r.ratio())
 		lat("no-op Send   ", n.lat)
 		var parts []string
 		for _, u := range n.usages {
