@@ -31,8 +31,10 @@ test: ## Run every module's tests against real PostgreSQL and JetStream.
 	$(GO) test -count=1 $(addsuffix /...,$(MODULES))
 	for m in $(STANDALONE); do (cd $$m && GOWORK=off $(GO) test -count=1 ./...) || exit 1; done
 
-# The end-to-end benchmark's arguments: `make bench BENCH_ARGS='--mode rate --rate 5000'`.
-BENCH_ARGS ?= --mode count -n 20000 -c 64 --provider-latency 0ms
+# The end-to-end benchmark's arguments: `make bench BENCH_ARGS='--mode rate --rate 5000'`. The
+# standard run measures unary Send (against the notifier and a no-op server) and then sustained
+# SendBatch on one stack, and prints a summary line for each, the batch line last.
+BENCH_ARGS ?= --mode standard -c 64 --unary-duration 20s --batch-callers 8 --batch-size 100 --batch-duration 60s --provider-latency 0ms
 
 bench: ## Run the micro-benchmarks, then the end-to-end one (cmd/herald-bench; BENCH_ARGS for other modes).
 	$(GO) test -run='^$$' -bench=. -benchmem $(addsuffix /...,$(MODULES))

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,25 +13,93 @@ import (
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 )
 
-// TestSmoke runs a tiny count-mode benchmark end to end, with the real binaries as processes,
-// and checks that its summary line parses and that every accepted notification was delivered.
+// TestMain lets the test binary serve as the no-op server: the standard mode runs its own
+// executable with the noop-server subcommand, and under go test that is this binary.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == noopCommand {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestSmoke runs tiny benchmarks end to end, with the real binaries as processes, and checks
+// that their summary lines parse and that every accepted notification was delivered.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and starts the whole stack")
 	}
+	t.Run("count", func(t *testing.T) {
+		lines := smoke(t, "--mode", "count", "-n", "200", "-c", "8", "--warmup", "50", "--timeout", "1m")
+		if len(lines) != 1 {
+			t.Fatalf("%d summary lines, want 1", len(lines))
+		}
+		got := lines[0]
+		if got["mode"] != "count" {
+			t.Errorf("mode = %q, want count", got["mode"])
+		}
+		positive(t, got, "accepted_per_s", "delivered_per_s", "send_p50_ms", "send_p95_ms", "send_p99_ms",
+			"e2e_p50_ms", "e2e_p99_ms", "max_rss_mb", "cpu_ms_per_delivery")
+		if num(t, got, "notifications") != 200 || num(t, got, "deliveries") != 200 {
+			t.Errorf("notifications %d, deliveries %d: want 200 of each", num(t, got, "notifications"), num(t, got, "deliveries"))
+		}
+		allDelivered(t, got)
+	})
+	t.Run("standard", func(t *testing.T) {
+		lines := smoke(t, "--mode", "standard", "-c", "8", "--warmup", "50", "--unary-duration", "2s",
+			"--batch-duration", "3s", "--batch-callers", "2", "--batch-size", "20", "--timeout", "1m")
+		if len(lines) != 2 || lines[0]["mode"] != "unary" || lines[1]["mode"] != "batch" {
+			t.Fatalf("summary lines %v, want unary, then batch last", lines)
+		}
+		unary, batch := lines[0], lines[1]
+		// How much a phase of a few seconds gets done depends on the machine: the figures must
+		// be there and make sense, not be of any size.
+		numbers(t, unary, "accepted_per_s", "noop_per_s", "ratio", "noop_p50_ms", "noop_p99_ms", "delivered_per_s",
+			"send_p50_ms", "cpu_ms_per_delivery", "notifier_rss_mb", "postgres_rss_mb")
+		numbers(t, batch, "accepted_per_s", "delivered_per_s", "send_p50_ms", "e2e_p50_ms", "e2e_p99_ms",
+			"cpu_ms_per_delivery", "workers_rss_mb", "postgres_rss_mb")
+		if _, ok := batch["noop_per_s"]; ok {
+			t.Error("the batch line has noop_per_s")
+		}
+		if num(t, batch, "notifications")%20 != 0 {
+			t.Errorf("batch notifications %d: want whole calls of 20", num(t, batch, "notifications"))
+		}
+		allDelivered(t, unary)
+		allDelivered(t, batch)
+	})
+}
+
+// smoke runs the benchmark with args and returns its summary lines, parsed; the last line of
+// the output must be one.
+func smoke(t *testing.T, args ...string) []map[string]string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	err := run(ctx, []string{"--mode", "count", "-n", "200", "-c", "8", "--warmup", "50", "--timeout", "1m"}, &out)
+	err := run(ctx, args, &out)
 	t.Logf("output:\n%s", out.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	last := lines[len(lines)-1]
-	fields, ok := strings.CutPrefix(last, "bench: ")
+	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "bench: ") {
+		t.Fatalf("last line %q is not a summary", last)
+	}
+	var summaries []map[string]string
+	for _, line := range lines {
+		if strings.HasPrefix(line, "bench: ") {
+			summaries = append(summaries, parseSummary(t, line))
+		}
+	}
+	return summaries
+}
+
+// parseSummary reads a summary line's key=value fields.
+func parseSummary(t *testing.T, line string) map[string]string {
+	t.Helper()
+	fields, ok := strings.CutPrefix(line, "bench: ")
 	if !ok {
-		t.Fatalf("last line %q is not the summary", last)
+		t.Fatalf("%q is not a summary line", line)
 	}
 	got := map[string]string{}
 	for _, f := range strings.Fields(fields) {
@@ -38,31 +107,52 @@ func TestSmoke(t *testing.T) {
 		if !ok {
 			t.Fatalf("summary field %q is not key=value", f)
 		}
+		if _, dup := got[k]; dup {
+			t.Errorf("summary field %q twice", k)
+		}
 		got[k] = v
 	}
-	if got["mode"] != "count" {
-		t.Errorf("mode = %q, want count", got["mode"])
-	}
-	for _, k := range []string{"accepted_per_s", "delivered_per_s", "send_p50_ms", "send_p95_ms", "send_p99_ms",
-		"e2e_p50_ms", "e2e_p99_ms", "max_rss_mb"} {
+	return got
+}
+
+func positive(t *testing.T, got map[string]string, keys ...string) {
+	t.Helper()
+	for _, k := range keys {
 		v, err := strconv.ParseFloat(got[k], 64)
 		if err != nil || v <= 0 {
 			t.Errorf("%s = %q, want a positive number", k, got[k])
 		}
 	}
-	num := func(k string) int {
-		n, err := strconv.Atoi(got[k])
-		if err != nil {
-			t.Fatalf("%s = %q: %v", k, got[k], err)
+}
+
+func numbers(t *testing.T, got map[string]string, keys ...string) {
+	t.Helper()
+	for _, k := range keys {
+		v, err := strconv.ParseFloat(got[k], 64)
+		if err != nil || v < 0 {
+			t.Errorf("%s = %q, want a number, not negative", k, got[k])
 		}
-		return n
 	}
-	if num("notifications") != 200 || num("deliveries") != 200 || num("delivered") != num("deliveries") {
-		t.Errorf("notifications %d, deliveries %d, delivered %d: want 200 of each",
-			num("notifications"), num("deliveries"), num("delivered"))
+}
+
+func num(t *testing.T, got map[string]string, k string) int {
+	t.Helper()
+	n, err := strconv.Atoi(got[k])
+	if err != nil {
+		t.Fatalf("%s = %q: %v", k, got[k], err)
 	}
-	if num("lost") != 0 || num("duplicates") != 0 || num("failed_calls") != 0 {
-		t.Errorf("lost %d, duplicates %d, failed calls %d: want none", num("lost"), num("duplicates"), num("failed_calls"))
+	return n
+}
+
+func allDelivered(t *testing.T, got map[string]string) {
+	t.Helper()
+	if num(t, got, "delivered") != num(t, got, "deliveries") || num(t, got, "deliveries") != num(t, got, "notifications") {
+		t.Errorf("%s: notifications %d, deliveries %d, delivered %d: want one delivery each, all delivered", got["mode"],
+			num(t, got, "notifications"), num(t, got, "deliveries"), num(t, got, "delivered"))
+	}
+	if num(t, got, "lost") != 0 || num(t, got, "duplicates") != 0 || num(t, got, "failed_calls") != 0 {
+		t.Errorf("%s: lost %d, duplicates %d, failed calls %d: want none", got["mode"],
+			num(t, got, "lost"), num(t, got, "duplicates"), num(t, got, "failed_calls"))
 	}
 }
 

@@ -180,6 +180,11 @@ type loadgen struct {
 
 	sent     atomic.Int64 // calls answered OK (notifications accepted)
 	failures atomic.Int64 // calls answered with an error, or recipients of a batch refused
+	// until ends a timed run (runFor, and runBatches with a deadline), and inTime counts the
+	// notifications accepted by then: the calls under way at the end are answered, but a rate
+	// over a fixed window leaves them out, or a slow last call would stretch the window.
+	until  time.Time
+	inTime atomic.Int64
 
 	mu        sync.Mutex
 	latencies []int64          // per call, ns
@@ -210,6 +215,8 @@ func (l *loadgen) reset(w *workload, t *tracker) {
 	l.w, l.t = w, t
 	l.sent.Store(0)
 	l.failures.Store(0)
+	l.until = time.Time{}
+	l.inTime.Store(0)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.latencies, l.errors, l.firstErr, l.notQueued = nil, map[string]int64{}, "", map[string]int64{}
@@ -248,6 +255,9 @@ func (l *loadgen) fail(err error) {
 // accepted records the deliveries of one answered send.
 func (l *loadgen) accepted(res *heraldv1.SendResponse, number string, at time.Time) {
 	l.sent.Add(1)
+	if !l.until.IsZero() && !at.After(l.until) {
+		l.inTime.Add(1)
+	}
 	for _, d := range res.GetDeliveries() {
 		if d.GetState() != heraldv1.DeliveryState_DELIVERY_STATE_QUEUED {
 			l.mu.Lock()
@@ -280,15 +290,29 @@ const callTimeout = time.Minute
 
 // runCount sends n notifications from c goroutines, each sending its next one as soon as the
 // last is answered (closed loop).
-func (l *loadgen) runCount(ctx context.Context, n int64, c int) {
+func (l *loadgen) runCount(ctx context.Context, n int64, c int) { l.runClosed(ctx, c, n, time.Time{}) }
+
+// runFor sends notifications from c goroutines for d, closed loop as runCount; the calls under
+// way at the end are answered and counted.
+func (l *loadgen) runFor(ctx context.Context, d time.Duration, c int) {
+	l.runClosed(ctx, c, math.MaxInt64, time.Now().Add(d))
+}
+
+// runClosed sends notifications from c goroutines, each sending its next one as soon as the
+// last is answered, until n are sent or, when until is set, until then.
+func (l *loadgen) runClosed(ctx context.Context, c int, n int64, until time.Time) {
+	l.until = until
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for g := range c {
 		wg.Go(func() {
 			client := l.clients[g%len(l.clients)]
-			lat := make([]int64, 0, n/int64(c)+1)
+			var lat []int64
+			if n < math.MaxInt64 {
+				lat = make([]int64, 0, n/int64(c)+1)
+			}
 			defer func() { l.addLatencies(lat) }()
-			for ctx.Err() == nil {
+			for ctx.Err() == nil && (until.IsZero() || time.Now().Before(until)) {
 				i := next.Add(1) - 1
 				if i >= n {
 					return
@@ -362,13 +386,36 @@ func (l *loadgen) runRate(ctx context.Context, rate float64, d time.Duration, ma
 	l.addLatencies(lat)
 }
 
-// batchSize is how many recipients one SendBatch carries in backlog mode (the API's maximum).
-const batchSize = 1000
+// maxBatch is the most recipients a SendBatch call takes (the API's maximum), and how many
+// each carries in backlog mode.
+const maxBatch = 1000
 
-// runBatches queues n notifications with SendBatch calls of batchSize recipients, c calls at a
-// time. Batches alternate between a stored template and inline content.
-func (l *loadgen) runBatches(ctx context.Context, n int64, c int) {
-	batches := (n + batchSize - 1) / batchSize
+// batchRequest returns SendBatch call b, to the recipients first to end-1 (numbered as sends
+// are), and their SMS numbers (or ""). A batch shares one message, so the share of templates is
+// kept across batches, not within one.
+func (w *workload) batchRequest(b, first, end int64) (*heraldv1.SendBatchRequest, []string) {
+	req := &heraldv1.SendBatchRequest{Category: "account"}
+	if math.Mod(float64(b)*golden, 1) < w.templateShare {
+		req.Message = &heraldv1.SendBatchRequest_Template{Template: &heraldv1.TemplateRef{Name: templateNames[b%2]}}
+		req.Data = templateData(b)
+	} else {
+		req.Message = &heraldv1.SendBatchRequest_Content{Content: inlineContent(b)}
+	}
+	numbers := make([]string, 0, end-first)
+	for i := first; i < end; i++ {
+		rcpt, number := w.recipient(i)
+		numbers = append(numbers, number)
+		req.Recipients = append(req.Recipients, &heraldv1.BatchRecipient{Recipient: rcpt})
+	}
+	return req, numbers
+}
+
+// runBatches sends SendBatch calls of size recipients from c goroutines, each sending its next
+// call as soon as the last is answered, until n recipients are sent or, when until is set,
+// until then. A call that fails counts as a failure for each of its recipients, and so does
+// each recipient the answer refuses.
+func (l *loadgen) runBatches(ctx context.Context, c, size int, n int64, until time.Time) {
+	l.until = until
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for g := range c {
@@ -376,25 +423,13 @@ func (l *loadgen) runBatches(ctx context.Context, n int64, c int) {
 			client := l.clients[g%len(l.clients)]
 			var lat []int64
 			defer func() { l.addLatencies(lat) }()
-			for ctx.Err() == nil {
+			for ctx.Err() == nil && (until.IsZero() || time.Now().Before(until)) {
 				b := next.Add(1) - 1
-				if b >= batches {
+				first := b * int64(size)
+				if first >= n {
 					return
 				}
-				first, end := b*batchSize, min(n, (b+1)*batchSize)
-				req := &heraldv1.SendBatchRequest{Category: "account"}
-				if b%2 == 0 {
-					req.Message = &heraldv1.SendBatchRequest_Template{Template: &heraldv1.TemplateRef{Name: templateNames[b/2%2]}}
-					req.Data = templateData(b)
-				} else {
-					req.Message = &heraldv1.SendBatchRequest_Content{Content: inlineContent(b)}
-				}
-				numbers := make([]string, 0, end-first)
-				for i := first; i < end; i++ {
-					rcpt, number := l.w.recipient(i)
-					numbers = append(numbers, number)
-					req.Recipients = append(req.Recipients, &heraldv1.BatchRecipient{Recipient: rcpt})
-				}
+				req, numbers := l.w.batchRequest(b, first, min(n, first+int64(size)))
 				cctx, cancel := context.WithTimeout(ctx, callTimeout)
 				began := time.Now()
 				res, err := client.SendBatch(cctx, req)
@@ -409,6 +444,10 @@ func (l *loadgen) runBatches(ctx context.Context, n int64, c int) {
 					continue
 				}
 				lat = append(lat, int64(done.Sub(began)))
+				if got := len(res.GetResults()); got != len(numbers) {
+					l.fail(fmt.Errorf("SendBatch of %d recipients answered %d results", len(numbers), got))
+					continue
+				}
 				for j, r := range res.GetResults() {
 					if r.GetError() != nil {
 						l.fail(fmt.Errorf("batch recipient refused: %s %s", r.GetError().GetCode(), r.GetError().GetMessage()))

@@ -8,6 +8,11 @@
 //
 // Modes:
 //
+//	--mode standard                   what make bench runs, on one stack: unary Send from -c
+//	                                  callers for --unary-duration, against the notifier and
+//	                                  against a no-op server of the same gRPC contract; then
+//	                                  SendBatch of --batch-size recipients from --batch-callers
+//	                                  callers for --batch-duration
 //	--mode count -n N -c C            N notifications from C concurrent callers (closed loop)
 //	--mode rate --rate R --duration D R notifications per second for D, open loop: latency is
 //	                                  measured from when each send was due
@@ -16,9 +21,15 @@
 //
 // It waits until the provider fakes have received every accepted delivery (or --timeout),
 // then reports accepted/s, delivered/s end to end, Send latency, accept-to-sent latency, and
-// each process's peak RSS and CPU time, and prints one machine-readable line last:
+// each process's peak RSS and CPU time, and prints one machine-readable line last (the
+// standard mode, one per phase: unary, then batch):
 //
 //	bench: mode=count accepted_per_s=... delivered_per_s=... send_p50_ms=... ... max_rss_mb=...
+//	bench: mode=unary accepted_per_s=... noop_per_s=... ratio=... delivered_per_s=... ...
+//	bench: mode=batch accepted_per_s=... delivered_per_s=... ... cpu_ms_per_delivery=... ...
+//
+// The no-op server is the benchmark itself, run again as a process of its own with the hidden
+// subcommand "noop-server".
 //
 // It exits with an error if any delivery was lost, any call failed, or a process died. The
 // README's "Benchmark" section says how to read and reproduce the figures.
@@ -59,15 +70,19 @@ type config struct {
 	keep              bool
 	profileDir        string
 	profileTime       time.Duration
+	unaryDuration     time.Duration
+	batchDuration     time.Duration
+	batchCallers      int
+	batchSize         int
 }
 
 func parseFlags(args []string, out io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("herald-bench", flag.ContinueOnError)
 	fs.SetOutput(out)
-	fs.StringVar(&c.mode, "mode", "count", "count, rate or backlog")
+	fs.StringVar(&c.mode, "mode", "count", "standard (make bench's: unary then batch), count, rate or backlog")
 	fs.Int64Var(&c.n, "n", 20_000, "notifications to send (count and backlog modes; backlog's default is 1,000,000)")
-	fs.IntVar(&c.concurrency, "c", 64, "concurrent Send calls (count mode), or SendBatch calls of 1,000 (backlog mode; default 4)")
+	fs.IntVar(&c.concurrency, "c", 64, "concurrent Send calls (count mode, and the standard mode's unary phase), or SendBatch calls of 1,000 (backlog mode; default 4)")
 	fs.Float64Var(&c.rate, "rate", 5000, "offered notifications per second (rate mode)")
 	fs.DurationVar(&c.duration, "duration", time.Minute, "how long to offer --rate (rate mode)")
 	fs.IntVar(&c.maxInFlight, "max-in-flight", 20_000, "most Send calls outstanding at once (rate mode)")
@@ -84,6 +99,10 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.StringVar(&c.serviceLogLevel, "service-log-level", "warn", "the services' --log-level")
 	fs.StringVar(&c.profileDir, "profile", "", "directory to write CPU and heap profiles of the notifier, contacts and workers into, taken from the start of the measured run")
 	fs.DurationVar(&c.profileTime, "profile-time", 10*time.Second, "how long the CPU profiles run (--profile)")
+	fs.DurationVar(&c.unaryDuration, "unary-duration", 20*time.Second, "how long unary Send runs against the notifier, and then against the no-op server (standard mode)")
+	fs.DurationVar(&c.batchDuration, "batch-duration", time.Minute, "how long SendBatch runs (standard mode)")
+	fs.IntVar(&c.batchCallers, "batch-callers", 8, "concurrent SendBatch calls (standard mode)")
+	fs.IntVar(&c.batchSize, "batch-size", 100, "recipients a SendBatch call (standard mode; at most 1,000)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the temp dir (binaries, data, logs) instead of removing it")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -94,7 +113,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	switch c.mode {
-	case "count", "rate":
+	case "standard", "count", "rate":
 	case "backlog":
 		if !set["n"] {
 			c.n = 1_000_000
@@ -103,7 +122,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 			c.concurrency = 4
 		}
 	default:
-		return c, fmt.Errorf("--mode %q: want count, rate or backlog", c.mode)
+		return c, fmt.Errorf("--mode %q: want standard, count, rate or backlog", c.mode)
 	}
 	switch {
 	case c.n < 1:
@@ -120,6 +139,12 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 		return c, errors.New("--profile-time must be at least 1s")
 	case c.providerLatency < 0:
 		return c, errors.New("--provider-latency must not be negative")
+	case c.mode == "standard" && (c.unaryDuration <= 0 || c.batchDuration <= 0):
+		return c, errors.New("--unary-duration and --batch-duration must be positive")
+	case c.batchCallers < 1:
+		return c, errors.New("--batch-callers must be at least 1")
+	case c.batchSize < 1 || c.batchSize > maxBatch:
+		return c, errors.New("--batch-size must be between 1 and 1,000")
 	}
 	if _, err := parseMix(c.mix); err != nil {
 		return c, err
@@ -130,6 +155,9 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 // run runs one benchmark, writing the report to out. It stops everything it started before it
 // returns, also when ctx ends (Ctrl-C).
 func run(ctx context.Context, args []string, out io.Writer) (err error) {
+	if len(args) > 0 && args[0] == noopCommand {
+		return serveNoop(ctx, args[1:], out)
+	}
 	cfg, err := parseFlags(args, out)
 	if err != nil {
 		return err
@@ -163,56 +191,107 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 		case <-ctx.Done():
 		}
 	}()
-	r, err := bench(ctx, s, cycle)
+	l, err := prepare(ctx, s, cycle)
+	if err := failure(ctx, err); err != nil {
+		return err
+	}
+	defer l.close()
+	phases := []string{cfg.mode}
+	if cfg.mode == "standard" {
+		phases = []string{"unary", "batch"}
+	}
+	for i, mode := range phases {
+		r, err := phase(ctx, s, l, cycle, mode)
+		if err := failure(ctx, err); err != nil {
+			return err
+		}
+		r.machine, r.idleBefore = m, idle
+		r.print(out)
+		if i == len(phases)-1 {
+			fmt.Fprintf(out, "whole run %.1fs\n", time.Since(began).Seconds())
+		}
+		fmt.Fprintln(out, r.summary())
+		if err := r.verdict(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// failure returns why the run must stop: the death of a child, which ends ctx with its reason
+// and makes whatever err the phase under way returned a consequence of it, or else err.
+func failure(ctx context.Context, err error) error {
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
-	if err != nil {
-		return err
-	}
-	r.machine, r.idleBefore = m, idle
-	r.print(out)
-	fmt.Fprintf(out, "whole run %.1fs\n", time.Since(began).Seconds())
-	fmt.Fprintln(out, r.summary())
-	return r.verdict()
+	return err
 }
 
-// bench drives the running stack: templates, warm-up, ANALYZE, then the measured run.
-func bench(ctx context.Context, s *stack, cycle []heraldv1.Channel) (*result, error) {
+// prepare readies the running stack for the measured phases: the load generator, the templates
+// and, unless in backlog mode, the warm-up and ANALYZE.
+func prepare(ctx context.Context, s *stack, cycle []heraldv1.Channel) (_ *loadgen, err error) {
 	cfg := s.cfg
 	l, err := newLoadgen(s.NotifierGRPC, s.AdminKey, cfg.conns)
 	if err != nil {
 		return nil, err
 	}
-	defer l.close()
+	defer func() {
+		if err != nil {
+			l.close()
+		}
+	}()
 	setupCtx, cancelSetup := context.WithTimeout(ctx, time.Minute)
 	err = createTemplates(setupCtx, l.conns[0])
 	cancelSetup()
-	if err != nil {
-		return nil, err
+	if err != nil || cfg.mode == "backlog" {
+		return l, err
 	}
-	if cfg.mode != "backlog" {
-		if cfg.warmup > 0 {
-			w := &workload{cycle: cycle, templateShare: cfg.templateShare, offset: warmupOffset}
-			if err := warmUp(ctx, s, l, w); err != nil {
-				return nil, err
-			}
+	if cfg.warmup > 0 {
+		w := &workload{cycle: cycle, templateShare: cfg.templateShare, offset: warmupOffset}
+		if err := warmUp(ctx, s, l, w); err != nil {
+			return l, err
 		}
-		if cfg.analyze {
-			if err := analyze(ctx, s); err != nil {
-				return nil, err
-			}
+	}
+	if cfg.analyze {
+		if err := analyze(ctx, s); err != nil {
+			return l, err
 		}
+	}
+	return l, nil
+}
+
+// phase measures one mode (count, rate, backlog; the standard mode's unary and batch) on the
+// running stack. Unary then drives the no-op server with the same load.
+func phase(ctx context.Context, s *stack, l *loadgen, cycle []heraldv1.Channel, mode string) (*result, error) {
+	w := &workload{cycle: cycle, templateShare: s.cfg.templateShare}
+	if mode == "batch" {
+		w.offset = batchOffset
+		fmt.Fprintf(s.Out, "batch: SendBatch of %d from %d callers for %s\n", s.cfg.batchSize, s.cfg.batchCallers, s.cfg.batchDuration)
+	}
+	if mode == "unary" {
+		fmt.Fprintf(s.Out, "unary: Send from %d callers for %s\n", s.cfg.concurrency, s.cfg.unaryDuration)
 	}
 	t := newTracker(time.Now())
 	s.Recv.Cur.Store(t)
-	l.reset(&workload{cycle: cycle, templateShare: cfg.templateShare}, t)
-	return measure(ctx, s, l, t)
+	l.reset(w, t)
+	r, err := measure(ctx, s, l, t, mode)
+	if err != nil || mode != "unary" {
+		return r, err
+	}
+	if r.noop, err = benchNoop(ctx, s, w); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
-// warmupOffset numbers the warm-up's sends, so that its addresses (SMS numbers above all,
-// which tell deliveries apart at the Twilio fake) are not the measured run's.
-const warmupOffset = 50_000_000
+// batchOffset and warmupOffset number the batch phase's and the warm-up's sends, so that their
+// addresses (SMS numbers above all, which tell deliveries apart at the Twilio fake) are not
+// those of another phase: the other phases' sends count from 0, and phone numbers are unique
+// up to 56 million.
+const (
+	batchOffset  = 25_000_000
+	warmupOffset = 50_000_000
+)
 
 // warmUp sends cfg.warmup notifications and waits until they are delivered, so that the
 // measured run finds connections open, caches filled and the database's tables non-empty.
@@ -236,6 +315,9 @@ func warmUp(ctx context.Context, s *stack, l *loadgen, w *workload) error {
 func (c config) describe() string {
 	var what string
 	switch c.mode {
+	case "standard":
+		what = fmt.Sprintf("standard mode, unary Send from %d callers for %s against the notifier and then a no-op server, then SendBatch of %d from %d callers for %s",
+			c.concurrency, c.unaryDuration, c.batchSize, c.batchCallers, c.batchDuration)
 	case "count":
 		what = fmt.Sprintf("count mode, %d notifications from %d concurrent callers", c.n, c.concurrency)
 	case "rate":

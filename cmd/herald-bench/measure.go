@@ -4,18 +4,22 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 )
 
-// measure runs the load of s.cfg.mode, waits for the deliveries, and gathers the figures.
-func measure(ctx context.Context, s *stack, l *loadgen, t *tracker) (*result, error) {
+// measure runs the load of one mode (count, rate, backlog; the standard mode's unary and
+// batch), waits for the deliveries, and gathers the figures.
+func measure(ctx context.Context, s *stack, l *loadgen, t *tracker, mode string) (*result, error) {
 	cfg := s.cfg
-	r := &result{cfg: cfg}
+	r := &result{cfg: cfg, mode: mode}
+	s.resetPeaks()
 	pg := startPGSampler(s.PGPID)
 	db0 := readDBCounters(ctx, s.DBURL)
 	cpu0 := s.cpu()
@@ -25,13 +29,17 @@ func measure(ctx context.Context, s *stack, l *loadgen, t *tracker) (*result, er
 	profiled := s.startProfiles()
 	defer profiled()
 
-	switch cfg.mode {
+	switch mode {
 	case "count":
 		l.runCount(ctx, cfg.n, cfg.concurrency)
 	case "rate":
 		l.runRate(ctx, cfg.rate, cfg.duration, cfg.maxInFlight)
 	case "backlog":
-		l.runBatches(ctx, cfg.n, cfg.concurrency)
+		l.runBatches(ctx, cfg.concurrency, maxBatch, cfg.n, time.Time{})
+	case "unary":
+		l.runFor(ctx, cfg.unaryDuration, cfg.concurrency)
+	case "batch":
+		l.runBatches(ctx, cfg.batchCallers, cfg.batchSize, math.MaxInt64, time.Now().Add(cfg.batchDuration))
 	}
 	r.loadTime = time.Since(start)
 	if err := ctx.Err(); err != nil {
@@ -40,7 +48,7 @@ func measure(ctx context.Context, s *stack, l *loadgen, t *tracker) (*result, er
 		return nil, err
 	}
 	deliverFrom := start
-	if cfg.mode == "backlog" {
+	if mode == "backlog" {
 		prog.pause()
 		fmt.Fprintf(s.Out, "queued %d deliveries in %.1fs (%.0f/s); %d already at the providers; starting the workers\n",
 			t.Queued.Load(), r.loadTime.Seconds(), float64(t.Queued.Load())/r.loadTime.Seconds(), t.Delivered.Load())
@@ -87,12 +95,13 @@ func measure(ctx context.Context, s *stack, l *loadgen, t *tracker) (*result, er
 
 	r.window = end.Sub(deliverFrom)
 	r.deliverTime = end.Sub(deliverFrom)
-	if first := t.FirstReceipt(); !first.IsZero() && cfg.mode == "backlog" {
+	if first := t.FirstReceipt(); !first.IsZero() && mode == "backlog" {
 		r.drainFromFirst = end.Sub(first)
 	}
 	r.machineBusy = (busy1 - busy0) / r.window.Seconds()
 	r.softirq = (soft1 - soft0) / r.window.Seconds()
 	r.accepted = l.sent.Load()
+	r.inTime = l.inTime.Load()
 	r.failures = l.failures.Load()
 	r.errors = l.errorSummary()
 	r.notQueued = l.notQueuedSummary()
@@ -110,6 +119,8 @@ func measure(ctx context.Context, s *stack, l *loadgen, t *tracker) (*result, er
 	r.strays = int64(t.Strays()) + t.BadIDs.Load()
 	r.sendLat = l.latencies
 	r.e2eLat = t.E2E()
+	slices.Sort(r.sendLat)
+	slices.Sort(r.e2eLat)
 	r.usages = s.usage(cpu0, cpu1, r.window)
 	r.usages = append(r.usages, usage{name: "postgres", peakMB: float64(r.pgPeakKB) / 1024,
 		cpu: cpu1["postgres"] - cpu0["postgres"], note: fmt.Sprintf("PSS of up to %d processes", r.pgProcs)})
@@ -285,6 +296,18 @@ func (s *stack) usage(cpu0, cpu1 map[string]float64, window time.Duration) []usa
 	}
 	return out
 }
+
+// resetPeaks starts the peak RSS (VmHWM) of the Go processes and the benchmark afresh, so that
+// a phase's figure is its own, not the warm-up's or an earlier phase's. A process whose peak
+// cannot be reset (a kernel before 4.0) keeps its peak since start.
+func (s *stack) resetPeaks() {
+	resetPeak(os.Getpid())
+	for _, p := range s.Services() {
+		resetPeak(p.PID())
+	}
+}
+
+func resetPeak(pid int) { _ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0) }
 
 // pgSampler samples the memory of PostgreSQL's processes every second. Their RSS counts the
 // shared buffers once per process that touched them, so it sums PSS instead (shared pages
