@@ -68,6 +68,7 @@ type config struct {
 	analyze           bool
 	serviceLogLevel   string
 	keep              bool
+	pgStatements      int
 	profileDir        string
 	profileTime       time.Duration
 	unaryDuration     time.Duration
@@ -104,6 +105,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.IntVar(&c.batchCallers, "batch-callers", 8, "concurrent SendBatch calls (standard mode)")
 	fs.IntVar(&c.batchSize, "batch-size", 100, "recipients a SendBatch call (standard mode; at most 1,000)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the temp dir (binaries, data, logs) instead of removing it")
+	fs.IntVar(&c.pgStatements, "pg-statements", 0, "report the N statements that took most of PostgreSQL's time in each measured run (loads pg_stat_statements)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

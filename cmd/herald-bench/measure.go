@@ -20,6 +20,11 @@ func measure(ctx context.Context, s *stack, l *loadgen, t *tracker, mode string)
 	cfg := s.cfg
 	r := &result{cfg: cfg, mode: mode}
 	s.resetPeaks()
+	if cfg.pgStatements > 0 {
+		if err := resetStatements(ctx, s.DBURL); err != nil {
+			return nil, err
+		}
+	}
 	pg := startPGSampler(s.PGPID)
 	db0 := readDBCounters(ctx, s.DBURL)
 	cpu0 := s.cpu()
@@ -88,6 +93,11 @@ func measure(ctx context.Context, s *stack, l *loadgen, t *tracker, mode string)
 	cpu1 := s.cpu()
 	busy1, soft1 := machineCPU()
 	r.db = readDBCounters(ctx, s.DBURL).sub(db0)
+	if cfg.pgStatements > 0 {
+		if err := printStatements(ctx, s.DBURL, cfg.pgStatements, s.Out); err != nil {
+			fmt.Fprintln(s.Out, "pg_stat_statements:", err)
+		}
+	}
 	r.pgPeakKB, r.pgProcs = pg.stop()
 	if ctx.Err() != nil {
 		return nil, ctx.Err()

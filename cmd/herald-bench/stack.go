@@ -40,6 +40,10 @@ func newStack(ctx context.Context, cfg config, out io.Writer) (*stack, error) {
 		}
 		args[name] = a
 	}
+	var settings []string
+	if cfg.pgStatements > 0 {
+		settings = statementSettings
+	}
 	ls, err := loopstack.New(ctx, loopstack.Config{
 		TempPrefix:        "herald-bench-",
 		NATSSyncAlways:    cfg.natsSyncAlways,
@@ -50,6 +54,7 @@ func newStack(ctx context.Context, cfg config, out io.Writer) (*stack, error) {
 		BootstrapApp:      "bench",
 		Args:              args,
 		Keep:              cfg.keep,
+		PostgresSettings:  settings,
 	}, out)
 	if err != nil {
 		return nil, err

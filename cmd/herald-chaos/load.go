@@ -129,13 +129,25 @@ func (l *load) run(ctx context.Context, stop <-chan struct{}, rate float64, call
 	for g := range callers {
 		wg.Go(func() {
 			client := l.clients[g%len(l.clients)]
+			n := 0
 			for range tokens {
-				l.send(ctx, client)
+				if n++; n%batchEvery == 0 {
+					l.sendBatch(ctx, client)
+				} else {
+					l.send(ctx, client)
+				}
 			}
 		})
 	}
 	wg.Wait()
 }
+
+// Every batchEvery-th call of a caller is a SendBatch of batchSize recipients, so that messages
+// carrying many deliveries are in the queues, and in the workers' hands, at every fault.
+const (
+	batchEvery = 10
+	batchSize  = 10
+)
 
 func (l *load) send(ctx context.Context, client heraldv1.NotificationServiceClient) {
 	i := l.offset + l.next.Add(1) - 1
@@ -144,27 +156,85 @@ func (l *load) send(ctx context.Context, client heraldv1.NotificationServiceClie
 	res, err := client.Send(cctx, req)
 	at := time.Now()
 	cancel()
-	h := l.h
 	if err != nil {
-		if ctx.Err() != nil {
-			// The run is ending: the call's fate is unknown.
-			h.unknown.Add(1)
-			return
-		}
-		code := status.Code(err)
-		h.mu.Lock()
-		h.errors[code.String()]++
-		h.mu.Unlock()
-		if code == codes.Unavailable || code == codes.DeadlineExceeded {
-			h.unknown.Add(1)
-			// A service that is down answers at once: do not spin.
-			time.Sleep(100 * time.Millisecond)
-		} else {
-			h.failed.Add(1)
-		}
+		l.callFailed(ctx, err, 1)
 		return
 	}
-	h.acked.Add(1)
+	l.h.acked.Add(1)
+	l.accept(res, ch, number, at)
+}
+
+// sendBatch sends batchSize notifications in one SendBatch; each recipient's answer counts as a
+// Send's would.
+func (l *load) sendBatch(ctx context.Context, client heraldv1.NotificationServiceClient) {
+	first := l.offset + l.next.Add(batchSize) - batchSize
+	req := &heraldv1.SendBatchRequest{Category: "account"}
+	chs, numbers := make([]heraldv1.Channel, batchSize), make([]string, batchSize)
+	for j := range int64(batchSize) {
+		one, ch, number := request(first + j)
+		chs[j], numbers[j] = ch, number
+		// Each recipient names its one channel by its address; the batch's content is every
+		// channel's.
+		req.Recipients = append(req.Recipients, &heraldv1.BatchRecipient{Recipient: one.Recipient})
+		if j == 0 {
+			req.Message = &heraldv1.SendBatchRequest_Content{Content: one.GetContent()}
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	res, err := client.SendBatch(cctx, req)
+	at := time.Now()
+	cancel()
+	if err != nil {
+		l.callFailed(ctx, err, batchSize)
+		return
+	}
+	for j, r := range res.GetResults() {
+		if e := r.GetError(); e != nil {
+			// A recipient's error is the code name a Send would have answered.
+			code := codes.Unknown
+			if err := code.UnmarshalJSON([]byte(`"` + e.GetCode() + `"`)); err != nil {
+				code = codes.Unknown
+			}
+			l.count(code, 1)
+			continue
+		}
+		l.h.acked.Add(1)
+		l.accept(r.GetResponse(), chs[j], numbers[j], at)
+	}
+}
+
+// callFailed counts a call of n notifications that was not answered OK.
+func (l *load) callFailed(ctx context.Context, err error, n int64) {
+	h := l.h
+	if ctx.Err() != nil {
+		// The run is ending: the call's fate is unknown.
+		h.unknown.Add(n)
+		return
+	}
+	if l.count(status.Code(err), n) {
+		// A service that is down answers at once: do not spin.
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// count counts n notifications answered with code, and reports whether their fate is unknown
+// (Unavailable, DeadlineExceeded: accepted or not, nobody knows).
+func (l *load) count(code codes.Code, n int64) bool {
+	h := l.h
+	h.mu.Lock()
+	h.errors[code.String()] += n
+	h.mu.Unlock()
+	if code == codes.Unavailable || code == codes.DeadlineExceeded {
+		h.unknown.Add(n)
+		return true
+	}
+	h.failed.Add(n)
+	return false
+}
+
+// accept tracks the deliveries of an acknowledged notification.
+func (l *load) accept(res *heraldv1.SendResponse, ch heraldv1.Channel, number string, at time.Time) {
+	h := l.h
 	for _, d := range res.GetDeliveries() {
 		if d.GetState() != heraldv1.DeliveryState_DELIVERY_STATE_QUEUED {
 			h.notQueue.Add(1)

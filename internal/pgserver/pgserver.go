@@ -48,6 +48,8 @@ type Config struct {
 	// Log receives the server's log (its stderr) and initdb's output; nil discards them. Writes
 	// must not block, and it must stay usable until the server has stopped.
 	Log io.Writer
+	// Settings are more server settings, "name=value" each (postgres -c).
+	Settings []string
 }
 
 // Server is a running PostgreSQL server started by Start.
@@ -145,6 +147,9 @@ func launch(ctx context.Context, bin, dir string, port int, cfg Config, cred *sy
 	}
 	if !cfg.Fsync {
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	}
+	for _, setting := range cfg.Settings {
+		args = append(args, "-c", setting)
 	}
 	log := &logTail{w: cfg.Log}
 	cmd := exec.Command(filepath.Join(bin, "postgres"), args...)

@@ -48,6 +48,8 @@ type Config struct {
 	Args map[string][]string
 	// Keep keeps the temp dir instead of removing it.
 	Keep bool
+	// PostgresSettings are more PostgreSQL server settings, "name=value" each.
+	PostgresSettings []string
 }
 
 // Stack is Herald as separate processes on loopback: a private PostgreSQL, NATS and the three
@@ -233,7 +235,8 @@ func (s *Stack) Start(ctx context.Context, withWorkers bool) (err error) {
 // defaults, on, as in production) on the stack's data directory; after the first start, on the
 // same port, so that the services' URL stays right.
 func (s *Stack) StartPostgres(ctx context.Context) (err error) {
-	s.pg, err = pgserver.Start(ctx, pgserver.Config{Dir: s.pgDir, Port: s.pgPort, Fsync: true, Log: s.pgLog})
+	s.pg, err = pgserver.Start(ctx, pgserver.Config{Dir: s.pgDir, Port: s.pgPort, Fsync: true, Log: s.pgLog,
+		Settings: s.cfg.PostgresSettings})
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}

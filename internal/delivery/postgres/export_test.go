@@ -27,3 +27,11 @@ func (s *Store) ClaimMerged(ctx context.Context, worker string, lease time.Durat
 	}
 	return out, nil
 }
+
+// Statements whose plans the tests check.
+const (
+	ClaimSQL       = claimSQL
+	UnpublishedSQL = unpublishedSQL
+	ReleaseSQL     = releaseSQL
+	CancelSQL      = cancelSQL
+)
