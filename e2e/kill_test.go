@@ -197,7 +197,7 @@ func checkSentOnce(t *testing.T, s *stack, ids []string, held map[string]bool, s
 }
 
 // TestWorkerKilledMidBatch sends 1,000 emails with one SendBatch, which the notifier commits
-// together and queues as one message; kills the workers process with SIGKILL in the middle of
+// together and queues as one message (queue.MaxBatch ids); kills the workers process with SIGKILL in the middle of
 // that batch; and checks that once workers run again every delivery of the batch is recorded
 // sent, each reaching the provider once but for those in flight at the kill.
 func TestWorkerKilledMidBatch(t *testing.T) {

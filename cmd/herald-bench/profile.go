@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sync"
 	"time"
 )
@@ -35,6 +36,14 @@ func (s *stack) startProfiles() (wait func()) {
 		return func() {}
 	}
 	var wg sync.WaitGroup
+	// The benchmark's own process too: the load generator and the provider fakes share the
+	// machine with Herald.
+	wg.Go(func() {
+		file := filepath.Join(s.cfg.profileDir, "bench.cpu.pprof")
+		if err := profileSelf(file, s.cfg.profileTime); err != nil {
+			fmt.Fprintf(s.Out, "profile %s: %v\n", file, err)
+		}
+	})
 	for name, addr := range s.pprof {
 		wg.Go(func() {
 			secs := int(s.cfg.profileTime / time.Second)
@@ -50,6 +59,21 @@ func (s *stack) startProfiles() (wait func()) {
 		})
 	}
 	return wg.Wait
+}
+
+// profileSelf writes a CPU profile of this process, taken for d, to file.
+func profileSelf(file string, d time.Duration) error {
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	time.Sleep(d)
+	pprof.StopCPUProfile()
+	return f.Close()
 }
 
 func fetch(url, file string) error {

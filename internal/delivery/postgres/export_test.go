@@ -34,4 +34,5 @@ const (
 	UnpublishedSQL = unpublishedSQL
 	ReleaseSQL     = releaseSQL
 	CancelSQL      = cancelSQL
+	RecordSQL      = recordSQL
 )

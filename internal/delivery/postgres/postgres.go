@@ -103,12 +103,9 @@ func (s *Store) Create(ctx context.Context, ds []delivery.Delivery) error {
 		if err != nil {
 			return fmt.Errorf("encode content of delivery %s: %w", d.ID, err)
 		}
-		var user *string
-		if d.UserID != "" {
-			user = &d.UserID
-		}
-		rows[i] = []any{d.ID, d.NotificationID, user, string(d.Channel), d.To, d.Category, string(d.Priority),
-			d.Critical, d.DefaultOptIn, string(d.State), d.Reason, content, d.DueAt, d.ExpiresAt, d.CreatedAt, d.CreatedAt}
+		rows[i] = []any{pgdb.UUID(d.ID), pgdb.UUID(d.NotificationID), pgdb.Text(d.UserID), string(d.Channel), d.To,
+			d.Category, string(d.Priority), d.Critical, d.DefaultOptIn, string(d.State), d.Reason, content,
+			pgdb.Time(d.DueAt), d.ExpiresAt, d.CreatedAt, d.CreatedAt}
 	}
 	_, err := s.db.CopyFrom(ctx, pgx.Identifier{Schema, "deliveries"}, createColumns, pgx.CopyFromRows(rows))
 	return pgdb.Err(err)
@@ -118,7 +115,7 @@ func (s *Store) Create(ctx context.Context, ds []delivery.Delivery) error {
 // that the reconciler's next pass publishes them instead of waiting out their deadline, and does
 // not hold them as waiting in the queue.
 func (s *Store) Unpublished(ctx context.Context, ids []uuid.UUID, at time.Time) error {
-	_, err := s.db.Exec(ctx, unpublishedSQL, ids, at)
+	_, err := s.db.Exec(ctx, unpublishedSQL, pgdb.UUIDs(ids), at)
 	return pgdb.Err(err)
 }
 
@@ -207,7 +204,7 @@ func groupBy[C any, K comparable](calls []C, key func(C) K) [][]int {
 }
 
 func (s *Store) claim(ctx context.Context, worker string, lease time.Duration, ids []uuid.UUID) ([]delivery.Delivery, error) {
-	rows, err := s.db.Query(ctx, claimSQL, worker, lease, ids)
+	rows, err := s.db.Query(ctx, claimSQL, worker, lease, pgdb.UUIDs(ids))
 	if err != nil {
 		return nil, pgdb.Err(err)
 	}
@@ -241,6 +238,31 @@ const (
 		UPDATE delivery.deliveries SET state = 'queued', lease_owner = NULL, attempts = attempts - 1,
 			due_at = least(expires_at, now() + $3::interval), updated_at = now()
 		WHERE id = ANY($2) AND CASE WHEN state = 'sending' AND lease_owner = $1 THEN true ELSE false END`
+	// recordSQL records attempts: $1 the worker, $2-$14 the attempts' fields. A terminal outcome
+	// leaves no deadline (least() would take the expiry for a NULL retry_at). The deliveries are
+	// found by id ($2) too, not only through the join, so that the plan starts from them.
+	recordSQL = `
+		WITH u AS (
+			SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+				$8::timestamptz[], $9::int[], $10::text[], $11::timestamptz[], $12::bigint[], $13::int[], $14::bool[])
+				AS u(id, state, reason, error, provider, pmid, retry_at, attempt, outcome, started, latency_us, drive, moves)
+		), moved AS (
+			UPDATE delivery.deliveries d SET
+				state = u.state, reason = u.reason, last_error = u.error, provider = u.provider,
+				provider_message_id = u.pmid, lease_owner = NULL, updated_at = now(),
+				due_at = CASE WHEN u.state = 'retrying' THEN least(u.retry_at, d.expires_at) END,
+				sent_at = CASE WHEN u.state = 'sent' THEN now() ELSE d.sent_at END
+			FROM u
+			WHERE d.id = ANY($2) AND d.id = u.id AND u.moves AND CASE WHEN u.state = 'sent'
+				THEN d.state NOT IN ('sent', 'delivered', 'bounced')
+				ELSE d.state = 'sending' AND d.lease_owner = $1 AND d.attempts = u.attempt AND d.drive = u.drive END
+			RETURNING d.id
+		)
+		INSERT INTO delivery.attempts (delivery_id, drive, attempt, worker, provider, outcome, reason, error,
+			provider_message_id, started_at, latency_us)
+		SELECT u.id, u.drive, u.attempt, $1, u.provider, u.outcome, u.reason, u.error, u.pmid, u.started, u.latency_us
+		FROM u
+		ON CONFLICT (delivery_id, drive, attempt) DO NOTHING`
 	// cancelSQL cancels a notification's ($1) deliveries not yet being sent, at $2.
 	cancelSQL = `
 		UPDATE delivery.deliveries SET state = 'canceled', reason = 'canceled', due_at = NULL, updated_at = $2
@@ -313,30 +335,8 @@ func (s *Store) record(ctx context.Context, worker string, attempts []delivery.A
 			retries[i] = &attempts[i].RetryAt
 		}
 	}
-	// A terminal outcome leaves no deadline: least() would take the expiry for a NULL retry_at.
-	_, err := s.db.Exec(ctx, `
-		WITH u AS (
-			SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-				$8::timestamptz[], $9::int[], $10::text[], $11::timestamptz[], $12::bigint[], $13::int[], $14::bool[])
-				AS u(id, state, reason, error, provider, pmid, retry_at, attempt, outcome, started, latency_us, drive, moves)
-		), moved AS (
-			UPDATE delivery.deliveries d SET
-				state = u.state, reason = u.reason, last_error = u.error, provider = u.provider,
-				provider_message_id = u.pmid, lease_owner = NULL, updated_at = now(),
-				due_at = CASE WHEN u.state = 'retrying' THEN least(u.retry_at, d.expires_at) END,
-				sent_at = CASE WHEN u.state = 'sent' THEN now() ELSE d.sent_at END
-			FROM u
-			WHERE d.id = u.id AND u.moves AND CASE WHEN u.state = 'sent'
-				THEN d.state NOT IN ('sent', 'delivered', 'bounced')
-				ELSE d.state = 'sending' AND d.lease_owner = $1 AND d.attempts = u.attempt AND d.drive = u.drive END
-			RETURNING d.id
-		)
-		INSERT INTO delivery.attempts (delivery_id, drive, attempt, worker, provider, outcome, reason, error,
-			provider_message_id, started_at, latency_us)
-		SELECT u.id, u.drive, u.attempt, $1, u.provider, u.outcome, u.reason, u.error, u.pmid, u.started, u.latency_us
-		FROM u
-		ON CONFLICT (delivery_id, drive, attempt) DO NOTHING`,
-		worker, ids, states, reasons, errTexts, providers, pmids, retries, nums, outcomes, started, latency, drives,
+	_, err := s.db.Exec(ctx, recordSQL,
+		worker, pgdb.UUIDs(ids), states, reasons, errTexts, providers, pmids, retries, nums, outcomes, started, latency, drives,
 		moving(attempts))
 	return pgdb.Err(err)
 }
@@ -375,7 +375,7 @@ func moving(attempts []delivery.Attempt) []bool {
 // send them now: they are queued again, and due for the reconciler after ReleaseGrace in case
 // their message does not come back.
 func (s *Store) Release(ctx context.Context, worker string, ids []uuid.UUID) error {
-	_, err := s.db.Exec(ctx, releaseSQL, worker, ids, s.ReleaseGrace)
+	_, err := s.db.Exec(ctx, releaseSQL, worker, pgdb.UUIDs(ids), s.ReleaseGrace)
 	return pgdb.Err(err)
 }
 
@@ -485,7 +485,7 @@ func filterArgs(f delivery.DeadFilter) []any {
 	if ids == nil {
 		ids = []uuid.UUID{}
 	}
-	return []any{ids, string(f.Channel), f.Reason}
+	return []any{pgdb.UUIDs(ids), string(f.Channel), f.Reason}
 }
 
 // DeadLetters lists up to limit dead deliveries matching f, by id, after the given id.
@@ -565,7 +565,7 @@ func (s *Store) Settle(ctx context.Context, events []delivery.Event) error {
 			provider = CASE WHEN d.provider = '' THEN e.provider ELSE d.provider END,
 			provider_message_id = CASE WHEN d.provider_message_id = '' THEN e.pmid ELSE d.provider_message_id END
 		FROM e WHERE d.id = e.delivery_id AND d.state = ANY($8::text[])`,
-		ids, states, reasons, providers, pmids, eventIDs, occurred, from)
+		pgdb.UUIDs(ids), states, reasons, providers, pmids, eventIDs, occurred, from)
 	return pgdb.Err(err)
 }
 

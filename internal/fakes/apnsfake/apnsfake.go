@@ -130,7 +130,8 @@ type Fake struct {
 	srv           *httptest.Server
 	keys          map[string]trustedKey // key id -> key
 	seenTokens    map[string]bool       // provider tokens accepted so far
-	expiredTokens map[string]bool       // provider tokens now answered ExpiredProviderToken
+	verified      map[string]verifiedToken
+	expiredTokens map[string]bool // provider tokens now answered ExpiredProviderToken
 	notifications []Notification
 	counts        map[string]int // apns-id -> accepted count
 	requests      int
@@ -157,6 +158,7 @@ func New(topic string) *Fake {
 		ca:            ca,
 		keys:          make(map[string]trustedKey),
 		seenTokens:    make(map[string]bool),
+		verified:      make(map[string]verifiedToken),
 		expiredTokens: make(map[string]bool),
 		counts:        make(map[string]int),
 		tokenErrors:   make(map[string]Error),
@@ -334,6 +336,7 @@ func (f *Fake) Reset() {
 	f.fail, f.failLeft, f.dropLeft, f.delay = Error{}, 0, 0, 0
 	f.tokenErrors = make(map[string]Error)
 	f.seenTokens = make(map[string]bool)
+	f.verified = make(map[string]verifiedToken)
 	f.expiredTokens = make(map[string]bool)
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/pgdb"
@@ -19,16 +20,17 @@ import (
 func insertLinks(ctx context.Context, tx pgx.Tx, ns []*notifier.Notification) error {
 	var (
 		ids               []int64
-		dIDs, nIDs, apps  []uuid.UUID
+		dIDs, nIDs, apps  pgtype.FlatArray[pgtype.UUID]
 		chans, cats, urls []string
-		tmpls             []*string
+		tmpls             pgtype.FlatArray[pgtype.Text]
 		created, expires  []time.Time
 	)
 	for _, n := range ns {
 		for _, l := range n.Links {
-			ids, dIDs, nIDs, apps = append(ids, l.ID), append(dIDs, l.DeliveryID), append(nIDs, l.NotificationID), append(apps, l.AppID)
+			ids, dIDs = append(ids, l.ID), append(dIDs, pgdb.UUID(l.DeliveryID))
+			nIDs, apps = append(nIDs, pgdb.UUID(l.NotificationID)), append(apps, pgdb.UUID(l.AppID))
 			chans, cats, urls = append(chans, string(l.Channel)), append(cats, l.Category), append(urls, l.URL)
-			tmpls, created, expires = append(tmpls, nullIfEmpty(l.Template)), append(created, l.CreatedAt), append(expires, l.ExpiresAt)
+			tmpls, created, expires = append(tmpls, pgdb.Text(l.Template)), append(created, l.CreatedAt), append(expires, l.ExpiresAt)
 		}
 	}
 	if len(ids) == 0 {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldhq/herald/internal/delivery"
@@ -116,18 +117,20 @@ func (s *Store) create(ctx context.Context, ns []*notifier.Notification) ([]bool
 // key the app already used is skipped.
 func insertNotifications(ctx context.Context, tx pgx.Tx, ns []*notifier.Notification) ([]bool, error) {
 	n := len(ns)
-	ids, apps := make([]uuid.UUID, n), make([]uuid.UUID, n)
-	keys, users, tnames, tlocs := make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
+	ids, apps := make(pgtype.FlatArray[pgtype.UUID], n), make(pgtype.FlatArray[pgtype.UUID], n)
+	keys, users := make(pgtype.FlatArray[pgtype.Text], n), make(pgtype.FlatArray[pgtype.Text], n)
+	tnames, tlocs := make(pgtype.FlatArray[pgtype.Text], n), make(pgtype.FlatArray[pgtype.Text], n)
 	hashes := make([][]byte, n)
 	cats, prios := make([]string, n), make([]string, n)
-	tvers := make([]*int32, n)
+	tvers := make(pgtype.FlatArray[pgtype.Int4], n)
 	sends, exps, createdAt := make([]time.Time, n), make([]time.Time, n), make([]time.Time, n)
 	for i, x := range ns {
 		if t := x.Template; t != nil {
-			v := int32(t.Version)
-			tnames[i], tvers[i], tlocs[i] = &t.Name, &v, &t.Locale
+			tnames[i] = pgtype.Text{String: t.Name, Valid: true}
+			tvers[i] = pgtype.Int4{Int32: int32(t.Version), Valid: true}
+			tlocs[i] = pgtype.Text{String: t.Locale, Valid: true}
 		}
-		ids[i], apps[i], keys[i], users[i] = x.ID, x.AppID, nullIfEmpty(x.IdempotencyKey), nullIfEmpty(x.UserID)
+		ids[i], apps[i], keys[i], users[i] = pgdb.UUID(x.ID), pgdb.UUID(x.AppID), pgdb.Text(x.IdempotencyKey), pgdb.Text(x.UserID)
 		hashes[i], cats[i], prios[i] = x.RequestHash, x.Category, string(x.Priority)
 		sends[i], exps[i], createdAt[i] = x.SendAt, x.ExpiresAt, x.CreatedAt
 	}

@@ -638,7 +638,7 @@ func TestInvalidDeliveriesAreNotSent(t *testing.T) {
 	noBody.Content.Text, noBody.Content.HTML = "", ""
 	sms.Channel = delivery.SMS
 	msgs := []*workers.Message{noSubject, noBody, sms}
-	for _, addr := range []string{"", "ada", "Ada <" + to + ">", to + "\r\nRCPT TO:<eve@example.com>", "<" + to + ">"} {
+	for _, addr := range []string{"", "ada-no-domain", "Ada <" + to + ">", to + "\r\nRCPT TO:<eve@example.com>", "<" + to + ">"} {
 		m := message()
 		m.To = addr
 		msgs = append(msgs, m)
