@@ -91,12 +91,13 @@ func (p *Poller) Sync(ctx context.Context) error { return p.SyncSince(ctx, time.
 // at t. A request that began at t (see WithBegan) and reads several caches of one poller, one
 // after another, so waits for one poll instead of one per cache.
 func (p *Poller) SyncSince(ctx context.Context, t time.Time) error {
-	ch := make(chan error, 1)
 	p.mu.Lock()
-	switch {
-	case !p.polled.IsZero() && !p.polled.Before(t):
+	if !p.polled.IsZero() && !p.polled.Before(t) {
 		p.mu.Unlock()
 		return nil
+	}
+	ch := make(chan error, 1) // made only here: the common answer above allocates nothing
+	switch {
 	case p.inRound && !p.started.Before(t):
 		p.joiners = append(p.joiners, ch)
 	default:
