@@ -69,8 +69,8 @@ func cacheMetric(t testing.TB, reg *prometheus.Registry, name, label string) flo
 	return sum
 }
 
-// waitForSet waits for the cache to load the set of suppressed addresses. The deadline only
-// bounds a broken run.
+// waitForSet waits for the cache to load the set of suppressed addresses, which it starts on
+// its first lookup. The deadline only bounds a broken run.
 func waitForSet(t testing.TB, reg *prometheus.Registry) {
 	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); cacheMetric(t, reg, "herald_contacts_cache_set_loaded", "") != 1; time.Sleep(10 * time.Millisecond) {
@@ -146,6 +146,7 @@ func TestContactsCacheSeesEveryAcknowledgedChange(t *testing.T) {
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			c, reg := cacheOn(t, s, mode.opts)
+			lookup(t, c, "")
 			if mode.opts == (contactscache.Options{}) {
 				waitForSet(t, reg)
 			}
@@ -327,6 +328,7 @@ func TestContactsCacheLoadMissesNothing(t *testing.T) {
 	c = contactscache.New(conn, contactscache.Options{Metrics: reg})
 	close(ready)
 	t.Cleanup(c.Close)
+	lookup(t, c, "")
 	waitForSet(t, reg)
 	before := cacheMetric(t, reg, "herald_contacts_cache_calls_total", "ResolveRecipients")
 	if _, sups := lookup(t, c, "", contactscache.Target{Channel: delivery.SMS, Address: late}); !suppressedAt(sups, delivery.SMS, late) {
@@ -346,6 +348,7 @@ func clock(i int) string { return fmt.Sprintf("%02d:%02d", i/60, i%60) }
 func TestContactsCacheAnswersWithoutCalls(t *testing.T) {
 	s := startStack(t, stackOptions{noWorkers: true})
 	c, reg := cacheOn(t, s, contactscache.Options{})
+	lookup(t, c, "")
 	waitForSet(t, reg)
 	reachableUser(t, s, "kim")
 	lookup(t, c, "kim") // the first lookup of a user calls

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -94,15 +95,18 @@ type Cache struct {
 	stale   time.Duration
 
 	reload chan struct{} // the set must be loaded again
+	start  sync.Once     // the background work starts with the first lookup
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
 // New returns a Cache that reads the contacts service on conn, which must carry the key of an
-// app with contacts read access (appkey.Credentials). It loads the set of suppressed addresses
-// in the background; lookups call the contacts service for addresses until it is loaded. Close
-// stops it.
+// app with contacts read access (appkey.Credentials). From the first lookup on, it loads the set
+// of suppressed addresses in the background; lookups call the contacts service for addresses
+// until it is loaded. Nothing reaches the contacts service before the first lookup, so a
+// process that starts before it does not find its connection backing off from failed attempts
+// when the first lookups come. Close stops it.
 func New(conn grpc.ClientConnInterface, opts Options) *Cache {
 	opts.MaxUsers = cmp.Or(opts.MaxUsers, DefaultMaxUsers)
 	opts.MaxAddresses = cmp.Or(opts.MaxAddresses, DefaultMaxAddresses)
@@ -127,13 +131,13 @@ func New(conn grpc.ClientConnInterface, opts Options) *Cache {
 	// Each lookup asks for a handful of users and addresses: 64 of them fit a call.
 	c.batcher = batch.New(c.resolveBatch, 64, 4)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	go c.run()
 	return c
 }
 
 // Close stops the background work. Lookups in progress may fail.
 func (c *Cache) Close() {
 	c.cancel()
+	c.start.Do(func() { close(c.done) }) // never started
 	<-c.done
 	c.batcher.Close()
 }
@@ -225,7 +229,7 @@ func (c *Cache) load(ctx context.Context) error {
 	var hashes []uint64
 	req := &heraldv1.ListSuppressedAddressesRequest{PageSize: 10_000}
 	for {
-		res, err := c.client.ListSuppressedAddresses(ctx, req)
+		res, err := c.client.ListSuppressedAddresses(ctx, req, grpc.WaitForReady(true))
 		c.metrics.addressCalls.Inc()
 		if err != nil {
 			c.set.abandon(gen)
@@ -258,6 +262,7 @@ func (c *Cache) load(ctx context.Context) error {
 // acknowledged before began, it sees. What it returns is shared: never change it.
 // Errors: Unavailable (the contacts service cannot be reached), Invalid (it refused a lookup).
 func (c *Cache) Resolve(ctx context.Context, began time.Time, ids []string, targets []Target) ([]*User, []preference.Suppression, error) {
+	c.start.Do(func() { go c.run() })
 	userGen, err := c.users.SyncSince(ctx, began)
 	if err != nil {
 		return nil, nil, unavailable(err)
