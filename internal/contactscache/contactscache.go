@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -61,8 +60,9 @@ type Options struct {
 	// MaxUsers and MaxAddresses bound the exact caches, in entries: a user with a device takes
 	// about 350 bytes, an address's suppressions about 200. A full cache starts over.
 	MaxUsers, MaxAddresses int
-	// MaxSuppressed bounds the set of suppressed addresses: 8 bytes each, 16 while it loads.
-	// Past it, the set is dropped and every address is looked up (cached or called).
+	// MaxSuppressed bounds the set of suppressed addresses: 8 bytes each once loaded, up to
+	// three times that for a moment while it loads. Past it, the set is dropped and every
+	// address is looked up (cached or called).
 	MaxSuppressed int
 	// Stale is how long the feed may go unread before everything held is forgotten; it must
 	// stay below how long the contacts service keeps the feed (an hour). The cache reads the
@@ -248,8 +248,7 @@ func (c *Cache) load(ctx context.Context) error {
 		}
 		req = &heraldv1.ListSuppressedAddressesRequest{PageSize: req.PageSize, PageToken: res.GetNextPageToken()}
 	}
-	slices.Sort(hashes)
-	hashes = slices.Clip(slices.Compact(hashes))
+	hashes = sortedSet(hashes)
 	if !c.set.install(gen, hashes) {
 		return errVoided
 	}

@@ -10,9 +10,10 @@ import (
 // address whose suppressions were lifted stays until the next load). It is complete only once
 // loaded; until then, and after forget, it answers nothing.
 //
-// Memory: the loaded hashes are one sorted slice, 8 bytes an address (8 MB per million), plus
-// the ones added since the load in a map (about 40 bytes each) that is merged into the slice
-// once it holds an eighth as many. A load holds the old and the new slice at once.
+// Memory: the loaded hashes are one sorted slice of exactly their number, 8 bytes an address
+// (8 MB per million), plus the ones added since the load in a map (about 40 bytes each) that is
+// merged into the slice once it holds an eighth as many. A load drops the old set first, and
+// holds up to three times the new one's size for a moment while it reads and sorts the pages.
 type addressSet struct {
 	seed maphash.Seed
 	max  int // more addresses than this are not held: lookups call instead
@@ -92,6 +93,13 @@ func (s *addressSet) mergeLocked() {
 	}
 	slices.Sort(merged)
 	s.base, s.added = slices.Compact(merged), map[uint64]struct{}{}
+}
+
+// sortedSet returns hashes sorted, without repeats, in a slice of exactly their number: the
+// load's slice grew by doubling, which would keep up to twice the memory.
+func sortedSet(hashes []uint64) []uint64 {
+	slices.Sort(hashes)
+	return slices.Clone(slices.Compact(hashes))
 }
 
 // forget drops everything: the set answers nothing until the next load is installed.
