@@ -12,6 +12,7 @@ package coherent
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -20,9 +21,15 @@ import (
 type Feed interface {
 	// Changes returns the keys changed by transactions at or after horizon (an opaque position,
 	// zero at first) and the horizon to pass next time. Keys may repeat across calls. It must
-	// report every change committed before the call began.
+	// report every change committed before the call began. It may instead return
+	// ErrTooManyChanges with a next horizon from after the call began, when the keys are too
+	// many to list: the caches then forget everything.
 	Changes(ctx context.Context, horizon uint64) (keys []string, next uint64, err error)
 }
+
+// ErrTooManyChanges is what a Feed answers when listing the changes would cost more than
+// forgetting everything (a reader far behind a remote feed).
+var ErrTooManyChanges = errors.New("too many changes to list")
 
 // Poller reads a feed for the caches over it: each round of polling serves every cache's
 // waiting readers with one query, and evicts what changed from all of them. Caches whose keys
@@ -52,6 +59,19 @@ type evicter interface {
 	evict(keys []string, all bool)
 }
 
+// Watch calls fn with what each successful poll found: the changed keys, and whether every
+// cache forgot everything. fn runs before the poll's readers go on, with p locked (it must not
+// call p), so state that fn keeps is as fresh as the caches for every reader that synced.
+func (p *Poller) Watch(fn func(keys []string, all bool)) {
+	p.mu.Lock()
+	p.caches = append(p.caches, watcher(fn))
+	p.mu.Unlock()
+}
+
+type watcher func(keys []string, all bool)
+
+func (w watcher) evict(keys []string, all bool) { w(keys, all) }
+
 // DefaultGap is the least time between two polls of a feed.
 const DefaultGap = time.Millisecond
 
@@ -71,12 +91,13 @@ func (p *Poller) Sync(ctx context.Context) error { return p.SyncSince(ctx, time.
 // at t. A request that began at t (see WithBegan) and reads several caches of one poller, one
 // after another, so waits for one poll instead of one per cache.
 func (p *Poller) SyncSince(ctx context.Context, t time.Time) error {
-	ch := make(chan error, 1)
 	p.mu.Lock()
-	switch {
-	case !p.polled.IsZero() && !p.polled.Before(t):
+	if !p.polled.IsZero() && !p.polled.Before(t) {
 		p.mu.Unlock()
 		return nil
+	}
+	ch := make(chan error, 1) // made only here: the common answer above allocates nothing
+	switch {
 	case p.inRound && !p.started.Before(t):
 		p.joiners = append(p.joiners, ch)
 	default:
@@ -120,10 +141,15 @@ func (p *Poller) pollLoop() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		keys, next, err := p.feed.Changes(ctx, horizon)
 		cancel()
+		tooMany := errors.Is(err, ErrTooManyChanges)
+		if tooMany {
+			keys, err = nil, nil
+		}
 
 		p.mu.Lock()
 		if err == nil {
-			all := !p.polled.IsZero() && started.Sub(p.polled) > p.stale // changes may have left the feed unseen
+			// Past stale, changes may have left the feed unseen.
+			all := tooMany || !p.polled.IsZero() && started.Sub(p.polled) > p.stale
 			for _, c := range p.caches {
 				c.evict(keys, all)
 			}

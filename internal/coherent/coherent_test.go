@@ -276,3 +276,56 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 }
+
+// TestWatch: a watcher sees each poll's keys before the readers of that poll go on.
+func TestWatch(t *testing.T) {
+	ctx := context.Background()
+	s := &store{values: map[string]int{}}
+	p := NewPoller(s, time.Hour)
+	var seen []string
+	p.Watch(func(keys []string, all bool) { seen = append(seen, keys...) })
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.write("a", 1)
+	s.write("b", 1)
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if fmt.Sprint(seen) != "[a b]" {
+		t.Fatalf("watched %q, want [a b]", seen)
+	}
+}
+
+// tooMany is a feed too far behind to list its changes.
+type tooMany struct{ polls atomic.Int64 }
+
+func (f *tooMany) Changes(_ context.Context, horizon uint64) ([]string, uint64, error) {
+	if f.polls.Add(1) == 1 {
+		return nil, 1, nil
+	}
+	return nil, horizon + 1, ErrTooManyChanges
+}
+
+// TestTooManyChangesForgetsEverything: a feed that cannot list its changes makes every cache
+// forget, and the read goes on.
+func TestTooManyChangesForgetsEverything(t *testing.T) {
+	ctx := context.Background()
+	p := NewPoller(&tooMany{}, time.Hour)
+	c := NewCache[int](p, 10)
+	var forgot bool
+	p.Watch(func(_ []string, all bool) { forgot = forgot || all })
+	gen, err := c.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Put(gen, "k", 1)
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatalf("Sync after too many changes: %v", err)
+	}
+	if _, ok := c.Get("k"); ok || !forgot {
+		t.Fatalf("after too many changes the cache holds k (%v), the watcher saw all=%v", ok, forgot)
+	}
+}

@@ -36,11 +36,78 @@ func Changes(ctx context.Context, pool *pgxpool.Pool, table string, horizon uint
 	if err != nil {
 		return nil, 0, Err(err)
 	}
-	n, err := strconv.ParseUint(next, 10, 64)
+	n, err := parseXID(next)
 	if err != nil {
-		return nil, 0, fmt.Errorf("parse snapshot xmin %q: %w", next, err)
+		return nil, 0, err
 	}
 	return keys, n, nil
+}
+
+// Horizon returns where a reader of a change feed that holds nothing yet starts: what Changes
+// would answer as next, without reading any key.
+func Horizon(ctx context.Context, pool *pgxpool.Pool) (uint64, error) {
+	var next string
+	if err := pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text`).Scan(&next); err != nil {
+		return 0, Err(err)
+	}
+	return parseXID(next)
+}
+
+// FeedPosition is where a page of a change feed ends: the last row's transaction id and row id.
+type FeedPosition struct {
+	XID uint64
+	ID  int64
+}
+
+// ChangesPage reads one page of the keys Changes would answer: those of transactions at or
+// after horizon, after position from (zero: from the start), in (transaction, row) order, at
+// most maxKeys of them and no more than about maxBytes (at least one). It returns them, the
+// last one's position when there may be more (nil when not), and the horizon to read from
+// next. Later pages read later snapshots, so the pages together hold every key the first
+// page's snapshot could see: a reader that goes on from the first page's next horizon misses
+// nothing.
+func ChangesPage(ctx context.Context, pool *pgxpool.Pool, table string, horizon uint64, from FeedPosition, maxKeys, maxBytes int) (keys []string, more *FeedPosition, next uint64, err error) {
+	var xids []string
+	var ids []int64
+	var xmin string
+	err = pool.QueryRow(ctx, `
+		WITH page AS (
+			SELECT xid, id, key FROM `+table+`
+			WHERE xid >= $1::text::xid8 AND (xid, id) > ($2::text::xid8, $3)
+			ORDER BY xid, id LIMIT $4
+		)
+		SELECT pg_snapshot_xmin(pg_current_snapshot())::text,
+			coalesce((SELECT array_agg(xid::text ORDER BY xid, id) FROM page), '{}'),
+			coalesce((SELECT array_agg(id ORDER BY xid, id) FROM page), '{}'),
+			coalesce((SELECT array_agg(key ORDER BY xid, id) FROM page), '{}')`,
+		strconv.FormatUint(horizon, 10), strconv.FormatUint(from.XID, 10), from.ID, maxKeys).Scan(&xmin, &xids, &ids, &keys)
+	if err != nil {
+		return nil, nil, 0, Err(err)
+	}
+	if next, err = parseXID(xmin); err != nil {
+		return nil, nil, 0, err
+	}
+	n, size := 0, 0
+	for n < len(keys) && (n == 0 || size+len(keys[n]) <= maxBytes) {
+		size += len(keys[n])
+		n++
+	}
+	if n == 0 || (n == len(keys) && n < maxKeys) {
+		return keys, nil, next, nil
+	}
+	xid, err := parseXID(xids[n-1])
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	return keys[:n], &FeedPosition{XID: xid, ID: ids[n-1]}, next, nil
+}
+
+func parseXID(s string) (uint64, error) {
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parse transaction id %q: %w", s, err)
+	}
+	return n, nil
 }
 
 // PruneChanges deletes change-feed rows older than age. Caches that have not read the feed for

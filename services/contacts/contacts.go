@@ -108,6 +108,24 @@ type Store interface {
 
 	// Changes reads the change feed (see coherent.Feed).
 	Changes(ctx context.Context, horizon uint64) ([]string, uint64, error)
+	// Horizon returns where a reader of the change feed that holds nothing yet starts.
+	Horizon(ctx context.Context) (uint64, error)
+	// ChangesPage reads one page of what Changes would answer: the keys after position from
+	// (zero: from the start), in feed order, at most maxKeys of them and about maxBytes (at
+	// least one). It returns them, the last one's position when there may be more (nil when
+	// not), and the first page's next horizon (see pgdb.ChangesPage).
+	ChangesPage(ctx context.Context, horizon uint64, from FeedPosition, maxKeys, maxBytes int) ([]string, *FeedPosition, uint64, error)
+	// SuppressedAddresses returns, in (channel, address) order, the addresses after after (nil:
+	// from the first) that have at least one suppression: at most max of them and about
+	// maxBytes (at least one), and whether there may be more.
+	SuppressedAddresses(ctx context.Context, after *Target, max, maxBytes int) ([]Target, bool, error)
+}
+
+// FeedPosition is a row of the change feed: its transaction id and row id. A page of the feed
+// starts after one.
+type FeedPosition struct {
+	XID uint64
+	ID  int64
 }
 
 // Publisher tells the other services about facts they must act on.
@@ -432,6 +450,89 @@ func addressesOf(r *Resolved) []Target {
 		out = append(out, Target{d.Platform, d.Token})
 	}
 	return out
+}
+
+// Limits on the pages of ListChanges and ListSuppressedAddresses: well under gRPC's 4 MiB
+// message limit however long the keys and addresses are.
+const (
+	maxChangeKeys      = 10_000
+	defaultAddressPage = 1_000
+	maxAddressPage     = 10_000
+	maxPageBytes       = 1 << 20
+)
+
+// ChangesCursor is where a page of ListChanges starts: after the row at After, with the next
+// horizon the first page of the same read gave.
+type ChangesCursor struct {
+	Next  uint64
+	After FeedPosition
+}
+
+// ChangesPage is one page of the change feed.
+type ChangesPage struct {
+	Keys []string
+	// Next is the horizon to read from once this read's last page is read.
+	Next uint64
+	// More is where the next page starts; nil on the last page.
+	More *ChangesCursor
+}
+
+// ListChanges returns the keys (UserKey, AddressKey) of what changed in transactions at or
+// after horizon, for the caches of the service's callers, one page from from (nil: the first).
+// Horizon 0 answers only the current horizon: a reader that holds nothing has nothing to
+// forget. Errors: Unavailable.
+func (s *Service) ListChanges(ctx context.Context, horizon uint64, from *ChangesCursor) (*ChangesPage, error) {
+	if horizon == 0 && from == nil {
+		next, err := s.Store.Horizon(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &ChangesPage{Next: next}, nil
+	}
+	var start FeedPosition
+	if from != nil {
+		start = from.After
+	}
+	keys, more, next, err := s.Store.ChangesPage(ctx, horizon, start, maxChangeKeys, maxPageBytes)
+	if err != nil {
+		return nil, err
+	}
+	if from != nil {
+		next = from.Next // the first page's snapshot is what the whole read answers for
+	}
+	page := &ChangesPage{Keys: keys, Next: next}
+	if more != nil {
+		page.More = &ChangesCursor{Next: next, After: *more}
+	}
+	return page, nil
+}
+
+// ListSuppressedAddresses returns, in a fixed order, up to size addresses (0: a default) with
+// at least one suppression, after after (nil: from the first), and the last one when there may
+// be more. Errors: Invalid (size, after), Unavailable.
+func (s *Service) ListSuppressedAddresses(ctx context.Context, size int, after *Target) ([]Target, *Target, error) {
+	var v errs.Violations
+	if size < 0 || size > maxAddressPage {
+		v.Add("page_size", fmt.Sprintf("must be between 0 and %d", maxAddressPage))
+	}
+	if after != nil {
+		if _, err := delivery.ParseChannel(string(after.Channel)); err != nil {
+			v.Add("page_token", "is not a page token that ListSuppressedAddresses gave")
+		} else {
+			checkText(&v, "page_token", after.Address, maxAddress)
+		}
+	}
+	if err := v.Err(); err != nil {
+		return nil, nil, err
+	}
+	if size == 0 {
+		size = defaultAddressPage
+	}
+	addrs, more, err := s.Store.SuppressedAddresses(ctx, after, size, maxPageBytes)
+	if err != nil || !more || len(addrs) == 0 {
+		return addrs, nil, err
+	}
+	return addrs, &addrs[len(addrs)-1], nil
 }
 
 // Suppress records an opt-out or invalid address (from a provider, a STOP reply, an

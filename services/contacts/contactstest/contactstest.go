@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -305,6 +306,39 @@ func (s *Store) Categories(context.Context) ([]preference.Category, error) {
 // Changes implements the change feed: nothing changes behind the cache's back.
 func (s *Store) Changes(_ context.Context, horizon uint64) ([]string, uint64, error) {
 	return nil, horizon, nil
+}
+
+// Horizon implements contacts.Store.
+func (s *Store) Horizon(context.Context) (uint64, error) { return 1, nil }
+
+// ChangesPage implements contacts.Store: nothing changes behind the cache's back.
+func (s *Store) ChangesPage(_ context.Context, horizon uint64, _ contacts.FeedPosition, maxKeys, _ int) ([]string, *contacts.FeedPosition, uint64, error) {
+	if maxKeys < 1 {
+		s.mu.Lock()
+		s.problem("a page of %d changes", maxKeys)
+		s.mu.Unlock()
+	}
+	return nil, nil, max(horizon, 1), nil
+}
+
+// SuppressedAddresses implements contacts.Store.
+func (s *Store) SuppressedAddresses(_ context.Context, after *contacts.Target, limit, _ int) ([]contacts.Target, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if limit < 1 || limit > 10_000 {
+		s.problem("a page of %d suppressed addresses", limit)
+	}
+	if after != nil { // any text PostgreSQL can compare: it need not be an address
+		s.text("page cursor", after.Address, address.MaxFCMTokenBytes)
+	}
+	var out []contacts.Target
+	for _, sup := range s.sups {
+		t := contacts.Target{Channel: sup.Channel, Address: sup.Address}
+		if !slices.Contains(out, t) && len(out) < limit {
+			out = append(out, t)
+		}
+	}
+	return out, false, nil
 }
 
 // UserDeleted implements contacts.Publisher.

@@ -407,6 +407,53 @@ func (s *Store) Changes(ctx context.Context, horizon uint64) ([]string, uint64, 
 	return pgdb.Changes(ctx, s.pool, "contacts.changes", horizon)
 }
 
+// Horizon implements contacts.Store.
+func (s *Store) Horizon(ctx context.Context) (uint64, error) { return pgdb.Horizon(ctx, s.pool) }
+
+// ChangesPage implements contacts.Store.
+func (s *Store) ChangesPage(ctx context.Context, horizon uint64, from contacts.FeedPosition, maxKeys, maxBytes int) ([]string, *contacts.FeedPosition, uint64, error) {
+	keys, more, next, err := pgdb.ChangesPage(ctx, s.pool, "contacts.changes", horizon,
+		pgdb.FeedPosition{XID: from.XID, ID: from.ID}, maxKeys, maxBytes)
+	if err != nil || more == nil {
+		return keys, nil, next, err
+	}
+	return keys, &contacts.FeedPosition{XID: more.XID, ID: more.ID}, next, nil
+}
+
+// SuppressedAddresses implements contacts.Store: a walk of the suppressions' primary key.
+func (s *Store) SuppressedAddresses(ctx context.Context, after *contacts.Target, max, maxBytes int) ([]contacts.Target, bool, error) {
+	var ch, addr string
+	if after != nil {
+		ch, addr = string(after.Channel), after.Address
+	}
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT channel, address FROM contacts.suppressions
+		WHERE (channel, address) > ($1, $2) ORDER BY channel, address LIMIT $3`, ch, addr, max)
+	if err != nil {
+		return nil, false, fail(err)
+	}
+	var out []contacts.Target
+	size := 0
+	for rows.Next() {
+		var t contacts.Target
+		var tch string
+		if err := rows.Scan(&tch, &t.Address); err != nil {
+			rows.Close()
+			return nil, false, fail(err)
+		}
+		if len(out) > 0 && size+len(t.Address) > maxBytes {
+			rows.Close()
+			return out, true, nil
+		}
+		t.Channel = delivery.Channel(tch)
+		size += len(t.Address)
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, fail(err)
+	}
+	return out, len(out) == max, nil
+}
+
 // PruneChanges deletes change-feed rows older than age. Caches that have not read the feed for
 // longer than that forget everything instead (see contacts.New).
 func (s *Store) PruneChanges(ctx context.Context, age time.Duration) error {

@@ -50,17 +50,19 @@ func (keyStore) Changes(context.Context, uint64) ([]string, uint64, error) { ret
 // methodAccess is what each ContactsService method needs, as the API documents it. A method
 // missing here fails TestEveryMethodChecksContactsAccess.
 var methodAccess = map[string]appkey.ContactsAccess{
-	"GetUser":              appkey.ContactsRead,
-	"BatchGetUsers":        appkey.ContactsRead,
-	"ListDevices":          appkey.ContactsRead,
-	"GetSettings":          appkey.ContactsRead,
-	"ResolveRecipients":    appkey.ContactsRead,
-	"UpsertUser":           appkey.ContactsWrite,
-	"DeleteUser":           appkey.ContactsWrite,
-	"RegisterDevice":       appkey.ContactsWrite,
-	"UnregisterDevice":     appkey.ContactsWrite,
-	"UpdateSettings":       appkey.ContactsWrite,
-	"CreatePreferenceLink": appkey.ContactsWrite,
+	"GetUser":                 appkey.ContactsRead,
+	"BatchGetUsers":           appkey.ContactsRead,
+	"ListDevices":             appkey.ContactsRead,
+	"GetSettings":             appkey.ContactsRead,
+	"ResolveRecipients":       appkey.ContactsRead,
+	"ListChanges":             appkey.ContactsRead,
+	"ListSuppressedAddresses": appkey.ContactsRead,
+	"UpsertUser":              appkey.ContactsWrite,
+	"DeleteUser":              appkey.ContactsWrite,
+	"RegisterDevice":          appkey.ContactsWrite,
+	"UnregisterDevice":        appkey.ContactsWrite,
+	"UpdateSettings":          appkey.ContactsWrite,
+	"CreatePreferenceLink":    appkey.ContactsWrite,
 }
 
 // The user each request names when it names one that exists (contactstest's), one that does
@@ -91,6 +93,10 @@ func accessRequest(method string, existing bool) proto.Message {
 	case "ResolveRecipients":
 		return &heraldv1.ResolveRecipientsRequest{UserIds: []string{user},
 			Targets: []*heraldv1.Target{{Channel: heraldv1.Channel_CHANNEL_IOS, Address: token}}}
+	case "ListChanges":
+		return &heraldv1.ListChangesRequest{Horizon: 1}
+	case "ListSuppressedAddresses":
+		return &heraldv1.ListSuppressedAddressesRequest{PageSize: 10}
 	case "UpsertUser":
 		return &heraldv1.UpsertUserRequest{User: &heraldv1.User{UserId: user, Email: "new@example.com"}}
 	case "DeleteUser":

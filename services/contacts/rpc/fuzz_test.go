@@ -165,6 +165,26 @@ var contactsOps = []func(ctx context.Context, t *testing.T, srv *Server, in inpu
 			protofuzz.Answer(t, "CreatePreferenceLink", err)
 		}
 	},
+	func(ctx context.Context, t *testing.T, srv *Server, in input) {
+		var req heraldv1.ListChangesRequest
+		if !in.decode(&req) {
+			return
+		}
+		res, err := srv.ListChanges(ctx, &req)
+		if protofuzz.Answer(t, "ListChanges", err) == codes.OK && res.NextHorizon == 0 {
+			t.Fatalf("ListChanges(%v) answered horizon 0, where a reader would start over", &req)
+		}
+	},
+	func(ctx context.Context, t *testing.T, srv *Server, in input) {
+		var req heraldv1.ListSuppressedAddressesRequest
+		if !in.decode(&req) {
+			return
+		}
+		res, err := srv.ListSuppressedAddresses(ctx, &req)
+		if protofuzz.Answer(t, "ListSuppressedAddresses", err) == codes.OK && req.PageSize > 0 && len(res.Addresses) > int(req.PageSize) {
+			t.Fatalf("%d addresses for a page of %d", len(res.Addresses), req.PageSize)
+		}
+	},
 }
 
 func FuzzContacts(f *testing.F) {
@@ -189,6 +209,10 @@ func FuzzContacts(f *testing.F) {
 		&heraldv1.ResolveRecipientsRequest{UserIds: []string{u1, "nobody"}, Targets: []*heraldv1.Target{
 			{Channel: heraldv1.Channel_CHANNEL_EMAIL, Address: "ada@example.com"}, {Channel: heraldv1.Channel_CHANNEL_IOS, Address: iosToken}}},
 		&heraldv1.CreatePreferenceLinkRequest{UserId: u1, Ttl: durationpb.New(3600e9)},
+		&heraldv1.ListChangesRequest{Horizon: 7, PageToken: changesToken(&contacts.ChangesCursor{Next: 9,
+			After: contacts.FeedPosition{XID: 8, ID: 3}})},
+		&heraldv1.ListSuppressedAddressesRequest{PageSize: 2, PageToken: addressToken(&contacts.Target{
+			Channel: "email", Address: "ada@example.com"})},
 	} {
 		raw, err := proto.Marshal(r)
 		if err != nil {
@@ -201,6 +225,28 @@ func FuzzContacts(f *testing.F) {
 		contactsOps[int(op)%len(contactsOps)](asWriter(), t, newServer(store), input{raw, field, text})
 		if p := store.Problems(); len(p) > 0 {
 			t.Fatalf("reached the store: %q", p)
+		}
+	})
+}
+
+// FuzzPageTokens: a page token is outside input. Parsing one never fails in any way but a
+// refusal, and what a token parses to is what the same token is made of again.
+func FuzzPageTokens(f *testing.F) {
+	f.Add(changesToken(&contacts.ChangesCursor{Next: 12, After: contacts.FeedPosition{XID: 11, ID: 40}}))
+	f.Add(addressToken(&contacts.Target{Channel: "sms", Address: "+14155550123"}))
+	f.Add(addressToken(&contacts.Target{Channel: "email", Address: "a:b@example.com"}))
+	f.Add("")
+	f.Add("YzoxOjI6LTM")
+	f.Fuzz(func(t *testing.T, token string) {
+		if c, ok := parseChangesToken(token); ok && c != nil {
+			if again, _ := parseChangesToken(changesToken(c)); *again != *c {
+				t.Fatalf("changes token %q: %+v, then %+v", token, c, again)
+			}
+		}
+		if a, ok := parseAddressToken(token); ok && a != nil {
+			if again, _ := parseAddressToken(addressToken(a)); *again != *a {
+				t.Fatalf("address token %q: %+v, then %+v", token, a, again)
+			}
 		}
 	})
 }

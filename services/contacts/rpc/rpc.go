@@ -219,6 +219,43 @@ func (s *Server) ResolveRecipients(ctx context.Context, req *heraldv1.ResolveRec
 	return out, nil
 }
 
+// ListChanges implements ContactsService.ListChanges.
+func (s *Server) ListChanges(ctx context.Context, req *heraldv1.ListChangesRequest) (*heraldv1.ListChangesResponse, error) {
+	if err := allow(ctx, appkey.ContactsRead); err != nil {
+		return nil, err
+	}
+	from, ok := parseChangesToken(req.GetPageToken())
+	if !ok {
+		return nil, errs.Field("page_token", "is not a page token that ListChanges gave")
+	}
+	page, err := s.Service.ListChanges(ctx, req.GetHorizon(), from)
+	if err != nil {
+		return nil, err
+	}
+	return &heraldv1.ListChangesResponse{Keys: page.Keys, NextHorizon: page.Next, NextPageToken: changesToken(page.More)}, nil
+}
+
+// ListSuppressedAddresses implements ContactsService.ListSuppressedAddresses.
+func (s *Server) ListSuppressedAddresses(ctx context.Context, req *heraldv1.ListSuppressedAddressesRequest) (*heraldv1.ListSuppressedAddressesResponse, error) {
+	if err := allow(ctx, appkey.ContactsRead); err != nil {
+		return nil, err
+	}
+	after, ok := parseAddressToken(req.GetPageToken())
+	if !ok {
+		return nil, errs.Field("page_token", "is not a page token that ListSuppressedAddresses gave")
+	}
+	addrs, more, err := s.Service.ListSuppressedAddresses(ctx, int(req.GetPageSize()), after)
+	if err != nil {
+		return nil, err
+	}
+	out := &heraldv1.ListSuppressedAddressesResponse{Addresses: make([]*heraldv1.Target, len(addrs)),
+		NextPageToken: addressToken(more)}
+	for i, a := range addrs {
+		out.Addresses[i] = &heraldv1.Target{Channel: protoconv.ChannelProto[a.Channel], Address: a.Address}
+	}
+	return out, nil
+}
+
 // CreatePreferenceLink implements ContactsService.CreatePreferenceLink.
 func (s *Server) CreatePreferenceLink(ctx context.Context, req *heraldv1.CreatePreferenceLinkRequest) (*heraldv1.CreatePreferenceLinkResponse, error) {
 	if err := allow(ctx, appkey.ContactsWrite); err != nil {

@@ -14,19 +14,33 @@ import (
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 )
 
-// recorder is a ContactsService that knows every user it is asked about and records the
-// authorization each call came with.
+// recorder is a ContactsService that knows every user it is asked about, in which nothing
+// changes and nothing is suppressed, and that records the authorization each call came with.
 type recorder struct {
 	heraldv1.UnimplementedContactsServiceServer
 	mu    sync.Mutex
 	auths []string
 }
 
-func (r *recorder) ResolveRecipients(ctx context.Context, req *heraldv1.ResolveRecipientsRequest) (*heraldv1.ResolveRecipientsResponse, error) {
+func (r *recorder) record(ctx context.Context) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	r.mu.Lock()
 	r.auths = append(r.auths, md.Get("authorization")...)
 	r.mu.Unlock()
+}
+
+func (r *recorder) ListChanges(ctx context.Context, _ *heraldv1.ListChangesRequest) (*heraldv1.ListChangesResponse, error) {
+	r.record(ctx)
+	return &heraldv1.ListChangesResponse{NextHorizon: 1}, nil
+}
+
+func (r *recorder) ListSuppressedAddresses(ctx context.Context, _ *heraldv1.ListSuppressedAddressesRequest) (*heraldv1.ListSuppressedAddressesResponse, error) {
+	r.record(ctx)
+	return &heraldv1.ListSuppressedAddressesResponse{}, nil
+}
+
+func (r *recorder) ResolveRecipients(ctx context.Context, req *heraldv1.ResolveRecipientsRequest) (*heraldv1.ResolveRecipientsResponse, error) {
+	r.record(ctx)
 	out := &heraldv1.ResolveRecipientsResponse{}
 	for _, id := range req.GetUserIds() {
 		out.Users = append(out.Users, &heraldv1.ResolvedUser{User: &heraldv1.User{UserId: id, Email: id + "@example.com"}})
@@ -34,7 +48,7 @@ func (r *recorder) ResolveRecipients(ctx context.Context, req *heraldv1.ResolveR
 	return out, nil
 }
 
-// TestResolveUsesTheNotifiersKey: every lookup reaches the contacts service with the key the
+// TestResolveUsesTheNotifiersKey: every call reaches the contacts service with the key the
 // connection carries - the notifier's own - never with the key of the app that is sending, even
 // when several apps' lookups share one call.
 func TestResolveUsesTheNotifiersKey(t *testing.T) {
@@ -55,7 +69,8 @@ func TestResolveUsesTheNotifiersKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	dir := New(conn)
+	dir := New(conn, nil)
+	t.Cleanup(dir.Close)
 
 	apps := []string{appkey.New().String(), appkey.New().String(), appkey.New().String()}
 	var wg sync.WaitGroup

@@ -120,6 +120,7 @@ type Daemon struct {
 	deliveries *deliverypg.Store
 	nc         *nats.Conn
 	contacts   *grpc.ClientConn
+	dir        *contacts.Directory
 	svc        *notifier.Service
 	clicks     *links.Recorder
 	// linkRetention is the short links' retention when they are on.
@@ -248,7 +249,8 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("contacts client: %w", err)
 		}
-		svc.Directory = contacts.New(d.contacts)
+		d.dir = contacts.New(d.contacts, d.srv.Metrics)
+		svc.Directory = d.dir
 	}
 
 	status, err := workerstatus.Open(openCtx, js, cfg.StreamReplicas)
@@ -355,6 +357,9 @@ func (d *Daemon) closeResources() {
 	if d.erasures != nil {
 		d.erasures.Stop()
 		<-d.erasures.Closed()
+	}
+	if d.dir != nil {
+		d.dir.Close()
 	}
 	if d.contacts != nil {
 		d.contacts.Close()

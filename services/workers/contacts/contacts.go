@@ -1,34 +1,42 @@
-// Package contacts re-checks deliveries against the contacts service just before they are sent,
-// so that an opt-out, a suppression or a removed device recorded after a notification was
-// accepted still stops it.
+// Package contacts re-checks deliveries against what the contacts service knows just before
+// they are sent, so that an opt-out, a suppression or a removed device recorded after a
+// notification was accepted still stops it. It reads a cache kept exact by the contacts
+// service's change feed (internal/contactscache), calling the service only for what the cache
+// cannot answer.
 package contacts
 
 import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/heraldhq/herald/internal/contactscache"
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/preference"
-	"github.com/heraldhq/herald/internal/protoconv"
-	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 	"github.com/heraldhq/herald/services/workers"
 )
 
-// Gate implements workers.Gate with ContactsService.ResolveRecipients: one call per batch.
+// Gate implements workers.Gate with a contactscache.Cache: a batch of known users and
+// addresses with no suppression is checked without a call.
 type Gate struct {
-	client heraldv1.ContactsServiceClient
+	cache *contactscache.Cache
 }
 
 var _ workers.Gate = (*Gate)(nil)
 
-// New returns a Gate on conn, which must carry the workers' app key.
-func New(conn grpc.ClientConnInterface) *Gate {
-	return &Gate{client: heraldv1.NewContactsServiceClient(conn)}
+// New returns a Gate on conn, which must carry the workers' app key, of an app with contacts
+// read access. Its metrics go to reg (nil: none). Close stops it.
+func New(conn grpc.ClientConnInterface, reg prometheus.Registerer) *Gate {
+	return &Gate{cache: contactscache.New(conn, contactscache.Options{Metrics: reg})}
 }
+
+// Close stops the cache's background work.
+func (g *Gate) Close() { g.cache.Close() }
 
 // Reasons a delivery is stopped at send time, beyond the preference package's.
 const (
@@ -36,52 +44,23 @@ const (
 	ReasonNoDevice    = "device_unregistered"
 )
 
-// chunk keeps each call within the service's limit of 1,000 users and targets.
-const chunk = 400
-
-// Check implements workers.Gate.
+// Check implements workers.Gate. It sees every change the contacts service acknowledged
+// before it was called.
 func (g *Gate) Check(ctx context.Context, msgs []*workers.Message) (map[uuid.UUID]string, error) {
-	out := map[uuid.UUID]string{}
-	for start := 0; start < len(msgs); start += chunk {
-		if err := g.check(ctx, msgs[start:min(start+chunk, len(msgs))], out); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
-}
-
-func (g *Gate) check(ctx context.Context, msgs []*workers.Message, out map[uuid.UUID]string) error {
-	req := &heraldv1.ResolveRecipientsRequest{}
+	began := time.Now()
+	var ids []string
+	targets := make([]contactscache.Target, 0, len(msgs))
 	for _, m := range msgs {
-		if m.UserID != "" && !slices.Contains(req.UserIds, m.UserID) {
-			req.UserIds = append(req.UserIds, m.UserID)
+		if m.UserID != "" && !slices.Contains(ids, m.UserID) {
+			ids = append(ids, m.UserID)
 		}
-		req.Targets = append(req.Targets, &heraldv1.Target{Channel: protoconv.ChannelProto[m.Channel], Address: m.To})
+		targets = append(targets, contactscache.Target{Channel: m.Channel, Address: m.To})
 	}
-	res, err := g.client.ResolveRecipients(ctx, req)
+	users, sups, err := g.cache.Resolve(ctx, began, ids, targets)
 	if err != nil {
-		return fmt.Errorf("resolve recipients: %w", err)
+		return nil, fmt.Errorf("resolve recipients: %w", err)
 	}
-	type user struct {
-		settings *preference.Settings
-		tokens   map[string]bool
-	}
-	users := map[string]user{}
-	for _, r := range res.GetUsers() {
-		u := user{tokens: map[string]bool{}}
-		if r.Settings != nil {
-			u.settings, _ = protoconv.SettingsDomain(r.Settings)
-		}
-		for _, d := range r.GetDevices() {
-			u.tokens[d.GetToken()] = true
-		}
-		users[r.GetUser().GetUserId()] = u
-	}
-	var sups []preference.Suppression
-	for _, s := range res.GetSuppressions() {
-		sups = append(sups, preference.Suppression{Channel: protoconv.ChannelDomain[s.GetChannel()],
-			Address: s.GetAddress(), Category: s.GetCategory(), Reason: s.GetReason(), Invalid: s.GetInvalid()})
-	}
+	out := map[uuid.UUID]string{}
 	for _, m := range msgs {
 		cat := m.Rules()
 		if reason, blocked := preference.Blocked(sups, cat, m.Channel, m.To); blocked {
@@ -91,15 +70,16 @@ func (g *Gate) check(ctx context.Context, msgs []*workers.Message, out map[uuid.
 		if m.UserID == "" {
 			continue
 		}
-		u, ok := users[m.UserID]
+		u := users[slices.Index(ids, m.UserID)]
 		switch {
-		case !ok:
+		case u == nil:
 			out[m.DeliveryID] = ReasonUserDeleted
-		case !u.settings.Allows(cat, m.Channel):
+		case !u.Settings.Allows(cat, m.Channel):
 			out[m.DeliveryID] = preference.ReasonOptedOut
-		case (m.Channel == delivery.IOS || m.Channel == delivery.Android) && !u.tokens[m.To]:
+		case m.Channel == delivery.IOS && !slices.Contains(u.IOSTokens, m.To),
+			m.Channel == delivery.Android && !slices.Contains(u.AndroidTokens, m.To):
 			out[m.DeliveryID] = ReasonNoDevice
 		}
 	}
-	return nil
+	return out, nil
 }

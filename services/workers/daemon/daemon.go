@@ -175,6 +175,7 @@ type Daemon struct {
 	pool      *pgxpool.Pool
 	store     *deliverypg.Store
 	contacts  *grpc.ClientConn
+	gate      *contacts.Gate
 	nc        *nats.Conn
 	srv       *server.Server
 	consumers []*consumer.Consumer
@@ -234,6 +235,9 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err = events.Ensure(openCtx, js, cfg.StreamReplicas); err != nil {
 		return nil, err
 	}
+	if d.srv, err = server.New(log, "", cfg.HTTPAddr, tlsconfig.Files{}); err != nil {
+		return nil, err
+	}
 	var gate workers.Gate
 	if cfg.ContactsAddr != "" {
 		creds, err := tlsconfig.DialOption(cfg.ContactsTLS)
@@ -244,7 +248,8 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 			append(tracing.DialOptions(), creds, roundRobin, server.DialOption(), appkey.Credentials(cfg.ContactsKey))...); err != nil {
 			return nil, fmt.Errorf("contacts client: %w", err)
 		}
-		gate = contacts.New(d.contacts)
+		d.gate = contacts.New(d.contacts, d.srv.Metrics)
+		gate = d.gate
 	} else {
 		log.Warn("no --contacts-addr: deliveries are not re-checked against opt-outs before sending")
 	}
@@ -260,9 +265,6 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		}
 		links = &workers.UnsubscribeLinks{BaseURL: strings.TrimSuffix(cfg.UnsubscribeURL, "/"), Signer: signer,
 			Mailto: cfg.UnsubscribeMailto}
-	}
-	if d.srv, err = server.New(log, "", cfg.HTTPAddr, tlsconfig.Files{}); err != nil {
-		return nil, err
 	}
 	metrics := consumer.NewMetrics(d.srv.Metrics)
 	if d.status, err = workerstatus.Open(openCtx, js, cfg.StreamReplicas); err != nil {
@@ -420,6 +422,9 @@ func (d *Daemon) Close() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		d.srv.Close(ctx)
 		cancel()
+	}
+	if d.gate != nil {
+		d.gate.Close()
 	}
 	if d.contacts != nil {
 		d.contacts.Close()

@@ -1148,6 +1148,235 @@ func (x *ResolveRecipientsResponse) GetSuppressions() []*Suppression {
 	return nil
 }
 
+// ListChangesRequest asks for the changes since a horizon.
+type ListChangesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0 at first, then the next_horizon of the last page of the previous call.
+	Horizon uint64 `protobuf:"varint,1,opt,name=horizon,proto3" json:"horizon,omitempty"`
+	// Empty for the first page; then the previous page's next_page_token, with the same horizon.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListChangesRequest) Reset() {
+	*x = ListChangesRequest{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListChangesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListChangesRequest) ProtoMessage() {}
+
+func (x *ListChangesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListChangesRequest.ProtoReflect.Descriptor instead.
+func (*ListChangesRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListChangesRequest) GetHorizon() uint64 {
+	if x != nil {
+		return x.Horizon
+	}
+	return 0
+}
+
+func (x *ListChangesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListChangesResponse holds one page of changed keys.
+type ListChangesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "u:<user id>" or "a:<channel>:<address>"; at most about 1 MiB of them in a page.
+	Keys []string `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// The horizon to pass next time, once every page has been read.
+	NextHorizon uint64 `protobuf:"varint,2,opt,name=next_horizon,json=nextHorizon,proto3" json:"next_horizon,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListChangesResponse) Reset() {
+	*x = ListChangesResponse{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListChangesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListChangesResponse) ProtoMessage() {}
+
+func (x *ListChangesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListChangesResponse.ProtoReflect.Descriptor instead.
+func (*ListChangesResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListChangesResponse) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *ListChangesResponse) GetNextHorizon() uint64 {
+	if x != nil {
+		return x.NextHorizon
+	}
+	return 0
+}
+
+func (x *ListChangesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// ListSuppressedAddressesRequest asks for one page of suppressed addresses.
+type ListSuppressedAddressesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many addresses (default 1,000, at most 10,000); a page also stops at about
+	// 1 MiB of addresses.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Empty for the first page; then the previous page's next_page_token.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSuppressedAddressesRequest) Reset() {
+	*x = ListSuppressedAddressesRequest{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSuppressedAddressesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSuppressedAddressesRequest) ProtoMessage() {}
+
+func (x *ListSuppressedAddressesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSuppressedAddressesRequest.ProtoReflect.Descriptor instead.
+func (*ListSuppressedAddressesRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListSuppressedAddressesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListSuppressedAddressesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListSuppressedAddressesResponse holds one page of addresses with at least one suppression.
+type ListSuppressedAddressesResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Addresses []*Target              `protobuf:"bytes,1,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSuppressedAddressesResponse) Reset() {
+	*x = ListSuppressedAddressesResponse{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSuppressedAddressesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSuppressedAddressesResponse) ProtoMessage() {}
+
+func (x *ListSuppressedAddressesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSuppressedAddressesResponse.ProtoReflect.Descriptor instead.
+func (*ListSuppressedAddressesResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListSuppressedAddressesResponse) GetAddresses() []*Target {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *ListSuppressedAddressesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 // CreatePreferenceLinkRequest names a user.
 type CreatePreferenceLinkRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -1160,7 +1389,7 @@ type CreatePreferenceLinkRequest struct {
 
 func (x *CreatePreferenceLinkRequest) Reset() {
 	*x = CreatePreferenceLinkRequest{}
-	mi := &file_herald_v1_contacts_proto_msgTypes[19]
+	mi := &file_herald_v1_contacts_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1172,7 +1401,7 @@ func (x *CreatePreferenceLinkRequest) String() string {
 func (*CreatePreferenceLinkRequest) ProtoMessage() {}
 
 func (x *CreatePreferenceLinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_contacts_proto_msgTypes[19]
+	mi := &file_herald_v1_contacts_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1185,7 +1414,7 @@ func (x *CreatePreferenceLinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePreferenceLinkRequest.ProtoReflect.Descriptor instead.
 func (*CreatePreferenceLinkRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{19}
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreatePreferenceLinkRequest) GetUserId() string {
@@ -1213,7 +1442,7 @@ type CreatePreferenceLinkResponse struct {
 
 func (x *CreatePreferenceLinkResponse) Reset() {
 	*x = CreatePreferenceLinkResponse{}
-	mi := &file_herald_v1_contacts_proto_msgTypes[20]
+	mi := &file_herald_v1_contacts_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1454,7 @@ func (x *CreatePreferenceLinkResponse) String() string {
 func (*CreatePreferenceLinkResponse) ProtoMessage() {}
 
 func (x *CreatePreferenceLinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_contacts_proto_msgTypes[20]
+	mi := &file_herald_v1_contacts_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1467,7 @@ func (x *CreatePreferenceLinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePreferenceLinkResponse.ProtoReflect.Descriptor instead.
 func (*CreatePreferenceLinkResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{20}
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreatePreferenceLinkResponse) GetUrl() string {
@@ -1275,7 +1504,7 @@ type User struct {
 
 func (x *User) Reset() {
 	*x = User{}
-	mi := &file_herald_v1_contacts_proto_msgTypes[21]
+	mi := &file_herald_v1_contacts_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1516,7 @@ func (x *User) String() string {
 func (*User) ProtoMessage() {}
 
 func (x *User) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_contacts_proto_msgTypes[21]
+	mi := &file_herald_v1_contacts_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1529,7 @@ func (x *User) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use User.ProtoReflect.Descriptor instead.
 func (*User) Descriptor() ([]byte, []int) {
-	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{21}
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *User) GetUserId() string {
@@ -1362,7 +1591,7 @@ type UpsertUserRequest struct {
 
 func (x *UpsertUserRequest) Reset() {
 	*x = UpsertUserRequest{}
-	mi := &file_herald_v1_contacts_proto_msgTypes[22]
+	mi := &file_herald_v1_contacts_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1603,7 @@ func (x *UpsertUserRequest) String() string {
 func (*UpsertUserRequest) ProtoMessage() {}
 
 func (x *UpsertUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_contacts_proto_msgTypes[22]
+	mi := &file_herald_v1_contacts_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1616,7 @@ func (x *UpsertUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertUserRequest.ProtoReflect.Descriptor instead.
 func (*UpsertUserRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{22}
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UpsertUserRequest) GetUser() *User {
@@ -1407,7 +1636,7 @@ type UpsertUserResponse struct {
 
 func (x *UpsertUserResponse) Reset() {
 	*x = UpsertUserResponse{}
-	mi := &file_herald_v1_contacts_proto_msgTypes[23]
+	mi := &file_herald_v1_contacts_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1419,7 +1648,7 @@ func (x *UpsertUserResponse) String() string {
 func (*UpsertUserResponse) ProtoMessage() {}
 
 func (x *UpsertUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_contacts_proto_msgTypes[23]
+	mi := &file_herald_v1_contacts_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1432,7 +1661,7 @@ func (x *UpsertUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertUserResponse.ProtoReflect.Descriptor instead.
 func (*UpsertUserResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{23}
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UpsertUserResponse) GetUser() *User {
@@ -1452,7 +1681,7 @@ type GetUserRequest struct {
 
 func (x *GetUserRequest) Reset() {
 	*x = GetUserRequest{}
-	mi := &file_herald_v1_contacts_proto_msgTypes[24]
+	mi := &file_herald_v1_contacts_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1693,7 @@ func (x *GetUserRequest) String() string {
 func (*GetUserRequest) ProtoMessage() {}
 
 func (x *GetUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_contacts_proto_msgTypes[24]
+	mi := &file_herald_v1_contacts_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1706,7 @@ func (x *GetUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUserRequest.ProtoReflect.Descriptor instead.
 func (*GetUserRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{24}
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetUserRequest) GetUserId() string {
@@ -1497,7 +1726,7 @@ type GetUserResponse struct {
 
 func (x *GetUserResponse) Reset() {
 	*x = GetUserResponse{}
-	mi := &file_herald_v1_contacts_proto_msgTypes[25]
+	mi := &file_herald_v1_contacts_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +1738,7 @@ func (x *GetUserResponse) String() string {
 func (*GetUserResponse) ProtoMessage() {}
 
 func (x *GetUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_contacts_proto_msgTypes[25]
+	mi := &file_herald_v1_contacts_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +1751,7 @@ func (x *GetUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUserResponse.ProtoReflect.Descriptor instead.
 func (*GetUserResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{25}
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetUserResponse) GetUser() *User {
@@ -1542,7 +1771,7 @@ type DeleteUserRequest struct {
 
 func (x *DeleteUserRequest) Reset() {
 	*x = DeleteUserRequest{}
-	mi := &file_herald_v1_contacts_proto_msgTypes[26]
+	mi := &file_herald_v1_contacts_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1554,7 +1783,7 @@ func (x *DeleteUserRequest) String() string {
 func (*DeleteUserRequest) ProtoMessage() {}
 
 func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_contacts_proto_msgTypes[26]
+	mi := &file_herald_v1_contacts_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1567,7 +1796,7 @@ func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUserRequest.ProtoReflect.Descriptor instead.
 func (*DeleteUserRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{26}
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DeleteUserRequest) GetUserId() string {
@@ -1586,7 +1815,7 @@ type DeleteUserResponse struct {
 
 func (x *DeleteUserResponse) Reset() {
 	*x = DeleteUserResponse{}
-	mi := &file_herald_v1_contacts_proto_msgTypes[27]
+	mi := &file_herald_v1_contacts_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1598,7 +1827,7 @@ func (x *DeleteUserResponse) String() string {
 func (*DeleteUserResponse) ProtoMessage() {}
 
 func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_contacts_proto_msgTypes[27]
+	mi := &file_herald_v1_contacts_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1611,7 +1840,7 @@ func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUserResponse.ProtoReflect.Descriptor instead.
 func (*DeleteUserResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{27}
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{31}
 }
 
 // BatchGetUsersRequest names up to 1,000 users.
@@ -1624,7 +1853,7 @@ type BatchGetUsersRequest struct {
 
 func (x *BatchGetUsersRequest) Reset() {
 	*x = BatchGetUsersRequest{}
-	mi := &file_herald_v1_contacts_proto_msgTypes[28]
+	mi := &file_herald_v1_contacts_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1636,7 +1865,7 @@ func (x *BatchGetUsersRequest) String() string {
 func (*BatchGetUsersRequest) ProtoMessage() {}
 
 func (x *BatchGetUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_contacts_proto_msgTypes[28]
+	mi := &file_herald_v1_contacts_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1649,7 +1878,7 @@ func (x *BatchGetUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetUsersRequest.ProtoReflect.Descriptor instead.
 func (*BatchGetUsersRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{28}
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *BatchGetUsersRequest) GetUserIds() []string {
@@ -1669,7 +1898,7 @@ type BatchGetUsersResponse struct {
 
 func (x *BatchGetUsersResponse) Reset() {
 	*x = BatchGetUsersResponse{}
-	mi := &file_herald_v1_contacts_proto_msgTypes[29]
+	mi := &file_herald_v1_contacts_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1681,7 +1910,7 @@ func (x *BatchGetUsersResponse) String() string {
 func (*BatchGetUsersResponse) ProtoMessage() {}
 
 func (x *BatchGetUsersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_contacts_proto_msgTypes[29]
+	mi := &file_herald_v1_contacts_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1694,7 +1923,7 @@ func (x *BatchGetUsersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGetUsersResponse.ProtoReflect.Descriptor instead.
 func (*BatchGetUsersResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{29}
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *BatchGetUsersResponse) GetUsers() []*User {
@@ -1781,7 +2010,22 @@ const file_herald_v1_contacts_proto_rawDesc = "" +
 	"\ainvalid\x18\x05 \x01(\bR\ainvalid\"\x86\x01\n" +
 	"\x19ResolveRecipientsResponse\x12-\n" +
 	"\x05users\x18\x01 \x03(\v2\x17.herald.v1.ResolvedUserR\x05users\x12:\n" +
-	"\fsuppressions\x18\x02 \x03(\v2\x16.herald.v1.SuppressionR\fsuppressions\"c\n" +
+	"\fsuppressions\x18\x02 \x03(\v2\x16.herald.v1.SuppressionR\fsuppressions\"M\n" +
+	"\x12ListChangesRequest\x12\x18\n" +
+	"\ahorizon\x18\x01 \x01(\x04R\ahorizon\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"t\n" +
+	"\x13ListChangesResponse\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\tR\x04keys\x12!\n" +
+	"\fnext_horizon\x18\x02 \x01(\x04R\vnextHorizon\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"\\\n" +
+	"\x1eListSuppressedAddressesRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"z\n" +
+	"\x1fListSuppressedAddressesResponse\x12/\n" +
+	"\taddresses\x18\x01 \x03(\v2\x11.herald.v1.TargetR\taddresses\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"c\n" +
 	"\x1bCreatePreferenceLinkRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12+\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"m\n" +
@@ -1817,7 +2061,7 @@ const file_herald_v1_contacts_proto_rawDesc = "" +
 	"\bPlatform\x12\x18\n" +
 	"\x14PLATFORM_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPLATFORM_IOS\x10\x01\x12\x14\n" +
-	"\x10PLATFORM_ANDROID\x10\x022\xad\a\n" +
+	"\x10PLATFORM_ANDROID\x10\x022\xed\b\n" +
 	"\x0fContactsService\x12I\n" +
 	"\n" +
 	"UpsertUser\x12\x1c.herald.v1.UpsertUserRequest\x1a\x1d.herald.v1.UpsertUserResponse\x12@\n" +
@@ -1830,7 +2074,9 @@ const file_herald_v1_contacts_proto_rawDesc = "" +
 	"\vListDevices\x12\x1d.herald.v1.ListDevicesRequest\x1a\x1e.herald.v1.ListDevicesResponse\x12L\n" +
 	"\vGetSettings\x12\x1d.herald.v1.GetSettingsRequest\x1a\x1e.herald.v1.GetSettingsResponse\x12U\n" +
 	"\x0eUpdateSettings\x12 .herald.v1.UpdateSettingsRequest\x1a!.herald.v1.UpdateSettingsResponse\x12^\n" +
-	"\x11ResolveRecipients\x12#.herald.v1.ResolveRecipientsRequest\x1a$.herald.v1.ResolveRecipientsResponse\x12g\n" +
+	"\x11ResolveRecipients\x12#.herald.v1.ResolveRecipientsRequest\x1a$.herald.v1.ResolveRecipientsResponse\x12L\n" +
+	"\vListChanges\x12\x1d.herald.v1.ListChangesRequest\x1a\x1e.herald.v1.ListChangesResponse\x12p\n" +
+	"\x17ListSuppressedAddresses\x12).herald.v1.ListSuppressedAddressesRequest\x1a*.herald.v1.ListSuppressedAddressesResponse\x12g\n" +
 	"\x14CreatePreferenceLink\x12&.herald.v1.CreatePreferenceLinkRequest\x1a'.herald.v1.CreatePreferenceLinkResponseB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
 
 var (
@@ -1846,103 +2092,112 @@ func file_herald_v1_contacts_proto_rawDescGZIP() []byte {
 }
 
 var file_herald_v1_contacts_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_herald_v1_contacts_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_herald_v1_contacts_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_herald_v1_contacts_proto_goTypes = []any{
-	(Platform)(0),                        // 0: herald.v1.Platform
-	(*Device)(nil),                       // 1: herald.v1.Device
-	(*RegisterDeviceRequest)(nil),        // 2: herald.v1.RegisterDeviceRequest
-	(*RegisterDeviceResponse)(nil),       // 3: herald.v1.RegisterDeviceResponse
-	(*UnregisterDeviceRequest)(nil),      // 4: herald.v1.UnregisterDeviceRequest
-	(*UnregisterDeviceResponse)(nil),     // 5: herald.v1.UnregisterDeviceResponse
-	(*ListDevicesRequest)(nil),           // 6: herald.v1.ListDevicesRequest
-	(*ListDevicesResponse)(nil),          // 7: herald.v1.ListDevicesResponse
-	(*Settings)(nil),                     // 8: herald.v1.Settings
-	(*CategorySetting)(nil),              // 9: herald.v1.CategorySetting
-	(*QuietHours)(nil),                   // 10: herald.v1.QuietHours
-	(*GetSettingsRequest)(nil),           // 11: herald.v1.GetSettingsRequest
-	(*GetSettingsResponse)(nil),          // 12: herald.v1.GetSettingsResponse
-	(*UpdateSettingsRequest)(nil),        // 13: herald.v1.UpdateSettingsRequest
-	(*UpdateSettingsResponse)(nil),       // 14: herald.v1.UpdateSettingsResponse
-	(*Target)(nil),                       // 15: herald.v1.Target
-	(*ResolveRecipientsRequest)(nil),     // 16: herald.v1.ResolveRecipientsRequest
-	(*ResolvedUser)(nil),                 // 17: herald.v1.ResolvedUser
-	(*Suppression)(nil),                  // 18: herald.v1.Suppression
-	(*ResolveRecipientsResponse)(nil),    // 19: herald.v1.ResolveRecipientsResponse
-	(*CreatePreferenceLinkRequest)(nil),  // 20: herald.v1.CreatePreferenceLinkRequest
-	(*CreatePreferenceLinkResponse)(nil), // 21: herald.v1.CreatePreferenceLinkResponse
-	(*User)(nil),                         // 22: herald.v1.User
-	(*UpsertUserRequest)(nil),            // 23: herald.v1.UpsertUserRequest
-	(*UpsertUserResponse)(nil),           // 24: herald.v1.UpsertUserResponse
-	(*GetUserRequest)(nil),               // 25: herald.v1.GetUserRequest
-	(*GetUserResponse)(nil),              // 26: herald.v1.GetUserResponse
-	(*DeleteUserRequest)(nil),            // 27: herald.v1.DeleteUserRequest
-	(*DeleteUserResponse)(nil),           // 28: herald.v1.DeleteUserResponse
-	(*BatchGetUsersRequest)(nil),         // 29: herald.v1.BatchGetUsersRequest
-	(*BatchGetUsersResponse)(nil),        // 30: herald.v1.BatchGetUsersResponse
-	(*timestamppb.Timestamp)(nil),        // 31: google.protobuf.Timestamp
-	(Channel)(0),                         // 32: herald.v1.Channel
-	(*Category)(nil),                     // 33: herald.v1.Category
-	(*durationpb.Duration)(nil),          // 34: google.protobuf.Duration
+	(Platform)(0),                           // 0: herald.v1.Platform
+	(*Device)(nil),                          // 1: herald.v1.Device
+	(*RegisterDeviceRequest)(nil),           // 2: herald.v1.RegisterDeviceRequest
+	(*RegisterDeviceResponse)(nil),          // 3: herald.v1.RegisterDeviceResponse
+	(*UnregisterDeviceRequest)(nil),         // 4: herald.v1.UnregisterDeviceRequest
+	(*UnregisterDeviceResponse)(nil),        // 5: herald.v1.UnregisterDeviceResponse
+	(*ListDevicesRequest)(nil),              // 6: herald.v1.ListDevicesRequest
+	(*ListDevicesResponse)(nil),             // 7: herald.v1.ListDevicesResponse
+	(*Settings)(nil),                        // 8: herald.v1.Settings
+	(*CategorySetting)(nil),                 // 9: herald.v1.CategorySetting
+	(*QuietHours)(nil),                      // 10: herald.v1.QuietHours
+	(*GetSettingsRequest)(nil),              // 11: herald.v1.GetSettingsRequest
+	(*GetSettingsResponse)(nil),             // 12: herald.v1.GetSettingsResponse
+	(*UpdateSettingsRequest)(nil),           // 13: herald.v1.UpdateSettingsRequest
+	(*UpdateSettingsResponse)(nil),          // 14: herald.v1.UpdateSettingsResponse
+	(*Target)(nil),                          // 15: herald.v1.Target
+	(*ResolveRecipientsRequest)(nil),        // 16: herald.v1.ResolveRecipientsRequest
+	(*ResolvedUser)(nil),                    // 17: herald.v1.ResolvedUser
+	(*Suppression)(nil),                     // 18: herald.v1.Suppression
+	(*ResolveRecipientsResponse)(nil),       // 19: herald.v1.ResolveRecipientsResponse
+	(*ListChangesRequest)(nil),              // 20: herald.v1.ListChangesRequest
+	(*ListChangesResponse)(nil),             // 21: herald.v1.ListChangesResponse
+	(*ListSuppressedAddressesRequest)(nil),  // 22: herald.v1.ListSuppressedAddressesRequest
+	(*ListSuppressedAddressesResponse)(nil), // 23: herald.v1.ListSuppressedAddressesResponse
+	(*CreatePreferenceLinkRequest)(nil),     // 24: herald.v1.CreatePreferenceLinkRequest
+	(*CreatePreferenceLinkResponse)(nil),    // 25: herald.v1.CreatePreferenceLinkResponse
+	(*User)(nil),                            // 26: herald.v1.User
+	(*UpsertUserRequest)(nil),               // 27: herald.v1.UpsertUserRequest
+	(*UpsertUserResponse)(nil),              // 28: herald.v1.UpsertUserResponse
+	(*GetUserRequest)(nil),                  // 29: herald.v1.GetUserRequest
+	(*GetUserResponse)(nil),                 // 30: herald.v1.GetUserResponse
+	(*DeleteUserRequest)(nil),               // 31: herald.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),              // 32: herald.v1.DeleteUserResponse
+	(*BatchGetUsersRequest)(nil),            // 33: herald.v1.BatchGetUsersRequest
+	(*BatchGetUsersResponse)(nil),           // 34: herald.v1.BatchGetUsersResponse
+	(*timestamppb.Timestamp)(nil),           // 35: google.protobuf.Timestamp
+	(Channel)(0),                            // 36: herald.v1.Channel
+	(*Category)(nil),                        // 37: herald.v1.Category
+	(*durationpb.Duration)(nil),             // 38: google.protobuf.Duration
 }
 var file_herald_v1_contacts_proto_depIdxs = []int32{
 	0,  // 0: herald.v1.Device.platform:type_name -> herald.v1.Platform
-	31, // 1: herald.v1.Device.create_time:type_name -> google.protobuf.Timestamp
-	31, // 2: herald.v1.Device.update_time:type_name -> google.protobuf.Timestamp
+	35, // 1: herald.v1.Device.create_time:type_name -> google.protobuf.Timestamp
+	35, // 2: herald.v1.Device.update_time:type_name -> google.protobuf.Timestamp
 	1,  // 3: herald.v1.RegisterDeviceRequest.device:type_name -> herald.v1.Device
 	1,  // 4: herald.v1.RegisterDeviceResponse.device:type_name -> herald.v1.Device
 	0,  // 5: herald.v1.UnregisterDeviceRequest.platform:type_name -> herald.v1.Platform
 	1,  // 6: herald.v1.ListDevicesResponse.devices:type_name -> herald.v1.Device
-	32, // 7: herald.v1.Settings.opted_out_channels:type_name -> herald.v1.Channel
+	36, // 7: herald.v1.Settings.opted_out_channels:type_name -> herald.v1.Channel
 	9,  // 8: herald.v1.Settings.categories:type_name -> herald.v1.CategorySetting
 	10, // 9: herald.v1.Settings.quiet_hours:type_name -> herald.v1.QuietHours
-	32, // 10: herald.v1.CategorySetting.opted_out_channels:type_name -> herald.v1.Channel
+	36, // 10: herald.v1.CategorySetting.opted_out_channels:type_name -> herald.v1.Channel
 	8,  // 11: herald.v1.GetSettingsResponse.settings:type_name -> herald.v1.Settings
-	33, // 12: herald.v1.GetSettingsResponse.categories:type_name -> herald.v1.Category
+	37, // 12: herald.v1.GetSettingsResponse.categories:type_name -> herald.v1.Category
 	8,  // 13: herald.v1.UpdateSettingsRequest.settings:type_name -> herald.v1.Settings
 	8,  // 14: herald.v1.UpdateSettingsResponse.settings:type_name -> herald.v1.Settings
-	32, // 15: herald.v1.Target.channel:type_name -> herald.v1.Channel
+	36, // 15: herald.v1.Target.channel:type_name -> herald.v1.Channel
 	15, // 16: herald.v1.ResolveRecipientsRequest.targets:type_name -> herald.v1.Target
-	22, // 17: herald.v1.ResolvedUser.user:type_name -> herald.v1.User
+	26, // 17: herald.v1.ResolvedUser.user:type_name -> herald.v1.User
 	1,  // 18: herald.v1.ResolvedUser.devices:type_name -> herald.v1.Device
 	8,  // 19: herald.v1.ResolvedUser.settings:type_name -> herald.v1.Settings
-	32, // 20: herald.v1.Suppression.channel:type_name -> herald.v1.Channel
+	36, // 20: herald.v1.Suppression.channel:type_name -> herald.v1.Channel
 	17, // 21: herald.v1.ResolveRecipientsResponse.users:type_name -> herald.v1.ResolvedUser
 	18, // 22: herald.v1.ResolveRecipientsResponse.suppressions:type_name -> herald.v1.Suppression
-	34, // 23: herald.v1.CreatePreferenceLinkRequest.ttl:type_name -> google.protobuf.Duration
-	31, // 24: herald.v1.CreatePreferenceLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
-	31, // 25: herald.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	31, // 26: herald.v1.User.update_time:type_name -> google.protobuf.Timestamp
-	22, // 27: herald.v1.UpsertUserRequest.user:type_name -> herald.v1.User
-	22, // 28: herald.v1.UpsertUserResponse.user:type_name -> herald.v1.User
-	22, // 29: herald.v1.GetUserResponse.user:type_name -> herald.v1.User
-	22, // 30: herald.v1.BatchGetUsersResponse.users:type_name -> herald.v1.User
-	23, // 31: herald.v1.ContactsService.UpsertUser:input_type -> herald.v1.UpsertUserRequest
-	25, // 32: herald.v1.ContactsService.GetUser:input_type -> herald.v1.GetUserRequest
-	27, // 33: herald.v1.ContactsService.DeleteUser:input_type -> herald.v1.DeleteUserRequest
-	29, // 34: herald.v1.ContactsService.BatchGetUsers:input_type -> herald.v1.BatchGetUsersRequest
-	2,  // 35: herald.v1.ContactsService.RegisterDevice:input_type -> herald.v1.RegisterDeviceRequest
-	4,  // 36: herald.v1.ContactsService.UnregisterDevice:input_type -> herald.v1.UnregisterDeviceRequest
-	6,  // 37: herald.v1.ContactsService.ListDevices:input_type -> herald.v1.ListDevicesRequest
-	11, // 38: herald.v1.ContactsService.GetSettings:input_type -> herald.v1.GetSettingsRequest
-	13, // 39: herald.v1.ContactsService.UpdateSettings:input_type -> herald.v1.UpdateSettingsRequest
-	16, // 40: herald.v1.ContactsService.ResolveRecipients:input_type -> herald.v1.ResolveRecipientsRequest
-	20, // 41: herald.v1.ContactsService.CreatePreferenceLink:input_type -> herald.v1.CreatePreferenceLinkRequest
-	24, // 42: herald.v1.ContactsService.UpsertUser:output_type -> herald.v1.UpsertUserResponse
-	26, // 43: herald.v1.ContactsService.GetUser:output_type -> herald.v1.GetUserResponse
-	28, // 44: herald.v1.ContactsService.DeleteUser:output_type -> herald.v1.DeleteUserResponse
-	30, // 45: herald.v1.ContactsService.BatchGetUsers:output_type -> herald.v1.BatchGetUsersResponse
-	3,  // 46: herald.v1.ContactsService.RegisterDevice:output_type -> herald.v1.RegisterDeviceResponse
-	5,  // 47: herald.v1.ContactsService.UnregisterDevice:output_type -> herald.v1.UnregisterDeviceResponse
-	7,  // 48: herald.v1.ContactsService.ListDevices:output_type -> herald.v1.ListDevicesResponse
-	12, // 49: herald.v1.ContactsService.GetSettings:output_type -> herald.v1.GetSettingsResponse
-	14, // 50: herald.v1.ContactsService.UpdateSettings:output_type -> herald.v1.UpdateSettingsResponse
-	19, // 51: herald.v1.ContactsService.ResolveRecipients:output_type -> herald.v1.ResolveRecipientsResponse
-	21, // 52: herald.v1.ContactsService.CreatePreferenceLink:output_type -> herald.v1.CreatePreferenceLinkResponse
-	42, // [42:53] is the sub-list for method output_type
-	31, // [31:42] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	15, // 23: herald.v1.ListSuppressedAddressesResponse.addresses:type_name -> herald.v1.Target
+	38, // 24: herald.v1.CreatePreferenceLinkRequest.ttl:type_name -> google.protobuf.Duration
+	35, // 25: herald.v1.CreatePreferenceLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
+	35, // 26: herald.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	35, // 27: herald.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	26, // 28: herald.v1.UpsertUserRequest.user:type_name -> herald.v1.User
+	26, // 29: herald.v1.UpsertUserResponse.user:type_name -> herald.v1.User
+	26, // 30: herald.v1.GetUserResponse.user:type_name -> herald.v1.User
+	26, // 31: herald.v1.BatchGetUsersResponse.users:type_name -> herald.v1.User
+	27, // 32: herald.v1.ContactsService.UpsertUser:input_type -> herald.v1.UpsertUserRequest
+	29, // 33: herald.v1.ContactsService.GetUser:input_type -> herald.v1.GetUserRequest
+	31, // 34: herald.v1.ContactsService.DeleteUser:input_type -> herald.v1.DeleteUserRequest
+	33, // 35: herald.v1.ContactsService.BatchGetUsers:input_type -> herald.v1.BatchGetUsersRequest
+	2,  // 36: herald.v1.ContactsService.RegisterDevice:input_type -> herald.v1.RegisterDeviceRequest
+	4,  // 37: herald.v1.ContactsService.UnregisterDevice:input_type -> herald.v1.UnregisterDeviceRequest
+	6,  // 38: herald.v1.ContactsService.ListDevices:input_type -> herald.v1.ListDevicesRequest
+	11, // 39: herald.v1.ContactsService.GetSettings:input_type -> herald.v1.GetSettingsRequest
+	13, // 40: herald.v1.ContactsService.UpdateSettings:input_type -> herald.v1.UpdateSettingsRequest
+	16, // 41: herald.v1.ContactsService.ResolveRecipients:input_type -> herald.v1.ResolveRecipientsRequest
+	20, // 42: herald.v1.ContactsService.ListChanges:input_type -> herald.v1.ListChangesRequest
+	22, // 43: herald.v1.ContactsService.ListSuppressedAddresses:input_type -> herald.v1.ListSuppressedAddressesRequest
+	24, // 44: herald.v1.ContactsService.CreatePreferenceLink:input_type -> herald.v1.CreatePreferenceLinkRequest
+	28, // 45: herald.v1.ContactsService.UpsertUser:output_type -> herald.v1.UpsertUserResponse
+	30, // 46: herald.v1.ContactsService.GetUser:output_type -> herald.v1.GetUserResponse
+	32, // 47: herald.v1.ContactsService.DeleteUser:output_type -> herald.v1.DeleteUserResponse
+	34, // 48: herald.v1.ContactsService.BatchGetUsers:output_type -> herald.v1.BatchGetUsersResponse
+	3,  // 49: herald.v1.ContactsService.RegisterDevice:output_type -> herald.v1.RegisterDeviceResponse
+	5,  // 50: herald.v1.ContactsService.UnregisterDevice:output_type -> herald.v1.UnregisterDeviceResponse
+	7,  // 51: herald.v1.ContactsService.ListDevices:output_type -> herald.v1.ListDevicesResponse
+	12, // 52: herald.v1.ContactsService.GetSettings:output_type -> herald.v1.GetSettingsResponse
+	14, // 53: herald.v1.ContactsService.UpdateSettings:output_type -> herald.v1.UpdateSettingsResponse
+	19, // 54: herald.v1.ContactsService.ResolveRecipients:output_type -> herald.v1.ResolveRecipientsResponse
+	21, // 55: herald.v1.ContactsService.ListChanges:output_type -> herald.v1.ListChangesResponse
+	23, // 56: herald.v1.ContactsService.ListSuppressedAddresses:output_type -> herald.v1.ListSuppressedAddressesResponse
+	25, // 57: herald.v1.ContactsService.CreatePreferenceLink:output_type -> herald.v1.CreatePreferenceLinkResponse
+	45, // [45:58] is the sub-list for method output_type
+	32, // [32:45] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_contacts_proto_init() }
@@ -1958,7 +2213,7 @@ func file_herald_v1_contacts_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_contacts_proto_rawDesc), len(file_herald_v1_contacts_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   30,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,17 +19,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ContactsService_UpsertUser_FullMethodName           = "/herald.v1.ContactsService/UpsertUser"
-	ContactsService_GetUser_FullMethodName              = "/herald.v1.ContactsService/GetUser"
-	ContactsService_DeleteUser_FullMethodName           = "/herald.v1.ContactsService/DeleteUser"
-	ContactsService_BatchGetUsers_FullMethodName        = "/herald.v1.ContactsService/BatchGetUsers"
-	ContactsService_RegisterDevice_FullMethodName       = "/herald.v1.ContactsService/RegisterDevice"
-	ContactsService_UnregisterDevice_FullMethodName     = "/herald.v1.ContactsService/UnregisterDevice"
-	ContactsService_ListDevices_FullMethodName          = "/herald.v1.ContactsService/ListDevices"
-	ContactsService_GetSettings_FullMethodName          = "/herald.v1.ContactsService/GetSettings"
-	ContactsService_UpdateSettings_FullMethodName       = "/herald.v1.ContactsService/UpdateSettings"
-	ContactsService_ResolveRecipients_FullMethodName    = "/herald.v1.ContactsService/ResolveRecipients"
-	ContactsService_CreatePreferenceLink_FullMethodName = "/herald.v1.ContactsService/CreatePreferenceLink"
+	ContactsService_UpsertUser_FullMethodName              = "/herald.v1.ContactsService/UpsertUser"
+	ContactsService_GetUser_FullMethodName                 = "/herald.v1.ContactsService/GetUser"
+	ContactsService_DeleteUser_FullMethodName              = "/herald.v1.ContactsService/DeleteUser"
+	ContactsService_BatchGetUsers_FullMethodName           = "/herald.v1.ContactsService/BatchGetUsers"
+	ContactsService_RegisterDevice_FullMethodName          = "/herald.v1.ContactsService/RegisterDevice"
+	ContactsService_UnregisterDevice_FullMethodName        = "/herald.v1.ContactsService/UnregisterDevice"
+	ContactsService_ListDevices_FullMethodName             = "/herald.v1.ContactsService/ListDevices"
+	ContactsService_GetSettings_FullMethodName             = "/herald.v1.ContactsService/GetSettings"
+	ContactsService_UpdateSettings_FullMethodName          = "/herald.v1.ContactsService/UpdateSettings"
+	ContactsService_ResolveRecipients_FullMethodName       = "/herald.v1.ContactsService/ResolveRecipients"
+	ContactsService_ListChanges_FullMethodName             = "/herald.v1.ContactsService/ListChanges"
+	ContactsService_ListSuppressedAddresses_FullMethodName = "/herald.v1.ContactsService/ListSuppressedAddresses"
+	ContactsService_CreatePreferenceLink_FullMethodName    = "/herald.v1.ContactsService/CreatePreferenceLink"
 )
 
 // ContactsServiceClient is the client API for ContactsService service.
@@ -38,10 +40,10 @@ const (
 //
 // ContactsService holds the recipients: who they are and how to reach them.
 // Every call needs an app key (`authorization: Bearer <key>`) of an app with contacts access
-// (App.contacts_access): read for GetUser, BatchGetUsers, ListDevices, GetSettings and
-// ResolveRecipients; write for every other call. Admin apps may make every call. Any other
-// call is refused with PERMISSION_DENIED before its request is looked at, with the same answer
-// whether or not what it names exists.
+// (App.contacts_access): read for GetUser, BatchGetUsers, ListDevices, GetSettings,
+// ResolveRecipients, ListChanges and ListSuppressedAddresses; write for every other call.
+// Admin apps may make every call. Any other call is refused with PERMISSION_DENIED before its
+// request is looked at, with the same answer whether or not what it names exists.
 type ContactsServiceClient interface {
 	// UpsertUser creates the user or replaces their contact data.
 	// Errors: INVALID_ARGUMENT (with field violations), UNAUTHENTICATED.
@@ -74,6 +76,25 @@ type ContactsServiceClient interface {
 	// suppressions (opt-outs and invalid addresses) that apply to the given addresses and to the
 	// users' own addresses.
 	ResolveRecipients(ctx context.Context, in *ResolveRecipientsRequest, opts ...grpc.CallOption) (*ResolveRecipientsResponse, error)
+	// ListChanges returns the keys of what changed since a horizon, for callers that cache what
+	// ResolveRecipients answers (Herald's notifier and workers do): "u:<user id>" when how a
+	// user resolves changed (contact data, devices, settings, deletion), and
+	// "a:<channel>:<address>" when an address's suppressions did (channel: ios, android, sms or
+	// email). Every change acknowledged before the call began is in its answer or in an earlier
+	// answer from the same horizon; keys may repeat. Horizon 0 answers no keys, only the current
+	// horizon: where a caller that holds nothing yet starts. Pass next_horizon on the next call.
+	// A long answer comes in pages: call again with the same horizon and next_page_token until
+	// it is empty, then go on from that last page's next_horizon. Changes are kept for about an
+	// hour: a caller that has not read them for 30 minutes must forget what it holds.
+	// Errors: INVALID_ARGUMENT (a page token that no ListChanges answer gave).
+	ListChanges(ctx context.Context, in *ListChangesRequest, opts ...grpc.CallOption) (*ListChangesResponse, error)
+	// ListSuppressedAddresses pages through every address that has at least one suppression, in
+	// a fixed order, so that a caller can hold the complete set and tell an address that has none
+	// without asking. To keep such a set exact, read ListChanges' current horizon first, then
+	// every page, then add the address of every "a:" key changed since that horizon.
+	// Errors: INVALID_ARGUMENT (a page size over 10,000, a page token that no
+	// ListSuppressedAddresses answer gave).
+	ListSuppressedAddresses(ctx context.Context, in *ListSuppressedAddressesRequest, opts ...grpc.CallOption) (*ListSuppressedAddressesResponse, error)
 	// CreatePreferenceLink returns a signed, expiring link to the user's preference page, for the
 	// app to show the user.
 	// Errors: NOT_FOUND (user), FAILED_PRECONDITION (no public URL or signing key configured).
@@ -188,6 +209,26 @@ func (c *contactsServiceClient) ResolveRecipients(ctx context.Context, in *Resol
 	return out, nil
 }
 
+func (c *contactsServiceClient) ListChanges(ctx context.Context, in *ListChangesRequest, opts ...grpc.CallOption) (*ListChangesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListChangesResponse)
+	err := c.cc.Invoke(ctx, ContactsService_ListChanges_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *contactsServiceClient) ListSuppressedAddresses(ctx context.Context, in *ListSuppressedAddressesRequest, opts ...grpc.CallOption) (*ListSuppressedAddressesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSuppressedAddressesResponse)
+	err := c.cc.Invoke(ctx, ContactsService_ListSuppressedAddresses_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *contactsServiceClient) CreatePreferenceLink(ctx context.Context, in *CreatePreferenceLinkRequest, opts ...grpc.CallOption) (*CreatePreferenceLinkResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreatePreferenceLinkResponse)
@@ -204,10 +245,10 @@ func (c *contactsServiceClient) CreatePreferenceLink(ctx context.Context, in *Cr
 //
 // ContactsService holds the recipients: who they are and how to reach them.
 // Every call needs an app key (`authorization: Bearer <key>`) of an app with contacts access
-// (App.contacts_access): read for GetUser, BatchGetUsers, ListDevices, GetSettings and
-// ResolveRecipients; write for every other call. Admin apps may make every call. Any other
-// call is refused with PERMISSION_DENIED before its request is looked at, with the same answer
-// whether or not what it names exists.
+// (App.contacts_access): read for GetUser, BatchGetUsers, ListDevices, GetSettings,
+// ResolveRecipients, ListChanges and ListSuppressedAddresses; write for every other call.
+// Admin apps may make every call. Any other call is refused with PERMISSION_DENIED before its
+// request is looked at, with the same answer whether or not what it names exists.
 type ContactsServiceServer interface {
 	// UpsertUser creates the user or replaces their contact data.
 	// Errors: INVALID_ARGUMENT (with field violations), UNAUTHENTICATED.
@@ -240,6 +281,25 @@ type ContactsServiceServer interface {
 	// suppressions (opt-outs and invalid addresses) that apply to the given addresses and to the
 	// users' own addresses.
 	ResolveRecipients(context.Context, *ResolveRecipientsRequest) (*ResolveRecipientsResponse, error)
+	// ListChanges returns the keys of what changed since a horizon, for callers that cache what
+	// ResolveRecipients answers (Herald's notifier and workers do): "u:<user id>" when how a
+	// user resolves changed (contact data, devices, settings, deletion), and
+	// "a:<channel>:<address>" when an address's suppressions did (channel: ios, android, sms or
+	// email). Every change acknowledged before the call began is in its answer or in an earlier
+	// answer from the same horizon; keys may repeat. Horizon 0 answers no keys, only the current
+	// horizon: where a caller that holds nothing yet starts. Pass next_horizon on the next call.
+	// A long answer comes in pages: call again with the same horizon and next_page_token until
+	// it is empty, then go on from that last page's next_horizon. Changes are kept for about an
+	// hour: a caller that has not read them for 30 minutes must forget what it holds.
+	// Errors: INVALID_ARGUMENT (a page token that no ListChanges answer gave).
+	ListChanges(context.Context, *ListChangesRequest) (*ListChangesResponse, error)
+	// ListSuppressedAddresses pages through every address that has at least one suppression, in
+	// a fixed order, so that a caller can hold the complete set and tell an address that has none
+	// without asking. To keep such a set exact, read ListChanges' current horizon first, then
+	// every page, then add the address of every "a:" key changed since that horizon.
+	// Errors: INVALID_ARGUMENT (a page size over 10,000, a page token that no
+	// ListSuppressedAddresses answer gave).
+	ListSuppressedAddresses(context.Context, *ListSuppressedAddressesRequest) (*ListSuppressedAddressesResponse, error)
 	// CreatePreferenceLink returns a signed, expiring link to the user's preference page, for the
 	// app to show the user.
 	// Errors: NOT_FOUND (user), FAILED_PRECONDITION (no public URL or signing key configured).
@@ -283,6 +343,12 @@ func (UnimplementedContactsServiceServer) UpdateSettings(context.Context, *Updat
 }
 func (UnimplementedContactsServiceServer) ResolveRecipients(context.Context, *ResolveRecipientsRequest) (*ResolveRecipientsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResolveRecipients not implemented")
+}
+func (UnimplementedContactsServiceServer) ListChanges(context.Context, *ListChangesRequest) (*ListChangesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListChanges not implemented")
+}
+func (UnimplementedContactsServiceServer) ListSuppressedAddresses(context.Context, *ListSuppressedAddressesRequest) (*ListSuppressedAddressesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSuppressedAddresses not implemented")
 }
 func (UnimplementedContactsServiceServer) CreatePreferenceLink(context.Context, *CreatePreferenceLinkRequest) (*CreatePreferenceLinkResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreatePreferenceLink not implemented")
@@ -488,6 +554,42 @@ func _ContactsService_ResolveRecipients_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ContactsService_ListChanges_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListChangesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContactsServiceServer).ListChanges(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContactsService_ListChanges_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContactsServiceServer).ListChanges(ctx, req.(*ListChangesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ContactsService_ListSuppressedAddresses_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSuppressedAddressesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContactsServiceServer).ListSuppressedAddresses(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContactsService_ListSuppressedAddresses_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContactsServiceServer).ListSuppressedAddresses(ctx, req.(*ListSuppressedAddressesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ContactsService_CreatePreferenceLink_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreatePreferenceLinkRequest)
 	if err := dec(in); err != nil {
@@ -552,6 +654,14 @@ var ContactsService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResolveRecipients",
 			Handler:    _ContactsService_ResolveRecipients_Handler,
+		},
+		{
+			MethodName: "ListChanges",
+			Handler:    _ContactsService_ListChanges_Handler,
+		},
+		{
+			MethodName: "ListSuppressedAddresses",
+			Handler:    _ContactsService_ListSuppressedAddresses_Handler,
 		},
 		{
 			MethodName: "CreatePreferenceLink",
