@@ -617,7 +617,7 @@ func (c *Consumer) sendOne(j job) result {
 	case a.Release:
 		c.cfg.Log.Info("giving the delivery back unsent", "delivery_id", m.DeliveryID, "channel", m.Channel,
 			"reason", a.Reason, "retry_after", a.RetryAfter)
-	default:
+	case c.cfg.Log.Enabled(context.Background(), slog.LevelInfo): // a line per delivery: its fields cost even when dropped
 		c.cfg.Log.Info("attempt", "delivery_id", m.DeliveryID, "channel", m.Channel, "attempt", m.Attempt,
 			"provider", a.Provider, "outcome", a.State.Outcome(), "reason", a.Reason, "latency_ms", a.Latency.Milliseconds())
 	}
