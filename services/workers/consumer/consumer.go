@@ -627,8 +627,10 @@ func (c *Consumer) sendOne(j job) result {
 // recordLoop writes outcomes in batches and answers their messages once written.
 func (c *Consumer) recordLoop() {
 	defer c.recorded.Done()
+	// The buffers are reused round after round: recording is done with them when it returns.
+	var rs, recorded, released []result
 	for r := range c.done {
-		rs := []result{r}
+		rs, recorded, released = append(rs[:0], r), recorded[:0], released[:0]
 	more:
 		for len(rs) < c.cfg.BatchSize {
 			select {
@@ -641,7 +643,6 @@ func (c *Consumer) recordLoop() {
 				break more
 			}
 		}
-		var recorded, released []result
 		for _, r := range rs {
 			if r.a.Release {
 				released = append(released, r)
