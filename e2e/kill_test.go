@@ -15,10 +15,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/natstest"
 	"github.com/heraldhq/herald/internal/queue"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 )
@@ -223,7 +222,7 @@ func TestWorkerKilledMidBatch(t *testing.T) {
 		}
 		ids = append(ids, r.GetResponse().GetDeliveries()[0].GetDeliveryId())
 	}
-	js := jetstreamOf(t, s)
+	js := natstest.Connect(t, s.natsURL)
 	stream, err := js.Stream(ctx, queue.Stream(delivery.Email))
 	if err != nil {
 		t.Fatal(err)
@@ -236,19 +235,4 @@ func TestWorkerKilledMidBatch(t *testing.T) {
 	held, sentAtKill := killMidSend(t, s, first, total/4)
 	s.startWorkersProcess(t)
 	checkSentOnce(t, s, ids, held, sentAtKill)
-}
-
-// jetstreamOf returns a JetStream client on the stack's NATS server, closed when the test ends.
-func jetstreamOf(t *testing.T, s *stack) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(s.natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
 }

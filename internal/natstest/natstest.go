@@ -37,7 +37,13 @@ func Start(t testing.TB) *server.Server {
 // end with the test.
 func JetStream(t testing.TB) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(Start(t).ClientURL())
+	return Connect(t, Start(t).ClientURL())
+}
+
+// Connect returns a JetStream client of the server at url, closed when the test ends.
+func Connect(t testing.TB, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldhq/herald/internal/natstest"
@@ -26,16 +25,7 @@ const waitLimit = 30 * time.Second
 // connect opens a connection of its own to s, as a separate replica would.
 func connect(t testing.TB, s *server.Server) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
+	return natstest.Connect(t, s.ClientURL())
 }
 
 // newLimiter returns a Limiter on s over a connection of its own. Tests that are not about
