@@ -104,8 +104,12 @@ type Recipients struct {
 	Suppressions []preference.Suppression
 }
 
-// Store keeps notifications, templates and apps. The postgres package implements it.
-type Store interface {
+// The stores below are cut by the part that consumes each, so that a part, and its test fakes,
+// see only the tables it works on. The postgres package implements all of them with one Store;
+// internal/delivery's stores implement UnpublishedStore and DeadLetterStore.
+
+// Notifications keeps the notifications a Sender accepts.
+type Notifications interface {
 	// CreateNotifications records notifications with their deliveries (and short links), all
 	// in one transaction (group commit: one log flush for all of them). A notification whose
 	// idempotency key its app already used is not written, and reported not created. When one
@@ -122,7 +126,10 @@ type Store interface {
 	Cancel(ctx context.Context, appID, id uuid.UUID, at time.Time) (*Notification, error)
 	// Notification returns the app's notification with its deliveries, or a NotFound error.
 	Notification(ctx context.Context, appID, id uuid.UUID) (*Notification, error)
+}
 
+// TemplateStore keeps the template versions of Templates.
+type TemplateStore interface {
 	// CreateTemplate stores t, created by the app t.AppID, as the next version of its name and
 	// returns it as stored. When the name exists, may (if not nil) is first given the app that
 	// created its version 1 (uuid.Nil for versions older than the record of apps), and its error
@@ -130,12 +137,18 @@ type Store interface {
 	CreateTemplate(ctx context.Context, t *Template, may func(owner uuid.UUID) error) (*Template, error)
 	// Template returns a template version (0: the latest), or a NotFound error.
 	Template(ctx context.Context, name string, version int) (*Template, error)
+}
 
+// CategoryStore keeps the categories of Categories.
+type CategoryStore interface {
 	// Categories returns every category.
 	Categories(ctx context.Context) ([]preference.Category, error)
 	// PutCategory creates or replaces a category.
 	PutCategory(ctx context.Context, c preference.Category) error
+}
 
+// AppStore keeps the calling apps of Apps and their keys.
+type AppStore interface {
 	// CreateApp stores a new app, or returns a Conflict error when the name is taken.
 	CreateApp(ctx context.Context, a *App) error
 	// UpdateApp replaces an app's scopes (contacts access included) and rates. Errors: NotFound.
@@ -149,16 +162,14 @@ type Store interface {
 	RevokeKey(ctx context.Context, keyID string, at time.Time) (KeyInfo, error)
 	// Keys lists an app's keys, newest first. Errors: NotFound (app).
 	Keys(ctx context.Context, appID uuid.UUID) ([]KeyInfo, error)
+}
 
+// StatsStore counts deliveries and records what became of them, for Operations.
+type StatsStore interface {
 	// DeliveryStats counts deliveries accepted since then, per template, category and channel.
 	DeliveryStats(ctx context.Context, since time.Time) ([]DeliveryStats, error)
 	// DeliveryApp returns the app that sent a delivery. Errors: NotFound.
 	DeliveryApp(ctx context.Context, deliveryID uuid.UUID) (uuid.UUID, error)
-
-	// EraseUser removes the addresses and content of every delivery to a deleted user, keeping
-	// only the user id in the history, and cancels those not yet sent.
-	EraseUser(ctx context.Context, userID string) error
-
 	// RecordProviderEvents stores each event once, keyed by (Provider, ID), and in the same
 	// transaction moves the deliveries of the new ones (see ProviderEventKind.DeliveryState and
 	// delivery.EventFrom). It returns the events the caller must still act on: the new ones, and
@@ -166,22 +177,44 @@ type Store interface {
 	// channel, address, user and category when the delivery is known. Events of unknown
 	// deliveries are stored and otherwise ignored.
 	RecordProviderEvents(ctx context.Context, events []ProviderEvent) ([]ProviderEvent, error)
-	// MarkProviderEventsAnnounced records that the address facts of the provider's events with
-	// these ids were published, so RecordProviderEvents stops returning them.
-	MarkProviderEventsAnnounced(ctx context.Context, provider string, ids []string) error
 }
 
-// Deliveries is what the notifier does to deliveries after creating them; internal/delivery's
-// stores implement it.
-type Deliveries interface {
+// UnpublishedStore takes the deliveries of a failed publish from Handoff, for the reconciler.
+type UnpublishedStore interface {
 	// Unpublished marks queued deliveries whose message did not reach their queue as due at
 	// once, for the reconciler's next pass.
 	Unpublished(ctx context.Context, ids []uuid.UUID, at time.Time) error
+}
+
+// DeadLetterStore finds and queues again the dead deliveries Operations lists and re-drives.
+type DeadLetterStore interface {
 	// DeadLetters lists dead deliveries matching f, by id, after the given id.
 	DeadLetters(ctx context.Context, f delivery.DeadFilter, after uuid.UUID, limit int) ([]delivery.Delivery, error)
 	// Redrive queues the dead deliveries matching f again with a fresh attempt budget and
 	// returns them to publish.
 	Redrive(ctx context.Context, f delivery.DeadFilter, now time.Time, republishAfter time.Duration) ([]delivery.Due, error)
+}
+
+// Store is every store of the notifier's tables, for the Service until it is cut into parts.
+type Store interface {
+	Notifications
+	TemplateStore
+	CategoryStore
+	AppStore
+	StatsStore
+	// EraseUser removes the addresses and content of every delivery to a deleted user, keeping
+	// only the user id in the history, and cancels those not yet sent.
+	EraseUser(ctx context.Context, userID string) error
+	// MarkProviderEventsAnnounced records that the address facts of the provider's events with
+	// these ids were published, so RecordProviderEvents stops returning them.
+	MarkProviderEventsAnnounced(ctx context.Context, provider string, ids []string) error
+}
+
+// Deliveries is what the Service does to deliveries after creating them, until it is cut into
+// parts.
+type Deliveries interface {
+	UnpublishedStore
+	DeadLetterStore
 }
 
 // Publisher puts deliveries on their channels' queues.

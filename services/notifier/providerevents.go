@@ -11,7 +11,8 @@ import (
 
 // ProviderEvent is one thing a provider reported, through its status webhook, about a message it
 // accepted: delivered, bounced, opened, unsubscribed. The webhooks package translates the
-// provider's payload into it; the Store records it once and applies it to its delivery.
+// provider's payload into it; StatsStore.RecordProviderEvents records it once and applies it to
+// its delivery.
 type ProviderEvent struct {
 	// Provider is the provider's name as the workers record it on a delivery ("sendgrid",
 	// "twilio").
@@ -34,8 +35,8 @@ type ProviderEvent struct {
 	// holds an address, a phone number or message content.
 	Details json.RawMessage
 
-	// The Store sets these on the events it returns, from the event's delivery; they stay zero
-	// when the delivery is unknown. DeliveryID is set too.
+	// RecordProviderEvents sets these on the events it returns, from the event's delivery; they
+	// stay zero when the delivery is unknown. DeliveryID is set too.
 	Channel  delivery.Channel
 	Address  string // never logged
 	UserID   string

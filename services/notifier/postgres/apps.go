@@ -35,7 +35,7 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// CreateApp implements notifier.Store.
+// CreateApp implements notifier.AppStore.
 func (s *Store) CreateApp(ctx context.Context, a *notifier.App) error {
 	_, err := s.pool.Exec(ctx, `
 		INSERT INTO notifier.apps (id, name, admin, created_at, allowed_categories, allowed_channels,
@@ -52,7 +52,7 @@ func (s *Store) CreateApp(ctx context.Context, a *notifier.App) error {
 	return pgdb.Err(err)
 }
 
-// UpdateApp implements notifier.Store.
+// UpdateApp implements notifier.AppStore.
 func (s *Store) UpdateApp(ctx context.Context, a *notifier.App) error {
 	return pgdb.Err(pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `
@@ -74,7 +74,7 @@ func (s *Store) UpdateApp(ctx context.Context, a *notifier.App) error {
 	}))
 }
 
-// Apps implements notifier.Store.
+// Apps implements notifier.AppStore.
 func (s *Store) Apps(ctx context.Context) ([]notifier.App, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT id, name, admin, created_at, allowed_categories, allowed_channels, requests_per_second, burst,
@@ -98,7 +98,7 @@ func (s *Store) Apps(ctx context.Context) ([]notifier.App, error) {
 	return apps, pgdb.Err(err)
 }
 
-// AddKey implements notifier.Store. Locking the app row makes the active-key limit hold
+// AddKey implements notifier.AppStore. Locking the app row makes the active-key limit hold
 // against concurrent issues.
 func (s *Store) AddKey(ctx context.Context, appID uuid.UUID, keyID string, secretHash []byte, maxActive int) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -129,7 +129,7 @@ func (s *Store) AddKey(ctx context.Context, appID uuid.UUID, keyID string, secre
 	return pgdb.Err(err)
 }
 
-// RevokeKey implements notifier.Store.
+// RevokeKey implements notifier.AppStore.
 func (s *Store) RevokeKey(ctx context.Context, keyID string, at time.Time) (notifier.KeyInfo, error) {
 	var k notifier.KeyInfo
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -151,7 +151,7 @@ func (s *Store) RevokeKey(ctx context.Context, keyID string, at time.Time) (noti
 	return k, pgdb.Err(err)
 }
 
-// Keys implements notifier.Store.
+// Keys implements notifier.AppStore.
 func (s *Store) Keys(ctx context.Context, appID uuid.UUID) ([]notifier.KeyInfo, error) {
 	var one int
 	if err := s.pool.QueryRow(ctx, `SELECT 1 FROM notifier.apps WHERE id = $1`, appID).Scan(&one); errors.Is(err, pgx.ErrNoRows) {

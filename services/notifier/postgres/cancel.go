@@ -11,14 +11,14 @@ import (
 	"github.com/heraldhq/herald/services/notifier"
 )
 
-// ReleaseKey implements notifier.Store.
+// ReleaseKey implements notifier.Notifications.
 func (s *Store) ReleaseKey(ctx context.Context, appID uuid.UUID, key string, olderThan time.Time) error {
 	_, err := s.pool.Exec(ctx, `UPDATE notifier.notifications SET idempotency_key = NULL
 		WHERE app_id = $1 AND idempotency_key = $2 AND created_at < $3`, appID, key, olderThan)
 	return pgdb.Err(err)
 }
 
-// Cancel implements notifier.Store.
+// Cancel implements notifier.Notifications.
 func (s *Store) Cancel(ctx context.Context, appID, id uuid.UUID, at time.Time) (*notifier.Notification, error) {
 	// The notification must be the app's before anything changes; a notification never
 	// changes app.

@@ -40,21 +40,28 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 	return pgdb.Migrate(ctx, pool, Schema, sub, log)
 }
 
-// Store implements notifier.Store. The deliveries it creates and reads are internal/delivery's:
-// it writes them with that package's store, inside its own transactions.
+// Store keeps the notifier's schema, and implements the store of each of the notifier's parts
+// on it. The deliveries it creates and reads are internal/delivery's: it writes them with that
+// package's store, inside its own transactions.
 type Store struct {
 	pool       *pgxpool.Pool
 	deliveries *deliverypg.Store
 }
 
-var _ notifier.Store = (*Store)(nil)
+var (
+	_ notifier.Notifications = (*Store)(nil)
+	_ notifier.TemplateStore = (*Store)(nil)
+	_ notifier.CategoryStore = (*Store)(nil)
+	_ notifier.AppStore      = (*Store)(nil)
+	_ notifier.StatsStore    = (*Store)(nil)
+)
 
 // New returns a Store on pool that keeps deliveries in deliveries.
 func New(pool *pgxpool.Pool, deliveries *deliverypg.Store) *Store {
 	return &Store{pool: pool, deliveries: deliveries}
 }
 
-// CreateNotifications implements notifier.Store: one transaction for the whole batch (one log
+// CreateNotifications implements notifier.Notifications: one transaction for the whole batch (one log
 // flush however many notifications it holds). If it fails for a reason that is not the
 // database's availability, each notification is tried alone, so that one bad notification
 // cannot fail the others.
@@ -185,14 +192,14 @@ func scanNotification(row pgx.Row) (*notifier.Notification, error) {
 	return &n, nil
 }
 
-// NotificationByKey implements notifier.Store.
+// NotificationByKey implements notifier.Notifications.
 func (s *Store) NotificationByKey(ctx context.Context, appID uuid.UUID, key string) (*notifier.Notification, error) {
 	n, err := scanNotification(s.pool.QueryRow(ctx, `SELECT `+notificationColumns+`
 		FROM notifier.notifications WHERE app_id = $1 AND idempotency_key = $2`, appID, key))
 	return s.withDeliveries(ctx, n, err)
 }
 
-// Notification implements notifier.Store.
+// Notification implements notifier.Notifications.
 func (s *Store) Notification(ctx context.Context, appID, id uuid.UUID) (*notifier.Notification, error) {
 	n, err := scanNotification(s.pool.QueryRow(ctx, `SELECT `+notificationColumns+`
 		FROM notifier.notifications WHERE id = $1 AND app_id = $2`, id, appID))
@@ -217,7 +224,7 @@ func (s *Store) withDeliveries(ctx context.Context, n *notifier.Notification, er
 	return n, nil
 }
 
-// Categories implements notifier.Store.
+// Categories implements notifier.CategoryStore.
 func (s *Store) Categories(ctx context.Context) ([]preference.Category, error) {
 	rows, err := s.pool.Query(ctx, `SELECT name, description, critical, default_opt_in, allowed_channels, caps
 		FROM notifier.categories ORDER BY name`)
@@ -242,7 +249,7 @@ func (s *Store) Categories(ctx context.Context) ([]preference.Category, error) {
 	return cats, pgdb.Err(err)
 }
 
-// PutCategory implements notifier.Store.
+// PutCategory implements notifier.CategoryStore.
 func (s *Store) PutCategory(ctx context.Context, c preference.Category) error {
 	caps, err := json.Marshal(c.Caps)
 	if err != nil {
@@ -265,8 +272,9 @@ func (s *Store) PutCategory(ctx context.Context, c preference.Category) error {
 	return pgdb.Err(err)
 }
 
-// EraseUser implements notifier.Store. The short links of the user's deliveries go too: their
-// URLs may name the user.
+// EraseUser removes the addresses and content of every delivery to a deleted user, keeping only
+// the user id in the history, and cancels those not yet sent. The short links of the user's
+// deliveries go too: their URLs may name the user.
 func (s *Store) EraseUser(ctx context.Context, userID string) error {
 	if err := s.eraseLinks(ctx, userID); err != nil {
 		return err
@@ -281,7 +289,7 @@ func nullIfEmpty(s string) *string {
 	return &s
 }
 
-// RecordProviderEvents implements notifier.Store: one transaction stores the events, moves the
+// RecordProviderEvents implements notifier.StatsStore and webhooks.Store: one transaction stores the events, moves the
 // deliveries of the new ones, and reads back what the caller must act on.
 func (s *Store) RecordProviderEvents(ctx context.Context, evs []notifier.ProviderEvent) ([]notifier.ProviderEvent, error) {
 	// A batch may repeat an event; its first copy counts.
@@ -416,7 +424,8 @@ func (s *Store) RecordProviderEvents(ctx context.Context, evs []notifier.Provide
 	return out, nil
 }
 
-// MarkProviderEventsAnnounced implements notifier.Store.
+// MarkProviderEventsAnnounced records that the address facts of the provider's events with these
+// ids were published, so RecordProviderEvents stops returning them. It implements webhooks.Store.
 func (s *Store) MarkProviderEventsAnnounced(ctx context.Context, provider string, ids []string) error {
 	if len(ids) == 0 {
 		return nil

@@ -28,7 +28,7 @@ func firstID(t time.Time) uuid.UUID {
 	return id
 }
 
-// DeliveryStats implements notifier.Store.
+// DeliveryStats implements notifier.StatsStore.
 func (s *Store) DeliveryStats(ctx context.Context, since time.Time) ([]notifier.DeliveryStats, error) {
 	rows, err := s.pool.Query(ctx, `
 		WITH ev AS (
@@ -72,7 +72,7 @@ func (s *Store) DeliveryStats(ctx context.Context, since time.Time) ([]notifier.
 	return stats, pgdb.Err(err)
 }
 
-// DeliveryApp implements notifier.Store.
+// DeliveryApp implements notifier.StatsStore.
 func (s *Store) DeliveryApp(ctx context.Context, deliveryID uuid.UUID) (uuid.UUID, error) {
 	var app uuid.UUID
 	err := s.pool.QueryRow(ctx, `SELECT n.app_id FROM delivery.deliveries d

@@ -37,7 +37,7 @@ type storedParts struct {
 	EmailText    string `json:"email_text,omitempty"`
 }
 
-// CreateTemplate implements notifier.Store. The owner of a name is the app of its version 1,
+// CreateTemplate implements notifier.TemplateStore. The owner of a name is the app of its version 1,
 // which never changes once written: a new name is inserted as version 1 explicitly, so that two
 // apps creating it at once cannot both pass the check (the loser retries and meets the owner).
 func (s *Store) CreateTemplate(ctx context.Context, t *notifier.Template, may func(owner uuid.UUID) error) (*notifier.Template, error) {
@@ -92,7 +92,7 @@ func (s *Store) CreateTemplate(ctx context.Context, t *notifier.Template, may fu
 	return nil, errs.Wrap(errs.Unavailable, err, "too many concurrent versions of this template; try again")
 }
 
-// Template implements notifier.Store. Translations come back sorted by tag.
+// Template implements notifier.TemplateStore. Translations come back sorted by tag.
 func (s *Store) Template(ctx context.Context, name string, version int) (*notifier.Template, error) {
 	t := notifier.Template{Name: name}
 	var parts []byte

@@ -78,7 +78,7 @@ const (
 	handleTimeout = 20 * time.Second
 )
 
-// Store records provider events; notifier.Store implements it.
+// Store records provider events; postgres.Store implements it.
 type Store interface {
 	RecordProviderEvents(ctx context.Context, events []notifier.ProviderEvent) ([]notifier.ProviderEvent, error)
 	MarkProviderEventsAnnounced(ctx context.Context, provider string, ids []string) error
