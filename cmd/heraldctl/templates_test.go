@@ -37,10 +37,10 @@ func migrateNotifier(ctx context.Context, url string) error {
 	return postgres.Migrate(ctx, pool, slog.New(slog.DiscardHandler))
 }
 
-// apiServer serves the notifier's TemplateService and AdminService on loopback, on a fresh
-// database, with the error interceptor the notifier runs (authentication is not what these
-// tests are about: every call is an operator's admin app). It returns heraldctl's leading
-// arguments for it.
+// apiServer serves the notifier's TemplateService and AdminService (but for dead letters and
+// statistics) on loopback, on a fresh database, with the error interceptor the notifier runs
+// (authentication is not what these tests are about: every call is an operator's admin app). It
+// returns heraldctl's leading arguments for it.
 func apiServer(t *testing.T) []string {
 	t.Helper()
 	url := pgtest.DB(t, "notifier", migrateNotifier)
@@ -52,13 +52,14 @@ func apiServer(t *testing.T) []string {
 	}
 	t.Cleanup(pool.Close)
 	log := slog.New(slog.DiscardHandler)
-	svc := &notifier.Service{Store: postgres.New(pool, nil), Log: log}
+	store := postgres.New(pool, nil)
 	operator := appkey.Caller{AppID: uuid.Must(uuid.NewV7()), AppName: "operator", Admin: true}
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(errs.UnaryServerInterceptor(log),
 		func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			return h(appkey.WithCaller(ctx, operator), req)
 		}))
-	api := &rpc.Server{Service: svc}
+	api := &rpc.Server{Templates: &notifier.Templates{Store: store}, Categories: &notifier.Categories{Store: store},
+		Apps: &notifier.Apps{Store: store, Log: log}}
 	heraldv1.RegisterTemplateServiceServer(srv, api)
 	heraldv1.RegisterAdminServiceServer(srv, api)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -3,9 +3,11 @@ package notifier
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math"
 	"regexp"
 	"slices"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -27,6 +29,14 @@ const (
 // (issue the new one, deploy it, revoke the old) without a moment without a working key.
 const MaxActiveKeys = 2
 
+// Apps keeps the calling apps and their keys, for admin apps. Each replica authenticates calls
+// from the same tables (internal/appkey), so what Apps changes applies everywhere.
+type Apps struct {
+	Store AppStore
+	Log   *slog.Logger
+}
+
+// admin refuses callers that are not admin apps: apps, keys and statistics are theirs alone.
 func admin(caller appkey.Caller, what string) error {
 	if !caller.Admin {
 		return errs.E(errs.PermissionDenied, "only admin apps may %s", what)
@@ -69,7 +79,7 @@ func checkScopes(a *App) error {
 
 // CreateApp registers a calling app and issues its first key, returned once.
 // Errors: PermissionDenied (caller is not an admin app), Invalid, Conflict (name taken).
-func (s *Service) CreateApp(ctx context.Context, caller appkey.Caller, a *App) (appkey.Key, error) {
+func (s *Apps) CreateApp(ctx context.Context, caller appkey.Caller, a *App) (appkey.Key, error) {
 	if err := admin(caller, "create apps"); err != nil {
 		return appkey.Key{}, err
 	}
@@ -83,7 +93,7 @@ func (s *Service) CreateApp(ctx context.Context, caller appkey.Caller, a *App) (
 	if err := checkScopes(a); err != nil {
 		return appkey.Key{}, err
 	}
-	a.ID, a.CreatedAt = mustV7(), s.now()
+	a.ID, a.CreatedAt = mustV7(), time.Now()
 	if err := s.Store.CreateApp(ctx, a); err != nil {
 		return appkey.Key{}, err
 	}
@@ -92,7 +102,7 @@ func (s *Service) CreateApp(ctx context.Context, caller appkey.Caller, a *App) (
 
 // UpdateApp replaces an app's scopes and rates; every replica applies them from its next call.
 // Errors: PermissionDenied, Invalid, NotFound.
-func (s *Service) UpdateApp(ctx context.Context, caller appkey.Caller, a *App) error {
+func (s *Apps) UpdateApp(ctx context.Context, caller appkey.Caller, a *App) error {
 	if err := admin(caller, "change apps"); err != nil {
 		return err
 	}
@@ -103,7 +113,7 @@ func (s *Service) UpdateApp(ctx context.Context, caller appkey.Caller, a *App) e
 }
 
 // ListApps lists every app. Errors: PermissionDenied.
-func (s *Service) ListApps(ctx context.Context, caller appkey.Caller) ([]App, error) {
+func (s *Apps) ListApps(ctx context.Context, caller appkey.Caller) ([]App, error) {
 	if err := admin(caller, "list apps"); err != nil {
 		return nil, err
 	}
@@ -112,14 +122,14 @@ func (s *Service) ListApps(ctx context.Context, caller appkey.Caller) ([]App, er
 
 // IssueKey issues a new key for an app, returned once.
 // Errors: PermissionDenied, NotFound, FailedPrecondition (two active keys already).
-func (s *Service) IssueKey(ctx context.Context, caller appkey.Caller, appID uuid.UUID) (appkey.Key, error) {
+func (s *Apps) IssueKey(ctx context.Context, caller appkey.Caller, appID uuid.UUID) (appkey.Key, error) {
 	if err := admin(caller, "issue keys"); err != nil {
 		return appkey.Key{}, err
 	}
 	return s.issue(ctx, appID)
 }
 
-func (s *Service) issue(ctx context.Context, appID uuid.UUID) (appkey.Key, error) {
+func (s *Apps) issue(ctx context.Context, appID uuid.UUID) (appkey.Key, error) {
 	k := appkey.New()
 	if err := s.Store.AddKey(ctx, appID, k.ID, k.Hash(), MaxActiveKeys); err != nil {
 		return appkey.Key{}, err
@@ -130,7 +140,7 @@ func (s *Service) issue(ctx context.Context, appID uuid.UUID) (appkey.Key, error
 
 // RevokeKey revokes a key; every replica refuses it from its next call.
 // Errors: PermissionDenied, NotFound.
-func (s *Service) RevokeKey(ctx context.Context, caller appkey.Caller, keyID string) (KeyInfo, error) {
+func (s *Apps) RevokeKey(ctx context.Context, caller appkey.Caller, keyID string) (KeyInfo, error) {
 	if err := admin(caller, "revoke keys"); err != nil {
 		return KeyInfo{}, err
 	}
@@ -142,7 +152,7 @@ func (s *Service) RevokeKey(ctx context.Context, caller appkey.Caller, keyID str
 	if err := v.Err(); err != nil {
 		return KeyInfo{}, err
 	}
-	k, err := s.Store.RevokeKey(ctx, keyID, s.now())
+	k, err := s.Store.RevokeKey(ctx, keyID, time.Now())
 	if err == nil {
 		s.Log.Info("revoked app key", "app_id", k.AppID, "key_id", k.ID, "by", caller.AppName)
 	}
@@ -150,7 +160,7 @@ func (s *Service) RevokeKey(ctx context.Context, caller appkey.Caller, keyID str
 }
 
 // ListKeys lists an app's keys without their secrets. Errors: PermissionDenied, NotFound.
-func (s *Service) ListKeys(ctx context.Context, caller appkey.Caller, appID uuid.UUID) ([]KeyInfo, error) {
+func (s *Apps) ListKeys(ctx context.Context, caller appkey.Caller, appID uuid.UUID) ([]KeyInfo, error) {
 	if err := admin(caller, "list keys"); err != nil {
 		return nil, err
 	}

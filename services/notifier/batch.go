@@ -24,7 +24,7 @@ type BatchResult struct {
 // SendBatch sends each request as Send would and answers for each, in order; one bad request
 // does not fail the others. The batch counts as one request against the app's rate.
 // Errors (for the whole batch): Invalid (too many), Exhausted.
-func (s *Service) SendBatch(ctx context.Context, caller appkey.Caller, reqs []*SendRequest) ([]BatchResult, error) {
+func (s *Sender) SendBatch(ctx context.Context, caller appkey.Caller, reqs []*SendRequest) ([]BatchResult, error) {
 	var v errs.Violations
 	if len(reqs) == 0 {
 		v.Add("recipients", "is required")
@@ -76,7 +76,7 @@ func (s *Service) SendBatch(ctx context.Context, caller appkey.Caller, reqs []*S
 // needs contacts read access (sending to the user does not); it is checked before anything
 // else, so that a refusal tells nothing about the user.
 // Errors: as Send's; PermissionDenied for a user recipient without contacts read access.
-func (s *Service) Explain(ctx context.Context, caller appkey.Caller, req *SendRequest) (*Notification, error) {
+func (s *Sender) Explain(ctx context.Context, caller appkey.Caller, req *SendRequest) (*Notification, error) {
 	if req.UserID != "" {
 		if err := caller.AllowContacts(appkey.ContactsRead); err != nil {
 			return nil, err

@@ -17,8 +17,13 @@ const categoryTTL = 5 * time.Second
 // maxCategoryDescription bounds a category's description.
 const maxCategoryDescription = 1024
 
-// categories caches the category list: it changes rarely and every Send reads it.
-type categories struct {
+// Categories keeps the categories: admin apps put them, every Send is decided by one
+// (Sender.Categories). Both go through this one type, so that the cache every Send reads is the
+// one that a change on this replica empties.
+type Categories struct {
+	Store CategoryStore
+
+	// The category list is cached: it changes rarely and every Send reads it.
 	mu     sync.Mutex
 	byName map[string]preference.Category
 	loaded time.Time
@@ -26,12 +31,11 @@ type categories struct {
 
 // category returns the named category, refusing unknown ones. A name missing from the cache
 // reloads it once, so a category created a moment ago on another replica is found.
-func (s *Service) category(ctx context.Context, name string) (preference.Category, error) {
-	c := &s.cats
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	cat, ok := c.byName[name]
-	if ok && s.now().Sub(c.loaded) < categoryTTL {
+func (s *Categories) category(ctx context.Context, name string) (preference.Category, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cat, ok := s.byName[name]
+	if ok && time.Since(s.loaded) < categoryTTL {
 		return cat, nil
 	}
 	list, err := s.Store.Categories(ctx)
@@ -41,24 +45,24 @@ func (s *Service) category(ctx context.Context, name string) (preference.Categor
 		}
 		return preference.Category{}, err
 	}
-	c.byName = make(map[string]preference.Category, len(list))
+	s.byName = make(map[string]preference.Category, len(list))
 	for _, x := range list {
-		c.byName[x.Name] = x
+		s.byName[x.Name] = x
 	}
-	c.loaded = s.now()
-	if cat, ok = c.byName[name]; !ok {
+	s.loaded = time.Now()
+	if cat, ok = s.byName[name]; !ok {
 		return preference.Category{}, errs.Field("category", "is not a known category (see AdminService.ListCategories)")
 	}
 	return cat, nil
 }
 
-// Categories lists every category.
-func (s *Service) Categories(ctx context.Context) ([]preference.Category, error) {
+// ListCategories lists every category.
+func (s *Categories) ListCategories(ctx context.Context) ([]preference.Category, error) {
 	return s.Store.Categories(ctx)
 }
 
 // PutCategory creates or replaces a category. Errors: PermissionDenied, Invalid.
-func (s *Service) PutCategory(ctx context.Context, caller appkey.Caller, c preference.Category) error {
+func (s *Categories) PutCategory(ctx context.Context, caller appkey.Caller, c preference.Category) error {
 	if !caller.Admin {
 		return errs.E(errs.PermissionDenied, "only admin apps may change categories")
 	}
@@ -75,8 +79,8 @@ func (s *Service) PutCategory(ctx context.Context, caller appkey.Caller, c prefe
 	if err := s.Store.PutCategory(ctx, c); err != nil {
 		return err
 	}
-	s.cats.mu.Lock()
-	s.cats.loaded = time.Time{} // this replica sees the change at once
-	s.cats.mu.Unlock()
+	s.mu.Lock()
+	s.loaded = time.Time{} // this replica sees the change at once
+	s.mu.Unlock()
 	return nil
 }

@@ -3,6 +3,8 @@ package notifier
 import (
 	"context"
 	"encoding/base64"
+	"log/slog"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -10,6 +12,20 @@ import (
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
 )
+
+// Operations answers for deliveries after they were accepted: admin apps list and re-drive dead
+// letters and read delivery statistics, and calling apps report what recipients did
+// (TrackEvent). None of it decides a Send, so none of it needs what Sender does.
+type Operations struct {
+	Deliveries DeadLetterStore
+	Store      StatsStore
+	// Handoff puts re-driven dead letters on their queues.
+	Handoff *Handoff
+	Log     *slog.Logger
+	// RepublishAfter is how long a re-driven delivery may wait for a worker before the
+	// reconciler publishes it again.
+	RepublishAfter time.Duration
+}
 
 // DeadLetterFilter selects dead letters. The zero filter selects all of them.
 type DeadLetterFilter = delivery.DeadFilter
@@ -34,7 +50,7 @@ func check(f DeadLetterFilter, v *errs.Violations) {
 
 // ListDeadLetters returns a page of dead letters and the token of the next page ("" on the
 // last). Errors: PermissionDenied, Invalid (page token).
-func (s *Service) ListDeadLetters(ctx context.Context, caller appkey.Caller, f DeadLetterFilter, size int, token string) ([]Delivery, string, error) {
+func (s *Operations) ListDeadLetters(ctx context.Context, caller appkey.Caller, f DeadLetterFilter, size int, token string) ([]Delivery, string, error) {
 	if !caller.Admin {
 		return nil, "", errs.E(errs.PermissionDenied, "only admin apps may list dead letters")
 	}
@@ -73,7 +89,7 @@ func (s *Service) ListDeadLetters(ctx context.Context, caller appkey.Caller, f D
 // RedriveDeadLetters queues the selected dead letters again and publishes them. Selecting
 // everything needs all, so a forgotten filter cannot re-send every dead letter.
 // Errors: PermissionDenied, Invalid.
-func (s *Service) RedriveDeadLetters(ctx context.Context, caller appkey.Caller, f DeadLetterFilter, all bool) (int, error) {
+func (s *Operations) RedriveDeadLetters(ctx context.Context, caller appkey.Caller, f DeadLetterFilter, all bool) (int, error) {
 	if !caller.Admin {
 		return 0, errs.E(errs.PermissionDenied, "only admin apps may re-drive dead letters")
 	}
@@ -85,7 +101,7 @@ func (s *Service) RedriveDeadLetters(ctx context.Context, caller appkey.Caller, 
 	if err := v.Err(); err != nil {
 		return 0, err
 	}
-	dues, err := s.Deliveries.Redrive(ctx, f, s.now(), s.RepublishAfter)
+	dues, err := s.Deliveries.Redrive(ctx, f, time.Now(), s.RepublishAfter)
 	if err != nil {
 		return 0, err
 	}
@@ -94,7 +110,7 @@ func (s *Service) RedriveDeadLetters(ctx context.Context, caller appkey.Caller, 
 		for _, d := range dues {
 			byChannel[d.Channel] = append(byChannel[d.Channel], d.ID)
 		}
-		s.publish(ctx, byChannel)
+		s.Handoff.publish(ctx, byChannel)
 		s.Log.Info("re-drove dead letters", "count", len(dues), "app", caller.AppName)
 	}
 	return len(dues), nil

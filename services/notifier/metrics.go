@@ -57,7 +57,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// discard is where metrics go when a Service or Reconciler has none (unit tests).
+// discardMetrics is where metrics go when a Sender or Reconciler has none (unit tests).
 func discardMetrics() *Metrics { return NewMetrics(prometheus.NewRegistry()) }
 
 // count records what a committed notification decided.

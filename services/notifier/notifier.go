@@ -4,6 +4,12 @@
 // channel's queue. The reconciler in this package re-publishes deliveries whose message was
 // lost, releases deliveries held by dead workers, fires scheduled ones and expires stale ones.
 //
+// The API's work comes in parts, each with only the dependencies it uses, so that a change to
+// one (and its tests) does not reach the others: Sender accepts notifications and answers for
+// them, Templates and Categories keep what a Send is decided with, Apps keeps the calling apps
+// and their keys, and Operations serves dead letters, statistics and engagement. Handoff puts
+// deliveries on their queues for Sender and Operations.
+//
 // The root package holds the domain and the interfaces it consumes; postgres/ stores it,
 // queue/ publishes to JetStream, rpc/ serves the gRPC API, daemon/ wires a running service.
 package notifier
@@ -195,7 +201,7 @@ type DeadLetterStore interface {
 	Redrive(ctx context.Context, f delivery.DeadFilter, now time.Time, republishAfter time.Duration) ([]delivery.Due, error)
 }
 
-// Store is every store of the notifier's tables, for the Service until it is cut into parts.
+// Store is every store of the notifier's tables, until the test fakes are cut to the parts.
 type Store interface {
 	Notifications
 	TemplateStore
@@ -210,7 +216,7 @@ type Store interface {
 	MarkProviderEventsAnnounced(ctx context.Context, provider string, ids []string) error
 }
 
-// Deliveries is what the Service does to deliveries after creating them, until it is cut into
+// Deliveries is every store of deliveries the parts use, until the test fakes are cut to the
 // parts.
 type Deliveries interface {
 	UnpublishedStore

@@ -18,7 +18,6 @@ import (
 	"github.com/heraldhq/herald/internal/address"
 	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/batch"
-	"github.com/heraldhq/herald/internal/coherent"
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/preference"
@@ -74,14 +73,18 @@ const (
 
 var categoryPattern = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,63}$`)
 
-// Service is the notifier: it accepts notifications and answers for them.
-type Service struct {
-	Store Store
-	// Deliveries moves deliveries on after Send created them (publish failures, dead letters).
-	Deliveries Deliveries
-	Publisher  Publisher
-	Directory  Directory
-	Log        *slog.Logger
+// Sender accepts notifications from calling apps and answers for them: Send, SendBatch and
+// Explain decide and record them, GetNotification and CancelNotification find them again.
+type Sender struct {
+	Store Notifications
+	// Templates renders the notifications that name a template, and bounds rendered content.
+	Templates *Templates
+	// Categories holds the rules each notification is decided by.
+	Categories *Categories
+	// Handoff puts committed deliveries on their queues.
+	Handoff   *Handoff
+	Directory Directory
+	Log       *slog.Logger
 	// RepublishAfter is how long a queued delivery may wait for a worker before the reconciler
 	// publishes it again.
 	RepublishAfter time.Duration
@@ -89,8 +92,6 @@ type Service struct {
 	Metrics *Metrics
 	// Limiter enforces app request rates and category caps; nil turns them off.
 	Limiter Limiter
-	// TemplateLimits bound rendered content (the zero value takes templates' defaults).
-	TemplateLimits templates.Limits
 	// DefaultRate and DefaultBurst apply to apps without their own rate; 0 means no limit.
 	DefaultRate  float64
 	DefaultBurst int
@@ -99,29 +100,18 @@ type Service struct {
 	// Links turns on short links (shortlinks.go); nil leaves links as they are.
 	Links *LinkConfig
 
-	// Feed polls the notifier's change feed (appkey.ChangesTable) for the caches that it keeps
-	// exact: templates' latest versions here, app keys in the authenticator. nil: Send reads
-	// the latest version of a template from the store every time.
-	Feed *coherent.Poller
-
 	commits       *batch.Batcher[*Notification, bool]
 	commitOnce    sync.Once
-	versions      sync.Map // templateKey -> *parsedTemplate; versions are immutable
-	latest        *coherent.Cache[int]
-	latestOnce    sync.Once
-	cats          categories
 	limitFailures atomic.Int64
 	metricsOnce   sync.Once
 }
 
-type templateKey struct {
-	name    string
-	version int
-}
+func (s *Sender) now() time.Time { return clock(s.Now) }
 
-func (s *Service) now() time.Time {
-	if s.Now != nil {
-		return s.Now()
+// clock reads a part's Now: the tests' clock, or the wall clock when it is nil.
+func clock(now func() time.Time) time.Time {
+	if now != nil {
+		return now()
 	}
 	return time.Now()
 }
@@ -138,7 +128,7 @@ type SendResult struct {
 // by the reconciler. Errors: Invalid (with field violations), Conflict (idempotency key reused
 // with another request), NotFound (template, user), PermissionDenied (outside the app's scope),
 // Exhausted (the app's request rate), Unavailable.
-func (s *Service) Send(ctx context.Context, caller appkey.Caller, req *SendRequest) (*SendResult, error) {
+func (s *Sender) Send(ctx context.Context, caller appkey.Caller, req *SendRequest) (*SendResult, error) {
 	if err := s.admit(ctx, caller); err != nil {
 		return nil, err
 	}
@@ -150,7 +140,7 @@ func (s *Service) Send(ctx context.Context, caller appkey.Caller, req *SendReque
 	return res, err
 }
 
-func (s *Service) metrics() *Metrics {
+func (s *Sender) metrics() *Metrics {
 	s.metricsOnce.Do(func() {
 		if s.Metrics == nil {
 			s.Metrics = discardMetrics()
@@ -162,7 +152,7 @@ func (s *Service) metrics() *Metrics {
 // IdempotencyWindow is how long an idempotency key stands for its first request.
 const IdempotencyWindow = 24 * time.Hour
 
-func (s *Service) send(ctx context.Context, caller appkey.Caller, req *SendRequest) (*SendResult, error) {
+func (s *Sender) send(ctx context.Context, caller appkey.Caller, req *SendRequest) (*SendResult, error) {
 	d, res, err := s.prepare(ctx, caller, req)
 	if d == nil {
 		return res, err
@@ -173,7 +163,7 @@ func (s *Service) send(ctx context.Context, caller appkey.Caller, req *SendReque
 
 // prepare decides a Send up to its commit: it returns the draft to commit, or the answer when
 // there is nothing to commit (a replay of the idempotency key, or an error).
-func (s *Service) prepare(ctx context.Context, caller appkey.Caller, req *SendRequest) (*draft, *SendResult, error) {
+func (s *Sender) prepare(ctx context.Context, caller appkey.Caller, req *SendRequest) (*draft, *SendResult, error) {
 	now := s.now()
 	if err := validate(req, now); err != nil {
 		return nil, nil, err
@@ -204,7 +194,7 @@ func (s *Service) prepare(ctx context.Context, caller appkey.Caller, req *SendRe
 }
 
 // finish answers a Send once its draft was committed, or not.
-func (s *Service) finish(ctx context.Context, caller appkey.Caller, req *SendRequest, d *draft, created bool, err error) (*SendResult, error) {
+func (s *Sender) finish(ctx context.Context, caller appkey.Caller, req *SendRequest, d *draft, created bool, err error) (*SendResult, error) {
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +220,7 @@ type draft struct {
 
 // plan decides everything about a notification without storing it: the category and the app's
 // scope, the recipient's targets and settings, the content, and each delivery's state.
-func (s *Service) plan(ctx context.Context, caller appkey.Caller, req *SendRequest, now time.Time) (*draft, error) {
+func (s *Sender) plan(ctx context.Context, caller appkey.Caller, req *SendRequest, now time.Time) (*draft, error) {
 	n := &Notification{
 		ID:             mustV7(),
 		AppID:          caller.AppID,
@@ -254,7 +244,7 @@ func (s *Service) plan(ctx context.Context, caller appkey.Caller, req *SendReque
 	}
 	n.ExpiresAt = n.SendAt.Add(ttl)
 
-	cat, err := s.category(ctx, req.Category)
+	cat, err := s.Categories.category(ctx, req.Category)
 	if err != nil {
 		return nil, err
 	}
@@ -345,7 +335,7 @@ func scope(caller appkey.Caller, cat preference.Category, requested []delivery.C
 
 // admit applies the app's request rate, shared by every replica. When the limit store cannot
 // answer, the request goes through: a rate limit must never stop notifications.
-func (s *Service) admit(ctx context.Context, caller appkey.Caller) error {
+func (s *Sender) admit(ctx context.Context, caller appkey.Caller) error {
 	rate, burst := caller.RatePerSecond, caller.Burst
 	if rate == 0 {
 		rate, burst = s.DefaultRate, s.DefaultBurst
@@ -373,7 +363,7 @@ func (s *Service) admit(ctx context.Context, caller appkey.Caller) error {
 
 // takeCaps counts the deliveries of d against its category's frequency caps, and skips
 // (rate_limited) those over a cap. When the limit store cannot answer, nothing is capped.
-func (s *Service) takeCaps(ctx context.Context, d *draft, now time.Time) {
+func (s *Sender) takeCaps(ctx context.Context, d *draft, now time.Time) {
 	checks, owners := capChecks(d, now)
 	if len(checks) == 0 || s.Limiter == nil {
 		return
@@ -425,7 +415,7 @@ func capChecks(d *draft, now time.Time) ([]ratelimit.Cap, [][]*Delivery) {
 }
 
 // peekCaps marks the deliveries of d that a cap would stop, without counting them.
-func (s *Service) peekCaps(ctx context.Context, d *draft, now time.Time) {
+func (s *Sender) peekCaps(ctx context.Context, d *draft, now time.Time) {
 	checks, owners := capChecks(d, now)
 	if len(checks) == 0 || s.Limiter == nil {
 		return
@@ -444,9 +434,9 @@ func (s *Service) peekCaps(ctx context.Context, d *draft, now time.Time) {
 }
 
 // LimitFailures counts the times the limit store could not answer and limits were not applied.
-func (s *Service) LimitFailures() int64 { return s.limitFailures.Load() }
+func (s *Sender) LimitFailures() int64 { return s.limitFailures.Load() }
 
-func (s *Service) replay(prev *Notification, req *SendRequest) (*SendResult, error) {
+func (s *Sender) replay(prev *Notification, req *SendRequest) (*SendResult, error) {
 	if string(prev.RequestHash) != string(req.RequestHash) {
 		return nil, errs.E(errs.Conflict,
 			"idempotency key %q was already used for a different request", req.IdempotencyKey)
@@ -463,19 +453,19 @@ const (
 	commitRunners = 2
 )
 
-func (s *Service) committer() *batch.Batcher[*Notification, bool] {
+func (s *Sender) committer() *batch.Batcher[*Notification, bool] {
 	s.commitOnce.Do(func() { s.commits = batch.New(s.commit, maxCommit, commitRunners) })
 	return s.commits
 }
 
 // Close stops the group commit; Sends after it fail.
-func (s *Service) Close() { s.committer().Close() }
+func (s *Sender) Close() { s.committer().Close() }
 
 // commit stores notifications and then publishes the queued deliveries of those it created. It
 // answers once the broker acknowledged them: that wait is what holds Sends back when the broker
 // falls behind. A failed publish only delays the deliveries: they are marked for the
 // reconciler, which publishes them again.
-func (s *Service) commit(ctx context.Context, ns []*Notification) ([]bool, []error, error) {
+func (s *Sender) commit(ctx context.Context, ns []*Notification) ([]bool, []error, error) {
 	created, failed, err := s.Store.CreateNotifications(ctx, ns)
 	if err != nil {
 		return nil, nil, err
@@ -491,31 +481,8 @@ func (s *Service) commit(ctx context.Context, ns []*Notification) ([]bool, []err
 			}
 		}
 	}
-	s.publish(ctx, byChannel)
+	s.Handoff.publish(ctx, byChannel)
 	return created, failed, nil
-}
-
-// publish hands deliveries to the broker. They are committed already, so a failure only delays
-// them: they are marked due at once, and the reconciler's next pass publishes them.
-func (s *Service) publish(ctx context.Context, byChannel map[delivery.Channel][]uuid.UUID) {
-	if len(byChannel) == 0 {
-		return
-	}
-	err := s.Publisher.Publish(ctx, byChannel)
-	if err == nil {
-		return
-	}
-	var ids []uuid.UUID
-	for _, l := range byChannel {
-		ids = append(ids, l...)
-	}
-	s.Log.Warn("publish failed; the reconciler will publish again", "deliveries", len(ids), "err", err)
-	// Within a pass, not after the deliveries' deadline (RepublishAfter): a broker that fell
-	// behind would otherwise hold them back for minutes.
-	if err := s.Deliveries.Unpublished(context.WithoutCancel(ctx), ids, s.now()); err != nil {
-		s.Log.Warn("cannot mark the deliveries for the reconciler; they wait for their deadline",
-			"deliveries", len(ids), "err", err)
-	}
 }
 
 type target struct {
@@ -581,7 +548,7 @@ func (r *recipient) quietUntil(cat preference.Category, ch delivery.Channel, at 
 // what the contacts service knows of them, in one round trip. A requested channel the
 // recipient cannot be reached on gets one target with no address, which becomes a skipped
 // delivery.
-func (s *Service) resolve(ctx context.Context, req *SendRequest, channels []delivery.Channel, explicit bool) (*recipient, error) {
+func (s *Sender) resolve(ctx context.Context, req *SendRequest, channels []delivery.Channel, explicit bool) (*recipient, error) {
 	r := &recipient{}
 	addr := req.Address
 	if s.Directory == nil {

@@ -35,11 +35,12 @@ var (
 )
 
 type harness struct {
-	svc   *notifier.Service
-	store *fakeStore
-	pub   *fakePublisher
-	dir   *fakeDirectory
-	logs  *syncBuffer
+	svc       *notifier.Sender
+	templates *notifier.Templates
+	store     *fakeStore
+	pub       *fakePublisher
+	dir       *fakeDirectory
+	logs      *syncBuffer
 }
 
 // syncBuffer is a bytes.Buffer that the logger and the test may use at once.
@@ -62,14 +63,18 @@ func (b *syncBuffer) String() string {
 
 func newHarness() *harness {
 	h := &harness{store: newFakeStore(), pub: &fakePublisher{}, dir: &fakeDirectory{}, logs: &syncBuffer{}}
-	h.svc = &notifier.Service{
+	log := slog.New(slog.NewTextHandler(h.logs, nil))
+	clock := func() time.Time { return now }
+	h.templates = &notifier.Templates{Store: h.store}
+	h.svc = &notifier.Sender{
 		Store:          h.store,
-		Deliveries:     h.store.deliveries,
-		Publisher:      h.pub,
+		Templates:      h.templates,
+		Categories:     &notifier.Categories{Store: h.store},
+		Handoff:        &notifier.Handoff{Publisher: h.pub, Deliveries: h.store.deliveries, Log: log, Now: clock},
 		Directory:      h.dir,
-		Log:            slog.New(slog.NewTextHandler(h.logs, nil)),
+		Log:            log,
 		RepublishAfter: republishAfter,
-		Now:            func() time.Time { return now },
+		Now:            clock,
 	}
 	return h
 }
@@ -444,7 +449,7 @@ func TestSendTemplate(t *testing.T) {
 		{PushTitle: "Hi {{.name}}", PushBody: "Your code is {{.code}}", SMSBody: "Code {{.code}}",
 			EmailSubject: "Code for {{.name}}", EmailHTML: "<b>{{.code}}</b>"},
 	} {
-		if _, err := h.svc.CreateTemplate(t.Context(), billing, &notifier.Template{Name: "otp", Parts: p}); err != nil {
+		if _, err := h.templates.CreateTemplate(t.Context(), billing, &notifier.Template{Name: "otp", Parts: p}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -46,7 +46,7 @@ type LinkConfig struct {
 // shorten rewrites the links of n's live deliveries to short links, recording them in n.Links,
 // and removes the opt-out marks from every delivery's content. A link that cannot be shortened
 // (see links.CheckURL) is an Invalid error naming the part it is in.
-func (s *Service) shorten(ctx context.Context, n *Notification) error {
+func (s *Sender) shorten(ctx context.Context, n *Notification) error {
 	for _, d := range n.Deliveries {
 		live := d.State == delivery.Queued || d.State == delivery.Scheduled
 		if s.Links == nil || !live {
@@ -60,7 +60,7 @@ func (s *Service) shorten(ctx context.Context, n *Notification) error {
 	return nil
 }
 
-func (s *Service) shortenDelivery(ctx context.Context, n *Notification, d *Delivery) error {
+func (s *Sender) shortenDelivery(ctx context.Context, n *Notification, d *Delivery) error {
 	lc := s.Links
 	at := d.SendTime(n.CreatedAt)
 	tmpl := ""
@@ -112,7 +112,7 @@ func (s *Service) shortenDelivery(ctx context.Context, n *Notification, d *Deliv
 	case delivery.SMS:
 		rewrite(&c.Body, false, templates.PartSMSBody, "body")
 		if err == nil && len(made) > 0 { // a short link can be longer than the link it replaces
-			if e := templates.Check(templates.Rendered{SMSBody: c.Body}, nil, s.limits()); e != nil {
+			if e := templates.Check(templates.Rendered{SMSBody: c.Body}, nil, s.Templates.Limits); e != nil {
 				err = errs.Field(field(templates.PartSMSBody, "body"), "with short links, "+e.(*templates.Error).Err.Error())
 			}
 		}
@@ -211,7 +211,7 @@ func checkTemplateLinks(p templates.Parts) error {
 }
 
 // committed tells LinkConfig.Created of n's links.
-func (s *Service) committed(n *Notification) {
+func (s *Sender) committed(n *Notification) {
 	if s.Links == nil || s.Links.Created == nil {
 		return
 	}

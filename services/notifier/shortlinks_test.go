@@ -34,7 +34,7 @@ func withLinks(t *testing.T, h *harness) *[]notifier.Link {
 func TestSendShortensLinks(t *testing.T) {
 	h := newHarness()
 	created := withLinks(t, h)
-	_, err := h.svc.CreateTemplate(t.Context(), billing, &notifier.Template{Name: "promo", Parts: templates.Parts{
+	_, err := h.templates.CreateTemplate(t.Context(), billing, &notifier.Template{Name: "promo", Parts: templates.Parts{
 		PushBody: "Open https://ex.com/p", SMSBody: "Deal: https://ex.com/d?u={{.u}} info {{notrack \"https://ex.com/i\"}}",
 		EmailSubject: "Deal", EmailHTML: `<a href="https://ex.com/d">deal</a> <a href="mailto:help@ex.com">help</a> <a data-herald-notrack href="https://ex.com/i">i</a>`,
 		EmailText: "Deal: https://ex.com/d",
@@ -102,12 +102,12 @@ func TestBadLinksAreRefused(t *testing.T) {
 	if f := fields(err); !slices.Equal(f, []string{"content.body"}) {
 		t.Errorf("inline: fields %v (%v), want content.body", f, err)
 	}
-	_, err = h.svc.CreateTemplate(t.Context(), billing, &notifier.Template{Name: "bad", Parts: templates.Parts{
+	_, err = h.templates.CreateTemplate(t.Context(), billing, &notifier.Template{Name: "bad", Parts: templates.Parts{
 		EmailSubject: "s", EmailHTML: `<a href="` + long + `">x</a>`}})
 	if f := fields(err); !slices.Equal(f, []string{"template.parts.email_html"}) {
 		t.Errorf("template: fields %v (%v), want template.parts.email_html", f, err)
 	}
-	if _, err := h.svc.CreateTemplate(t.Context(), billing, &notifier.Template{Name: "ok", Parts: templates.Parts{
+	if _, err := h.templates.CreateTemplate(t.Context(), billing, &notifier.Template{Name: "ok", Parts: templates.Parts{
 		SMSBody: "go {{.url}}"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestBadLinksAreRefused(t *testing.T) {
 	}
 
 	// A short link longer than the link it replaces can push an SMS over its segments.
-	h.svc.TemplateLimits.SMSSegments = 1
+	h.templates.Limits.SMSSegments = 1
 	_, err = h.svc.Send(t.Context(), billing, &notifier.SendRequest{
 		Address: &notifier.Address{Phone: "+14155550123"}, Category: "news",
 		Content: &notifier.Content{Body: strings.Repeat("x", 140) + " http://a.io"},

@@ -26,14 +26,14 @@ const MaxStatsPeriod = 31 * 24 * time.Hour
 
 // DeliveryStats counts the deliveries accepted within period, per template, category and
 // channel, with their engagement. Errors: PermissionDenied, Invalid.
-func (s *Service) DeliveryStats(ctx context.Context, caller appkey.Caller, period time.Duration) ([]DeliveryStats, error) {
+func (s *Operations) DeliveryStats(ctx context.Context, caller appkey.Caller, period time.Duration) ([]DeliveryStats, error) {
 	if err := admin(caller, "read delivery statistics"); err != nil {
 		return nil, err
 	}
 	if period <= 0 || period > MaxStatsPeriod {
 		return nil, errs.Field("period", fmt.Sprintf("must be between 1s and %s", MaxStatsPeriod))
 	}
-	return s.Store.DeliveryStats(ctx, s.now().Add(-period))
+	return s.Store.DeliveryStats(ctx, time.Now().Add(-period))
 }
 
 // Engagement is what a recipient did with a delivery, as the app saw it.
@@ -49,7 +49,7 @@ const (
 // TrackEvent records an engagement event the calling app saw for one of its deliveries (a push
 // opened or dismissed, a link clicked). Each kind counts once per delivery: it returns false
 // when that kind was already recorded. Errors: NotFound (unknown, or another app's delivery).
-func (s *Service) TrackEvent(ctx context.Context, caller appkey.Caller, deliveryID uuid.UUID, kind Engagement, at time.Time) (bool, error) {
+func (s *Operations) TrackEvent(ctx context.Context, caller appkey.Caller, deliveryID uuid.UUID, kind Engagement, at time.Time) (bool, error) {
 	owner, err := s.Store.DeliveryApp(ctx, deliveryID)
 	if err != nil {
 		return false, err
@@ -57,8 +57,8 @@ func (s *Service) TrackEvent(ctx context.Context, caller appkey.Caller, delivery
 	if owner != caller.AppID {
 		return false, errs.E(errs.NotFound, "delivery not found")
 	}
-	if at.IsZero() || at.After(s.now()) {
-		at = s.now()
+	if at.IsZero() || at.After(time.Now()) {
+		at = time.Now()
 	}
 	k := ProviderEventKind(kind)
 	if kind == Dismissed {

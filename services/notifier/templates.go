@@ -7,11 +7,13 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/heraldhq/herald/internal/appkey"
+	"github.com/heraldhq/herald/internal/coherent"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/templates"
 )
@@ -40,8 +42,27 @@ const (
 
 var templateName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,127}$`)
 
-// limits are the output limits that creating and rendering a template apply.
-func (s *Service) limits() templates.Limits { return s.TemplateLimits }
+// Templates keeps template versions: CreateTemplate validates and stores them, GetTemplate and
+// RenderTemplate read them. Sends read them through it too (Sender.Templates), so that the cache
+// of parsed versions and the limits on rendered content are one for previews and Sends alike.
+type Templates struct {
+	Store TemplateStore
+	// Limits bound rendered content (the zero value takes templates' defaults).
+	Limits templates.Limits
+	// Feed polls the notifier's change feed (appkey.ChangesTable) for the caches that it keeps
+	// exact: templates' latest versions here, app keys in the authenticator. nil: the latest
+	// version of a template is read from the store every time.
+	Feed *coherent.Poller
+
+	versions   sync.Map // templateKey -> *parsedTemplate; versions are immutable
+	latest     *coherent.Cache[int]
+	latestOnce sync.Once
+}
+
+type templateKey struct {
+	name    string
+	version int
+}
 
 // CreateTemplate validates t and stores it as the next version of its name, with its locale tags
 // in canonical form ("pt-br" becomes "pt-BR") and sorted. Errors: Invalid, with the field at
@@ -49,7 +70,7 @@ func (s *Service) limits() templates.Limits { return s.TemplateLimits }
 // parse, a bad or repeated locale, a translation that lacks a part the default has (or has one
 // it lacks), text that breaks a channel's limit whatever the data (see templates.Set.CheckStatic);
 // PermissionDenied when the name belongs to another app (see mayAddVersion).
-func (s *Service) CreateTemplate(ctx context.Context, caller appkey.Caller, t *Template) (*Template, error) {
+func (s *Templates) CreateTemplate(ctx context.Context, caller appkey.Caller, t *Template) (*Template, error) {
 	var v errs.Violations
 	if v.Bytes("template.name", t.Name, maxTemplateName) && !templateName.MatchString(t.Name) {
 		v.Add("template.name", "must be 1-128 lower-case letters, digits, '_', '-' or '.'")
@@ -85,7 +106,7 @@ func (s *Service) CreateTemplate(ctx context.Context, caller appkey.Caller, t *T
 	}
 	set, err := templates.ParseSet(out.Parts, out.Locales)
 	if err == nil {
-		err = set.CheckStatic(s.limits())
+		err = set.CheckStatic(s.Limits)
 	}
 	if err == nil { // short links: shortlinks.go
 		err = checkTemplateLinks(out.Parts)
@@ -133,7 +154,7 @@ func createError(err error, index map[string]int) error {
 }
 
 // GetTemplate returns a template version (0: the latest). Errors: Invalid (no name), NotFound.
-func (s *Service) GetTemplate(ctx context.Context, name string, version int) (*Template, error) {
+func (s *Templates) GetTemplate(ctx context.Context, name string, version int) (*Template, error) {
 	if err := checkTemplateName(name, version); err != nil {
 		return nil, err
 	}
@@ -176,7 +197,7 @@ type Preview struct {
 // template serves. Errors: NotFound (template or version), Invalid: "locale" for a tag that is
 // not BCP 47, "template.<part>" for a key the data lacks or a part over its limit, "data" for
 // data that alone makes the push payload too large.
-func (s *Service) RenderTemplate(ctx context.Context, name string, version int, locale string, data map[string]any) (*Preview, error) {
+func (s *Templates) RenderTemplate(ctx context.Context, name string, version int, locale string, data map[string]any) (*Preview, error) {
 	if locale != "" {
 		var v errs.Violations
 		if !v.Bytes("locale", locale, templates.MaxLocaleLen) {
@@ -195,7 +216,7 @@ func (s *Service) RenderTemplate(ctx context.Context, name string, version int, 
 	}
 	used, r, err := set.Render(locale, data)
 	if err == nil {
-		err = templates.Check(r, data, s.limits())
+		err = templates.Check(r, data, s.Limits)
 	}
 	if err != nil {
 		return nil, templateError("template", err)
@@ -206,4 +227,67 @@ func (s *Service) RenderTemplate(ctx context.Context, name string, version int, 
 		p.SMSEncoding, p.SMSSegments = templates.SMSSegments(r.SMSBody)
 	}
 	return p, nil
+}
+
+// template returns a stored template version, parsed. Versions are immutable, so each is read
+// from the store once. The latest version of a name is cached too, kept exact by the notifier's
+// change feed when Feed is set: a version created before the Send began is used.
+func (s *Templates) template(ctx context.Context, name string, version int) (*Template, *templates.Set, error) {
+	var gen uint64
+	latest := s.latestVersions()
+	if version == 0 && latest != nil {
+		var err error
+		if gen, err = latest.SyncSince(ctx, coherent.Began(ctx)); err != nil {
+			return nil, nil, errs.Wrap(errs.Unavailable, err, "cannot read templates now")
+		}
+		if v, ok := latest.Get(TemplateChangeKey(name)); ok {
+			version = v
+		}
+	}
+	if version > 0 {
+		if v, ok := s.versions.Load(templateKey{name, version}); ok {
+			v := v.(*parsedTemplate)
+			return v.t, v.set, nil
+		}
+	}
+	t, err := s.Store.Template(ctx, name, version)
+	if err != nil {
+		return nil, nil, err
+	}
+	if version == 0 && latest != nil {
+		latest.Put(gen, TemplateChangeKey(name), t.Version)
+	}
+	key := templateKey{t.Name, t.Version}
+	if v, ok := s.versions.Load(key); ok {
+		v := v.(*parsedTemplate)
+		return v.t, v.set, nil
+	}
+	set, err := templates.ParseSet(t.Parts, t.Locales)
+	if err != nil {
+		// Stored templates were validated when created; this is a bug or a changed parser.
+		return nil, nil, fmt.Errorf("parse stored template %s v%d: %w", t.Name, t.Version, err)
+	}
+	s.versions.Store(key, &parsedTemplate{t: t, set: set})
+	return t, set, nil
+}
+
+// parsedTemplate is a stored template version and its parsed form.
+type parsedTemplate struct {
+	t   *Template
+	set *templates.Set
+}
+
+// TemplateChangeKey is the key a new version of the named template adds to the notifier's
+// change feed (appkey.ChangesTable), beside the app keys' own, which never start with
+// "template:".
+func TemplateChangeKey(name string) string { return "template:" + name }
+
+// latestVersions returns the cache of templates' latest versions, or nil without a Feed.
+func (s *Templates) latestVersions() *coherent.Cache[int] {
+	s.latestOnce.Do(func() {
+		if s.Feed != nil {
+			s.latest = coherent.NewCache[int](s.Feed, 10_000)
+		}
+	})
+	return s.latest
 }

@@ -35,7 +35,7 @@ var (
 // other case, and checks that they are stored canonical and sorted.
 func createOTP(t *testing.T, h *harness) {
 	t.Helper()
-	got, err := h.svc.CreateTemplate(t.Context(), billing, &notifier.Template{Name: "otp", Parts: otpDefault,
+	got, err := h.templates.CreateTemplate(t.Context(), billing, &notifier.Template{Name: "otp", Parts: otpDefault,
 		Locales: []templates.Translation{{Locale: "pt-br", Parts: otpPTBR}, {Locale: "PT", Parts: otpPT}}})
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +112,7 @@ func TestSendTemplateLimits(t *testing.T) {
 		if name == "pt-sms" {
 			tmpl.Locales = []templates.Translation{{Locale: "pt", Parts: templates.Parts{SMSBody: "Olá! {{.body}}"}}}
 		}
-		if _, err := h.svc.CreateTemplate(t.Context(), billing, tmpl); err != nil {
+		if _, err := h.templates.CreateTemplate(t.Context(), billing, tmpl); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -198,7 +198,7 @@ func TestCreateTemplateErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness()
-			_, err := h.svc.CreateTemplate(t.Context(), billing, &tt.t)
+			_, err := h.templates.CreateTemplate(t.Context(), billing, &tt.t)
 			if v := violation(t, err); v.Field != tt.field {
 				t.Errorf("field %q (%s); want %q", v.Field, v.Reason, tt.field)
 			}
@@ -209,7 +209,7 @@ func TestCreateTemplateErrors(t *testing.T) {
 	}
 	// A dynamic part that could exceed a limit is accepted: only a render can tell.
 	h := newHarness()
-	if _, err := h.svc.CreateTemplate(t.Context(), billing, &notifier.Template{Name: "x", Parts: templates.Parts{SMSBody: long + "{{.x}}"}}); err != nil {
+	if _, err := h.templates.CreateTemplate(t.Context(), billing, &notifier.Template{Name: "x", Parts: templates.Parts{SMSBody: long + "{{.x}}"}}); err != nil {
 		t.Errorf("dynamic part: %v", err)
 	}
 }
@@ -217,7 +217,7 @@ func TestCreateTemplateErrors(t *testing.T) {
 func TestRenderTemplate(t *testing.T) {
 	h := newHarness()
 	createOTP(t, h)
-	if _, err := h.svc.CreateTemplate(t.Context(), billing, &notifier.Template{Name: "otp", Parts: otpDefault,
+	if _, err := h.templates.CreateTemplate(t.Context(), billing, &notifier.Template{Name: "otp", Parts: otpDefault,
 		Locales: []templates.Translation{{Locale: "pt-BR", Parts: with(otpPTBR, func(p *templates.Parts) { p.SMSBody = "🎉 {{.code}}" })}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +256,7 @@ func TestRenderTemplate(t *testing.T) {
 			if tt.name == "unknown template" {
 				name = "nope"
 			}
-			got, err := h.svc.RenderTemplate(t.Context(), name, tt.version, tt.locale, tt.data)
+			got, err := h.templates.RenderTemplate(t.Context(), name, tt.version, tt.locale, tt.data)
 			if tt.wantKind != 0 {
 				if !errs.Is(err, tt.wantKind) {
 					t.Fatalf("RenderTemplate = %+v, %v; want error kind %d", got, err, tt.wantKind)

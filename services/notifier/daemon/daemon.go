@@ -121,7 +121,7 @@ type Daemon struct {
 	nc         *nats.Conn
 	contacts   *grpc.ClientConn
 	dir        *contacts.Directory
-	svc        *notifier.Service
+	sender     *notifier.Sender
 	clicks     *links.Recorder
 	// linkRetention is the short links' retention when they are on.
 	linkRetention time.Duration
@@ -235,10 +235,13 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	svc := &notifier.Service{Store: store, Deliveries: d.deliveries, Publisher: pub, Log: log, RepublishAfter: cfg.RepublishAfter,
-		Limiter: limiter, DefaultRate: cfg.AppRate, DefaultBurst: cfg.AppBurst, Metrics: metrics,
-		TemplateLimits: templates.Limits{SMSSegments: cfg.SMSMaxSegments}, Feed: feed}
-	d.svc = svc
+	handoff := &notifier.Handoff{Publisher: pub, Deliveries: d.deliveries, Log: log}
+	tmpls := &notifier.Templates{Store: store, Limits: templates.Limits{SMSSegments: cfg.SMSMaxSegments}, Feed: feed}
+	cats := &notifier.Categories{Store: store}
+	sender := &notifier.Sender{Store: store, Templates: tmpls, Categories: cats, Handoff: handoff, Log: log,
+		RepublishAfter: cfg.RepublishAfter, Limiter: limiter, DefaultRate: cfg.AppRate, DefaultBurst: cfg.AppBurst,
+		Metrics: metrics}
+	d.sender = sender
 	if cfg.ContactsAddr != "" {
 		creds, err := tlsconfig.DialOption(cfg.ContactsTLS)
 		if err != nil {
@@ -250,7 +253,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 			return nil, fmt.Errorf("contacts client: %w", err)
 		}
 		d.dir = contacts.New(d.contacts, d.srv.Metrics)
-		svc.Directory = d.dir
+		sender.Directory = d.dir
 	}
 
 	status, err := workerstatus.Open(openCtx, js, cfg.StreamReplicas)
@@ -265,7 +268,15 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	page := statuspage.New(watcher, log)
 	d.srv.HTTP.Handle("GET /status", page)
 	d.srv.HTTP.Handle("GET /status/", page)
-	api := &rpc.Server{Service: svc, Ops: watcher}
+	api := &rpc.Server{
+		Sender:     sender,
+		Templates:  tmpls,
+		Categories: cats,
+		Apps:       &notifier.Apps{Store: store, Log: log},
+		Operations: &notifier.Operations{Deliveries: d.deliveries, Store: store, Handoff: handoff, Log: log,
+			RepublishAfter: cfg.RepublishAfter},
+		QueueStats: watcher,
+	}
 	heraldv1.RegisterNotificationServiceServer(d.srv.GRPC, api)
 	heraldv1.RegisterTemplateServiceServer(d.srv.GRPC, api)
 	heraldv1.RegisterAdminServiceServer(d.srv.GRPC, api)
@@ -277,7 +288,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		return nil, fmt.Errorf("webhooks: %w", err)
 	}
 	d.srv.HTTP.Handle("/webhooks/", hooks)
-	if err := d.startLinks(cfg, store, svc); err != nil { // short links: links.go
+	if err := d.startLinks(cfg, store, sender); err != nil { // short links: links.go
 		return nil, err
 	}
 	d.srv.AddCheck("database", func(ctx context.Context) error { return d.pool.Ping(ctx) })
@@ -323,7 +334,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 }
 
 // LimitFailures counts the times the rate limit store could not answer and limits were waived.
-func (d *Daemon) LimitFailures() int64 { return d.svc.LimitFailures() }
+func (d *Daemon) LimitFailures() int64 { return d.sender.LimitFailures() }
 
 // GRPCAddr is where the API listens.
 func (d *Daemon) GRPCAddr() string { return d.srv.GRPCAddr() }
@@ -345,8 +356,8 @@ func (d *Daemon) Close() {
 }
 
 func (d *Daemon) closeResources() {
-	if d.svc != nil { // after the listeners: no Send is under way
-		d.svc.Close()
+	if d.sender != nil { // after the listeners: no Send is under way
+		d.sender.Close()
 	}
 	if d.deliveries != nil {
 		d.deliveries.Close()

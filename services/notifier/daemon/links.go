@@ -56,7 +56,7 @@ func (c *LinksConfig) RegisterFlags(fs *flag.FlagSet) {
 
 // startLinks turns short links on when a key is configured: the shortening in Send, the
 // redirect on the HTTP port, and the click recorder.
-func (d *Daemon) startLinks(cfg Config, store *postgres.Store, svc *notifier.Service) error {
+func (d *Daemon) startLinks(cfg Config, store *postgres.Store, sender *notifier.Sender) error {
 	lc := cfg.Links
 	key, err := cli.Secret(lc.Key, lc.KeyFile)
 	if err != nil {
@@ -83,7 +83,7 @@ func (d *Daemon) startLinks(cfg Config, store *postgres.Store, svc *notifier.Ser
 		Retention: lc.Retention, CacheSize: lc.CacheSize, Limiter: links.NewLimiter(lc.Rate, lc.Burst),
 		ClientIPHeader: lc.ClientIPHeader, Metrics: m, Log: cfg.Log})
 	d.srv.HTTP.Handle("GET /l/{code}", h)
-	svc.Links = &notifier.LinkConfig{Codec: codec, IDs: &links.Allocator{Reserve: store.ReserveLinkIDs},
+	sender.Links = &notifier.LinkConfig{Codec: codec, IDs: &links.Allocator{Reserve: store.ReserveLinkIDs},
 		BaseURL: base, Retention: lc.Retention,
 		Created: func(l notifier.Link) {
 			h.Remember(l.ID, links.Target{URL: l.URL, DeliveryID: l.DeliveryID, ExpiresAt: l.ExpiresAt,

@@ -15,8 +15,10 @@ import (
 
 	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/delivery"
+	deliverypg "github.com/heraldhq/herald/internal/delivery/postgres"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/services/notifier"
+	"github.com/heraldhq/herald/services/notifier/postgres"
 )
 
 // lostPublisher is a broker that loses every message.
@@ -29,6 +31,17 @@ func (p *lostPublisher) Publish(context.Context, map[delivery.Channel][]uuid.UUI
 	return errors.New("broker unreachable")
 }
 
+// newSender returns a Sender on the real store, that leaves its deliveries to deliveries when
+// pub loses them, on the clock now. It is closed when the test ends.
+func newSender(t *testing.T, s *postgres.Store, deliveries *deliverypg.Store, pub notifier.Publisher, now func() time.Time) *notifier.Sender {
+	log := slog.New(slog.DiscardHandler)
+	svc := &notifier.Sender{Store: s, Templates: &notifier.Templates{Store: s}, Categories: &notifier.Categories{Store: s},
+		Handoff: &notifier.Handoff{Publisher: pub, Deliveries: deliveries, Log: log, Now: now}, Log: log,
+		RepublishAfter: time.Minute, Now: now}
+	t.Cleanup(svc.Close)
+	return svc
+}
+
 // TestSendThenReconcile runs the domain on the real store: a notification whose publish was
 // lost is committed, answered, replayed by its key, and published by the reconciler's next
 // pass.
@@ -36,9 +49,7 @@ func TestSendThenReconcile(t *testing.T) {
 	s, pool := open(t)
 	pub := &lostPublisher{}
 	deliveries := deliveryStore(t, pool)
-	svc := &notifier.Service{Store: s, Deliveries: deliveries, Publisher: pub, Log: slog.New(slog.DiscardHandler),
-		RepublishAfter: time.Minute, Now: func() time.Time { return t0 }}
-	defer svc.Close()
+	svc := newSender(t, s, deliveries, pub, func() time.Time { return t0 })
 	caller := appkey.Caller{AppID: newID(t), AppName: "billing"}
 	req := func() *notifier.SendRequest {
 		return &notifier.SendRequest{
@@ -104,9 +115,7 @@ func TestSendThenReconcile(t *testing.T) {
 // invalid, naming the field, rather than failing the insert as an internal error.
 func TestSendRefusesWhatCannotBeStored(t *testing.T) {
 	s, pool := open(t)
-	svc := &notifier.Service{Store: s, Deliveries: deliveryStore(t, pool), Publisher: &lostPublisher{},
-		Log: slog.New(slog.DiscardHandler), RepublishAfter: time.Minute, Now: func() time.Time { return t0 }}
-	defer svc.Close()
+	svc := newSender(t, s, deliveryStore(t, pool), &lostPublisher{}, func() time.Time { return t0 })
 	caller := appkey.Caller{AppID: newID(t), AppName: "billing"}
 	tests := []struct {
 		name   string
@@ -144,9 +153,7 @@ func TestSendRefusesWhatCannotBeStored(t *testing.T) {
 func TestIdempotencyWindow(t *testing.T) {
 	s, pool := open(t)
 	now := t0
-	svc := &notifier.Service{Store: s, Deliveries: deliveryStore(t, pool), Publisher: &lostPublisher{},
-		Log: slog.New(slog.DiscardHandler), RepublishAfter: time.Minute, Now: func() time.Time { return now }}
-	defer svc.Close()
+	svc := newSender(t, s, deliveryStore(t, pool), &lostPublisher{}, func() time.Time { return now })
 	caller := appkey.Caller{AppID: newID(t), AppName: "billing"}
 	req := &notifier.SendRequest{IdempotencyKey: "k", RequestHash: []byte("h"), Category: "account",
 		Address: &notifier.Address{Email: "a@example.com"}, Content: &notifier.Content{Body: "hi", Subject: "hi"}}

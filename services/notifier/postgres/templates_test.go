@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"reflect"
 	"strings"
 	"sync"
@@ -97,21 +96,18 @@ func (d localeDirectory) Resolve(_ context.Context, ids []string, _ []notifier.T
 	return out, nil
 }
 
-func templateService(t *testing.T) (*notifier.Service, *rpc.Server, *pgxpool.Pool) {
+func templateService(t *testing.T) (*notifier.Sender, *rpc.Server, *pgxpool.Pool) {
 	s, pool := open(t)
-	svc := &notifier.Service{Store: s, Deliveries: deliveryStore(t, pool), Publisher: &lostPublisher{},
-		Log:            slog.New(slog.DiscardHandler),
-		Directory:      localeDirectory{"ana": "pt-BR", "rui": "pt-PT", "zoe": "fr", "bob": ""},
-		RepublishAfter: time.Minute, Now: func() time.Time { return t0 }}
-	t.Cleanup(svc.Close)
-	return svc, &rpc.Server{Service: svc}, pool
+	svc := newSender(t, s, deliveryStore(t, pool), &lostPublisher{}, func() time.Time { return t0 })
+	svc.Directory = localeDirectory{"ana": "pt-BR", "rui": "pt-PT", "zoe": "fr", "bob": ""}
+	return svc, &rpc.Server{Sender: svc, Templates: svc.Templates}, pool
 }
 
 // TestSendTemplateLocaleFallback sends a localized template through the real store to users
 // in several locales: pt-BR gets its translation, pt-PT falls back to pt, fr to the default.
 func TestSendTemplateLocaleFallback(t *testing.T) {
 	svc, _, pool := templateService(t)
-	if _, err := svc.CreateTemplate(t.Context(), appkey.Caller{AppID: newID(t), Admin: true}, &notifier.Template{Name: "welcome", Parts: welcomeDefault,
+	if _, err := svc.Templates.CreateTemplate(t.Context(), appkey.Caller{AppID: newID(t), Admin: true}, &notifier.Template{Name: "welcome", Parts: welcomeDefault,
 		Locales: []templates.Translation{{Locale: "PT", Parts: welcomePT}, {Locale: "pt-br", Parts: welcomePTBR}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +272,7 @@ func TestTemplateOwnership(t *testing.T) {
 	other := appkey.Caller{AppID: newID(t), AppName: "shop"}
 	admin := appkey.Caller{AppID: newID(t), AppName: "ops", Admin: true}
 	create := func(c appkey.Caller, name, body string) (*notifier.Template, error) {
-		return svc.CreateTemplate(ctx, c, &notifier.Template{Name: name, Parts: templates.Parts{SMSBody: body}})
+		return svc.Templates.CreateTemplate(ctx, c, &notifier.Template{Name: name, Parts: templates.Parts{SMSBody: body}})
 	}
 	if v, err := create(owner, "receipt", "v1"); err != nil || v.Version != 1 {
 		t.Fatalf("owner creates: %+v, %v", v, err)
@@ -285,7 +281,7 @@ func TestTemplateOwnership(t *testing.T) {
 	if errs.KindOf(err) != errs.PermissionDenied || !strings.Contains(errs.Status(err).Message(), `template "receipt" belongs to another app`) {
 		t.Fatalf("another app adds a version: %v, want PermissionDenied", err)
 	}
-	if latest, err := svc.GetTemplate(ctx, "receipt", 0); err != nil || latest.Version != 1 || latest.Parts.SMSBody != "v1" {
+	if latest, err := svc.Templates.GetTemplate(ctx, "receipt", 0); err != nil || latest.Version != 1 || latest.Parts.SMSBody != "v1" {
 		t.Fatalf("latest after the refusal = %+v, %v; want version 1 unchanged", latest, err)
 	}
 	for i, c := range []appkey.Caller{owner, admin, owner} {

@@ -85,7 +85,7 @@ func (s *Server) CreateApp(ctx context.Context, req *heraldv1.CreateAppRequest) 
 	a := &notifier.App{Name: req.GetName(), Admin: req.GetAdmin(), AllowedCategories: req.GetAllowedCategories(),
 		AllowedChannels: chs, RatePerSecond: req.GetRequestsPerSecond(), Burst: int(req.GetBurst()),
 		Contacts: contactsAccess(req.GetContactsAccess())}
-	key, err := s.Service.CreateApp(ctx, c, a)
+	key, err := s.Apps.CreateApp(ctx, c, a)
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +109,7 @@ func (s *Server) UpdateApp(ctx context.Context, req *heraldv1.UpdateAppRequest) 
 	}
 	a := &notifier.App{ID: id, AllowedCategories: in.GetAllowedCategories(), AllowedChannels: chs,
 		RatePerSecond: in.GetRequestsPerSecond(), Burst: int(in.GetBurst()), Contacts: contactsAccess(in.GetContactsAccess())}
-	if err := s.Service.UpdateApp(ctx, c, a); err != nil {
+	if err := s.Apps.UpdateApp(ctx, c, a); err != nil {
 		return nil, err
 	}
 	return &heraldv1.UpdateAppResponse{App: appProto(a)}, nil
@@ -121,7 +121,7 @@ func (s *Server) ListApps(ctx context.Context, _ *heraldv1.ListAppsRequest) (*he
 	if err != nil {
 		return nil, err
 	}
-	apps, err := s.Service.ListApps(ctx, c)
+	apps, err := s.Apps.ListApps(ctx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +142,7 @@ func (s *Server) IssueKey(ctx context.Context, req *heraldv1.IssueKeyRequest) (*
 	if err != nil {
 		return nil, errs.Field("app_id", "must be an app id (a UUID)")
 	}
-	key, err := s.Service.IssueKey(ctx, c, id)
+	key, err := s.Apps.IssueKey(ctx, c, id)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +155,7 @@ func (s *Server) RevokeKey(ctx context.Context, req *heraldv1.RevokeKeyRequest) 
 	if err != nil {
 		return nil, err
 	}
-	k, err := s.Service.RevokeKey(ctx, c, req.GetKeyId())
+	k, err := s.Apps.RevokeKey(ctx, c, req.GetKeyId())
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +172,7 @@ func (s *Server) ListKeys(ctx context.Context, req *heraldv1.ListKeysRequest) (*
 	if err != nil {
 		return nil, errs.Field("app_id", "must be an app id (a UUID)")
 	}
-	keys, err := s.Service.ListKeys(ctx, c, id)
+	keys, err := s.Apps.ListKeys(ctx, c, id)
 	if err != nil {
 		return nil, err
 	}

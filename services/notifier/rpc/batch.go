@@ -29,7 +29,7 @@ func (s *Server) CancelNotification(ctx context.Context, req *heraldv1.CancelNot
 	if err != nil {
 		return nil, errs.Field("notification_id", "must be a notification id (a UUID)")
 	}
-	n, err := s.Service.CancelNotification(ctx, c, id)
+	n, err := s.Sender.CancelNotification(ctx, c, id)
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +80,7 @@ func (s *Server) SendBatch(ctx context.Context, req *heraldv1.SendBatchRequest) 
 		index = append(index, i)
 	}
 	if len(reqs) > 0 {
-		results, err := s.Service.SendBatch(ctx, c, reqs)
+		results, err := s.Sender.SendBatch(ctx, c, reqs)
 		if err != nil {
 			return nil, err
 		}
@@ -152,7 +152,7 @@ func (s *Server) Explain(ctx context.Context, req *heraldv1.ExplainRequest) (*he
 	if err != nil {
 		return nil, err
 	}
-	n, err := s.Service.Explain(ctx, c, dreq)
+	n, err := s.Sender.Explain(ctx, c, dreq)
 	if err != nil {
 		return nil, err
 	}

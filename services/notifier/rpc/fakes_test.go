@@ -74,12 +74,20 @@ func newStrictStore() *strictStore {
 	}
 }
 
-// newServer returns a Server on a notifier.Service whose every dependency is store.
+// newServer returns a Server on the notifier's parts, whose every dependency is store.
 func newServer(store *strictStore) *Server {
-	return &Server{Service: &notifier.Service{
-		Store: store, Deliveries: store, Publisher: store, Directory: store, Log: slog.New(slog.DiscardHandler),
-		RepublishAfter: time.Minute,
-	}}
+	log := slog.New(slog.DiscardHandler)
+	handoff := &notifier.Handoff{Publisher: store, Deliveries: store, Log: log}
+	templates := &notifier.Templates{Store: store}
+	categories := &notifier.Categories{Store: store}
+	return &Server{
+		Sender: &notifier.Sender{Store: store, Templates: templates, Categories: categories, Handoff: handoff,
+			Directory: store, Log: log, RepublishAfter: time.Minute},
+		Templates:  templates,
+		Categories: categories,
+		Apps:       &notifier.Apps{Store: store, Log: log},
+		Operations: &notifier.Operations{Deliveries: store, Store: store, Handoff: handoff, Log: log, RepublishAfter: time.Minute},
+	}
 }
 
 func (s *strictStore) problem(format string, args ...any) {

@@ -18,7 +18,7 @@ import (
 )
 
 // The fuzz targets here feed the API arbitrary requests, decoded from bytes as gRPC decodes
-// them, through the real handlers and the real notifier.Service on a strictStore. Whatever the
+// them, through the real handlers and the real notifier parts on a strictStore. Whatever the
 // request, the handler must not panic, must answer nil or one of the codes the API documents for
 // the caller's mistakes (never INTERNAL), must name the fields at fault in an INVALID_ARGUMENT,
 // and must not let anything reach the store that PostgreSQL would refuse or a limit forbids

@@ -24,10 +24,10 @@ func (s *Server) GetQueueStats(ctx context.Context, _ *heraldv1.GetQueueStatsReq
 	if !c.Admin {
 		return nil, errs.E(errs.PermissionDenied, "only admin apps may read queue statistics")
 	}
-	if s.Ops == nil {
+	if s.QueueStats == nil {
 		return nil, errs.E(errs.FailedPrecondition, "queue statistics are not collected on this notifier")
 	}
-	snap := s.Ops.Snapshot()
+	snap := s.QueueStats.Snapshot()
 	out := &heraldv1.GetQueueStatsResponse{Time: timestamppb.New(snap.Latest.Time)}
 	for _, ch := range snap.Latest.Channels {
 		out.Channels = append(out.Channels, &heraldv1.ChannelStats{
@@ -59,7 +59,7 @@ func (s *Server) GetDeliveryStats(ctx context.Context, req *heraldv1.GetDelivery
 		}
 		period = req.Period.AsDuration()
 	}
-	stats, err := s.Service.DeliveryStats(ctx, c, period)
+	stats, err := s.Operations.DeliveryStats(ctx, c, period)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +105,7 @@ func (s *Server) TrackEvent(ctx context.Context, req *heraldv1.TrackEventRequest
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	recorded, err := s.Service.TrackEvent(ctx, c, id, kind, at)
+	recorded, err := s.Operations.TrackEvent(ctx, c, id, kind, at)
 	if err != nil {
 		return nil, err
 	}

@@ -22,15 +22,23 @@ import (
 	"github.com/heraldhq/herald/services/notifier/ops"
 )
 
-// Server implements the notifier's gRPC services on a notifier.Service.
+// Server implements the notifier's gRPC services on the notifier's parts. A Server that serves
+// only some of the services needs only their parts.
 type Server struct {
 	heraldv1.UnimplementedNotificationServiceServer
 	heraldv1.UnimplementedTemplateServiceServer
 	heraldv1.UnimplementedAdminServiceServer
 
-	Service *notifier.Service
-	// Ops answers GetQueueStats; nil when queue statistics are not collected.
-	Ops ops.Source
+	// Sender serves NotificationService, but for TrackEvent.
+	Sender *notifier.Sender
+	// Templates serves TemplateService.
+	Templates *notifier.Templates
+	// Categories, Apps and Operations serve AdminService; Operations serves TrackEvent too.
+	Categories *notifier.Categories
+	Apps       *notifier.Apps
+	Operations *notifier.Operations
+	// QueueStats answers GetQueueStats; nil when queue statistics are not collected.
+	QueueStats ops.Source
 }
 
 func caller(ctx context.Context) (appkey.Caller, error) {
@@ -51,7 +59,7 @@ func (s *Server) Send(ctx context.Context, req *heraldv1.SendRequest) (*heraldv1
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.Service.Send(ctx, c, dreq)
+	res, err := s.Sender.Send(ctx, c, dreq)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +172,7 @@ func (s *Server) GetNotification(ctx context.Context, req *heraldv1.GetNotificat
 	if err != nil {
 		return nil, errs.Field("notification_id", "must be a notification id (a UUID)")
 	}
-	n, err := s.Service.GetNotification(ctx, c, id)
+	n, err := s.Sender.GetNotification(ctx, c, id)
 	if err != nil {
 		return nil, err
 	}
@@ -233,7 +241,7 @@ func (s *Server) PutCategory(ctx context.Context, req *heraldv1.PutCategoryReque
 	if err != nil {
 		return nil, err
 	}
-	if err := s.Service.PutCategory(ctx, c, cat); err != nil {
+	if err := s.Categories.PutCategory(ctx, c, cat); err != nil {
 		return nil, err
 	}
 	return &heraldv1.PutCategoryResponse{Category: protoconv.CategoryProto(cat)}, nil
@@ -241,7 +249,7 @@ func (s *Server) PutCategory(ctx context.Context, req *heraldv1.PutCategoryReque
 
 // ListCategories implements AdminService.ListCategories.
 func (s *Server) ListCategories(ctx context.Context, _ *heraldv1.ListCategoriesRequest) (*heraldv1.ListCategoriesResponse, error) {
-	cats, err := s.Service.Categories(ctx)
+	cats, err := s.Categories.ListCategories(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +294,7 @@ func (s *Server) ListDeadLetters(ctx context.Context, req *heraldv1.ListDeadLett
 	if err != nil {
 		return nil, err
 	}
-	list, next, err := s.Service.ListDeadLetters(ctx, c, f, int(req.GetPageSize()), req.GetPageToken())
+	list, next, err := s.Operations.ListDeadLetters(ctx, c, f, int(req.GetPageSize()), req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
@@ -311,7 +319,7 @@ func (s *Server) RedriveDeadLetters(ctx context.Context, req *heraldv1.RedriveDe
 	if err != nil {
 		return nil, err
 	}
-	n, err := s.Service.RedriveDeadLetters(ctx, c, f, req.GetAll())
+	n, err := s.Operations.RedriveDeadLetters(ctx, c, f, req.GetAll())
 	if err != nil {
 		return nil, err
 	}

@@ -33,7 +33,7 @@ func (s *Server) CreateTemplate(ctx context.Context, req *heraldv1.CreateTemplat
 	for _, l := range t.GetLocales() {
 		in.Locales = append(in.Locales, templates.Translation{Locale: l.GetLocale(), Parts: partsDomain(l.GetParts())})
 	}
-	stored, err := s.Service.CreateTemplate(ctx, c, in)
+	stored, err := s.Templates.CreateTemplate(ctx, c, in)
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +45,7 @@ func (s *Server) GetTemplate(ctx context.Context, req *heraldv1.GetTemplateReque
 	if req.Version != nil && req.GetVersion() <= 0 {
 		return nil, errs.Field("version", "must be positive")
 	}
-	t, err := s.Service.GetTemplate(ctx, req.GetName(), int(req.GetVersion()))
+	t, err := s.Templates.GetTemplate(ctx, req.GetName(), int(req.GetVersion()))
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +65,7 @@ func (s *Server) RenderTemplate(ctx context.Context, req *heraldv1.RenderTemplat
 		}
 		data = req.Data.AsMap()
 	}
-	p, err := s.Service.RenderTemplate(ctx, req.GetName(), int(req.GetVersion()), req.GetLocale(), data)
+	p, err := s.Templates.RenderTemplate(ctx, req.GetName(), int(req.GetVersion()), req.GetLocale(), data)
 	if err != nil {
 		return nil, err
 	}
