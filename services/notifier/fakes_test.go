@@ -16,20 +16,21 @@ import (
 )
 
 var (
-	_ notifier.Store     = (*fakeStore)(nil)
-	_ notifier.Publisher = (*fakePublisher)(nil)
-	_ notifier.Directory = (*fakeDirectory)(nil)
+	_ notifier.Notifications = (*fakeStore)(nil)
+	_ notifier.TemplateStore = (*fakeStore)(nil)
+	_ notifier.CategoryStore = (*fakeStore)(nil)
+	_ notifier.Publisher     = (*fakePublisher)(nil)
+	_ notifier.Directory     = (*fakeDirectory)(nil)
 )
 
-// fakeStore keeps everything in memory and answers as the postgres store does.
+// fakeStore keeps what a Sender reads and writes in memory (notifications, and the templates and
+// categories they are decided with) and answers as the postgres store does.
 type fakeStore struct {
 	mu            sync.Mutex
 	notifications []*notifier.Notification
 	templates     map[string][]*notifier.Template
 	// categories are the known categories; newFakeStore knows the tests' ones.
 	categories []preference.Category
-	apps       map[uuid.UUID]*notifier.App
-	keys       map[string]uuid.UUID
 	// deliveries keeps the notifications' deliveries, as the postgres store keeps them in
 	// internal/delivery's store.
 	deliveries *memstore.Store
@@ -108,6 +109,13 @@ func (s *fakeStore) Notification(_ context.Context, appID, id uuid.UUID) (*notif
 	return nil, errs.E(errs.NotFound, "notification not found")
 }
 
+// Key release is exercised against the real store (postgres/send_test.go), cancellation end to
+// end (e2e/policy_test.go).
+func (s *fakeStore) ReleaseKey(context.Context, uuid.UUID, string, time.Time) error { return nil }
+func (s *fakeStore) Cancel(context.Context, uuid.UUID, uuid.UUID, time.Time) (*notifier.Notification, error) {
+	return nil, errs.E(errs.NotFound, "notification not found")
+}
+
 func (s *fakeStore) stored() []*notifier.Notification {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -166,60 +174,6 @@ func (s *fakeStore) PutCategory(_ context.Context, c preference.Category) error 
 	return nil
 }
 
-func (s *fakeStore) EraseUser(_ context.Context, userID string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, n := range s.notifications {
-		if n.UserID != userID {
-			continue
-		}
-		for _, d := range n.Deliveries {
-			d.To, d.Content = "", delivery.Content{}
-			if !d.State.Terminal() {
-				d.State, d.DueAt = delivery.Canceled, nil
-			}
-		}
-	}
-	return nil
-}
-
-func (s *fakeStore) CreateApp(_ context.Context, a *notifier.App) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.apps == nil {
-		s.apps = map[uuid.UUID]*notifier.App{}
-	}
-	for _, b := range s.apps {
-		if b.Name == a.Name {
-			return errs.E(errs.Conflict, "an app named %q already exists", a.Name)
-		}
-	}
-	s.apps[a.ID] = a
-	return nil
-}
-
-func (s *fakeStore) AddKey(_ context.Context, appID uuid.UUID, keyID string, _ []byte, maxActive int) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.apps[appID] == nil {
-		return errs.E(errs.NotFound, "app not found")
-	}
-	active := 0
-	for _, a := range s.keys {
-		if a == appID {
-			active++
-		}
-	}
-	if maxActive > 0 && active >= maxActive {
-		return errs.E(errs.FailedPrecondition, "two active keys already")
-	}
-	if s.keys == nil {
-		s.keys = map[string]uuid.UUID{}
-	}
-	s.keys[keyID] = appID
-	return nil
-}
-
 // fakePublisher records what it is asked to publish, and fails with err when that is set.
 type fakePublisher struct {
 	mu    sync.Mutex
@@ -269,36 +223,4 @@ func (d *fakeDirectory) Resolve(_ context.Context, ids []string, targets []notif
 		}
 	}
 	return out, nil
-}
-
-// Provider events are exercised against the real store (postgres/providerevents_test.go) and
-// the webhooks package; the fake records none.
-func (s *fakeStore) RecordProviderEvents(context.Context, []notifier.ProviderEvent) ([]notifier.ProviderEvent, error) {
-	return nil, nil
-}
-
-func (s *fakeStore) MarkProviderEventsAnnounced(context.Context, string, []string) error {
-	return nil
-}
-
-// Apps and keys beyond creation are exercised against the real store (postgres/apps_test.go).
-func (s *fakeStore) UpdateApp(context.Context, *notifier.App) error { return nil }
-func (s *fakeStore) Apps(context.Context) ([]notifier.App, error)   { return nil, nil }
-func (s *fakeStore) RevokeKey(context.Context, string, time.Time) (notifier.KeyInfo, error) {
-	return notifier.KeyInfo{}, errs.E(errs.NotFound, "key not found")
-}
-func (s *fakeStore) Keys(context.Context, uuid.UUID) ([]notifier.KeyInfo, error) { return nil, nil }
-
-// Cancellation and key release are exercised against the real store (postgres/cancel_test.go).
-func (s *fakeStore) ReleaseKey(context.Context, uuid.UUID, string, time.Time) error { return nil }
-func (s *fakeStore) Cancel(context.Context, uuid.UUID, uuid.UUID, time.Time) (*notifier.Notification, error) {
-	return nil, errs.E(errs.NotFound, "notification not found")
-}
-
-// Statistics and engagement are exercised against the real store (e2e).
-func (s *fakeStore) DeliveryStats(context.Context, time.Time) ([]notifier.DeliveryStats, error) {
-	return nil, nil
-}
-func (s *fakeStore) DeliveryApp(context.Context, uuid.UUID) (uuid.UUID, error) {
-	return uuid.Nil, errs.E(errs.NotFound, "delivery not found")
 }

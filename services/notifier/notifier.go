@@ -201,28 +201,6 @@ type DeadLetterStore interface {
 	Redrive(ctx context.Context, f delivery.DeadFilter, now time.Time, republishAfter time.Duration) ([]delivery.Due, error)
 }
 
-// Store is every store of the notifier's tables, until the test fakes are cut to the parts.
-type Store interface {
-	Notifications
-	TemplateStore
-	CategoryStore
-	AppStore
-	StatsStore
-	// EraseUser removes the addresses and content of every delivery to a deleted user, keeping
-	// only the user id in the history, and cancels those not yet sent.
-	EraseUser(ctx context.Context, userID string) error
-	// MarkProviderEventsAnnounced records that the address facts of the provider's events with
-	// these ids were published, so RecordProviderEvents stops returning them.
-	MarkProviderEventsAnnounced(ctx context.Context, provider string, ids []string) error
-}
-
-// Deliveries is every store of deliveries the parts use, until the test fakes are cut to the
-// parts.
-type Deliveries interface {
-	UnpublishedStore
-	DeadLetterStore
-}
-
 // Publisher puts deliveries on their channels' queues.
 type Publisher interface {
 	// Publish puts each channel's deliveries on its queue, as few messages as their number

@@ -22,9 +22,15 @@ import (
 )
 
 var (
-	_ notifier.Store     = (*strictStore)(nil)
-	_ notifier.Publisher = (*strictStore)(nil)
-	_ notifier.Directory = (*strictStore)(nil)
+	_ notifier.Notifications    = (*strictStore)(nil)
+	_ notifier.TemplateStore    = (*strictStore)(nil)
+	_ notifier.CategoryStore    = (*strictStore)(nil)
+	_ notifier.AppStore         = (*strictStore)(nil)
+	_ notifier.StatsStore       = (*strictStore)(nil)
+	_ notifier.DeadLetterStore  = (*strictStore)(nil)
+	_ notifier.UnpublishedStore = (*strictStore)(nil)
+	_ notifier.Publisher        = (*strictStore)(nil)
+	_ notifier.Directory        = (*strictStore)(nil)
 )
 
 // strictStore stands in for PostgreSQL, the queues and the contacts service behind the API, in
@@ -32,8 +38,6 @@ var (
 // PostgreSQL would refuse (invalid UTF-8, NUL, NaN in jsonb) or that breaks a limit the API
 // promises: validation must have stopped those with INVALID_ARGUMENT.
 type strictStore struct {
-	notifier.Store // the calls the API does not make; calling one panics
-
 	mu         sync.Mutex
 	problems   []string
 	templates  map[string][]*notifier.Template
@@ -168,6 +172,9 @@ func (s *strictStore) notification(n *notifier.Notification) {
 func (s *strictStore) NotificationByKey(context.Context, uuid.UUID, string) (*notifier.Notification, error) {
 	return nil, errs.E(errs.NotFound, "notification not found")
 }
+
+// ReleaseKey is not reached: NotificationByKey finds no key.
+func (s *strictStore) ReleaseKey(context.Context, uuid.UUID, string, time.Time) error { return nil }
 
 func (s *strictStore) Notification(context.Context, uuid.UUID, uuid.UUID) (*notifier.Notification, error) {
 	return nil, errs.E(errs.NotFound, "notification not found")
@@ -352,7 +359,7 @@ func (s *strictStore) RecordProviderEvents(_ context.Context, evs []notifier.Pro
 // Publish implements notifier.Publisher.
 func (s *strictStore) Publish(context.Context, map[delivery.Channel][]uuid.UUID) error { return nil }
 
-// Unpublished implements notifier.Deliveries.
+// Unpublished implements notifier.UnpublishedStore.
 func (s *strictStore) Unpublished(context.Context, []uuid.UUID, time.Time) error { return nil }
 
 // Resolve implements notifier.Directory: u1 is the only user.
