@@ -32,6 +32,10 @@ type Watcher struct {
 	Engagement   EngagementFunc
 	engagementAt time.Time // guarded by Run's goroutine
 	engagement   []EngagementRow
+	// waiting is the last count of waiting deliveries per channel, to read again at
+	// waitingNext (guarded by Run's goroutine): see readDatabase.
+	waiting     map[string]ChannelSample
+	waitingNext time.Time
 
 	gauges struct {
 		pending, inFlight, scheduled, retrying, dead, oldest *prometheus.GaugeVec
@@ -208,9 +212,23 @@ func (w *Watcher) readQueues(ctx context.Context, byChannel map[string]*ChannelS
 
 // readDatabase counts the deliveries that wait, per channel and state: queued for a worker,
 // held by one, scheduled, retrying and dead. The queue's messages are batches of deliveries, so
-// its own counts say little of the work waiting. Each count is a range of the deliveries_open
-// index, so sent history is not read.
+// its own counts say little of the work waiting. The counts read the deliveries_open index, so
+// sent history is not read; but a backlog of a million is read whole, which takes a good part
+// of a second: the counts are read again only once twenty times as long as the last reading
+// took has passed, so that they cost the database at most a twentieth of one connection, and
+// the samples in between repeat them.
 func (w *Watcher) readDatabase(ctx context.Context, byChannel map[string]*ChannelSample) error {
+	if now := time.Now(); now.Before(w.waitingNext) {
+		for ch, c := range w.waiting {
+			if cs := byChannel[ch]; cs != nil {
+				cs.Pending, cs.InFlight, cs.Scheduled, cs.Retrying, cs.DeadLetters =
+					c.Pending, c.InFlight, c.Scheduled, c.Retrying, c.DeadLetters
+			}
+		}
+		return nil
+	}
+	began := time.Now()
+	waiting := map[string]ChannelSample{}
 	rows, err := w.pool.Query(ctx, `
 		SELECT channel,
 			count(*) FILTER (WHERE state = 'queued'),
@@ -227,13 +245,20 @@ func (w *Watcher) readDatabase(ctx context.Context, byChannel map[string]*Channe
 	var ch string
 	var queued, sending, scheduled, retrying, dead int64
 	_, err = pgx.ForEachRow(rows, []any{&ch, &queued, &sending, &scheduled, &retrying, &dead}, func() error {
+		c := ChannelSample{Pending: queued, InFlight: sending, Scheduled: scheduled, Retrying: retrying, DeadLetters: dead}
+		waiting[ch] = c
 		if cs := byChannel[ch]; cs != nil {
-			cs.Pending, cs.InFlight = queued, sending
-			cs.Scheduled, cs.Retrying, cs.DeadLetters = scheduled, retrying, dead
+			cs.Pending, cs.InFlight, cs.Scheduled, cs.Retrying, cs.DeadLetters =
+				c.Pending, c.InFlight, c.Scheduled, c.Retrying, c.DeadLetters
 		}
 		return nil
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	w.waiting = waiting
+	w.waitingNext = began.Add(20 * time.Since(began))
+	return nil
 }
 
 func (w *Watcher) readDeadLetters(ctx context.Context) ([]DeadLetterGroup, error) {
