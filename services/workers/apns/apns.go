@@ -548,15 +548,16 @@ func classify(id uuid.UUID, res *apns2.Response) error {
 	}
 }
 
-// reasonWord returns APNs's reason if it is one, a short CamelCase word such as "Unregistered",
-// and "" for anything else: the reason goes into errors and the attempt log, and the answer is
-// outside input.
+// reasonWord returns APNs's reason if it is one, a short CamelCase word of letters such as
+// "Unregistered", and "" for anything else: the reason goes into errors and the attempt log,
+// and the answer is outside input. A word that starts with a capital cannot be a device token
+// (Herald keeps tokens in lower-case hexadecimal), nor can one without digits be most of one.
 func reasonWord(r string) string {
-	if len(r) > 64 {
+	if len(r) > 64 || r == "" || r[0] < 'A' || r[0] > 'Z' {
 		return ""
 	}
 	for i := 0; i < len(r); i++ {
-		if c := r[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+		if c := r[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
 			return ""
 		}
 	}
