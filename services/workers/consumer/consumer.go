@@ -296,8 +296,8 @@ func (c *Consumer) claimLoop() {
 // provider call, far less than its lease.
 const claimAhead = 2
 
-// current returns the message whose ids are being claimed, or else the next to arrive; false
-// when the consumer is stopping.
+// current makes sure that c.cur is a message with ids to claim: the one under way, or else the
+// next to arrive. It returns false when the consumer is stopping.
 func (c *Consumer) current() bool {
 	if c.cur != nil {
 		return true
