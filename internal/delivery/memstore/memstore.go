@@ -32,8 +32,6 @@ type Store struct {
 	mu         sync.Mutex
 	deliveries map[uuid.UUID]*row
 	attempts   map[attemptKey]Attempt
-	// Failure, when set, is returned by every call instead of doing anything.
-	failure error
 }
 
 type row struct {
@@ -65,13 +63,6 @@ func New() *Store {
 	return &Store{ReleaseGrace: time.Minute, deliveries: map[uuid.UUID]*row{}, attempts: map[attemptKey]Attempt{}}
 }
 
-// Fail makes every later call return err (nil: succeed again), as a database that is down would.
-func (s *Store) Fail(err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.failure = err
-}
-
 func (s *Store) now() time.Time {
 	if s.Now != nil {
 		return s.Now()
@@ -79,18 +70,10 @@ func (s *Store) now() time.Time {
 	return time.Now()
 }
 
-// lock takes the store's lock and returns the failure set by Fail, if any; the caller unlocks.
-func (s *Store) lock() error {
-	s.mu.Lock()
-	return s.failure
-}
-
 // Create implements the store's Create.
 func (s *Store) Create(_ context.Context, ds []delivery.Delivery) error {
+	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.lock(); err != nil {
-		return err
-	}
 	// All or nothing, as one COPY.
 	rows := make([]*row, len(ds))
 	seen := make(map[uuid.UUID]bool, len(ds))
@@ -116,10 +99,8 @@ func (s *Store) Create(_ context.Context, ds []delivery.Delivery) error {
 
 // Unpublished implements the store's Unpublished.
 func (s *Store) Unpublished(_ context.Context, ids []uuid.UUID, at time.Time) error {
+	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.lock(); err != nil {
-		return err
-	}
 	for _, id := range ids {
 		if r := s.deliveries[id]; r != nil && r.State == delivery.Queued {
 			if r.DueAt == nil || at.Before(*r.DueAt) {
@@ -133,10 +114,8 @@ func (s *Store) Unpublished(_ context.Context, ids []uuid.UUID, at time.Time) er
 
 // Claim implements the store's Claim.
 func (s *Store) Claim(_ context.Context, worker string, lease time.Duration, ids []uuid.UUID) ([]delivery.Delivery, error) {
+	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.lock(); err != nil {
-		return nil, err
-	}
 	now := s.now()
 	var out []delivery.Delivery
 	for _, id := range ids {
@@ -157,10 +136,8 @@ func (s *Store) Claim(_ context.Context, worker string, lease time.Duration, ids
 
 // Record implements the store's Record.
 func (s *Store) Record(_ context.Context, worker string, attempts []delivery.Attempt) error {
+	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.lock(); err != nil {
-		return err
-	}
 	now := s.now()
 	for _, a := range attempts {
 		r := s.deliveries[a.DeliveryID]
@@ -191,10 +168,8 @@ func (s *Store) Record(_ context.Context, worker string, attempts []delivery.Att
 
 // Release implements the store's Release.
 func (s *Store) Release(_ context.Context, worker string, ids []uuid.UUID) error {
+	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.lock(); err != nil {
-		return err
-	}
 	now := s.now()
 	for _, id := range ids {
 		if r := s.deliveries[id]; r != nil && r.State == delivery.Sending && r.leaseOwner == worker {
@@ -207,10 +182,8 @@ func (s *Store) Release(_ context.Context, worker string, ids []uuid.UUID) error
 
 // Reconcile implements the store's Reconcile.
 func (s *Store) Reconcile(_ context.Context, now time.Time, republishAfter time.Duration, limit int, held map[delivery.Channel]time.Time) ([]delivery.Due, int, error) {
+	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.lock(); err != nil {
-		return nil, 0, err
-	}
 	var due []*row
 	for _, r := range s.deliveries {
 		if r.DueAt != nil && !r.DueAt.After(now) {
@@ -251,10 +224,8 @@ func (s *Store) Reconcile(_ context.Context, now time.Time, republishAfter time.
 
 // Cancel implements the store's Cancel.
 func (s *Store) Cancel(_ context.Context, notificationID uuid.UUID, at time.Time) (int, error) {
+	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.lock(); err != nil {
-		return 0, err
-	}
 	n := 0
 	for _, r := range s.deliveries {
 		if r.NotificationID == notificationID && (r.State == delivery.Scheduled || r.State == delivery.Queued || r.State == delivery.Retrying) {
@@ -279,10 +250,8 @@ func (s *Store) dead(f delivery.DeadFilter) []*row {
 
 // DeadLetters implements the store's DeadLetters.
 func (s *Store) DeadLetters(_ context.Context, f delivery.DeadFilter, after uuid.UUID, limit int) ([]delivery.Delivery, error) {
+	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.lock(); err != nil {
-		return nil, err
-	}
 	var out []delivery.Delivery
 	for _, r := range s.dead(f) {
 		if compareIDs(r.ID, after) > 0 && len(out) < limit {
@@ -294,10 +263,8 @@ func (s *Store) DeadLetters(_ context.Context, f delivery.DeadFilter, after uuid
 
 // Redrive implements the store's Redrive.
 func (s *Store) Redrive(_ context.Context, f delivery.DeadFilter, now time.Time, republishAfter time.Duration) ([]delivery.Due, error) {
+	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.lock(); err != nil {
-		return nil, err
-	}
 	var out []delivery.Due
 	for _, r := range s.dead(f) {
 		r.State, r.Attempts, r.Drive, r.Reason = delivery.Queued, 0, r.Drive+1, ""
@@ -313,10 +280,8 @@ func (s *Store) Redrive(_ context.Context, f delivery.DeadFilter, now time.Time,
 
 // EraseUser implements the store's EraseUser.
 func (s *Store) EraseUser(_ context.Context, userID string) error {
+	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.lock(); err != nil {
-		return err
-	}
 	now := s.now()
 	for _, r := range s.deliveries {
 		if r.UserID != userID || userID == "" || (r.To == "" && string(r.content) == emptyContent) {
@@ -333,10 +298,8 @@ func (s *Store) EraseUser(_ context.Context, userID string) error {
 
 // Settle implements the store's Settle.
 func (s *Store) Settle(_ context.Context, events []delivery.Event) error {
+	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.lock(); err != nil {
-		return err
-	}
 	events = slices.Clone(events)
 	slices.SortStableFunc(events, func(a, b delivery.Event) int {
 		if c := a.OccurredAt.Compare(b.OccurredAt); c != 0 {
@@ -371,10 +334,8 @@ func (s *Store) Settle(_ context.Context, events []delivery.Event) error {
 
 // OfNotification implements the store's OfNotification.
 func (s *Store) OfNotification(_ context.Context, notificationID uuid.UUID) ([]delivery.Delivery, error) {
+	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.lock(); err != nil {
-		return nil, err
-	}
 	var out []delivery.Delivery
 	for _, r := range s.deliveries {
 		if r.NotificationID == notificationID {

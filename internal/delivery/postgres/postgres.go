@@ -86,7 +86,7 @@ func (s *Store) Close() {
 	}
 }
 
-// createColumns are the columns Create writes, in the order of createRow.
+// createColumns are the columns Create writes, in the order of its rows' values.
 var createColumns = []string{"id", "notification_id", "user_id", "channel", "address", "category", "priority",
 	"critical", "default_opt_in", "state", "reason", "content", "due_at", "expires_at", "created_at", "updated_at"}
 
@@ -133,9 +133,8 @@ type recordCall struct {
 // Claim takes the deliveries among ids that may be sent now for worker, each for lease, and
 // returns them in the state sending with their attempt counted, with what a worker needs to send
 // them (content included) but not what earlier attempts left (reason, last error, provider,
-// sent time). A delivery may be sent when it
-// is queued, when its retry's backoff is over, or when the lease of a worker that held it
-// expired; and never past its ttl. The ids it does not return have nothing to do here: they are
+// sent time). A delivery may be sent when it is queued, when its retry's backoff is over, or
+// when the lease of a worker that held it expired; and never past its ttl. The ids it does not return have nothing to do here: they are
 // terminal, unknown, held by a live worker (which records them, or whose lease the reconciler
 // ends), or wait for their time (which the reconciler publishes).
 func (s *Store) Claim(ctx context.Context, worker string, lease time.Duration, ids []uuid.UUID) ([]delivery.Delivery, error) {

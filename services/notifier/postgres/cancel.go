@@ -6,7 +6,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/services/notifier"
 )
@@ -18,21 +17,14 @@ func (s *Store) ReleaseKey(ctx context.Context, appID uuid.UUID, key string, old
 	return pgdb.Err(err)
 }
 
-// Cancel implements notifier.Notifications.
+// Cancel implements notifier.Notifications. The notification is read first: only the app's
+// own may be canceled, and a notification never changes app.
 func (s *Store) Cancel(ctx context.Context, appID, id uuid.UUID, at time.Time) (*notifier.Notification, error) {
-	// The notification must be the app's before anything changes; a notification never
-	// changes app.
-	var owned bool
-	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM notifier.notifications WHERE id = $1 AND app_id = $2)`,
-		id, appID).Scan(&owned)
-	if err != nil {
-		return nil, pgdb.Err(err)
+	n, err := scanNotification(s.pool.QueryRow(ctx, notificationByID, id, appID))
+	if err == nil {
+		if _, err := s.deliveries.Cancel(ctx, id, at); err != nil {
+			return nil, err
+		}
 	}
-	if !owned {
-		return nil, errs.E(errs.NotFound, "notification not found")
-	}
-	if _, err := s.deliveries.Cancel(ctx, id, at); err != nil {
-		return nil, err
-	}
-	return s.Notification(ctx, appID, id)
+	return s.withDeliveries(ctx, n, err)
 }

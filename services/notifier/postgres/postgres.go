@@ -201,10 +201,12 @@ func (s *Store) NotificationByKey(ctx context.Context, appID uuid.UUID, key stri
 
 // Notification implements notifier.Notifications.
 func (s *Store) Notification(ctx context.Context, appID, id uuid.UUID) (*notifier.Notification, error) {
-	n, err := scanNotification(s.pool.QueryRow(ctx, `SELECT `+notificationColumns+`
-		FROM notifier.notifications WHERE id = $1 AND app_id = $2`, id, appID))
+	n, err := scanNotification(s.pool.QueryRow(ctx, notificationByID, id, appID))
 	return s.withDeliveries(ctx, n, err)
 }
+
+// notificationByID reads notification $1 of app $2.
+const notificationByID = `SELECT ` + notificationColumns + ` FROM notifier.notifications WHERE id = $1 AND app_id = $2`
 
 func (s *Store) withDeliveries(ctx context.Context, n *notifier.Notification, err error) (*notifier.Notification, error) {
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -280,13 +282,6 @@ func (s *Store) EraseUser(ctx context.Context, userID string) error {
 		return err
 	}
 	return s.deliveries.EraseUser(ctx, userID)
-}
-
-func nullIfEmpty(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
 }
 
 // RecordProviderEvents implements notifier.StatsStore and webhooks.Store: one transaction stores the events, moves the

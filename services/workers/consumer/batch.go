@@ -112,10 +112,3 @@ func (o *openBatches) inProgress() {
 		m.InProgress()
 	}
 }
-
-// len returns the number of open messages.
-func (o *openBatches) len() int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return len(o.set)
-}

@@ -3,7 +3,6 @@ package consumer
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -189,15 +188,12 @@ func (l *limiter) wrap(next sendFunc, quit context.Context) sendFunc {
 	}
 }
 
-// newLimiter returns a limiter of ratePerSecond calls (burst at once), shared by concurrency
-// senders, that waits at most maxWait.
-func newLimiter(ratePerSecond float64, burst, concurrency int, maxWait time.Duration) (*limiter, error) {
-	if ratePerSecond <= 0 || burst <= 0 {
-		return nil, fmt.Errorf("rate %g with burst %d", ratePerSecond, burst)
-	}
+// newLimiter returns a limiter of ratePerSecond calls (burst at once, at least one), shared by
+// concurrency senders, that waits at most maxWait.
+func newLimiter(ratePerSecond float64, burst, concurrency int, maxWait time.Duration) *limiter {
 	return &limiter{
 		lim:     rate.NewLimiter(rate.Limit(ratePerSecond), burst),
 		maxWait: maxWait,
 		backoff: time.Duration(float64(concurrency) / ratePerSecond * float64(time.Second)),
-	}, nil
+	}
 }

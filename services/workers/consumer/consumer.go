@@ -184,11 +184,7 @@ func Start(ctx context.Context, js jetstream.JetStream, cfg Config) (*Consumer, 
 	if cfg.RatePerSecond > 0 {
 		// The wait may use half of the lease that the send does not need; the rest is left for
 		// recording the outcome.
-		lim, err := newLimiter(cfg.RatePerSecond, cfg.Burst, cfg.Concurrency, (cfg.Lease-cfg.SendTimeout)/2)
-		if err != nil {
-			return nil, fmt.Errorf("consumer %s: %w", cfg.Channel, err)
-		}
-		c.send = lim.wrap(c.send, c.quit)
+		c.send = newLimiter(cfg.RatePerSecond, cfg.Burst, cfg.Concurrency, (cfg.Lease-cfg.SendTimeout)/2).wrap(c.send, c.quit)
 	}
 	if c.cc, err = c.consume(); err != nil {
 		c.stopQuit()
