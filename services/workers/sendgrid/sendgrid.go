@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/sendgrid/rest"
 	sg "github.com/sendgrid/sendgrid-go"
@@ -322,10 +323,10 @@ func errorText(body, to string) string {
 }
 
 // clip cuts s to max bytes (marking the cut with "...") and drops what PostgreSQL cannot keep in
-// the attempt log: invalid UTF-8 and control characters, NUL among them.
+// the attempt log: invalid UTF-8 and control characters (C0 with NUL, DEL, and C1).
 func clip(s string, max int) string {
 	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
+		if unicode.IsControl(r) { // C0, DEL and C1
 			return -1
 		}
 		return r
