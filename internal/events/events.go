@@ -9,15 +9,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/pgtext"
 )
 
 // Stream is the name of the events stream.
@@ -127,7 +126,7 @@ func Decode(data []byte) (Event, error) {
 		max         int
 	}{{"user_id", e.UserID, maxUserID}, {"channel", string(e.Channel), len("android")},
 		{"address", e.Address, maxAddress}, {"category", e.Category, maxCategory}, {"reason", e.Reason, maxReason}} {
-		if len(f.value) > f.max || !utf8.ValidString(f.value) || strings.IndexByte(f.value, 0) >= 0 {
+		if len(f.value) > f.max || !pgtext.Valid(f.value) {
 			return Event{}, fmt.Errorf("%w: %s is not text of at most %d bytes", ErrMalformed, f.name, f.max)
 		}
 	}

@@ -10,9 +10,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/text/language"
 
@@ -20,6 +18,7 @@ import (
 	"github.com/heraldhq/herald/internal/coherent"
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/pgtext"
 	"github.com/heraldhq/herald/internal/preference"
 	"github.com/heraldhq/herald/internal/templates"
 )
@@ -587,7 +586,7 @@ func checkID(v *errs.Violations, field, id string) {
 // checkText records a violation when s is over max bytes, or is text PostgreSQL cannot store
 // (invalid UTF-8, NUL).
 func checkText(v *errs.Violations, field, s string, max int) {
-	if v.Bytes(field, s, max) && (!utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0) {
+	if v.Bytes(field, s, max) && !pgtext.Valid(s) {
 		v.Add(field, "must be UTF-8 text without NUL characters")
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/heraldhq/herald/internal/batch"
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/pgtext"
 	"github.com/heraldhq/herald/internal/preference"
 	"github.com/heraldhq/herald/internal/ratelimit"
 	"github.com/heraldhq/herald/internal/templates"
@@ -728,11 +728,8 @@ func checkLen(v *errs.Violations, field, s string, max int) {
 	if !v.Bytes(field, s, max) {
 		return
 	}
-	if !utf8.ValidString(s) {
-		v.Add(field, "must be valid UTF-8")
-	}
-	if strings.IndexByte(s, 0) >= 0 {
-		v.Add(field, "must not contain NUL characters")
+	if !pgtext.Valid(s) {
+		v.Add(field, "must be UTF-8 text without NUL characters")
 	}
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/pgtext"
 	"github.com/heraldhq/herald/internal/queue"
 	"github.com/heraldhq/herald/internal/tracing"
 	"github.com/heraldhq/herald/services/workers"
@@ -594,12 +595,12 @@ func (c *Consumer) sendOne(j job) result {
 			c.failed.Add(1)
 		}
 	}
-	a.Reason = storable(a.Reason, maxReason)
+	a.Reason = pgtext.Fit(a.Reason, maxReason)
 	if err != nil {
-		a.Error = storable(err.Error(), maxErrorText)
+		a.Error = pgtext.Fit(err.Error(), maxErrorText)
 	}
 	if a.State == delivery.Sent {
-		a.ProviderMessageID = storable(t.ProviderMessageID, maxProviderMessageID)
+		a.ProviderMessageID = pgtext.Fit(t.ProviderMessageID, maxProviderMessageID)
 	}
 	var ce *workers.ConfigError
 	switch {

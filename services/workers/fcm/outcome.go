@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/heraldhq/herald/internal/pgtext"
 	"github.com/heraldhq/herald/services/workers"
 )
 
@@ -367,10 +368,7 @@ func redact(msg string, m *workers.Message) string {
 const maxMessageLen = 200
 
 func shorten(s string) string {
-	if len(s) <= maxMessageLen {
-		return s
-	}
-	return strings.ToValidUTF8(s[:maxMessageLen], "") + "..."
+	return pgtext.Line(s, maxMessageLen)
 }
 
 // describeRetrieveError renders a token endpoint's error answer: the status, and the OAuth2

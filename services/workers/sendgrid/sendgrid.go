@@ -15,13 +15,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/sendgrid/rest"
 	sg "github.com/sendgrid/sendgrid-go"
 	"github.com/sendgrid/sendgrid-go/helpers/mail"
 
 	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/pgtext"
 	"github.com/heraldhq/herald/services/workers"
 )
 
@@ -313,28 +313,13 @@ func errorText(body, to string) string {
 			msg = strings.ReplaceAll(msg, to, "[address]")
 		}
 		msg = emailLike.ReplaceAllString(msg, "[address]")
-		msg = clip(msg, maxMessageLen)
+		msg = pgtext.Line(msg, maxMessageLen)
 		if e.Field != nil && *e.Field != "" {
-			msg = "field " + clip(emailLike.ReplaceAllString(*e.Field, "[address]"), maxFieldLen) + ": " + msg
+			msg = "field " + pgtext.Line(emailLike.ReplaceAllString(*e.Field, "[address]"), maxFieldLen) + ": " + msg
 		}
 		parts = append(parts, msg)
 	}
 	return strings.Join(parts, "; ")
-}
-
-// clip cuts s to max bytes (marking the cut with "...") and drops what PostgreSQL cannot keep in
-// the attempt log: invalid UTF-8 and control characters (C0 with NUL, DEL, and C1).
-func clip(s string, max int) string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) { // C0, DEL and C1
-			return -1
-		}
-		return r
-	}, strings.ToValidUTF8(s, ""))
-	if len(s) > max {
-		s = strings.ToValidUTF8(s[:max], "") + "..."
-	}
-	return s
 }
 
 // retryAfter reads the wait a 429 asks for: Retry-After in seconds or as an HTTP date, else

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/pgtext"
 	"github.com/heraldhq/herald/services/workers"
 )
 
@@ -99,10 +100,7 @@ func (s *Sender) Send(ctx context.Context, m *workers.Message) (workers.Result, 
 
 	var e errorResponse
 	_ = json.Unmarshal(raw, &e)
-	msg := e.Error
-	if len(msg) > 200 {
-		msg = strings.ToValidUTF8(msg[:200], "") + "..."
-	}
+	msg := pgtext.Line(e.Error, 200)
 	status := fmt.Sprintf("%d %s", res.StatusCode, http.StatusText(res.StatusCode))
 	if msg != "" {
 		status += ": " + msg

@@ -38,6 +38,7 @@ import (
 	gosmtp "github.com/wneessen/go-mail/smtp"
 
 	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/pgtext"
 	"github.com/heraldhq/herald/services/workers"
 )
 
@@ -396,10 +397,7 @@ func replyError(st stage, te *textproto.Error, to string) *ReplyError {
 		msg = strings.ReplaceAll(msg, to, "[address]")
 	}
 	msg = emailLike.ReplaceAllString(msg, "[address]")
-	if len(msg) > maxMessageLen {
-		msg = strings.ToValidUTF8(msg[:maxMessageLen], "") + "..."
-	}
-	re.Message = msg
+	re.Message = pgtext.Line(msg, maxMessageLen)
 	return re
 }
 

@@ -28,6 +28,7 @@ import (
 	openapi "github.com/twilio/twilio-go/rest/api/v2010"
 
 	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/pgtext"
 	"github.com/heraldhq/herald/services/workers"
 )
 
@@ -421,10 +422,7 @@ func redact(msg string, m *workers.Message) string {
 	}
 	b.WriteString(msg[last:])
 	msg = b.String()
-	if len(msg) > maxMessageLen {
-		msg = strings.ToValidUTF8(msg[:maxMessageLen], "") + "..."
-	}
-	return msg
+	return pgtext.Line(msg, maxMessageLen)
 }
 
 func isAlnum(c byte) bool {
