@@ -762,3 +762,29 @@ func TestConcurrentSends(t *testing.T) {
 	}
 	t.Logf("%d connections for %d concurrent messages", f.Connections(), n)
 }
+
+// TestListUnsubscribeHeaders: an email with unsubscribe links carries them as RFC 2369's
+// List-Unsubscribe and RFC 8058's List-Unsubscribe-Post, the signed link whole however long
+// (folding must not break it), and one without carries neither.
+func TestListUnsubscribeHeaders(t *testing.T) {
+	f, s := setup(t, smtpfake.Config{}, smtp.Config{})
+	with, without := message(), message()
+	with.UnsubscribeURL = "https://contacts.herald.test/unsubscribe?token=" + strings.Repeat("v1.eyJwIjoidW5zdWIifQ", 8)
+	with.UnsubscribeMailto = "mailto:unsubscribe@herald.test?subject=unsubscribe"
+	for _, m := range []*workers.Message{with, without} {
+		if _, err := s.Send(ctx(t), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs := f.Messages()
+	h := msgs[0].Header
+	if got, want := h.Get("List-Unsubscribe"), "<"+with.UnsubscribeURL+">, <"+with.UnsubscribeMailto+">"; got != want {
+		t.Errorf("List-Unsubscribe\n got %q\nwant %q", got, want)
+	}
+	if got := h.Get("List-Unsubscribe-Post"); got != "List-Unsubscribe=One-Click" {
+		t.Errorf("List-Unsubscribe-Post %q", got)
+	}
+	if h := msgs[1].Header; h.Get("List-Unsubscribe") != "" || h.Get("List-Unsubscribe-Post") != "" {
+		t.Errorf("an email without links has %q, %q", h.Get("List-Unsubscribe"), h.Get("List-Unsubscribe-Post"))
+	}
+}
