@@ -41,6 +41,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/heraldhq/herald/cmd/internal/loopstack"
@@ -150,6 +151,11 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	}
 	if _, err := parseMix(c.mix); err != nil {
 		return c, err
+	}
+	if c.profileDir != "" {
+		if err := os.MkdirAll(c.profileDir, 0o755); err != nil {
+			return c, fmt.Errorf("--profile: %w", err)
+		}
 	}
 	return c, nil
 }
