@@ -207,7 +207,9 @@ func (s *Store) claim(ctx context.Context, worker string, lease time.Duration, i
 	if err != nil {
 		return nil, pgdb.Err(err)
 	}
-	claimed, err := pgx.CollectRows(rows, scanClaimed)
+	// Room for every id at once: a claim usually takes them all, and a slice of deliveries
+	// grown step by step copied each one several times (6% of what the workers allocated).
+	claimed, err := pgx.AppendRows(make([]delivery.Delivery, 0, len(ids)), rows, scanClaimed)
 	return claimed, pgdb.Err(err)
 }
 
