@@ -1,7 +1,8 @@
 // Command heraldctl is Herald's command line for developers and operators: it sends
-// notifications and shows what became of them. Without flags it talks to the stack that
-// `make run` started, reading ./.herald/dev.env; HERALD_NOTIFIER_ADDR and HERALD_API_KEY (or
-// --addr and --key) point it elsewhere.
+// notifications and shows what became of them, and makes the keys a new deployment needs
+// (keygen, offline). Without flags it talks to the stack that `make run` started, reading
+// ./.herald/dev.env; HERALD_NOTIFIER_ADDR and HERALD_API_KEY (or --addr and --key) point it
+// elsewhere.
 package main
 
 import (
@@ -28,9 +29,13 @@ import (
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 )
 
-const usage = `heraldctl talks to a running Herald.
+const usage = `heraldctl talks to a running Herald, and makes the secrets a new one needs.
 
 Usage:
+  heraldctl keygen              print a new app key (hk_...), for --bootstrap-key or
+                                --contacts-key
+  heraldctl keygen --secret     print 32 random bytes in base64: a link key's secret
+                                (--link-keys id:secret) or the short links' key (--link-key)
   heraldctl send [flags]        send a notification (see heraldctl send -h)
   heraldctl status <id>         show a notification and its deliveries
   heraldctl apps create <name> [--categories a,b] [--channels email,sms] [--rate N --burst N]
@@ -58,7 +63,8 @@ Usage:
   heraldctl dlq redrive [--channel C] [--reason R] [--all] [delivery id...]
                                 queue dead letters again (needs an admin key)
 
-apps, queues, stats and dlq need an admin app's key (the dev stack's key is one).
+apps, queues, stats and dlq need an admin app's key (the dev stack's key is one). keygen needs
+nothing: it works offline.
 
 Common flags (before the command): --addr, --key, --env-file; or HERALD_NOTIFIER_ADDR,
 HERALD_API_KEY. Defaults come from ./.herald/dev.env, written by make run.
@@ -89,6 +95,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if fs.NArg() == 0 {
 		fs.Usage()
 		return errors.New("no command")
+	}
+	if fs.Arg(0) == "keygen" { // offline: before any key or address is looked for
+		return keygen(fs.Args()[1:], out)
 	}
 	env := cli.ReadEnvFile(*envFile)
 	pick := func(flagValue, name string) string {
