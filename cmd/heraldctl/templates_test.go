@@ -13,12 +13,14 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/heraldhq/herald/internal/appkey"
+	deliverypg "github.com/heraldhq/herald/internal/delivery/postgres"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/internal/pgtest"
@@ -28,20 +30,25 @@ import (
 	"github.com/heraldhq/herald/services/notifier/rpc"
 )
 
+// migrateNotifier migrates a database as the notifier does: its own schema and the deliveries'.
 func migrateNotifier(ctx context.Context, url string) error {
 	pool, err := pgdb.Open(ctx, url, 2)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	return postgres.Migrate(ctx, pool, slog.New(slog.DiscardHandler))
+	log := slog.New(slog.DiscardHandler)
+	if err := postgres.Migrate(ctx, pool, log); err != nil {
+		return err
+	}
+	return deliverypg.Migrate(ctx, pool, log)
 }
 
-// apiServer serves the notifier's TemplateService and AdminService (but for dead letters and
-// statistics) on loopback, on a fresh database, with the error interceptor the notifier runs
-// (authentication is not what these tests are about: every call is an operator's admin app). It
-// returns heraldctl's leading arguments for it.
-func apiServer(t *testing.T) []string {
+// operator is the app every call to the test servers is made as: an operator's admin app.
+var operator = appkey.Caller{AppID: uuid.MustParse("0190a7d2-5e3c-7000-8000-0000000000a1"), AppName: "operator", Admin: true}
+
+// notifierDB returns a pool on a fresh database, migrated as the notifier migrates it.
+func notifierDB(t *testing.T) *pgxpool.Pool {
 	t.Helper()
 	url := pgtest.DB(t, "notifier", migrateNotifier)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -51,15 +58,19 @@ func apiServer(t *testing.T) []string {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	log := slog.New(slog.DiscardHandler)
-	store := postgres.New(pool, nil)
-	operator := appkey.Caller{AppID: uuid.Must(uuid.NewV7()), AppName: "operator", Admin: true}
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(errs.UnaryServerInterceptor(log),
+	return pool
+}
+
+// serve serves api's NotificationService, TemplateService and AdminService on loopback, with
+// the error interceptor the notifier runs (authentication is not what these tests are about:
+// every call is operator's). It returns heraldctl's leading arguments for it.
+func serve(t *testing.T, api *rpc.Server) []string {
+	t.Helper()
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(errs.UnaryServerInterceptor(slog.New(slog.DiscardHandler)),
 		func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			return h(appkey.WithCaller(ctx, operator), req)
 		}))
-	api := &rpc.Server{Templates: &notifier.Templates{Store: store}, Categories: &notifier.Categories{Store: store},
-		Apps: &notifier.Apps{Store: store, Log: log}}
+	heraldv1.RegisterNotificationServiceServer(srv, api)
 	heraldv1.RegisterTemplateServiceServer(srv, api)
 	heraldv1.RegisterAdminServiceServer(srv, api)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -75,6 +86,17 @@ func apiServer(t *testing.T) []string {
 		}
 	})
 	return []string{"--addr", lis.Addr().String(), "--key", "test", "--env-file", filepath.Join(t.TempDir(), "none.env")}
+}
+
+// apiServer serves the notifier's TemplateService and AdminService (but for dead letters and
+// statistics: see opsServer) on a fresh database, and returns heraldctl's leading arguments for
+// it.
+func apiServer(t *testing.T) []string {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	store := postgres.New(notifierDB(t), nil)
+	return serve(t, &rpc.Server{Templates: &notifier.Templates{Store: store}, Categories: &notifier.Categories{Store: store},
+		Apps: &notifier.Apps{Store: store, Log: log}})
 }
 
 func heraldctl(t *testing.T, server []string, args ...string) (string, error) {
