@@ -43,7 +43,16 @@ func NewServer() *Server {
 	s.mux.HandleFunc("POST /v1/messages", s.handleSend)
 	s.mux.HandleFunc("GET /v1/messages", s.handleList)
 	s.mux.HandleFunc("GET /{$}", s.handlePage)
+	// The probes of a simulator run on its own (deploy/k8s/overlays/dev): it depends on nothing,
+	// so serving at all means live and ready.
+	s.mux.HandleFunc("GET /healthz", serving)
+	s.mux.HandleFunc("GET /readyz", serving)
 	return s
+}
+
+func serving(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte("ok\n"))
 }
 
 // ServeHTTP serves the simulator's API and page.

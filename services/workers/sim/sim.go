@@ -17,6 +17,7 @@
 // "html", "text", "data"}} and answers 200 {"id": "sim-..."} or an error status with
 // {"error": "..."}. GET /v1/messages lists recorded messages, newest first, as
 // {"messages": [...]}, filtered by ?channel= and ?delivery_id=. GET / shows the same as HTML.
+// GET /healthz and /readyz answer 200 for the probes of a simulator run on its own (cmd/sim).
 package sim
 
 import (

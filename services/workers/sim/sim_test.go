@@ -378,3 +378,19 @@ func TestConcurrentSends(t *testing.T) {
 		t.Errorf("recorded %d, want 50", n)
 	}
 }
+
+// TestHealth: the simulator answers the probes a Deployment of it runs (/healthz, /readyz).
+func TestHealth(t *testing.T) {
+	_, url := start(t)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		res, err := http.Get(url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK || string(body) != "ok\n" {
+			t.Errorf("GET %s = %d %q, want 200 ok", path, res.StatusCode, body)
+		}
+	}
+}
