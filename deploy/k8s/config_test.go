@@ -54,16 +54,23 @@ func env(t *testing.T, o *objects, d *appsv1.Deployment, c corev1.Container) map
 	return out
 }
 
-// checkConfig checks the HERALD_* settings of every container: each names a flag its binary
-// has, the *_FILE ones point into a mounted Secret, the listen addresses match the declared
-// ports, and the settings the overlay is about have the values it promises.
+// listenFlags names, for each binary that is not a service's own, the flag that opens each of
+// its ports; a service's own binary opens its ports named http and grpc with --http-addr and
+// --grpc-addr.
+var listenFlags = map[string]map[string]string{
+	"sim": {"http": "addr"},
+}
+
+// checkConfig checks the HERALD_* settings and the flags of every container: each names a flag
+// its binary has, the *_FILE ones point into a mounted Secret, the listen addresses match the
+// declared ports, and the settings the overlay is about have the values it promises.
 func checkConfig(t *testing.T, o *objects, sim bool, streamReplicas string) {
 	t.Helper()
 	all := map[string]map[string]string{}
 	for _, d := range o.deployments {
 		c := d.Spec.Template.Spec.Containers[0]
-		svc := service(c)
-		flags := flagNames(t, svc)
+		svc, bin := service(c), binary(c)
+		flags := flagNames(t, svc, bin)
 		vars := env(t, o, d, c)
 		all[d.Name] = vars
 		for name, value := range vars {
@@ -73,7 +80,7 @@ func checkConfig(t *testing.T, o *objects, sim bool, streamReplicas string) {
 			}
 			flag = strings.ToLower(strings.ReplaceAll(flag, "_", "-"))
 			if !flags[flag] {
-				t.Errorf("Deployment %s sets %s, but %s has no --%s", d.Name, name, svc, flag)
+				t.Errorf("Deployment %s sets %s, but %s has no --%s", d.Name, name, bin, flag)
 			}
 			if strings.HasSuffix(flag, "-file") {
 				checkMounted(t, d, c, name, value)
@@ -82,19 +89,33 @@ func checkConfig(t *testing.T, o *objects, sim bool, streamReplicas string) {
 		for _, a := range c.Args {
 			name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
 			if strings.HasPrefix(a, "-") && !flags[name] {
-				t.Errorf("Deployment %s passes %s, but %s has no --%s", d.Name, a, svc, name)
+				t.Errorf("Deployment %s passes %s, but %s has no --%s", d.Name, a, bin, name)
 			}
 		}
 
 		// The binaries listen on loopback unless told otherwise.
-		ports := map[string]string{"http": "HERALD_HTTP_ADDR", "grpc": "HERALD_GRPC_ADDR"}
+		ports := map[string]string{"http": "http-addr", "grpc": "grpc-addr"}
+		if bin != svc {
+			ports = listenFlags[bin]
+		}
 		for _, p := range c.Ports {
-			v := ports[p.Name]
-			if v == "" {
+			flag := ports[p.Name]
+			if flag == "" {
 				t.Errorf("Deployment %s declares port %s, which no setting opens", d.Name, p.Name)
-			} else if want := ":" + strconv.Itoa(int(p.ContainerPort)); vars[v] != want {
-				t.Errorf("Deployment %s: %s=%q, want %q to match its %s port", d.Name, v, vars[v], want, p.Name)
+				continue
 			}
+			// A flag passed as an argument wins over its variable.
+			got, from := flagValue(c.Args, flag), "--"+flag
+			if got == "" {
+				from = "HERALD_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+				got = vars[from]
+			}
+			if want := ":" + strconv.Itoa(int(p.ContainerPort)); got != want {
+				t.Errorf("Deployment %s: %s=%q, want %q to match its %s port", d.Name, from, got, want, p.Name)
+			}
+		}
+		if bin != svc {
+			continue // a helper of the image (the simulator): none of the service's settings
 		}
 		if vars["HERALD_DATABASE_URL"] == "" {
 			t.Errorf("Deployment %s has no HERALD_DATABASE_URL", d.Name)
@@ -207,18 +228,23 @@ func checkSecretsDocumented(t *testing.T, o *objects) {
 	}
 }
 
-var flagCache sync.Map // service -> map[string]bool
+var flagCache sync.Map // service/binary -> map[string]bool
 
-// flagNames returns the flags of service svc's binary, read from the source of its main package
-// and its daemon package. Reading the source keeps this module free of the services' modules.
-func flagNames(t *testing.T, svc string) map[string]bool {
+// flagNames returns the flags of binary bin of service svc, read from the source of its main
+// package (services/<svc>/cmd/<bin>) and, for the service's own binary, of its daemon package.
+// Reading the source keeps this module free of the services' modules.
+func flagNames(t *testing.T, svc, bin string) map[string]bool {
 	t.Helper()
-	if f, ok := flagCache.Load(svc); ok {
+	if f, ok := flagCache.Load(svc + "/" + bin); ok {
 		return f.(map[string]bool)
 	}
 	server, client := tlsFlags(t)
 	flags := map[string]bool{}
-	for _, dir := range []string{repoPath("services", svc, "cmd", svc), repoPath("services", svc, "daemon")} {
+	dirs := []string{repoPath("services", svc, "cmd", bin)}
+	if bin == svc {
+		dirs = append(dirs, repoPath("services", svc, "daemon"))
+	}
+	for _, dir := range dirs {
 		for _, f := range parseDir(t, dir) {
 			ast.Inspect(f, func(n ast.Node) bool {
 				call, ok := n.(*ast.CallExpr)
@@ -251,9 +277,9 @@ func flagNames(t *testing.T, svc string) map[string]bool {
 		}
 	}
 	if len(flags) == 0 {
-		t.Fatalf("found no flags for %s", svc)
+		t.Fatalf("found no flags for %s", bin)
 	}
-	flagCache.Store(svc, flags)
+	flagCache.Store(svc+"/"+bin, flags)
 	return flags
 }
 
@@ -342,16 +368,21 @@ func stringLit(e ast.Expr) (string, bool) {
 
 func TestFlagNamesReadsTheSource(t *testing.T) {
 	// A sanity check of the parser: flags from RegisterFlags, from main, and from tlsconfig.
-	for svc, want := range map[string][]string{
-		"notifier": {"database-url", "log-level", "bootstrap-key-file", "tls-cert", "contacts-tls-ca"},
-		"contacts": {"link-keys-file", "grpc-addr", "tls-client-ca"},
-		"workers":  {"channels", "sendgrid-api-key-file", "contacts-key-file", "max-backoff"},
+	for bin, want := range map[string][]string{
+		"notifier/notifier": {"database-url", "log-level", "bootstrap-key-file", "tls-cert", "contacts-tls-ca"},
+		"contacts/contacts": {"link-keys-file", "grpc-addr", "tls-client-ca"},
+		"workers/workers":   {"channels", "sendgrid-api-key-file", "contacts-key-file", "max-backoff"},
+		"workers/sim":       {"addr"},
 	} {
-		flags := flagNames(t, svc)
+		svc, name, _ := strings.Cut(bin, "/")
+		flags := flagNames(t, svc, name)
 		for _, name := range want {
 			if !flags[name] {
-				t.Errorf("%s: flag --%s not found in %s", svc, name, fmt.Sprint(keys(flags)))
+				t.Errorf("%s: flag --%s not found in %s", bin, name, fmt.Sprint(keys(flags)))
 			}
 		}
+	}
+	if flagNames(t, "workers", "sim")["channels"] {
+		t.Error("the simulator's flags include the workers' daemon's")
 	}
 }

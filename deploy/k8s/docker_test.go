@@ -147,3 +147,57 @@ func isMainPackage(t *testing.T, dir string) bool {
 	files := parseDir(t, dir)
 	return len(files) > 0 && files[0].Name.Name == "main"
 }
+
+// TestImagesHoldTheirCommands checks that a container that runs a binary other than its image's
+// entrypoint (dev's simulator runs /sim from the workers image) finds it there: the image's
+// Dockerfile builds that command's package and copies the binary to the path the container
+// runs.
+func TestImagesHoldTheirCommands(t *testing.T) {
+	commands := 0
+	for _, ov := range overlays {
+		o := mustRender(t, ov.dir)
+		for _, d := range o.deployments {
+			c := d.Spec.Template.Spec.Containers[0]
+			if len(c.Command) == 0 {
+				continue
+			}
+			commands++
+			svc, bin := service(c), binary(c)
+			text, err := os.ReadFile(repoPath("services", svc, "Dockerfile"))
+			if err != nil {
+				t.Errorf("%s: Deployment %s: %v", ov.dir, d.Name, err)
+				continue
+			}
+			ins := parseDockerfile(string(text))
+			final := 0
+			for i, in := range ins {
+				if in.cmd == "FROM" {
+					final = i
+				}
+			}
+			pkg := "./services/" + svc + "/cmd/" + bin
+			built, copied := false, false
+			for i, in := range ins {
+				fields := strings.Fields(in.args)
+				switch {
+				case i < final && in.cmd == "RUN" && strings.Contains(in.args, "go build"):
+					built = built || slices.Contains(fields, pkg)
+				case i > final && in.cmd == "COPY" && len(fields) >= 2:
+					copied = copied || (fields[len(fields)-1] == c.Command[0] && strings.HasSuffix(fields[len(fields)-2], "/"+bin))
+				}
+			}
+			if !built {
+				t.Errorf("%s: Deployment %s runs %s, but services/%s/Dockerfile does not build %s", ov.dir, d.Name, c.Command[0], svc, pkg)
+			}
+			if !copied {
+				t.Errorf("%s: Deployment %s runs %s, but services/%s/Dockerfile's image does not copy %s there", ov.dir, d.Name, c.Command[0], svc, bin)
+			}
+			if !isMainPackage(t, repoPath("services", svc, "cmd", bin)) {
+				t.Errorf("%s is not a main package", pkg)
+			}
+		}
+	}
+	if commands == 0 {
+		t.Error("no container runs a command of its own: the simulator's Deployment (overlays/dev) should")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path"
 	"regexp"
 	"slices"
 	"strconv"
@@ -67,12 +68,13 @@ func TestOverlays(t *testing.T) {
 			}
 			checkWorkers(t, o, ov.namespace)
 			checkScaling(t, o, ov.minNotifiers, ov.contacts)
-			checkServices(t, o)
+			checkServices(t, o, ov.sim)
 			checkDisruptionBudgets(t, o)
 			checkNetworkPolicies(t, o)
 			checkNATSPolicy(t, o, ov.namespace)
 			checkIngresses(t, o)
 			checkConfig(t, o, ov.sim, ov.streamReplicas)
+			checkSimulator(t, o, ov.namespace, ov.sim)
 			checkSecretsDocumented(t, o)
 		})
 	}
@@ -83,6 +85,16 @@ func service(c corev1.Container) string {
 	name, _, _ := strings.Cut(strings.TrimPrefix(c.Image, imagePrefix), ":")
 	name, _, _ = strings.Cut(name, "@")
 	return name
+}
+
+// binary returns the program container c runs: its command's, or else its image's entrypoint,
+// the service's own binary (docker_test.go checks it). The workers image also holds the provider
+// simulator, "/sim", which dev runs as a Deployment of its own.
+func binary(c corev1.Container) string {
+	if len(c.Command) > 0 {
+		return path.Base(c.Command[0])
+	}
+	return service(c)
 }
 
 var releaseTag = regexp.MustCompile(`^v\d+\.\d+\.\d+$`)
@@ -108,6 +120,11 @@ func checkPod(t *testing.T, d *appsv1.Deployment, release bool) {
 	}
 	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
 		t.Errorf("Deployment %s: Herald never calls the Kubernetes API; set automountServiceAccountToken: false", d.Name)
+	}
+	// The Services are named herald-*: their links would put HERALD_* variables in the pod,
+	// where the binaries read their flags.
+	if spec.EnableServiceLinks == nil || *spec.EnableServiceLinks {
+		t.Errorf("Deployment %s: set enableServiceLinks: false, or the herald-* Services put HERALD_* variables in its pods", d.Name)
 	}
 	if len(spec.InitContainers) > 0 {
 		t.Errorf("Deployment %s: has init containers, which this test does not check", d.Name)
@@ -203,7 +220,7 @@ func checkWorkers(t *testing.T, o *objects, namespace string) {
 	t.Helper()
 	workers := map[string]*appsv1.Deployment{}
 	for _, d := range o.deployments {
-		if service(d.Spec.Template.Spec.Containers[0]) == "workers" {
+		if binary(d.Spec.Template.Spec.Containers[0]) == "workers" {
 			workers[d.Name] = d
 		}
 	}
@@ -321,10 +338,14 @@ func checkScaling(t *testing.T, o *objects, minNotifiers, contacts int32) {
 }
 
 // checkServices checks that every Service selects pods, that its target ports are ports those
-// pods declare, and that the notifier, contacts and workers Services exist.
-func checkServices(t *testing.T, o *objects) {
+// pods declare, and that the notifier, contacts and workers Services exist, and the simulator's
+// where the overlay sends through it.
+func checkServices(t *testing.T, o *objects, sim bool) {
 	t.Helper()
 	want := map[string][]int32{"herald-notifier": {7400, 7480}, "herald-contacts": {7401, 7481}, "herald-workers": {7482}}
+	if sim {
+		want["herald-sim"] = []int32{7490}
+	}
 	for _, s := range o.services {
 		if len(s.Spec.Selector) == 0 {
 			t.Errorf("Service %s selects nothing", s.Name)
@@ -402,12 +423,15 @@ func checkNetworkPolicies(t *testing.T, o *objects) {
 				t.Errorf("Deployment %s: no NetworkPolicy lets anything reach port %d (%s)", d.Name, p.ContainerPort, p.Name)
 			}
 		}
-		need := []int32{53, 5432, 4222}
-		if service(d.Spec.Template.Spec.Containers[0]) != "contacts" {
-			need = append(need, 7401)
-		}
-		if service(d.Spec.Template.Spec.Containers[0]) == "workers" {
-			need = append(need, 443)
+		var need []int32
+		switch binary(d.Spec.Template.Spec.Containers[0]) {
+		case "sim": // connects to nothing
+		case "contacts":
+			need = []int32{53, 5432, 4222}
+		case "workers":
+			need = []int32{53, 5432, 4222, 7401, 443}
+		default:
+			need = []int32{53, 5432, 4222, 7401}
 		}
 		for _, port := range need {
 			if !allows(o.netpols, pod, networkingv1.PolicyTypeEgress, port) {
