@@ -1,8 +1,9 @@
 // Command herald-dev runs the whole of Herald on one machine, with nothing installed or
 // configured beyond the machine's PostgreSQL binaries: an embedded NATS JetStream server, a
-// private PostgreSQL in ./.herald (or the database in DATABASE_URL), the notifier, contacts and
-// workers services, and the provider simulator that shows what was "delivered". `make run`
-// starts it; Ctrl-C stops everything; the next start reuses the data.
+// private PostgreSQL in ./.herald/pg (or, where the postgres user cannot reach that, in a
+// directory of this checkout's own under the temp dir; or the database in DATABASE_URL), the
+// notifier, contacts and workers services, and the provider simulator that shows what was
+// "delivered". `make run` starts it; Ctrl-C stops everything; the next start reuses the data.
 package main
 
 import (
@@ -97,13 +98,17 @@ type stack struct {
 	shortLinkKey string
 	logFile      *os.File
 	pg           *pgserver.Server
-	dbURL        string
-	nats         *server.Server
-	sim          *http.Server
-	notifier     *notifierd.Daemon
-	contacts     *contactsd.Daemon
-	workers      *workersd.Daemon
-	failed       chan error
+	// pgDir is the private PostgreSQL's cluster; pgFallback, when not "", the directory under the
+	// temp dir that holds it because the postgres user cannot reach cfg.dir.
+	pgDir      string
+	pgFallback string
+	dbURL      string
+	nats       *server.Server
+	sim        *http.Server
+	notifier   *notifierd.Daemon
+	contacts   *contactsd.Daemon
+	workers    *workersd.Daemon
+	failed     chan error
 }
 
 func start(ctx context.Context, c config) (_ *stack, err error) {
@@ -159,17 +164,9 @@ func start(ctx context.Context, c config) (_ *stack, err error) {
 	fmt.Println("starting Herald...")
 	s.dbURL = c.databaseURL
 	if s.dbURL == "" {
-		if err := pgserver.Available(); err != nil {
-			return nil, err
-		}
-		s.pg, err = pgserver.Start(ctx, pgserver.Config{Dir: filepath.Join(dir, "pg"), Port: c.pgPort, Fsync: true, Log: s.logFile})
-		if err != nil {
+		if err := s.startPostgres(ctx); err != nil {
 			return nil, fmt.Errorf("postgres: %w", err)
 		}
-		if err := s.pg.CreateDatabase(ctx, "herald"); err != nil {
-			return nil, err
-		}
-		s.dbURL = s.pg.URL("herald")
 	}
 	if s.nats, err = natsembed.Start(natsembed.Config{Dir: filepath.Join(dir, "nats"), Port: c.natsPort}); err != nil {
 		return nil, fmt.Errorf("nats: %w", err)
@@ -231,6 +228,27 @@ func start(ctx context.Context, c config) (_ *stack, err error) {
 	return s, nil
 }
 
+// startPostgres starts the private PostgreSQL, in s.cfg.dir when the postgres user can reach it
+// and otherwise in a directory of this checkout's own under the temp dir (see pgDir), and
+// creates the herald database.
+func (s *stack) startPostgres(ctx context.Context) (err error) {
+	if err := pgserver.Available(); err != nil {
+		return err
+	}
+	if s.pgDir, s.pgFallback, err = pgDir(s.cfg.dir); err != nil {
+		return err
+	}
+	s.pg, err = pgserver.Start(ctx, pgserver.Config{Dir: s.pgDir, Port: s.cfg.pgPort, Fsync: true, Log: s.logFile})
+	if err != nil {
+		return err
+	}
+	if err := s.pg.CreateDatabase(ctx, "herald"); err != nil {
+		return err
+	}
+	s.dbURL = s.pg.URL("herald")
+	return nil
+}
+
 func (s *stack) writeEnv() error {
 	lines := []string{
 		"# Written by herald-dev (make run). heraldctl reads this file when no flags are given.",
@@ -248,10 +266,26 @@ func (s *stack) writeEnv() error {
 	return os.WriteFile(filepath.Join(s.cfg.dir, "dev.env"), []byte(strings.Join(lines, "\n")), 0o600)
 }
 
+// dataSummary says where the stack keeps its data and how to remove it.
+func (s *stack) dataSummary() string {
+	switch {
+	case s.pg == nil:
+		return fmt.Sprintf(`  data       %s (PostgreSQL's is in DATABASE_URL's database)
+             to start afresh: Ctrl-C, then rm -rf %[1]s`, s.cfg.dir)
+	case s.pgFallback != "":
+		return fmt.Sprintf(`  data       %s, and PostgreSQL's in %s: the postgres user cannot reach the first
+             (the temp dir may be emptied at boot: the next start then begins with an empty database)
+             to start afresh: Ctrl-C, then rm -rf %[1]s %[2]s`, s.cfg.dir, s.pgFallback)
+	default:
+		return fmt.Sprintf(`  data       %s (PostgreSQL's in %s)
+             to start afresh: Ctrl-C, then rm -rf %[1]s`, s.cfg.dir, s.pgDir)
+	}
+}
+
 func (s *stack) printSummary() {
 	pg := "external (DATABASE_URL)"
 	if s.pg != nil {
-		pg = fmt.Sprintf("127.0.0.1:%d (data in %s)", s.pg.Port(), filepath.Join(s.cfg.dir, "pg"))
+		pg = fmt.Sprintf("127.0.0.1:%d (data in %s)", s.pg.Port(), s.pgDir)
 	}
 	fmt.Printf(`
 Herald is running.
@@ -262,6 +296,7 @@ Herald is running.
   nats       %s
   postgres   %s
   logs       %s
+%s
 
 Environment for heraldctl and grpcurl: %s
 Try:
@@ -271,7 +306,7 @@ Try:
 Ctrl-C stops everything.
 `, s.notifier.GRPCAddr(), s.notifier.HTTPAddr(), s.cfg.notifierHTTP, s.contacts.GRPCAddr(), s.contacts.HTTPAddr(),
 		s.workers.HTTPAddr(), s.cfg.simAddr, s.nats.ClientURL(), pg,
-		filepath.Join(s.cfg.dir, "herald.log"), filepath.Join(s.cfg.dir, "dev.env"))
+		filepath.Join(s.cfg.dir, "herald.log"), s.dataSummary(), filepath.Join(s.cfg.dir, "dev.env"))
 }
 
 // close stops everything in the reverse order of start.

@@ -4,8 +4,9 @@
 //
 // PostgreSQL refuses to run as root. When the caller is root, initdb and postgres run as the
 // postgres user and Config.Dir is chowned to it, so every parent of Config.Dir must be searchable
-// by that user. t.TempDir is not (its parent is a mode 0700 directory owned by root): use a
-// directory from os.MkdirTemp("", ...) itself as Config.Dir, or chmod its parent to 0755.
+// by that user (Reachable says whether it is). t.TempDir is not (its parent is a mode 0700
+// directory owned by root), nor is root's home on Debian: use a directory from
+// os.MkdirTemp("", ...) itself as Config.Dir, or chmod its parent to 0755.
 package pgserver
 
 import (
@@ -20,6 +21,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -364,24 +366,70 @@ func prepareDir(dir string, cred *syscall.Credential) error {
 	if cred == nil {
 		return nil
 	}
+	// Checked first because initdb's own complaint does not say which directory is at fault.
+	if err := reachable(dir, cred); err != nil {
+		return err
+	}
 	if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
 		return fmt.Errorf("give cluster dir to postgres: %w", err)
 	}
-	// Checked here because initdb's own complaint does not say which directory is at fault.
+	return nil
+}
+
+// UnreachableError is the error of Reachable, and of Start, when the user the server runs as
+// cannot enter a parent of the cluster dir.
+type UnreachableError struct {
+	Dir    string      // the cluster dir
+	Parent string      // the first parent of Dir, from the root down, that the user cannot enter
+	Mode   fs.FileMode // Parent's mode
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("cluster dir %s: PostgreSQL runs as the postgres user (it refuses to run as root), which cannot enter %s (%v): "+
+		"keep the cluster in a directory that user can reach (in tests, one from os.MkdirTemp(\"\", ...), not t.TempDir), or let it through: chmod o+x %s",
+		e.Dir, e.Parent, e.Mode, e.Parent)
+}
+
+// Reachable returns nil if the user Start runs the server as can reach dir, a cluster dir that
+// need not exist yet: that is, if that user can enter every parent of dir that exists (Start
+// creates the missing ones, mode 0755). Otherwise it returns an *UnreachableError. When the
+// caller is not root, the server runs as the caller, and Reachable checks nothing.
+func Reachable(dir string) error {
+	cred, err := runAs()
+	if err != nil || cred == nil {
+		return err
+	}
+	dir, err = filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	return reachable(dir, cred)
+}
+
+// reachable checks the parents of dir, an absolute path, from the root down.
+func reachable(dir string, cred *syscall.Credential) error {
+	var parents []string
 	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
+		parents = append(parents, p)
+		if p == filepath.Dir(p) {
+			break
+		}
+	}
+	for _, p := range slices.Backward(parents) {
 		fi, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("check cluster dir: %w", err)
 		}
 		st, ok := fi.Sys().(*syscall.Stat_t)
 		perm := fi.Mode().Perm()
 		if ok && perm&0o001 == 0 && !(st.Uid == cred.Uid && perm&0o100 != 0) && !(st.Gid == cred.Gid && perm&0o010 != 0) {
-			return fmt.Errorf("cluster dir %s: the postgres user cannot enter %s (mode %v): use a dir from os.MkdirTemp(\"\", ...), not t.TempDir, or chmod 0755 its parent", dir, p, perm)
-		}
-		if p == filepath.Dir(p) {
-			return nil
+			return &UnreachableError{Dir: dir, Parent: p, Mode: fi.Mode()}
 		}
 	}
+	return nil
 }
 
 // running returns the pid of a postmaster still serving dir, as recorded in its postmaster.pid,

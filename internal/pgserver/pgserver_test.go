@@ -188,6 +188,34 @@ func TestStartRootOnlyParent(t *testing.T) {
 	t.Log(err)
 }
 
+func TestReachable(t *testing.T) {
+	open := tempDir(t) // mode 0700, owned by the caller
+	if err := os.Chmod(open, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	closed := filepath.Join(open, "closed")
+	if err := os.Mkdir(closed, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{filepath.Join(open, "pg"), filepath.Join(open, "not", "yet", "pg")} {
+		if err := pgserver.Reachable(dir); err != nil {
+			t.Errorf("Reachable(%s): %v", dir, err)
+		}
+	}
+	err := pgserver.Reachable(filepath.Join(closed, "checkout", "pg"))
+	if os.Geteuid() != 0 {
+		if err != nil {
+			t.Errorf("Reachable, not as root: %v; the server runs as the caller", err)
+		}
+		return
+	}
+	var unreachable *pgserver.UnreachableError
+	if !errors.As(err, &unreachable) || unreachable.Parent != closed || unreachable.Mode != os.ModeDir|0o700 {
+		t.Fatalf("Reachable under a 0700 dir of root's: %v; want an UnreachableError naming %s", err, closed)
+	}
+	t.Log(err)
+}
+
 func TestURL(t *testing.T) {
 	s := start(t, pgserver.Config{Dir: tempDir(t)})
 	cfg, err := pgconn.ParseConfig(s.URL("a/b c"))
