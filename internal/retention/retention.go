@@ -60,8 +60,7 @@ type Pruner struct {
 	Now func() time.Time
 }
 
-// Metrics count what a Pruner deleted. The name and labels are a contract with the dashboards
-// in deploy/monitoring.
+// Metrics count what a Pruner deleted.
 type Metrics struct {
 	Pruned *prometheus.CounterVec
 }
@@ -95,6 +94,9 @@ func (p *Pruner) Run(ctx context.Context) {
 func (p *Pruner) Pass(ctx context.Context) map[string]int {
 	out := map[string]int{}
 	for _, t := range p.Tables {
+		if ctx.Err() != nil {
+			break
+		}
 		if t.Keep <= 0 {
 			continue
 		}
