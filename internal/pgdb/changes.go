@@ -110,9 +110,20 @@ func parseXID(s string) (uint64, error) {
 	return n, nil
 }
 
-// PruneChanges deletes change-feed rows older than age. Caches that have not read the feed for
-// longer than that must forget everything instead (see coherent.New).
-func PruneChanges(ctx context.Context, pool *pgxpool.Pool, table string, age time.Duration) error {
-	_, err := pool.Exec(ctx, `DELETE FROM `+table+` WHERE at < now() - $1::interval`, age)
-	return Err(err)
+// PruneChanges returns the statement that prunes the change feed table, of the shape of
+// retention.PruneFunc: in tx, it deletes up to limit rows written at or after from and before
+// cutoff, oldest first, and returns how many and when the last was written. Caches that have
+// not read the feed since cutoff must forget everything instead (see coherent.New).
+func PruneChanges(table string) func(ctx context.Context, tx pgx.Tx, from, cutoff time.Time, limit int) (int, time.Time, error) {
+	return func(ctx context.Context, tx pgx.Tx, from, cutoff time.Time, limit int) (int, time.Time, error) {
+		var n int
+		var last time.Time
+		err := tx.QueryRow(ctx, `
+			WITH gone AS (
+				DELETE FROM `+table+` WHERE id = ANY(ARRAY(
+					SELECT id FROM `+table+` WHERE at >= $1 AND at < $2 ORDER BY at LIMIT $3))
+				RETURNING at)
+			SELECT count(*), coalesce(max(at), $1) FROM gone`, from, cutoff, limit).Scan(&n, &last)
+		return n, last, Err(err)
+	}
 }

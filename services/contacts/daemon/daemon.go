@@ -21,6 +21,7 @@ import (
 	"github.com/heraldhq/herald/internal/events"
 	"github.com/heraldhq/herald/internal/linktoken"
 	"github.com/heraldhq/herald/internal/pgdb"
+	"github.com/heraldhq/herald/internal/retention"
 	"github.com/heraldhq/herald/internal/server"
 	"github.com/heraldhq/herald/internal/tlsconfig"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
@@ -46,6 +47,10 @@ type Config struct {
 	// TwilioAuthToken verifies Twilio's inbound SMS webhook; empty turns the webhook off.
 	TwilioAuthToken string
 	SMSHelpText     string
+	// SMSKeywordRetention is how long the record of an SMS STOP or START is kept; 0 keeps it
+	// for ever. A request older than that, posted again, is applied again (see
+	// postgres.PruneSMSKeywords).
+	SMSKeywordRetention time.Duration
 	// TLS secures the gRPC listener; with a client CA, callers need certificates (mutual TLS).
 	TLS tlsconfig.Files
 	Log *slog.Logger
@@ -63,6 +68,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TwilioAuthToken, "twilio-auth-token", "", "Twilio auth token, to verify inbound SMS webhooks (empty: webhook off)")
 	tlsconfig.RegisterServerFlags(fs, &c.TLS)
 	fs.StringVar(&c.SMSHelpText, "sms-help-text", "Reply STOP to stop these messages, START to receive them again.", "answer to an SMS HELP")
+	fs.DurationVar(&c.SMSKeywordRetention, "sms-keyword-retention", 0,
+		"how long the record of an SMS STOP or START is kept, which refuses its request replayed; 0: kept for ever "+
+			"(set it no shorter than the time between rotations of the Twilio auth token)")
 }
 
 // Daemon is a running contacts service.
@@ -148,26 +156,28 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	})
 	d.srv.Start()
 
-	// The change feed only needs to outlive the caches' staleness bound (see contacts.New).
+	pruner := &retention.Pruner{DB: d.pool, Tables: retentionTables(cfg),
+		Metrics: retention.NewMetrics(d.srv.Metrics), Log: log}
 	bg, cancelBG := context.WithCancel(context.Background())
 	d.cancel, d.done = cancelBG, make(chan struct{})
 	go func() {
 		defer close(d.done)
-		t := time.NewTicker(10 * time.Minute)
-		defer t.Stop()
-		for {
-			if err := store.PruneChanges(bg, time.Hour); err != nil && bg.Err() == nil {
-				log.Warn("prune change feed", "err", err)
-			}
-			select {
-			case <-bg.Done():
-				return
-			case <-t.C:
-			}
-		}
+		pruner.Run(bg)
 	}()
 	log.Info("contacts ready", "grpc", d.srv.GRPCAddr(), "http", d.srv.HTTPAddr())
 	return d, nil
+}
+
+// feedRetention is how long the change feed keeps a change: longer than a cache over it may go
+// without reading it (see contacts.New), after which the cache forgets everything.
+const feedRetention = time.Hour
+
+// retentionTables lists the tables the contacts service prunes.
+func retentionTables(cfg Config) []retention.Table {
+	return []retention.Table{
+		{Name: postgres.ChangesTable, Keep: feedRetention, Prune: postgres.PruneChanges},
+		{Name: "contacts.sms_keywords", Keep: cfg.SMSKeywordRetention, Prune: postgres.PruneSMSKeywords},
+	}
 }
 
 // GRPCAddr is where the API listens.

@@ -56,7 +56,7 @@ func (s *Store) write(ctx context.Context, fn func(tx pgx.Tx) ([]string, error))
 		if err != nil {
 			return err
 		}
-		return pgdb.Touch(ctx, tx, "contacts.changes", keys...)
+		return pgdb.Touch(ctx, tx, ChangesTable, keys...)
 	})
 }
 
@@ -404,7 +404,7 @@ func (s *Store) Categories(ctx context.Context) ([]preference.Category, error) {
 
 // Changes implements contacts.Store (coherent.Feed).
 func (s *Store) Changes(ctx context.Context, horizon uint64) ([]string, uint64, error) {
-	return pgdb.Changes(ctx, s.pool, "contacts.changes", horizon)
+	return pgdb.Changes(ctx, s.pool, ChangesTable, horizon)
 }
 
 // Horizon implements contacts.Store.
@@ -412,7 +412,7 @@ func (s *Store) Horizon(ctx context.Context) (uint64, error) { return pgdb.Horiz
 
 // ChangesPage implements contacts.Store.
 func (s *Store) ChangesPage(ctx context.Context, horizon uint64, from contacts.FeedPosition, maxKeys, maxBytes int) ([]string, *contacts.FeedPosition, uint64, error) {
-	keys, more, next, err := pgdb.ChangesPage(ctx, s.pool, "contacts.changes", horizon,
+	keys, more, next, err := pgdb.ChangesPage(ctx, s.pool, ChangesTable, horizon,
 		pgdb.FeedPosition{XID: from.XID, ID: from.ID}, maxKeys, maxBytes)
 	if err != nil || more == nil {
 		return keys, nil, next, err
@@ -452,10 +452,4 @@ func (s *Store) SuppressedAddresses(ctx context.Context, after *contacts.Target,
 		return nil, false, fail(err)
 	}
 	return out, len(out) == max, nil
-}
-
-// PruneChanges deletes change-feed rows older than age. Caches that have not read the feed for
-// longer than that forget everything instead (see contacts.New).
-func (s *Store) PruneChanges(ctx context.Context, age time.Duration) error {
-	return pgdb.PruneChanges(ctx, s.pool, "contacts.changes", age)
 }

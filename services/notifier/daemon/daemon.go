@@ -27,6 +27,7 @@ import (
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/internal/queue"
 	"github.com/heraldhq/herald/internal/ratelimit"
+	"github.com/heraldhq/herald/internal/retention"
 	"github.com/heraldhq/herald/internal/server"
 	"github.com/heraldhq/herald/internal/templates"
 	"github.com/heraldhq/herald/internal/tlsconfig"
@@ -84,7 +85,9 @@ type Config struct {
 	TwilioAuthToken    string
 	// Links configures short links and click tracking (links.go); off without a key.
 	Links LinksConfig
-	Log   *slog.Logger
+	// Retention says how long the delivery history is kept (retention.go).
+	Retention RetentionConfig
+	Log       *slog.Logger
 }
 
 // RegisterFlags binds c's fields to flags with their defaults.
@@ -111,11 +114,11 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.SendGridWebhookKey, "sendgrid-webhook-public-key", "", "SendGrid event webhook verification key (base64 or PEM); empty: webhook off")
 	fs.StringVar(&c.TwilioAuthToken, "twilio-auth-token", "", "Twilio auth token, to verify status callbacks; empty: webhook off")
 	c.Links.RegisterFlags(fs)
+	c.Retention.RegisterFlags(fs)
 }
 
 // Daemon is a running notifier.
 type Daemon struct {
-	cfg        Config
 	pool       *pgxpool.Pool
 	deliveries *deliverypg.Store
 	nc         *nats.Conn
@@ -123,12 +126,10 @@ type Daemon struct {
 	dir        *contacts.Directory
 	sender     *notifier.Sender
 	clicks     *links.Recorder
-	// linkRetention is the short links' retention when they are on.
-	linkRetention time.Duration
-	erasures      jetstream.ConsumeContext
-	srv           *server.Server
-	cancel        context.CancelFunc
-	done          chan struct{}
+	erasures   jetstream.ConsumeContext
+	srv        *server.Server
+	cancel     context.CancelFunc
+	done       chan struct{}
 }
 
 // Start brings a notifier up: it migrates the schema, ensures the streams, and serves.
@@ -139,8 +140,11 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if cfg.DatabaseURL == "" {
 		return nil, fmt.Errorf("a database URL is required (--database-url or HERALD_DATABASE_URL)")
 	}
+	if err := cfg.Retention.check(); err != nil {
+		return nil, err
+	}
 	log := cfg.Log
-	d := &Daemon{cfg: cfg, done: make(chan struct{})}
+	d := &Daemon{done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			if d.srv != nil {
@@ -307,23 +311,9 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	var wg sync.WaitGroup
 	wg.Go(func() { watcher.Run(rctx) })
 	wg.Go(func() { rec.Run(rctx) })
-	wg.Go(func() { // the key change feed only needs to outlive the caches' staleness bound
-		t := time.NewTicker(10 * time.Minute)
-		defer t.Stop()
-		for {
-			if err := pgdb.PruneChanges(rctx, d.pool, appkey.ChangesTable, time.Hour); err != nil && rctx.Err() == nil {
-				log.Warn("prune key change feed", "err", err)
-			}
-			select {
-			case <-rctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	})
-	if d.clicks != nil {
-		wg.Go(func() { d.pruneLinks(rctx, store) })
-	}
+	pruner := &retention.Pruner{DB: d.pool, Tables: retentionTables(cfg, d.deliveries), // retention.go
+		Metrics: retention.NewMetrics(d.srv.Metrics), Log: log}
+	wg.Go(func() { pruner.Run(rctx) })
 	go func() {
 		wg.Wait()
 		close(d.done)

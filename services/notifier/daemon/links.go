@@ -15,6 +15,9 @@ import (
 	"github.com/heraldhq/herald/services/notifier/postgres"
 )
 
+// defaultLinkRetention is how long a short link works when --link-retention does not say.
+const defaultLinkRetention = 90 * 24 * time.Hour
+
 // LinksConfig configures short links and click tracking. They are on when Key is set.
 type LinksConfig struct {
 	// Key (at least 16 bytes) keys the permutation that makes link codes unguessable; every
@@ -44,7 +47,7 @@ func (c *LinksConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Key, "link-key", "", "secret (16+ bytes) that keys short link codes; empty: links are not shortened (prefer --link-key-file)")
 	fs.StringVar(&c.KeyFile, "link-key-file", "", "file holding --link-key")
 	fs.StringVar(&c.BaseURL, "link-base-url", "", "public base URL of short links (GET /l/{code} on the HTTP port); empty: --public-url")
-	fs.DurationVar(&c.Retention, "link-retention", 90*24*time.Hour, "how long a short link works after its delivery goes out; older links answer 404 and are deleted")
+	fs.DurationVar(&c.Retention, "link-retention", defaultLinkRetention, "how long a short link works after its delivery goes out; older links answer 404 and are deleted")
 	fs.Float64Var(&c.Rate, "link-rate", 20, "short link redirects per second per client address (0: unlimited)")
 	fs.IntVar(&c.Burst, "link-burst", 60, "short link redirects a client address may make at once above --link-rate")
 	fs.StringVar(&c.ClientIPHeader, "link-client-ip-header", "", "header in which a trusted proxy passes the client address (e.g. X-Forwarded-For); empty: the peer address")
@@ -70,7 +73,7 @@ func (d *Daemon) startLinks(cfg Config, store *postgres.Store, sender *notifier.
 		return err
 	}
 	if lc.Retention <= 0 {
-		lc.Retention = 90 * 24 * time.Hour
+		lc.Retention = defaultLinkRetention
 	}
 	base := strings.TrimSuffix(cmp.Or(lc.BaseURL, cfg.PublicURL), "/")
 	if err := links.CheckURL(base + "/l/x"); err != nil {
@@ -90,27 +93,7 @@ func (d *Daemon) startLinks(cfg Config, store *postgres.Store, sender *notifier.
 				Channel: string(l.Channel), Category: l.Category, Template: l.Template})
 			m.Created.WithLabelValues(string(l.Channel), l.Category, l.Template).Inc()
 		}}
-	d.linkRetention = lc.Retention
 	return nil
-}
-
-// pruneLinks deletes expired links and their clicks every hour.
-func (d *Daemon) pruneLinks(ctx context.Context, store *postgres.Store) {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		n, err := store.PruneLinks(ctx, time.Now().Add(-d.linkRetention), 5000)
-		if err != nil && ctx.Err() == nil {
-			d.cfg.Log.Warn("prune expired short links", "err", err)
-		} else if n > 0 {
-			d.cfg.Log.Info("pruned expired short links", "links", n)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 // engagement counts the status page's click-through from the delivery statistics.

@@ -123,33 +123,6 @@ func (s *Store) InsertClicks(ctx context.Context, clicks []links.Click, window, 
 	return out, nil
 }
 
-// PruneLinks deletes, a batch at a time, the links that went out before cutoff and the clicks
-// on deliveries created before it. It returns how many links it deleted.
-func (s *Store) PruneLinks(ctx context.Context, cutoff time.Time, batch int) (int, error) {
-	total := 0
-	for {
-		tag, err := s.pool.Exec(ctx, `DELETE FROM notifier.links WHERE id IN (
-			SELECT id FROM notifier.links WHERE id < $1 ORDER BY id LIMIT $2)`, links.FirstID(cutoff), batch)
-		if err != nil {
-			return total, pgdb.Err(err)
-		}
-		total += int(tag.RowsAffected())
-		if tag.RowsAffected() < int64(batch) {
-			break
-		}
-	}
-	for {
-		tag, err := s.pool.Exec(ctx, `DELETE FROM notifier.link_clicks WHERE ctid IN (
-			SELECT ctid FROM notifier.link_clicks WHERE delivery_id < $1 LIMIT $2)`, firstID(cutoff), batch)
-		if err != nil {
-			return total, pgdb.Err(err)
-		}
-		if tag.RowsAffected() < int64(batch) {
-			return total, nil
-		}
-	}
-}
-
 // eraseLinks deletes the short links of a deleted user's deliveries, and their clicks.
 func (s *Store) eraseLinks(ctx context.Context, userID string) error {
 	_, err := s.pool.Exec(ctx, `

@@ -8,6 +8,7 @@ import (
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/services/notifier"
 	"github.com/heraldhq/herald/services/notifier/links"
+	"github.com/heraldhq/herald/services/notifier/postgres"
 )
 
 // TestLinksAndClicks stores links with their notification (and not with a duplicate), resolves
@@ -93,9 +94,11 @@ func TestLinksAndClicks(t *testing.T) {
 		t.Errorf("stats = %+v, want one sent delivery, clicked", stats)
 	}
 
-	pruned, err := s.PruneLinks(ctx, now.Add(time.Hour), 1)
-	if err != nil || pruned != 2 {
-		t.Fatalf("PruneLinks = %d, %v; want 2", pruned, err)
+	if pruned := pruneAll(t, pool, postgres.PruneLinks, now.Add(time.Hour), 1); pruned != 2 {
+		t.Fatalf("PruneLinks pruned %d links, want 2", pruned)
+	}
+	if pruned := pruneAll(t, pool, postgres.PruneClicks, now.Add(time.Hour), 1); pruned != 4 {
+		t.Fatalf("PruneClicks pruned %d clicks, want 4", pruned)
 	}
 	var left int
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM notifier.link_clicks`).Scan(&left); err != nil || left != 0 {

@@ -10,23 +10,10 @@ import (
 
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/ids"
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/services/notifier"
 )
-
-// firstID returns the smallest UUIDv7 of time t: delivery ids are time-ordered, so "created
-// since t" is a range of the primary key.
-func firstID(t time.Time) uuid.UUID {
-	var id uuid.UUID
-	ms := uint64(t.UnixMilli())
-	for i := 5; i >= 0; i-- {
-		id[i] = byte(ms)
-		ms >>= 8
-	}
-	id[6] = 0x70 // version 7
-	id[8] = 0x80 // RFC 4122 variant
-	return id
-}
 
 // DeliveryStats implements notifier.StatsStore.
 func (s *Store) DeliveryStats(ctx context.Context, since time.Time) ([]notifier.DeliveryStats, error) {
@@ -57,7 +44,7 @@ func (s *Store) DeliveryStats(ctx context.Context, since time.Time) ([]notifier.
 		LEFT JOIN ev ON ev.delivery_id = d.id
 		WHERE d.id >= $1
 		GROUP BY 1, 2, 3
-		ORDER BY 1, 2, 3`, firstID(since))
+		ORDER BY 1, 2, 3`, ids.FirstV7(since))
 	if err != nil {
 		return nil, pgdb.Err(err)
 	}

@@ -1,0 +1,7 @@
+package postgres
+
+// Retention's statements, whose plans the tests check.
+const (
+	PruneDeliveriesSQL = pruneDeliveriesSQL
+	PruneAttemptsSQL   = pruneAttemptsSQL
+)
