@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/heraldhq/herald/internal/tracing"
 )
@@ -20,7 +21,7 @@ type Daemon interface {
 // when Value is empty: the secret's own flag wins.
 type SecretFile struct {
 	Flag  string // the flag's name, such as "twilio-auth-token-file"
-	Usage string
+	Usage string // empty: "file holding --twilio-auth-token"
 	Value *string
 }
 
@@ -62,6 +63,9 @@ func Run(args []string, s Service) error {
 		Value: s.DatabaseURL}}, s.Secrets...)
 	files := make([]*string, len(secrets))
 	for i, sf := range secrets {
+		if sf.Usage == "" {
+			sf.Usage = "file holding --" + strings.TrimSuffix(sf.Flag, "-file")
+		}
 		files[i] = fs.String(sf.Flag, "", sf.Usage)
 	}
 	otlp := fs.String("otlp-endpoint", "", "OpenTelemetry collector (host:port, OTLP/gRPC) to export traces to; empty: no traces")

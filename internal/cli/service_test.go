@@ -34,7 +34,7 @@ func testService(cfg *config, start func(ctx context.Context) (Daemon, error)) S
 		Name:        "svc",
 		Flags:       func(fs *flag.FlagSet) { fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:1", "listen address") },
 		DatabaseURL: &cfg.DatabaseURL,
-		Secrets:     []SecretFile{{Flag: "token-file", Usage: "file holding the token", Value: &cfg.Token}},
+		Secrets:     []SecretFile{{Flag: "token-file", Value: &cfg.Token}},
 		Start: func(ctx context.Context, log *slog.Logger) (Daemon, error) {
 			cfg.Log = log
 			return start(ctx)
@@ -102,7 +102,8 @@ func TestRunUntilSignalled(t *testing.T) {
 }
 
 // TestRunRefuses: bad flags, a bad log level, an unreadable secret file and a failed start are
-// Run's errors, and the service is not started when what comes before it fails.
+// Run's errors, and the service is not started when what comes before it fails. -h lists the
+// common flags and the secret files with theirs.
 func TestRunRefuses(t *testing.T) {
 	for _, c := range []struct {
 		name    string
@@ -110,12 +111,16 @@ func TestRunRefuses(t *testing.T) {
 		start   error
 		want    string
 		started bool
+		usage   []string
 	}{
-		{"help", []string{"-h"}, nil, flag.ErrHelp.Error(), false},
-		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined: -nope", false},
-		{"log level", []string{"--log-level", "loud"}, nil, `log level "loud"`, false},
-		{"secret file", []string{"--database-url-file", "/nonexistent/db"}, nil, "read secret file", false},
-		{"start", nil, errors.New("database unreachable"), "database unreachable", true},
+		{"help", []string{"-h"}, nil, flag.ErrHelp.Error(), false, []string{"-addr string", "-log-level string",
+			"-otlp-endpoint string", "-otlp-insecure", "-pprof-addr string",
+			"-database-url-file string\n    \tfile holding --database-url (it carries the password)",
+			"-token-file string\n    \tfile holding --token\n"}},
+		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined: -nope", false, nil},
+		{"log level", []string{"--log-level", "loud"}, nil, `log level "loud"`, false, nil},
+		{"secret file", []string{"--database-url-file", "/nonexistent/db"}, nil, "read secret file", false, nil},
+		{"start", nil, errors.New("database unreachable"), "database unreachable", true, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var cfg config
@@ -126,10 +131,23 @@ func TestRunRefuses(t *testing.T) {
 			})
 			// -h and bad flags print the usage: keep it out of the test's output.
 			stderr := os.Stderr
-			os.Stderr, _ = os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-			err := Run(c.args, s)
-			os.Stderr.Close()
+			out, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.Stderr = out
+			err = Run(c.args, s)
 			os.Stderr = stderr
+			out.Close()
+			printed, rerr := os.ReadFile(out.Name())
+			if rerr != nil {
+				t.Fatal(rerr)
+			}
+			for _, u := range c.usage {
+				if !strings.Contains(string(printed), u) {
+					t.Errorf("the usage lacks %q:\n%s", u, printed)
+				}
+			}
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("Run = %v, want an error with %q", err, c.want)
 			}

@@ -17,8 +17,8 @@ func main() {
 		Flags:       cfg.RegisterFlags,
 		DatabaseURL: &cfg.DatabaseURL,
 		Secrets: []cli.SecretFile{
-			{Flag: "link-keys-file", Usage: "file holding --link-keys", Value: &cfg.LinkKeys},
-			{Flag: "twilio-auth-token-file", Usage: "file holding --twilio-auth-token", Value: &cfg.TwilioAuthToken},
+			{Flag: "link-keys-file", Value: &cfg.LinkKeys},
+			{Flag: "twilio-auth-token-file", Value: &cfg.TwilioAuthToken},
 		},
 		Start: func(ctx context.Context, log *slog.Logger) (cli.Daemon, error) {
 			cfg.Log = log

@@ -18,9 +18,9 @@ func main() {
 		DatabaseURL: &cfg.DatabaseURL,
 		Secrets: []cli.SecretFile{
 			{Flag: "bootstrap-key-file", Usage: "file holding the bootstrap key (instead of --bootstrap-key)", Value: &cfg.BootstrapKey},
-			{Flag: "contacts-key-file", Usage: "file holding --contacts-key", Value: &cfg.ContactsKey},
-			{Flag: "sendgrid-webhook-public-key-file", Usage: "file holding --sendgrid-webhook-public-key", Value: &cfg.SendGridWebhookKey},
-			{Flag: "twilio-auth-token-file", Usage: "file holding --twilio-auth-token", Value: &cfg.TwilioAuthToken},
+			{Flag: "contacts-key-file", Value: &cfg.ContactsKey},
+			{Flag: "sendgrid-webhook-public-key-file", Value: &cfg.SendGridWebhookKey},
+			{Flag: "twilio-auth-token-file", Value: &cfg.TwilioAuthToken},
 		},
 		Start: func(ctx context.Context, log *slog.Logger) (cli.Daemon, error) {
 			cfg.Log = log

@@ -19,11 +19,11 @@ func main() {
 		DatabaseURL: &cfg.DatabaseURL,
 		Secrets: []cli.SecretFile{
 			{Flag: "sendgrid-api-key-file", Usage: "file holding the SendGrid API key", Value: &cfg.SendGridAPIKey},
-			{Flag: "contacts-key-file", Usage: "file holding --contacts-key", Value: &cfg.ContactsKey},
-			{Flag: "link-keys-file", Usage: "file holding --link-keys", Value: &cfg.LinkKeys},
-			{Flag: "twilio-auth-token-file", Usage: "file holding --twilio-auth-token", Value: &cfg.Twilio.AuthToken},
-			{Flag: "twilio-api-secret-file", Usage: "file holding --twilio-api-secret", Value: &cfg.Twilio.APISecret},
-			{Flag: "smtp-password-file", Usage: "file holding --smtp-password", Value: &cfg.SMTP.Password},
+			{Flag: "contacts-key-file", Value: &cfg.ContactsKey},
+			{Flag: "link-keys-file", Value: &cfg.LinkKeys},
+			{Flag: "twilio-auth-token-file", Value: &cfg.Twilio.AuthToken},
+			{Flag: "twilio-api-secret-file", Value: &cfg.Twilio.APISecret},
+			{Flag: "smtp-password-file", Value: &cfg.SMTP.Password},
 		},
 		Start: func(ctx context.Context, log *slog.Logger) (cli.Daemon, error) {
 			cfg.Log = log
