@@ -33,8 +33,8 @@ func get(t *testing.T, url string) string {
 	return string(b)
 }
 
-// TestMetricsQueuesAndStatus: after some sends, /metrics on the notifier and the workers show
-// the contract's metrics, GetQueueStats answers per channel, and the status page's data agrees.
+// TestMetricsQueuesAndStatus: after some sends, /metrics on every service shows the contract's
+// metrics, GetQueueStats answers per channel, and the status page's data agrees.
 func TestMetricsQueuesAndStatus(t *testing.T) {
 	s := startStack(t, stackOptions{})
 	ctx := context.Background()
@@ -57,9 +57,19 @@ func TestMetricsQueuesAndStatus(t *testing.T) {
 		`herald_accept_duration_seconds_count 3`,
 		`herald_queue_pending{channel="email"}`,
 		`go_goroutines`,
+		`herald_grpc_server_handled_total{grpc_code="OK",grpc_method="Send",grpc_service="herald.v1.NotificationService",grpc_type="unary"} 3`,
+		`herald_grpc_server_handling_seconds_count{grpc_method="Send",grpc_service="herald.v1.NotificationService",grpc_type="unary"} 3`,
+		`herald_build_info{`,
 	} {
 		if !strings.Contains(notifier, want) {
 			t.Errorf("notifier /metrics lacks %s", want)
+		}
+	}
+	// The notifier's cache of contacts called the contacts service.
+	contacts := get(t, "http://"+s.contacts.HTTPAddr()+"/metrics")
+	for _, want := range []string{`herald_grpc_server_handled_total{grpc_code="OK"`, `grpc_service="herald.v1.ContactsService"`, `herald_build_info{`} {
+		if !strings.Contains(contacts, want) {
+			t.Errorf("contacts /metrics lacks %s", want)
 		}
 	}
 	workers := get(t, "http://"+s.workers.HTTPAddr()+"/metrics")
@@ -68,6 +78,7 @@ func TestMetricsQueuesAndStatus(t *testing.T) {
 		`herald_provider_duration_seconds_count{channel="email",provider="sendgrid"} 3`,
 		`herald_accept_to_sent_seconds_count{channel="email"} 3`,
 		`herald_circuit_state{channel="email",provider="sendgrid"} 0`,
+		`herald_build_info{`,
 	} {
 		if !strings.Contains(workers, want) {
 			t.Errorf("workers /metrics lacks %s", want)

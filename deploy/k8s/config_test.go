@@ -231,8 +231,9 @@ func checkSecretsDocumented(t *testing.T, o *objects) {
 var flagCache sync.Map // service/binary -> map[string]bool
 
 // flagNames returns the flags of binary bin of service svc, read from the source of its main
-// package (services/<svc>/cmd/<bin>) and, for the service's own binary, of its daemon package.
-// Reading the source keeps this module free of the services' modules.
+// package (services/<svc>/cmd/<bin>), for the service's own binary of its daemon package, and
+// of internal/cli's Run where main runs through it. Reading the source keeps this module free
+// of the services' modules.
 func flagNames(t *testing.T, svc, bin string) map[string]bool {
 	t.Helper()
 	if f, ok := flagCache.Load(svc + "/" + bin); ok {
@@ -249,28 +250,31 @@ func flagNames(t *testing.T, svc, bin string) map[string]bool {
 			ast.Inspect(f, func(n ast.Node) bool {
 				call, ok := n.(*ast.CallExpr)
 				if !ok {
-					return true
+					return flagDefs(n, flags)
 				}
 				sel, ok := call.Fun.(*ast.SelectorExpr)
 				if !ok {
 					return true
 				}
-				switch sel.Sel.Name {
-				case "RegisterServerFlags":
+				pkg, _ := sel.X.(*ast.Ident)
+				switch {
+				case sel.Sel.Name == "RegisterServerFlags":
 					for _, name := range server {
 						flags[name] = true
 					}
-				case "RegisterClientFlags":
+				case sel.Sel.Name == "RegisterClientFlags":
 					if len(call.Args) > 2 {
 						prefix, _ := stringLit(call.Args[2])
 						for _, name := range client {
 							flags[prefix+name] = true
 						}
 					}
-				default:
-					if name, ok := flagDef(call, sel.Sel.Name); ok {
+				case pkg != nil && pkg.Name == "cli" && (sel.Sel.Name == "Main" || sel.Sel.Name == "Run"):
+					for _, name := range cliFlags(t) {
 						flags[name] = true
 					}
+				default:
+					return flagDefs(n, flags)
 				}
 				return true
 			})
@@ -281,6 +285,43 @@ func flagNames(t *testing.T, svc, bin string) map[string]bool {
 	}
 	flagCache.Store(svc+"/"+bin, flags)
 	return flags
+}
+
+// flagDefs adds to flags the flag n defines, if it defines one: a flag.FlagSet method call, or
+// a cli.SecretFile's Flag. It returns true, to go on inspecting.
+func flagDefs(n ast.Node, flags map[string]bool) bool {
+	switch n := n.(type) {
+	case *ast.CallExpr:
+		if sel, ok := n.Fun.(*ast.SelectorExpr); ok {
+			if name, ok := flagDef(n, sel.Sel.Name); ok {
+				flags[name] = true
+			}
+		}
+	case *ast.KeyValueExpr:
+		if key, ok := n.Key.(*ast.Ident); ok && key.Name == "Flag" {
+			if name, ok := stringLit(n.Value); ok {
+				flags[name] = true
+			}
+		}
+	}
+	return true
+}
+
+// cliFlags returns the flags internal/cli's Run adds to every service's own.
+func cliFlags(t *testing.T) []string {
+	t.Helper()
+	flags := map[string]bool{}
+	for _, f := range parseDir(t, repoPath("internal", "cli")) {
+		for _, decl := range f.Decls {
+			if fn, ok := decl.(*ast.FuncDecl); ok && fn.Name.Name == "Run" {
+				ast.Inspect(fn.Body, func(n ast.Node) bool { return flagDefs(n, flags) })
+			}
+		}
+	}
+	if len(flags) == 0 {
+		t.Fatal("found no flags in internal/cli's Run")
+	}
+	return keys(flags)
 }
 
 // flagDef returns the name a flag.FlagSet method call defines, if it is one: the methods that
@@ -367,11 +408,12 @@ func stringLit(e ast.Expr) (string, bool) {
 }
 
 func TestFlagNamesReadsTheSource(t *testing.T) {
-	// A sanity check of the parser: flags from RegisterFlags, from main, and from tlsconfig.
+	// A sanity check of the parser: flags from RegisterFlags, from main (its secret files), from
+	// internal/cli's Run, and from tlsconfig.
 	for bin, want := range map[string][]string{
-		"notifier/notifier": {"database-url", "log-level", "bootstrap-key-file", "tls-cert", "contacts-tls-ca"},
-		"contacts/contacts": {"link-keys-file", "grpc-addr", "tls-client-ca"},
-		"workers/workers":   {"channels", "sendgrid-api-key-file", "contacts-key-file", "max-backoff"},
+		"notifier/notifier": {"database-url", "log-level", "bootstrap-key-file", "tls-cert", "contacts-tls-ca", "otlp-endpoint"},
+		"contacts/contacts": {"link-keys-file", "grpc-addr", "tls-client-ca", "database-url-file", "pprof-addr"},
+		"workers/workers":   {"channels", "sendgrid-api-key-file", "contacts-key-file", "max-backoff", "otlp-insecure"},
 		"workers/sim":       {"addr"},
 	} {
 		svc, name, _ := strings.Cut(bin, "/")

@@ -156,6 +156,25 @@ herald_reconciler_expired_total{job="herald-notifier",instance="n1"} 0+1x40
 		},
 	},
 	{
+		name: "a gRPC method failing in the server, not the callers' mistakes nor a quiet method",
+		series: `
+herald_grpc_server_handled_total{job="herald-notifier",instance="n1",grpc_type="unary",grpc_service="herald.v1.NotificationService",grpc_method="Send",grpc_code="OK"} 0+900x40
+herald_grpc_server_handled_total{job="herald-notifier",instance="n2",grpc_type="unary",grpc_service="herald.v1.NotificationService",grpc_method="Send",grpc_code="OK"} 0+900x40
+herald_grpc_server_handled_total{job="herald-notifier",instance="n2",grpc_type="unary",grpc_service="herald.v1.NotificationService",grpc_method="Send",grpc_code="Unavailable"} 0x5 0+200x35
+herald_grpc_server_handled_total{job="herald-contacts",instance="c1",grpc_type="unary",grpc_service="herald.v1.ContactsService",grpc_method="GetUser",grpc_code="OK"} 0+100x40
+herald_grpc_server_handled_total{job="herald-contacts",instance="c1",grpc_type="unary",grpc_service="herald.v1.ContactsService",grpc_method="GetUser",grpc_code="PermissionDenied"} 0+100x40
+herald_grpc_server_handled_total{job="herald-contacts",instance="c1",grpc_type="unary",grpc_service="herald.v1.ContactsService",grpc_method="GetUser",grpc_code="InvalidArgument"} 0+100x40
+herald_grpc_server_handled_total{job="herald-notifier",instance="n1",grpc_type="unary",grpc_service="herald.v1.AdminService",grpc_method="ListApps",grpc_code="OK"} 0+1x40
+herald_grpc_server_handled_total{job="herald-notifier",instance="n1",grpc_type="unary",grpc_service="herald.v1.AdminService",grpc_method="ListApps",grpc_code="Internal"} 0+1x40
+`,
+		expect: []expect{
+			{at: 14 * time.Minute, alert: "HeraldGRPCErrorRate"},
+			{at: 20 * time.Minute, alert: "HeraldGRPCErrorRate", firing: []map[string]string{
+				{"job": "herald-notifier", "grpc_service": "herald.v1.NotificationService", "grpc_method": "Send"},
+			}},
+		},
+	},
+	{
 		name: "an instance down, a job down, a job with no targets",
 		series: `
 up{job="herald-notifier",instance="n1"} 1x20
@@ -189,6 +208,9 @@ herald_deliveries_dead_total{job="herald-workers",instance="w1",channel="email",
 herald_reconciler_republished_total{job="herald-notifier",instance="n1",channel="email"} 0x40
 herald_provider_config_errors_total{job="herald-workers",instance="w1",channel="email",provider="sendgrid"} 0x40
 herald_limit_store_failures_total{job="herald-notifier",instance="n1"} 0x40
+herald_grpc_server_handled_total{job="herald-notifier",instance="n1",grpc_type="unary",grpc_service="herald.v1.NotificationService",grpc_method="Send",grpc_code="OK"} 0+600x40
+herald_grpc_server_handled_total{job="herald-notifier",instance="n1",grpc_type="unary",grpc_service="herald.v1.NotificationService",grpc_method="Send",grpc_code="Internal"} 0+1x40
+herald_grpc_server_handled_total{job="herald-notifier",instance="n1",grpc_type="unary",grpc_service="herald.v1.NotificationService",grpc_method="Send",grpc_code="InvalidArgument"} 0+300x40
 `,
 		expect: []expect{{at: 35 * time.Minute, alert: "*"}},
 	},

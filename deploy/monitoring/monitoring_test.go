@@ -67,6 +67,10 @@ var contract = map[string][]string{
 	"herald_circuit_state":                    {"channel", "provider"},
 	"herald_circuit_opened_total":             {"channel", "provider"},
 	"herald_provider_config_errors_total":     {"channel", "provider"},
+	// every service (internal/server): the gRPC servers' per-method metrics, and the build
+	"herald_grpc_server_handled_total":    {"grpc_type", "grpc_service", "grpc_method", "grpc_code"},
+	"herald_grpc_server_handling_seconds": {"grpc_type", "grpc_service", "grpc_method"}, // histogram
+	"herald_build_info":                   {"version", "revision", "go_version"},
 }
 
 // histograms are the contract's histograms: they are queried as _bucket (with le), _sum and
@@ -75,6 +79,7 @@ var histograms = []string{
 	"herald_accept_duration_seconds",
 	"herald_provider_duration_seconds",
 	"herald_accept_to_sent_seconds",
+	"herald_grpc_server_handling_seconds",
 }
 
 // recorded are the series the rule file records, with their labels. The dashboard may use
@@ -281,6 +286,7 @@ var wantAlerts = map[string]time.Duration{
 	"HeraldJobDown":                5 * time.Minute,
 	"HeraldLimitStoreFailures":     5 * time.Minute,
 	"HeraldDeliveriesExpiring":     15 * time.Minute,
+	"HeraldGRPCErrorRate":          10 * time.Minute,
 }
 
 func TestAlertsAreComplete(t *testing.T) {

@@ -1,5 +1,6 @@
 // Package cli is what Herald's binaries share in main: flags with HERALD_* environment
-// fallbacks (through ff), a JSON logger, and a context that ends on SIGINT or SIGTERM.
+// fallbacks (through ff), a JSON logger, secrets from files, a context that ends on SIGINT or
+// SIGTERM, and Run, the whole main of a service around its own flags and daemon.
 package cli
 
 import (

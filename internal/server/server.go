@@ -48,8 +48,9 @@ type Server struct {
 	HTTP   *http.ServeMux
 	Health *health.Server
 	// Metrics is the process's Prometheus registry, served at /metrics; it starts with the Go
-	// runtime and process collectors. Each Server has its own, so that several services can
-	// run in one process (the dev stack, the tests).
+	// runtime and process collectors, herald_build_info, and (with a gRPC listener) the
+	// per-method gRPC metrics. Each Server has its own, so that several services can run in one
+	// process (the dev stack, the tests).
 	Metrics *prometheus.Registry
 
 	log      *slog.Logger
@@ -64,14 +65,18 @@ type Server struct {
 // New listens on grpcAddr and httpAddr (":0" style addresses pick free ports) and builds the
 // servers; call Start to serve. An empty grpcAddr means HTTP only (GRPC is still built, but
 // never served). tls, when set, secures the gRPC listener (mutual TLS with a client CA). The
-// interceptors run in order around every unary call.
+// interceptors run in order around every unary call, inside the one that counts calls.
 func New(log *slog.Logger, grpcAddr, httpAddr string, tls tlsconfig.Files, interceptors ...grpc.UnaryServerInterceptor) (*Server, error) {
 	creds, err := tlsconfig.ServerOption(tls)
 	if err != nil {
 		return nil, err
 	}
+	// The metrics interceptor is the outermost, so that it counts every call with the code the
+	// client gets: refused by authentication, failed in a handler, or recovered from a panic.
+	rpcMetrics := newRPCMetrics()
 	opts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(interceptors...),
+		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{rpcMetrics.UnaryServerInterceptor()}, interceptors...)...),
+		grpc.ChainStreamInterceptor(rpcMetrics.StreamServerInterceptor()),
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
 		grpc.MaxSendMsgSize(MaxMessageSize),
@@ -105,7 +110,11 @@ func New(log *slog.Logger, grpcAddr, httpAddr string, tls tlsconfig.Files, inter
 		stop:     make(chan struct{}),
 	}
 	s.Metrics = prometheus.NewRegistry()
-	s.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newBuildInfo())
+	if gl != nil {
+		s.Metrics.MustRegister(rpcMetrics)
+	}
 	s.HTTP.Handle("GET /metrics", promhttp.HandlerFor(s.Metrics, promhttp.HandlerOpts{}))
 	healthpb.RegisterHealthServer(s.GRPC, s.Health)
 	reflection.Register(s.GRPC)

@@ -36,8 +36,10 @@ type Apps struct {
 	Log   *slog.Logger
 }
 
-// admin refuses callers that are not admin apps: apps, keys and statistics are theirs alone.
-func admin(caller appkey.Caller, what string) error {
+// RequireAdmin returns nil for an admin app, and otherwise the PermissionDenied error that says
+// only admin apps may do what: apps, keys, categories, dead letters and statistics are theirs
+// alone.
+func RequireAdmin(caller appkey.Caller, what string) error {
 	if !caller.Admin {
 		return errs.E(errs.PermissionDenied, "only admin apps may %s", what)
 	}
@@ -80,7 +82,7 @@ func checkScopes(a *App) error {
 // CreateApp registers a calling app and issues its first key, returned once.
 // Errors: PermissionDenied (caller is not an admin app), Invalid, Conflict (name taken).
 func (s *Apps) CreateApp(ctx context.Context, caller appkey.Caller, a *App) (appkey.Key, error) {
-	if err := admin(caller, "create apps"); err != nil {
+	if err := RequireAdmin(caller, "create apps"); err != nil {
 		return appkey.Key{}, err
 	}
 	var v errs.Violations
@@ -103,7 +105,7 @@ func (s *Apps) CreateApp(ctx context.Context, caller appkey.Caller, a *App) (app
 // UpdateApp replaces an app's scopes and rates; every replica applies them from its next call.
 // Errors: PermissionDenied, Invalid, NotFound.
 func (s *Apps) UpdateApp(ctx context.Context, caller appkey.Caller, a *App) error {
-	if err := admin(caller, "change apps"); err != nil {
+	if err := RequireAdmin(caller, "change apps"); err != nil {
 		return err
 	}
 	if err := checkScopes(a); err != nil {
@@ -114,7 +116,7 @@ func (s *Apps) UpdateApp(ctx context.Context, caller appkey.Caller, a *App) erro
 
 // ListApps lists every app. Errors: PermissionDenied.
 func (s *Apps) ListApps(ctx context.Context, caller appkey.Caller) ([]App, error) {
-	if err := admin(caller, "list apps"); err != nil {
+	if err := RequireAdmin(caller, "list apps"); err != nil {
 		return nil, err
 	}
 	return s.Store.Apps(ctx)
@@ -123,7 +125,7 @@ func (s *Apps) ListApps(ctx context.Context, caller appkey.Caller) ([]App, error
 // IssueKey issues a new key for an app, returned once.
 // Errors: PermissionDenied, NotFound, FailedPrecondition (two active keys already).
 func (s *Apps) IssueKey(ctx context.Context, caller appkey.Caller, appID uuid.UUID) (appkey.Key, error) {
-	if err := admin(caller, "issue keys"); err != nil {
+	if err := RequireAdmin(caller, "issue keys"); err != nil {
 		return appkey.Key{}, err
 	}
 	return s.issue(ctx, appID)
@@ -141,7 +143,7 @@ func (s *Apps) issue(ctx context.Context, appID uuid.UUID) (appkey.Key, error) {
 // RevokeKey revokes a key; every replica refuses it from its next call.
 // Errors: PermissionDenied, NotFound.
 func (s *Apps) RevokeKey(ctx context.Context, caller appkey.Caller, keyID string) (KeyInfo, error) {
-	if err := admin(caller, "revoke keys"); err != nil {
+	if err := RequireAdmin(caller, "revoke keys"); err != nil {
 		return KeyInfo{}, err
 	}
 	var v errs.Violations
@@ -161,7 +163,7 @@ func (s *Apps) RevokeKey(ctx context.Context, caller appkey.Caller, keyID string
 
 // ListKeys lists an app's keys without their secrets. Errors: PermissionDenied, NotFound.
 func (s *Apps) ListKeys(ctx context.Context, caller appkey.Caller, appID uuid.UUID) ([]KeyInfo, error) {
-	if err := admin(caller, "list keys"); err != nil {
+	if err := RequireAdmin(caller, "list keys"); err != nil {
 		return nil, err
 	}
 	return s.Store.Keys(ctx, appID)

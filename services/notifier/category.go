@@ -63,8 +63,8 @@ func (s *Categories) ListCategories(ctx context.Context) ([]preference.Category,
 
 // PutCategory creates or replaces a category. Errors: PermissionDenied, Invalid.
 func (s *Categories) PutCategory(ctx context.Context, caller appkey.Caller, c preference.Category) error {
-	if !caller.Admin {
-		return errs.E(errs.PermissionDenied, "only admin apps may change categories")
+	if err := RequireAdmin(caller, "change categories"); err != nil {
+		return err
 	}
 	var v errs.Violations
 	if v.Bytes("category.name", c.Name, preference.MaxCategoryName) && !categoryPattern.MatchString(c.Name) {

@@ -51,8 +51,8 @@ func check(f DeadLetterFilter, v *errs.Violations) {
 // ListDeadLetters returns a page of dead letters and the token of the next page ("" on the
 // last). Errors: PermissionDenied, Invalid (page token).
 func (s *Operations) ListDeadLetters(ctx context.Context, caller appkey.Caller, f DeadLetterFilter, size int, token string) ([]Delivery, string, error) {
-	if !caller.Admin {
-		return nil, "", errs.E(errs.PermissionDenied, "only admin apps may list dead letters")
+	if err := RequireAdmin(caller, "list dead letters"); err != nil {
+		return nil, "", err
 	}
 	var v errs.Violations
 	check(f, &v)
@@ -90,8 +90,8 @@ func (s *Operations) ListDeadLetters(ctx context.Context, caller appkey.Caller, 
 // everything needs all, so a forgotten filter cannot re-send every dead letter.
 // Errors: PermissionDenied, Invalid.
 func (s *Operations) RedriveDeadLetters(ctx context.Context, caller appkey.Caller, f DeadLetterFilter, all bool) (int, error) {
-	if !caller.Admin {
-		return 0, errs.E(errs.PermissionDenied, "only admin apps may re-drive dead letters")
+	if err := RequireAdmin(caller, "re-drive dead letters"); err != nil {
+		return 0, err
 	}
 	if empty(f) && !all {
 		return 0, errs.Field("delivery_ids", "select dead letters by id, channel or reason, or set all")

@@ -27,7 +27,7 @@ const MaxStatsPeriod = 31 * 24 * time.Hour
 // DeliveryStats counts the deliveries accepted within period, per template, category and
 // channel, with their engagement. Errors: PermissionDenied, Invalid.
 func (s *Operations) DeliveryStats(ctx context.Context, caller appkey.Caller, period time.Duration) ([]DeliveryStats, error) {
-	if err := admin(caller, "read delivery statistics"); err != nil {
+	if err := RequireAdmin(caller, "read delivery statistics"); err != nil {
 		return nil, err
 	}
 	if period <= 0 || period > MaxStatsPeriod {

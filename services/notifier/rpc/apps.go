@@ -74,7 +74,7 @@ func keyProto(k notifier.KeyInfo) *heraldv1.KeyInfo {
 
 // CreateApp implements AdminService.CreateApp.
 func (s *Server) CreateApp(ctx context.Context, req *heraldv1.CreateAppRequest) (*heraldv1.CreateAppResponse, error) {
-	c, err := caller(ctx)
+	c, err := admin(ctx, "create apps")
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +94,7 @@ func (s *Server) CreateApp(ctx context.Context, req *heraldv1.CreateAppRequest) 
 
 // UpdateApp implements AdminService.UpdateApp.
 func (s *Server) UpdateApp(ctx context.Context, req *heraldv1.UpdateAppRequest) (*heraldv1.UpdateAppResponse, error) {
-	c, err := caller(ctx)
+	c, err := admin(ctx, "change apps")
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +117,7 @@ func (s *Server) UpdateApp(ctx context.Context, req *heraldv1.UpdateAppRequest) 
 
 // ListApps implements AdminService.ListApps.
 func (s *Server) ListApps(ctx context.Context, _ *heraldv1.ListAppsRequest) (*heraldv1.ListAppsResponse, error) {
-	c, err := caller(ctx)
+	c, err := admin(ctx, "list apps")
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +134,7 @@ func (s *Server) ListApps(ctx context.Context, _ *heraldv1.ListAppsRequest) (*he
 
 // IssueKey implements AdminService.IssueKey.
 func (s *Server) IssueKey(ctx context.Context, req *heraldv1.IssueKeyRequest) (*heraldv1.IssueKeyResponse, error) {
-	c, err := caller(ctx)
+	c, err := admin(ctx, "issue keys")
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +151,7 @@ func (s *Server) IssueKey(ctx context.Context, req *heraldv1.IssueKeyRequest) (*
 
 // RevokeKey implements AdminService.RevokeKey.
 func (s *Server) RevokeKey(ctx context.Context, req *heraldv1.RevokeKeyRequest) (*heraldv1.RevokeKeyResponse, error) {
-	c, err := caller(ctx)
+	c, err := admin(ctx, "revoke keys")
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +164,7 @@ func (s *Server) RevokeKey(ctx context.Context, req *heraldv1.RevokeKeyRequest) 
 
 // ListKeys implements AdminService.ListKeys.
 func (s *Server) ListKeys(ctx context.Context, req *heraldv1.ListKeysRequest) (*heraldv1.ListKeysResponse, error) {
-	c, err := caller(ctx)
+	c, err := admin(ctx, "list keys")
 	if err != nil {
 		return nil, err
 	}

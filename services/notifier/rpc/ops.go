@@ -17,12 +17,8 @@ import (
 
 // GetQueueStats implements AdminService.GetQueueStats from the ops watcher's latest sample.
 func (s *Server) GetQueueStats(ctx context.Context, _ *heraldv1.GetQueueStatsRequest) (*heraldv1.GetQueueStatsResponse, error) {
-	c, err := caller(ctx)
-	if err != nil {
+	if _, err := admin(ctx, "read queue statistics"); err != nil {
 		return nil, err
-	}
-	if !c.Admin {
-		return nil, errs.E(errs.PermissionDenied, "only admin apps may read queue statistics")
 	}
 	if s.QueueStats == nil {
 		return nil, errs.E(errs.FailedPrecondition, "queue statistics are not collected on this notifier")
@@ -48,7 +44,7 @@ func (s *Server) GetQueueStats(ctx context.Context, _ *heraldv1.GetQueueStatsReq
 
 // GetDeliveryStats implements AdminService.GetDeliveryStats.
 func (s *Server) GetDeliveryStats(ctx context.Context, req *heraldv1.GetDeliveryStatsRequest) (*heraldv1.GetDeliveryStatsResponse, error) {
-	c, err := caller(ctx)
+	c, err := admin(ctx, "read delivery statistics")
 	if err != nil {
 		return nil, err
 	}

@@ -5,83 +5,29 @@ package main
 
 import (
 	"context"
-	"flag"
-	"fmt"
-	"os"
+	"log/slog"
 
 	"github.com/heraldhq/herald/internal/cli"
-	"github.com/heraldhq/herald/internal/tracing"
 	"github.com/heraldhq/herald/services/workers/daemon"
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "workers:", err)
-		os.Exit(1)
-	}
-}
-
-func run(args []string) error {
-	fs := flag.NewFlagSet("workers", flag.ContinueOnError)
 	var cfg daemon.Config
-	cfg.RegisterFlags(fs)
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	dbURLFile := fs.String("database-url-file", "", "file holding --database-url (it carries the password)")
-	otlp := fs.String("otlp-endpoint", "", "OpenTelemetry collector (host:port, OTLP/gRPC) to export traces to; empty: no traces")
-	otlpInsecure := fs.Bool("otlp-insecure", false, "talk to the OTLP endpoint without TLS")
-	pprofAddr := fs.String("pprof-addr", "", "host:port to serve Go's profiles on (/debug/pprof/), apart from the HTTP port; keep it private; empty: none")
-	keyFile := fs.String("sendgrid-api-key-file", "", "file holding the SendGrid API key")
-	contactsKeyFile := fs.String("contacts-key-file", "", "file holding --contacts-key")
-	linkKeysFile := fs.String("link-keys-file", "", "file holding --link-keys")
-	twilioTokenFile := fs.String("twilio-auth-token-file", "", "file holding --twilio-auth-token")
-	twilioSecretFile := fs.String("twilio-api-secret-file", "", "file holding --twilio-api-secret")
-	smtpPasswordFile := fs.String("smtp-password-file", "", "file holding --smtp-password")
-	if err := cli.Parse(fs, args); err != nil {
-		return err
-	}
-	var err error
-	if cfg.Log, err = cli.Logger(*logLevel); err != nil {
-		return err
-	}
-	if cfg.DatabaseURL, err = cli.Secret(cfg.DatabaseURL, *dbURLFile); err != nil {
-		return err
-	}
-	if cfg.SendGridAPIKey, err = cli.Secret(cfg.SendGridAPIKey, *keyFile); err != nil {
-		return err
-	}
-	if cfg.ContactsKey, err = cli.Secret(cfg.ContactsKey, *contactsKeyFile); err != nil {
-		return err
-	}
-	if cfg.LinkKeys, err = cli.Secret(cfg.LinkKeys, *linkKeysFile); err != nil {
-		return err
-	}
-	if cfg.Twilio.AuthToken, err = cli.Secret(cfg.Twilio.AuthToken, *twilioTokenFile); err != nil {
-		return err
-	}
-	if cfg.Twilio.APISecret, err = cli.Secret(cfg.Twilio.APISecret, *twilioSecretFile); err != nil {
-		return err
-	}
-	if cfg.SMTP.Password, err = cli.Secret(cfg.SMTP.Password, *smtpPasswordFile); err != nil {
-		return err
-	}
-	if err := cli.ServePprof(*pprofAddr); err != nil {
-		return err
-	}
-	ctx, stop := cli.SignalContext()
-	defer stop()
-	shutdown, err := tracing.Setup(ctx, "herald-workers", *otlp, *otlpInsecure)
-	if err != nil {
-		return err
-	}
-	defer shutdown(context.Background())
-	d, err := daemon.Start(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	select {
-	case <-ctx.Done():
-	case err = <-d.Err():
-	}
-	d.Close()
-	return err
+	cli.Main(cli.Service{
+		Name:        "workers",
+		Flags:       cfg.RegisterFlags,
+		DatabaseURL: &cfg.DatabaseURL,
+		Secrets: []cli.SecretFile{
+			{Flag: "sendgrid-api-key-file", Usage: "file holding the SendGrid API key", Value: &cfg.SendGridAPIKey},
+			{Flag: "contacts-key-file", Value: &cfg.ContactsKey},
+			{Flag: "link-keys-file", Value: &cfg.LinkKeys},
+			{Flag: "twilio-auth-token-file", Value: &cfg.Twilio.AuthToken},
+			{Flag: "twilio-api-secret-file", Value: &cfg.Twilio.APISecret},
+			{Flag: "smtp-password-file", Value: &cfg.SMTP.Password},
+		},
+		Start: func(ctx context.Context, log *slog.Logger) (cli.Daemon, error) {
+			cfg.Log = log
+			return daemon.Start(ctx, cfg)
+		},
+	})
 }
