@@ -145,7 +145,7 @@ func TestBrowserPreferencePage(t *testing.T) {
 		t.Error("after a reload, a switch left on shows off")
 	}
 
-	st, _, err := e.svc.GetSettings(ctxT(t), userID)
+	st, _, _, err := e.svc.GetSettings(ctxT(t), userID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ func (p *fuzzPages) checkStore(t *testing.T) {
 
 // settings returns the settings stored for the fixture user.
 func (p *fuzzPages) settings(t *testing.T) *preference.Settings {
-	st, err := p.store.Settings(t.Context(), contactstest.User.ID)
+	st, _, err := p.store.Settings(t.Context(), contactstest.User.ID)
 	if err != nil {
 		t.Fatal(err)
 	}

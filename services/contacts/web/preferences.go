@@ -241,7 +241,7 @@ func (h *Handler) load(w http.ResponseWriter, r *http.Request, userID string) (*
 	if err == nil {
 		var st *preference.Settings
 		var cats []preference.Category
-		if st, cats, err = h.svc.GetSettings(r.Context(), userID); err == nil {
+		if st, _, cats, err = h.svc.GetSettings(r.Context(), userID); err == nil {
 			return u, st, cats, true
 		}
 	}
@@ -289,7 +289,7 @@ func (h *Handler) savePreferences(w http.ResponseWriter, r *http.Request) {
 	next, problem := fromForm(r.PostForm, st, cats)
 	quietInvalid := problem != ""
 	if problem == "" {
-		err := h.svc.UpdateSettings(r.Context(), c.UserID, next)
+		_, err := h.svc.UpdateSettings(r.Context(), c.UserID, next, contacts.AnyVersion)
 		var e *errs.Error
 		switch {
 		case err == nil:

@@ -9,6 +9,7 @@ import (
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/linktoken"
 	"github.com/heraldhq/herald/internal/preference"
+	"github.com/heraldhq/herald/services/contacts"
 )
 
 // unsubscribeTarget is what an unsubscribe link is for, once checked.
@@ -136,7 +137,7 @@ func (h *Handler) optOutOfEmail(ctx context.Context, t unsubscribeTarget) error 
 		h.log.WarnContext(ctx, "web: unsubscribe from a category that no longer exists", "category", t.category.Name)
 		return nil
 	}
-	st, cats, err := h.svc.GetSettings(ctx, t.claims.UserID)
+	st, _, cats, err := h.svc.GetSettings(ctx, t.claims.UserID)
 	if err != nil {
 		return err
 	}
@@ -157,7 +158,8 @@ func (h *Handler) optOutOfEmail(ctx context.Context, t unsubscribeTarget) error 
 		st.Categories[name] = cs
 	}
 	clean(st, cats)
-	return h.svc.UpdateSettings(ctx, t.claims.UserID, st)
+	_, err = h.svc.UpdateSettings(ctx, t.claims.UserID, st, contacts.AnyVersion)
+	return err
 }
 
 func msgUnsubscribed(category string) message {

@@ -189,7 +189,7 @@ func (e *env) postForm(path string, form url.Values) *httptest.ResponseRecorder 
 // settings returns a user's stored settings as JSON, the form they are stored in.
 func (e *env) settings(t *testing.T, user string) string {
 	t.Helper()
-	st, _, err := e.svc.GetSettings(ctxT(t), user)
+	st, _, _, err := e.svc.GetSettings(ctxT(t), user)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func asJSON(t *testing.T, st *preference.Settings) string {
 
 func (e *env) updateSettings(t *testing.T, user string, st *preference.Settings) {
 	t.Helper()
-	if err := e.svc.UpdateSettings(ctxT(t), user, st); err != nil {
+	if _, err := e.svc.UpdateSettings(ctxT(t), user, st, contacts.AnyVersion); err != nil {
 		t.Fatal(err)
 	}
 }
