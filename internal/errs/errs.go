@@ -33,6 +33,7 @@ const (
 	Exhausted                      // a rate limit or quota; see RetryAfter
 	Unavailable                    // a dependency is down; retrying later may work
 	FailedPrecondition             // the system is not in a state to do this
+	Aborted                        // a concurrent change came first: read again, redo and retry
 )
 
 var codeOf = map[Kind]codes.Code{
@@ -45,6 +46,7 @@ var codeOf = map[Kind]codes.Code{
 	Exhausted:          codes.ResourceExhausted,
 	Unavailable:        codes.Unavailable,
 	FailedPrecondition: codes.FailedPrecondition,
+	Aborted:            codes.Aborted,
 }
 
 // FieldViolation names one bad field of a request and why it is bad.

@@ -27,6 +27,7 @@ func TestStatus(t *testing.T) {
 		{"conflict", E(Conflict, "taken"), codes.AlreadyExists, "taken"},
 		{"unauthenticated", E(Unauthenticated, "bad key"), codes.Unauthenticated, "bad key"},
 		{"permission", E(PermissionDenied, "no"), codes.PermissionDenied, "no"},
+		{"aborted", E(Aborted, "changed since"), codes.Aborted, "changed since"},
 		{"exhausted", &Error{Kind: Exhausted, Message: "slow down", RetryAfter: time.Second}, codes.ResourceExhausted, "slow down"},
 		{"unavailable keeps its cause out", Wrap(Unavailable, secret, "try again"), codes.Unavailable, "try again"},
 		{"internal hides its message", Wrap(Internal, secret, "boom"), codes.Internal, "internal error"},

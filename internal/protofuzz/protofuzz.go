@@ -113,7 +113,7 @@ func Answer(t testing.TB, what string, err error) codes.Code {
 				t.Fatalf("%s: violation %+v is not named in %q", what, fv, st.Message())
 			}
 		}
-	case codes.NotFound, codes.PermissionDenied, codes.AlreadyExists, codes.FailedPrecondition:
+	case codes.NotFound, codes.PermissionDenied, codes.AlreadyExists, codes.FailedPrecondition, codes.Aborted:
 	default:
 		t.Fatalf("%s: answered %s %q (%v)", what, st.Code(), st.Message(), err)
 	}

@@ -47,9 +47,10 @@ func (l Limits) smsSegments() int {
 
 // Check checks a rendered message against the channels' limits: the push payload that title,
 // body and data make (CheckPush) when there is a push title or body, the SMS body's segments
-// (CheckSMS), the subject's length (MaxSubject) and the email bodies' sizes (MaxEmailBody). It
-// returns an *Error naming the first part over its limit, or PartData for data that alone
-// makes the push payload too large or cannot be encoded.
+// (CheckSMS), the subject's length (MaxSubject) and that it is one line, and the email bodies'
+// sizes (MaxEmailBody). It returns an *Error naming the first part over its limit, or PartData
+// for data that alone makes the push payload too large or cannot be encoded. Content that was
+// not rendered from a template (a Send's inline content) is held to the same limits through it.
 func Check(r Rendered, data map[string]any, l Limits) error {
 	if r.PushTitle != "" || r.PushBody != "" {
 		if err := CheckPush(unmark(r.PushTitle), unmark(r.PushBody), data); err != nil {
@@ -63,6 +64,9 @@ func Check(r Rendered, data map[string]any, l Limits) error {
 	}
 	if n := utf8.RuneCountInString(r.EmailSubject); n > MaxSubject {
 		return &Error{Part: PartEmailSubject, Err: fmt.Errorf("renders to %d characters; at most %d are allowed", n, MaxSubject)}
+	}
+	if err := singleLine(r.EmailSubject); err != nil {
+		return &Error{Part: PartEmailSubject, Err: err}
 	}
 	for _, p := range []struct{ part, text string }{{PartEmailHTML, r.EmailHTML}, {PartEmailText, r.EmailText}} {
 		if len(p.text) > MaxEmailBody {

@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"golang.org/x/text/language"
@@ -81,10 +82,13 @@ type Store interface {
 	// since; a zero since always deactivates.
 	DeactivateToken(ctx context.Context, platform delivery.Channel, token, reason string, since time.Time) error
 
-	// Settings returns a user's settings (nil when never set). Errors: NotFound (user).
-	Settings(ctx context.Context, userID string) (*preference.Settings, error)
-	// UpdateSettings replaces a user's settings. Errors: NotFound (user).
-	UpdateSettings(ctx context.Context, userID string, s *preference.Settings) error
+	// Settings returns a user's settings (nil when never set) and their version.
+	// Errors: NotFound (user).
+	Settings(ctx context.Context, userID string) (*preference.Settings, Version, error)
+	// UpdateSettings replaces a user's settings, if their version is still ifVersion (whatever
+	// it is when ifVersion is AnyVersion), and returns their new version. Errors: NotFound
+	// (user), Aborted (StaleSettings: the version is another).
+	UpdateSettings(ctx context.Context, userID string, s *preference.Settings, ifVersion Version) (Version, error)
 
 	// Suppress records a suppression; an existing one for the same address and category is
 	// replaced.
@@ -118,6 +122,38 @@ type Store interface {
 	// from the first) that have at least one suppression: at most max of them and about
 	// maxBytes (at least one), and whether there may be more.
 	SuppressedAddresses(ctx context.Context, after *Target, max, maxBytes int) ([]Target, bool, error)
+}
+
+// Version names one state of a user's settings, so that a read-modify-write of them (the
+// preference page, UpdateSettings with an etag) can be a compare-and-swap. Every change gives
+// the settings a version no user's settings had before, so a user deleted and created again
+// does not bring back a version that an old reader holds; 0 is a user's before their first
+// change.
+type Version int64
+
+// AnyVersion is the ifVersion of an unconditional UpdateSettings.
+const AnyVersion Version = -1
+
+// Etag returns v as the API and the preference page carry it.
+func (v Version) Etag() string { return strconv.FormatInt(int64(v), 10) }
+
+// ParseEtag reads an etag that Version.Etag made; "" is AnyVersion. Errors: Invalid, naming
+// field.
+func ParseEtag(field, etag string) (Version, error) {
+	if etag == "" {
+		return AnyVersion, nil
+	}
+	n, err := strconv.ParseInt(etag, 10, 64)
+	if err != nil || n < 0 || strconv.FormatInt(n, 10) != etag {
+		return 0, errs.Field(field, "is not an etag that GetSettings gave")
+	}
+	return Version(n), nil
+}
+
+// StaleSettings is the error of an UpdateSettings whose ifVersion is not the settings' version.
+func StaleSettings(userID string) error {
+	return errs.E(errs.Aborted, "the settings of user %q were changed since they were read: "+
+		"read them again, apply the change to them and retry", userID)
 }
 
 // FeedPosition is a row of the change feed: its transaction id and row id. A page of the feed
@@ -298,47 +334,48 @@ func normaliseToken(v *errs.Violations, field string, platform delivery.Channel,
 	return token
 }
 
-// GetSettings returns a user's settings (empty when never set) and the categories they can
-// refer to. Errors: Invalid, NotFound.
-func (s *Service) GetSettings(ctx context.Context, userID string) (*preference.Settings, []preference.Category, error) {
+// GetSettings returns a user's settings (empty when never set), their version and the
+// categories they can refer to. Errors: Invalid, NotFound.
+func (s *Service) GetSettings(ctx context.Context, userID string) (*preference.Settings, Version, []preference.Category, error) {
 	if err := checkUserID("user_id", userID); err != nil {
-		return nil, nil, err
+		return nil, 0, nil, err
 	}
-	st, err := s.Store.Settings(ctx, userID)
+	st, v, err := s.Store.Settings(ctx, userID)
 	if err != nil {
-		return nil, nil, err
+		return nil, 0, nil, err
 	}
 	if st == nil {
 		st = &preference.Settings{}
 	}
 	cats, err := s.Store.Categories(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, 0, nil, err
 	}
-	return st, cats, nil
+	return st, v, cats, nil
 }
 
-// UpdateSettings validates and replaces a user's settings. Once it returns, every lookup on
-// every replica sees them. Errors: Invalid (unknown category, opting out of a critical one,
-// malformed quiet hours), NotFound.
-func (s *Service) UpdateSettings(ctx context.Context, userID string, st *preference.Settings) error {
+// UpdateSettings validates and replaces a user's settings if their version is still ifVersion
+// (whatever it is for AnyVersion), and returns their new version. Once it returns, every lookup
+// on every replica sees them. Errors: Invalid (unknown category, opting out of a critical one,
+// malformed quiet hours), NotFound, Aborted (StaleSettings).
+func (s *Service) UpdateSettings(ctx context.Context, userID string, st *preference.Settings, ifVersion Version) (Version, error) {
 	if err := checkUserID("user_id", userID); err != nil {
-		return err
+		return 0, err
 	}
 	cats, err := s.Store.Categories(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	byName := make(map[string]preference.Category, len(cats))
 	for _, c := range cats {
 		byName[c.Name] = c
 	}
 	if field, reason := st.Validate(byName); field != "" {
-		return errs.Field(field, reason)
+		return 0, errs.Field(field, reason)
 	}
 	slices.Sort(st.OptedOutChannels)
 	st.OptedOutChannels = slices.Compact(st.OptedOutChannels)
-	return s.Store.UpdateSettings(ctx, userID, st)
+	return s.Store.UpdateSettings(ctx, userID, st, ifVersion)
 }
 
 // Found is the answer to Resolve.

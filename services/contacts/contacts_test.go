@@ -92,7 +92,7 @@ func TestCacheIsExactAcrossReplicas(t *testing.T) {
 		if optOut {
 			st.OptedOutChannels = []delivery.Channel{delivery.Email}
 		}
-		if err := a.UpdateSettings(ctx, "u", &st); err != nil {
+		if _, err := a.UpdateSettings(ctx, "u", &st, contacts.AnyVersion); err != nil {
 			t.Fatal(err)
 		}
 		if got := allows(t, b, "u", delivery.Email); got == optOut {
@@ -128,7 +128,7 @@ func TestCacheUnderConcurrentWrites(t *testing.T) {
 		defer wg.Done()
 		for i := range 60 {
 			st := &preference.Settings{QuietHours: &preference.QuietHours{Start: "22:00", End: clock(i)}}
-			if err := writer.UpdateSettings(ctx, "w", st); err != nil {
+			if _, err := writer.UpdateSettings(ctx, "w", st, contacts.AnyVersion); err != nil {
 				t.Error(err)
 				return
 			}

@@ -66,7 +66,7 @@ func TestListChanges(t *testing.T) {
 	if !slices.Equal(keys, want) {
 		t.Fatalf("changes since the start: %q, want %q", keys, want)
 	}
-	if err := svc.UpdateSettings(ctx, "ana", &preference.Settings{GlobalOptOut: true}); err != nil {
+	if _, err := svc.UpdateSettings(ctx, "ana", &preference.Settings{GlobalOptOut: true}, contacts.AnyVersion); err != nil {
 		t.Fatal(err)
 	}
 	if keys, _ := readAll(t, svc, next); !slices.Contains(keys, contacts.UserKey("ana")) ||

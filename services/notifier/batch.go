@@ -83,7 +83,7 @@ func (s *Sender) Explain(ctx context.Context, caller appkey.Caller, req *SendReq
 		}
 	}
 	now := s.now()
-	if err := validate(req, now); err != nil {
+	if err := validate(req, now, s.Templates.Limits); err != nil {
 		return nil, err
 	}
 	d, err := s.plan(ctx, caller, req, now)

@@ -17,12 +17,7 @@ import (
 func (s *Sender) render(ctx context.Context, req *SendRequest, locale string, n *Notification) (map[delivery.Channel]delivery.Content, error) {
 	var r templates.Rendered
 	if c := req.Content; c != nil {
-		subject := c.Subject
-		if subject == "" {
-			subject = c.Title
-		}
-		r = templates.Rendered{PushTitle: c.Title, PushBody: c.Body, SMSBody: c.Body,
-			EmailSubject: subject, EmailHTML: c.HTML, EmailText: c.Body}
+		r = inlineRendered(c) // validate held it to the limits (checkInline)
 	} else {
 		ref := *req.Template
 		if ref.Locale != "" {
@@ -69,6 +64,17 @@ func (s *Sender) render(ctx context.Context, req *SendRequest, locale string, n 
 		}
 	}
 	return out, nil
+}
+
+// inlineRendered maps inline content to the parts a template renders: the body serves push,
+// SMS and email text, and the title stands in for an absent subject.
+func inlineRendered(c *Content) templates.Rendered {
+	subject := c.Subject
+	if subject == "" {
+		subject = c.Title
+	}
+	return templates.Rendered{PushTitle: c.Title, PushBody: c.Body, SMSBody: c.Body,
+		EmailSubject: subject, EmailHTML: c.HTML, EmailText: c.Body}
 }
 
 // forChannels keeps the parts that the channels use; no channels means every channel. Limits

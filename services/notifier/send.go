@@ -53,7 +53,8 @@ type Address struct {
 	AndroidTokens []string
 }
 
-// Content is inline content: literal text, not rendered.
+// Content is inline content: literal text, not rendered, but held to the limits of rendered
+// templates (checkInline).
 type Content struct {
 	Title, Body, Subject, HTML string
 }
@@ -165,7 +166,7 @@ func (s *Sender) send(ctx context.Context, caller appkey.Caller, req *SendReques
 // there is nothing to commit (a replay of the idempotency key, or an error).
 func (s *Sender) prepare(ctx context.Context, caller appkey.Caller, req *SendRequest) (*draft, *SendResult, error) {
 	now := s.now()
-	if err := validate(req, now); err != nil {
+	if err := validate(req, now, s.Templates.Limits); err != nil {
 		return nil, nil, err
 	}
 	if req.IdempotencyKey != "" {
@@ -619,8 +620,9 @@ func (a *Address) targets() []Target {
 	return out
 }
 
-// validate checks the request's shape and normalises its addresses in place.
-func validate(req *SendRequest, now time.Time) error {
+// validate checks the request's shape and normalises its addresses in place. Inline content is
+// held to the limits that rendered templates are held to (see checkInline).
+func validate(req *SendRequest, now time.Time, limits templates.Limits) error {
 	var v errs.Violations
 	checkLen(&v, "idempotency_key", req.IdempotencyKey, maxIdempotencyKey)
 	switch {
@@ -659,14 +661,18 @@ func validate(req *SendRequest, now time.Time) error {
 		}
 	case req.Content != nil:
 		c := req.Content
-		checkLen(&v, "content.title", c.Title, maxTitle)
-		checkLen(&v, "content.subject", c.Subject, maxTitle)
-		checkLen(&v, "content.body", c.Body, maxBody)
-		checkLen(&v, "content.html", c.HTML, maxHTML)
+		ok := checkLen(&v, "content.title", c.Title, maxTitle)
+		ok = checkLen(&v, "content.subject", c.Subject, maxTitle) && ok
+		ok = checkLen(&v, "content.body", c.Body, maxBody) && ok
+		ok = checkLen(&v, "content.html", c.HTML, maxHTML) && ok
 		if c.Body == "" && c.Title == "" && c.HTML == "" {
 			v.Add("content", "needs at least a title, body or html")
 		}
-		checkLinks(&v, c) // short links: shortlinks.go
+		ok = checkLinks(&v, c) && ok // short links: shortlinks.go
+		// Content already refused for its size, its text or a link is not measured further.
+		if ok && storableData(req.Data) {
+			checkInline(&v, req, limits)
+		}
 	default:
 		v.Add("message", "is required: set template or content")
 	}
@@ -723,14 +729,49 @@ func checkTokens(v *errs.Violations, field string, tokens []string, parse func(s
 	return out
 }
 
-// checkLen records a violation when s is over max bytes, or is text PostgreSQL cannot store.
-func checkLen(v *errs.Violations, field, s string, max int) {
+// checkInline holds inline content to the limits that a template's rendered parts are held to
+// (templates.Check), on the channels the Send may use (forChannels), as render maps it to them:
+// the push payload its title, body and data make, the SMS segments of its body, and the email
+// subject's length and line. Each channel's first problem is a violation of the content field
+// at fault (or of data, when the data alone is too large for a push payload).
+func checkInline(v *errs.Violations, req *SendRequest, limits templates.Limits) {
+	c := req.Content
+	r := forChannels(inlineRendered(c), req.Channels)
+	subject := "content.subject"
+	if c.Subject == "" {
+		subject = "content.title" // the title stands in for it
+	}
+	fields := map[string]string{
+		templates.PartPushTitle: "content.title", templates.PartPushBody: "content.body",
+		templates.PartSMSBody: "content.body", templates.PartEmailSubject: subject,
+		templates.PartEmailHTML: "content.html", templates.PartEmailText: "content.body",
+		templates.PartData: "data",
+	}
+	for _, channel := range []templates.Rendered{
+		{PushTitle: r.PushTitle, PushBody: r.PushBody},
+		{SMSBody: r.SMSBody},
+		{EmailSubject: r.EmailSubject, EmailHTML: r.EmailHTML, EmailText: r.EmailText},
+	} {
+		err := templates.Check(channel, req.Data, limits)
+		if te, ok := err.(*templates.Error); ok {
+			v.Add(fields[te.Part], te.Err.Error())
+		} else if err != nil {
+			v.Add("content", err.Error())
+		}
+	}
+}
+
+// checkLen records a violation when s is over max bytes, or is text PostgreSQL cannot store,
+// and reports whether s is fine.
+func checkLen(v *errs.Violations, field, s string, max int) bool {
 	if !v.Bytes(field, s, max) {
-		return
+		return false
 	}
 	if !pgtext.Valid(s) {
 		v.Add(field, "must be UTF-8 text without NUL characters")
+		return false
 	}
+	return true
 }
 
 // storableData reports whether data encodes to JSON that jsonb accepts: no NUL in keys or

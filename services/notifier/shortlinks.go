@@ -171,8 +171,10 @@ func linkError(field string, err error) error {
 }
 
 // checkLinks checks the links that short links would replace in inline content, so that a Send
-// with one that cannot be shortened is refused whether or not short links are on.
-func checkLinks(v *errs.Violations, c *Content) {
+// with one that cannot be shortened is refused whether or not short links are on. It reports
+// whether every link is fine.
+func checkLinks(v *errs.Violations, c *Content) bool {
+	ok := true
 	for _, p := range []struct {
 		field, text string
 		html        bool
@@ -183,8 +185,10 @@ func checkLinks(v *errs.Violations, c *Content) {
 		}
 		if err := check(p.text, false); err != nil {
 			v.Add(p.field, err.Error())
+			ok = false
 		}
 	}
+	return ok
 }
 
 // checkTemplateLinks checks the links written into a template's source (links built by

@@ -11,11 +11,13 @@ import (
 	"github.com/heraldhq/herald/internal/address"
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/templates"
 )
 
 // FuzzValidate feeds validate requests built from arbitrary strings. validate must not panic;
 // what it rejects it rejects as Invalid with field violations; what it accepts holds
-// normalised addresses that validate to themselves, and text PostgreSQL can store.
+// normalised addresses that validate to themselves, text PostgreSQL can store, and content
+// within the limits of rendered templates.
 func FuzzValidate(f *testing.F) {
 	ios := strings.Repeat("ab", 32)
 	f.Add("Ann@Example.COM", "+1 (415) 555-0123", ios, strings.ToUpper(ios), "fcm:tok", "account.security", "key-1",
@@ -26,6 +28,8 @@ func FuzzValidate(f *testing.F) {
 	f.Add("a@b", "+44 (0)20 7946 0018", "xyz", "", " a b ", "News", strings.Repeat("k", 300), "", "", "", "", "")
 	f.Add("a@Bücher.DE", "+390612345678", ios+" ", ios, "a:1", "n", "k\x00", "t\xff", "b\x00", "", "", "")
 	f.Add("\"a b\"@x.y", "+1 415 555 0123 ext 4", "", "", "", "a.b-c_d", "", "", "", "s", "", "u\x00")
+	f.Add("a@b.co", "", "", "", "", "news", "", "", "b", "Hi\r\nBcc: x@y.z", "", "")
+	f.Add("a@b.co", "", "", "", "", "news", "", strings.Repeat("t", 256), "b", "", "", "")
 	f.Fuzz(func(t *testing.T, email, phone, ios1, ios2, android, category, key, title, body, subject, html, user string) {
 		req := &SendRequest{
 			IdempotencyKey: key,
@@ -48,7 +52,7 @@ func FuzzValidate(f *testing.F) {
 				req.Address.AndroidTokens = []string{android}
 			}
 		}
-		err := validate(req, time.Now())
+		err := validate(req, time.Now(), templates.Limits{})
 		if err != nil {
 			var e *errs.Error
 			if !errors.As(err, &e) || e.Kind != errs.Invalid || len(e.Fields) == 0 {
@@ -66,6 +70,10 @@ func FuzzValidate(f *testing.F) {
 			if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
 				t.Fatalf("accepted %q, which PostgreSQL cannot store", s)
 			}
+		}
+		// Inline content meets the limits a template's rendered parts must meet.
+		if err := templates.Check(forChannels(inlineRendered(req.Content), req.Channels), req.Data, templates.Limits{}); err != nil {
+			t.Fatalf("accepted content over a limit: %v", err)
 		}
 		if a := req.Address; a != nil {
 			if a.Email != "" {
@@ -101,7 +109,7 @@ func FuzzValidate(f *testing.F) {
 			addrBefore.IOSTokens = append([]string(nil), req.Address.IOSTokens...)
 			addrBefore.AndroidTokens = append([]string(nil), req.Address.AndroidTokens...)
 		}
-		if err := validate(req, time.Now()); err != nil {
+		if err := validate(req, time.Now(), templates.Limits{}); err != nil {
 			t.Fatalf("normalised request rejected: %v", err)
 		}
 		if req.Address != nil {

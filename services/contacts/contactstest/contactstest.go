@@ -46,6 +46,8 @@ type Store struct {
 	users    map[string]contacts.User
 	devices  map[string]contacts.Device // by token
 	settings map[string]*preference.Settings
+	versions map[string]contacts.Version // by user; one sequence for every user, as in PostgreSQL
+	version  contacts.Version
 	sups     []preference.Suppression
 	sids     map[string]bool // SMS keywords applied, by message SID
 }
@@ -56,6 +58,7 @@ func New() *Store {
 		users:    map[string]contacts.User{User.ID: User},
 		devices:  map[string]contacts.Device{},
 		settings: map[string]*preference.Settings{},
+		versions: map[string]contacts.Version{},
 		sids:     map[string]bool{},
 	}
 }
@@ -154,6 +157,8 @@ func (s *Store) DeleteUser(_ context.Context, id string) error {
 	defer s.mu.Unlock()
 	s.id(id)
 	delete(s.users, id)
+	delete(s.settings, id)
+	delete(s.versions, id)
 	return nil
 }
 
@@ -202,20 +207,26 @@ func (s *Store) DeactivateToken(_ context.Context, platform delivery.Channel, to
 	return nil
 }
 
-func (s *Store) Settings(_ context.Context, userID string) (*preference.Settings, error) {
+func (s *Store) Settings(_ context.Context, userID string) (*preference.Settings, contacts.Version, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, err := s.user(userID); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return s.settings[userID], nil
+	return s.settings[userID], s.versions[userID], nil
 }
 
-func (s *Store) UpdateSettings(_ context.Context, userID string, st *preference.Settings) error {
+func (s *Store) UpdateSettings(_ context.Context, userID string, st *preference.Settings, ifVersion contacts.Version) (contacts.Version, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, err := s.user(userID); err != nil {
-		return err
+		return 0, err
+	}
+	if ifVersion < contacts.AnyVersion {
+		s.problem("settings version %d", ifVersion)
+	}
+	if ifVersion != contacts.AnyVersion && ifVersion != s.versions[userID] {
+		return 0, contacts.StaleSettings(userID)
 	}
 	byName := map[string]preference.Category{}
 	for _, c := range Categories {
@@ -228,7 +239,9 @@ func (s *Store) UpdateSettings(_ context.Context, userID string, st *preference.
 		s.problem("settings jsonb refuses: %s %v", b, err)
 	}
 	s.settings[userID] = st
-	return nil
+	s.version++
+	s.versions[userID] = s.version
+	return s.version, nil
 }
 
 func (s *Store) suppression(what string, ch delivery.Channel, addr, category string) {

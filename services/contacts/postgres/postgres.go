@@ -227,16 +227,18 @@ func (s *Store) DeactivateToken(ctx context.Context, platform delivery.Channel, 
 }
 
 // Settings implements contacts.Store.
-func (s *Store) Settings(ctx context.Context, userID string) (*preference.Settings, error) {
+func (s *Store) Settings(ctx context.Context, userID string) (*preference.Settings, contacts.Version, error) {
 	var raw []byte
-	err := s.pool.QueryRow(ctx, `SELECT settings FROM contacts.users WHERE id = $1`, userID).Scan(&raw)
+	var v int64
+	err := s.pool.QueryRow(ctx, `SELECT settings, settings_version FROM contacts.users WHERE id = $1`, userID).Scan(&raw, &v)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, errs.E(errs.NotFound, "user %q not found", userID)
+		return nil, 0, errs.E(errs.NotFound, "user %q not found", userID)
 	}
 	if err != nil {
-		return nil, fail(err)
+		return nil, 0, fail(err)
 	}
-	return decodeSettings(raw)
+	st, err := decodeSettings(raw)
+	return st, contacts.Version(v), err
 }
 
 func decodeSettings(raw []byte) (*preference.Settings, error) {
@@ -250,19 +252,29 @@ func decodeSettings(raw []byte) (*preference.Settings, error) {
 	return &st, nil
 }
 
-// UpdateSettings implements contacts.Store.
-func (s *Store) UpdateSettings(ctx context.Context, userID string, st *preference.Settings) error {
+// UpdateSettings implements contacts.Store. The version is compared in the UPDATE itself: of
+// two writers holding the same version, the second waits for the first's row lock, then finds
+// the version changed and updates nothing.
+func (s *Store) UpdateSettings(ctx context.Context, userID string, st *preference.Settings, ifVersion contacts.Version) (contacts.Version, error) {
 	raw, err := json.Marshal(st)
 	if err != nil {
-		return fmt.Errorf("encode settings: %w", err)
+		return 0, fmt.Errorf("encode settings: %w", err)
 	}
-	return fail(s.write(ctx, func(tx pgx.Tx) ([]string, error) {
-		tag, err := tx.Exec(ctx, `UPDATE contacts.users SET settings = $2, updated_at = now() WHERE id = $1`, userID, raw)
-		if err == nil && tag.RowsAffected() == 0 {
-			return nil, errs.E(errs.NotFound, "user %q not found", userID)
+	var v int64
+	err = s.write(ctx, func(tx pgx.Tx) ([]string, error) {
+		err := tx.QueryRow(ctx, `
+			UPDATE contacts.users SET settings = $2, settings_version = nextval('contacts.settings_versions'), updated_at = now()
+			WHERE id = $1 AND ($3 < 0 OR settings_version = $3)
+			RETURNING settings_version`, userID, raw, int64(ifVersion)).Scan(&v)
+		if errors.Is(err, pgx.ErrNoRows) {
+			if err := userExists(ctx, tx, userID); err != nil {
+				return nil, err
+			}
+			return nil, contacts.StaleSettings(userID)
 		}
 		return []string{contacts.UserKey(userID)}, err
-	}))
+	})
+	return contacts.Version(v), fail(err)
 }
 
 // Suppress implements contacts.Store.

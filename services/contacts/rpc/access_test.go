@@ -169,7 +169,7 @@ func TestEveryMethodChecksContactsAccess(t *testing.T) {
 		u, err := api.Service.GetUser(ctx, existingUser)
 		_, missing := api.Service.GetUser(ctx, missingUser)
 		devs, derr := api.Service.ListDevices(ctx, existingUser, true)
-		st, _, serr := api.Service.GetSettings(ctx, existingUser)
+		st, _, _, serr := api.Service.GetSettings(ctx, existingUser)
 		return fmt.Sprintf("user %+v %v; missing user %v; devices %+v %v; settings %+v %v", u, err, missing, devs, derr, st, serr)
 	}
 	call := func(m protoreflect.MethodDescriptor, key appkey.Key, req proto.Message) error {

@@ -140,12 +140,17 @@ var contactsOps = []func(ctx context.Context, t *testing.T, srv *Server, in inpu
 			return
 		}
 		got, err := srv.GetSettings(ctx, &heraldv1.GetSettingsRequest{UserId: req.UserId})
-		if err != nil || !proto.Equal(got.Settings, res.Settings) {
-			t.Fatalf("GetSettings = %v, %v; want %v", got.GetSettings(), err, res.Settings)
+		if err != nil || !proto.Equal(got.Settings, res.Settings) || got.Etag != res.Etag {
+			t.Fatalf("GetSettings = %v, %v; want %v", got, err, res)
 		}
-		again, err := srv.UpdateSettings(ctx, &heraldv1.UpdateSettingsRequest{UserId: req.UserId, Settings: res.Settings})
-		if err != nil || !proto.Equal(again.Settings, res.Settings) {
-			t.Fatalf("UpdateSettings(%v) again = %v, %v", res.Settings, again, err)
+		again, err := srv.UpdateSettings(ctx, &heraldv1.UpdateSettingsRequest{UserId: req.UserId, Settings: res.Settings, Etag: res.Etag})
+		if err != nil || !proto.Equal(again.Settings, res.Settings) || again.Etag == res.Etag {
+			t.Fatalf("UpdateSettings(%v, etag %s) again = %v, %v", res.Settings, res.Etag, again, err)
+		}
+		// The etag of the first update is stale now.
+		_, err = srv.UpdateSettings(ctx, &heraldv1.UpdateSettingsRequest{UserId: req.UserId, Settings: res.Settings, Etag: res.Etag})
+		if protofuzz.Answer(t, "UpdateSettings", err) != codes.Aborted {
+			t.Fatalf("UpdateSettings with the stale etag %s: %v, want ABORTED", res.Etag, err)
 		}
 	},
 	func(ctx context.Context, t *testing.T, srv *Server, in input) {
@@ -219,6 +224,15 @@ func FuzzContacts(f *testing.F) {
 			f.Fatal(err)
 		}
 		f.Add(uint8(op), raw, uint8(255), "")
+	}
+	// UpdateSettings (op 8) with the etag of the fixture user's first state, a stale one, and
+	// one never given.
+	for _, etag := range []string{"0", "3", "x"} {
+		raw, err := proto.Marshal(&heraldv1.UpdateSettingsRequest{UserId: u1, Settings: &heraldv1.Settings{GlobalOptOut: true}, Etag: etag})
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(uint8(8), raw, uint8(255), "")
 	}
 	f.Fuzz(func(t *testing.T, op uint8, raw []byte, field uint8, text string) {
 		store := contactstest.New()

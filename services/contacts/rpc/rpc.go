@@ -147,11 +147,11 @@ func (s *Server) GetSettings(ctx context.Context, req *heraldv1.GetSettingsReque
 	if err := allow(ctx, appkey.ContactsRead); err != nil {
 		return nil, err
 	}
-	st, cats, err := s.Service.GetSettings(ctx, req.GetUserId())
+	st, version, cats, err := s.Service.GetSettings(ctx, req.GetUserId())
 	if err != nil {
 		return nil, err
 	}
-	out := &heraldv1.GetSettingsResponse{Settings: protoconv.SettingsProto(st)}
+	out := &heraldv1.GetSettingsResponse{Settings: protoconv.SettingsProto(st), Etag: version.Etag()}
 	for _, c := range cats {
 		out.Categories = append(out.Categories, protoconv.CategoryProto(c))
 	}
@@ -172,10 +172,15 @@ func (s *Server) UpdateSettings(ctx context.Context, req *heraldv1.UpdateSetting
 	if err != nil {
 		return nil, err
 	}
-	if err := s.Service.UpdateSettings(ctx, req.GetUserId(), st); err != nil {
+	ifVersion, err := contacts.ParseEtag("etag", req.GetEtag())
+	if err != nil {
 		return nil, err
 	}
-	return &heraldv1.UpdateSettingsResponse{Settings: protoconv.SettingsProto(st)}, nil
+	version, err := s.Service.UpdateSettings(ctx, req.GetUserId(), st, ifVersion)
+	if err != nil {
+		return nil, err
+	}
+	return &heraldv1.UpdateSettingsResponse{Settings: protoconv.SettingsProto(st), Etag: version.Etag()}, nil
 }
 
 // ResolveRecipients implements ContactsService.ResolveRecipients.

@@ -13,6 +13,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/preference"
 	"github.com/heraldhq/herald/services/contacts/web"
 )
 
@@ -145,13 +146,40 @@ func TestBrowserPreferencePage(t *testing.T) {
 		t.Error("after a reload, a switch left on shows off")
 	}
 
-	st, _, err := e.svc.GetSettings(ctxT(t), userID)
+	st, _, _, err := e.svc.GetSettings(ctxT(t), userID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(st.Categories["marketing"].OptedOutChannels, []delivery.Channel{delivery.Email}) ||
 		!slices.Equal(st.OptedOutChannels, []delivery.Channel{delivery.SMS}) || len(st.Categories) != 1 {
 		t.Errorf("stored settings %+v", st)
+	}
+
+	// Changed elsewhere while the page is open: the save changes nothing, and the page says so
+	// and shows the settings as they are now.
+	paused := &preference.Settings{GlobalOptOut: true}
+	e.updateSettings(t, userID, paused)
+	run("click product email", chromedp.Click(chromedp.CSS(`input[name="cat:product"][value="email"]`)))
+	resp, err = chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(`button[type=submit]`)))
+	if err != nil {
+		t.Fatalf("save: %v", err)
+	}
+	if resp.Status != http.StatusConflict {
+		t.Errorf("a save of settings changed elsewhere answered %d, want 409", resp.Status)
+	}
+	run("wait for the alert", chromedp.WaitVisible(chromedp.CSS(`p[role=alert]`)))
+	alert, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`p[role=alert]`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(alert, "Your settings were changed somewhere else") {
+		t.Errorf("alert %q", alert)
+	}
+	if !isChecked(`#pause`) || !isChecked(marketingEmail) || !isChecked(sms) {
+		t.Error("the page does not show the settings as they are now")
+	}
+	if got, want := e.settings(t, userID), asJSON(t, paused); got != want {
+		t.Errorf("stored settings %s, want %s", got, want)
 	}
 
 	// A tampered link is refused.

@@ -67,7 +67,7 @@ func (p *fuzzPages) checkStore(t *testing.T) {
 
 // settings returns the settings stored for the fixture user.
 func (p *fuzzPages) settings(t *testing.T) *preference.Settings {
-	st, err := p.store.Settings(t.Context(), contactstest.User.ID)
+	st, _, err := p.store.Settings(t.Context(), contactstest.User.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,6 +105,9 @@ func FuzzInboundSMS(f *testing.F) {
 		"From=%2B14155550123&Body=STOP&Body=START",
 		"Body=stop&From=0301234567",
 		"%zz",
+		"etag=0&pause=on",
+		"etag=7&pause=on",
+		"etag=-1&pause=on",
 	} {
 		f.Add(true, body, "")
 		f.Add(false, body, "c2lnbmF0dXJl")
@@ -255,8 +258,9 @@ func FuzzUnsubscribe(f *testing.F) {
 
 // FuzzPreferences posts the preference form with the fuzzer's fields, and a link Herald signed
 // for the fixture user or the fuzzer's token. Without a valid link nothing changes; with one the
-// form is saved (303) or shown again with what is wrong (422), and what is saved keeps every
-// critical category on.
+// form is saved (303) or shown again with what is wrong (422) or with the settings as they are
+// now when the form's etag is not theirs (409), and what is saved keeps every critical category
+// on.
 func FuzzPreferences(f *testing.F) {
 	for _, form := range []string{
 		"",
@@ -267,6 +271,9 @@ func FuzzPreferences(f *testing.F) {
 		"quiet_start=24:00&quiet_end=",
 		"token=x&token=y",
 		"%zz",
+		"etag=0&pause=on",
+		"etag=7&pause=on",
+		"etag=-1&pause=on",
 	} {
 		f.Add(true, "", form)
 		f.Add(false, "k1.e30.AAAA", form)
@@ -288,7 +295,7 @@ func FuzzPreferences(f *testing.F) {
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		w := p.serve(r)
 		switch w.Code {
-		case http.StatusSeeOther, http.StatusUnprocessableEntity, http.StatusBadRequest, http.StatusForbidden:
+		case http.StatusSeeOther, http.StatusUnprocessableEntity, http.StatusConflict, http.StatusBadRequest, http.StatusForbidden:
 		default:
 			t.Fatalf("%d %s", w.Code, w.Body)
 		}

@@ -85,6 +85,7 @@ func clean(st *preference.Settings, cats []preference.Category) {
 // Form fields of the preference page.
 const (
 	fieldToken      = "token"
+	fieldEtag       = "etag" // the version of the settings the page shows (contacts.Version.Etag)
 	fieldPause      = "pause"
 	fieldChannel    = "channel" // a channel group's key, once per group switched on
 	fieldReceive    = "receive" // a category's name, once per category received
@@ -172,6 +173,7 @@ type categoryView struct {
 type preferencesPage struct {
 	Title        string
 	Token        string
+	Etag         string
 	Saved        bool
 	Error        string
 	QuietInvalid bool
@@ -184,10 +186,11 @@ type preferencesPage struct {
 	Timezone     string
 }
 
-func preferencesView(token string, u *contacts.User, st *preference.Settings, cats []preference.Category) *preferencesPage {
+func preferencesView(token string, u *contacts.User, st *preference.Settings, version contacts.Version, cats []preference.Category) *preferencesPage {
 	p := &preferencesPage{
 		Title:    "Notification settings",
 		Token:    token,
+		Etag:     version.Etag(),
 		Timezone: u.Timezone,
 		Pause: switchView{ID: "pause", Label: "Pause all notifications", Name: fieldPause, Value: "on",
 			On: st.GlobalOptOut, DescribedBy: "pause-hint"},
@@ -234,15 +237,27 @@ func preferencesView(token string, u *contacts.User, st *preference.Settings, ca
 	return p
 }
 
+// stored is what the page shows: the token's user, their settings with their version, and the
+// categories.
+type stored struct {
+	user     *contacts.User
+	settings *preference.Settings
+	version  contacts.Version
+	cats     []preference.Category
+}
+
+func (s *stored) view(token string) *preferencesPage {
+	return preferencesView(token, s.user, s.settings, s.version, s.cats)
+}
+
 // load reads the token's user and their settings, answering the request itself (and returning
 // false) when it cannot.
-func (h *Handler) load(w http.ResponseWriter, r *http.Request, userID string) (*contacts.User, *preference.Settings, []preference.Category, bool) {
+func (h *Handler) load(w http.ResponseWriter, r *http.Request, userID string) (*stored, bool) {
 	u, err := h.svc.GetUser(r.Context(), userID)
 	if err == nil {
-		var st *preference.Settings
-		var cats []preference.Category
-		if st, cats, err = h.svc.GetSettings(r.Context(), userID); err == nil {
-			return u, st, cats, true
+		s := &stored{user: u}
+		if s.settings, s.version, s.cats, err = h.svc.GetSettings(r.Context(), userID); err == nil {
+			return s, true
 		}
 	}
 	if unknownUser(err) {
@@ -250,7 +265,7 @@ func (h *Handler) load(w http.ResponseWriter, r *http.Request, userID string) (*
 	} else {
 		h.fail(w, r, "load settings", err)
 	}
-	return nil, nil, nil, false
+	return nil, false
 }
 
 // showPreferences serves GET /preferences?token=...: the user's settings as a form.
@@ -260,17 +275,26 @@ func (h *Handler) showPreferences(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	u, st, cats, ok := h.load(w, r, c.UserID)
+	cur, ok := h.load(w, r, c.UserID)
 	if !ok {
 		return
 	}
-	p := preferencesView(token, u, st, cats)
+	p := cur.view(token)
 	p.Saved = r.URL.Query().Get("saved") == "1"
 	h.render(w, http.StatusOK, "preferences", p)
 }
 
+// msgChangedElsewhere tells the user why their changes were not saved: the settings changed
+// after the page was opened.
+const msgChangedElsewhere = "Your settings were changed somewhere else (in another window, or by an unsubscribe link) " +
+	"after you opened this page, so your changes were not saved. Here are your settings as they are now: " +
+	"make your changes again and save."
+
 // savePreferences serves POST /preferences: it saves the form and redirects to the page (303,
-// so that reloading it does not post again), or shows the form again with what is wrong.
+// so that reloading it does not post again), or shows the form again with what is wrong. The
+// form carries the version of the settings it showed: when they have changed since, nothing is
+// saved and the page shows them as they are now (409), so that a save never undoes a change
+// the user did not see.
 func (h *Handler) savePreferences(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 	if err := r.ParseForm(); err != nil {
@@ -282,14 +306,26 @@ func (h *Handler) savePreferences(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	u, st, cats, ok := h.load(w, r, c.UserID)
+	shown, err := contacts.ParseEtag(fieldEtag, r.PostForm.Get(fieldEtag))
+	if err != nil {
+		h.message(w, http.StatusBadRequest, msgBadForm)
+		return
+	}
+	cur, ok := h.load(w, r, c.UserID)
 	if !ok {
 		return
 	}
-	next, problem := fromForm(r.PostForm, st, cats)
+	// A form without a version (from a page served before pages carried one) is taken as
+	// showing the settings as they are now.
+	if shown != contacts.AnyVersion && shown != cur.version {
+		h.changedElsewhere(w, token, cur)
+		return
+	}
+	// The form's switches are read against cur, so cur is what the update may replace.
+	next, problem := fromForm(r.PostForm, cur.settings, cur.cats)
 	quietInvalid := problem != ""
 	if problem == "" {
-		err := h.svc.UpdateSettings(r.Context(), c.UserID, next)
+		_, err := h.svc.UpdateSettings(r.Context(), c.UserID, next, cur.version)
 		var e *errs.Error
 		switch {
 		case err == nil:
@@ -301,6 +337,11 @@ func (h *Handler) savePreferences(w http.ResponseWriter, r *http.Request) {
 		case errs.KindOf(err) == errs.NotFound: // deleted since load
 			h.refuse(w)
 			return
+		case errs.KindOf(err) == errs.Aborted: // changed since load
+			if cur, ok = h.load(w, r, c.UserID); ok {
+				h.changedElsewhere(w, token, cur)
+			}
+			return
 		case errors.As(err, &e) && e.Kind == errs.Invalid && len(e.Fields) > 0:
 			problem = "Your settings were not saved: " + e.Fields[0].Reason + "."
 			quietInvalid = strings.HasPrefix(e.Fields[0].Field, "settings.quiet_hours")
@@ -309,9 +350,17 @@ func (h *Handler) savePreferences(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	p := preferencesView(token, u, next, cats)
+	p := preferencesView(token, cur.user, next, cur.version, cur.cats)
 	p.Error = problem
 	p.QuietStart, p.QuietEnd = r.PostForm.Get(fieldQuietStart), r.PostForm.Get(fieldQuietEnd)
 	p.QuietInvalid = quietInvalid
 	h.render(w, http.StatusUnprocessableEntity, "preferences", p)
+}
+
+// changedElsewhere answers a save whose form showed settings that have changed since: the
+// page with the settings as they are now, and why nothing was saved.
+func (h *Handler) changedElsewhere(w http.ResponseWriter, token string, cur *stored) {
+	p := cur.view(token)
+	p.Error = msgChangedElsewhere
+	h.render(w, http.StatusConflict, "preferences", p)
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/linktoken"
 	"github.com/heraldhq/herald/internal/preference"
 )
@@ -129,35 +130,52 @@ func (h *Handler) unsubscribe(w http.ResponseWriter, r *http.Request) {
 }
 
 // optOutOfEmail opts a user out of the target category's email, or out of email altogether
-// when the link names no category.
+// when the link names no category. It changes the settings as they are when it writes them:
+// a change made elsewhere since it read them makes it read them again, rather than undo that
+// change.
 func (h *Handler) optOutOfEmail(ctx context.Context, t unsubscribeTarget) error {
 	if !t.known {
 		// Nothing of a deleted category is sent any more, and settings cannot name it.
 		h.log.WarnContext(ctx, "web: unsubscribe from a category that no longer exists", "category", t.category.Name)
 		return nil
 	}
-	st, cats, err := h.svc.GetSettings(ctx, t.claims.UserID)
-	if err != nil {
-		return err
+	for attempt := 1; ; attempt++ {
+		st, version, cats, err := h.svc.GetSettings(ctx, t.claims.UserID)
+		if err != nil || !optOut(st, t.category.Name) {
+			return err
+		}
+		clean(st, cats)
+		_, err = h.svc.UpdateSettings(ctx, t.claims.UserID, st, version)
+		if errs.KindOf(err) != errs.Aborted || attempt == maxOptOutAttempts {
+			return err
+		}
 	}
-	if name := t.category.Name; name == "" {
+}
+
+// maxOptOutAttempts bounds how often an unsubscribe reads the settings again when they keep
+// changing under it.
+const maxOptOutAttempts = 5
+
+// optOut opts st out of a category's email, or of email altogether for category "", and
+// reports whether that changed st.
+func optOut(st *preference.Settings, category string) bool {
+	if category == "" {
 		if slices.Contains(st.OptedOutChannels, delivery.Email) {
-			return nil
+			return false
 		}
 		st.OptedOutChannels = append(st.OptedOutChannels, delivery.Email)
-	} else {
-		cs := st.Categories[name]
-		if slices.Contains(cs.OptedOutChannels, delivery.Email) {
-			return nil
-		}
-		cs.OptedOutChannels = append(slices.Clone(cs.OptedOutChannels), delivery.Email)
-		if st.Categories == nil {
-			st.Categories = map[string]preference.CategorySetting{}
-		}
-		st.Categories[name] = cs
+		return true
 	}
-	clean(st, cats)
-	return h.svc.UpdateSettings(ctx, t.claims.UserID, st)
+	cs := st.Categories[category]
+	if slices.Contains(cs.OptedOutChannels, delivery.Email) {
+		return false
+	}
+	cs.OptedOutChannels = append(slices.Clone(cs.OptedOutChannels), delivery.Email)
+	if st.Categories == nil {
+		st.Categories = map[string]preference.CategorySetting{}
+	}
+	st.Categories[category] = cs
+	return true
 }
 
 func msgUnsubscribed(category string) message {

@@ -82,13 +82,23 @@ type env struct {
 
 func newEnv(t *testing.T, configure ...func(*web.Config)) *env {
 	t.Helper()
+	return newEnvOn(t, nil, configure...)
+}
+
+// newEnvOn is newEnv with the service on wrap(the store), or on the store when wrap is nil.
+func newEnvOn(t *testing.T, wrap func(contacts.Store) contacts.Store, configure ...func(*web.Config)) *env {
+	t.Helper()
 	ctx := ctxT(t)
 	pool, err := pgdb.Open(ctx, pgtest.DB(t, "contacts_web", migrate), 4)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	e := &env{svc: contacts.New(postgres.New(pool), nil), logs: &syncBuffer{}, mux: http.NewServeMux()}
+	var store contacts.Store = postgres.New(pool)
+	if wrap != nil {
+		store = wrap(store)
+	}
+	e := &env{svc: contacts.New(store, nil), logs: &syncBuffer{}, mux: http.NewServeMux()}
 	if e.signer, err = linktoken.New(linkKey); err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +199,7 @@ func (e *env) postForm(path string, form url.Values) *httptest.ResponseRecorder 
 // settings returns a user's stored settings as JSON, the form they are stored in.
 func (e *env) settings(t *testing.T, user string) string {
 	t.Helper()
-	st, _, err := e.svc.GetSettings(ctxT(t), user)
+	st, _, _, err := e.svc.GetSettings(ctxT(t), user)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +217,7 @@ func asJSON(t *testing.T, st *preference.Settings) string {
 
 func (e *env) updateSettings(t *testing.T, user string, st *preference.Settings) {
 	t.Helper()
-	if err := e.svc.UpdateSettings(ctxT(t), user, st); err != nil {
+	if _, err := e.svc.UpdateSettings(ctxT(t), user, st, contacts.AnyVersion); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -166,6 +166,27 @@ func (s *strictStore) notification(n *notifier.Notification) {
 			s.text("content "+what, v, templates.MaxOutputSize)
 		}
 		s.jsonb("content data", c.Data)
+		s.limits(d)
+	}
+}
+
+// limits records a problem when a delivery's content breaks its channel's limit (push payload,
+// SMS segments, subject), whether it came from a template or inline.
+func (s *strictStore) limits(d *notifier.Delivery) {
+	c := d.Content
+	var err error
+	switch d.Channel {
+	case delivery.IOS, delivery.Android:
+		if c.Title != "" || c.Body != "" {
+			err = templates.CheckPush(c.Title, c.Body, c.Data)
+		}
+	case delivery.SMS:
+		err = templates.CheckSMS(c.Body, templates.DefaultSMSSegments)
+	case delivery.Email:
+		err = templates.Check(templates.Rendered{EmailSubject: c.Subject, EmailHTML: c.HTML, EmailText: c.Text}, nil, templates.Limits{})
+	}
+	if err != nil {
+		s.problem("%s content over a limit: %v", d.Channel, err)
 	}
 }
 

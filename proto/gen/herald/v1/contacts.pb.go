@@ -697,9 +697,13 @@ func (x *GetSettingsRequest) GetUserId() string {
 
 // GetSettingsResponse holds the settings and the categories they can refer to.
 type GetSettingsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Settings      *Settings              `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
-	Categories    []*Category            `protobuf:"bytes,2,rep,name=categories,proto3" json:"categories,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Settings   *Settings              `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	Categories []*Category            `protobuf:"bytes,2,rep,name=categories,proto3" json:"categories,omitempty"`
+	// Names this state of the user's settings; it changes whenever they do. Pass it to
+	// UpdateSettings to update them only if they are still in this state. Opaque: compare it
+	// only for equality.
+	Etag          string `protobuf:"bytes,3,opt,name=etag,proto3" json:"etag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -748,11 +752,22 @@ func (x *GetSettingsResponse) GetCategories() []*Category {
 	return nil
 }
 
+func (x *GetSettingsResponse) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
 // UpdateSettingsRequest carries the user's complete new settings.
 type UpdateSettingsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	Settings      *Settings              `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	UserId   string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Settings *Settings              `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
+	// When set, the update applies only if the settings are still in the state this etag (from
+	// GetSettings or an earlier UpdateSettings) names, and is refused with ABORTED otherwise.
+	// Empty: the update replaces whatever is stored.
+	Etag          string `protobuf:"bytes,3,opt,name=etag,proto3" json:"etag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -801,10 +816,19 @@ func (x *UpdateSettingsRequest) GetSettings() *Settings {
 	return nil
 }
 
+func (x *UpdateSettingsRequest) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
 // UpdateSettingsResponse holds the stored settings.
 type UpdateSettingsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Settings      *Settings              `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Settings *Settings              `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	// Names the state this update stored (see GetSettingsResponse.etag).
+	Etag          string `protobuf:"bytes,2,opt,name=etag,proto3" json:"etag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -844,6 +868,13 @@ func (x *UpdateSettingsResponse) GetSettings() *Settings {
 		return x.Settings
 	}
 	return nil
+}
+
+func (x *UpdateSettingsResponse) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
 }
 
 // Target is one address on one channel.
@@ -1981,17 +2012,20 @@ const file_herald_v1_contacts_proto_rawDesc = "" +
 	"\x05start\x18\x01 \x01(\tR\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\tR\x03end\"-\n" +
 	"\x12GetSettingsRequest\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\"{\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"\x8f\x01\n" +
 	"\x13GetSettingsResponse\x12/\n" +
 	"\bsettings\x18\x01 \x01(\v2\x13.herald.v1.SettingsR\bsettings\x123\n" +
 	"\n" +
 	"categories\x18\x02 \x03(\v2\x13.herald.v1.CategoryR\n" +
-	"categories\"a\n" +
+	"categories\x12\x12\n" +
+	"\x04etag\x18\x03 \x01(\tR\x04etag\"u\n" +
 	"\x15UpdateSettingsRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12/\n" +
-	"\bsettings\x18\x02 \x01(\v2\x13.herald.v1.SettingsR\bsettings\"I\n" +
+	"\bsettings\x18\x02 \x01(\v2\x13.herald.v1.SettingsR\bsettings\x12\x12\n" +
+	"\x04etag\x18\x03 \x01(\tR\x04etag\"]\n" +
 	"\x16UpdateSettingsResponse\x12/\n" +
-	"\bsettings\x18\x01 \x01(\v2\x13.herald.v1.SettingsR\bsettings\"P\n" +
+	"\bsettings\x18\x01 \x01(\v2\x13.herald.v1.SettingsR\bsettings\x12\x12\n" +
+	"\x04etag\x18\x02 \x01(\tR\x04etag\"P\n" +
 	"\x06Target\x12,\n" +
 	"\achannel\x18\x01 \x01(\x0e2\x12.herald.v1.ChannelR\achannel\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\"b\n" +

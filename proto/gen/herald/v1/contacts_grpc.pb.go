@@ -63,13 +63,17 @@ type ContactsServiceClient interface {
 	UnregisterDevice(ctx context.Context, in *UnregisterDeviceRequest, opts ...grpc.CallOption) (*UnregisterDeviceResponse, error)
 	// ListDevices lists a user's devices. Errors: NOT_FOUND (user).
 	ListDevices(ctx context.Context, in *ListDevicesRequest, opts ...grpc.CallOption) (*ListDevicesResponse, error)
-	// GetSettings returns a user's notification settings, with the categories they apply to.
+	// GetSettings returns a user's notification settings, with the categories they apply to and
+	// the etag of this state of the settings.
 	// Errors: NOT_FOUND (user).
 	GetSettings(ctx context.Context, in *GetSettingsRequest, opts ...grpc.CallOption) (*GetSettingsResponse, error)
 	// UpdateSettings replaces a user's notification settings. Once it answers, every Send
-	// accepted afterwards, on any notifier, honours them.
+	// accepted afterwards, on any notifier, honours them. With an etag it is a compare-and-swap:
+	// it replaces the settings only if no one changed them since that etag was answered, so that
+	// a read-modify-write never undoes another writer's change.
 	// Errors: INVALID_ARGUMENT (unknown category, opting out of a critical category, bad quiet
-	// hours), NOT_FOUND (user).
+	// hours, an etag this service did not give), NOT_FOUND (user), ABORTED (the etag is stale:
+	// read the settings again, apply the change to them and retry).
 	UpdateSettings(ctx context.Context, in *UpdateSettingsRequest, opts ...grpc.CallOption) (*UpdateSettingsResponse, error)
 	// ResolveRecipients returns, in one round trip, everything the notifier needs to decide where
 	// a notification goes: the users with their active devices and settings, and the
@@ -268,13 +272,17 @@ type ContactsServiceServer interface {
 	UnregisterDevice(context.Context, *UnregisterDeviceRequest) (*UnregisterDeviceResponse, error)
 	// ListDevices lists a user's devices. Errors: NOT_FOUND (user).
 	ListDevices(context.Context, *ListDevicesRequest) (*ListDevicesResponse, error)
-	// GetSettings returns a user's notification settings, with the categories they apply to.
+	// GetSettings returns a user's notification settings, with the categories they apply to and
+	// the etag of this state of the settings.
 	// Errors: NOT_FOUND (user).
 	GetSettings(context.Context, *GetSettingsRequest) (*GetSettingsResponse, error)
 	// UpdateSettings replaces a user's notification settings. Once it answers, every Send
-	// accepted afterwards, on any notifier, honours them.
+	// accepted afterwards, on any notifier, honours them. With an etag it is a compare-and-swap:
+	// it replaces the settings only if no one changed them since that etag was answered, so that
+	// a read-modify-write never undoes another writer's change.
 	// Errors: INVALID_ARGUMENT (unknown category, opting out of a critical category, bad quiet
-	// hours), NOT_FOUND (user).
+	// hours, an etag this service did not give), NOT_FOUND (user), ABORTED (the etag is stale:
+	// read the settings again, apply the change to them and retry).
 	UpdateSettings(context.Context, *UpdateSettingsRequest) (*UpdateSettingsResponse, error)
 	// ResolveRecipients returns, in one round trip, everything the notifier needs to decide where
 	// a notification goes: the users with their active devices and settings, and the

@@ -563,7 +563,11 @@ func (x *TemplateRef) GetLocale() string {
 	return ""
 }
 
-// Content is a message given inline instead of a template.
+// Content is a message given inline instead of a template. It is held to the limits a
+// template's rendered parts are, on the channels the Send may use (the requested ones, or every
+// one when none is): a push payload (title, body and data) of at most 4 KB, an SMS body of at
+// most the notifier's segment limit (10 by default), and a subject of at most 255 characters on
+// one line. Over a limit, Send answers INVALID_ARGUMENT naming the field (or data).
 type Content struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Push title; also the email subject when subject is empty.
