@@ -13,7 +13,13 @@ import (
 
 func main() {
 	var cfg daemon.Config
-	cli.Main(cli.Service{
+	cli.Main(service(&cfg, daemon.Start))
+}
+
+// service is the workers' service for cli.Main: their flags into cfg, their secrets from files,
+// and start to run them.
+func service(cfg *daemon.Config, start func(context.Context, daemon.Config) (*daemon.Daemon, error)) cli.Service {
+	return cli.Service{
 		Name:        "workers",
 		Flags:       cfg.RegisterFlags,
 		DatabaseURL: &cfg.DatabaseURL,
@@ -24,10 +30,11 @@ func main() {
 			{Flag: "twilio-auth-token-file", Value: &cfg.Twilio.AuthToken},
 			{Flag: "twilio-api-secret-file", Value: &cfg.Twilio.APISecret},
 			{Flag: "smtp-password-file", Value: &cfg.SMTP.Password},
+			{Flag: "apns-cert-password-file", Value: &cfg.APNs.Password},
 		},
 		Start: func(ctx context.Context, log *slog.Logger) (cli.Daemon, error) {
 			cfg.Log = log
-			return daemon.Start(ctx, cfg)
+			return start(ctx, *cfg)
 		},
-	})
+	}
 }
