@@ -3,8 +3,7 @@ package webhooks
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/sha256"
-	"crypto/x509"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/sendgrid/sendgrid-go/helpers/eventwebhook"
 
 	"github.com/heraldhq/herald/services/notifier"
 )
@@ -59,20 +59,25 @@ func (h *Handler) sendGrid(w http.ResponseWriter, r *http.Request) {
 	h.record(w, r, sendGridProvider, evs)
 }
 
-// verifySendGrid checks SendGrid's signature: ECDSA P-256 over SHA-256 of the timestamp header
-// followed by the body, ASN.1 DER encoded, base64 in the signature header.
+// verifySendGrid checks SendGrid's signature with sendgrid-go's eventwebhook (ECDSA P-256 over
+// SHA-256 of the timestamp header followed by the body, ASN.1 DER, base64), and adds what the
+// library leaves out: both headers are required, the signature is exactly one DER value, and the
+// signed timestamp is recent.
 func verifySendGrid(key *ecdsa.PublicKey, signature, timestamp string, body []byte, now time.Time) error {
 	if signature == "" || timestamp == "" {
 		return errors.New("signature or timestamp header missing")
 	}
-	sig, err := base64.StdEncoding.DecodeString(signature)
+	der, err := base64.StdEncoding.DecodeString(signature)
 	if err != nil {
 		return errors.New("signature is not base64")
 	}
-	digest := sha256.New()
-	digest.Write([]byte(timestamp))
-	digest.Write(body)
-	if !ecdsa.VerifyASN1(key, digest.Sum(nil), sig) {
+	// eventwebhook.VerifySignature ignores whatever follows the DER signature, so a genuine
+	// signature with bytes appended would pass; SendGrid's never carry any.
+	var rs eventwebhook.RS
+	if rest, err := asn1.Unmarshal(der, &rs); err != nil || len(rest) != 0 {
+		return errors.New("signature is not one DER ECDSA signature")
+	}
+	if ok, err := eventwebhook.VerifySignature(key, body, signature, timestamp); err != nil || !ok {
 		return errors.New("signature does not match")
 	}
 	secs, err := strconv.ParseInt(timestamp, 10, 64)
@@ -87,27 +92,27 @@ func verifySendGrid(key *ecdsa.PublicKey, signature, timestamp string, body []by
 
 // parsePublicKey reads SendGrid's verification key: base64 of the DER SubjectPublicKeyInfo, as
 // SendGrid shows it, or the same as PEM.
-func parsePublicKey(s string) (*ecdsa.PublicKey, error) {
+func parsePublicKey(s string) (k *ecdsa.PublicKey, err error) {
 	s = strings.TrimSpace(s)
-	var der []byte
 	if strings.HasPrefix(s, "-----BEGIN") {
 		b, _ := pem.Decode([]byte(s))
 		if b == nil || b.Type != "PUBLIC KEY" {
 			return nil, errors.New("not a PEM public key")
 		}
-		der = b.Bytes
-	} else {
-		var err error
-		if der, err = base64.StdEncoding.DecodeString(s); err != nil {
-			return nil, errors.New("neither PEM nor base64")
+		s = base64.StdEncoding.EncodeToString(b.Bytes)
+	}
+	// eventwebhook.ConvertPublicKeyBase64ToECDSA asserts that the key is ECDSA without checking:
+	// an RSA or Ed25519 key panics. It also takes any curve, where SendGrid signs with P-256.
+	defer func() {
+		if recover() != nil {
+			k, err = nil, errors.New("not an ECDSA key")
 		}
-	}
-	pub, err := x509.ParsePKIXPublicKey(der)
+	}()
+	k, err = eventwebhook.ConvertPublicKeyBase64ToECDSA(s)
 	if err != nil {
-		return nil, fmt.Errorf("not a public key: %w", err)
+		return nil, fmt.Errorf("neither PEM nor base64 of a public key: %w", err)
 	}
-	k, ok := pub.(*ecdsa.PublicKey)
-	if !ok || k.Curve != elliptic.P256() {
+	if k.Curve != elliptic.P256() {
 		return nil, errors.New("not an ECDSA P-256 key")
 	}
 	return k, nil

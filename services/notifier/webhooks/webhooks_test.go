@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/hmac"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/x509"
@@ -533,6 +535,12 @@ func TestSendGridRefusesUnsignedForgedAndReplayed(t *testing.T) {
 			"X-Twilio-Email-Event-Webhook-Signature": {"%%%"},
 			"X-Twilio-Email-Event-Webhook-Timestamp": {strconv.FormatInt(now.Unix(), 10)},
 		}},
+		{"signature with a byte appended", body, func() http.Header {
+			hd := sendGridHeaders(t, h.sgKey, body, now)
+			der, _ := base64.StdEncoding.DecodeString(hd.Get("X-Twilio-Email-Event-Webhook-Signature"))
+			hd.Set("X-Twilio-Email-Event-Webhook-Signature", base64.StdEncoding.EncodeToString(append(der, 0)))
+			return hd
+		}()},
 		{"timestamp changed after signing", body, func() http.Header {
 			hd := sendGridHeaders(t, h.sgKey, body, now)
 			hd.Set("X-Twilio-Email-Event-Webhook-Timestamp", strconv.FormatInt(now.Unix()+1, 10))
@@ -839,6 +847,10 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	pemKey := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	der384, _ := x509.MarshalPKIXPublicKey(&p384.PublicKey)
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	derRSA, _ := x509.MarshalPKIXPublicKey(&rsaKey.PublicKey)
+	edKey, _, _ := ed25519.GenerateKey(rand.Reader)
+	derEd, _ := x509.MarshalPKIXPublicKey(edKey)
 	store := postgres.New(nil, nil)
 	publish := func(context.Context, string, events.Event) error { return nil }
 
@@ -850,6 +862,9 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"base64 key", webhooks.Config{SendGridPublicKey: base64.StdEncoding.EncodeToString(der), Store: store, Publish: publish}, true},
 		{"PEM key", webhooks.Config{SendGridPublicKey: pemKey, Store: store, Publish: publish}, true},
 		{"P-384 key", webhooks.Config{SendGridPublicKey: base64.StdEncoding.EncodeToString(der384), Store: store, Publish: publish}, false},
+		{"RSA key", webhooks.Config{SendGridPublicKey: base64.StdEncoding.EncodeToString(derRSA), Store: store, Publish: publish}, false},
+		{"Ed25519 key as PEM", webhooks.Config{SendGridPublicKey: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: derEd})),
+			Store: store, Publish: publish}, false},
 		{"garbage key", webhooks.Config{SendGridPublicKey: "not a key", Store: store, Publish: publish}, false},
 		{"no store", webhooks.Config{}, false},
 		{"nowhere to publish", webhooks.Config{SendGridPublicKey: pemKey, Store: store}, false},
