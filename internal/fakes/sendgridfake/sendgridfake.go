@@ -20,13 +20,15 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/heraldhq/herald/internal/fakes/faults"
 )
 
 // SendPath is the path of the Mail Send endpoint.
 const SendPath = "/v3/mail/send"
 
 // Always, passed as a count to Fail or Drop, makes the misbehaviour permanent until Reset.
-const Always = -1
+const Always = faults.Always
 
 // maxBodyBytes is SendGrid's limit on a whole Mail Send request (30 MB).
 const maxBodyBytes = 30 << 20
@@ -50,28 +52,28 @@ type Message struct {
 }
 
 // Fake is a SendGrid v3 Mail Send server. It is safe for concurrent use.
+//
+// Its Faults script the send endpoint, before authentication: Fail(status, n) answers status
+// with a SendGrid error body, a 429 with Retry-After (one second until SetRetryAfter) and the
+// X-RateLimit headers. Requests counts the requests that reached it, whatever their answer.
+//
+// Its Tally counts personalizations, each a message; in count-only mode, the id given to
+// onAccept is the message's custom_args["delivery_id"] ("" when missing).
 type Fake struct {
+	*faults.Faults[int]
+	faults.Tally
 	apiKey string
 
-	mu         sync.Mutex
-	srv        *httptest.Server
-	messages   []Message
-	counts     map[string]int // custom_args["delivery_id"] -> accepted count
-	requests   int
-	failStatus int
-	failLeft   int
-	dropLeft   int
-	delay      time.Duration
-	retryAfter time.Duration
-	accepted   int64
-	countOnly  bool
-	onAccept   func(deliveryID string, at time.Time)
+	mu       sync.Mutex
+	srv      *httptest.Server
+	messages []Message
+	counts   map[string]int // custom_args["delivery_id"] -> accepted count
 }
 
 // New returns a fake that accepts requests authorized with apiKey. It does not listen until
 // Start; Handler serves it elsewhere.
 func New(apiKey string) *Fake {
-	return &Fake{apiKey: apiKey, counts: make(map[string]int), retryAfter: time.Second}
+	return &Fake{Faults: faults.New[int](time.Second), apiKey: apiKey, counts: make(map[string]int)}
 }
 
 // Start serves the fake on a loopback port and returns its base URL (scheme and host, no path),
@@ -102,74 +104,30 @@ func (f *Fake) Close() {
 
 // Handler returns the fake as an http.Handler serving SendPath.
 func (f *Fake) Handler() http.Handler {
+	send := faults.Handler(f.Faults, maxBodyBytes, writeFailure, http.HandlerFunc(f.serveSend))
 	mux := http.NewServeMux()
-	mux.HandleFunc(SendPath, f.serveSend)
+	mux.HandleFunc(SendPath, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			writeErrors(w, http.StatusMethodNotAllowed, apiError{Message: "method not allowed"})
+			return
+		}
+		send.ServeHTTP(w, r)
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErrors(w, http.StatusNotFound, apiError{Message: "not found"})
 	})
 	return mux
 }
 
-// Fail makes the next n requests (or every request, if n is Always) answer status with a
-// SendGrid error body instead of being processed. A 429 carries Retry-After and the
-// X-RateLimit headers (see SetRetryAfter). Fail(0, 0) stops failing.
-func (f *Fake) Fail(status, n int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.failStatus, f.failLeft = status, n
-}
-
-// Drop makes the next n requests (or every request, if n is Always) lose their connection after
-// the fake has read them, without an answer and without accepting the message.
-func (f *Fake) Drop(n int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.dropLeft = n
-}
-
-// SetDelay makes every request wait d (or until the client gives up) before it is handled.
-func (f *Fake) SetDelay(d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.delay = d
-}
-
-// SetRetryAfter sets the wait that 429 answers ask for (default one second). It is sent in
-// whole seconds, rounded up.
-func (f *Fake) SetRetryAfter(d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.retryAfter = d
-}
-
-// CountOnly switches the fake to counting only, for load tests that send more messages than
-// are worth keeping: from then on it records no message (Messages and Count see none of the
-// new ones) and instead calls onAccept, when not nil, with the delivery id of each accepted
-// message (custom_args["delivery_id"], "" when missing) and the time the fake received it.
-// Accepted and Requests keep counting. onAccept is called from the request's goroutine, outside
-// the fake's lock, and must be safe for concurrent use. Reset does not undo CountOnly.
-func (f *Fake) CountOnly(onAccept func(deliveryID string, at time.Time)) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.countOnly, f.onAccept = true, onAccept
-}
-
-// Accepted returns how many messages (personalizations) the fake accepted, in either mode.
-func (f *Fake) Accepted() int64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.accepted
-}
-
 // Reset clears every misbehaviour and everything recorded.
 func (f *Fake) Reset() {
+	f.Faults.Reset()
+	f.Tally.Reset()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.messages = nil
 	f.counts = make(map[string]int)
-	f.requests, f.accepted = 0, 0
-	f.failStatus, f.failLeft, f.dropLeft, f.delay = 0, 0, 0, 0
-	f.retryAfter = time.Second
 }
 
 // Messages returns a copy of the accepted messages, oldest first.
@@ -197,13 +155,6 @@ func (f *Fake) Count(deliveryID string) int {
 	return f.counts[deliveryID]
 }
 
-// Requests returns how many requests reached the send endpoint, whatever their answer.
-func (f *Fake) Requests() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.requests
-}
-
 // apiError is one entry of SendGrid's error body. Field and Help are null when not set.
 type apiError struct {
 	Message string  `json:"message"`
@@ -221,65 +172,9 @@ func writeErrors(w http.ResponseWriter, status int, errs ...apiError) {
 	}{errs})
 }
 
-// misbehaviour is what the fake was told to do with one request.
-type misbehaviour struct {
-	delay      time.Duration
-	drop       bool
-	failStatus int
-	retryAfter time.Duration
-}
-
-// take counts the request and consumes one unit of any pending misbehaviour.
-func (f *Fake) take() misbehaviour {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.requests++
-	mb := misbehaviour{delay: f.delay, retryAfter: f.retryAfter}
-	if f.dropLeft != 0 {
-		mb.drop = true
-		if f.dropLeft > 0 {
-			f.dropLeft--
-		}
-		return mb
-	}
-	if f.failLeft != 0 && f.failStatus != 0 {
-		mb.failStatus = f.failStatus
-		if f.failLeft > 0 {
-			f.failLeft--
-		}
-	}
-	return mb
-}
-
+// serveSend handles a POST that its Faults let through.
 func (f *Fake) serveSend(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		writeErrors(w, http.StatusMethodNotAllowed, apiError{Message: "method not allowed"})
-		return
-	}
-	// Read the whole request first, as SendGrid does, so a dropped connection or a failure
-	// answer comes after the client has sent everything.
-	raw, readErr := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-	mb := f.take()
-
-	if mb.delay > 0 {
-		t := time.NewTimer(mb.delay)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		}
-	}
-	if mb.drop {
-		dropConnection(w)
-		return
-	}
-	if mb.failStatus != 0 {
-		f.writeFailure(w, mb)
-		return
-	}
-
+	raw, readErr := io.ReadAll(r.Body)
 	if !f.authorized(r.Header.Get("Authorization")) {
 		writeErrors(w, http.StatusUnauthorized,
 			apiError{Message: "The provided authorization grant is invalid, expired, or revoked"})
@@ -349,9 +244,10 @@ func (f *Fake) authorized(header string) bool {
 	return ok && key != "" && key == f.apiKey
 }
 
-func (f *Fake) writeFailure(w http.ResponseWriter, mb misbehaviour) {
-	msg := strings.ToLower(http.StatusText(mb.failStatus))
-	switch mb.failStatus {
+// writeFailure answers a scripted failure.
+func writeFailure(w http.ResponseWriter, _ *http.Request, a faults.Action[int]) {
+	msg := strings.ToLower(http.StatusText(a.Fail))
+	switch a.Fail {
 	case http.StatusUnauthorized:
 		msg = "The provided authorization grant is invalid, expired, or revoked"
 	case http.StatusForbidden:
@@ -359,7 +255,7 @@ func (f *Fake) writeFailure(w http.ResponseWriter, mb misbehaviour) {
 	case http.StatusRequestEntityTooLarge:
 		msg = "The JSON payload you have included in your request is too large."
 	case http.StatusTooManyRequests:
-		secs := int64((mb.retryAfter + time.Second - 1) / time.Second)
+		secs := faults.Seconds(a.RetryAfter)
 		h := w.Header()
 		h.Set("Retry-After", strconv.FormatInt(secs, 10))
 		h.Set("X-RateLimit-Limit", "600")
@@ -370,37 +266,25 @@ func (f *Fake) writeFailure(w http.ResponseWriter, mb misbehaviour) {
 	if msg == "" {
 		msg = "error"
 	}
-	writeErrors(w, mb.failStatus, apiError{Message: msg})
-}
-
-// dropConnection closes the client's connection without an answer. Servers that cannot hijack
-// (HTTP/2) reset the stream instead.
-func dropConnection(w http.ResponseWriter) {
-	conn, _, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		panic(http.ErrAbortHandler)
-	}
-	_ = conn.Close()
+	writeErrors(w, a.Fail, apiError{Message: msg})
 }
 
 func (f *Fake) record(req *mailRequest, id string) {
 	now := time.Now()
-	f.mu.Lock()
-	f.accepted += int64(len(req.Personalizations))
-	if f.countOnly {
-		onAccept := f.onAccept
-		f.mu.Unlock()
-		if onAccept != nil {
-			for _, p := range req.Personalizations {
-				d, ok := p.CustomArgs["delivery_id"]
-				if !ok {
-					d = req.CustomArgs["delivery_id"]
-				}
-				onAccept(d, now)
+	keep, report := f.Accept(len(req.Personalizations))
+	if report != nil {
+		for _, p := range req.Personalizations {
+			d, ok := p.CustomArgs["delivery_id"]
+			if !ok {
+				d = req.CustomArgs["delivery_id"]
 			}
+			report(d, now)
 		}
+	}
+	if !keep {
 		return
 	}
+	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, p := range req.Personalizations {
 		m := Message{
