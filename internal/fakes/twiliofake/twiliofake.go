@@ -29,10 +29,12 @@ import (
 	"sync"
 	"time"
 	"unicode/utf16"
+
+	"github.com/heraldhq/herald/internal/fakes/faults"
 )
 
 // Always, passed as a count to Fail or Drop, makes the misbehaviour permanent until Reset.
-const Always = -1
+const Always = faults.Always
 
 // MaxBodyChars is the longest Body Twilio accepts, in UTF-16 code units: characters outside
 // the Basic Multilingual Plane, such as most emoji, count twice.
@@ -62,28 +64,35 @@ type Message struct {
 }
 
 // Fake is a Twilio Messages API server. It is safe for concurrent use.
+//
+// Its Faults script the Messages endpoint, before authentication. Fail(code, n) answers code: a
+// Twilio error code (20429, 21211, ...), with its status and message, or an HTTP status: 401,
+// 403, 404, 429, 500 and 503 answer Twilio's JSON for them (20003, 20005, 20404, 20429, 20500,
+// 20503); 502 and 504 answer an HTML page, as the load balancer in front of Twilio does; any
+// other status answers Twilio's JSON with code 0. A 429 carries Retry-After only after
+// SetRetryAfter: Twilio does not promise the header. Requests counts the requests that reached
+// the endpoint, whatever their answer.
+//
+// In its Tally's count-only mode, the id given to onAccept is the To number (E.164): Twilio's
+// API carries nothing of Herald's, so a load test that needs to tell messages apart sends each
+// to its own number. Count and CountTo see only the messages kept.
 type Fake struct {
+	*faults.Faults[int]
+	faults.Tally
+
 	mu         sync.Mutex
 	accountSID string
 	secrets    map[string]string // basic-auth user (account SID or API key SID) -> secret
 	srv        *httptest.Server
 	messages   []Message
-	requests   int
 	numberFail map[string]int // To -> Twilio error code
-	failCode   int
-	failLeft   int
-	dropLeft   int
-	delay      time.Duration
-	retryAfter time.Duration
-	accepted   int64
-	countOnly  bool
-	onAccept   func(to string, at time.Time)
 }
 
 // New returns a fake for the account accountSID (AC + 32 hex digits) that accepts basic auth
 // with accountSID and authToken. It does not listen until Start; Handler serves it elsewhere.
 func New(accountSID, authToken string) *Fake {
 	return &Fake{
+		Faults:     faults.New[int](0),
 		accountSID: accountSID,
 		secrets:    map[string]string{accountSID: authToken},
 		numberFail: make(map[string]int),
@@ -127,7 +136,8 @@ func (f *Fake) Close() {
 // answers Twilio's 404.
 func (f *Fake) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/2010-04-01/Accounts/{account}/Messages.json", f.serveMessages)
+	mux.Handle("/2010-04-01/Accounts/{account}/Messages.json",
+		faults.Handler(f.Faults, maxRequestBytes, writeScripted, http.HandlerFunc(f.serveMessages)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, 20404, notFound(r.URL.Path), nil)
 	})
@@ -147,69 +157,14 @@ func (f *Fake) FailNumber(to string, code int) {
 	f.numberFail[to] = code
 }
 
-// Fail makes the next n requests (or every request, if n is Always) answer with code instead of
-// being processed, before authentication. code is a Twilio error code (20429, 21211, ...), with
-// its status and message, or an HTTP status: 401, 403, 404, 429, 500 and 503 answer Twilio's
-// JSON for them (20003, 20005, 20404, 20429, 20500, 20503); 502 and 504 answer an HTML page, as
-// the load balancer in front of Twilio does; any other status answers Twilio's JSON with code 0.
-// Fail(0, 0) stops failing.
-func (f *Fake) Fail(code, n int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.failCode, f.failLeft = code, n
-}
-
-// Drop makes the next n requests (or every request, if n is Always) lose their connection after
-// the fake has read them, without an answer and without accepting the message.
-func (f *Fake) Drop(n int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.dropLeft = n
-}
-
-// SetDelay makes every request wait d (or until the client gives up) before it is handled.
-func (f *Fake) SetDelay(d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.delay = d
-}
-
-// SetRetryAfter makes 429 answers carry Retry-After: d, in whole seconds rounded up. Twilio
-// does not promise the header; by default the fake sends none.
-func (f *Fake) SetRetryAfter(d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.retryAfter = d
-}
-
-// CountOnly switches the fake to counting only, for load tests that send more messages than
-// are worth keeping: from then on it records no message (Messages, Count and CountTo see none
-// of the new ones) and instead calls onAccept, when not nil, with the To number (E.164) of
-// each accepted message and the time the fake received it. Twilio's API carries nothing of
-// Herald's, so a load test that needs to tell messages apart sends each to its own number.
-// Accepted and Requests keep counting. onAccept is called from the request's goroutine, outside
-// the fake's lock, and must be safe for concurrent use. Reset does not undo CountOnly.
-func (f *Fake) CountOnly(onAccept func(to string, at time.Time)) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.countOnly, f.onAccept = true, onAccept
-}
-
-// Accepted returns how many messages the fake accepted, in either mode.
-func (f *Fake) Accepted() int64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.accepted
-}
-
 // Reset clears every misbehaviour and everything recorded; credentials stay.
 func (f *Fake) Reset() {
+	f.Faults.Reset()
+	f.Tally.Reset()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.messages = nil
-	f.requests, f.accepted = 0, 0
 	f.numberFail = make(map[string]int)
-	f.failCode, f.failLeft, f.dropLeft, f.delay, f.retryAfter = 0, 0, 0, 0, 0
 }
 
 // Messages returns a copy of the accepted messages, oldest first.
@@ -245,67 +200,9 @@ func (f *Fake) CountTo(to string) int {
 	return n
 }
 
-// Requests returns how many requests reached the Messages endpoint, whatever their answer.
-func (f *Fake) Requests() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.requests
-}
-
-// misbehaviour is what the fake was told to do with one request.
-type misbehaviour struct {
-	delay      time.Duration
-	drop       bool
-	failCode   int
-	retryAfter time.Duration
-}
-
-// take counts the request and consumes one unit of any pending misbehaviour.
-func (f *Fake) take() misbehaviour {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.requests++
-	mb := misbehaviour{delay: f.delay, retryAfter: f.retryAfter}
-	if f.dropLeft != 0 {
-		mb.drop = true
-		if f.dropLeft > 0 {
-			f.dropLeft--
-		}
-		return mb
-	}
-	if f.failLeft != 0 && f.failCode != 0 {
-		mb.failCode = f.failCode
-		if f.failLeft > 0 {
-			f.failLeft--
-		}
-	}
-	return mb
-}
-
+// serveMessages handles a request that its Faults let through.
 func (f *Fake) serveMessages(w http.ResponseWriter, r *http.Request) {
-	// Read the whole request first, as Twilio does, so a dropped connection or a failure answer
-	// comes after the client has sent everything.
-	raw, readErr := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
-	mb := f.take()
-
-	if mb.delay > 0 {
-		t := time.NewTimer(mb.delay)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		}
-	}
-	if mb.drop {
-		dropConnection(w)
-		return
-	}
-	if mb.failCode != 0 {
-		writeScripted(w, r, mb, raw)
-		return
-	}
-
+	raw, readErr := io.ReadAll(r.Body)
 	user, ok := f.authenticate(r)
 	if !ok {
 		writeError(w, 20003, "Authenticate", nil)
@@ -378,15 +275,12 @@ func (f *Fake) serveMessages(w http.ResponseWriter, r *http.Request) {
 		// "accepted" with no From.
 		m.Status = "accepted"
 	}
-	f.mu.Lock()
-	f.accepted++
-	countOnly, onAccept := f.countOnly, f.onAccept
-	if !countOnly {
+	if keep, report := f.Accept(1); keep {
+		f.mu.Lock()
 		f.messages = append(f.messages, m)
-	}
-	f.mu.Unlock()
-	if countOnly && onAccept != nil {
-		onAccept(m.To, time.Now())
+		f.mu.Unlock()
+	} else if report != nil {
+		report(m.To, time.Now())
 	}
 
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
@@ -550,8 +444,8 @@ func errorMessage(code int, to, from, service, callback string) string {
 }
 
 // writeScripted answers a failure the test asked for.
-func writeScripted(w http.ResponseWriter, r *http.Request, mb misbehaviour, raw []byte) {
-	code := mb.failCode
+func writeScripted(w http.ResponseWriter, r *http.Request, a faults.Action[int]) {
+	code := a.Fail
 	switch code {
 	case http.StatusBadGateway, http.StatusGatewayTimeout:
 		w.Header().Set("Content-Type", "text/html")
@@ -576,10 +470,11 @@ func writeScripted(w http.ResponseWriter, r *http.Request, mb misbehaviour, raw 
 		return
 	}
 	var h http.Header
-	if code == 20429 && mb.retryAfter > 0 {
-		h = http.Header{"Retry-After": {strconv.FormatInt(int64((mb.retryAfter+time.Second-1)/time.Second), 10)}}
+	if code == 20429 && a.RetryAfter > 0 {
+		h = http.Header{"Retry-After": {strconv.FormatInt(faults.Seconds(a.RetryAfter), 10)}}
 	}
 	// Quote the request's numbers, as Twilio's messages for these codes do.
+	raw, _ := io.ReadAll(r.Body)
 	form, _ := url.ParseQuery(string(raw))
 	msg := errorMessage(code, form.Get("To"), form.Get("From"), form.Get("MessagingServiceSid"), form.Get("StatusCallback"))
 	if code == 20404 {
@@ -658,16 +553,6 @@ func newSID(prefix string) string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return prefix + hex.EncodeToString(b[:])
-}
-
-// dropConnection closes the client's connection without an answer. Servers that cannot hijack
-// (HTTP/2) reset the stream instead.
-func dropConnection(w http.ResponseWriter) {
-	conn, _, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		panic(http.ErrAbortHandler)
-	}
-	_ = conn.Close()
 }
 
 // gsm7 is the GSM 03.38 default alphabet; gsm7Ext are the characters of its extension table,
