@@ -38,6 +38,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/heraldhq/herald/internal/fakes/faults"
 )
 
 // DeliveryIDKey is the data key that Count counts messages by. Herald's FCM sender sets it to
@@ -46,7 +48,7 @@ const DeliveryIDKey = "herald_delivery_id"
 
 // Always, passed as a count to Fail, Drop, DropAccepted or FailTokenRequests, makes the
 // misbehaviour permanent until it is cleared or Reset.
-const Always = -1
+const Always = faults.Always
 
 // maxRequestBytes bounds a send request body. FCM's own limit is on the payload (4096 bytes),
 // checked after decoding; this only stops a runaway client.
@@ -140,30 +142,29 @@ type Android struct {
 }
 
 // Fake is an FCM HTTP v1 server with its OAuth2 token endpoint. It is safe for concurrent use.
+//
+// Its Faults script the send endpoint, before authentication: Fail(fl, n) answers fl, whatever
+// the request carries; QuotaExceeded and Unavailable answers ask to wait one second, or what
+// SetRetryAfter says (zero leaves Retry-After out). Requests counts the requests that reached
+// the send endpoint, whatever their answer.
+//
+// In its Tally's count-only mode, the id given to onAccept is data[DeliveryIDKey] ("" when
+// missing).
 type Fake struct {
+	*faults.Faults[Failure]
+	faults.Tally
 	project     string
 	accessToken string
 	account     *serviceAccount
+	token       *faults.Faults[int] // the token endpoint's: a failure is an HTTP status
 
-	mu            sync.Mutex
-	srv           *httptest.Server
-	messages      []Message
-	counts        map[string]int // data[DeliveryIDKey] -> accepted count
-	requests      int
-	tokenRequests int
-	fail          Failure
-	failLeft      int
-	tokenFail     map[string]Failure
-	dropLeft      int
-	dropAccLeft   int
-	delay         time.Duration
-	retryAfter    time.Duration
-	revoked       bool
-	tokenStatus   int
-	tokenFailLeft int
-	accepted      int64
-	countOnly     bool
-	onAccept      func(deliveryID string, at time.Time)
+	mu           sync.Mutex
+	srv          *httptest.Server
+	messages     []Message
+	counts       map[string]int // data[DeliveryIDKey] -> accepted count
+	tokenFail    map[string]Failure
+	dropAccepted faults.Countdown
+	revoked      bool
 }
 
 // New returns a fake for the Firebase project projectID that accepts accessToken, and issues it
@@ -173,12 +174,13 @@ func New(projectID, accessToken string) *Fake {
 		panic("fcmfake: New needs a project id and an access token")
 	}
 	return &Fake{
+		Faults:      faults.New[Failure](time.Second),
 		project:     projectID,
 		accessToken: accessToken,
 		account:     newServiceAccount(projectID),
+		token:       faults.New[int](0),
 		counts:      make(map[string]int),
 		tokenFail:   make(map[string]Failure),
-		retryAfter:  time.Second,
 	}
 }
 
@@ -248,21 +250,26 @@ func (f *Fake) ServiceAccountJSON() []byte { return f.account.keyFile(f.URL() + 
 
 // Handler returns the fake as an http.Handler serving /v1/projects/ and /token.
 func (f *Fake) Handler() http.Handler {
+	send := faults.Handler(f.Faults, maxRequestBytes, func(w http.ResponseWriter, _ *http.Request, a faults.Action[Failure]) {
+		writeFailure(w, a.Fail, a.RetryAfter)
+	}, http.HandlerFunc(f.serveSend))
 	mux := http.NewServeMux()
-	mux.HandleFunc("/v1/projects/", f.serveSend)
+	mux.HandleFunc("/v1/projects/", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := sendPath(r.URL.Path); !ok {
+			writeGoogleError(w, http.StatusNotFound, "NOT_FOUND", "Requested entity was not found.", "")
+			return
+		}
+		if r.Method != http.MethodPost {
+			writeGoogleError(w, http.StatusMethodNotAllowed, "", "Method Not Allowed", "")
+			return
+		}
+		send.ServeHTTP(w, r)
+	})
 	mux.HandleFunc("/token", f.serveToken)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeGoogleError(w, http.StatusNotFound, "NOT_FOUND", "Requested entity was not found.", "")
 	})
 	return mux
-}
-
-// Fail makes the next n send requests (or every one, if n is Always) answer fl, whatever they
-// carry. Fail(NoFailure, 0) stops failing.
-func (f *Fake) Fail(fl Failure, n int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.fail, f.failLeft = fl, n
 }
 
 // FailToken makes every valid request to the registration token answer fl, until
@@ -277,36 +284,13 @@ func (f *Fake) FailToken(token string, fl Failure) {
 	f.tokenFail[token] = fl
 }
 
-// Drop makes the next n send requests (or every one, if n is Always) lose their connection after
-// the fake has read them, without an answer and without accepting the message.
-func (f *Fake) Drop(n int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.dropLeft = n
-}
-
 // DropAccepted makes the next n valid send requests (or every one, if n is Always) be accepted
 // and recorded, and then lose their connection before the answer: the case in which a client
 // that retries sends a message twice.
 func (f *Fake) DropAccepted(n int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.dropAccLeft = n
-}
-
-// SetDelay makes every send request wait d (or until the client gives up) before it is handled.
-func (f *Fake) SetDelay(d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.delay = d
-}
-
-// SetRetryAfter sets the wait that QuotaExceeded and Unavailable answers ask for (default one
-// second), sent in whole seconds rounded up; zero leaves Retry-After out.
-func (f *Fake) SetRetryAfter(d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.retryAfter = d
+	f.dropAccepted = faults.Countdown(n)
 }
 
 // RevokeKey makes the token endpoint refuse grants signed with the service-account key, as
@@ -319,44 +303,20 @@ func (f *Fake) RevokeKey() {
 
 // FailTokenRequests makes the next n token requests (or every one, if n is Always) answer
 // status with an OAuth2 error body.
-func (f *Fake) FailTokenRequests(status, n int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.tokenStatus, f.tokenFailLeft = status, n
-}
-
-// CountOnly switches the fake to counting only, for load tests that send more messages than
-// are worth keeping: from then on it records no message (Messages and Count see none of the
-// new ones) and instead calls onAccept, when not nil, with each accepted message's
-// data[DeliveryIDKey] ("" when missing) and the time the fake received it. Accepted and
-// Requests keep counting. onAccept is called from the request's goroutine, outside the fake's
-// lock, and must be safe for concurrent use. Reset does not undo CountOnly.
-func (f *Fake) CountOnly(onAccept func(deliveryID string, at time.Time)) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.countOnly, f.onAccept = true, onAccept
-}
-
-// Accepted returns how many messages the fake accepted, in either mode.
-func (f *Fake) Accepted() int64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.accepted
-}
+func (f *Fake) FailTokenRequests(status, n int) { f.token.Fail(status, n) }
 
 // Reset clears every misbehaviour and everything recorded, and restores the key.
 func (f *Fake) Reset() {
+	f.Faults.Reset()
+	f.token.Reset()
+	f.Tally.Reset()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.messages = nil
 	f.counts = make(map[string]int)
-	f.requests, f.tokenRequests, f.accepted = 0, 0, 0
-	f.fail, f.failLeft = NoFailure, 0
 	f.tokenFail = make(map[string]Failure)
-	f.dropLeft, f.dropAccLeft, f.delay = 0, 0, 0
-	f.retryAfter = time.Second
+	f.dropAccepted = 0
 	f.revoked = false
-	f.tokenStatus, f.tokenFailLeft = 0, 0
 }
 
 // Messages returns a copy of the accepted messages, oldest first.
@@ -391,87 +351,13 @@ func (f *Fake) Count(deliveryID string) int {
 	return f.counts[deliveryID]
 }
 
-// Requests returns how many requests reached the send endpoint, whatever their answer.
-func (f *Fake) Requests() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.requests
-}
-
 // TokenRequests returns how many requests reached the token endpoint.
-func (f *Fake) TokenRequests() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.tokenRequests
-}
+func (f *Fake) TokenRequests() int { return f.token.Requests() }
 
-// misbehaviour is what the fake was told to do with one send request.
-type misbehaviour struct {
-	delay      time.Duration
-	drop       bool
-	fail       Failure
-	retryAfter time.Duration
-}
-
-// take counts the request and consumes one unit of any pending misbehaviour but DropAccepted,
-// which only valid requests consume.
-func (f *Fake) take() misbehaviour {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.requests++
-	mb := misbehaviour{delay: f.delay, retryAfter: f.retryAfter}
-	if f.dropLeft != 0 {
-		mb.drop = true
-		f.dropLeft = countDown(f.dropLeft)
-		return mb
-	}
-	if f.failLeft != 0 && f.fail != NoFailure {
-		mb.fail = f.fail
-		f.failLeft = countDown(f.failLeft)
-	}
-	return mb
-}
-
-func countDown(n int) int {
-	if n > 0 {
-		return n - 1
-	}
-	return n
-}
-
+// serveSend handles a POST to a send path that its Faults let through.
 func (f *Fake) serveSend(w http.ResponseWriter, r *http.Request) {
-	project, ok := sendPath(r.URL.Path)
-	if !ok {
-		writeGoogleError(w, http.StatusNotFound, "NOT_FOUND", "Requested entity was not found.", "")
-		return
-	}
-	if r.Method != http.MethodPost {
-		writeGoogleError(w, http.StatusMethodNotAllowed, "", "Method Not Allowed", "")
-		return
-	}
-	// Read the whole request first, as FCM does, so a dropped connection or a failure answer
-	// comes after the client has sent everything.
-	raw, readErr := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
-	mb := f.take()
-
-	if mb.delay > 0 {
-		t := time.NewTimer(mb.delay)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		}
-	}
-	if mb.drop {
-		dropConnection(w)
-		return
-	}
-	if mb.fail != NoFailure {
-		writeFailure(w, mb.fail, mb.retryAfter)
-		return
-	}
-
+	project, _ := sendPath(r.URL.Path)
+	raw, readErr := io.ReadAll(r.Body)
 	switch f.authorize(r.Header.Get("Authorization")) {
 	case authMissing, authInvalid:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="https://accounts.google.com/"`)
@@ -519,7 +405,7 @@ func (f *Fake) serveSend(w http.ResponseWriter, r *http.Request) {
 		fl := f.tokenFail[req.msg.Token]
 		f.mu.Unlock()
 		if fl != NoFailure {
-			writeFailure(w, fl, mb.retryAfter)
+			writeFailure(w, fl, f.RetryAfter())
 			return
 		}
 	}
@@ -527,7 +413,7 @@ func (f *Fake) serveSend(w http.ResponseWriter, r *http.Request) {
 	name := "projects/" + project + "/messages/" + newMessageID()
 	dropAfter := f.record(req.msg, name)
 	if dropAfter {
-		dropConnection(w)
+		faults.DropConnection(w, r)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"name": name})
@@ -570,22 +456,18 @@ func (f *Fake) authorize(header string) auth {
 func (f *Fake) record(m Message, name string) (drop bool) {
 	m.Name = name
 	m.ReceivedAt = time.Now()
+	keep, report := f.Accept(1)
 	f.mu.Lock()
-	f.accepted++
-	countOnly, onAccept := f.countOnly, f.onAccept
-	if !countOnly {
+	if keep {
 		f.messages = append(f.messages, m)
 		if d, ok := m.Data[DeliveryIDKey]; ok {
 			f.counts[d]++
 		}
 	}
-	if f.dropAccLeft != 0 {
-		f.dropAccLeft = countDown(f.dropAccLeft)
-		drop = true
-	}
+	drop = f.dropAccepted.Take()
 	f.mu.Unlock()
-	if countOnly && onAccept != nil {
-		onAccept(m.Data[DeliveryIDKey], m.ReceivedAt)
+	if report != nil {
+		report(m.Data[DeliveryIDKey], m.ReceivedAt)
 	}
 	return drop
 }
@@ -594,8 +476,7 @@ func (f *Fake) record(m Message, name string) (drop bool) {
 func writeFailure(w http.ResponseWriter, fl Failure, retryAfter time.Duration) {
 	setRetryAfter := func() {
 		if retryAfter > 0 {
-			secs := int64((retryAfter + time.Second - 1) / time.Second)
-			w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+			w.Header().Set("Retry-After", strconv.FormatInt(faults.Seconds(retryAfter), 10))
 		}
 	}
 	switch fl {
@@ -684,16 +565,6 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.WriteHeader(code)
 	_, _ = w.Write(buf.Bytes())
-}
-
-// dropConnection closes the client's connection without an answer. Servers that cannot hijack
-// (HTTP/2) reset the stream instead.
-func dropConnection(w http.ResponseWriter) {
-	conn, _, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		panic(http.ErrAbortHandler)
-	}
-	_ = conn.Close()
 }
 
 // newMessageID returns an id shaped like FCM's: "0:<micros>%<16 hex digits>".

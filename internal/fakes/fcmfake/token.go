@@ -99,15 +99,10 @@ func (sa *serviceAccount) keyFile(tokenURI string) []byte {
 
 // serveToken is Google's OAuth2 token endpoint for the JWT-bearer grant.
 func (f *Fake) serveToken(w http.ResponseWriter, r *http.Request) {
+	failStatus := f.token.Take().Fail
 	f.mu.Lock()
-	f.tokenRequests++
 	revoked := f.revoked
 	token := f.accessToken
-	failStatus := 0
-	if f.tokenFailLeft != 0 && f.tokenStatus != 0 {
-		failStatus = f.tokenStatus
-		f.tokenFailLeft = countDown(f.tokenFailLeft)
-	}
 	f.mu.Unlock()
 
 	if r.Method != http.MethodPost {
