@@ -11,7 +11,6 @@
 package apnsfake
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/tls"
@@ -19,6 +18,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -31,13 +31,15 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/heraldhq/herald/internal/fakes/faults"
 )
 
 // DevicePath is the path prefix of the push endpoint; the device token follows it.
 const DevicePath = "/3/device/"
 
 // Always, passed as a count to Fail or Drop, makes the misbehaviour permanent until Reset.
-const Always = -1
+const Always = faults.Always
 
 // Payload size limits, in bytes: VoIP pushes may be larger than all others.
 const (
@@ -122,7 +124,17 @@ type Notification struct {
 }
 
 // Fake is an APNs provider API server. It is safe for concurrent use.
+//
+// Its Faults script every request, before it is authenticated or checked: Fail(e, n) answers e
+// (Fail(Error{}, 0) stops failing), and a drop closes the TCP connection, so that the other
+// requests in flight on it fail with it, as they would with APNs. APNs sends no Retry-After:
+// SetRetryAfter changes nothing. Requests counts the requests that reached the fake, whatever
+// their answer.
+//
+// In its Tally's count-only mode, the id given to onAccept is the apns-id, in lower case.
 type Fake struct {
+	*faults.Faults[Error]
+	faults.Tally
 	topic string
 	ca    *CA
 
@@ -134,16 +146,8 @@ type Fake struct {
 	expiredTokens map[string]bool // provider tokens now answered ExpiredProviderToken
 	notifications []Notification
 	counts        map[string]int // apns-id -> accepted count
-	requests      int
 	conns         int
-	fail          Error
-	failLeft      int
-	dropLeft      int
-	delay         time.Duration
 	tokenErrors   map[string]Error // device token -> answer
-	accepted      int64
-	countOnly     bool
-	onAccept      func(apnsID string, at time.Time)
 }
 
 // New returns a fake for the app whose bundle id is topic. It trusts no provider key until
@@ -154,6 +158,7 @@ func New(topic string) *Fake {
 		panic(fmt.Sprintf("apnsfake: %v", err))
 	}
 	return &Fake{
+		Faults:        faults.New[Error](0),
 		topic:         topic,
 		ca:            ca,
 		keys:          make(map[string]trustedKey),
@@ -169,16 +174,24 @@ func New(topic string) *Fake {
 // (https://127.0.0.1:port), the value to use in place of apns2.HostProduction. Clients must
 // trust RootCAs. It panics if called twice.
 func (f *Fake) Start() string {
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
+	push := faults.Handler(f.Faults, MaxVoIPPayload+1, func(w http.ResponseWriter, r *http.Request, a faults.Action[Error]) {
+		writeError(w, apnsID(r), a.Fail)
+	}, http.HandlerFunc(f.serve))
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor != 2 {
+			// APNs speaks nothing but HTTP/2; it has no answer of its own for HTTP/1.
+			http.Error(w, "APNs requires HTTP/2", http.StatusHTTPVersionNotSupported)
+			return
+		}
+		push.ServeHTTP(w, r)
+	}))
 	srv.EnableHTTP2 = true
 	srv.TLS = &tls.Config{
 		ClientAuth: tls.VerifyClientCertIfGiven,
 		ClientCAs:  f.ca.Pool(),
 		MinVersion: tls.VersionTLS12,
 	}
-	srv.Config.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
-		return context.WithValue(ctx, connKey{}, c)
-	}
+	srv.Config.ConnContext = faults.ConnContext
 	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
 		if st == http.StateNew {
 			f.mu.Lock()
@@ -252,14 +265,6 @@ func (f *Fake) ExpireProviderTokens() {
 	}
 }
 
-// Fail makes the next n requests (or every request, if n is Always) answer e before they are
-// authenticated or checked. Fail(Error{}, 0) stops failing.
-func (f *Fake) Fail(e Error, n int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.fail, f.failLeft = e, n
-}
-
 // FailToken makes every well-formed, authenticated request for the device token answer e,
 // until FailToken(token, Error{}).
 func (f *Fake) FailToken(token string, e Error) {
@@ -278,41 +283,6 @@ func (f *Fake) Unregister(token string, since time.Time) {
 	f.FailToken(token, Error{Status: http.StatusGone, Reason: "Unregistered", Timestamp: since})
 }
 
-// Drop makes the next n requests (or every request, if n is Always) close their TCP
-// connection after the fake has read them, without an answer and without accepting them.
-// Other requests in flight on the same connection fail with it, as they would with APNs.
-func (f *Fake) Drop(n int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.dropLeft = n
-}
-
-// SetDelay makes every request wait d (or until the client gives up) before it is handled.
-func (f *Fake) SetDelay(d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.delay = d
-}
-
-// CountOnly switches the fake to counting only, for load tests that send more notifications
-// than are worth keeping: from then on it records no notification (Notifications and Count see
-// none of the new ones) and instead calls onAccept, when not nil, with the apns-id of each
-// accepted notification, in lower case, and the time the fake received it. Accepted and
-// Requests keep counting. onAccept is called from the request's goroutine, outside the fake's
-// lock, and must be safe for concurrent use. Reset does not undo CountOnly.
-func (f *Fake) CountOnly(onAccept func(apnsID string, at time.Time)) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.countOnly, f.onAccept = true, onAccept
-}
-
-// Accepted returns how many notifications the fake accepted, in either mode.
-func (f *Fake) Accepted() int64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.accepted
-}
-
 // CertificatePEM returns the certificate the fake serves, as PEM: a file for clients that
 // take their trusted roots from a file (SSL_CERT_FILE for Go programs) rather than from
 // RootCAs. It panics before Start.
@@ -328,12 +298,13 @@ func (f *Fake) CertificatePEM() []byte {
 // Reset clears every misbehaviour, every expired provider token and everything recorded. Trusted
 // keys stay.
 func (f *Fake) Reset() {
+	f.Faults.Reset()
+	f.Tally.Reset()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.notifications = nil
 	f.counts = make(map[string]int)
-	f.requests, f.conns, f.accepted = 0, 0, 0
-	f.fail, f.failLeft, f.dropLeft, f.delay = Error{}, 0, 0, 0
+	f.conns = 0
 	f.tokenErrors = make(map[string]Error)
 	f.seenTokens = make(map[string]bool)
 	f.verified = make(map[string]verifiedToken)
@@ -360,13 +331,6 @@ func (f *Fake) Count(apnsID string) int {
 	return f.counts[strings.ToLower(apnsID)]
 }
 
-// Requests returns how many requests reached the fake, whatever their answer.
-func (f *Fake) Requests() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.requests
-}
-
 // ProviderTokens returns how many distinct provider tokens the fake has accepted: APNs wants
 // a provider to renew its token at most every 20 minutes.
 func (f *Fake) ProviderTokens() int {
@@ -380,37 +344,6 @@ func (f *Fake) Connections() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.conns
-}
-
-type connKey struct{}
-
-// misbehaviour is what the fake was told to do with one request.
-type misbehaviour struct {
-	delay time.Duration
-	drop  bool
-	fail  Error
-}
-
-// take counts the request and consumes one unit of any pending misbehaviour.
-func (f *Fake) take() misbehaviour {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.requests++
-	mb := misbehaviour{delay: f.delay}
-	if f.dropLeft != 0 {
-		mb.drop = true
-		if f.dropLeft > 0 {
-			f.dropLeft--
-		}
-		return mb
-	}
-	if f.failLeft != 0 && f.fail.Status != 0 {
-		mb.fail = f.fail
-		if f.failLeft > 0 {
-			f.failLeft--
-		}
-	}
-	return mb
 }
 
 // pushTypes maps each apns-push-type to the suffix its topic carries after the bundle id.
@@ -436,39 +369,23 @@ var (
 var apnsHeaders = []string{"Authorization", "Apns-Id", "Apns-Topic", "Apns-Push-Type",
 	"Apns-Priority", "Apns-Expiration", "Apns-Collapse-Id"}
 
+// apnsID returns the request's apns-id, or a new one when it has none that APNs would take.
+func apnsID(r *http.Request) string {
+	if id := r.Header.Get("apns-id"); canonicalUUID.MatchString(id) {
+		return id
+	}
+	return uuid.NewString()
+}
+
+// serve handles an HTTP/2 request that its Faults let through.
 func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
-	if r.ProtoMajor != 2 {
-		// APNs speaks nothing but HTTP/2; it has no answer of its own for HTTP/1.
-		http.Error(w, "APNs requires HTTP/2", http.StatusHTTPVersionNotSupported)
-		return
+	apnsID := apnsID(r)
+	raw, readErr := io.ReadAll(r.Body)
+	var tooBig *http.MaxBytesError
+	if errors.As(readErr, &tooBig) {
+		// raw holds more than any payload may: check answers PayloadTooLarge, in its turn.
+		readErr = nil
 	}
-	apnsID := r.Header.Get("apns-id")
-	if !canonicalUUID.MatchString(apnsID) {
-		apnsID = uuid.NewString()
-	}
-	// Read the whole request first, as a server does before it answers, so that a dropped
-	// connection or a failure comes after the client has sent everything.
-	raw, readErr := io.ReadAll(io.LimitReader(r.Body, MaxVoIPPayload+1))
-	mb := f.take()
-
-	if mb.delay > 0 {
-		t := time.NewTimer(mb.delay)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		}
-	}
-	if mb.drop {
-		dropConnection(r)
-		return
-	}
-	if mb.fail.Status != 0 {
-		writeError(w, apnsID, mb.fail)
-		return
-	}
-
 	token, ok := strings.CutPrefix(r.URL.Path, DevicePath)
 	if !ok || strings.Contains(token, "/") {
 		writeError(w, apnsID, ErrorFor("BadPath"))
@@ -502,21 +419,18 @@ func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
 
 	f.mu.Lock()
 	e, failed := f.tokenErrors[token]
-	countOnly, onAccept := f.countOnly, f.onAccept
-	if !failed {
-		f.accepted++
-		if !countOnly {
-			f.notifications = append(f.notifications, n)
-			f.counts[strings.ToLower(apnsID)]++
-		}
-	}
 	f.mu.Unlock()
 	if failed {
 		writeError(w, apnsID, e)
 		return
 	}
-	if countOnly && onAccept != nil {
-		onAccept(strings.ToLower(apnsID), n.ReceivedAt)
+	if keep, report := f.Accept(1); keep {
+		f.mu.Lock()
+		f.notifications = append(f.notifications, n)
+		f.counts[strings.ToLower(apnsID)]++
+		f.mu.Unlock()
+	} else if report != nil {
+		report(strings.ToLower(apnsID), n.ReceivedAt)
 	}
 	w.Header().Set("apns-id", apnsID)
 	w.WriteHeader(http.StatusOK)
@@ -650,13 +564,4 @@ func writeError(w http.ResponseWriter, apnsID string, e Error) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(e.Status)
 	_ = json.NewEncoder(w).Encode(body)
-}
-
-// dropConnection closes the TCP connection the request came on, without an answer.
-func dropConnection(r *http.Request) {
-	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
-		_ = c.Close()
-	}
-	// Without the connection at hand (or after closing it), abort the stream.
-	panic(http.ErrAbortHandler)
 }
