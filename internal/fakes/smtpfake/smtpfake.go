@@ -33,10 +33,12 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/heraldhq/herald/internal/fakes/faults"
 )
 
 // Always, passed as a count to Fail or Drop, makes the misbehaviour permanent until Reset.
-const Always = -1
+const Always = faults.Always
 
 // DefaultMaxMessageBytes is the largest message the fake accepts unless configured otherwise.
 const DefaultMaxMessageBytes = 10 << 20
@@ -141,16 +143,8 @@ type Fake struct {
 	closed    bool
 	messages  []Message
 	conns     int
-	scripts   map[Phase]*script
-	mailboxes map[string]int // lower-cased address -> reply code
-}
-
-// script is what the fake was told to do in one phase.
-type script struct {
-	failCode int
-	failLeft int
-	dropLeft int
-	delay    time.Duration
+	phases    map[Phase]*faults.Faults[int] // a failure is an SMTP reply code
+	mailboxes map[string]int                // lower-cased address -> reply code
 }
 
 // New returns a fake configured by cfg, with a fresh self-signed certificate for localhost,
@@ -176,7 +170,7 @@ func New(cfg Config) *Fake {
 		cert:      leaf,
 		pool:      pool,
 		done:      make(chan struct{}),
-		scripts:   make(map[Phase]*script),
+		phases:    make(map[Phase]*faults.Faults[int]),
 		mailboxes: make(map[string]int),
 	}
 }
@@ -248,28 +242,15 @@ func (f *Fake) Close() {
 // Fail makes the next n commands of phase (or all of them, if n is Always) answer code with a
 // server's usual text for it, e.g. 550 5.1.1, 451 4.3.0, 535 5.7.8. A 421 closes the connection
 // after the answer, as servers do. Fail(phase, 0, 0) stops failing.
-func (f *Fake) Fail(phase Phase, code, n int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	s := f.script(phase)
-	s.failCode, s.failLeft = code, n
-}
+func (f *Fake) Fail(phase Phase, code, n int) { f.phase(phase).Fail(code, n) }
 
 // Drop makes the next n commands of phase (or all of them, if n is Always) lose the connection
 // without an answer.
-func (f *Fake) Drop(phase Phase, n int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.script(phase).dropLeft = n
-}
+func (f *Fake) Drop(phase Phase, n int) { f.phase(phase).Drop(n) }
 
 // SetDelay makes every command of phase wait d before it is answered (a stalled greeting, for
 // Connect).
-func (f *Fake) SetDelay(phase Phase, d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.script(phase).delay = d
-}
+func (f *Fake) SetDelay(phase Phase, d time.Duration) { f.phase(phase).SetDelay(d) }
 
 // RejectMailbox makes RCPT TO addr (compared without regard to case) answer code, e.g. 550 for
 // an unknown user or 452 for a full mailbox, until Reset. Code 0 accepts it again.
@@ -289,7 +270,7 @@ func (f *Fake) Reset() {
 	defer f.mu.Unlock()
 	f.messages = nil
 	f.conns = 0
-	f.scripts = make(map[Phase]*script)
+	f.phases = make(map[Phase]*faults.Faults[int])
 	f.mailboxes = make(map[string]int)
 }
 
@@ -333,57 +314,16 @@ func (f *Fake) Connections() int {
 	return f.conns
 }
 
-func (f *Fake) script(p Phase) *script {
-	s, ok := f.scripts[p]
-	if !ok {
-		s = &script{}
-		f.scripts[p] = s
-	}
-	return s
-}
-
-// action is what the fake does with one command.
-type action struct {
-	delay time.Duration
-	drop  bool
-	code  int
-}
-
-// take consumes one unit of the misbehaviour scripted for phase.
-func (f *Fake) take(p Phase) action {
+// phase returns the misbehaviour scripted for p.
+func (f *Fake) phase(p Phase) *faults.Faults[int] {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	s := f.script(p)
-	a := action{delay: s.delay}
-	if s.dropLeft != 0 {
-		a.drop = true
-		if s.dropLeft > 0 {
-			s.dropLeft--
-		}
-		return a
+	s, ok := f.phases[p]
+	if !ok {
+		s = faults.New[int](0)
+		f.phases[p] = s
 	}
-	if s.failLeft != 0 && s.failCode != 0 {
-		a.code = s.failCode
-		if s.failLeft > 0 {
-			s.failLeft--
-		}
-	}
-	return a
-}
-
-// wait sleeps d, or until the fake closes; it reports whether the fake is still open.
-func (f *Fake) wait(d time.Duration) bool {
-	if d <= 0 {
-		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-f.done:
-		return false
-	}
+	return s
 }
 
 // errDropped is returned by a session whose connection was dropped on purpose; nobody reads
@@ -443,21 +383,21 @@ func (l *listener) Accept() (net.Conn, error) {
 		l.f.mu.Lock()
 		l.f.conns++
 		l.f.mu.Unlock()
-		a := l.f.take(Connect)
+		a := l.f.phase(Connect).Take()
 		switch {
-		case a.drop:
+		case a.Drop:
 			c.Close()
 			continue
-		case a.code != 0:
+		case a.Fail != 0:
 			go l.f.refuse(c, a)
 			continue
 		}
-		return &conn{Conn: c, greetDelay: a.delay, done: l.f.done}, nil
+		return &conn{Conn: c, greetDelay: a.Delay, done: l.f.done}, nil
 	}
 }
 
 // refuse answers a connection with code instead of the greeting, then closes it.
-func (f *Fake) refuse(c net.Conn, a action) {
+func (f *Fake) refuse(c net.Conn, a faults.Action[int]) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	if f.cfg.TLS == ImplicitTLS {
@@ -467,11 +407,11 @@ func (f *Fake) refuse(c net.Conn, a action) {
 		}
 		c = tc
 	}
-	if !f.wait(a.delay) {
+	if !faults.Sleep(f.done, a.Delay) {
 		return
 	}
-	e := reply(a.code, "")
-	if a.code == 554 {
+	e := reply(a.Fail, "")
+	if a.Fail == 554 {
 		e.EnhancedCode, e.Message = smtp.EnhancedCode{5, 3, 2}, "No SMTP service here"
 	}
 	fmt.Fprintf(c, "%d %d.%d.%d %s\r\n", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], e.Message)
@@ -489,15 +429,9 @@ type conn struct {
 }
 
 func (c *conn) Write(p []byte) (int, error) {
-	if !c.wrote.Swap(true) && c.greetDelay > 0 {
-		t := time.NewTimer(c.greetDelay)
-		select {
-		case <-t.C:
-		case <-c.done:
-			t.Stop()
-			c.Conn.Close()
-			return 0, net.ErrClosed
-		}
+	if !c.wrote.Swap(true) && !faults.Sleep(c.done, c.greetDelay) {
+		c.Conn.Close()
+		return 0, net.ErrClosed
 	}
 	n, err := c.Conn.Write(p)
 	if c.closeAfterWrite.Load() {
@@ -533,22 +467,27 @@ func (f *Fake) newSession(c *smtp.Conn) (smtp.Session, error) {
 	return &session{f: f, conn: underlying(c.Conn()), tls: isTLS}, nil
 }
 
-// misbehave carries out a for the session: it reports the error to answer, or nil to go on.
-func (s *session) misbehave(a action, addr string) error {
-	if !s.f.wait(a.delay) {
+// misbehave takes the action scripted for phase and does it: see act.
+func (s *session) misbehave(phase Phase, addr string) error {
+	return s.act(s.f.phase(phase).Take(), addr)
+}
+
+// act does a for the session: it reports the error to answer, or nil to go on.
+func (s *session) act(a faults.Action[int], addr string) error {
+	if !faults.Sleep(s.f.done, a.Delay) {
 		return errDropped
 	}
-	if a.drop {
+	if a.Drop {
 		if s.conn != nil {
 			s.conn.Conn.Close()
 		}
 		return errDropped
 	}
-	if a.code != 0 {
-		if a.code == 421 && s.conn != nil {
+	if a.Fail != 0 {
+		if a.Fail == 421 && s.conn != nil {
 			s.conn.closeAfterWrite.Store(true)
 		}
-		return reply(a.code, addr)
+		return reply(a.Fail, addr)
 	}
 	return nil
 }
@@ -567,7 +506,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	if s.f.cfg.TLS == StartTLS && !s.f.cfg.TLSOptional && !s.tls {
 		return nil, mustTLS
 	}
-	if err := s.misbehave(s.f.take(Auth), ""); err != nil {
+	if err := s.misbehave(Auth, ""); err != nil {
 		return nil, err
 	}
 	check := func(identity, user, pass string) error {
@@ -594,7 +533,7 @@ func (s *session) Mail(from string, _ *smtp.MailOptions) error {
 	if s.f.cfg.Username != "" && s.authUser == "" {
 		return reply(530, "")
 	}
-	if err := s.misbehave(s.f.take(Mail), from); err != nil {
+	if err := s.misbehave(Mail, from); err != nil {
 		return err
 	}
 	s.from, s.to = from, nil
@@ -602,14 +541,14 @@ func (s *session) Mail(from string, _ *smtp.MailOptions) error {
 }
 
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
-	if err := s.misbehave(s.f.take(Rcpt), to); err != nil {
+	if err := s.misbehave(Rcpt, to); err != nil {
 		return err
 	}
 	s.f.mu.Lock()
 	code := s.f.mailboxes[strings.ToLower(to)]
 	s.f.mu.Unlock()
 	if code != 0 {
-		return s.misbehave(action{code: code}, to)
+		return s.act(faults.Action[int]{Fail: code}, to)
 	}
 	s.to = append(s.to, to)
 	return nil
@@ -620,7 +559,7 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		return err // go-smtp's ErrDataTooLarge, or a broken connection
 	}
-	if err := s.misbehave(s.f.take(Data), ""); err != nil {
+	if err := s.misbehave(Data, ""); err != nil {
 		return err
 	}
 	m := Message{
