@@ -21,6 +21,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/heraldhq/herald/internal/appkey"
+	"github.com/heraldhq/herald/internal/contactscache"
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/preference"
 	"github.com/heraldhq/herald/internal/ratelimit"
@@ -85,24 +86,12 @@ type KeyInfo struct {
 	RevokedAt *time.Time
 }
 
-// User is what the notifier needs to know of a recipient from the contacts service.
-type User struct {
-	ID            string
-	Email         string
-	Phone         string
-	Locale        string
-	Timezone      string
-	IOSTokens     []string // active devices only
-	AndroidTokens []string
-	// Settings are nil when the user never chose any: category defaults apply.
-	Settings *preference.Settings
-}
+// User is what the notifier needs to know of a recipient from the contacts service: the user
+// as the contacts cache resolves them.
+type User = contactscache.User
 
 // Target is one address on one channel.
-type Target struct {
-	Channel delivery.Channel
-	Address string
-}
+type Target = contactscache.Target
 
 // Recipients is what the contacts service knows of the recipients of a Send.
 type Recipients struct {

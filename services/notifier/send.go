@@ -606,16 +606,16 @@ func (s *Sender) resolve(ctx context.Context, req *SendRequest, channels []deliv
 func (a *Address) targets() []Target {
 	var out []Target
 	if a.Email != "" {
-		out = append(out, Target{delivery.Email, a.Email})
+		out = append(out, Target{Channel: delivery.Email, Address: a.Email})
 	}
 	if a.Phone != "" {
-		out = append(out, Target{delivery.SMS, a.Phone})
+		out = append(out, Target{Channel: delivery.SMS, Address: a.Phone})
 	}
 	for _, t := range a.IOSTokens {
-		out = append(out, Target{delivery.IOS, t})
+		out = append(out, Target{Channel: delivery.IOS, Address: t})
 	}
 	for _, t := range a.AndroidTokens {
-		out = append(out, Target{delivery.Android, t})
+		out = append(out, Target{Channel: delivery.Android, Address: t})
 	}
 	return out
 }

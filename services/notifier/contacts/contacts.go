@@ -39,12 +39,7 @@ func (d *Directory) Close() { d.cache.Close() }
 
 // Resolve implements notifier.Directory.
 func (d *Directory) Resolve(ctx context.Context, userIDs []string, targets []notifier.Target) (*notifier.Recipients, error) {
-	var buf [4]contactscache.Target // a Send's addresses, without an allocation in the common case
-	ts := buf[:0]
-	for _, t := range targets {
-		ts = append(ts, contactscache.Target(t))
-	}
-	users, sups, err := d.cache.Resolve(ctx, coherent.Began(ctx), userIDs, ts)
+	users, sups, err := d.cache.Resolve(ctx, coherent.Began(ctx), userIDs, targets)
 	if err != nil {
 		return nil, err
 	}
@@ -56,8 +51,7 @@ func (d *Directory) Resolve(ctx context.Context, userIDs []string, targets []not
 		if r.Users == nil {
 			r.Users = make(map[string]notifier.User, len(users))
 		}
-		r.Users[userIDs[i]] = notifier.User{ID: u.ID, Email: u.Email, Phone: u.Phone, Locale: u.Locale,
-			Timezone: u.Timezone, IOSTokens: u.IOSTokens, AndroidTokens: u.AndroidTokens, Settings: u.Settings}
+		r.Users[userIDs[i]] = *u
 	}
 	return r, nil
 }
