@@ -4,10 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgtype"
-
-	"github.com/heraldhq/herald/internal/ids"
-	"github.com/heraldhq/herald/internal/pgdb"
+	"github.com/heraldhq/herald/internal/retention"
 )
 
 // Retention: deliveries and their attempt log are kept for a while after they are finished,
@@ -57,7 +54,7 @@ const (
 // accepted at from, and returns how many and when the last one was accepted. A delivery that is
 // not finished is never deleted, however old. Their attempt log goes with PruneAttempts.
 func (s *Store) PruneDeliveries(ctx context.Context, from, cutoff time.Time, limit int) (int, time.Time, error) {
-	return s.prune(ctx, pruneDeliveriesSQL, from, cutoff, limit)
+	return retention.ByID(ctx, s.db, pruneDeliveriesSQL, from, cutoff, cutoff, limit)
 }
 
 // PruneAttempts deletes up to limit entries of the attempt log that started before cutoff, of
@@ -66,18 +63,5 @@ func (s *Store) PruneDeliveries(ctx context.Context, from, cutoff time.Time, lim
 // deletes at least the attempts of the deliveries PruneDeliveries deletes: those finished before
 // it.
 func (s *Store) PruneAttempts(ctx context.Context, from, cutoff time.Time, limit int) (int, time.Time, error) {
-	return s.prune(ctx, pruneAttemptsSQL, from, cutoff, limit)
-}
-
-func (s *Store) prune(ctx context.Context, sql string, from, cutoff time.Time, limit int) (int, time.Time, error) {
-	var n int
-	var last pgtype.UUID
-	if err := s.db.QueryRow(ctx, sql, pgdb.UUID(ids.FirstV7(from)), pgdb.UUID(ids.FirstV7(cutoff)), cutoff,
-		limit).Scan(&n, &last); err != nil {
-		return 0, from, pgdb.Err(err)
-	}
-	if !last.Valid {
-		return 0, from, nil
-	}
-	return n, ids.V7Time(last.Bytes), nil
+	return retention.ByID(ctx, s.db, pruneAttemptsSQL, from, cutoff, cutoff, limit)
 }

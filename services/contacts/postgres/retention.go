@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/heraldhq/herald/internal/pgdb"
+	"github.com/heraldhq/herald/internal/retention"
 )
 
 // ChangesTable is the contacts service's change feed.
@@ -23,9 +24,7 @@ func PruneChanges(ctx context.Context, tx pgx.Tx, from, cutoff time.Time, limit 
 // whose record is gone is applied again if its request is posted again (see SMSKeyword); the
 // shape is retention.PruneFunc.
 func PruneSMSKeywords(ctx context.Context, tx pgx.Tx, from, cutoff time.Time, limit int) (int, time.Time, error) {
-	var n int
-	var last time.Time
-	err := tx.QueryRow(ctx, `
+	return retention.ByTime(ctx, tx, `
 		WITH gone AS (
 			DELETE FROM contacts.sms_keywords WHERE message_sid = ANY(ARRAY(
 				SELECT message_sid FROM contacts.sms_keywords
@@ -33,9 +32,5 @@ func PruneSMSKeywords(ctx context.Context, tx pgx.Tx, from, cutoff time.Time, li
 				ORDER BY received_at
 				LIMIT $3))
 			RETURNING received_at)
-		SELECT count(*), coalesce(max(received_at), $1) FROM gone`, from, cutoff, limit).Scan(&n, &last)
-	if err != nil {
-		return 0, from, pgdb.Err(err)
-	}
-	return n, last, nil
+		SELECT count(*), coalesce(max(received_at), $1) FROM gone`, from, cutoff, limit)
 }

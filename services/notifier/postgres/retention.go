@@ -5,10 +5,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/heraldhq/herald/internal/ids"
 	"github.com/heraldhq/herald/internal/pgdb"
+	"github.com/heraldhq/herald/internal/retention"
 	"github.com/heraldhq/herald/services/notifier/links"
 )
 
@@ -70,7 +69,7 @@ const (
 // returns how many and when the last one was accepted. Until then GetNotification answers as
 // ever, and the idempotency key stands.
 func PruneNotifications(ctx context.Context, tx pgx.Tx, from, cutoff time.Time, limit int) (int, time.Time, error) {
-	return pruneByID(ctx, tx, pruneNotificationsSQL, from, cutoff, limit)
+	return retention.ByID(ctx, tx, pruneNotificationsSQL, from, cutoff, limit)
 }
 
 // PruneClicks deletes up to limit clicks on the links of deliveries accepted before cutoff, from
@@ -78,19 +77,7 @@ func PruneNotifications(ctx context.Context, tx pgx.Tx, from, cutoff time.Time, 
 // accepted. Clicks are never updated: their place (ctid) read in the statement's snapshot is
 // theirs until it ends.
 func PruneClicks(ctx context.Context, tx pgx.Tx, from, cutoff time.Time, limit int) (int, time.Time, error) {
-	return pruneByID(ctx, tx, pruneClicksSQL, from, cutoff, limit)
-}
-
-// pruneByID runs a statement of the ids made at or after from ($1) and before cutoff ($2),
-// limit ($3) at most, that answers how many rows it deleted and the last one's id.
-func pruneByID(ctx context.Context, tx pgx.Tx, sql string, from, cutoff time.Time, limit int) (int, time.Time, error) {
-	var n int
-	var last pgtype.UUID
-	err := tx.QueryRow(ctx, sql, pgdb.UUID(ids.FirstV7(from)), pgdb.UUID(ids.FirstV7(cutoff)), limit).Scan(&n, &last)
-	if err != nil || !last.Valid {
-		return 0, from, pgdb.Err(err)
-	}
-	return n, ids.V7Time(last.Bytes), nil
+	return retention.ByID(ctx, tx, pruneClicksSQL, from, cutoff, limit)
 }
 
 // PruneLinks deletes up to limit short links whose delivery went out before cutoff (they have
@@ -113,11 +100,5 @@ func PruneLinks(ctx context.Context, tx pgx.Tx, from, cutoff time.Time, limit in
 // apply to. An event announced while the statement ran has moved (its ctid is another): it is
 // left for the next pass.
 func PruneProviderEvents(ctx context.Context, tx pgx.Tx, from, cutoff time.Time, limit int) (int, time.Time, error) {
-	var n int
-	var last time.Time
-	err := tx.QueryRow(ctx, pruneProviderEventsSQL, from, cutoff, limit).Scan(&n, &last)
-	if err != nil {
-		return 0, from, pgdb.Err(err)
-	}
-	return n, last, nil
+	return retention.ByTime(ctx, tx, pruneProviderEventsSQL, from, cutoff, limit)
 }
