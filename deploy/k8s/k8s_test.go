@@ -502,6 +502,19 @@ func checkNATSPolicy(t *testing.T, o *objects, namespace string) {
 	}
 }
 
+// portAllowed reports whether a policy rule's ports let in TCP port: no ports means every port.
+func portAllowed(ports []networkingv1.NetworkPolicyPort, port int32) bool {
+	if len(ports) == 0 {
+		return true
+	}
+	for _, p := range ports {
+		if p.Port == nil || p.Port.Type == intstr.Int && p.Port.IntVal <= port && port <= ptrOr(p.EndPort, p.Port.IntVal) {
+			return true
+		}
+	}
+	return false
+}
+
 // admits reports whether a policy among nps (all in namespace) lets a pod labelled pod, in a
 // namespace labelled ns, connect to TCP port, following NetworkPolicy's rules: no ports means
 // every port, no peers means every source, a podSelector alone means pods of the policy's own
@@ -513,12 +526,7 @@ func admits(nps []*networkingv1.NetworkPolicy, namespace string, pod, ns labels.
 	}
 	for _, np := range nps {
 		for _, r := range np.Spec.Ingress {
-			portOK := len(r.Ports) == 0
-			for _, p := range r.Ports {
-				portOK = portOK || p.Port == nil ||
-					(p.Port.Type == intstr.Int && p.Port.IntVal <= port && port <= ptrOr(p.EndPort, p.Port.IntVal))
-			}
-			if !portOK {
+			if !portAllowed(r.Ports, port) {
 				continue
 			}
 			if len(r.From) == 0 {

@@ -170,12 +170,7 @@ func connects(nps []*networkingv1.NetworkPolicy, namespace string, from, to labe
 			continue
 		}
 		for _, r := range np.Spec.Egress {
-			portOK := len(r.Ports) == 0
-			for _, p := range r.Ports {
-				portOK = portOK || p.Port == nil ||
-					(p.Port.Type == intstr.Int && p.Port.IntVal <= port && port <= ptrOr(p.EndPort, p.Port.IntVal))
-			}
-			if !portOK {
+			if !portAllowed(r.Ports, port) {
 				continue
 			}
 			if len(r.To) == 0 {
