@@ -729,6 +729,14 @@ func checkTokens(v *errs.Violations, field string, tokens []string, parse func(s
 	return out
 }
 
+// inlineFields names the request's field behind each part of inline content.
+var inlineFields = map[string]string{
+	templates.PartPushTitle: "content.title", templates.PartPushBody: "content.body",
+	templates.PartSMSBody: "content.body", templates.PartEmailSubject: "content.subject",
+	templates.PartEmailHTML: "content.html", templates.PartEmailText: "content.body",
+	templates.PartData: "data",
+}
+
 // checkInline holds inline content to the limits that a template's rendered parts are held to
 // (templates.Check), on the channels the Send may use (forChannels), as render maps it to them:
 // the push payload its title, body and data make, the SMS segments of its body, and the email
@@ -737,16 +745,6 @@ func checkTokens(v *errs.Violations, field string, tokens []string, parse func(s
 func checkInline(v *errs.Violations, req *SendRequest, limits templates.Limits) {
 	c := req.Content
 	r := forChannels(inlineRendered(c), req.Channels)
-	subject := "content.subject"
-	if c.Subject == "" {
-		subject = "content.title" // the title stands in for it
-	}
-	fields := map[string]string{
-		templates.PartPushTitle: "content.title", templates.PartPushBody: "content.body",
-		templates.PartSMSBody: "content.body", templates.PartEmailSubject: subject,
-		templates.PartEmailHTML: "content.html", templates.PartEmailText: "content.body",
-		templates.PartData: "data",
-	}
 	for _, channel := range []templates.Rendered{
 		{PushTitle: r.PushTitle, PushBody: r.PushBody},
 		{SMSBody: r.SMSBody},
@@ -754,7 +752,11 @@ func checkInline(v *errs.Violations, req *SendRequest, limits templates.Limits) 
 	} {
 		err := templates.Check(channel, req.Data, limits)
 		if te, ok := err.(*templates.Error); ok {
-			v.Add(fields[te.Part], te.Err.Error())
+			field := inlineFields[te.Part]
+			if te.Part == templates.PartEmailSubject && c.Subject == "" {
+				field = "content.title" // the title stands in for the subject
+			}
+			v.Add(field, te.Err.Error())
 		} else if err != nil {
 			v.Add("content", err.Error())
 		}
