@@ -10,6 +10,7 @@ export PATH := $(BIN):$(PATH)
 BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+GRPC_GATEWAY_VERSION := v2.34.0
 STATICCHECK_VERSION := v0.8.2
 GRPCURL_VERSION := v1.9.4
 
@@ -63,8 +64,11 @@ chaos: ## Run the fault suite (cmd/herald-chaos): kills, restarts and provider f
 build: ## Build every binary into ./bin.
 	$(GO) build -o $(BIN)/ ./cmd/... ./services/notifier/cmd/... ./services/workers/cmd/... ./services/contacts/cmd/...
 
-proto: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## Lint the API and regenerate proto/gen.
-	cd proto && buf lint && rm -rf gen && buf generate
+# The protoc plugins behind `make proto`.
+PROTO_PLUGINS := $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-grpc-gateway $(BIN)/protoc-gen-openapiv2
+
+proto: $(BIN)/buf $(PROTO_PLUGINS) ## Lint the API and regenerate proto/gen and proto/openapi.
+	cd proto && buf lint && rm -rf gen openapi/herald.swagger.json && buf generate --path herald
 
 breaking: $(BIN)/buf ## Check the API for breaking changes against the main branch.
 	cd proto && buf breaking --against '../.git#branch=main,subdir=proto'
@@ -88,7 +92,7 @@ fuzz: ## Run every module's fuzz targets, FUZZTIME (60s) each, two at a time.
 fmt: ## gofmt every Go file.
 	gofmt -w $$(git ls-files '*.go')
 
-tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/staticcheck $(BIN)/grpcurl ## Install the pinned tools into ./bin.
+tools: $(BIN)/buf $(PROTO_PLUGINS) $(BIN)/staticcheck $(BIN)/grpcurl ## Install the pinned tools into ./bin.
 
 $(BIN)/buf:
 	GOBIN=$(BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
@@ -96,6 +100,10 @@ $(BIN)/protoc-gen-go:
 	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 $(BIN)/protoc-gen-go-grpc:
 	GOBIN=$(BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+$(BIN)/protoc-gen-grpc-gateway:
+	GOBIN=$(BIN) $(GO) install github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-grpc-gateway@$(GRPC_GATEWAY_VERSION)
+$(BIN)/protoc-gen-openapiv2:
+	GOBIN=$(BIN) $(GO) install github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2@$(GRPC_GATEWAY_VERSION)
 $(BIN)/staticcheck:
 	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 $(BIN)/grpcurl:

@@ -7,6 +7,7 @@
 package heraldv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -1968,7 +1969,7 @@ var File_herald_v1_contacts_proto protoreflect.FileDescriptor
 
 const file_herald_v1_contacts_proto_rawDesc = "" +
 	"\n" +
-	"\x18herald/v1/contacts.proto\x12\therald.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16herald/v1/common.proto\"\xbb\x02\n" +
+	"\x18herald/v1/contacts.proto\x12\therald.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16herald/v1/common.proto\"\xbb\x02\n" +
 	"\x06Device\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12/\n" +
 	"\bplatform\x18\x02 \x01(\x0e2\x13.herald.v1.PlatformR\bplatform\x12\x14\n" +
@@ -2095,23 +2096,23 @@ const file_herald_v1_contacts_proto_rawDesc = "" +
 	"\bPlatform\x12\x18\n" +
 	"\x14PLATFORM_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPLATFORM_IOS\x10\x01\x12\x14\n" +
-	"\x10PLATFORM_ANDROID\x10\x022\xed\b\n" +
-	"\x0fContactsService\x12I\n" +
+	"\x10PLATFORM_ANDROID\x10\x022\xc1\f\n" +
+	"\x0fContactsService\x12q\n" +
 	"\n" +
-	"UpsertUser\x12\x1c.herald.v1.UpsertUserRequest\x1a\x1d.herald.v1.UpsertUserResponse\x12@\n" +
-	"\aGetUser\x12\x19.herald.v1.GetUserRequest\x1a\x1a.herald.v1.GetUserResponse\x12I\n" +
+	"UpsertUser\x12\x1c.herald.v1.UpsertUserRequest\x1a\x1d.herald.v1.UpsertUserResponse\"&\x82\xd3\xe4\x93\x02 :\x04user\x1a\x18/v1/users/{user.user_id}\x12]\n" +
+	"\aGetUser\x12\x19.herald.v1.GetUserRequest\x1a\x1a.herald.v1.GetUserResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12f\n" +
 	"\n" +
-	"DeleteUser\x12\x1c.herald.v1.DeleteUserRequest\x1a\x1d.herald.v1.DeleteUserResponse\x12R\n" +
-	"\rBatchGetUsers\x12\x1f.herald.v1.BatchGetUsersRequest\x1a .herald.v1.BatchGetUsersResponse\x12U\n" +
-	"\x0eRegisterDevice\x12 .herald.v1.RegisterDeviceRequest\x1a!.herald.v1.RegisterDeviceResponse\x12[\n" +
-	"\x10UnregisterDevice\x12\".herald.v1.UnregisterDeviceRequest\x1a#.herald.v1.UnregisterDeviceResponse\x12L\n" +
-	"\vListDevices\x12\x1d.herald.v1.ListDevicesRequest\x1a\x1e.herald.v1.ListDevicesResponse\x12L\n" +
-	"\vGetSettings\x12\x1d.herald.v1.GetSettingsRequest\x1a\x1e.herald.v1.GetSettingsResponse\x12U\n" +
-	"\x0eUpdateSettings\x12 .herald.v1.UpdateSettingsRequest\x1a!.herald.v1.UpdateSettingsResponse\x12^\n" +
-	"\x11ResolveRecipients\x12#.herald.v1.ResolveRecipientsRequest\x1a$.herald.v1.ResolveRecipientsResponse\x12L\n" +
-	"\vListChanges\x12\x1d.herald.v1.ListChangesRequest\x1a\x1e.herald.v1.ListChangesResponse\x12p\n" +
-	"\x17ListSuppressedAddresses\x12).herald.v1.ListSuppressedAddressesRequest\x1a*.herald.v1.ListSuppressedAddressesResponse\x12g\n" +
-	"\x14CreatePreferenceLink\x12&.herald.v1.CreatePreferenceLinkRequest\x1a'.herald.v1.CreatePreferenceLinkResponseB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
+	"DeleteUser\x12\x1c.herald.v1.DeleteUserRequest\x1a\x1d.herald.v1.DeleteUserResponse\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/users/{user_id}\x12n\n" +
+	"\rBatchGetUsers\x12\x1f.herald.v1.BatchGetUsersRequest\x1a .herald.v1.BatchGetUsersResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/users:batchGet\x12\x89\x01\n" +
+	"\x0eRegisterDevice\x12 .herald.v1.RegisterDeviceRequest\x1a!.herald.v1.RegisterDeviceResponse\"2\x82\xd3\xe4\x93\x02,:\x06device\"\"/v1/users/{device.user_id}/devices\x12~\n" +
+	"\x10UnregisterDevice\x12\".herald.v1.UnregisterDeviceRequest\x1a#.herald.v1.UnregisterDeviceResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/devices:unregister\x12q\n" +
+	"\vListDevices\x12\x1d.herald.v1.ListDevicesRequest\x1a\x1e.herald.v1.ListDevicesResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/users/{user_id}/devices\x12r\n" +
+	"\vGetSettings\x12\x1d.herald.v1.GetSettingsRequest\x1a\x1e.herald.v1.GetSettingsResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/users/{user_id}/settings\x12~\n" +
+	"\x0eUpdateSettings\x12 .herald.v1.UpdateSettingsRequest\x1a!.herald.v1.UpdateSettingsResponse\"'\x82\xd3\xe4\x93\x02!:\x01*\x1a\x1c/v1/users/{user_id}/settings\x12\x81\x01\n" +
+	"\x11ResolveRecipients\x12#.herald.v1.ResolveRecipientsRequest\x1a$.herald.v1.ResolveRecipientsResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/recipients:resolve\x12a\n" +
+	"\vListChanges\x12\x1d.herald.v1.ListChangesRequest\x1a\x1e.herald.v1.ListChangesResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/changes\x12\x8a\x01\n" +
+	"\x17ListSuppressedAddresses\x12).herald.v1.ListSuppressedAddressesRequest\x1a*.herald.v1.ListSuppressedAddressesResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/suppressions\x12\x9c\x01\n" +
+	"\x14CreatePreferenceLink\x12&.herald.v1.CreatePreferenceLinkRequest\x1a'.herald.v1.CreatePreferenceLinkResponse\"3\x82\xd3\xe4\x93\x02-:\x01*\"(/v1/users/{user_id}:createPreferenceLinkB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
 
 var (
 	file_herald_v1_contacts_proto_rawDescOnce sync.Once

@@ -7,6 +7,7 @@
 package heraldv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -1671,7 +1672,7 @@ var File_herald_v1_notification_proto protoreflect.FileDescriptor
 
 const file_herald_v1_notification_proto_rawDesc = "" +
 	"\n" +
-	"\x1cherald/v1/notification.proto\x12\therald.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16herald/v1/common.proto\"\x93\x01\n" +
+	"\x1cherald/v1/notification.proto\x12\therald.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16herald/v1/common.proto\"\x93\x01\n" +
 	"\x11TrackEventRequest\x12\x1f\n" +
 	"\vdelivery_id\x18\x01 \x01(\tR\n" +
 	"deliveryId\x12-\n" +
@@ -1806,15 +1807,15 @@ const file_herald_v1_notification_proto_rawDesc = "" +
 	"\x1bENGAGEMENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ENGAGEMENT_KIND_OPENED\x10\x01\x12\x1d\n" +
 	"\x19ENGAGEMENT_KIND_DISMISSED\x10\x02\x12\x1b\n" +
-	"\x17ENGAGEMENT_KIND_CLICKED\x10\x032\xe0\x03\n" +
-	"\x13NotificationService\x127\n" +
-	"\x04Send\x12\x16.herald.v1.SendRequest\x1a\x17.herald.v1.SendResponse\x12X\n" +
-	"\x0fGetNotification\x12!.herald.v1.GetNotificationRequest\x1a\".herald.v1.GetNotificationResponse\x12a\n" +
-	"\x12CancelNotification\x12$.herald.v1.CancelNotificationRequest\x1a%.herald.v1.CancelNotificationResponse\x12F\n" +
-	"\tSendBatch\x12\x1b.herald.v1.SendBatchRequest\x1a\x1c.herald.v1.SendBatchResponse\x12@\n" +
-	"\aExplain\x12\x19.herald.v1.ExplainRequest\x1a\x1a.herald.v1.ExplainResponse\x12I\n" +
+	"\x17ENGAGEMENT_KIND_CLICKED\x10\x032\xed\x05\n" +
+	"\x13NotificationService\x12Z\n" +
+	"\x04Send\x12\x16.herald.v1.SendRequest\x1a\x17.herald.v1.SendResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/notifications:send\x12\x85\x01\n" +
+	"\x0fGetNotification\x12!.herald.v1.GetNotificationRequest\x1a\".herald.v1.GetNotificationResponse\"+\x82\xd3\xe4\x93\x02%\x12#/v1/notifications/{notification_id}\x12\x98\x01\n" +
+	"\x12CancelNotification\x12$.herald.v1.CancelNotificationRequest\x1a%.herald.v1.CancelNotificationResponse\"5\x82\xd3\xe4\x93\x02/:\x01*\"*/v1/notifications/{notification_id}:cancel\x12n\n" +
+	"\tSendBatch\x12\x1b.herald.v1.SendBatchRequest\x1a\x1c.herald.v1.SendBatchResponse\"&\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/notifications:sendBatch\x12l\n" +
+	"\aExplain\x12\x19.herald.v1.ExplainRequest\x1a\x1a.herald.v1.ExplainResponse\"*\x82\xd3\xe4\x93\x02$:\arequest\"\x19/v1/notifications:explain\x12y\n" +
 	"\n" +
-	"TrackEvent\x12\x1c.herald.v1.TrackEventRequest\x1a\x1d.herald.v1.TrackEventResponseB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
+	"TrackEvent\x12\x1c.herald.v1.TrackEventRequest\x1a\x1d.herald.v1.TrackEventResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/v1/deliveries/{delivery_id}/eventsB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
 
 var (
 	file_herald_v1_notification_proto_rawDescOnce sync.Once

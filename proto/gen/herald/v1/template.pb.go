@@ -7,6 +7,7 @@
 package heraldv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	structpb "google.golang.org/protobuf/types/known/structpb"
@@ -596,7 +597,7 @@ var File_herald_v1_template_proto protoreflect.FileDescriptor
 
 const file_herald_v1_template_proto_rawDesc = "" +
 	"\n" +
-	"\x18herald/v1/template.proto\x12\therald.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16herald/v1/common.proto\"\x9b\x01\n" +
+	"\x18herald/v1/template.proto\x12\therald.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16herald/v1/common.proto\"\x9b\x01\n" +
 	"\x15RenderTemplateRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\aversion\x18\x02 \x01(\x05H\x00R\aversion\x88\x01\x01\x12\x16\n" +
@@ -641,11 +642,11 @@ const file_herald_v1_template_proto_rawDesc = "" +
 	"\n" +
 	"\b_version\"F\n" +
 	"\x13GetTemplateResponse\x12/\n" +
-	"\btemplate\x18\x01 \x01(\v2\x13.herald.v1.TemplateR\btemplate2\x8d\x02\n" +
-	"\x0fTemplateService\x12U\n" +
-	"\x0eCreateTemplate\x12 .herald.v1.CreateTemplateRequest\x1a!.herald.v1.CreateTemplateResponse\x12L\n" +
-	"\vGetTemplate\x12\x1d.herald.v1.GetTemplateRequest\x1a\x1e.herald.v1.GetTemplateResponse\x12U\n" +
-	"\x0eRenderTemplate\x12 .herald.v1.RenderTemplateRequest\x1a!.herald.v1.RenderTemplateResponseB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
+	"\btemplate\x18\x01 \x01(\v2\x13.herald.v1.TemplateR\btemplate2\xf4\x02\n" +
+	"\x0fTemplateService\x12v\n" +
+	"\x0eCreateTemplate\x12 .herald.v1.CreateTemplateRequest\x1a!.herald.v1.CreateTemplateResponse\"\x1f\x82\xd3\xe4\x93\x02\x19:\btemplate\"\r/v1/templates\x12j\n" +
+	"\vGetTemplate\x12\x1d.herald.v1.GetTemplateRequest\x1a\x1e.herald.v1.GetTemplateResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/templates/{name}\x12}\n" +
+	"\x0eRenderTemplate\x12 .herald.v1.RenderTemplateRequest\x1a!.herald.v1.RenderTemplateResponse\"&\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/templates/{name}:renderB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
 
 var (
 	file_herald_v1_template_proto_rawDescOnce sync.Once
