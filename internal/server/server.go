@@ -1,5 +1,6 @@
 // Package server runs the two listeners every Herald service has: gRPC (the API, with health
-// checking and reflection) and HTTP (health, readiness, and whatever pages the service adds).
+// checking and reflection) and HTTP (health, readiness, metrics, the API as HTTP/JSON where the
+// service serves it, and whatever pages the service adds).
 package server
 
 import (
@@ -9,7 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -18,6 +22,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/heraldhq/herald/internal/tlsconfig"
 	"github.com/heraldhq/herald/internal/tracing"
@@ -53,8 +58,16 @@ type Server struct {
 	// process (the dev stack, the tests).
 	Metrics *prometheus.Registry
 
-	log      *slog.Logger
-	grpcLis  net.Listener
+	log     *slog.Logger
+	grpcLis net.Listener
+	// local serves the same services as GRPC, in memory, to the HTTP/JSON API (gateway.go).
+	local     *grpc.Server
+	localLis  *bufconn.Listener
+	localOnce sync.Once
+	localConn *grpc.ClientConn
+	localErr  error
+	gateway   *runtime.ServeMux
+
 	httpLis  net.Listener
 	httpSrv  *http.Server
 	checks   map[string]Check
@@ -81,10 +94,11 @@ func New(log *slog.Logger, grpcAddr, httpAddr string, tls tlsconfig.Files, inter
 		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
 		grpc.MaxSendMsgSize(MaxMessageSize),
 	}
+	opts = append(opts, tracing.ServerOptions()...)
+	local := grpc.NewServer(opts...)
 	if creds != nil {
 		opts = append(opts, creds)
 	}
-	opts = append(opts, tracing.ServerOptions()...)
 	var gl net.Listener
 	if grpcAddr != "" {
 		if gl, err = net.Listen("tcp", grpcAddr); err != nil {
@@ -104,6 +118,8 @@ func New(log *slog.Logger, grpcAddr, httpAddr string, tls tlsconfig.Files, inter
 		Health:   health.NewServer(),
 		log:      log,
 		grpcLis:  gl,
+		local:    local,
+		localLis: bufconn.Listen(1 << 20),
 		httpLis:  hl,
 		checks:   map[string]Check{},
 		serveErr: make(chan error, 2),
@@ -182,6 +198,7 @@ func (s *Server) Start() {
 	if s.grpcLis != nil {
 		go func() { s.serveErr <- s.GRPC.Serve(s.grpcLis) }()
 	}
+	go s.local.Serve(s.localLis) // ends when Close stops it
 	go func() {
 		if err := s.httpSrv.Serve(s.httpLis); !errors.Is(err, http.ErrServerClosed) {
 			s.serveErr <- err
@@ -212,16 +229,22 @@ func (s *Server) Close(ctx context.Context) {
 		close(s.stop)
 	}
 	s.Health.Shutdown()
+	// HTTP first: its calls in progress finish through the local server, which stops after.
+	s.httpSrv.Shutdown(ctx)
+	s.httpSrv.Close()
 	done := make(chan struct{})
 	go func() {
 		s.GRPC.GracefulStop()
+		s.local.GracefulStop()
 		close(done)
 	}()
 	select {
 	case <-done:
 	case <-ctx.Done():
 		s.GRPC.Stop()
+		s.local.Stop()
 	}
-	s.httpSrv.Shutdown(ctx)
-	s.httpSrv.Close()
+	if s.localConn != nil {
+		s.localConn.Close()
+	}
 }

@@ -7,6 +7,7 @@ package tracing
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
@@ -74,6 +75,15 @@ func DialOptions() []grpc.DialOption {
 		return nil
 	}
 	return []grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler())}
+}
+
+// FromHTTP returns ctx with the trace context of an HTTP request's headers (traceparent), when
+// tracing is on, so that the calls made for the request join the caller's trace.
+func FromHTTP(ctx context.Context, h http.Header) context.Context {
+	if !Enabled() {
+		return ctx
+	}
+	return otel.GetTextMapPropagator().Extract(ctx, propagation.HeaderCarrier(h))
 }
 
 // headers adapts nats.Header to the propagator.

@@ -61,7 +61,8 @@ type Content struct {
 
 // Limits on request fields, so that one request cannot cost unbounded memory or storage.
 const (
-	maxIdempotencyKey = 256
+	// MaxIdempotencyKey is the longest idempotency key, in bytes.
+	MaxIdempotencyKey = 256
 	maxUserID         = 128
 	maxTokens         = 100
 	maxTemplateName   = 128
@@ -624,7 +625,7 @@ func (a *Address) targets() []Target {
 // held to the limits that rendered templates are held to (see checkInline).
 func validate(req *SendRequest, now time.Time, limits templates.Limits) error {
 	var v errs.Violations
-	checkLen(&v, "idempotency_key", req.IdempotencyKey, maxIdempotencyKey)
+	checkLen(&v, "idempotency_key", req.IdempotencyKey, MaxIdempotencyKey)
 	switch {
 	case req.UserID != "" && req.Address != nil:
 		v.Add("recipient", "set either user_id or address, not both")

@@ -34,8 +34,11 @@ import (
 
 // Config is everything a contacts service needs to run.
 type Config struct {
-	GRPCAddr       string
-	HTTPAddr       string
+	GRPCAddr string
+	HTTPAddr string
+	// DisableHTTPAPI keeps the API off the HTTP listener (it is served there as HTTP/JSON
+	// otherwise), for deployments that allow only mutual-TLS gRPC callers.
+	DisableHTTPAPI bool
 	DatabaseURL    string
 	NATSURL        string
 	StreamReplicas int
@@ -59,7 +62,8 @@ type Config struct {
 // RegisterFlags binds c's fields to flags with their defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:7401", "gRPC listen address")
-	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:7481", "HTTP listen address (health, readiness)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:7481", "HTTP listen address (the API as HTTP/JSON, health, readiness, metrics)")
+	fs.BoolVar(&c.DisableHTTPAPI, "disable-http-api", false, "do not serve the API as HTTP/JSON on --http-addr (gRPC only)")
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL (required)")
 	fs.StringVar(&c.NATSURL, "nats-url", nats.DefaultURL, "NATS URL(s), comma-separated")
 	fs.IntVar(&c.StreamReplicas, "stream-replicas", 1, "JetStream stream replicas")
@@ -146,7 +150,16 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	} else {
 		log.Warn("no --link-keys: preference links, unsubscribe and the SMS webhook are off")
 	}
-	heraldv1.RegisterContactsServiceServer(d.srv.GRPC, api)
+	heraldv1.RegisterContactsServiceServer(d.srv, api)
+	if !cfg.DisableHTTPAPI {
+		local, err := d.srv.Local()
+		if err != nil {
+			return nil, err
+		}
+		if err := d.srv.ServeJSON(local, heraldv1.RegisterContactsServiceHandler); err != nil {
+			return nil, err
+		}
+	}
 	d.srv.AddCheck("database", func(ctx context.Context) error { return d.pool.Ping(ctx) })
 	d.srv.AddCheck("nats", func(context.Context) error {
 		if !d.nc.IsConnected() {

@@ -47,11 +47,14 @@ import (
 
 // Config is everything a notifier needs to run.
 type Config struct {
-	GRPCAddr     string
-	HTTPAddr     string
-	DatabaseURL  string
-	NATSURL      string
-	ContactsAddr string
+	GRPCAddr string
+	HTTPAddr string
+	// DisableHTTPAPI keeps the API off the HTTP listener (it is served there as HTTP/JSON
+	// otherwise), for deployments that allow only mutual-TLS gRPC callers.
+	DisableHTTPAPI bool
+	DatabaseURL    string
+	NATSURL        string
+	ContactsAddr   string
 	// ContactsKey is the notifier's own app key for the contacts service, which it looks
 	// recipients up with whoever the caller is. It is installed at start-up as a key of the app
 	// ContactsApp, with contacts read access, unless it belongs to another app already (then
@@ -93,7 +96,8 @@ type Config struct {
 // RegisterFlags binds c's fields to flags with their defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:7400", "gRPC listen address")
-	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:7480", "HTTP listen address (health, readiness)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:7480", "HTTP listen address (the API as HTTP/JSON, health, readiness, metrics)")
+	fs.BoolVar(&c.DisableHTTPAPI, "disable-http-api", false, "do not serve the API as HTTP/JSON on --http-addr (gRPC only)")
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL (required)")
 	fs.StringVar(&c.NATSURL, "nats-url", nats.DefaultURL, "NATS URL(s), comma-separated")
 	fs.StringVar(&c.ContactsAddr, "contacts-addr", "127.0.0.1:7401", "contacts service gRPC address (empty: no user recipients, no suppressions)")
@@ -123,13 +127,15 @@ type Daemon struct {
 	deliveries *deliverypg.Store
 	nc         *nats.Conn
 	contacts   *grpc.ClientConn
-	dir        *contacts.Directory
-	sender     *notifier.Sender
-	clicks     *links.Recorder
-	erasures   jetstream.ConsumeContext
-	srv        *server.Server
-	cancel     context.CancelFunc
-	done       chan struct{}
+	// contactsAPI carries the HTTP/JSON API's contacts calls, with the caller's own key.
+	contactsAPI *grpc.ClientConn
+	dir         *contacts.Directory
+	sender      *notifier.Sender
+	clicks      *links.Recorder
+	erasures    jetstream.ConsumeContext
+	srv         *server.Server
+	cancel      context.CancelFunc
+	done        chan struct{}
 }
 
 // Start brings a notifier up: it migrates the schema, ensures the streams, and serves.
@@ -281,9 +287,14 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 			RepublishAfter: cfg.RepublishAfter},
 		QueueStats: watcher,
 	}
-	heraldv1.RegisterNotificationServiceServer(d.srv.GRPC, api)
-	heraldv1.RegisterTemplateServiceServer(d.srv.GRPC, api)
-	heraldv1.RegisterAdminServiceServer(d.srv.GRPC, api)
+	heraldv1.RegisterNotificationServiceServer(d.srv, api)
+	heraldv1.RegisterTemplateServiceServer(d.srv, api)
+	heraldv1.RegisterAdminServiceServer(d.srv, api)
+	if !cfg.DisableHTTPAPI {
+		if err := d.serveJSON(cfg); err != nil {
+			return nil, err
+		}
+	}
 	hooks, err := webhooks.New(webhooks.Config{
 		PublicURL: strings.TrimSuffix(cfg.PublicURL, "/"), SendGridPublicKey: cfg.SendGridWebhookKey,
 		TwilioAuthToken: cfg.TwilioAuthToken, JS: js, Store: store, Log: log, Received: metrics.ProviderEvents,
@@ -365,12 +376,41 @@ func (d *Daemon) closeResources() {
 	if d.contacts != nil {
 		d.contacts.Close()
 	}
+	if d.contactsAPI != nil {
+		d.contactsAPI.Close()
+	}
 	if d.nc != nil {
 		d.nc.Drain()
 	}
 	if d.pool != nil {
 		d.pool.Close()
 	}
+}
+
+// serveJSON serves the HTTP/JSON API on the HTTP listener: the notifier's own services, and
+// the contacts service's, passed on to it over gRPC with the caller's key, so that one address
+// serves the whole API.
+func (d *Daemon) serveJSON(cfg Config) error {
+	local, err := d.srv.Local()
+	if err != nil {
+		return err
+	}
+	if err := d.srv.ServeJSON(local, heraldv1.RegisterNotificationServiceHandler, heraldv1.RegisterTemplateServiceHandler); err != nil {
+		return err
+	}
+	if cfg.ContactsAddr == "" {
+		return nil
+	}
+	creds, err := tlsconfig.DialOption(cfg.ContactsTLS)
+	if err != nil {
+		return fmt.Errorf("contacts TLS: %w", err)
+	}
+	// Not d.contacts: its per-call credentials are the notifier's own key, and these calls must
+	// carry the caller's.
+	if d.contactsAPI, err = grpc.NewClient(cfg.ContactsAddr, append(tracing.DialOptions(), creds, roundRobin, server.DialOption())...); err != nil {
+		return fmt.Errorf("contacts client: %w", err)
+	}
+	return d.srv.ServeJSON(d.contactsAPI, heraldv1.RegisterContactsServiceHandler)
 }
 
 // roundRobin spreads calls to the contacts service over every address its name resolves to

@@ -2,6 +2,8 @@ package rpc
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -53,6 +55,17 @@ func (s *Server) SendBatch(ctx context.Context, req *heraldv1.SendBatchRequest) 
 	v.Count("recipients", n, notifier.MaxBatch)
 	v.Count("channels", len(req.GetChannels()), len(protoconv.ChannelDomain))
 	checkData(&v, "data", req.GetData())
+	// A batch's idempotency key (the HTTP API's Idempotency-Key header) stands for the keys of
+	// the recipients that have none: "<key>/<index>". A retried batch then replays each
+	// recipient, and one whose recipients moved answers ALREADY_EXISTS for those that did.
+	batchKey, err := metadataKey(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	if len(batchKey) > notifier.MaxIdempotencyKey-len("/999") {
+		v.Add("idempotency_key", fmt.Sprintf("the Idempotency-Key header of a batch is at most %d bytes, got %d",
+			notifier.MaxIdempotencyKey-len("/999"), len(batchKey)))
+	}
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
@@ -60,8 +73,12 @@ func (s *Server) SendBatch(ctx context.Context, req *heraldv1.SendBatchRequest) 
 	reqs := make([]*notifier.SendRequest, 0, n)
 	index := make([]int, 0, n) // reqs[k] answers recipient index[k]
 	for i, r := range req.GetRecipients() {
+		key := r.GetIdempotencyKey()
+		if key == "" && batchKey != "" {
+			key = batchKey + "/" + strconv.Itoa(i)
+		}
 		one := &heraldv1.SendRequest{
-			IdempotencyKey: r.GetIdempotencyKey(), Recipient: r.GetRecipient(), Category: req.GetCategory(),
+			IdempotencyKey: key, Recipient: r.GetRecipient(), Category: req.GetCategory(),
 			Channels: req.GetChannels(), Data: mergeData(req.GetData(), r.GetData()), Priority: req.GetPriority(),
 			SendAt: req.GetSendAt(), Ttl: req.GetTtl(),
 		}

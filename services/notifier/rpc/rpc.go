@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -17,6 +18,7 @@ import (
 	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/protoconv"
+	"github.com/heraldhq/herald/internal/server"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 	"github.com/heraldhq/herald/services/notifier"
 	"github.com/heraldhq/herald/services/notifier/ops"
@@ -67,6 +69,12 @@ func (s *Server) Send(ctx context.Context, req *heraldv1.SendRequest) (*heraldv1
 	if err != nil {
 		return nil, err
 	}
+	if key, err := metadataKey(ctx, req.GetIdempotencyKey()); err != nil {
+		return nil, err
+	} else if key != req.GetIdempotencyKey() {
+		req = proto.CloneOf(req)
+		req.IdempotencyKey = key
+	}
 	dreq, err := sendRequest(req)
 	if err != nil {
 		return nil, err
@@ -76,6 +84,26 @@ func (s *Server) Send(ctx context.Context, req *heraldv1.SendRequest) (*heraldv1
 		return nil, err
 	}
 	return sendResponse(res), nil
+}
+
+// metadataKey returns the idempotency key of a call whose request field holds key: the call's
+// idempotency-key metadata (the HTTP API's Idempotency-Key header) when it has one, else key.
+// A call that gives two different keys, or several in metadata, is refused: which one was meant
+// cannot be told, and guessing could send twice.
+func metadataKey(ctx context.Context, key string) (string, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get(server.IdempotencyKeyMetadata)
+	switch {
+	case len(vals) == 0:
+		return key, nil
+	case len(vals) > 1:
+		return "", errs.Field("idempotency_key", "the Idempotency-Key header is given more than once")
+	case vals[0] == "":
+		return "", errs.Field("idempotency_key", "the Idempotency-Key header is empty")
+	case key != "" && key != vals[0]:
+		return "", errs.Field("idempotency_key", "differs from the Idempotency-Key header; give one of them")
+	}
+	return vals[0], nil
 }
 
 func sendResponse(res *notifier.SendResult) *heraldv1.SendResponse {
