@@ -35,7 +35,9 @@ help: ## List the targets.
 run: ## Start the whole system on this machine (embedded NATS, private PostgreSQL, simulator).
 	$(GO) run ./cmd/herald-dev
 
-test: ## Run every module's tests against real PostgreSQL and JetStream.
+# proto's tests regenerate the API with the pinned buf and plugins (not buf-plugin-herald, which
+# buf generate does not run) and compare the result with the committed code.
+test: $(BIN)/buf $(PROTO_PLUGINS) ## Run every module's tests against real PostgreSQL and JetStream.
 	$(GO) test -count=1 $(addsuffix /...,$(MODULES))
 	for m in $(STANDALONE); do (cd $$m && GOWORK=off $(GO) test -count=1 ./...) || exit 1; done
 
