@@ -17,8 +17,15 @@ GRPCURL_VERSION := v1.9.4
 # Every Go module of the workspace.
 MODULES := . ./proto ./internal ./services/notifier ./services/workers ./services/contacts ./deploy
 # Modules kept out of the workspace because their dependencies would raise the versions the
-# services build with (deploy/monitoring needs the whole of Prometheus for its PromQL parser).
-STANDALONE := ./deploy/monitoring
+# services build with (deploy/monitoring needs the whole of Prometheus for its PromQL parser,
+# proto/bufcheck buf's plugin library).
+STANDALONE := ./deploy/monitoring ./proto/bufcheck
+
+# The protoc plugins behind `make proto`.
+PROTO_PLUGINS := $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-grpc-gateway $(BIN)/protoc-gen-openapiv2
+# Herald's own buf check plugin (proto/bufcheck), named in proto/buf.yaml: buf lint and buf
+# breaking fail without it, buf generate does not need it.
+BUF_PLUGIN := $(BIN)/buf-plugin-herald
 
 .PHONY: help run test modules bench chaos fuzz proto breaking lint fmt vet tools build clean
 
@@ -28,7 +35,9 @@ help: ## List the targets.
 run: ## Start the whole system on this machine (embedded NATS, private PostgreSQL, simulator).
 	$(GO) run ./cmd/herald-dev
 
-test: ## Run every module's tests against real PostgreSQL and JetStream.
+# proto's tests regenerate the API with the pinned buf and plugins (not buf-plugin-herald, which
+# buf generate does not run) and compare the result with the committed code.
+test: $(BIN)/buf $(PROTO_PLUGINS) ## Run every module's tests against real PostgreSQL and JetStream.
 	$(GO) test -count=1 $(addsuffix /...,$(MODULES))
 	for m in $(STANDALONE); do (cd $$m && GOWORK=off $(GO) test -count=1 ./...) || exit 1; done
 
@@ -64,16 +73,13 @@ chaos: ## Run the fault suite (cmd/herald-chaos): kills, restarts and provider f
 build: ## Build every binary into ./bin.
 	$(GO) build -o $(BIN)/ ./cmd/... ./services/notifier/cmd/... ./services/workers/cmd/... ./services/contacts/cmd/...
 
-# The protoc plugins behind `make proto`.
-PROTO_PLUGINS := $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/protoc-gen-grpc-gateway $(BIN)/protoc-gen-openapiv2
-
-proto: $(BIN)/buf $(PROTO_PLUGINS) ## Lint the API and regenerate proto/gen and proto/openapi.
+proto: $(BIN)/buf $(PROTO_PLUGINS) $(BUF_PLUGIN) ## Lint the API and regenerate proto/gen and proto/openapi.
 	cd proto && buf lint && rm -rf gen openapi/herald.swagger.json && buf generate --path herald
 
-breaking: $(BIN)/buf ## Check the API for breaking changes against the main branch.
+breaking: $(BIN)/buf $(BUF_PLUGIN) ## Check the API for breaking changes against the main branch.
 	cd proto && buf breaking --against '../.git#branch=main,subdir=proto'
 
-lint: $(BIN)/staticcheck $(BIN)/buf vet ## gofmt, go vet, staticcheck and buf lint.
+lint: $(BIN)/staticcheck $(BIN)/buf $(BUF_PLUGIN) vet ## gofmt, go vet, staticcheck and buf lint.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	staticcheck $(addsuffix /...,$(MODULES))
 	for m in $(STANDALONE); do (cd $$m && GOWORK=off staticcheck ./...) || exit 1; done
@@ -92,7 +98,7 @@ fuzz: ## Run every module's fuzz targets, FUZZTIME (60s) each, two at a time.
 fmt: ## gofmt every Go file.
 	gofmt -w $$(git ls-files '*.go')
 
-tools: $(BIN)/buf $(PROTO_PLUGINS) $(BIN)/staticcheck $(BIN)/grpcurl ## Install the pinned tools into ./bin.
+tools: $(BIN)/buf $(PROTO_PLUGINS) $(BUF_PLUGIN) $(BIN)/staticcheck $(BIN)/grpcurl ## Install the pinned tools into ./bin.
 
 $(BIN)/buf:
 	GOBIN=$(BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
@@ -108,6 +114,10 @@ $(BIN)/staticcheck:
 	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 $(BIN)/grpcurl:
 	GOBIN=$(BIN) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+# Built from this checkout, not installed at a version, and rebuilt when its source changes, so a
+# rule edited on a branch is the rule that branch checks with.
+$(BUF_PLUGIN): $(shell find proto/bufcheck -name '*.go' -not -name '*_test.go') proto/bufcheck/go.mod proto/bufcheck/go.sum
+	cd proto/bufcheck && GOWORK=off $(GO) build -o $@ ./cmd/buf-plugin-herald
 
 clean: ## Remove built binaries (not ./.herald, which holds make run's data).
 	rm -rf $(BIN)
