@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
@@ -184,6 +185,12 @@ func apiHandler(next http.Handler, limit int64) http.Handler {
 			tooLarge()
 			return
 		}
+		// Path and query parameters become proto strings, which must be UTF-8: without this,
+		// a request naming "/v1/users/%80" would fail in the gRPC encoder, as an internal error.
+		if !utf8.ValidString(r.URL.Path) || !validQuery(r.URL.RawQuery) {
+			writeError(r.Context(), nil, jsonCodec, w, r, status.Error(codes.InvalidArgument, "the path and the query must be UTF-8 text"))
+			return
+		}
 		body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 		if err != nil {
 			writeError(r.Context(), nil, jsonCodec, w, r, status.Error(codes.InvalidArgument, "the request body could not be read"))
@@ -196,6 +203,26 @@ func apiHandler(next http.Handler, limit int64) http.Handler {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		next.ServeHTTP(w, r.WithContext(tracing.FromHTTP(r.Context(), r.Header)))
 	})
+}
+
+// validQuery reports whether every key and value of a raw query decodes to UTF-8 text. One
+// that does not decode at all is left to grpc-gateway, which refuses it.
+func validQuery(raw string) bool {
+	values, err := url.ParseQuery(raw)
+	if err != nil {
+		return true
+	}
+	for k, vs := range values {
+		if !utf8.ValidString(k) {
+			return false
+		}
+		for _, v := range vs {
+			if !utf8.ValidString(v) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 var strictQueryOnce sync.Once
