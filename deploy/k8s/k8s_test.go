@@ -439,6 +439,27 @@ func checkNetworkPolicies(t *testing.T, o *objects) {
 			}
 		}
 	}
+	// The apps' backends call the API over gRPC or HTTP/JSON; a pod of another, unlabelled
+	// namespace reaches neither.
+	caller := labels.Set{"app.kubernetes.io/name": "shop"}
+	client := labels.Set{"kubernetes.io/metadata.name": "shop", "heraldhq.io/client": "true"}
+	stranger := labels.Set{"kubernetes.io/metadata.name": "elsewhere"}
+	for service, ports := range map[string][]int32{"notifier": {7400, 7480}, "contacts": {7401, 7481}} {
+		var over []*networkingv1.NetworkPolicy
+		for _, np := range o.netpols {
+			if selects(np, labels.Set{"app.kubernetes.io/name": service, "app.kubernetes.io/part-of": "herald"}) {
+				over = append(over, np)
+			}
+		}
+		for _, port := range ports {
+			if !admits(over, "herald", caller, client, port) {
+				t.Errorf("a calling app's pod cannot reach the %s API on port %d", service, port)
+			}
+			if admits(over, "herald", caller, stranger, port) {
+				t.Errorf("a pod of an unlabelled namespace reaches the %s API on port %d", service, port)
+			}
+		}
+	}
 }
 
 // The labels the NATS Helm chart (1.x, release "nats") gives its servers and its nats-box.
