@@ -191,6 +191,13 @@ func apiHandler(next http.Handler, limit int64) http.Handler {
 			writeError(r.Context(), nil, jsonCodec, w, r, status.Error(codes.InvalidArgument, "the path and the query must be UTF-8 text"))
 			return
 		}
+		// grpc-gateway splits the path at "%2F" as at "/", so "/v1/users/a%2Fdevices" would be
+		// a call for the devices of user "a", not for user "a/devices".
+		if strings.Contains(strings.ToUpper(r.URL.RawPath), "%2F") {
+			writeError(r.Context(), nil, jsonCodec, w, r, status.Error(codes.InvalidArgument,
+				"a path parameter cannot hold '/' (%2F): call the gRPC API for such ids"))
+			return
+		}
 		body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 		if err != nil {
 			writeError(r.Context(), nil, jsonCodec, w, r, status.Error(codes.InvalidArgument, "the request body could not be read"))

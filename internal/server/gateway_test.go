@@ -206,6 +206,13 @@ func TestGatewayRequests(t *testing.T) {
 			t.Errorf("chunked body: status %d, want 413", res.StatusCode)
 		}
 	})
+	t.Run("encoded slash", func(t *testing.T) {
+		for _, path := range []string{"/v1/notifications/a%2Fb", "/v1/notifications/a%2fb"} {
+			if a := call(t, "GET", url+path, "", nil); a.status != 400 || !strings.Contains(a.body["message"].(string), "cannot hold '/'") {
+				t.Errorf("GET %s: answer %d %v, want 400", path, a.status, a.body)
+			}
+		}
+	})
 	t.Run("unbound route", func(t *testing.T) {
 		if a := call(t, "GET", url+"/v1/nothing", "", nil); a.status != 404 {
 			t.Errorf("answer %d %v, want 404", a.status, a.body)
