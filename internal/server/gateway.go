@@ -19,6 +19,8 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -82,7 +84,7 @@ func (s *Server) Local() (*grpc.ClientConn, error) {
 func (s *Server) ServeJSON(conn *grpc.ClientConn, gateways ...Gateway) error {
 	if s.gateway == nil {
 		s.gateway = newGatewayMux()
-		s.HTTP.Handle("/v1/", apiHandler(s.gateway, MaxMessageSize))
+		s.HTTP.Handle("/v1/", countHTTP(s.Metrics, apiHandler(s.gateway, MaxMessageSize)))
 		s.HTTP.Handle("GET /openapi.json", openapi.Handler())
 	}
 	for _, register := range gateways {
@@ -93,12 +95,25 @@ func (s *Server) ServeJSON(conn *grpc.ClientConn, gateways ...Gateway) error {
 	return nil
 }
 
-// jsonCodec is how the API reads and writes JSON: protojson, with every field in answers (a
-// client in any language finds false, 0 and [] rather than a missing key), and unknown fields
-// in requests refused, naming the field, instead of silently dropped (grpc-gateway's default):
-// a misspelt field would otherwise be a request that does something else than its sender meant.
+// countHTTP counts the API's HTTP requests by method and status,
+// herald_http_api_requests_total{method,code}: the calls they make are counted with every gRPC
+// call (herald_grpc_server_*), and this tells how many came over HTTP, and what HTTP answered.
+// Not by route: a path holds ids.
+func countHTTP(reg prometheus.Registerer, next http.Handler) http.Handler {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_http_api_requests_total",
+		Help: "Requests to the HTTP/JSON API, by HTTP method and status code.",
+	}, []string{"method", "code"})
+	reg.MustRegister(requests)
+	return promhttp.InstrumentHandlerCounter(requests, next)
+}
+
+// jsonCodec is how the API reads and writes JSON: the protobuf JSON mapping (protojson's
+// defaults, as grpcurl shows it: zero values left out of answers), with unknown fields in
+// requests refused, naming the field, instead of dropped as grpc-gateway's default marshaler
+// does: a misspelt field would otherwise make a request that does something else than its
+// sender meant.
 var jsonCodec = &runtime.JSONPb{
-	MarshalOptions:   protojson.MarshalOptions{},
 	UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 }
 

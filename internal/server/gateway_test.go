@@ -218,6 +218,19 @@ func TestGatewayRequests(t *testing.T) {
 			t.Errorf("answer %d %v, want 404", a.status, a.body)
 		}
 	})
+	t.Run("metrics", func(t *testing.T) {
+		res, err := http.Get(url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		raw, _ := io.ReadAll(res.Body)
+		for _, want := range []string{`herald_http_api_requests_total{code="200",method="post"}`, `herald_http_api_requests_total{code="413",method="post"} 2`} {
+			if !strings.Contains(string(raw), want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		}
+	})
 	t.Run("openapi", func(t *testing.T) {
 		res, err := http.Get(url + "/openapi.json")
 		if err != nil {
