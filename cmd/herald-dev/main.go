@@ -256,6 +256,8 @@ func (s *stack) writeEnv() error {
 		"HERALD_NOTIFIER_CONTACTS_KEY=" + s.contactsKey,
 		"HERALD_NOTIFIER_ADDR=" + s.notifier.GRPCAddr(),
 		"HERALD_CONTACTS_ADDR=" + s.contacts.GRPCAddr(),
+		"HERALD_HTTP_URL=http://" + s.notifier.HTTPAddr(),
+		"HERALD_CONTACTS_HTTP_URL=http://" + s.contacts.HTTPAddr(),
 		"HERALD_NATS_URL=" + s.nats.ClientURL(),
 		"HERALD_DATABASE_URL=" + s.dbURL,
 		"HERALD_SIM_URL=http://" + s.cfg.simAddr,
