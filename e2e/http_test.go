@@ -13,6 +13,8 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
@@ -587,6 +589,10 @@ func TestHTTPAPI(t *testing.T) {
 		httpUnderMutualTLS(t, s)
 	})
 
+	run("curl example", func(t *testing.T) {
+		runCurlExample(t, s, notifier)
+	})
+
 	run("openapi", func(t *testing.T) {
 		for _, api := range []jsonAPI{notifier, contacts} {
 			res, err := jsonClient.Get(api.base + "/openapi.json")
@@ -1134,5 +1140,53 @@ func httpUnderMutualTLS(t *testing.T, s *stack) {
 	if _, err := heraldv1.NewContactsServiceClient(dial(t, c.GRPCAddr(), s.key)).GetUser(ctx,
 		&heraldv1.GetUserRequest{UserId: "mtls-user"}); err != nil {
 		t.Errorf("contacts --disable-http-api: gRPC: %v", err)
+	}
+}
+
+// runCurlExample runs examples/curl/send.sh against the stack, as its README tells a user to.
+func runCurlExample(t *testing.T, s *stack, api jsonAPI) {
+	for _, tool := range []string{"bash", "curl", "jq"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("examples/curl/send.sh needs %s: install it (apt-get install %s)", tool, tool)
+		}
+	}
+	script := "../examples/curl/send.sh"
+	run := func(env ...string) (string, string, error) {
+		cmd := exec.Command("bash", script, "nia@example.com", "From curl", "Sent by the curl example.")
+		// Only what the script needs: a HERALD_* of the machine running the tests must not leak in.
+		cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		return stdout.String(), stderr.String(), err
+	}
+
+	out, errOut, err := run("HERALD_API_KEY="+s.key, "HERALD_HTTP_URL="+api.base)
+	if err != nil {
+		t.Fatalf("send.sh: %v\nstdout:\n%s\nstderr:\n%s", err, out, errOut)
+	}
+	m := regexp.MustCompile(`(?m)^notification ([0-9a-f-]{36})$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("send.sh printed no notification id:\n%s", out)
+	}
+	if !regexp.MustCompile(`(?m)^email +sent$`).MatchString(out) {
+		t.Errorf("send.sh did not print the email sent:\n%s", out)
+	}
+	n, err := s.notify.GetNotification(context.Background(), &heraldv1.GetNotificationRequest{NotificationId: m[1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := n.Notification.Deliveries[0]; d.State != heraldv1.DeliveryState_DELIVERY_STATE_SENT || s.fake.Count(d.DeliveryId) != 1 ||
+		n.Notification.IdempotencyKey == "" {
+		t.Errorf("the notification send.sh sent: %v, want its email SENT once, with an idempotency key", n.Notification)
+	}
+
+	if out, errOut, err := run("HERALD_HTTP_URL=" + api.base); err == nil || !strings.Contains(errOut, "dev.env") {
+		t.Errorf("send.sh without HERALD_API_KEY: %v, stdout %q, stderr %q; want a failure that says where the key is", err, out, errOut)
+	}
+	// An error answer stops it with the service's message.
+	out, errOut, err = run("HERALD_API_KEY="+appkey.New().String(), "HERALD_HTTP_URL="+api.base)
+	if err == nil || out != "" || !regexp.MustCompile(`send.sh: POST /v1/notifications:send: \S`).MatchString(errOut) {
+		t.Errorf("send.sh with an unknown key: %v, stdout %q, stderr %q; want a failure with the answer's message", err, out, errOut)
 	}
 }
