@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -118,13 +117,14 @@ var jsonCodec = &runtime.JSONPb{
 }
 
 func newGatewayMux() *runtime.ServeMux {
-	strictQueryOnce.Do(func() { runtime.SetQueryParameterParser(strictQuery{}) })
 	return runtime.NewServeMux(
+		runtime.SetQueryParameterParser(strictQuery{}),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, jsonCodec),
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
 		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithOutgoingTrailerMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithErrorHandler(writeError),
+		runtime.WithRoutingErrorHandler(routingError),
 		// A user id may hold any character: "/" arrives as %2F and is one path segment.
 		runtime.WithUnescapingMode(runtime.UnescapingModeAllCharacters),
 		runtime.WithDisableHTTPMethodOverride(),
@@ -171,6 +171,23 @@ func writeError(_ context.Context, _ *runtime.ServeMux, m runtime.Marshaler, w h
 	}
 	w.WriteHeader(httpStatus)
 	w.Write(body)
+}
+
+// routingError answers a request no route takes: 404 for an unknown path, 405 for a known path
+// with another method (with the status grpc-gateway gives it, NOT_FOUND or UNIMPLEMENTED, as
+// the body). writeError alone would answer 501 for the latter, from its code.
+func routingError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+	code := codes.NotFound
+	switch httpStatus {
+	case http.StatusMethodNotAllowed:
+		code = codes.Unimplemented
+	case http.StatusBadRequest:
+		code = codes.InvalidArgument
+	case http.StatusNotFound:
+	default:
+		code = codes.Internal
+	}
+	writeError(ctx, mux, m, w, r, &runtime.HTTPStatusError{HTTPStatus: httpStatus, Err: status.Error(code, http.StatusText(httpStatus))})
 }
 
 // retryDelay returns the delay of the status's RetryInfo detail, if it has one.
@@ -247,12 +264,10 @@ func validQuery(raw string) bool {
 	return true
 }
 
-var strictQueryOnce sync.Once
-
 // strictQuery refuses a query parameter that names no field of the request, as an unknown
 // field in a JSON body is refused; grpc-gateway's own parser ignores it, so a misspelt
-// parameter would silently not apply. grpc-gateway has one query parser per process
-// (runtime.SetQueryParameterParser): every Herald gateway wants this one.
+// parameter would silently not apply. grpc-gateway keeps one query parser per process, which
+// runtime.SetQueryParameterParser sets as a mux option: every Herald gateway wants this one.
 type strictQuery struct{}
 
 func (strictQuery) Parse(msg proto.Message, values url.Values, filter *utilities.DoubleArray) error {
