@@ -292,7 +292,8 @@ func (s *stack) printSummary() {
 	fmt.Printf(`
 Herald is running.
   notifier   gRPC %s   HTTP http://%s   (short links: http://%s/l/...)
-  contacts   gRPC %s   HTTP http://%s
+             the API as HTTP/JSON: http://%[2]s/v1/...   (OpenAPI: http://%[2]s/openapi.json)
+  contacts   gRPC %[4]s   HTTP http://%[5]s
   workers    HTTP http://%s   (all channels through the simulator)
   simulator  http://%s   (what was "delivered"; JSON at /v1/messages)
   nats       %s
@@ -300,10 +301,11 @@ Herald is running.
   logs       %s
 %s
 
-Environment for heraldctl and grpcurl: %s
+Environment for heraldctl, grpcurl and curl: %s
 Try:
   go run ./cmd/heraldctl send --email you@example.com --subject Hello --body "It works"
   go run ./cmd/heraldctl status <notification id>
+  set -a; . %[12]s; set +a; examples/curl/send.sh you@example.com
 
 Ctrl-C stops everything.
 `, s.notifier.GRPCAddr(), s.notifier.HTTPAddr(), s.cfg.notifierHTTP, s.contacts.GRPCAddr(), s.contacts.HTTPAddr(),
