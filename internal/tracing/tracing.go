@@ -25,8 +25,8 @@ import (
 
 // Setup installs the global tracer provider and propagator for service, exporting to the
 // OTLP/gRPC endpoint (host:port) when it is set. It returns a function that flushes and stops
-// the exporter. Without an endpoint it only installs the propagator, so trace context still
-// passes through.
+// the exporter. Without an endpoint it does nothing: tracing stays off (Enabled is false), so
+// no span is recorded and no trace context is read or passed on, and calls pay nothing for it.
 func Setup(ctx context.Context, service, endpoint string, insecure bool) (func(context.Context) error, error) {
 	if endpoint == "" {
 		return func(context.Context) error { return nil }, nil
