@@ -71,6 +71,8 @@ var contract = map[string][]string{
 	"herald_grpc_server_handled_total":    {"grpc_type", "grpc_service", "grpc_method", "grpc_code"},
 	"herald_grpc_server_handling_seconds": {"grpc_type", "grpc_service", "grpc_method"}, // histogram
 	"herald_build_info":                   {"version", "revision", "go_version"},
+	// the services that serve the HTTP/JSON API (internal/server)
+	"herald_http_api_requests_total": {"method", "code"},
 }
 
 // histograms are the contract's histograms: they are queried as _bucket (with le), _sum and
