@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -26,8 +27,13 @@ type Message struct {
 	// never be logged.
 	To string
 	// UserID is the recipient's user id, or "" for a raw address.
-	UserID   string
-	Category string
+	UserID string
+	// App is the calling app's name and DeviceApp the app (iOS bundle id, Android package) the
+	// device token was registered for; "" when unknown (a raw token, no re-check). A channel
+	// with several credentials picks one by them (services/workers/route).
+	App       string
+	DeviceApp string
+	Category  string
 	// Critical and DefaultOptIn are the category's rules (see preference.Category).
 	Critical     bool
 	DefaultOptIn bool
@@ -57,6 +63,9 @@ func (m *Message) Rules() preference.Category {
 type Result struct {
 	// ProviderMessageID is the provider's id for the message, when it gives one.
 	ProviderMessageID string
+	// Provider, when set, names the provider and credential that answered, for a Sender that
+	// chooses among several (services/workers/route); it is set with an error too.
+	Provider string
 }
 
 // Sender sends messages on one channel through one provider. Implementations are safe for
@@ -127,7 +136,11 @@ func Misconfigured(err error) error { return &ConfigError{Err: err} }
 type TransientError struct {
 	// RetryAfter is the provider's requested wait (Retry-After); zero means use the backoff.
 	RetryAfter time.Duration
-	Err        error
+	// Refused says the provider's answer proves it did not take the message (a 5xx, a 429, a
+	// refused connection), so another provider may be asked at once without risking a second
+	// copy. A timeout or a connection lost mid-call proves nothing and is not refused.
+	Refused bool
+	Err     error
 }
 
 func (e *TransientError) Error() string { return fmt.Sprintf("transient: %v", e.Err) }
@@ -136,6 +149,29 @@ func (e *TransientError) Unwrap() error { return e.Err }
 // Transient returns a *TransientError.
 func Transient(retryAfter time.Duration, err error) error {
 	return &TransientError{RetryAfter: retryAfter, Err: err}
+}
+
+// Refused returns a *TransientError whose answer proves the provider did not take the message.
+func Refused(retryAfter time.Duration, err error) error {
+	return &TransientError{RetryAfter: retryAfter, Refused: true, Err: err}
+}
+
+// NotAccepted reports whether err proves that the message did not reach the provider, so that
+// sending it through another provider cannot make a second copy: a refusal (Refused), a
+// configuration error (the provider refused Herald's credentials), a send that never left
+// (NotSentError), or a refused TCP connection. Timeouts and other transient errors are
+// ambiguous: the provider may have taken the message.
+func NotAccepted(err error) bool {
+	var tr *TransientError
+	var ce *ConfigError
+	var ns *NotSentError
+	switch {
+	case err == nil:
+		return false
+	case errors.As(err, &tr) && tr.Refused, errors.As(err, &ce), errors.As(err, &ns):
+		return true
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
 }
 
 // Outcome is how a provider answered one send.

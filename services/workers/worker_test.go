@@ -1,8 +1,12 @@
 package workers_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -95,5 +99,30 @@ func TestBackoff(t *testing.T) {
 		if got := p.Backoff(tt.attempt, tt.retryAfter, tt.jitter); got != tt.want {
 			t.Errorf("%s: Backoff(%d, %v, %v) = %v, want %v", tt.name, tt.attempt, tt.retryAfter, tt.jitter, got, tt.want)
 		}
+	}
+}
+
+func TestNotAccepted(t *testing.T) {
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"accepted", nil, false},
+		{"refused answer", workers.Refused(0, errors.New("503")), true},
+		{"refused answer, wrapped", fmt.Errorf("send: %w", workers.Refused(time.Second, errors.New("429"))), true},
+		{"configuration", workers.Misconfigured(errors.New("401")), true},
+		{"not sent", &workers.NotSentError{Reason: "circuit_open"}, true},
+		{"connection refused", workers.Transient(0, fmt.Errorf("post: %w", refused)), true},
+		{"timeout", workers.Transient(0, context.DeadlineExceeded), false},
+		{"unknown error", errors.New("connection reset"), false},
+		{"permanent", workers.Permanent("rejected", errors.New("400")), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := workers.NotAccepted(tc.err); got != tc.want {
+				t.Errorf("NotAccepted(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
 	}
 }

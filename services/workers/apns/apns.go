@@ -544,7 +544,8 @@ func classify(id uuid.UUID, res *apns2.Response) error {
 	case config:
 		return workers.Misconfigured(err)
 	default:
-		return workers.Transient(0, err)
+		// APNs answered (a 429, a 5xx, IdleTimeout): it did not take the message.
+		return workers.Refused(0, err)
 	}
 }
 

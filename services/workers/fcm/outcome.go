@@ -264,6 +264,10 @@ func (r *rule) apply(x *exchange, name string, m *workers.Message) (workers.Resu
 	case misconfigured:
 		return workers.Result{}, workers.Misconfigured(err)
 	default:
+		if a := x.answer; a != nil && (a.status == http.StatusTooManyRequests || a.status >= 500) {
+			// FCM answered that it did not take the message: another project may be asked.
+			return workers.Result{}, workers.Refused(wait, err)
+		}
 		return workers.Result{}, workers.Transient(wait, err)
 	}
 }

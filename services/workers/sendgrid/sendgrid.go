@@ -251,14 +251,18 @@ func classify(res *rest.Response, m *workers.Message) (workers.Result, error) {
 		// A refused key fails every delivery alike: the channel pauses, no attempt is spent.
 		return workers.Result{}, workers.Misconfigured(err)
 	case code == http.StatusTooManyRequests:
-		return workers.Result{}, workers.Transient(retryAfter(http.Header(res.Headers), time.Now()), err)
+		// A 429 or a 5xx is an answer that SendGrid did not take the message: another provider
+		// may be asked at once.
+		return workers.Result{}, workers.Refused(retryAfter(http.Header(res.Headers), time.Now()), err)
 	case code == http.StatusRequestTimeout:
 		return workers.Result{}, workers.Transient(0, err)
 	case code >= 400 && code < 500:
 		// 400 and 413 above all: SendGrid refuses this message and will refuse it again.
 		return workers.Result{}, workers.Permanent("rejected", err)
+	case code >= 500:
+		return workers.Result{}, workers.Refused(0, err)
 	default:
-		// 5xx, and anything SendGrid does not document (redirects, 1xx): worth another try.
+		// Anything SendGrid does not document (redirects, 1xx): worth another try.
 		return workers.Result{}, workers.Transient(0, err)
 	}
 }

@@ -408,7 +408,8 @@ func (s *Sender) classify(ctx context.Context, m *workers.Message, st stage, err
 		wrapped := fmt.Errorf("smtp: send delivery %s: %w", m.DeliveryID, replyError(st, te, m.To))
 		switch code := te.Code; {
 		case code >= 400 && code < 500:
-			return workers.Transient(0, wrapped)
+			// A reply, so the server did not take the message: another may be asked.
+			return workers.Refused(0, wrapped)
 		case code == 530 || code == 534 || code == 535 || code == 538:
 			return workers.Misconfigured(wrapped)
 		case code >= 500 && st <= stageMail:

@@ -320,13 +320,16 @@ func (s *Sender) outcome(ctx context.Context, m *workers.Message, rt *roundTripp
 	case code == 21610:
 		return workers.Result{}, workers.PermanentWithEffect("opted_out", workers.OptOut, time.Time{}, err)
 	case code == 20429 || status == http.StatusTooManyRequests:
-		return workers.Result{}, workers.Transient(retryAfter(rt.retryAfter, time.Now()), err)
+		// Twilio answered that it did not take the message: another sender may be asked.
+		return workers.Result{}, workers.Refused(retryAfter(rt.retryAfter, time.Now()), err)
 	case code == 21611:
-		return workers.Result{}, workers.Transient(0, err)
+		return workers.Result{}, workers.Refused(0, err)
 	case configCodes[code], status == http.StatusUnauthorized, status == http.StatusForbidden,
 		status == http.StatusNotFound, status >= 300 && status < 400:
 		return workers.Result{}, workers.Misconfigured(err)
-	case status == http.StatusRequestTimeout, status >= 500:
+	case status >= 500:
+		return workers.Result{}, workers.Refused(0, err)
+	case status == http.StatusRequestTimeout:
 		return workers.Result{}, workers.Transient(0, err)
 	case status >= 400:
 		return workers.Result{}, workers.Permanent("rejected", err)
