@@ -45,6 +45,9 @@ type User struct {
 	Timezone      string
 	IOSTokens     []string // active devices only
 	AndroidTokens []string
+	// DeviceApps holds, per token, the app its device registered for (an iOS bundle id, an
+	// Android package), when it gave one: the workers pick a credential by it. Nil when none did.
+	DeviceApps map[string]string
 	// Settings are nil when the user never chose any: category defaults apply.
 	Settings *preference.Settings
 }
@@ -414,6 +417,12 @@ func (c *Cache) call(ctx context.Context, req *heraldv1.ResolveRecipientsRequest
 		u := &User{ID: pu.GetUserId(), Email: pu.GetEmail(), Phone: pu.GetPhone(), Locale: pu.GetLocale(),
 			Timezone: pu.GetTimezone()}
 		for _, d := range r.GetDevices() {
+			if app := d.GetApp(); app != "" {
+				if u.DeviceApps == nil {
+					u.DeviceApps = map[string]string{}
+				}
+				u.DeviceApps[d.GetToken()] = app
+			}
 			switch protoconv.PlatformDomain[d.GetPlatform()] {
 			case delivery.IOS:
 				u.IOSTokens = append(u.IOSTokens, d.GetToken())

@@ -45,7 +45,8 @@ const (
 )
 
 // Check implements workers.Gate. It sees every change the contacts service acknowledged
-// before it was called.
+// before it was called. It also sets the DeviceApp of each push message whose device registered
+// an app, which chooses the credential it goes through.
 func (g *Gate) Check(ctx context.Context, msgs []*workers.Message) (map[uuid.UUID]string, error) {
 	began := time.Now()
 	var ids []string
@@ -79,6 +80,8 @@ func (g *Gate) Check(ctx context.Context, msgs []*workers.Message) (map[uuid.UUI
 		case m.Channel == delivery.IOS && !slices.Contains(u.IOSTokens, m.To),
 			m.Channel == delivery.Android && !slices.Contains(u.AndroidTokens, m.To):
 			out[m.DeliveryID] = ReasonNoDevice
+		case m.Channel == delivery.IOS || m.Channel == delivery.Android:
+			m.DeviceApp = u.DeviceApps[m.To]
 		}
 	}
 	return out, nil
