@@ -54,7 +54,11 @@ func (s *timedSender) send(ctx context.Context, m *workers.Message) (timed, erro
 		span.SetStatus(codes.Error, "provider refused or failed") // the error text may name an address
 	}
 	if s.metrics != nil {
-		s.metrics.ProviderDuration.WithLabelValues(string(m.Channel), s.sender.Provider()).Observe(t.Latency.Seconds())
+		provider := res.Provider
+		if provider == "" {
+			provider = s.sender.Provider()
+		}
+		s.metrics.ProviderDuration.WithLabelValues(string(m.Channel), provider).Observe(t.Latency.Seconds())
 	}
 	return t, err
 }
@@ -119,11 +123,14 @@ func newBreaker(ch delivery.Channel, provider string, failures int, cooldown tim
 }
 
 // providerAnswered reports whether a send's outcome speaks well of the provider: it took the
-// message, or it refused this one message for a reason of the message's own. Anything else
-// (timeouts, unavailability, configuration errors) counts towards opening the circuit.
+// message, or it refused this one message for a reason of the message's own. A send that a
+// Sender of several credentials held back because every budget was spent (route's
+// "rate_limited") says nothing against them either. Anything else (timeouts, unavailability,
+// configuration errors, every credential's circuit open) counts towards opening the circuit.
 func providerAnswered(err error) bool {
 	var perm *workers.PermanentError
-	return err == nil || errors.As(err, &perm)
+	var ns *workers.NotSentError
+	return err == nil || errors.As(err, &perm) || errors.As(err, &ns) && ns.Reason == "rate_limited"
 }
 
 // state returns the circuit's state.

@@ -588,6 +588,9 @@ func (c *Consumer) sendOne(j job) result {
 	t, err := c.send(j.ctx, m)
 	a := workers.Attempt{Message: m, Provider: c.cfg.Sender.Provider(), Started: t.Started, Latency: t.Latency,
 		Verdict: workers.Decide(err, m.Attempt, c.cfg.Policy, time.Now(), c.cfg.Jitter())}
+	if t.Provider != "" { // a Sender of several credentials names the one that answered
+		a.Provider = t.Provider
+	}
 	if !t.Started.IsZero() { // the provider was called
 		if err == nil {
 			c.sent.Add(1)
