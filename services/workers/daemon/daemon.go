@@ -35,6 +35,7 @@ import (
 	"github.com/heraldhq/herald/services/workers/contacts"
 	wevents "github.com/heraldhq/herald/services/workers/events"
 	"github.com/heraldhq/herald/services/workers/fcm"
+	"github.com/heraldhq/herald/services/workers/route"
 	"github.com/heraldhq/herald/services/workers/sendgrid"
 	"github.com/heraldhq/herald/services/workers/sim"
 	"github.com/heraldhq/herald/services/workers/smtp"
@@ -57,6 +58,13 @@ type Config struct {
 	SMSProvider     string
 	EmailProvider   string
 	SimURL          string
+	// ProvidersFile, when set, names a YAML file listing, per channel, several credentials in
+	// failover order and the apps each serves (services/workers/route). The channels it lists
+	// are sent through it instead of their provider flags; SIGHUP reads it again.
+	ProvidersFile string
+	// ProviderEntry, when set, adjusts the configuration a providers-file entry of channel ch
+	// is built from (tests trust their fakes' certificates with it).
+	ProviderEntry func(ch delivery.Channel, name string, c *Config)
 
 	APNs     apns.Config
 	APNsHost string // "production", "development" or a URL
@@ -111,6 +119,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.AndroidProvider, "android-provider", "sim", "Android provider: fcm or sim")
 	fs.StringVar(&c.SMSProvider, "sms-provider", "sim", "SMS provider: twilio or sim")
 	fs.StringVar(&c.EmailProvider, "email-provider", "sim", "email provider: sendgrid, smtp or sim")
+	fs.StringVar(&c.ProvidersFile, "providers-file", "", "YAML file of several providers or credentials per channel, in failover order (reloaded on SIGHUP)")
 	fs.StringVar(&c.SimURL, "sim-url", "http://127.0.0.1:7490", "simulator base URL, for the sim provider")
 
 	fs.StringVar(&c.APNs.Topic, "apns-topic", "", "APNs topic: the iOS app's bundle id")
@@ -168,6 +177,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 // Daemon is a running workers process.
 type Daemon struct {
+	cfg       Config
+	log       *slog.Logger
+	routers   map[delivery.Channel]*route.Router
+	reloading chan struct{} // closed when the SIGHUP handler is done
 	senders   []workers.Sender
 	status    jetstream.KeyValue
 	cancel    context.CancelFunc
@@ -198,14 +211,23 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	var file *route.File
+	if cfg.ProvidersFile != "" {
+		if file, err = readProviders(cfg.ProvidersFile); err != nil {
+			return nil, err
+		}
+	}
 	senders := map[delivery.Channel]workers.Sender{}
 	for _, ch := range channels {
+		if file != nil && file.Channels[ch] != nil {
+			continue // built from the file below, once there is a registry for its metrics
+		}
 		if senders[ch], err = sender(cfg, ch); err != nil {
 			return nil, err
 		}
 	}
 
-	d := &Daemon{}
+	d := &Daemon{cfg: cfg, log: log, routers: map[delivery.Channel]*route.Router{}}
 	for _, s := range senders {
 		d.senders = append(d.senders, s)
 	}
@@ -267,6 +289,21 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 			Mailto: cfg.UnsubscribeMailto}
 	}
 	metrics := consumer.NewMetrics(d.srv.Metrics)
+	if file != nil {
+		rm := route.NewMetrics(d.srv.Metrics)
+		for _, ch := range channels {
+			entries, ok := file.Channels[ch]
+			if !ok {
+				continue
+			}
+			r, err := newRouter(cfg, ch, entries, rm, log)
+			if err != nil {
+				return nil, err
+			}
+			d.routers[ch], senders[ch] = r, r
+			d.senders = append(d.senders, r)
+		}
+	}
 	if d.status, err = workerstatus.Open(openCtx, js, cfg.StreamReplicas); err != nil {
 		return nil, err
 	}
@@ -302,6 +339,13 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		defer close(d.done)
 		d.report(bg, cfg.WorkerID, log)
 	}()
+	if len(d.routers) > 0 {
+		d.reloading = make(chan struct{})
+		go func() {
+			defer close(d.reloading)
+			d.reloadOnHangup(bg)
+		}()
+	}
 	log.Info("workers ready", "http", d.srv.HTTPAddr(), "channels", cfg.Channels)
 	return d, nil
 }
@@ -414,6 +458,9 @@ func (d *Daemon) Close() {
 	if d.cancel != nil {
 		d.cancel()
 		<-d.done
+		if d.reloading != nil {
+			<-d.reloading
+		}
 	}
 	for _, c := range d.consumers {
 		c.Stop()
