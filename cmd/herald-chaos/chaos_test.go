@@ -12,7 +12,8 @@ import (
 func TestViolations(t *testing.T) {
 	clean := func() *verdict {
 		return &verdict{acked: 100, unknown: 5, deliveries: 100, duplicates: 3, bound: 3, strays: 2,
-			lostStates: map[string]int64{}, terminalFailed: map[string]int64{}}
+			lostStates: map[string]int64{}, terminalFailed: map[string]int64{},
+			faults: map[string]int{"email-failover": 1}, emailVia: map[string]int64{"sendgrid/primary": 90, backupProvider: 10}}
 	}
 	for _, tc := range []struct {
 		name   string
@@ -26,6 +27,11 @@ func TestViolations(t *testing.T) {
 		{"not settled", func(v *verdict) { v.open = 1 }, "1 deliveries not terminal after settling"},
 		{"strays beyond the unknown sends", func(v *verdict) { v.strays = 6 }, "6 deliveries received that no Send asked for"},
 		{"not queued", func(v *verdict) { v.notQueued = 1 }, "answered other than QUEUED"},
+		{"no failover", func(v *verdict) { delete(v.emailVia, backupProvider) }, "no email failed over to sendgrid/backup"},
+		{"no failover fault, no failover needed", func(v *verdict) {
+			delete(v.emailVia, backupProvider)
+			delete(v.faults, "email-failover")
+		}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := clean()

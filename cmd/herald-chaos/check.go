@@ -13,6 +13,10 @@ import (
 	"github.com/heraldhq/herald/cmd/internal/loopstack"
 )
 
+// backupProvider is how the attempt log names email's second provider in the chaos stack
+// (loopstack's providers file).
+const backupProvider = "sendgrid/backup"
+
 // nonTerminal is the SQL condition of a delivery that has not reached a terminal state.
 const nonTerminal = `state IN ('scheduled', 'queued', 'sending', 'retrying')`
 
@@ -62,6 +66,9 @@ type verdict struct {
 	strays                 int64 // received deliveries that no acknowledged Send answered for
 	faults, crashes        map[string]int
 	notQueued              int64
+	// emailVia counts the emails sent, by the provider and credential that took them
+	// (sendgrid/primary, sendgrid/backup).
+	emailVia map[string]int64
 }
 
 // check compares the history with what the fakes received and what the database says.
@@ -71,7 +78,7 @@ func (p *phase) check(ctx context.Context) (*verdict, error) {
 		acked: h.acked.Load(), unknown: h.unknown.Load(), failed: h.failed.Load(),
 		deliveries: h.t.Queued.Load(), duplicates: h.t.Duplicates.Load(),
 		strays: int64(h.t.Strays()) + h.t.BadIDs.Load(), notQueued: h.notQueue.Load(),
-		lostStates: map[string]int64{}, terminalFailed: map[string]int64{},
+		lostStates: map[string]int64{}, terminalFailed: map[string]int64{}, emailVia: map[string]int64{},
 	}
 	p.mu.Lock()
 	v.bound, v.faults, v.crashes = p.bound, maps.Clone(p.faults), maps.Clone(p.crashes)
@@ -140,6 +147,27 @@ func (p *phase) check(ctx context.Context) (*verdict, error) {
 	if err != nil {
 		return nil, fmt.Errorf("count stuck deliveries: %w", err)
 	}
+	err = retry(ctx, func(ctx context.Context) error {
+		clear(v.emailVia)
+		rows, err := p.db.Query(ctx, `SELECT provider, count(*) FROM delivery.deliveries
+			WHERE channel = 'email' AND state IN ('sent', 'delivered', 'bounced') GROUP BY provider`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var provider string
+			var n int64
+			if err := rows.Scan(&provider, &n); err != nil {
+				return err
+			}
+			v.emailVia[provider] = n
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count emails by provider: %w", err)
+	}
 	return v, nil
 }
 
@@ -156,7 +184,8 @@ func (v *verdict) add(o *verdict) {
 	v.open += o.open
 	v.strays += o.strays
 	v.notQueued += o.notQueued
-	for _, m := range []struct{ dst, src map[string]int64 }{{v.lostStates, o.lostStates}, {v.terminalFailed, o.terminalFailed}} {
+	for _, m := range []struct{ dst, src map[string]int64 }{{v.lostStates, o.lostStates}, {v.terminalFailed, o.terminalFailed},
+		{v.emailVia, o.emailVia}} {
 		for k, n := range m.src {
 			m.dst[k] += n
 		}
@@ -185,6 +214,13 @@ func (v *verdict) violations() []string {
 	}
 	if v.notQueued > 0 {
 		out = append(out, fmt.Sprintf("%d deliveries of acknowledged sends answered other than QUEUED", v.notQueued))
+	}
+	// The email failover fault makes the first SendGrid refuse every request for a while: the
+	// second must have taken some emails, or failover did not happen (and the emails waited out
+	// the fault instead).
+	if v.faults["email-failover"] > 0 && v.emailVia[backupProvider] == 0 {
+		out = append(out, fmt.Sprintf("no email failed over to %s while the first provider refused (emails by provider: %s)",
+			backupProvider, counts(v.emailVia)))
 	}
 	if v.strays > v.unknown {
 		out = append(out, fmt.Sprintf("%d deliveries received that no Send asked for (only %d sends were unknown)", v.strays, v.unknown))

@@ -14,6 +14,7 @@ import (
 	"github.com/heraldhq/herald/cmd/internal/loopstack"
 	"github.com/heraldhq/herald/internal/fakes/apnsfake"
 	"github.com/heraldhq/herald/internal/fakes/fcmfake"
+	"github.com/heraldhq/herald/internal/fakes/sendgridfake"
 )
 
 // phase is one stack under faults: the fault injector, and what it learnt about the duplicates
@@ -321,6 +322,20 @@ func (p *phase) providerDrop(ctx context.Context) error {
 	prov.Twilio.Drop(0)
 	prov.FCM.Drop(0)
 	prov.FCM.DropAccepted(0)
+	return err
+}
+
+// emailFailover makes email's first provider answer 503 to every request for a while: its
+// circuit opens and email goes through the second SendGrid; once it answers again, a probe
+// brings email back to it. Neither may cause a duplicate: a 503 proves the message was not
+// taken.
+func (p *phase) emailFailover(ctx context.Context) error {
+	prov := p.s.Prov
+	prov.SendGrid.Fail(http.StatusServiceUnavailable, sendgridfake.Always)
+	p.count("email-failover")
+	p.log("the first email provider answers 503 to everything; email fails over to the second")
+	err := sleep(ctx, 4*time.Second)
+	prov.SendGrid.Fail(0, 0)
 	return err
 }
 

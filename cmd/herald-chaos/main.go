@@ -109,7 +109,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		mode, cfg.rate, cfg.callers, sendTimeout, lease)
 
 	total := &verdict{lostStates: map[string]int64{}, terminalFailed: map[string]int64{},
-		faults: map[string]int{}, crashes: map[string]int{}}
+		faults: map[string]int{}, crashes: map[string]int{}, emailVia: map[string]int64{}}
 	errs := map[string]int64{}
 	for _, ph := range []struct {
 		name    string
@@ -138,6 +138,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "unexpected exits: %s\n", counts(total.crashes))
 	fmt.Fprintf(out, "send errors: %s\n", counts(errs))
 	fmt.Fprintf(out, "acknowledged deliveries not received, terminal for a reason of their own: %s\n", counts(total.terminalFailed))
+	fmt.Fprintf(out, "emails sent by provider: %s\n", counts(total.emailVia))
 	fmt.Fprintf(out, "chaos-detail: unknown=%d failed=%d deliveries=%d duplicate_bound=%d strays=%d wall=%.0fs\n",
 		total.unknown, total.failed, total.deliveries, total.bound, total.strays, time.Since(began).Seconds())
 	bad := total.violations()
@@ -162,6 +163,7 @@ func runPhase(ctx context.Context, cfg config, out io.Writer, name string, nodes
 		ServiceLogLevel: "warn",
 		ProviderLatency: providerLatency,
 		BootstrapApp:    "chaos",
+		EmailFailover:   true,
 		Args:            map[string][]string{"notifier": notifierArgs, "workers": workerArgs},
 		Keep:            cfg.keep,
 	}
@@ -276,6 +278,7 @@ func singleFaults(ctx context.Context, p *phase) func(int) error {
 		func() error { return p.provider429(ctx) },
 		func() error { return p.providerTimeout(ctx, sendTimeout) },
 		func() error { return p.providerDrop(ctx) },
+		func() error { return p.emailFailover(ctx) },
 		func() error { return p.killWorkers(ctx) },
 		func() error { return p.killNotifier(ctx) },
 		func() error { return p.killContacts(ctx) },

@@ -30,12 +30,16 @@ const (
 // reported to the tracker, and none is kept.
 type Providers struct {
 	SendGrid *sendgridfake.Fake
-	Twilio   *twiliofake.Fake
-	FCM      *fcmfake.Fake
-	APNs     *apnsfake.Fake
+	// SendGridBackup, when set (AddEmailBackup), is email's second provider.
+	SendGridBackup *sendgridfake.Fake
+	Twilio         *twiliofake.Fake
+	FCM            *fcmfake.Fake
+	APNs           *apnsfake.Fake
 	// WorkerArgs and WorkerEnv point the workers at the fakes.
 	WorkerArgs []string
 	WorkerEnv  []string
+
+	sendgridURL string
 }
 
 // StartProviders starts the fakes, each answering after latency and reporting what it
@@ -54,6 +58,7 @@ func StartProviders(dir string, latency time.Duration, t *Receiver) (_ *Provider
 	p.SendGrid.CountOnly(t.ReceiveID)
 	p.SendGrid.SetDelay(latency)
 	sendgridURL := p.SendGrid.Start()
+	p.sendgridURL = sendgridURL
 
 	p.Twilio = twiliofake.New(twilioAccount, twilioToken)
 	p.Twilio.CountOnly(t.ReceivePhone)
@@ -109,10 +114,49 @@ func StartProviders(dir string, latency time.Duration, t *Receiver) (_ *Provider
 	return p, nil
 }
 
+// AddEmailBackup starts a second SendGrid fake and points the workers' email at a providers
+// file that lists the first fake, then the second, each with a short circuit cooldown so that a
+// fault of a few seconds shows both the failover and the way back.
+func (p *Providers) AddEmailBackup(dir string, latency time.Duration, t *Receiver) error {
+	p.SendGridBackup = sendgridfake.New(sendgridKey)
+	p.SendGridBackup.CountOnly(t.ReceiveID)
+	p.SendGridBackup.SetDelay(latency)
+	backupURL := p.SendGridBackup.Start()
+	key := filepath.Join(dir, "sendgrid-key")
+	if err := os.WriteFile(key, []byte(sendgridKey), 0o600); err != nil {
+		return err
+	}
+	file := filepath.Join(dir, "providers.yaml")
+	yaml := fmt.Sprintf(`email:
+  - name: primary
+    provider: sendgrid
+    api_key_file: %[1]s
+    base_url: %[2]s
+    from: herald@example.com
+    breaker_failures: 5
+    breaker_cooldown: 1s
+  - name: backup
+    provider: sendgrid
+    api_key_file: %[1]s
+    base_url: %[3]s
+    from: herald@example.com
+    breaker_failures: 5
+    breaker_cooldown: 1s
+`, key, p.sendgridURL, backupURL)
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		return err
+	}
+	p.WorkerArgs = append(p.WorkerArgs, "--providers-file", file)
+	return nil
+}
+
 // Close stops the fakes.
 func (p *Providers) Close() {
 	if p.SendGrid != nil {
 		p.SendGrid.Close()
+	}
+	if p.SendGridBackup != nil {
+		p.SendGridBackup.Close()
 	}
 	if p.Twilio != nil {
 		p.Twilio.Close()

@@ -50,6 +50,9 @@ type Config struct {
 	Keep bool
 	// PostgresSettings are more PostgreSQL server settings, "name=value" each.
 	PostgresSettings []string
+	// EmailFailover sends email through two SendGrid fakes in failover order (a providers
+	// file), so that faults of the first exercise failover to the second.
+	EmailFailover bool
 }
 
 // Stack is Herald as separate processes on loopback: a private PostgreSQL, NATS and the three
@@ -220,6 +223,11 @@ func (s *Stack) Start(ctx context.Context, withWorkers bool) (err error) {
 	}
 	if s.Prov, err = StartProviders(s.Dir, s.cfg.ProviderLatency, &s.Recv); err != nil {
 		return err
+	}
+	if s.cfg.EmailFailover {
+		if err := s.Prov.AddEmailBackup(s.Dir, s.cfg.ProviderLatency, &s.Recv); err != nil {
+			return err
+		}
 	}
 	if withWorkers {
 		if err := s.StartWorkers(ctx, s.Failed); err != nil {
