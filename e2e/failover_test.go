@@ -250,3 +250,68 @@ android:
 		}
 	}
 }
+
+// TestCredentialsPerCallingApp: a providers file entry that lists an app's id carries that
+// app's emails; other apps' go through the channel's default entry.
+func TestCredentialsPerCallingApp(t *testing.T) {
+	smtpFake := smtpfake.New(smtpfake.Config{Username: "herald", Password: "smtp-password", TLS: smtpfake.NoTLS})
+	smtpFake.Start()
+	t.Cleanup(smtpFake.Close)
+	dir := t.TempDir()
+	var shopID string // known once the notifier runs, before the workers start
+	s := startStack(t, stackOptions{noWorkers: true, providers: func(c *workersd.Config) {
+		c.ProvidersFile = writeSecret(t, dir, "providers.yaml", fmt.Appendf(nil, `
+email:
+  - name: shop
+    provider: smtp
+    apps: [%s]
+    host: 127.0.0.1
+    port: %d
+    tls: none
+    username: herald
+    password_file: %s
+    from: shop@example.com
+  - name: default
+    provider: sendgrid
+    api_key_file: %s
+    base_url: %s
+    from: herald@example.com
+`, shopID, smtpFake.Port(), writeSecret(t, dir, "smtp", []byte("smtp-password")),
+			writeSecret(t, dir, "sendgrid", []byte(sendgridKey)), c.SendGridBaseURL))
+	}})
+	ctx := context.Background()
+	app, err := heraldv1.NewAdminServiceClient(s.conn).CreateApp(ctx, &heraldv1.CreateAppRequest{Name: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shopID = app.App.AppId
+	s.startWorkers(t)
+
+	shop := heraldv1.NewNotificationServiceClient(dial(t, s.notifier.GRPCAddr(), app.Key))
+	for _, c := range []struct {
+		name   string
+		client heraldv1.NotificationServiceClient
+		want   string
+	}{{"the shop app", shop, "smtp/shop"}, {"another app", s.notify, "sendgrid/default"}} {
+		res, err := c.client.Send(ctx, emailRequest("ada@example.com"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d *heraldv1.Delivery
+		waitFor(t, c.name+"'s email to be sent", 30*time.Second, func() (bool, error) {
+			got, err := c.client.GetNotification(ctx, &heraldv1.GetNotificationRequest{NotificationId: res.NotificationId})
+			if err != nil {
+				return false, err
+			}
+			d = got.Notification.Deliveries[0]
+			return d.State != heraldv1.DeliveryState_DELIVERY_STATE_QUEUED && d.State != heraldv1.DeliveryState_DELIVERY_STATE_SENDING &&
+				d.State != heraldv1.DeliveryState_DELIVERY_STATE_RETRYING, nil
+		})
+		if d.State != heraldv1.DeliveryState_DELIVERY_STATE_SENT || d.Provider != c.want {
+			t.Errorf("%s: %s via %q (%s), want SENT via %s", c.name, d.State, d.Provider, d.LastError, c.want)
+		}
+	}
+	if got := smtpFake.Messages(); len(got) != 1 || got[0].From != "shop@example.com" {
+		t.Errorf("SMTP got %d messages, want the shop app's one from its own address", len(got))
+	}
+}

@@ -11,7 +11,9 @@ type Delivery struct {
 	ID             uuid.UUID
 	NotificationID uuid.UUID
 	// UserID is the recipient's user id; "" for a raw address.
-	UserID  string
+	UserID string
+	// AppID is the calling app's id; zero when unknown (a delivery made before it was kept).
+	AppID   uuid.UUID
 	Channel Channel
 	// To is the address (email, E.164 phone, device token); empty for a delivery skipped for
 	// lack of one. Never logged.

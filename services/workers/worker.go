@@ -28,7 +28,7 @@ type Message struct {
 	To string
 	// UserID is the recipient's user id, or "" for a raw address.
 	UserID string
-	// App is the calling app's name and DeviceApp the app (iOS bundle id, Android package) the
+	// App is the calling app's id and DeviceApp the app (iOS bundle id, Android package) the
 	// device token was registered for; "" when unknown (a raw token, no re-check). A channel
 	// with several credentials picks one by them (services/workers/route).
 	App       string
@@ -306,7 +306,11 @@ type Store interface {
 
 // NewMessage returns the message of a claimed delivery.
 func NewMessage(d *delivery.Delivery) *Message {
-	return &Message{
+	var app string
+	if d.AppID != uuid.Nil {
+		app = d.AppID.String()
+	}
+	return &Message{App: app,
 		DeliveryID: d.ID, NotificationID: d.NotificationID, Channel: d.Channel, To: d.To, UserID: d.UserID,
 		Category: d.Category, Critical: d.Critical, DefaultOptIn: d.DefaultOptIn, Priority: d.Priority,
 		Content: d.Content, Attempt: d.Attempts, Drive: d.Drive, ExpiresAt: d.ExpiresAt, AcceptedAt: d.CreatedAt,

@@ -183,6 +183,9 @@ func clock(t *testing.T, h Harness) time.Time {
 
 func newID() uuid.UUID { return uuid.Must(uuid.NewV7()) }
 
+// appOfTests is the calling app of the deliveries the suite makes.
+var appOfTests = uuid.MustParse("0190f5a2-7b3c-7d4e-8f90-a1b2c3d4e5f6")
+
 // row builds the delivery sp describes, with the clock at now. The category's rules are the
 // opposite of what a store defaults to, so that losing them shows.
 func row(sp spec, now time.Time) Row {
@@ -192,6 +195,7 @@ func row(sp spec, now time.Time) Row {
 			ID:                id,
 			NotificationID:    sp.notification,
 			UserID:            "user-" + id.String()[24:],
+			AppID:             appOfTests,
 			Channel:           delivery.Email,
 			To:                "ada-" + id.String()[24:] + "@example.com",
 			Category:          "security",

@@ -83,6 +83,7 @@ func testCreate(t *testing.T, setup func(t *testing.T) Harness) {
 			user := row(spec{state: delivery.Queued, due: after(time.Minute), notification: n, user: "user-42"}, now).Delivery
 			raw := row(spec{state: delivery.Queued, due: after(time.Minute), notification: n, raw: true}, now).Delivery
 			raw.Critical, raw.DefaultOptIn, raw.Priority = false, true, delivery.Low
+			raw.AppID = uuid.Nil // made before deliveries kept their app
 			return []delivery.Delivery{user, raw}
 		}},
 		{"scheduled, queued and skipped", func(now time.Time) []delivery.Delivery {

@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldhq/herald/internal/batch"
@@ -88,7 +89,8 @@ func (s *Store) Close() {
 
 // createColumns are the columns Create writes, in the order of its rows' values.
 var createColumns = []string{"id", "notification_id", "user_id", "channel", "address", "category", "priority",
-	"critical", "default_opt_in", "state", "reason", "content", "due_at", "expires_at", "created_at", "updated_at"}
+	"critical", "default_opt_in", "state", "reason", "content", "due_at", "expires_at", "created_at", "updated_at",
+	"app_id"}
 
 // Create stores new deliveries with COPY: no statement to plan, and values encoded in binary by
 // their column's type, not by reflection over parameters.
@@ -105,7 +107,7 @@ func (s *Store) Create(ctx context.Context, ds []delivery.Delivery) error {
 		}
 		rows[i] = []any{pgdb.UUID(d.ID), pgdb.UUID(d.NotificationID), pgdb.Text(d.UserID), string(d.Channel), d.To,
 			d.Category, string(d.Priority), d.Critical, d.DefaultOptIn, string(d.State), d.Reason, content,
-			pgdb.Time(d.DueAt), d.ExpiresAt, d.CreatedAt, d.CreatedAt}
+			pgdb.Time(d.DueAt), d.ExpiresAt, d.CreatedAt, d.CreatedAt, appID(d.AppID)}
 	}
 	_, err := s.db.CopyFrom(ctx, pgx.Identifier{Schema, "deliveries"}, createColumns, pgx.CopyFromRows(rows))
 	return pgdb.Err(err)
@@ -272,17 +274,19 @@ const (
 
 const claimedColumns = `d.id, d.notification_id, coalesce(d.user_id, ''), d.channel, d.address, d.category,
 	d.priority, d.critical, d.default_opt_in, d.state, d.content, d.attempts, d.drive, d.due_at, d.expires_at,
-	d.created_at, d.updated_at`
+	d.created_at, d.updated_at, d.app_id`
 
 func scanClaimed(r pgx.CollectableRow) (delivery.Delivery, error) {
 	var d delivery.Delivery
 	var ch, priority, state string
 	var content []byte
+	var app pgtype.UUID
 	err := r.Scan(&d.ID, &d.NotificationID, &d.UserID, &ch, &d.To, &d.Category, &priority, &d.Critical,
-		&d.DefaultOptIn, &state, &content, &d.Attempts, &d.Drive, &d.DueAt, &d.ExpiresAt, &d.CreatedAt, &d.UpdatedAt)
+		&d.DefaultOptIn, &state, &content, &d.Attempts, &d.Drive, &d.DueAt, &d.ExpiresAt, &d.CreatedAt, &d.UpdatedAt, &app)
 	if err != nil {
 		return d, err
 	}
+	d.AppID = uuid.UUID(app.Bytes) // zero when NULL
 	d.Channel, d.Priority, d.State = delivery.Channel(ch), delivery.Priority(priority), delivery.State(state)
 	if err := json.Unmarshal(content, &d.Content); err != nil {
 		return d, fmt.Errorf("decode content of delivery %s: %w", d.ID, err)
@@ -572,18 +576,23 @@ func (s *Store) Settle(ctx context.Context, events []delivery.Event) error {
 
 const readColumns = `id, notification_id, coalesce(user_id, ''), channel, address, category, priority,
 	critical, default_opt_in, state, reason, attempts, drive, last_error, provider, provider_message_id,
-	due_at, expires_at, created_at, updated_at, sent_at`
+	due_at, expires_at, created_at, updated_at, sent_at, app_id`
 
 // scanRead reads a delivery without its content, which only the workers need.
 func scanRead(r pgx.CollectableRow) (delivery.Delivery, error) {
 	var d delivery.Delivery
 	var ch, priority, state string
+	var app pgtype.UUID
 	err := r.Scan(&d.ID, &d.NotificationID, &d.UserID, &ch, &d.To, &d.Category, &priority, &d.Critical,
 		&d.DefaultOptIn, &state, &d.Reason, &d.Attempts, &d.Drive, &d.LastError, &d.Provider, &d.ProviderMessageID,
-		&d.DueAt, &d.ExpiresAt, &d.CreatedAt, &d.UpdatedAt, &d.SentAt)
+		&d.DueAt, &d.ExpiresAt, &d.CreatedAt, &d.UpdatedAt, &d.SentAt, &app)
 	d.Channel, d.Priority, d.State = delivery.Channel(ch), delivery.Priority(priority), delivery.State(state)
+	d.AppID = uuid.UUID(app.Bytes) // zero when NULL
 	return d, err
 }
+
+// appID is an app id as a column value: NULL when unknown.
+func appID(id uuid.UUID) pgtype.UUID { return pgtype.UUID{Bytes: id, Valid: id != uuid.Nil} }
 
 // OfNotification returns a notification's deliveries by id, without their content.
 func (s *Store) OfNotification(ctx context.Context, notificationID uuid.UUID) ([]delivery.Delivery, error) {

@@ -105,7 +105,9 @@ func (s *Store) create(ctx context.Context, ns []*notifier.Notification) ([]bool
 		}
 		made = append(made, n)
 		for _, d := range n.Deliveries {
-			ds = append(ds, *d)
+			dd := *d
+			dd.AppID = n.AppID // the workers choose a credential by the calling app
+			ds = append(ds, dd)
 		}
 	}
 	if err := s.deliveries.In(tx).Create(ctx, ds); err != nil {

@@ -48,9 +48,9 @@ type Entry struct {
 	Name string `yaml:"name"`
 	// Provider is apns (ios), fcm (android), twilio (sms), sendgrid or smtp (email), or sim.
 	Provider string `yaml:"provider"`
-	// Apps are the calling apps this credential serves, DeviceApps the apps devices registered
-	// for (an iOS bundle id, an Android package). An entry with neither serves every message no
-	// other entry of its channel claims.
+	// Apps are the calling apps this credential serves, by app id; DeviceApps the apps devices
+	// registered for (an iOS bundle id, an Android package). An entry with neither serves every
+	// message no other entry of its channel claims.
 	Apps       []string `yaml:"apps"`
 	DeviceApps []string `yaml:"device_apps"`
 	// Rate is the credential's budget in sends a second (0: none); past it, sends go to the
