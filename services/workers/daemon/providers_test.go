@@ -4,9 +4,12 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -100,5 +103,52 @@ func TestReload(t *testing.T) {
 	res, err := r.Send(context.Background(), &workers.Message{DeliveryID: uuid.New(), Channel: delivery.Email, To: "a@example.com"})
 	if !workers.NotAccepted(err) || res.Provider != "sim/third" {
 		t.Errorf("send after reload: %s %v, want refused by sim/third", res.Provider, err)
+	}
+}
+
+// TestReloadOnHangup: SIGHUP makes the daemon read the providers file again.
+func TestReloadOnHangup(t *testing.T) {
+	// Holding SIGHUP here too keeps its default action (ending the process) away while the
+	// daemon's handler is not yet listening.
+	held := make(chan os.Signal, 1)
+	signal.Notify(held, syscall.SIGHUP)
+	defer signal.Stop(held)
+
+	file := filepath.Join(t.TempDir(), "providers.yaml")
+	if err := os.WriteFile(file, []byte("email:\n  - {name: first, provider: sim}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{ProvidersFile: file, SimURL: "http://127.0.0.1:9"}
+	f, err := readProviders(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := newRouter(cfg, delivery.Email, f.Channels[delivery.Email], nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	d := &Daemon{cfg: cfg, log: slog.New(slog.DiscardHandler), routers: map[delivery.Channel]*route.Router{delivery.Email: r}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.reloadOnHangup(ctx)
+	}()
+	defer func() { cancel(); <-done }()
+
+	if err := os.WriteFile(file, []byte("email:\n  - {name: second, provider: sim}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The handler may not listen yet when the first signal comes: signal until it has reloaded.
+	deadline := time.Now().Add(30 * time.Second)
+	for r.Provider() != "sim/second" {
+		if time.Now().After(deadline) {
+			t.Fatal("SIGHUP did not reload the providers file")
+		}
+		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
