@@ -161,7 +161,12 @@ func (r *Router) circuitChanged(x *route) func(state) {
 		if m := r.opt.Metrics; m != nil {
 			m.Circuit.WithLabelValues(r.labels(x)...).Set(float64(st))
 		}
-		r.opt.Log.Info("route circuit "+st.String(), "channel", r.opt.Channel, "provider", x.Provider, "credential", x.Name)
+		level := slog.LevelInfo
+		if st == open {
+			level = slog.LevelWarn // the channel's deliveries go to its next credential
+		}
+		r.opt.Log.Log(context.Background(), level, "route circuit "+st.String(), "channel", r.opt.Channel,
+			"provider", x.Provider, "credential", x.Name)
 	}
 }
 
