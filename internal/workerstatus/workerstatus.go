@@ -32,6 +32,16 @@ type State struct {
 	Sent    int64     `json:"sent"`
 	Failed  int64     `json:"failed"`
 	Updated time.Time `json:"updated"`
+	// Routes are the channel's credentials in failover order, when it has several (a providers
+	// file): each with its own circuit, and the one that last took a message marked active.
+	Routes []Route `json:"routes,omitempty"`
+}
+
+// Route is one credential of a channel with several.
+type Route struct {
+	Provider string `json:"provider"` // provider/name, e.g. "sendgrid/primary"
+	Circuit  string `json:"circuit"`
+	Active   bool   `json:"active,omitempty"`
 }
 
 // Open creates or binds the bucket.

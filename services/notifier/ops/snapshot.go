@@ -46,6 +46,9 @@ type Circuit struct {
 	Worker   string    `json:"worker"`
 	State    string    `json:"state"` // "closed", "open" or "half-open"
 	Updated  time.Time `json:"updated"`
+	// Active marks, on a channel with several credentials (one circuit each), the one that
+	// last took a message.
+	Active bool `json:"active,omitempty"`
 }
 
 // Snapshot is what operators look at: the latest sample, the last 15 minutes of samples

@@ -185,9 +185,18 @@ func (w *Watcher) count(reports []workerstatus.State) []Circuit {
 		c.failed += dFailed
 		w.sum[r.Channel] = c
 		w.last[key] = r
-		out = append(out, Circuit{Channel: r.Channel, Provider: r.Provider, Worker: r.Worker, State: r.Circuit, Updated: r.Updated})
+		if len(r.Routes) == 0 {
+			out = append(out, Circuit{Channel: r.Channel, Provider: r.Provider, Worker: r.Worker, State: r.Circuit, Updated: r.Updated})
+			continue
+		}
+		// A channel with several credentials shows each one's circuit; the channel's own opens
+		// only when they all fail, and then theirs show it.
+		for _, x := range r.Routes {
+			out = append(out, Circuit{Channel: r.Channel, Provider: x.Provider, Worker: r.Worker, State: x.Circuit,
+				Updated: r.Updated, Active: x.Active})
+		}
 	}
-	slices.SortFunc(out, func(a, b Circuit) int {
+	slices.SortStableFunc(out, func(a, b Circuit) int { // stable: a channel's credentials stay in order
 		return cmp.Or(cmp.Compare(a.Channel, b.Channel), cmp.Compare(a.Worker, b.Worker))
 	})
 	return out

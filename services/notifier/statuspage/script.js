@@ -165,6 +165,7 @@
       (tr, c) => {
         setAttr(tr, 'class', 'state-' + c.state);
         setAttr(tr, 'data-state', c.state);
+        setText(tr.cells[1], c.provider + (c.active ? ' (active)' : ''));
         setText(tr.cells[3].firstElementChild, c.state);
         const cell = tr.cells[4];
         const reported = isZero(c.updated) ? '' : c.updated;

@@ -152,6 +152,23 @@ func TestPageHighlightsOpenCircuits(t *testing.T) {
 	}
 }
 
+// TestPageMarksActiveCredential: of a channel's several credentials, the one that last took a
+// message is marked active.
+func TestPageMarksActiveCredential(t *testing.T) {
+	t.Parallel()
+	s := busy()
+	s.Circuits = append(s.Circuits,
+		ops.Circuit{Channel: "email", Provider: "sendgrid/primary", Worker: "w-1", State: "open", Updated: t0},
+		ops.Circuit{Channel: "email", Provider: "smtp/backup", Worker: "w-1", State: "closed", Updated: t0, Active: true})
+	doc := parse(t, get(t, s, http.MethodGet, "/status").Body.String())
+	for provider, want := range map[string]string{"sendgrid/primary": "sendgrid/primary", "smtp/backup": "smtp/backup (active)"} {
+		row := one(t, doc, "tr", "data-provider", provider)
+		if got := text(one(t, row, "td", "data-field", "provider")); got != want {
+			t.Errorf("provider cell %q, want %q", got, want)
+		}
+	}
+}
+
 // TestPageEscapes feeds markup through every string of a snapshot: it must come out as the
 // same text, never as elements or attributes.
 func TestPageEscapes(t *testing.T) {

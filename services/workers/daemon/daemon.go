@@ -359,8 +359,14 @@ func (d *Daemon) report(ctx context.Context, worker string, log *slog.Logger) {
 		for _, c := range d.consumers {
 			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			sent, failed := c.Counts()
-			err := workerstatus.Put(pctx, d.status, workerstatus.State{Channel: string(c.Channel()), Provider: c.Provider(),
-				Worker: worker, Circuit: c.CircuitState(), Sent: sent, Failed: failed, Updated: time.Now()})
+			st := workerstatus.State{Channel: string(c.Channel()), Provider: c.Provider(),
+				Worker: worker, Circuit: c.CircuitState(), Sent: sent, Failed: failed, Updated: time.Now()}
+			if r := d.routers[c.Channel()]; r != nil {
+				for _, x := range r.Routes() {
+					st.Routes = append(st.Routes, workerstatus.Route{Provider: x.Label, Circuit: x.Circuit, Active: x.Active})
+				}
+			}
+			err := workerstatus.Put(pctx, d.status, st)
 			cancel()
 			if err != nil && ctx.Err() == nil {
 				log.Debug("report worker status", "err", err)
