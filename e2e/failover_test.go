@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/heraldhq/herald/internal/fakes/sendgridfake"
 	"github.com/heraldhq/herald/internal/fakes/smtpfake"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
+	"github.com/heraldhq/herald/services/notifier/ops"
 	workersd "github.com/heraldhq/herald/services/workers/daemon"
 	"github.com/heraldhq/herald/services/workers/smtp"
 )
@@ -97,6 +100,33 @@ email:
 			t.Fatalf("after SendGrid recovered, sent through %q", d.Provider)
 		}
 	}
+
+	// The metrics count the failovers; the status page shows both credentials, SendGrid active.
+	metrics := get(t, "http://"+s.workers.HTTPAddr()+"/metrics")
+	for _, want := range []string{
+		`herald_route_failovers_total{channel="email",credential="primary",provider="sendgrid"}`,
+		`herald_route_calls_total{channel="email",credential="backup",provider="smtp",result="accepted"}`,
+		`herald_route_active{channel="email",credential="primary",provider="sendgrid"} 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("workers /metrics lacks %s", want)
+		}
+	}
+	waitFor(t, "the status page to show both email credentials", 30*time.Second, func() (bool, error) {
+		var data ops.Snapshot
+		if err := json.Unmarshal([]byte(get(t, "http://"+s.notifier.HTTPAddr()+"/status/data")), &data); err != nil {
+			return false, err
+		}
+		shown := map[string]bool{}
+		for _, c := range data.Circuits {
+			if c.Channel == "email" {
+				shown[c.Provider] = c.Active
+			}
+		}
+		active, ok := shown["sendgrid/primary"]
+		_, backup := shown["smtp/backup"]
+		return ok && active && backup, nil
+	})
 
 	// No delivery was sent twice, nor lost: each reached exactly one provider.
 	viaSMTP := map[string]int{}
