@@ -67,6 +67,12 @@ var contract = map[string][]string{
 	"herald_circuit_state":                    {"channel", "provider"},
 	"herald_circuit_opened_total":             {"channel", "provider"},
 	"herald_provider_config_errors_total":     {"channel", "provider"},
+	// workers: a channel's credentials (services/workers/route)
+	"herald_route_calls_total":     {"channel", "provider", "credential", "result"},
+	"herald_route_failovers_total": {"channel", "provider", "credential"},
+	"herald_route_held_total":      {"channel", "provider", "credential", "reason"},
+	"herald_route_circuit_state":   {"channel", "provider", "credential"},
+	"herald_route_active":          {"channel", "provider", "credential"},
 	// every service (internal/server): the gRPC servers' per-method metrics, and the build
 	"herald_grpc_server_handled_total":    {"grpc_type", "grpc_service", "grpc_method", "grpc_code"},
 	"herald_grpc_server_handling_seconds": {"grpc_type", "grpc_service", "grpc_method"}, // histogram
