@@ -39,6 +39,10 @@ type State string
 // The states of a delivery.
 const (
 	Scheduled State = "scheduled"
+	// Waiting is a later step of a fallback chain, held until the steps before it end: it is
+	// queued when they all failed (or the step timeout passed with no delivery event), and
+	// skipped when one of them reached the recipient.
+	Waiting   State = "waiting"
 	Queued    State = "queued"
 	Sending   State = "sending"
 	Retrying  State = "retrying"
@@ -56,7 +60,7 @@ const (
 // and bounced are terminal for sending even though provider events may still move them.
 func (s State) Terminal() bool {
 	switch s {
-	case Scheduled, Queued, Sending, Retrying:
+	case Scheduled, Waiting, Queued, Sending, Retrying:
 		return false
 	}
 	return true

@@ -27,6 +27,11 @@ type Delivery struct {
 	State        State
 	Reason       string
 	Content      Content
+	// Step is the delivery's place in its notification's fallback chain, from 1; 0 when the
+	// notification goes to every channel at once. A step starts only when every earlier one
+	// failed for good, or was sent StepTimeout ago with no delivery event (0: sent is enough).
+	Step        int
+	StepTimeout time.Duration
 	// Attempts counts the claims of the current drive; a re-driven dead letter starts a new
 	// drive with a fresh budget.
 	Attempts          int
@@ -122,4 +127,7 @@ const (
 	ReasonTTL         = "ttl"
 	ReasonCanceled    = "canceled"
 	ReasonUserDeleted = "user_deleted"
+	// ReasonFallbackNotNeeded skips the later steps of a fallback chain once an earlier one
+	// reached the recipient.
+	ReasonFallbackNotNeeded = "fallback_not_needed"
 )

@@ -122,6 +122,14 @@ func Run(t *testing.T, setup func(t *testing.T) Harness) {
 		{"Settle", testSettle},
 		{"SettleEarliestWins", testSettleEarliest},
 		{"OfNotification", testOfNotification},
+		{"ChainReleasesOnFailure", testChainReleasesOnFailure},
+		{"ChainSkipsOnSuccess", testChainSkipsOnSuccess},
+		{"ChainWaitsForEarlierSteps", testChainWaits},
+		{"ChainStepTimeout", testChainStepTimeout},
+		{"ChainEventStops", testChainEventStops},
+		{"ChainBounceReleases", testChainBounceReleases},
+		{"ChainConcurrent", testChainConcurrent},
+		{"ChainEnds", testChainEnds},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, setup) })
@@ -171,6 +179,8 @@ type spec struct {
 	provider     string
 	pmid         string
 	sent         *time.Duration // sent_at after now
+	step         int            // place in a fallback chain; 0: none
+	stepTimeout  time.Duration
 }
 
 func after(d time.Duration) *time.Duration { return &d }
@@ -212,9 +222,11 @@ func row(sp spec, now time.Time) Row {
 			DueAt:             at(now, sp.due),
 			ExpiresAt:         now.Add(time.Hour),
 			// In the past, so that any change of the row shows.
-			CreatedAt: now.Add(-time.Hour),
-			UpdatedAt: now.Add(-time.Hour),
-			SentAt:    at(now, sp.sent),
+			CreatedAt:   now.Add(-time.Hour),
+			UpdatedAt:   now.Add(-time.Hour),
+			SentAt:      at(now, sp.sent),
+			Step:        sp.step,
+			StepTimeout: sp.stepTimeout,
 		},
 		LeaseOwner:  sp.owner,
 		Publishes:   sp.publishes,

@@ -156,6 +156,9 @@ func (s *Store) Record(_ context.Context, worker string, attempts []delivery.Att
 			if a.State == delivery.Sent {
 				r.SentAt = ptr(now)
 			}
+			if a.State != delivery.Retrying {
+				s.markChain(r, now)
+			}
 		}
 		// Logged also for a delivery removed meanwhile: the provider was called.
 		k := attemptKey{a.DeliveryID, a.Drive, a.Attempt}
@@ -191,17 +194,31 @@ func (s *Store) Reconcile(_ context.Context, now time.Time, republishAfter time.
 		}
 	}
 	expired := 0
-	var live []*row
+	var live, steps []*row
 	for _, r := range due {
-		if !r.ExpiresAt.After(now) {
+		switch {
+		case !r.ExpiresAt.After(now):
 			r.State, r.Reason, r.DueAt, r.leaseOwner, r.UpdatedAt = delivery.Expired, delivery.ReasonTTL, nil, "", now
 			expired++
-			continue
+		case r.State == delivery.Waiting:
+			steps = append(steps, r)
+		default:
+			live = append(live, r)
 		}
-		live = append(live, r)
 	}
-	slices.SortFunc(live, func(a, b *row) int { return a.DueAt.Compare(*b.DueAt) })
+	// Waiting steps first, as the PostgreSQL store decides them in a statement of their own.
+	slices.SortFunc(steps, func(a, b *row) int { return a.DueAt.Compare(*b.DueAt) })
 	var out []delivery.Due
+	for _, r := range steps[:min(limit, len(steps))] {
+		if s.decideStep(r, now, republishAfter) {
+			out = append(out, delivery.Due{ID: r.ID, Channel: r.Channel, OnTime: true})
+		}
+	}
+	if len(out) == limit {
+		return out, expired, nil
+	}
+	limit -= len(out)
+	slices.SortFunc(live, func(a, b *row) int { return a.DueAt.Compare(*b.DueAt) })
 	for _, r := range live[:min(limit, len(live))] {
 		since, hasHeld := held[r.Channel]
 		isHeld := r.State == delivery.Queued && r.published && hasHeld && !r.UpdatedAt.Before(since)
@@ -228,7 +245,7 @@ func (s *Store) Cancel(_ context.Context, notificationID uuid.UUID, at time.Time
 	defer s.mu.Unlock()
 	n := 0
 	for _, r := range s.deliveries {
-		if r.NotificationID == notificationID && (r.State == delivery.Scheduled || r.State == delivery.Queued || r.State == delivery.Retrying) {
+		if r.NotificationID == notificationID && (r.State == delivery.Scheduled || r.State == delivery.Waiting || r.State == delivery.Queued || r.State == delivery.Retrying) {
 			r.State, r.Reason, r.DueAt, r.UpdatedAt = delivery.Canceled, delivery.ReasonCanceled, nil, at
 			n++
 		}
@@ -328,8 +345,59 @@ func (s *Store) Settle(_ context.Context, events []delivery.Event) error {
 		if r.ProviderMessageID == "" {
 			r.ProviderMessageID = e.ProviderMessageID
 		}
+		s.markChain(r, now)
 	}
 	return nil
+}
+
+// markChain makes the later steps of r's fallback chain due at now, for Reconcile to decide, as
+// the PostgreSQL store's markChainsSQL does.
+func (s *Store) markChain(r *row, now time.Time) {
+	if r.Step == 0 {
+		return
+	}
+	for _, w := range s.deliveries {
+		if w.NotificationID == r.NotificationID && w.State == delivery.Waiting && w.Step > r.Step && w.DueAt.After(now) {
+			w.DueAt = ptr(now)
+		}
+	}
+}
+
+// decideStep decides a due waiting step w from the steps before it, as the PostgreSQL store's
+// decideStepsSQL does: it returns whether w was queued.
+func (s *Store) decideStep(w *row, now time.Time, republishAfter time.Duration) bool {
+	var skip, wait bool
+	var timer *time.Time
+	for _, p := range s.deliveries {
+		if p.NotificationID != w.NotificationID || p.Step <= 0 || p.Step >= w.Step {
+			continue
+		}
+		switch p.State {
+		case delivery.Delivered:
+			skip = true
+		case delivery.Sent:
+			if p.StepTimeout == 0 {
+				skip = true
+			} else if end := p.sentAt().Add(p.StepTimeout); end.After(now) && (timer == nil || end.Before(*timer)) {
+				timer = &end
+			}
+		case delivery.Scheduled, delivery.Waiting, delivery.Queued, delivery.Sending, delivery.Retrying:
+			wait = true
+		}
+	}
+	switch {
+	case skip:
+		w.State, w.Reason, w.DueAt, w.UpdatedAt = delivery.Skipped, delivery.ReasonFallbackNotNeeded, nil, now
+	case wait:
+		w.DueAt = ptr(minTime(w.ExpiresAt, now.Add(republishAfter)))
+	case timer != nil:
+		w.DueAt = ptr(minTime(w.ExpiresAt, *timer))
+	default:
+		w.State, w.UpdatedAt, w.published = delivery.Queued, now, true
+		w.DueAt = ptr(minTime(w.ExpiresAt, now.Add(republishAfter)))
+		return true
+	}
+	return false
 }
 
 // OfNotification implements the store's OfNotification.
@@ -399,6 +467,15 @@ func (r *row) read() delivery.Delivery {
 	d := r.Delivery
 	d.DueAt, d.SentAt = clone(d.DueAt), clone(d.SentAt)
 	return d
+}
+
+// sentAt is when r was sent; the zero time (long ago) when no time was recorded, as
+// PostgreSQL's NULL compares false with any time.
+func (r *row) sentAt() time.Time {
+	if r.SentAt == nil {
+		return time.Time{}
+	}
+	return *r.SentAt
 }
 
 func compareIDs(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }

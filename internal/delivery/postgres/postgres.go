@@ -90,7 +90,7 @@ func (s *Store) Close() {
 // createColumns are the columns Create writes, in the order of its rows' values.
 var createColumns = []string{"id", "notification_id", "user_id", "channel", "address", "category", "priority",
 	"critical", "default_opt_in", "state", "reason", "content", "due_at", "expires_at", "created_at", "updated_at",
-	"app_id"}
+	"app_id", "step", "step_timeout"}
 
 // Create stores new deliveries with COPY: no statement to plan, and values encoded in binary by
 // their column's type, not by reflection over parameters.
@@ -107,7 +107,8 @@ func (s *Store) Create(ctx context.Context, ds []delivery.Delivery) error {
 		}
 		rows[i] = []any{pgdb.UUID(d.ID), pgdb.UUID(d.NotificationID), pgdb.Text(d.UserID), string(d.Channel), d.To,
 			d.Category, string(d.Priority), d.Critical, d.DefaultOptIn, string(d.State), d.Reason, content,
-			pgdb.Time(d.DueAt), d.ExpiresAt, d.CreatedAt, d.CreatedAt, appID(d.AppID)}
+			pgdb.Time(d.DueAt), d.ExpiresAt, d.CreatedAt, d.CreatedAt, appID(d.AppID),
+			int32(d.Step), d.StepTimeout}
 	}
 	_, err := s.db.CopyFrom(ctx, pgx.Identifier{Schema, "deliveries"}, createColumns, pgx.CopyFromRows(rows))
 	return pgdb.Err(err)
@@ -259,22 +260,35 @@ const (
 			WHERE d.id = ANY($2) AND d.id = u.id AND u.moves AND CASE WHEN u.state = 'sent'
 				THEN d.state NOT IN ('sent', 'delivered', 'bounced')
 				ELSE d.state = 'sending' AND d.lease_owner = $1 AND d.attempts = u.attempt AND d.drive = u.drive END
-			RETURNING d.id
+			RETURNING d.id, d.notification_id, d.step, d.state
+		), marked AS (
+			` + markChainsSQL + `
 		)
 		INSERT INTO delivery.attempts (delivery_id, drive, attempt, worker, provider, outcome, reason, error,
 			provider_message_id, started_at, latency_us)
 		SELECT u.id, u.drive, u.attempt, $1, u.provider, u.outcome, u.reason, u.error, u.pmid, u.started, u.latency_us
 		FROM u
 		ON CONFLICT (delivery_id, drive, attempt) DO NOTHING`
+	// markChainsSQL, a CTE after one named moved (deliveries that moved on, with their
+	// notification_id, step and new state), makes the later steps of their fallback chains due
+	// now, so that the reconciler's next pass decides them (see Reconcile). A retry moves no
+	// chain on. It only marks: deciding here would read the chain as of this statement's start,
+	// and two steps of one chain recorded at once would each miss the other's outcome. The steps
+	// are found by notification alone (a CASE hides the rest from the planner), for the reason
+	// the hot path's statements find their rows by id (see above).
+	markChainsSQL = `UPDATE delivery.deliveries w SET due_at = now()
+			FROM (SELECT DISTINCT notification_id, step FROM moved WHERE step > 0 AND state <> 'retrying') m
+			WHERE w.notification_id = m.notification_id
+				AND CASE WHEN w.state = 'waiting' AND w.step > m.step AND w.due_at > now() THEN true ELSE false END`
 	// cancelSQL cancels a notification's ($1) deliveries not yet being sent, at $2.
 	cancelSQL = `
 		UPDATE delivery.deliveries SET state = 'canceled', reason = 'canceled', due_at = NULL, updated_at = $2
-		WHERE notification_id = $1 AND CASE WHEN state IN ('scheduled', 'queued', 'retrying') THEN true ELSE false END`
+		WHERE notification_id = $1 AND CASE WHEN state IN ('scheduled', 'waiting', 'queued', 'retrying') THEN true ELSE false END`
 )
 
 const claimedColumns = `d.id, d.notification_id, coalesce(d.user_id, ''), d.channel, d.address, d.category,
 	d.priority, d.critical, d.default_opt_in, d.state, d.content, d.attempts, d.drive, d.due_at, d.expires_at,
-	d.created_at, d.updated_at, d.app_id`
+	d.created_at, d.updated_at, d.app_id, d.step, d.step_timeout`
 
 func scanClaimed(r pgx.CollectableRow) (delivery.Delivery, error) {
 	var d delivery.Delivery
@@ -282,7 +296,8 @@ func scanClaimed(r pgx.CollectableRow) (delivery.Delivery, error) {
 	var content []byte
 	var app pgtype.UUID
 	err := r.Scan(&d.ID, &d.NotificationID, &d.UserID, &ch, &d.To, &d.Category, &priority, &d.Critical,
-		&d.DefaultOptIn, &state, &content, &d.Attempts, &d.Drive, &d.DueAt, &d.ExpiresAt, &d.CreatedAt, &d.UpdatedAt, &app)
+		&d.DefaultOptIn, &state, &content, &d.Attempts, &d.Drive, &d.DueAt, &d.ExpiresAt, &d.CreatedAt, &d.UpdatedAt, &app,
+		&d.Step, &d.StepTimeout)
 	if err != nil {
 		return d, err
 	}
@@ -425,6 +440,11 @@ func (s *Store) Reconcile(ctx context.Context, now time.Time, republishAfter tim
 			break
 		}
 	}
+	steps, err := s.decideSteps(ctx, now, republishAfter, limit)
+	if err != nil || len(steps) == limit {
+		return steps, expired, err
+	}
+	limit -= len(steps)
 	// A queued delivery last published (updated_at) no earlier than the oldest message its
 	// channel's workers have not received yet is held: its message is most likely still in the
 	// queue, so it is looked at again after republishAfter, unpublished, with its publish time
@@ -436,7 +456,7 @@ func (s *Store) Reconcile(ctx context.Context, now time.Time, republishAfter tim
 				SELECT 1 FROM unnest($4::text[], $5::timestamptz[]) h(channel, since)
 				WHERE h.channel = deliveries.channel AND deliveries.updated_at >= h.since) AS held
 			FROM delivery.deliveries
-			WHERE due_at <= $1
+			WHERE due_at <= $1 AND state <> 'waiting'
 			ORDER BY due_at
 			LIMIT $3
 			FOR UPDATE SKIP LOCKED
@@ -469,7 +489,69 @@ func (s *Store) Reconcile(ctx context.Context, now time.Time, republishAfter tim
 	if err != nil {
 		return nil, expired, pgdb.Err(err)
 	}
-	return dues, expired, nil
+	return append(steps, dues...), expired, nil
+}
+
+// decideStepsSQL decides the waiting steps of fallback chains that are due ($1 now, $2 the
+// re-publish deadline, $3 the limit), from the steps before each (its priors):
+//   - skip (fallback_not_needed) when a prior reached the recipient: delivered, or sent in a
+//     chain without a step timeout;
+//   - wait when a prior is still on its way (or waits itself), looked at again after $2 (a
+//     record marks it due sooner; the deadline covers a mark this statement's snapshot missed);
+//   - wait for the step timeout of a sent prior;
+//   - otherwise (every prior failed for good, or was sent a step timeout ago) queue it, and
+//     return it to publish.
+//
+// Deciding here, not in the statement that records a prior's outcome, reads the whole chain as
+// committed when the decision is made: two steps recorded at once cannot both miss the other.
+// The row lock (FOR UPDATE) makes the decision once; a record or event that marks the row
+// meanwhile waits for it, and marks it due again.
+const decideStepsSQL = `
+	WITH due AS (
+		SELECT w.id, v.verdict, v.timer
+		FROM delivery.deliveries w, LATERAL (
+			SELECT CASE
+					WHEN bool_or(p.state = 'delivered' OR (p.state = 'sent' AND p.step_timeout = '0')) THEN 'skip'
+					WHEN bool_or(p.state IN ('scheduled', 'waiting', 'queued', 'sending', 'retrying')) THEN 'wait'
+					WHEN bool_or(p.state = 'sent' AND p.sent_at + p.step_timeout > $1) THEN 'timer'
+					ELSE 'queue' END AS verdict,
+				min(p.sent_at + p.step_timeout) FILTER (WHERE p.state = 'sent' AND p.sent_at + p.step_timeout > $1) AS timer
+			FROM delivery.deliveries p
+			WHERE p.notification_id = w.notification_id AND p.step > 0 AND p.step < w.step
+		) v
+		WHERE w.due_at <= $1 AND w.state = 'waiting' AND w.expires_at > $1
+		ORDER BY w.due_at
+		LIMIT $3
+		FOR UPDATE OF w SKIP LOCKED
+	), moved AS (
+		UPDATE delivery.deliveries d SET
+			state = CASE due.verdict WHEN 'skip' THEN 'skipped' WHEN 'queue' THEN 'queued' ELSE 'waiting' END,
+			reason = CASE due.verdict WHEN 'skip' THEN '` + delivery.ReasonFallbackNotNeeded + `' ELSE d.reason END,
+			due_at = CASE due.verdict WHEN 'skip' THEN NULL
+				WHEN 'timer' THEN least(d.expires_at, due.timer)
+				ELSE least(d.expires_at, $1 + $2::interval) END,
+			updated_at = CASE WHEN due.verdict IN ('skip', 'queue') THEN $1 ELSE d.updated_at END,
+			published = true
+		FROM due WHERE d.id = due.id
+		RETURNING d.id, d.channel, d.state
+	)
+	SELECT id, channel FROM moved WHERE state = 'queued'`
+
+// decideSteps decides up to limit due waiting steps (decideStepsSQL) and returns those it
+// queued, to publish. Their time came: they are OnTime, no sign of a lost message.
+func (s *Store) decideSteps(ctx context.Context, now time.Time, republishAfter time.Duration, limit int) ([]delivery.Due, error) {
+	rows, err := s.db.Query(ctx, decideStepsSQL, now, republishAfter, limit)
+	if err != nil {
+		return nil, pgdb.Err(err)
+	}
+	dues, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (delivery.Due, error) {
+		d := delivery.Due{OnTime: true}
+		var ch string
+		err := r.Scan(&d.ID, &ch)
+		d.Channel = delivery.Channel(ch)
+		return d, err
+	})
+	return dues, pgdb.Err(err)
 }
 
 // Cancel cancels the deliveries of a notification that are not yet being sent and returns how
@@ -533,15 +615,17 @@ func (s *Store) Redrive(ctx context.Context, f delivery.DeadFilter, now time.Tim
 func (s *Store) EraseUser(ctx context.Context, userID string) error {
 	_, err := s.db.Exec(ctx, `
 		UPDATE delivery.deliveries SET address = '', content = '{}', updated_at = now(),
-			state = CASE WHEN state IN ('scheduled', 'queued', 'sending', 'retrying') THEN 'canceled' ELSE state END,
-			reason = CASE WHEN state IN ('scheduled', 'queued', 'sending', 'retrying') THEN 'user_deleted' ELSE reason END,
-			due_at = CASE WHEN state IN ('scheduled', 'queued', 'sending', 'retrying') THEN NULL ELSE due_at END,
+			state = CASE WHEN state IN ('scheduled', 'waiting', 'queued', 'sending', 'retrying') THEN 'canceled' ELSE state END,
+			reason = CASE WHEN state IN ('scheduled', 'waiting', 'queued', 'sending', 'retrying') THEN 'user_deleted' ELSE reason END,
+			due_at = CASE WHEN state IN ('scheduled', 'waiting', 'queued', 'sending', 'retrying') THEN NULL ELSE due_at END,
 			lease_owner = NULL
 		WHERE user_id = $1 AND (address <> '' OR content <> '{}'::jsonb)`, userID)
 	return pgdb.Err(err)
 }
 
-// Settle moves deliveries on as their providers' events report (see delivery.Event).
+// Settle moves deliveries on as their providers' events report (see delivery.Event), and marks
+// the later steps of their fallback chains due for the reconciler to decide: a delivered step
+// ends the chain, a bounced one starts the next step.
 func (s *Store) Settle(ctx context.Context, events []delivery.Event) error {
 	if len(events) == 0 {
 		return nil
@@ -564,19 +648,24 @@ func (s *Store) Settle(ctx context.Context, events []delivery.Event) error {
 			FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
 				AS u(delivery_id, state, reason, provider, pmid, event_id, occurred_at)
 			ORDER BY u.delivery_id, u.occurred_at, u.event_id
-		)
+		), moved AS (
 		UPDATE delivery.deliveries d SET state = e.state, reason = e.reason, due_at = NULL,
 			lease_owner = NULL, updated_at = now(), sent_at = coalesce(d.sent_at, e.occurred_at),
 			provider = CASE WHEN d.provider = '' THEN e.provider ELSE d.provider END,
 			provider_message_id = CASE WHEN d.provider_message_id = '' THEN e.pmid ELSE d.provider_message_id END
-		FROM e WHERE d.id = e.delivery_id AND d.state = ANY($8::text[])`,
+		FROM e WHERE d.id = e.delivery_id AND d.state = ANY($8::text[])
+		RETURNING d.notification_id, d.step, d.state
+		), marked AS (
+			`+markChainsSQL+`
+		)
+		SELECT count(*) FROM moved`,
 		pgdb.UUIDs(ids), states, reasons, providers, pmids, eventIDs, occurred, from)
 	return pgdb.Err(err)
 }
 
 const readColumns = `id, notification_id, coalesce(user_id, ''), channel, address, category, priority,
 	critical, default_opt_in, state, reason, attempts, drive, last_error, provider, provider_message_id,
-	due_at, expires_at, created_at, updated_at, sent_at, app_id`
+	due_at, expires_at, created_at, updated_at, sent_at, app_id, step, step_timeout`
 
 // scanRead reads a delivery without its content, which only the workers need.
 func scanRead(r pgx.CollectableRow) (delivery.Delivery, error) {
@@ -585,7 +674,7 @@ func scanRead(r pgx.CollectableRow) (delivery.Delivery, error) {
 	var app pgtype.UUID
 	err := r.Scan(&d.ID, &d.NotificationID, &d.UserID, &ch, &d.To, &d.Category, &priority, &d.Critical,
 		&d.DefaultOptIn, &state, &d.Reason, &d.Attempts, &d.Drive, &d.LastError, &d.Provider, &d.ProviderMessageID,
-		&d.DueAt, &d.ExpiresAt, &d.CreatedAt, &d.UpdatedAt, &d.SentAt, &app)
+		&d.DueAt, &d.ExpiresAt, &d.CreatedAt, &d.UpdatedAt, &d.SentAt, &app, &d.Step, &d.StepTimeout)
 	d.Channel, d.Priority, d.State = delivery.Channel(ch), delivery.Priority(priority), delivery.State(state)
 	d.AppID = uuid.UUID(app.Bytes) // zero when NULL
 	return d, err
