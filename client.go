@@ -227,7 +227,8 @@ func (c *Client) WaitForNotification(ctx context.Context, id string) (*heraldv1.
 func settled(n *heraldv1.Notification) bool {
 	for _, d := range n.GetDeliveries() {
 		switch d.GetState() {
-		case heraldv1.DeliveryState_DELIVERY_STATE_SCHEDULED, heraldv1.DeliveryState_DELIVERY_STATE_QUEUED,
+		case heraldv1.DeliveryState_DELIVERY_STATE_SCHEDULED, heraldv1.DeliveryState_DELIVERY_STATE_WAITING,
+			heraldv1.DeliveryState_DELIVERY_STATE_QUEUED,
 			heraldv1.DeliveryState_DELIVERY_STATE_SENDING, heraldv1.DeliveryState_DELIVERY_STATE_RETRYING:
 			return false
 		}

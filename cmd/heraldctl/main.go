@@ -292,7 +292,8 @@ func send(ctx context.Context, client heraldv1.NotificationServiceClient, args [
 func allFinal(n *heraldv1.Notification) bool {
 	for _, d := range n.Deliveries {
 		switch d.State {
-		case heraldv1.DeliveryState_DELIVERY_STATE_SCHEDULED, heraldv1.DeliveryState_DELIVERY_STATE_QUEUED,
+		case heraldv1.DeliveryState_DELIVERY_STATE_SCHEDULED, heraldv1.DeliveryState_DELIVERY_STATE_WAITING,
+			heraldv1.DeliveryState_DELIVERY_STATE_QUEUED,
 			heraldv1.DeliveryState_DELIVERY_STATE_SENDING, heraldv1.DeliveryState_DELIVERY_STATE_RETRYING:
 			return false
 		}

@@ -93,3 +93,19 @@ const (
 	// DefaultTTL is how long after its send time a delivery may still be sent.
 	DefaultTTL = 24 * time.Hour
 )
+
+// Fallback asks for a recipient's channels one after another instead of all at once: the first
+// channel the recipient can be reached on goes first, and each next one only when the steps
+// before it failed for good, or were sent StepTimeout ago with no delivery event (0: sent is
+// enough).
+type Fallback struct {
+	Channels    []Channel     `json:"channels"`
+	StepTimeout time.Duration `json:"step_timeout,omitempty"`
+}
+
+// Bounds of a fallback's step timeout: a shorter one would move on before most providers
+// report a delivery, a longer one outlives most notifications' ttl.
+const (
+	MinStepTimeout = time.Second
+	MaxStepTimeout = 7 * 24 * time.Hour
+)

@@ -37,6 +37,9 @@ type Category struct {
 	AllowedChannels []delivery.Channel `json:"allowed_channels,omitempty"`
 	// Caps bound how often one recipient gets it.
 	Caps []Cap `json:"caps,omitempty"`
+	// Fallback is the chain of a Send that asks for neither channels nor a chain of its own;
+	// nil sends on every channel at once.
+	Fallback *delivery.Fallback `json:"fallback,omitempty"`
 }
 
 // Cap allows at most Limit deliveries of a category per recipient within a sliding Window,

@@ -68,6 +68,7 @@ func CategoryProto(c preference.Category) *heraldv1.Category {
 		out.Caps = append(out.Caps, &heraldv1.FrequencyCap{Limit: int32(cp.Limit), Window: durationpb.New(cp.Window),
 			Channel: ChannelProto[cp.Channel]})
 	}
+	out.Fallback = FallbackProto(c.Fallback)
 	return out
 }
 
@@ -104,7 +105,53 @@ func CategoryDomain(in *heraldv1.Category) (preference.Category, error) {
 		}
 		c.Caps = append(c.Caps, d)
 	}
+	c.Fallback = FallbackDomain(&v, "category.fallback", in.GetFallback())
 	return c, v.Err()
+}
+
+// FallbackDomain turns an API fallback into the domain's (nil for none), recording malformed
+// fields under field: unknown or repeated channels, fewer than two, a step timeout out of
+// bounds.
+func FallbackDomain(v *errs.Violations, field string, in *heraldv1.Fallback) *delivery.Fallback {
+	if in == nil {
+		return nil
+	}
+	f := &delivery.Fallback{}
+	if n := len(in.GetChannels()); n < 2 {
+		v.Add(field+".channels", "needs at least two channels, in the order to try them")
+	} else if v.Count(field+".channels", n, len(ChannelDomain)) {
+		for i, ch := range in.GetChannels() {
+			d, ok := ChannelDomain[ch]
+			switch {
+			case !ok:
+				v.Add(fmt.Sprintf("%s.channels[%d]", field, i), "must be CHANNEL_IOS, CHANNEL_ANDROID, CHANNEL_SMS or CHANNEL_EMAIL")
+			case slices.Contains(f.Channels, d):
+				v.Add(fmt.Sprintf("%s.channels[%d]", field, i), "is repeated")
+			default:
+				f.Channels = append(f.Channels, d)
+			}
+		}
+	}
+	if t := in.GetStepTimeout(); t != nil {
+		if err := t.CheckValid(); err != nil || t.AsDuration() < delivery.MinStepTimeout || t.AsDuration() > delivery.MaxStepTimeout {
+			v.Add(field+".step_timeout", fmt.Sprintf("must be between %s and %s", delivery.MinStepTimeout, delivery.MaxStepTimeout))
+		} else {
+			f.StepTimeout = t.AsDuration()
+		}
+	}
+	return f
+}
+
+// FallbackProto turns a fallback into its API form (nil for none).
+func FallbackProto(f *delivery.Fallback) *heraldv1.Fallback {
+	if f == nil {
+		return nil
+	}
+	out := &heraldv1.Fallback{Channels: channelsProto(f.Channels)}
+	if f.StepTimeout > 0 {
+		out.StepTimeout = durationpb.New(f.StepTimeout)
+	}
+	return out
 }
 
 func channelsProto(chs []delivery.Channel) []heraldv1.Channel {
@@ -159,6 +206,7 @@ var (
 var (
 	StateProto = map[delivery.State]heraldv1.DeliveryState{
 		delivery.Scheduled: heraldv1.DeliveryState_DELIVERY_STATE_SCHEDULED,
+		delivery.Waiting:   heraldv1.DeliveryState_DELIVERY_STATE_WAITING,
 		delivery.Queued:    heraldv1.DeliveryState_DELIVERY_STATE_QUEUED,
 		delivery.Sending:   heraldv1.DeliveryState_DELIVERY_STATE_SENDING,
 		delivery.Retrying:  heraldv1.DeliveryState_DELIVERY_STATE_RETRYING,

@@ -111,6 +111,10 @@ const (
 	DeliveryState_DELIVERY_STATE_EXPIRED DeliveryState = 11
 	// Canceled by the caller before it was sent.
 	DeliveryState_DELIVERY_STATE_CANCELED DeliveryState = 12
+	// A later step of a fallback chain, held until the steps before it end: queued when they all
+	// failed for good (or the step timeout passed with no delivery event), skipped
+	// ("fallback_not_needed") when one of them reached the recipient.
+	DeliveryState_DELIVERY_STATE_WAITING DeliveryState = 13
 )
 
 // Enum value maps for DeliveryState.
@@ -129,6 +133,7 @@ var (
 		10: "DELIVERY_STATE_DEAD",
 		11: "DELIVERY_STATE_EXPIRED",
 		12: "DELIVERY_STATE_CANCELED",
+		13: "DELIVERY_STATE_WAITING",
 	}
 	DeliveryState_value = map[string]int32{
 		"DELIVERY_STATE_UNSPECIFIED": 0,
@@ -144,6 +149,7 @@ var (
 		"DELIVERY_STATE_DEAD":        10,
 		"DELIVERY_STATE_EXPIRED":     11,
 		"DELIVERY_STATE_CANCELED":    12,
+		"DELIVERY_STATE_WAITING":     13,
 	}
 )
 
@@ -241,7 +247,10 @@ type Category struct {
 	// Channels it may be sent on; empty means all.
 	AllowedChannels []Channel `protobuf:"varint,5,rep,packed,name=allowed_channels,json=allowedChannels,proto3,enum=herald.v1.Channel" json:"allowed_channels,omitempty"`
 	// How often one user may receive it; a capped delivery is SKIPPED (rate_limited).
-	Caps          []*FrequencyCap `protobuf:"bytes,6,rep,name=caps,proto3" json:"caps,omitempty"`
+	Caps []*FrequencyCap `protobuf:"bytes,6,rep,name=caps,proto3" json:"caps,omitempty"`
+	// The fallback chain of a Send of this category that asks for neither channels nor a
+	// fallback of its own; unset sends on every channel at once.
+	Fallback      *Fallback `protobuf:"bytes,7,opt,name=fallback,proto3" json:"fallback,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -314,6 +323,13 @@ func (x *Category) GetAllowedChannels() []Channel {
 func (x *Category) GetCaps() []*FrequencyCap {
 	if x != nil {
 		return x.Caps
+	}
+	return nil
+}
+
+func (x *Category) GetFallback() *Fallback {
+	if x != nil {
+		return x.Fallback
 	}
 	return nil
 }
@@ -518,18 +534,80 @@ func (x *FieldViolation) GetDescription() string {
 	return ""
 }
 
+// Fallback asks for a recipient's channels one after another instead of all at once: the first
+// channel in the list the recipient can be reached on goes first; the next goes only when it
+// fails for good (failed, dead, bounced, opted out or suppressed at send time) or, with a
+// step_timeout, when it was not delivered within the step timeout. One channel's message
+// reaches the recipient.
+type Fallback struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The channels in order; each at most once.
+	Channels []Channel `protobuf:"varint,1,rep,packed,name=channels,proto3,enum=herald.v1.Channel" json:"channels,omitempty"`
+	// How long a sent step waits for a delivery event (provider delivery report or an opened
+	// TrackEvent) before the next step goes; unset means sent is enough. At least 1s, at most
+	// 7 days.
+	StepTimeout   *durationpb.Duration `protobuf:"bytes,2,opt,name=step_timeout,json=stepTimeout,proto3" json:"step_timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Fallback) Reset() {
+	*x = Fallback{}
+	mi := &file_herald_v1_common_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Fallback) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Fallback) ProtoMessage() {}
+
+func (x *Fallback) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_common_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Fallback.ProtoReflect.Descriptor instead.
+func (*Fallback) Descriptor() ([]byte, []int) {
+	return file_herald_v1_common_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Fallback) GetChannels() []Channel {
+	if x != nil {
+		return x.Channels
+	}
+	return nil
+}
+
+func (x *Fallback) GetStepTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.StepTimeout
+	}
+	return nil
+}
+
 var File_herald_v1_common_proto protoreflect.FileDescriptor
 
 const file_herald_v1_common_proto_rawDesc = "" +
 	"\n" +
-	"\x16herald/v1/common.proto\x12\therald.v1\x1a\x1egoogle/protobuf/duration.proto\"\xee\x01\n" +
+	"\x16herald/v1/common.proto\x12\therald.v1\x1a\x1egoogle/protobuf/duration.proto\"\x9f\x02\n" +
 	"\bCategory\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1a\n" +
 	"\bcritical\x18\x03 \x01(\bR\bcritical\x12$\n" +
 	"\x0edefault_opt_in\x18\x04 \x01(\bR\fdefaultOptIn\x12=\n" +
 	"\x10allowed_channels\x18\x05 \x03(\x0e2\x12.herald.v1.ChannelR\x0fallowedChannels\x12+\n" +
-	"\x04caps\x18\x06 \x03(\v2\x17.herald.v1.FrequencyCapR\x04caps\"\x85\x01\n" +
+	"\x04caps\x18\x06 \x03(\v2\x17.herald.v1.FrequencyCapR\x04caps\x12/\n" +
+	"\bfallback\x18\a \x01(\v2\x13.herald.v1.FallbackR\bfallback\"\x85\x01\n" +
 	"\fFrequencyCap\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\x121\n" +
 	"\x06window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06window\x12,\n" +
@@ -546,13 +624,16 @@ const file_herald_v1_common_proto_rawDesc = "" +
 	"email_text\x18\x06 \x01(\tR\temailText\"H\n" +
 	"\x0eFieldViolation\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12 \n" +
-	"\vdescription\x18\x02 \x01(\tR\vdescription*l\n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\"x\n" +
+	"\bFallback\x12.\n" +
+	"\bchannels\x18\x01 \x03(\x0e2\x12.herald.v1.ChannelR\bchannels\x12<\n" +
+	"\fstep_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vstepTimeout*l\n" +
 	"\aChannel\x12\x17\n" +
 	"\x13CHANNEL_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vCHANNEL_IOS\x10\x01\x12\x13\n" +
 	"\x0fCHANNEL_ANDROID\x10\x02\x12\x0f\n" +
 	"\vCHANNEL_SMS\x10\x03\x12\x11\n" +
-	"\rCHANNEL_EMAIL\x10\x04*\xfd\x02\n" +
+	"\rCHANNEL_EMAIL\x10\x04*\x99\x03\n" +
 	"\rDeliveryState\x12\x1e\n" +
 	"\x1aDELIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18DELIVERY_STATE_SCHEDULED\x10\x01\x12\x19\n" +
@@ -567,7 +648,8 @@ const file_herald_v1_common_proto_rawDesc = "" +
 	"\x13DELIVERY_STATE_DEAD\x10\n" +
 	"\x12\x1a\n" +
 	"\x16DELIVERY_STATE_EXPIRED\x10\v\x12\x1b\n" +
-	"\x17DELIVERY_STATE_CANCELED\x10\f*^\n" +
+	"\x17DELIVERY_STATE_CANCELED\x10\f\x12\x1a\n" +
+	"\x16DELIVERY_STATE_WAITING\x10\r*^\n" +
 	"\bPriority\x12\x18\n" +
 	"\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPRIORITY_LOW\x10\x01\x12\x13\n" +
@@ -587,7 +669,7 @@ func file_herald_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_herald_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_herald_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_herald_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_herald_v1_common_proto_goTypes = []any{
 	(Channel)(0),                // 0: herald.v1.Channel
 	(DeliveryState)(0),          // 1: herald.v1.DeliveryState
@@ -596,18 +678,22 @@ var file_herald_v1_common_proto_goTypes = []any{
 	(*FrequencyCap)(nil),        // 4: herald.v1.FrequencyCap
 	(*RenderedContent)(nil),     // 5: herald.v1.RenderedContent
 	(*FieldViolation)(nil),      // 6: herald.v1.FieldViolation
-	(*durationpb.Duration)(nil), // 7: google.protobuf.Duration
+	(*Fallback)(nil),            // 7: herald.v1.Fallback
+	(*durationpb.Duration)(nil), // 8: google.protobuf.Duration
 }
 var file_herald_v1_common_proto_depIdxs = []int32{
 	0, // 0: herald.v1.Category.allowed_channels:type_name -> herald.v1.Channel
 	4, // 1: herald.v1.Category.caps:type_name -> herald.v1.FrequencyCap
-	7, // 2: herald.v1.FrequencyCap.window:type_name -> google.protobuf.Duration
-	0, // 3: herald.v1.FrequencyCap.channel:type_name -> herald.v1.Channel
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	7, // 2: herald.v1.Category.fallback:type_name -> herald.v1.Fallback
+	8, // 3: herald.v1.FrequencyCap.window:type_name -> google.protobuf.Duration
+	0, // 4: herald.v1.FrequencyCap.channel:type_name -> herald.v1.Channel
+	0, // 5: herald.v1.Fallback.channels:type_name -> herald.v1.Channel
+	8, // 6: herald.v1.Fallback.step_timeout:type_name -> google.protobuf.Duration
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_common_proto_init() }
@@ -621,7 +707,7 @@ func file_herald_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_common_proto_rawDesc), len(file_herald_v1_common_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -212,7 +212,10 @@ type SendRequest struct {
 	// When to send it; unset or past means now.
 	SendAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=send_at,json=sendAt,proto3" json:"send_at,omitempty"`
 	// How long after send_at a delivery may still be sent; unset means the server's default.
-	Ttl           *durationpb.Duration `protobuf:"bytes,10,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Ttl *durationpb.Duration `protobuf:"bytes,10,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// Send on these channels one after another instead of all at once (see Fallback); not
+	// together with channels. Unset means the category's fallback, if it has one.
+	Fallback      *Fallback `protobuf:"bytes,11,opt,name=fallback,proto3" json:"fallback,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -324,6 +327,13 @@ func (x *SendRequest) GetSendAt() *timestamppb.Timestamp {
 func (x *SendRequest) GetTtl() *durationpb.Duration {
 	if x != nil {
 		return x.Ttl
+	}
+	return nil
+}
+
+func (x *SendRequest) GetFallback() *Fallback {
+	if x != nil {
+		return x.Fallback
 	}
 	return nil
 }
@@ -932,7 +942,12 @@ type Delivery struct {
 	CreateTime        *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	UpdateTime        *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// When the provider accepted it.
-	SentTime      *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=sent_time,json=sentTime,proto3" json:"sent_time,omitempty"`
+	SentTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=sent_time,json=sentTime,proto3" json:"sent_time,omitempty"`
+	// Its step in the notification's fallback chain, from 1; 0 when the notification went to
+	// every channel at once. A later step is WAITING until the steps before it end; the state
+	// and reason of the step before say why the chain moved on (e.g. FAILED "bad_address", or
+	// SENT with no delivery event within the step timeout).
+	Step          int32 `protobuf:"varint,12,opt,name=step,proto3" json:"step,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1044,6 +1059,13 @@ func (x *Delivery) GetSentTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Delivery) GetStep() int32 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
 // CancelNotificationRequest names a notification.
 type CancelNotificationRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -1151,7 +1173,9 @@ type SendBatchRequest struct {
 	SendAt   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=send_at,json=sendAt,proto3" json:"send_at,omitempty"`
 	Ttl      *durationpb.Duration   `protobuf:"bytes,8,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	// At most 1,000.
-	Recipients    []*BatchRecipient `protobuf:"bytes,9,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	Recipients []*BatchRecipient `protobuf:"bytes,9,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	// As in SendRequest, for every recipient.
+	Fallback      *Fallback `protobuf:"bytes,10,opt,name=fallback,proto3" json:"fallback,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1256,6 +1280,13 @@ func (x *SendBatchRequest) GetTtl() *durationpb.Duration {
 func (x *SendBatchRequest) GetRecipients() []*BatchRecipient {
 	if x != nil {
 		return x.Recipients
+	}
+	return nil
+}
+
+func (x *SendBatchRequest) GetFallback() *Fallback {
+	if x != nil {
+		return x.Fallback
 	}
 	return nil
 }
@@ -1591,14 +1622,17 @@ func (x *ExplainResponse) GetDeliveries() []*ExplainedDelivery {
 type ExplainedDelivery struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Channel Channel                `protobuf:"varint,1,opt,name=channel,proto3,enum=herald.v1.Channel" json:"channel,omitempty"`
-	// QUEUED, SCHEDULED or SKIPPED.
+	// QUEUED, SCHEDULED or SKIPPED; WAITING for a later step of a fallback chain.
 	State DeliveryState `protobuf:"varint,2,opt,name=state,proto3,enum=herald.v1.DeliveryState" json:"state,omitempty"`
 	// Why it would be skipped or deferred: "opted_out", "suppressed", "rate_limited",
 	// "no_address", "quiet_hours", "channel_not_allowed", ...
 	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	// When it would be sent.
-	SendTime      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=send_time,json=sendTime,proto3" json:"send_time,omitempty"`
-	Content       *RenderedContent       `protobuf:"bytes,5,opt,name=content,proto3" json:"content,omitempty"`
+	SendTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=send_time,json=sendTime,proto3" json:"send_time,omitempty"`
+	Content  *RenderedContent       `protobuf:"bytes,5,opt,name=content,proto3" json:"content,omitempty"`
+	// Its step in the fallback chain, from 1 (0 without one): the deliveries come in the order
+	// the chain would follow, and the first step not SKIPPED goes first.
+	Step          int32 `protobuf:"varint,6,opt,name=step,proto3" json:"step,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1668,6 +1702,13 @@ func (x *ExplainedDelivery) GetContent() *RenderedContent {
 	return nil
 }
 
+func (x *ExplainedDelivery) GetStep() int32 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
 var File_herald_v1_notification_proto protoreflect.FileDescriptor
 
 const file_herald_v1_notification_proto_rawDesc = "" +
@@ -1679,7 +1720,7 @@ const file_herald_v1_notification_proto_rawDesc = "" +
 	"\x04kind\x18\x02 \x01(\x0e2\x19.herald.v1.EngagementKindR\x04kind\x12.\n" +
 	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"0\n" +
 	"\x12TrackEventResponse\x12\x1a\n" +
-	"\brecorded\x18\x01 \x01(\bR\brecorded\"\xe7\x03\n" +
+	"\brecorded\x18\x01 \x01(\bR\brecorded\"\x98\x04\n" +
 	"\vSendRequest\x12'\n" +
 	"\x0fidempotency_key\x18\x01 \x01(\tR\x0eidempotencyKey\x122\n" +
 	"\trecipient\x18\x02 \x01(\v2\x14.herald.v1.RecipientR\trecipient\x12\x1a\n" +
@@ -1691,7 +1732,8 @@ const file_herald_v1_notification_proto_rawDesc = "" +
 	"\bpriority\x18\b \x01(\x0e2\x13.herald.v1.PriorityR\bpriority\x123\n" +
 	"\asend_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x06sendAt\x12+\n" +
 	"\x03ttl\x18\n" +
-	" \x01(\v2\x19.google.protobuf.DurationR\x03ttlB\t\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12/\n" +
+	"\bfallback\x18\v \x01(\v2\x13.herald.v1.FallbackR\bfallbackB\t\n" +
 	"\amessage\"^\n" +
 	"\tRecipient\x12\x19\n" +
 	"\auser_id\x18\x01 \x01(\tH\x00R\x06userId\x12.\n" +
@@ -1740,7 +1782,7 @@ const file_herald_v1_notification_proto_rawDesc = "" +
 	"\n" +
 	"deliveries\x18\n" +
 	" \x03(\v2\x13.herald.v1.DeliveryR\n" +
-	"deliveries\"\xdb\x03\n" +
+	"deliveries\"\xef\x03\n" +
 	"\bDelivery\x12\x1f\n" +
 	"\vdelivery_id\x18\x01 \x01(\tR\n" +
 	"deliveryId\x12,\n" +
@@ -1757,11 +1799,12 @@ const file_herald_v1_notification_proto_rawDesc = "" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x127\n" +
-	"\tsent_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\bsentTime\"D\n" +
+	"\tsent_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\bsentTime\x12\x12\n" +
+	"\x04step\x18\f \x01(\x05R\x04step\"D\n" +
 	"\x19CancelNotificationRequest\x12'\n" +
 	"\x0fnotification_id\x18\x01 \x01(\tR\x0enotificationId\"Y\n" +
 	"\x1aCancelNotificationResponse\x12;\n" +
-	"\fnotification\x18\x01 \x01(\v2\x17.herald.v1.NotificationR\fnotification\"\xca\x03\n" +
+	"\fnotification\x18\x01 \x01(\v2\x17.herald.v1.NotificationR\fnotification\"\xfb\x03\n" +
 	"\x10SendBatchRequest\x12\x1a\n" +
 	"\bcategory\x18\x01 \x01(\tR\bcategory\x12.\n" +
 	"\bchannels\x18\x02 \x03(\x0e2\x12.herald.v1.ChannelR\bchannels\x124\n" +
@@ -1773,7 +1816,9 @@ const file_herald_v1_notification_proto_rawDesc = "" +
 	"\x03ttl\x18\b \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x129\n" +
 	"\n" +
 	"recipients\x18\t \x03(\v2\x19.herald.v1.BatchRecipientR\n" +
-	"recipientsB\t\n" +
+	"recipients\x12/\n" +
+	"\bfallback\x18\n" +
+	" \x01(\v2\x13.herald.v1.FallbackR\bfallbackB\t\n" +
 	"\amessage\"\x9a\x01\n" +
 	"\x0eBatchRecipient\x122\n" +
 	"\trecipient\x18\x01 \x01(\v2\x14.herald.v1.RecipientR\trecipient\x12'\n" +
@@ -1796,13 +1841,14 @@ const file_herald_v1_notification_proto_rawDesc = "" +
 	"\x0fExplainResponse\x12<\n" +
 	"\n" +
 	"deliveries\x18\x01 \x03(\v2\x1c.herald.v1.ExplainedDeliveryR\n" +
-	"deliveries\"\xf8\x01\n" +
+	"deliveries\"\x8c\x02\n" +
 	"\x11ExplainedDelivery\x12,\n" +
 	"\achannel\x18\x01 \x01(\x0e2\x12.herald.v1.ChannelR\achannel\x12.\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x18.herald.v1.DeliveryStateR\x05state\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x127\n" +
 	"\tsend_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bsendTime\x124\n" +
-	"\acontent\x18\x05 \x01(\v2\x1a.herald.v1.RenderedContentR\acontent*\x89\x01\n" +
+	"\acontent\x18\x05 \x01(\v2\x1a.herald.v1.RenderedContentR\acontent\x12\x12\n" +
+	"\x04step\x18\x06 \x01(\x05R\x04step*\x89\x01\n" +
 	"\x0eEngagementKind\x12\x1f\n" +
 	"\x1bENGAGEMENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ENGAGEMENT_KIND_OPENED\x10\x01\x12\x1d\n" +
@@ -1860,9 +1906,10 @@ var file_herald_v1_notification_proto_goTypes = []any{
 	(*structpb.Struct)(nil),            // 25: google.protobuf.Struct
 	(Priority)(0),                      // 26: herald.v1.Priority
 	(*durationpb.Duration)(nil),        // 27: google.protobuf.Duration
-	(DeliveryState)(0),                 // 28: herald.v1.DeliveryState
-	(*FieldViolation)(nil),             // 29: herald.v1.FieldViolation
-	(*RenderedContent)(nil),            // 30: herald.v1.RenderedContent
+	(*Fallback)(nil),                   // 28: herald.v1.Fallback
+	(DeliveryState)(0),                 // 29: herald.v1.DeliveryState
+	(*FieldViolation)(nil),             // 30: herald.v1.FieldViolation
+	(*RenderedContent)(nil),            // 31: herald.v1.RenderedContent
 }
 var file_herald_v1_notification_proto_depIdxs = []int32{
 	0,  // 0: herald.v1.TrackEventRequest.kind:type_name -> herald.v1.EngagementKind
@@ -1875,58 +1922,60 @@ var file_herald_v1_notification_proto_depIdxs = []int32{
 	26, // 7: herald.v1.SendRequest.priority:type_name -> herald.v1.Priority
 	23, // 8: herald.v1.SendRequest.send_at:type_name -> google.protobuf.Timestamp
 	27, // 9: herald.v1.SendRequest.ttl:type_name -> google.protobuf.Duration
-	5,  // 10: herald.v1.Recipient.address:type_name -> herald.v1.Address
-	12, // 11: herald.v1.SendResponse.deliveries:type_name -> herald.v1.Delivery
-	11, // 12: herald.v1.GetNotificationResponse.notification:type_name -> herald.v1.Notification
-	6,  // 13: herald.v1.Notification.template:type_name -> herald.v1.TemplateRef
-	26, // 14: herald.v1.Notification.priority:type_name -> herald.v1.Priority
-	23, // 15: herald.v1.Notification.create_time:type_name -> google.protobuf.Timestamp
-	23, // 16: herald.v1.Notification.send_time:type_name -> google.protobuf.Timestamp
-	23, // 17: herald.v1.Notification.expire_time:type_name -> google.protobuf.Timestamp
-	12, // 18: herald.v1.Notification.deliveries:type_name -> herald.v1.Delivery
-	24, // 19: herald.v1.Delivery.channel:type_name -> herald.v1.Channel
-	28, // 20: herald.v1.Delivery.state:type_name -> herald.v1.DeliveryState
-	23, // 21: herald.v1.Delivery.create_time:type_name -> google.protobuf.Timestamp
-	23, // 22: herald.v1.Delivery.update_time:type_name -> google.protobuf.Timestamp
-	23, // 23: herald.v1.Delivery.sent_time:type_name -> google.protobuf.Timestamp
-	11, // 24: herald.v1.CancelNotificationResponse.notification:type_name -> herald.v1.Notification
-	24, // 25: herald.v1.SendBatchRequest.channels:type_name -> herald.v1.Channel
-	6,  // 26: herald.v1.SendBatchRequest.template:type_name -> herald.v1.TemplateRef
-	7,  // 27: herald.v1.SendBatchRequest.content:type_name -> herald.v1.Content
-	25, // 28: herald.v1.SendBatchRequest.data:type_name -> google.protobuf.Struct
-	26, // 29: herald.v1.SendBatchRequest.priority:type_name -> herald.v1.Priority
-	23, // 30: herald.v1.SendBatchRequest.send_at:type_name -> google.protobuf.Timestamp
-	27, // 31: herald.v1.SendBatchRequest.ttl:type_name -> google.protobuf.Duration
-	16, // 32: herald.v1.SendBatchRequest.recipients:type_name -> herald.v1.BatchRecipient
-	4,  // 33: herald.v1.BatchRecipient.recipient:type_name -> herald.v1.Recipient
-	25, // 34: herald.v1.BatchRecipient.data:type_name -> google.protobuf.Struct
-	18, // 35: herald.v1.SendBatchResponse.results:type_name -> herald.v1.BatchResult
-	8,  // 36: herald.v1.BatchResult.response:type_name -> herald.v1.SendResponse
-	19, // 37: herald.v1.BatchResult.error:type_name -> herald.v1.BatchError
-	29, // 38: herald.v1.BatchError.violations:type_name -> herald.v1.FieldViolation
-	3,  // 39: herald.v1.ExplainRequest.request:type_name -> herald.v1.SendRequest
-	22, // 40: herald.v1.ExplainResponse.deliveries:type_name -> herald.v1.ExplainedDelivery
-	24, // 41: herald.v1.ExplainedDelivery.channel:type_name -> herald.v1.Channel
-	28, // 42: herald.v1.ExplainedDelivery.state:type_name -> herald.v1.DeliveryState
-	23, // 43: herald.v1.ExplainedDelivery.send_time:type_name -> google.protobuf.Timestamp
-	30, // 44: herald.v1.ExplainedDelivery.content:type_name -> herald.v1.RenderedContent
-	3,  // 45: herald.v1.NotificationService.Send:input_type -> herald.v1.SendRequest
-	9,  // 46: herald.v1.NotificationService.GetNotification:input_type -> herald.v1.GetNotificationRequest
-	13, // 47: herald.v1.NotificationService.CancelNotification:input_type -> herald.v1.CancelNotificationRequest
-	15, // 48: herald.v1.NotificationService.SendBatch:input_type -> herald.v1.SendBatchRequest
-	20, // 49: herald.v1.NotificationService.Explain:input_type -> herald.v1.ExplainRequest
-	1,  // 50: herald.v1.NotificationService.TrackEvent:input_type -> herald.v1.TrackEventRequest
-	8,  // 51: herald.v1.NotificationService.Send:output_type -> herald.v1.SendResponse
-	10, // 52: herald.v1.NotificationService.GetNotification:output_type -> herald.v1.GetNotificationResponse
-	14, // 53: herald.v1.NotificationService.CancelNotification:output_type -> herald.v1.CancelNotificationResponse
-	17, // 54: herald.v1.NotificationService.SendBatch:output_type -> herald.v1.SendBatchResponse
-	21, // 55: herald.v1.NotificationService.Explain:output_type -> herald.v1.ExplainResponse
-	2,  // 56: herald.v1.NotificationService.TrackEvent:output_type -> herald.v1.TrackEventResponse
-	51, // [51:57] is the sub-list for method output_type
-	45, // [45:51] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	28, // 10: herald.v1.SendRequest.fallback:type_name -> herald.v1.Fallback
+	5,  // 11: herald.v1.Recipient.address:type_name -> herald.v1.Address
+	12, // 12: herald.v1.SendResponse.deliveries:type_name -> herald.v1.Delivery
+	11, // 13: herald.v1.GetNotificationResponse.notification:type_name -> herald.v1.Notification
+	6,  // 14: herald.v1.Notification.template:type_name -> herald.v1.TemplateRef
+	26, // 15: herald.v1.Notification.priority:type_name -> herald.v1.Priority
+	23, // 16: herald.v1.Notification.create_time:type_name -> google.protobuf.Timestamp
+	23, // 17: herald.v1.Notification.send_time:type_name -> google.protobuf.Timestamp
+	23, // 18: herald.v1.Notification.expire_time:type_name -> google.protobuf.Timestamp
+	12, // 19: herald.v1.Notification.deliveries:type_name -> herald.v1.Delivery
+	24, // 20: herald.v1.Delivery.channel:type_name -> herald.v1.Channel
+	29, // 21: herald.v1.Delivery.state:type_name -> herald.v1.DeliveryState
+	23, // 22: herald.v1.Delivery.create_time:type_name -> google.protobuf.Timestamp
+	23, // 23: herald.v1.Delivery.update_time:type_name -> google.protobuf.Timestamp
+	23, // 24: herald.v1.Delivery.sent_time:type_name -> google.protobuf.Timestamp
+	11, // 25: herald.v1.CancelNotificationResponse.notification:type_name -> herald.v1.Notification
+	24, // 26: herald.v1.SendBatchRequest.channels:type_name -> herald.v1.Channel
+	6,  // 27: herald.v1.SendBatchRequest.template:type_name -> herald.v1.TemplateRef
+	7,  // 28: herald.v1.SendBatchRequest.content:type_name -> herald.v1.Content
+	25, // 29: herald.v1.SendBatchRequest.data:type_name -> google.protobuf.Struct
+	26, // 30: herald.v1.SendBatchRequest.priority:type_name -> herald.v1.Priority
+	23, // 31: herald.v1.SendBatchRequest.send_at:type_name -> google.protobuf.Timestamp
+	27, // 32: herald.v1.SendBatchRequest.ttl:type_name -> google.protobuf.Duration
+	16, // 33: herald.v1.SendBatchRequest.recipients:type_name -> herald.v1.BatchRecipient
+	28, // 34: herald.v1.SendBatchRequest.fallback:type_name -> herald.v1.Fallback
+	4,  // 35: herald.v1.BatchRecipient.recipient:type_name -> herald.v1.Recipient
+	25, // 36: herald.v1.BatchRecipient.data:type_name -> google.protobuf.Struct
+	18, // 37: herald.v1.SendBatchResponse.results:type_name -> herald.v1.BatchResult
+	8,  // 38: herald.v1.BatchResult.response:type_name -> herald.v1.SendResponse
+	19, // 39: herald.v1.BatchResult.error:type_name -> herald.v1.BatchError
+	30, // 40: herald.v1.BatchError.violations:type_name -> herald.v1.FieldViolation
+	3,  // 41: herald.v1.ExplainRequest.request:type_name -> herald.v1.SendRequest
+	22, // 42: herald.v1.ExplainResponse.deliveries:type_name -> herald.v1.ExplainedDelivery
+	24, // 43: herald.v1.ExplainedDelivery.channel:type_name -> herald.v1.Channel
+	29, // 44: herald.v1.ExplainedDelivery.state:type_name -> herald.v1.DeliveryState
+	23, // 45: herald.v1.ExplainedDelivery.send_time:type_name -> google.protobuf.Timestamp
+	31, // 46: herald.v1.ExplainedDelivery.content:type_name -> herald.v1.RenderedContent
+	3,  // 47: herald.v1.NotificationService.Send:input_type -> herald.v1.SendRequest
+	9,  // 48: herald.v1.NotificationService.GetNotification:input_type -> herald.v1.GetNotificationRequest
+	13, // 49: herald.v1.NotificationService.CancelNotification:input_type -> herald.v1.CancelNotificationRequest
+	15, // 50: herald.v1.NotificationService.SendBatch:input_type -> herald.v1.SendBatchRequest
+	20, // 51: herald.v1.NotificationService.Explain:input_type -> herald.v1.ExplainRequest
+	1,  // 52: herald.v1.NotificationService.TrackEvent:input_type -> herald.v1.TrackEventRequest
+	8,  // 53: herald.v1.NotificationService.Send:output_type -> herald.v1.SendResponse
+	10, // 54: herald.v1.NotificationService.GetNotification:output_type -> herald.v1.GetNotificationResponse
+	14, // 55: herald.v1.NotificationService.CancelNotification:output_type -> herald.v1.CancelNotificationResponse
+	17, // 56: herald.v1.NotificationService.SendBatch:output_type -> herald.v1.SendBatchResponse
+	21, // 57: herald.v1.NotificationService.Explain:output_type -> herald.v1.ExplainResponse
+	2,  // 58: herald.v1.NotificationService.TrackEvent:output_type -> herald.v1.TrackEventResponse
+	53, // [53:59] is the sub-list for method output_type
+	47, // [47:53] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_notification_proto_init() }
