@@ -91,6 +91,7 @@ func (s *Sender) Explain(ctx context.Context, caller appkey.Caller, req *SendReq
 		return nil, err
 	}
 	s.peekCaps(ctx, d, now)
+	holdLaterSteps(d.n, now, s.RepublishAfter)
 	for _, dl := range d.n.Deliveries { // Explain shows links as written, without short links
 		dl.Content = unmarkContent(dl.Content)
 	}

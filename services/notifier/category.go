@@ -2,6 +2,7 @@ package notifier
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -73,6 +74,13 @@ func (s *Categories) PutCategory(ctx context.Context, caller appkey.Caller, c pr
 	checkLen(&v, "category.description", c.Description, maxCategoryDescription)
 	v.Count("category.allowed_channels", len(c.AllowedChannels), len(delivery.Channels))
 	v.Count("category.caps", len(c.Caps), preference.MaxCaps)
+	if c.Fallback != nil {
+		for i, ch := range c.Fallback.Channels {
+			if !c.Allowed(ch) {
+				v.Add(fmt.Sprintf("category.fallback.channels[%d]", i), fmt.Sprintf("%s is not among the allowed channels", ch))
+			}
+		}
+	}
 	if err := v.Err(); err != nil {
 		return err
 	}

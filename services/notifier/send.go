@@ -36,6 +36,9 @@ type SendRequest struct {
 	Category string
 	// Channels to use; empty means every channel the recipient can be reached on.
 	Channels []delivery.Channel
+	// Fallback sends on its channels one after another instead (not with Channels); nil means
+	// the category's, if it has one.
+	Fallback *delivery.Fallback
 	// Exactly one of Template and Content is set.
 	Template *TemplateRef
 	Content  *Content
@@ -189,6 +192,7 @@ func (s *Sender) prepare(ctx context.Context, caller appkey.Caller, req *SendReq
 		return nil, nil, err
 	}
 	s.takeCaps(ctx, d, now)
+	holdLaterSteps(d.n, now, s.RepublishAfter)  // a capped first step passes the chain on
 	if err := s.shorten(ctx, d.n); err != nil { // short links: shortlinks.go
 		return nil, nil, err
 	}
@@ -251,11 +255,22 @@ func (s *Sender) plan(ctx context.Context, caller appkey.Caller, req *SendReques
 		return nil, err
 	}
 	n.Critical, n.DefaultOptIn = cat.Critical, cat.DefaultOptIn
-	channels, err := scope(caller, cat, req.Channels)
+	requested, chain := req.Channels, req.Fallback
+	if chain == nil && len(requested) == 0 && cat.Fallback != nil {
+		chain = cat.Fallback
+	}
+	if chain != nil {
+		requested = chain.Channels
+	}
+	field := "channels"
+	if chain != nil {
+		field = "fallback.channels"
+	}
+	channels, err := scope(caller, cat, requested, field)
 	if err != nil {
 		return nil, err
 	}
-	r, err := s.resolve(ctx, req, channels, len(req.Channels) > 0)
+	r, err := s.resolve(ctx, req, channels, len(requested) > 0)
 	if err != nil {
 		return nil, err
 	}
@@ -299,16 +314,54 @@ func (s *Sender) plan(ctx context.Context, caller appkey.Caller, req *SendReques
 				d.State, d.DueAt = delivery.Scheduled, &at
 			}
 		}
+		if chain != nil {
+			d.Step, d.StepTimeout = slices.Index(chain.Channels, t.channel)+1, chain.StepTimeout
+		}
 		n.Deliveries = append(n.Deliveries, d)
 	}
+	holdLaterSteps(n, now, s.RepublishAfter)
 	return &draft{n: n, cat: cat, who: r.who()}, nil
 }
 
-// scope returns the channels a Send may use: the requested ones, each of which the app's scope
+// holdLaterSteps makes a fallback chain start at its first step with a delivery that may go
+// (queued or scheduled): that step keeps its state, the later ones wait for it, due for the
+// reconciler at their expiry at the latest (their steps before them mark them due sooner). A
+// chain whose first live step was skipped meanwhile (a frequency cap) starts at the next one,
+// queued or scheduled for the notification's send time. Steps skipped at the start (no
+// address, opted out, suppressed) keep their reason: the chain moved on past them.
+func holdLaterSteps(n *Notification, now time.Time, republishAfter time.Duration) {
+	first := 0
+	for _, d := range n.Deliveries {
+		if d.Step == 0 {
+			return
+		}
+		switch d.State {
+		case delivery.Queued, delivery.Scheduled:
+			if first == 0 || d.Step == first {
+				first = d.Step
+				continue
+			}
+		case delivery.Waiting:
+			if first == 0 || d.Step == first {
+				first = d.Step
+				d.State, d.DueAt = delivery.Queued, ptr(minTime(now.Add(republishAfter), d.ExpiresAt))
+				if n.SendAt.After(now) {
+					d.State, d.DueAt = delivery.Scheduled, ptr(n.SendAt)
+				}
+				continue
+			}
+		default:
+			continue
+		}
+		d.State, d.DueAt = delivery.Waiting, ptr(d.ExpiresAt)
+	}
+}
+
+// scope returns the channels a Send may use: the requested ones (field names them in errors), each of which the app's scope
 // and the category must allow, or, when none are requested, every channel both allow.
 // Errors: PermissionDenied (outside the app's scope), Invalid (a channel the category is not
 // sent on).
-func scope(caller appkey.Caller, cat preference.Category, requested []delivery.Channel) ([]delivery.Channel, error) {
+func scope(caller appkey.Caller, cat preference.Category, requested []delivery.Channel, field string) ([]delivery.Channel, error) {
 	if len(caller.AllowedCategories) > 0 && !slices.Contains(caller.AllowedCategories, cat.Name) {
 		return nil, errs.E(errs.PermissionDenied, "app %q may not send category %q", caller.AppName, cat.Name)
 	}
@@ -329,7 +382,7 @@ func scope(caller appkey.Caller, cat preference.Category, requested []delivery.C
 			return nil, errs.E(errs.PermissionDenied, "app %q may not send on channel %s", caller.AppName, ch)
 		}
 		if !cat.Allowed(ch) {
-			return nil, errs.Field(fmt.Sprintf("channels[%d]", i), fmt.Sprintf("category %q is not sent on %s", cat.Name, ch))
+			return nil, errs.Field(fmt.Sprintf("%s[%d]", field, i), fmt.Sprintf("category %q is not sent on %s", cat.Name, ch))
 		}
 	}
 	return requested, nil
@@ -639,6 +692,12 @@ func validate(req *SendRequest, now time.Time, limits templates.Limits) error {
 	if !categoryPattern.MatchString(req.Category) {
 		v.Add("category", "must be 1-64 lower-case letters, digits, '_', '-' or '.', starting with a letter")
 	}
+	if req.Fallback != nil && len(req.Channels) > 0 {
+		v.Add("fallback", "set either channels or fallback, not both")
+	}
+	if f := req.Fallback; f != nil && f.StepTimeout > 0 && req.TTL > 0 && f.StepTimeout >= req.TTL {
+		v.Add("fallback.step_timeout", "must be shorter than the ttl: the next step would expire before it goes")
+	}
 	if v.Count("channels", len(req.Channels), len(delivery.Channels)) {
 		seen := map[delivery.Channel]bool{}
 		for i, ch := range req.Channels {
@@ -745,7 +804,11 @@ var inlineFields = map[string]string{
 // at fault (or of data, when the data alone is too large for a push payload).
 func checkInline(v *errs.Violations, req *SendRequest, limits templates.Limits) {
 	c := req.Content
-	r := forChannels(inlineRendered(c), req.Channels)
+	chs := req.Channels
+	if req.Fallback != nil {
+		chs = req.Fallback.Channels
+	}
+	r := forChannels(inlineRendered(c), chs)
 	for _, channel := range []templates.Rendered{
 		{PushTitle: r.PushTitle, PushBody: r.PushBody},
 		{SMSBody: r.SMSBody},

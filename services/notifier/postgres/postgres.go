@@ -230,7 +230,7 @@ func (s *Store) withDeliveries(ctx context.Context, n *notifier.Notification, er
 
 // Categories implements notifier.CategoryStore.
 func (s *Store) Categories(ctx context.Context) ([]preference.Category, error) {
-	rows, err := s.pool.Query(ctx, `SELECT name, description, critical, default_opt_in, allowed_channels, caps
+	rows, err := s.pool.Query(ctx, `SELECT name, description, critical, default_opt_in, allowed_channels, caps, fallback
 		FROM notifier.categories ORDER BY name`)
 	if err != nil {
 		return nil, pgdb.Err(err)
@@ -238,8 +238,8 @@ func (s *Store) Categories(ctx context.Context) ([]preference.Category, error) {
 	cats, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (preference.Category, error) {
 		var c preference.Category
 		var chs []string
-		var caps []byte
-		if err := r.Scan(&c.Name, &c.Description, &c.Critical, &c.DefaultOptIn, &chs, &caps); err != nil {
+		var caps, fallback []byte
+		if err := r.Scan(&c.Name, &c.Description, &c.Critical, &c.DefaultOptIn, &chs, &caps, &fallback); err != nil {
 			return c, err
 		}
 		for _, ch := range chs {
@@ -247,6 +247,11 @@ func (s *Store) Categories(ctx context.Context) ([]preference.Category, error) {
 		}
 		if err := json.Unmarshal(caps, &c.Caps); err != nil {
 			return c, fmt.Errorf("decode caps of category %s: %w", c.Name, err)
+		}
+		if fallback != nil {
+			if err := json.Unmarshal(fallback, &c.Fallback); err != nil {
+				return c, fmt.Errorf("decode fallback of category %s: %w", c.Name, err)
+			}
 		}
 		return c, nil
 	})
@@ -266,13 +271,19 @@ func (s *Store) PutCategory(ctx context.Context, c preference.Category) error {
 	for i, ch := range c.AllowedChannels {
 		chs[i] = string(ch)
 	}
+	var fallback []byte // NULL: no chain
+	if c.Fallback != nil {
+		if fallback, err = json.Marshal(c.Fallback); err != nil {
+			return fmt.Errorf("encode fallback: %w", err)
+		}
+	}
 	_, err = s.pool.Exec(ctx, `
-		INSERT INTO notifier.categories (name, description, critical, default_opt_in, allowed_channels, caps)
-		VALUES ($1, $2, $3, $4, $5, $6)
+		INSERT INTO notifier.categories (name, description, critical, default_opt_in, allowed_channels, caps, fallback)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT (name) DO UPDATE SET description = excluded.description, critical = excluded.critical,
 			default_opt_in = excluded.default_opt_in, allowed_channels = excluded.allowed_channels,
-			caps = excluded.caps, updated_at = now()`,
-		c.Name, c.Description, c.Critical, c.DefaultOptIn, chs, caps)
+			caps = excluded.caps, fallback = excluded.fallback, updated_at = now()`,
+		c.Name, c.Description, c.Critical, c.DefaultOptIn, chs, caps, fallback)
 	return pgdb.Err(err)
 }
 

@@ -80,7 +80,7 @@ func (s *Server) SendBatch(ctx context.Context, req *heraldv1.SendBatchRequest) 
 		one := &heraldv1.SendRequest{
 			IdempotencyKey: key, Recipient: r.GetRecipient(), Category: req.GetCategory(),
 			Channels: req.GetChannels(), Data: mergeData(req.GetData(), r.GetData()), Priority: req.GetPriority(),
-			SendAt: req.GetSendAt(), Ttl: req.GetTtl(),
+			SendAt: req.GetSendAt(), Ttl: req.GetTtl(), Fallback: req.GetFallback(),
 		}
 		switch m := req.GetMessage().(type) {
 		case *heraldv1.SendBatchRequest_Template:
@@ -181,6 +181,7 @@ func (s *Server) Explain(ctx context.Context, req *heraldv1.ExplainRequest) (*he
 			Channel:  protoconv.ChannelProto[d.Channel],
 			State:    protoconv.StateProto[d.State],
 			Reason:   d.Reason,
+			Step:     int32(d.Step),
 			SendTime: timestamppb.New(d.SendTime(now)),
 			Content: &heraldv1.RenderedContent{
 				PushTitle: pushOnly(d, ct.Title), PushBody: pushOnly(d, ct.Body), SmsBody: smsOnly(d, ct.Body),

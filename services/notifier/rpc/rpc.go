@@ -114,6 +114,7 @@ func sendResponse(res *notifier.SendResult) *heraldv1.SendResponse {
 			Channel:    protoconv.ChannelProto[d.Channel],
 			State:      protoconv.StateProto[d.State],
 			Reason:     d.Reason,
+			Step:       int32(d.Step),
 		})
 	}
 	return out
@@ -170,6 +171,7 @@ func sendRequest(req *heraldv1.SendRequest) (*notifier.SendRequest, error) {
 			out.Channels = append(out.Channels, d)
 		}
 	}
+	out.Fallback = protoconv.FallbackDomain(&v, "fallback", req.GetFallback())
 	switch m := req.GetMessage().(type) {
 	case *heraldv1.SendRequest_Template:
 		out.Template = &notifier.TemplateRef{Name: m.Template.GetName(), Version: int(m.Template.GetVersion()),
@@ -257,6 +259,7 @@ func deliveryProto(d *notifier.Delivery) *heraldv1.Delivery {
 		CreateTime:        timestamppb.New(d.CreatedAt),
 		UpdateTime:        timestamppb.New(d.UpdatedAt),
 		SentTime:          optTime(d.SentAt),
+		Step:              int32(d.Step),
 	}
 }
 
