@@ -70,10 +70,12 @@ const (
 )
 
 // DeliveryState returns the state that an event of kind k moves its delivery to, or "" when the
-// event leaves the state as it is (engagement and progress events).
+// event leaves the state as it is (progress events, and other engagement). An open or a click
+// (a provider's tracking, or the app's TrackEvent) proves the message arrived, though no
+// delivery report came: a push has none. It ends a fallback chain as a delivery report does.
 func (k ProviderEventKind) DeliveryState() delivery.State {
 	switch k {
-	case EventDelivered:
+	case EventDelivered, EventOpened, EventClicked:
 		return delivery.Delivered
 	case EventBounced, EventDropped:
 		return delivery.Bounced

@@ -102,7 +102,7 @@ func TestRecordProviderEvents(t *testing.T) {
 	}{
 		{"delivered before it bounced: the earlier event wins", sent1, "delivered", ""},
 		{"bounced", sent2, "bounced", "hard_bounce 5.1.1"},
-		{"opened", sent3, "sent", ""},
+		{"opened: an open proves delivery", sent3, "delivered", ""},
 		{"failed", ds[3], "failed", ""},
 		{"dead", ds[4], "dead", ""},
 		{"expired", ds[5], "expired", ""},

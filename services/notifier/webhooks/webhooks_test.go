@@ -406,7 +406,7 @@ func TestSendGridUpdatesDeliveries(t *testing.T) {
 	}{
 		{"delivered", delivered.ID, "delivered", ""},
 		{"hard bounce", bounced.ID, "bounced", "hard_bounce 5.1.1"},
-		{"opened", opened.ID, "sent", ""},
+		{"opened: an open proves delivery", opened.ID, "delivered", ""},
 		{"by message id", byMessageID.ID, "delivered", ""},
 	} {
 		if r := h.row(c.id); r.State != c.state || r.Reason != c.reason {
@@ -485,7 +485,7 @@ func TestSendGridAddressFacts(t *testing.T) {
 		d             target
 		state, reason string
 	}{
-		{"unsubscribe", unsub, "sent", ""},
+		{"unsubscribe, then a click, which proves delivery", unsub, "delivered", ""},
 		{"group unsubscribe", groupUnsub, "sent", ""},
 		{"spam report", spam, "delivered", ""},
 		{"blocked", blocked, "bounced", "blocked 5.7.1"},
