@@ -68,6 +68,7 @@ type Fake struct {
 	srv      *httptest.Server
 	messages []Message
 	counts   map[string]int // custom_args["delivery_id"] -> accepted count
+	refused  map[string]bool
 }
 
 // New returns a fake that accepts requests authorized with apiKey. It does not listen until
@@ -128,6 +129,34 @@ func (f *Fake) Reset() {
 	defer f.mu.Unlock()
 	f.messages = nil
 	f.counts = make(map[string]int)
+	f.refused = nil
+}
+
+// RefuseAddress makes the fake refuse for good every request to email (compared without case),
+// until Reset: 400 with SendGrid's error for a recipient it will not send to, naming the
+// field. Nothing is recorded for such a request.
+func (f *Fake) RefuseAddress(email string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.refused == nil {
+		f.refused = map[string]bool{}
+	}
+	f.refused[strings.ToLower(email)] = true
+}
+
+// refusal returns the error for the first refused recipient of req, if any.
+func (f *Fake) refusal(req *mailRequest) (apiError, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, p := range req.Personalizations {
+		for j, to := range p.To {
+			if f.refused[strings.ToLower(to.Email)] {
+				return fieldError(fmt.Sprintf("personalizations.%d.to.%d.email", i, j),
+					"Does not contain a valid address."), true
+			}
+		}
+	}
+	return apiError{}, false
 }
 
 // Messages returns a copy of the accepted messages, oldest first.
@@ -230,6 +259,10 @@ func (f *Fake) serveSend(w http.ResponseWriter, r *http.Request) {
 	}
 	if errs := req.validate(); len(errs) > 0 {
 		writeErrors(w, http.StatusBadRequest, errs...)
+		return
+	}
+	if e, refused := f.refusal(&req); refused {
+		writeErrors(w, http.StatusBadRequest, e)
 		return
 	}
 

@@ -469,3 +469,20 @@ func TestCountOnly(t *testing.T) {
 		t.Errorf("Accepted %d, Requests %d; want 3 and 3", f.Accepted(), f.Requests())
 	}
 }
+
+func TestRefuseAddress(t *testing.T) {
+	f, url := start(t)
+	f.RefuseAddress("ADA@example.com")
+	st, _, errs := post(t, url, validBody, nil)
+	if st != http.StatusBadRequest || len(errs) != 1 || errs[0].Field == nil ||
+		*errs[0].Field != "personalizations.0.to.0.email" {
+		t.Errorf("refused address: status %d, errors %+v; want 400 naming the recipient", st, errs)
+	}
+	if n := len(f.Messages()); n != 0 {
+		t.Errorf("recorded %d messages, want none", n)
+	}
+	f.Reset()
+	if st, _, _ := post(t, url, validBody, nil); st != http.StatusAccepted {
+		t.Errorf("after Reset: status %d, want 202", st)
+	}
+}
