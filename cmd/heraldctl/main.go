@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -36,7 +37,8 @@ Usage:
                                 --contacts-key
   heraldctl keygen --secret     print 32 random bytes in base64: a link key's secret
                                 (--link-keys id:secret) or the short links' key (--link-key)
-  heraldctl send [flags]        send a notification (see heraldctl send -h)
+  heraldctl send [flags]        send a notification (see heraldctl send -h); --fallback email,sms
+                                [--step-timeout 10m] tries the channels one after another
   heraldctl status <id>         show a notification and its deliveries
   heraldctl apps create <name> [--categories a,b] [--channels email,sms] [--rate N --burst N]
                 [--contacts none|read|write] [--admin]
@@ -208,6 +210,8 @@ func send(ctx context.Context, client heraldv1.NotificationServiceClient, args [
 		user      = fs.String("user", "", "recipient user id (instead of addresses)")
 		category  = fs.String("category", "account", "notification category")
 		channels  = fs.String("channels", "", "comma-separated channels (ios,android,sms,email); empty means all reachable")
+		fallback  = fs.String("fallback", "", "comma-separated channels to try one after another (e.g. email,sms), instead of --channels")
+		stepWait  = fs.Duration("step-timeout", 0, "with --fallback: move on when a sent step was not delivered within this time (0: sent is enough)")
 		title     = fs.String("title", "", "push title")
 		subject   = fs.String("subject", "", "email subject")
 		body      = fs.String("body", "", "text body (push, SMS, email text)")
@@ -240,6 +244,18 @@ func send(ctx context.Context, client heraldv1.NotificationServiceClient, args [
 		return err
 	}
 	req.Channels = chs
+	if *fallback != "" {
+		chain, err := parseChannels(*fallback)
+		if err != nil {
+			return fmt.Errorf("--fallback: %w", err)
+		}
+		req.Fallback = &heraldv1.Fallback{Channels: chain}
+		if *stepWait > 0 {
+			req.Fallback.StepTimeout = durationpb.New(*stepWait)
+		}
+	} else if *stepWait > 0 {
+		return errors.New("--step-timeout needs --fallback")
+	}
 	if *template != "" {
 		req.Message = &heraldv1.SendRequest_Template{Template: &heraldv1.TemplateRef{Name: *template}}
 	} else {
@@ -270,9 +286,9 @@ func send(ctx context.Context, client heraldv1.NotificationServiceClient, args [
 	fmt.Fprintf(out, "notification %s%s\n", res.NotificationId, dup)
 	if !*wait {
 		w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "DELIVERY\tCHANNEL\tSTATE\tREASON")
+		fmt.Fprintln(w, "DELIVERY\tSTEP\tCHANNEL\tSTATE\tREASON")
 		for _, d := range res.Deliveries {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", d.DeliveryId, channelName(d.Channel), stateName(d.State), d.Reason)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", d.DeliveryId, stepName(d.Step), channelName(d.Channel), stateName(d.State), d.Reason)
 		}
 		return w.Flush()
 	}
@@ -313,12 +329,20 @@ func printNotification(out io.Writer, n *heraldv1.Notification) error {
 	fmt.Fprintf(out, "notification %s  category %s  created %s\n", n.NotificationId, n.Category,
 		n.CreateTime.AsTime().Local().Format(time.DateTime))
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "DELIVERY\tCHANNEL\tSTATE\tATTEMPTS\tPROVIDER\tPROVIDER ID\tREASON\tLAST ERROR")
+	fmt.Fprintln(w, "DELIVERY\tSTEP\tCHANNEL\tSTATE\tATTEMPTS\tPROVIDER\tPROVIDER ID\tREASON\tLAST ERROR")
 	for _, d := range n.Deliveries {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", d.DeliveryId, channelName(d.Channel), stateName(d.State),
-			d.Attempts, d.Provider, d.ProviderMessageId, d.Reason, d.LastError)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", d.DeliveryId, stepName(d.Step), channelName(d.Channel),
+			stateName(d.State), d.Attempts, d.Provider, d.ProviderMessageId, d.Reason, d.LastError)
 	}
 	return w.Flush()
+}
+
+// stepName is a delivery's step in its fallback chain, "-" outside any chain.
+func stepName(step int32) string {
+	if step == 0 {
+		return "-"
+	}
+	return strconv.Itoa(int(step))
 }
 
 func channelName(c heraldv1.Channel) string {
