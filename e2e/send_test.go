@@ -44,7 +44,8 @@ func waitFinal(t *testing.T, s *stack, id string) *heraldv1.Notification {
 		for _, d := range n.Deliveries {
 			switch d.State {
 			case heraldv1.DeliveryState_DELIVERY_STATE_QUEUED, heraldv1.DeliveryState_DELIVERY_STATE_SENDING,
-				heraldv1.DeliveryState_DELIVERY_STATE_RETRYING, heraldv1.DeliveryState_DELIVERY_STATE_SCHEDULED:
+				heraldv1.DeliveryState_DELIVERY_STATE_RETRYING, heraldv1.DeliveryState_DELIVERY_STATE_SCHEDULED,
+				heraldv1.DeliveryState_DELIVERY_STATE_WAITING:
 				return false, nil
 			}
 		}
