@@ -32,6 +32,7 @@ func TestViolations(t *testing.T) {
 			delete(v.emailVia, backupProvider)
 			delete(v.faults, "email-failover")
 		}, ""},
+		{"a chain sent twice", func(v *verdict) { v.chains, v.chainsDoubled = 3, 1 }, "1 fallback chains sent more than one step"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := clean()

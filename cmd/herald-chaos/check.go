@@ -18,7 +18,7 @@ import (
 const backupProvider = "sendgrid/backup"
 
 // nonTerminal is the SQL condition of a delivery that has not reached a terminal state.
-const nonTerminal = `state IN ('scheduled', 'queued', 'sending', 'retrying')`
+const nonTerminal = `state IN ('scheduled', 'waiting', 'queued', 'sending', 'retrying')`
 
 // settle waits, after the load and the faults, until no delivery is left non-terminal, or
 // until timeout. It never judges by how long anything took: the verdict reads final states.
@@ -69,6 +69,9 @@ type verdict struct {
 	// emailVia counts the emails sent, by the provider and credential that took them
 	// (sendgrid/primary, sendgrid/backup).
 	emailVia map[string]int64
+	// Fallback chains: acknowledged, and of those, ended with one step sent, ended with every
+	// step failed, and ended with more than one step sent (two channels reached the user).
+	chains, chainsSent, chainsFailed, chainsDoubled int64
 }
 
 // check compares the history with what the fakes received and what the database says.
@@ -140,6 +143,10 @@ func (p *phase) check(ctx context.Context) (*verdict, error) {
 		}
 	}
 
+	if err := p.checkChains(ctx, v); err != nil {
+		return nil, err
+	}
+
 	err := retry(ctx, func(ctx context.Context) error {
 		return p.db.QueryRow(ctx, `SELECT count(*) FILTER (WHERE due_at IS NULL OR due_at < now()), count(*)
 			FROM delivery.deliveries WHERE `+nonTerminal).Scan(&v.stuck, &v.open)
@@ -171,6 +178,41 @@ func (p *phase) check(ctx context.Context) (*verdict, error) {
 	return v, nil
 }
 
+// checkChains counts how the acknowledged fallback chains ended: with exactly one step sent
+// (sent, delivered or bounced: a provider took it), or with every step failed. A chain with two
+// steps sent reached the user twice. A chain still open counts as neither: the open deliveries
+// are a violation of their own.
+func (p *phase) checkChains(ctx context.Context, v *verdict) error {
+	p.h.mu.Lock()
+	var ids []uuid.UUID
+	for _, s := range p.h.chains {
+		if id, err := uuid.Parse(s); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	p.h.mu.Unlock()
+	v.chains = int64(len(ids))
+	if len(ids) == 0 {
+		return nil
+	}
+	err := retry(ctx, func(ctx context.Context) error {
+		return p.db.QueryRow(ctx, `
+			WITH c AS (
+				SELECT notification_id,
+					count(DISTINCT step) FILTER (WHERE state IN ('sent', 'delivered', 'bounced')) AS sent,
+					count(*) FILTER (WHERE `+nonTerminal+`) AS open
+				FROM delivery.deliveries WHERE notification_id = ANY($1) GROUP BY notification_id
+			)
+			SELECT count(*) FILTER (WHERE sent = 1), count(*) FILTER (WHERE sent = 0 AND open = 0),
+				count(*) FILTER (WHERE sent > 1)
+			FROM c`, ids).Scan(&v.chainsSent, &v.chainsFailed, &v.chainsDoubled)
+	})
+	if err != nil {
+		return fmt.Errorf("check the fallback chains: %w", err)
+	}
+	return nil
+}
+
 // add sums two phases' verdicts.
 func (v *verdict) add(o *verdict) {
 	v.acked += o.acked
@@ -184,6 +226,10 @@ func (v *verdict) add(o *verdict) {
 	v.open += o.open
 	v.strays += o.strays
 	v.notQueued += o.notQueued
+	v.chains += o.chains
+	v.chainsSent += o.chainsSent
+	v.chainsFailed += o.chainsFailed
+	v.chainsDoubled += o.chainsDoubled
 	for _, m := range []struct{ dst, src map[string]int64 }{{v.lostStates, o.lostStates}, {v.terminalFailed, o.terminalFailed},
 		{v.emailVia, o.emailVia}} {
 		for k, n := range m.src {
@@ -221,6 +267,9 @@ func (v *verdict) violations() []string {
 	if v.faults["email-failover"] > 0 && v.emailVia[backupProvider] == 0 {
 		out = append(out, fmt.Sprintf("no email failed over to %s while the first provider refused (emails by provider: %s)",
 			backupProvider, counts(v.emailVia)))
+	}
+	if v.chainsDoubled > 0 {
+		out = append(out, fmt.Sprintf("%d fallback chains sent more than one step", v.chainsDoubled))
 	}
 	if v.strays > v.unknown {
 		out = append(out, fmt.Sprintf("%d deliveries received that no Send asked for (only %d sends were unknown)", v.strays, v.unknown))

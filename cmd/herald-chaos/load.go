@@ -28,11 +28,12 @@ type history struct {
 	acked    atomic.Int64 // sends answered OK
 	unknown  atomic.Int64 // Unavailable or DeadlineExceeded: accepted or not, nobody knows
 	failed   atomic.Int64 // any other error: refused, never accepted
-	notQueue atomic.Int64 // deliveries of acknowledged sends answered other than QUEUED
+	notQueue atomic.Int64 // deliveries of acknowledged sends answered other than QUEUED (or WAITING, a later step)
 
 	mu     sync.Mutex
 	ids    map[loopstack.Key]string // delivery key -> delivery id, for acknowledged sends
 	errors map[string]int64         // code -> count, for unknown and failed sends
+	chains []string                 // notification ids of acknowledged fallback chains
 }
 
 func newHistory(t *loopstack.Tracker) *history {
@@ -47,6 +48,9 @@ type load struct {
 	conns   []*grpc.ClientConn
 	offset  int64 // keeps one phase's addresses apart from another's
 	next    atomic.Int64
+	// refuse, when set, makes the email provider refuse an address for good: half the fallback
+	// chains start with one, so that their SMS step goes.
+	refuse func(email string)
 }
 
 func newLoad(addr, key string, h *history, offset int64) (*load, error) {
@@ -80,8 +84,7 @@ func request(i int64) (*heraldv1.SendRequest, heraldv1.Channel, string) {
 	case heraldv1.Channel_CHANNEL_EMAIL:
 		a.Email = fmt.Sprintf("chaos%d@example.com", i)
 	case heraldv1.Channel_CHANNEL_SMS:
-		number = fmt.Sprintf("+1%s%03d%04d", []string{"212", "213", "310", "312", "415", "646", "718"}[(i/8_000_000)%7],
-			200+(i/10_000)%800, i%10_000)
+		number = smsNumber(i)
 		a.Phone = number
 	case heraldv1.Channel_CHANNEL_IOS:
 		sum := sha256.Sum256(fmt.Appendf(nil, "chaos-%d", i))
@@ -98,6 +101,32 @@ func request(i int64) (*heraldv1.SendRequest, heraldv1.Channel, string) {
 			Subject: fmt.Sprintf("Order %d", i), Html: fmt.Sprintf("<p>Your order <b>%d</b> has shipped.</p>", i),
 		}},
 	}, ch, number
+}
+
+// smsNumber is send i's number: of its own, for any i.
+func smsNumber(i int64) string {
+	return fmt.Sprintf("+1%s%03d%04d", []string{"212", "213", "310", "312", "415", "646", "718"}[(i/8_000_000)%7],
+		200+(i/10_000)%800, i%10_000)
+}
+
+// Every chainEvery-th single Send (one with i%4 == 3, an Android send's index, whose email
+// address and number no other send uses) is a fallback chain, email then SMS; every other
+// chain's email address is refused for good by the provider, so that its SMS step goes.
+const chainEvery = 20
+
+// chainRequest returns send i as a fallback chain, and its number.
+func (l *load) chainRequest(i int64) (*heraldv1.SendRequest, string) {
+	req, _, _ := request(i)
+	number := smsNumber(i)
+	addr := &heraldv1.Address{Email: fmt.Sprintf("chaos%d@example.com", i), Phone: number}
+	if (i/chainEvery)%2 == 1 && l.refuse != nil {
+		addr.Email = fmt.Sprintf("chaos-refused%d@example.com", i)
+		l.refuse(addr.Email)
+	}
+	req.Recipient = &heraldv1.Recipient{Kind: &heraldv1.Recipient_Address{Address: addr}}
+	req.Channels = nil
+	req.Fallback = &heraldv1.Fallback{Channels: []heraldv1.Channel{heraldv1.Channel_CHANNEL_EMAIL, heraldv1.Channel_CHANNEL_SMS}}
+	return req, number
 }
 
 // callTimeout bounds one Send; past it the send's fate is unknown.
@@ -151,7 +180,10 @@ const (
 
 func (l *load) send(ctx context.Context, client heraldv1.NotificationServiceClient) {
 	i := l.offset + l.next.Add(1) - 1
-	req, ch, number := request(i)
+	req, _, number := request(i)
+	if i%chainEvery == chainEvery-1 {
+		req, number = l.chainRequest(i)
+	}
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	res, err := client.Send(cctx, req)
 	at := time.Now()
@@ -161,7 +193,7 @@ func (l *load) send(ctx context.Context, client heraldv1.NotificationServiceClie
 		return
 	}
 	l.h.acked.Add(1)
-	l.accept(res, ch, number, at)
+	l.accept(res, number, at)
 }
 
 // sendBatch sends batchSize notifications in one SendBatch; each recipient's answer counts as a
@@ -169,10 +201,10 @@ func (l *load) send(ctx context.Context, client heraldv1.NotificationServiceClie
 func (l *load) sendBatch(ctx context.Context, client heraldv1.NotificationServiceClient) {
 	first := l.offset + l.next.Add(batchSize) - batchSize
 	req := &heraldv1.SendBatchRequest{Category: "account"}
-	chs, numbers := make([]heraldv1.Channel, batchSize), make([]string, batchSize)
+	numbers := make([]string, batchSize)
 	for j := range int64(batchSize) {
-		one, ch, number := request(first + j)
-		chs[j], numbers[j] = ch, number
+		one, _, number := request(first + j)
+		numbers[j] = number
 		// Each recipient names its one channel by its address; the batch's content is every
 		// channel's.
 		req.Recipients = append(req.Recipients, &heraldv1.BatchRecipient{Recipient: one.Recipient})
@@ -199,7 +231,7 @@ func (l *load) sendBatch(ctx context.Context, client heraldv1.NotificationServic
 			continue
 		}
 		l.h.acked.Add(1)
-		l.accept(r.GetResponse(), chs[j], numbers[j], at)
+		l.accept(r.GetResponse(), numbers[j], at)
 	}
 }
 
@@ -233,16 +265,19 @@ func (l *load) count(code codes.Code, n int64) bool {
 }
 
 // accept tracks the deliveries of an acknowledged notification.
-func (l *load) accept(res *heraldv1.SendResponse, ch heraldv1.Channel, number string, at time.Time) {
+func (l *load) accept(res *heraldv1.SendResponse, number string, at time.Time) {
 	h := l.h
 	for _, d := range res.GetDeliveries() {
-		if d.GetState() != heraldv1.DeliveryState_DELIVERY_STATE_QUEUED {
+		// A later step of a chain waits; it is tracked as any delivery: either a provider
+		// receives it, or it ends skipped (fallback_not_needed), which the check accepts.
+		if st := d.GetState(); st != heraldv1.DeliveryState_DELIVERY_STATE_QUEUED &&
+			(st != heraldv1.DeliveryState_DELIVERY_STATE_WAITING || d.GetStep() < 2) {
 			h.notQueue.Add(1)
 			continue
 		}
 		var k loopstack.Key
 		var ok bool
-		if ch == heraldv1.Channel_CHANNEL_SMS {
+		if d.GetChannel() == heraldv1.Channel_CHANNEL_SMS {
 			k, ok = loopstack.PhoneKey(number)
 		} else {
 			k, ok = loopstack.IDKey(d.GetDeliveryId())
@@ -255,5 +290,10 @@ func (l *load) accept(res *heraldv1.SendResponse, ch heraldv1.Channel, number st
 		h.ids[k] = d.GetDeliveryId()
 		h.mu.Unlock()
 		h.t.Accept(k, at)
+	}
+	if ds := res.GetDeliveries(); len(ds) > 0 && ds[0].GetStep() > 0 {
+		h.mu.Lock()
+		h.chains = append(h.chains, res.GetNotificationId())
+		h.mu.Unlock()
 	}
 }

@@ -139,6 +139,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "send errors: %s\n", counts(errs))
 	fmt.Fprintf(out, "acknowledged deliveries not received, terminal for a reason of their own: %s\n", counts(total.terminalFailed))
 	fmt.Fprintf(out, "emails sent by provider: %s\n", counts(total.emailVia))
+	fmt.Fprintf(out, "fallback chains: %d, one step sent %d, every step failed %d, more than one step sent %d\n",
+		total.chains, total.chainsSent, total.chainsFailed, total.chainsDoubled)
 	fmt.Fprintf(out, "chaos-detail: unknown=%d failed=%d deliveries=%d duplicate_bound=%d strays=%d wall=%.0fs\n",
 		total.unknown, total.failed, total.deliveries, total.bound, total.strays, time.Since(began).Seconds())
 	bad := total.violations()
@@ -203,6 +205,16 @@ func runPhase(ctx context.Context, cfg config, out io.Writer, name string, nodes
 		return nil, nil, err
 	}
 	defer l.close()
+	if s.Prov != nil && s.Prov.SendGrid != nil {
+		// Both of email's providers refuse the address, as both would an invalid one, so that
+		// the chain moves on to SMS whichever provider the email went to.
+		l.refuse = func(email string) {
+			s.Prov.SendGrid.RefuseAddress(email)
+			if b := s.Prov.SendGridBackup; b != nil {
+				b.RefuseAddress(email)
+			}
+		}
+	}
 	stopLoad := make(chan struct{})
 	loaded := make(chan struct{})
 	go func() {
