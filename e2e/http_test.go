@@ -177,6 +177,7 @@ type jsonDelivery struct {
 	Reason            string `json:"reason"`
 	Provider          string `json:"provider"`
 	ProviderMessageID string `json:"providerMessageId"`
+	Step              int    `json:"step"`
 }
 
 type jsonNotification struct {
@@ -242,7 +243,8 @@ func emailJSON(to, subject string) string {
 // pending reports whether a delivery may still change state on its own.
 func pending(state string) bool {
 	switch state {
-	case "DELIVERY_STATE_QUEUED", "DELIVERY_STATE_SCHEDULED", "DELIVERY_STATE_SENDING", "DELIVERY_STATE_RETRYING":
+	case "DELIVERY_STATE_QUEUED", "DELIVERY_STATE_SCHEDULED", "DELIVERY_STATE_SENDING", "DELIVERY_STATE_RETRYING",
+		"DELIVERY_STATE_WAITING":
 		return true
 	}
 	return false
@@ -342,6 +344,37 @@ func TestHTTPAPI(t *testing.T) {
 		}
 		if c := s.fake.Count(sent.DeliveryID); c != 1 {
 			t.Errorf("the provider received the email %d times, want 1", c)
+		}
+	})
+
+	run("fallback chain", func(t *testing.T) {
+		s.fake.RefuseAddress("refused@example.com")
+		body := `{"recipient": {"address": {"email": "refused@example.com", "phone": "+14155550100"}},
+			"category": "account", "content": {"subject": "Hi", "body": "Thanks for your order."},
+			"fallback": {"channels": ["CHANNEL_EMAIL", "CHANNEL_SMS"], "stepTimeout": "600s"}}`
+		show := func(ds []jsonDelivery) []string {
+			var out []string
+			for _, d := range ds {
+				out = append(out, fmt.Sprintf("%d %s %s", d.Step, d.Channel, d.State))
+			}
+			return out
+		}
+		ex := ok[struct {
+			Deliveries []jsonDelivery `json:"deliveries"`
+		}](t, notifier.call(t, "POST", "/v1/notifications:explain", body))
+		if got, want := show(ex.Deliveries), []string{"1 CHANNEL_EMAIL DELIVERY_STATE_QUEUED",
+			"2 CHANNEL_SMS DELIVERY_STATE_WAITING"}; !slices.Equal(got, want) {
+			t.Errorf("explain: %q, want %q", got, want)
+		}
+		res := ok[jsonSent](t, notifier.call(t, "POST", "/v1/notifications:send", body))
+		n := waitSettled(t, notifier, res.NotificationID)
+		if got, want := show(n.Deliveries), []string{"1 CHANNEL_EMAIL DELIVERY_STATE_FAILED",
+			"2 CHANNEL_SMS DELIVERY_STATE_SENT"}; !slices.Equal(got, want) {
+			t.Errorf("steps: %q, want %q", got, want)
+		}
+		r := notifier.call(t, "POST", "/v1/notifications:send", strings.Replace(body, `"CHANNEL_SMS"]`, `"CHANNEL_EMAIL"]`, 1))
+		if st := refused(t, r, http.StatusBadRequest, codes.InvalidArgument); !st.violation("fallback.channels[1]") {
+			t.Errorf("a repeated channel: %s, want a violation of fallback.channels[1]", r)
 		}
 	})
 
