@@ -34,5 +34,6 @@ const (
 	UnpublishedSQL = unpublishedSQL
 	ReleaseSQL     = releaseSQL
 	CancelSQL      = cancelSQL
+	DecideStepsSQL = decideStepsSQL
 	RecordSQL      = recordSQL
 )
