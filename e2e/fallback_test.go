@@ -133,3 +133,66 @@ func TestFallbackStepTimeout(t *testing.T) {
 		}
 	})
 }
+
+// TestFallbackCategoryAndBatch: a category's fallback is kept and followed by a Send that asks
+// for no channels; a SendBatch's fallback makes a chain of each recipient.
+func TestFallbackCategoryAndBatch(t *testing.T) {
+	s := startStack(t, stackOptions{})
+	ctx := context.Background()
+	admin := heraldv1.NewAdminServiceClient(s.conn)
+	chain := &heraldv1.Fallback{Channels: []heraldv1.Channel{heraldv1.Channel_CHANNEL_SMS, heraldv1.Channel_CHANNEL_EMAIL}}
+	if _, err := admin.PutCategory(ctx, &heraldv1.PutCategoryRequest{Category: &heraldv1.Category{
+		Name: "chained", DefaultOptIn: true, Fallback: chain}}); err != nil {
+		t.Fatal(err)
+	}
+	cats, err := admin.ListCategories(ctx, &heraldv1.ListCategoriesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, c := range cats.Categories {
+		if c.Name == "chained" {
+			found = slices.Equal(c.GetFallback().GetChannels(), chain.Channels)
+		}
+	}
+	if !found {
+		t.Errorf("ListCategories: %v, want chained with its fallback", cats.Categories)
+	}
+
+	req := chainRequest("ada@example.com", 0)
+	req.Fallback, req.Category = nil, "chained"
+	res, err := s.notify.Send(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := waitFinal(t, s, res.NotificationId)
+	if got, want := steps(n), []string{"1 SMS SENT ", "2 EMAIL SKIPPED fallback_not_needed"}; !slices.Equal(got, want) {
+		t.Errorf("the category's chain: steps %q, want %q", got, want)
+	}
+
+	batch := &heraldv1.SendBatchRequest{Category: "account", Fallback: &heraldv1.Fallback{
+		Channels: []heraldv1.Channel{heraldv1.Channel_CHANNEL_EMAIL, heraldv1.Channel_CHANNEL_SMS}},
+		Message: &heraldv1.SendBatchRequest_Content{Content: &heraldv1.Content{Subject: "Hi", Body: "Hello"}}}
+	s.fake.RefuseAddress("fail@example.com")
+	for _, email := range []string{"fail@example.com", "bea@example.com"} {
+		batch.Recipients = append(batch.Recipients, &heraldv1.BatchRecipient{Recipient: &heraldv1.Recipient{
+			Kind: &heraldv1.Recipient_Address{Address: &heraldv1.Address{Email: email, Phone: "+14155550100"}}}})
+	}
+	br, err := s.notify.SendBatch(ctx, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range [][]string{
+		{"1 EMAIL FAILED rejected", "2 SMS SENT "},
+		{"1 EMAIL SENT ", "2 SMS SKIPPED fallback_not_needed"},
+	} {
+		r := br.Results[i]
+		if r.GetError() != nil {
+			t.Fatalf("recipient %d: %v", i, r.GetError())
+		}
+		n := waitFinal(t, s, r.GetResponse().GetNotificationId())
+		if got := steps(n); !slices.Equal(got, want) {
+			t.Errorf("batch recipient %d: steps %q, want %q", i, got, want)
+		}
+	}
+}
