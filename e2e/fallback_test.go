@@ -104,7 +104,7 @@ func TestFallbackStepTimeout(t *testing.T) {
 		s.notifier = s.startNotifier(whole)
 		s.notify = heraldv1.NewNotificationServiceClient(dial(whole, s.notifier.GRPCAddr(), s.key))
 		n := waitFinal(t, s, res.NotificationId)
-		if got, want := steps(n), []string{"1 EMAIL SENT ", "2 SMS SENT "}; !slices.Equal(got, want) {
+		if got, want := steps(n), []string{"1 EMAIL SENT step_timeout", "2 SMS SENT "}; !slices.Equal(got, want) {
 			t.Errorf("steps %q, want %q", got, want)
 		}
 		if sms, email := n.Deliveries[1].SentTime.AsTime(), n.Deliveries[0].SentTime.AsTime(); sms.Before(email.Add(time.Second)) {

@@ -130,4 +130,7 @@ const (
 	// ReasonFallbackNotNeeded skips the later steps of a fallback chain once an earlier one
 	// reached the recipient.
 	ReasonFallbackNotNeeded = "fallback_not_needed"
+	// ReasonStepTimeout marks a sent step of a fallback chain whose step timeout ran out with no
+	// delivery event, when the next step goes: why the chain moved on.
+	ReasonStepTimeout = "step_timeout"
 )

@@ -101,6 +101,7 @@ func testChainSkipsOnSuccess(t *testing.T, setup func(t *testing.T) Harness) {
 	dueNow(t, h, c[1])
 	dues, _ := reconcile(t, h, clock(t, h), chainRepublish, 100, nil)
 	wantDues(t, dues)
+	wantState(t, h, c[0], delivery.Sent, "")
 	for _, r := range c[1:] {
 		if got := wantState(t, h, r, delivery.Skipped, delivery.ReasonFallbackNotNeeded); got.DueAt != nil {
 			t.Errorf("step %d skipped due %s, want none", r.Step, fmtTime(got.DueAt))
@@ -151,6 +152,8 @@ func testChainStepTimeout(t *testing.T, setup func(t *testing.T) Harness) {
 	dues, _ = reconcile(t, h, sent.SentAt.Add(timeout), chainRepublish, 100, nil)
 	wantDues(t, dues, c[1])
 	wantState(t, h, c[1], delivery.Queued, "")
+	// Why the chain moved on past step 1.
+	wantState(t, h, c[0], delivery.Sent, delivery.ReasonStepTimeout)
 }
 
 // testChainEventStops: a delivery event within the step timeout ends the chain.

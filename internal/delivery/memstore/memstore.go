@@ -395,6 +395,11 @@ func (s *Store) decideStep(w *row, now time.Time, republishAfter time.Duration) 
 	default:
 		w.State, w.UpdatedAt, w.published = delivery.Queued, now, true
 		w.DueAt = ptr(minTime(w.ExpiresAt, now.Add(republishAfter)))
+		for _, p := range s.deliveries {
+			if p.NotificationID == w.NotificationID && p.Step > 0 && p.Step < w.Step && p.State == delivery.Sent && p.Reason == "" {
+				p.Reason = delivery.ReasonStepTimeout
+			}
+		}
 		return true
 	}
 	return false

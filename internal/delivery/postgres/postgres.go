@@ -500,7 +500,8 @@ func (s *Store) Reconcile(ctx context.Context, now time.Time, republishAfter tim
 //     record marks it due sooner; the deadline covers a mark this statement's snapshot missed);
 //   - wait for the step timeout of a sent prior;
 //   - otherwise (every prior failed for good, or was sent a step timeout ago) queue it, and
-//     return it to publish.
+//     return it to publish; a sent prior whose timeout ran out gets the reason step_timeout,
+//     which says why the chain moved on past it.
 //
 // Deciding here, not in the statement that records a prior's outcome, reads the whole chain as
 // committed when the decision is made: two steps recorded at once cannot both miss the other.
@@ -508,7 +509,7 @@ func (s *Store) Reconcile(ctx context.Context, now time.Time, republishAfter tim
 // meanwhile waits for it, and marks it due again.
 const decideStepsSQL = `
 	WITH due AS (
-		SELECT w.id, v.verdict, v.timer
+		SELECT w.id, w.notification_id, w.step, v.verdict, v.timer
 		FROM delivery.deliveries w, LATERAL (
 			SELECT CASE
 					WHEN bool_or(p.state = 'delivered' OR (p.state = 'sent' AND p.step_timeout = '0')) THEN 'skip'
@@ -534,6 +535,11 @@ const decideStepsSQL = `
 			published = true
 		FROM due WHERE d.id = due.id
 		RETURNING d.id, d.channel, d.state
+	), timed_out AS (
+		UPDATE delivery.deliveries p SET reason = '` + delivery.ReasonStepTimeout + `'
+		FROM due
+		WHERE due.verdict = 'queue' AND p.notification_id = due.notification_id
+			AND p.step > 0 AND p.step < due.step AND p.state = 'sent' AND p.reason = ''
 	)
 	SELECT id, channel FROM moved WHERE state = 'queued'`
 

@@ -945,8 +945,8 @@ type Delivery struct {
 	SentTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=sent_time,json=sentTime,proto3" json:"sent_time,omitempty"`
 	// Its step in the notification's fallback chain, from 1; 0 when the notification went to
 	// every channel at once. A later step is WAITING until the steps before it end; the state
-	// and reason of the step before say why the chain moved on (e.g. FAILED "bad_address", or
-	// SENT with no delivery event within the step timeout).
+	// and reason of the step before say why the chain moved on (e.g. FAILED "rejected", or SENT
+	// "step_timeout": no delivery event within the step timeout).
 	Step          int32 `protobuf:"varint,12,opt,name=step,proto3" json:"step,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
