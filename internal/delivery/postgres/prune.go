@@ -27,11 +27,11 @@ const (
 			WHERE id = ANY(ARRAY(
 				SELECT id FROM delivery.deliveries
 				WHERE id >= $1 AND id < $2 AND updated_at < $3
-					AND state NOT IN ('scheduled', 'queued', 'sending', 'retrying')
+					AND state NOT IN ('scheduled', 'waiting', 'queued', 'sending', 'retrying')
 				ORDER BY id
 				LIMIT $4
 				FOR UPDATE SKIP LOCKED))
-			AND updated_at < $3 AND state NOT IN ('scheduled', 'queued', 'sending', 'retrying')
+			AND updated_at < $3 AND state NOT IN ('scheduled', 'waiting', 'queued', 'sending', 'retrying')
 			RETURNING id)
 		SELECT count(*), (SELECT id FROM gone ORDER BY id DESC LIMIT 1) FROM gone`
 	// pruneAttemptsSQL deletes up to $4 entries of the attempt log of deliveries accepted at or

@@ -84,6 +84,7 @@ func TestPrune(t *testing.T) {
 		{"scheduled long ago for later", aged(delivery.Scheduled, old, old), true},
 		{"retrying since long ago", aged(delivery.Retrying, old, old), true},
 		{"sending since long ago", aged(delivery.Sending, old, old), true},
+		{"a fallback step waiting since long ago", aged(delivery.Waiting, old, old), true},
 		{"sent lately", aged(delivery.Sent, recent, recent), true},
 		{"sent just before the cutoff was accepted", aged(delivery.Sent, now.Add(-89*day), now.Add(-89*day)), true},
 	}
