@@ -66,7 +66,7 @@ tries=60
 for ((try = 1; ; try++)); do
   notification=$(api GET "/v1/notifications/$id")
   waiting=$(jq '[(.notification.deliveries // [])[] | select(.state | IN("DELIVERY_STATE_QUEUED",
-    "DELIVERY_STATE_SCHEDULED", "DELIVERY_STATE_SENDING", "DELIVERY_STATE_RETRYING"))] | length' <<<"$notification")
+    "DELIVERY_STATE_SCHEDULED", "DELIVERY_STATE_WAITING", "DELIVERY_STATE_SENDING", "DELIVERY_STATE_RETRYING"))] | length' <<<"$notification")
   [ "$waiting" -eq 0 ] && break
   if [ "$try" -ge "$tries" ]; then
     echo "send.sh: $waiting deliveries still under way after $tries tries" >&2
