@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/heraldhq/herald/internal/fakes/twiliofake"
@@ -168,6 +171,27 @@ func TestFallbackCategoryAndBatch(t *testing.T) {
 	n := waitFinal(t, s, res.NotificationId)
 	if got, want := steps(n), []string{"1 SMS SENT ", "2 EMAIL SKIPPED fallback_not_needed"}; !slices.Equal(got, want) {
 		t.Errorf("the category's chain: steps %q, want %q", got, want)
+	}
+
+	// The chain is part of the request an idempotency key stands for.
+	keyed := chainRequest("cy@example.com", 0)
+	keyed.IdempotencyKey = "chain-1"
+	first, err := s.notify.Send(ctx, keyed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := s.notify.Send(ctx, keyed); err != nil || !again.Duplicate || again.NotificationId != first.NotificationId {
+		t.Errorf("the same chain again: %v, %v; want the first answer, duplicate", again, err)
+	}
+	for name, change := range map[string]func(*heraldv1.SendRequest){
+		"another order":  func(r *heraldv1.SendRequest) { slices.Reverse(r.Fallback.Channels) },
+		"a step timeout": func(r *heraldv1.SendRequest) { r.Fallback.StepTimeout = durationpb.New(time.Minute) },
+	} {
+		other := proto.CloneOf(keyed)
+		change(other)
+		if _, err := s.notify.Send(ctx, other); status.Code(err) != codes.AlreadyExists {
+			t.Errorf("the key with %s: %v, want ALREADY_EXISTS", name, err)
+		}
 	}
 
 	batch := &heraldv1.SendBatchRequest{Category: "account", Fallback: &heraldv1.Fallback{
