@@ -249,3 +249,19 @@ func testChainEnds(t *testing.T, setup func(t *testing.T) Harness) {
 	}
 	wantState(t, h, d[1], delivery.Expired, delivery.ReasonTTL)
 }
+
+// testChainRedrive: a dead step is re-driven only while no other step of its chain reached the
+// recipient or is on its way: otherwise two channels' messages would reach them.
+func testChainRedrive(t *testing.T, setup func(t *testing.T) Harness) {
+	h := setup(t)
+	taken, alone := newID(), newID()
+	blocked := seed(t, h, spec{state: delivery.Dead, notification: taken, step: 1})
+	seed(t, h, spec{state: delivery.Sent, notification: taken, channel: delivery.SMS, step: 2})
+	free := seed(t, h, spec{state: delivery.Dead, notification: alone, step: 1})
+	seed(t, h, spec{state: delivery.Failed, notification: alone, channel: delivery.SMS, step: 2})
+	dues := redrive(t, h, delivery.DeadFilter{}, clock(t, h), chainRepublish)
+	if len(dues) != 1 || dues[0].ID != free.ID {
+		t.Errorf("re-drove %v, want only the step whose chain reached no one (%s)", dues, free.ID)
+	}
+	unchanged(t, h, blocked)
+}

@@ -130,6 +130,7 @@ func Run(t *testing.T, setup func(t *testing.T) Harness) {
 		{"ChainBounceReleases", testChainBounceReleases},
 		{"ChainConcurrent", testChainConcurrent},
 		{"ChainEnds", testChainEnds},
+		{"ChainRedrive", testChainRedrive},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, setup) })

@@ -284,6 +284,9 @@ func (s *Store) Redrive(_ context.Context, f delivery.DeadFilter, now time.Time,
 	defer s.mu.Unlock()
 	var out []delivery.Due
 	for _, r := range s.dead(f) {
+		if s.redriveBlocked(r) {
+			continue
+		}
 		r.State, r.Attempts, r.Drive, r.Reason = delivery.Queued, 0, r.Drive+1, ""
 		r.publishes, r.published = r.publishes+1, true
 		r.DueAt, r.UpdatedAt = ptr(now.Add(republishAfter)), now
@@ -348,6 +351,21 @@ func (s *Store) Settle(_ context.Context, events []delivery.Event) error {
 		s.markChain(r, now)
 	}
 	return nil
+}
+
+// redriveBlocked reports whether dead r is a step of a fallback chain that another step took
+// over, as the PostgreSQL store's redriveBlocked does.
+func (s *Store) redriveBlocked(r *row) bool {
+	if r.Step == 0 {
+		return false
+	}
+	for _, o := range s.deliveries {
+		if o.NotificationID == r.NotificationID && o.Step > 0 && o.ID != r.ID && slices.Contains([]delivery.State{
+			delivery.Scheduled, delivery.Queued, delivery.Sending, delivery.Retrying, delivery.Sent, delivery.Delivered}, o.State) {
+			return true
+		}
+	}
+	return false
 }
 
 // markChain makes the later steps of r's fallback chain due at now, for Reconcile to decide, as

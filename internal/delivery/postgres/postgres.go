@@ -568,6 +568,12 @@ func (s *Store) Cancel(ctx context.Context, notificationID uuid.UUID, at time.Ti
 	return int(tag.RowsAffected()), pgdb.Err(err)
 }
 
+// redriveBlocked holds for a dead step of a fallback chain (in deliveries) that another step of
+// its chain took over: sent, delivered or on its way.
+const redriveBlocked = `(step > 0 AND EXISTS (SELECT 1 FROM delivery.deliveries o
+	WHERE o.notification_id = deliveries.notification_id AND o.step > 0 AND o.id <> deliveries.id
+		AND o.state IN ('scheduled', 'queued', 'sending', 'retrying', 'sent', 'delivered')))`
+
 // deadFilter is the WHERE clause shared by listing and re-driving dead letters: $1 ids (empty:
 // any), $2 channel ("" any), $3 reason ("" any).
 const deadFilter = `state = 'dead' AND (cardinality($1::uuid[]) = 0 OR id = ANY($1))
@@ -594,13 +600,15 @@ func (s *Store) DeadLetters(ctx context.Context, f delivery.DeadFilter, after uu
 
 // Redrive queues the dead deliveries matching f again and returns them to publish. Each gets a
 // new drive (a fresh attempt budget; the attempt log keeps the old drives) and, if its ttl ran
-// out while it was dead, a fresh ttl.
+// out while it was dead, a fresh ttl. A step of a fallback chain stays dead when another step
+// of its chain reached the recipient or is on its way (redriveBlocked): sent again, it would
+// be a second channel's message.
 func (s *Store) Redrive(ctx context.Context, f delivery.DeadFilter, now time.Time, republishAfter time.Duration) ([]delivery.Due, error) {
 	rows, err := s.db.Query(ctx, `
 		UPDATE delivery.deliveries SET state = 'queued', attempts = 0, drive = drive + 1, reason = '',
 			publishes = publishes + 1, due_at = $4::timestamptz + $5::interval, published = true,
 			expires_at = greatest(expires_at, $4::timestamptz + $6::interval), updated_at = $4
-		WHERE `+deadFilter+`
+		WHERE `+deadFilter+` AND NOT `+redriveBlocked+`
 		RETURNING id, channel`,
 		append(filterArgs(f), now, republishAfter, delivery.DefaultTTL)...)
 	if err != nil {
