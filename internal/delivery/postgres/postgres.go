@@ -513,7 +513,7 @@ const decideStepsSQL = `
 		FROM delivery.deliveries w, LATERAL (
 			SELECT CASE
 					WHEN bool_or(p.state = 'delivered' OR (p.state = 'sent' AND p.step_timeout = '0')) THEN 'skip'
-					WHEN bool_or(p.state IN ('scheduled', 'waiting', 'queued', 'sending', 'retrying')) THEN 'wait'
+					WHEN bool_or(p.state IN ` + unfinished + `) THEN 'wait'
 					WHEN bool_or(p.state = 'sent' AND p.sent_at + p.step_timeout > $1) THEN 'timer'
 					ELSE 'queue' END AS verdict,
 				min(p.sent_at + p.step_timeout) FILTER (WHERE p.state = 'sent' AND p.sent_at + p.step_timeout > $1) AS timer
@@ -624,14 +624,19 @@ func (s *Store) Redrive(ctx context.Context, f delivery.DeadFilter, now time.Tim
 	return dues, pgdb.Err(err)
 }
 
+// unfinished is the SQL list of the states delivery.State.Terminal calls not terminal, for the
+// statements that tell a delivery that may still be sent from a finished one
+// (TestUnfinishedStates keeps the two in step).
+const unfinished = "('scheduled', 'waiting', 'queued', 'sending', 'retrying')"
+
 // EraseUser removes the addresses and content of every delivery to a deleted user, keeping
 // only the user id in the history, and cancels those not yet sent.
 func (s *Store) EraseUser(ctx context.Context, userID string) error {
 	_, err := s.db.Exec(ctx, `
 		UPDATE delivery.deliveries SET address = '', content = '{}', updated_at = now(),
-			state = CASE WHEN state IN ('scheduled', 'waiting', 'queued', 'sending', 'retrying') THEN 'canceled' ELSE state END,
-			reason = CASE WHEN state IN ('scheduled', 'waiting', 'queued', 'sending', 'retrying') THEN 'user_deleted' ELSE reason END,
-			due_at = CASE WHEN state IN ('scheduled', 'waiting', 'queued', 'sending', 'retrying') THEN NULL ELSE due_at END,
+			state = CASE WHEN state IN `+unfinished+` THEN 'canceled' ELSE state END,
+			reason = CASE WHEN state IN `+unfinished+` THEN 'user_deleted' ELSE reason END,
+			due_at = CASE WHEN state IN `+unfinished+` THEN NULL ELSE due_at END,
 			lease_owner = NULL
 		WHERE user_id = $1 AND (address <> '' OR content <> '{}'::jsonb)`, userID)
 	return pgdb.Err(err)

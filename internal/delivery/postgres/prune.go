@@ -20,18 +20,18 @@ const (
 	// pruneDeliveriesSQL deletes up to $4 finished deliveries accepted at or after $1 and before
 	// $2, last changed before $3. The state and time are tested again on the row the DELETE
 	// finds: a dead letter re-driven since the subquery read it is no longer finished, and stays.
-	// The states are those delivery.State.Terminal calls terminal.
+	// The states are those delivery.State.Terminal calls terminal (see unfinished).
 	pruneDeliveriesSQL = `
 		WITH gone AS (
 			DELETE FROM delivery.deliveries
 			WHERE id = ANY(ARRAY(
 				SELECT id FROM delivery.deliveries
 				WHERE id >= $1 AND id < $2 AND updated_at < $3
-					AND state NOT IN ('scheduled', 'waiting', 'queued', 'sending', 'retrying')
+					AND state NOT IN ` + unfinished + `
 				ORDER BY id
 				LIMIT $4
 				FOR UPDATE SKIP LOCKED))
-			AND updated_at < $3 AND state NOT IN ('scheduled', 'waiting', 'queued', 'sending', 'retrying')
+			AND updated_at < $3 AND state NOT IN ` + unfinished + `
 			RETURNING id)
 		SELECT count(*), (SELECT id FROM gone ORDER BY id DESC LIMIT 1) FROM gone`
 	// pruneAttemptsSQL deletes up to $4 entries of the attempt log of deliveries accepted at or
