@@ -115,6 +115,10 @@ const (
 	// failed for good (or the step timeout passed with no delivery event), skipped
 	// ("fallback_not_needed") when one of them reached the recipient.
 	DeliveryState_DELIVERY_STATE_WAITING DeliveryState = 13
+	// Collected into a digest that went out as one message: the delivery's
+	// digest_delivery_id names that message's delivery (and digest_notification_id its
+	// notification). While its digest is open, an item is SCHEDULED with reason "digest".
+	DeliveryState_DELIVERY_STATE_DIGESTED DeliveryState = 14
 )
 
 // Enum value maps for DeliveryState.
@@ -134,6 +138,7 @@ var (
 		11: "DELIVERY_STATE_EXPIRED",
 		12: "DELIVERY_STATE_CANCELED",
 		13: "DELIVERY_STATE_WAITING",
+		14: "DELIVERY_STATE_DIGESTED",
 	}
 	DeliveryState_value = map[string]int32{
 		"DELIVERY_STATE_UNSPECIFIED": 0,
@@ -150,6 +155,7 @@ var (
 		"DELIVERY_STATE_EXPIRED":     11,
 		"DELIVERY_STATE_CANCELED":    12,
 		"DELIVERY_STATE_WAITING":     13,
+		"DELIVERY_STATE_DIGESTED":    14,
 	}
 )
 
@@ -250,7 +256,10 @@ type Category struct {
 	Caps []*FrequencyCap `protobuf:"bytes,6,rep,name=caps,proto3" json:"caps,omitempty"`
 	// The fallback chain of a Send of this category that asks for neither channels nor a
 	// fallback of its own; unset sends on every channel at once.
-	Fallback      *Fallback `protobuf:"bytes,7,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	Fallback *Fallback `protobuf:"bytes,7,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	// Collect the notifications of this category into one message per user and channel (see
+	// Digest); a Send's own digest overrides it. Ignored for critical categories.
+	Digest        *Digest `protobuf:"bytes,8,opt,name=digest,proto3" json:"digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -330,6 +339,13 @@ func (x *Category) GetCaps() []*FrequencyCap {
 func (x *Category) GetFallback() *Fallback {
 	if x != nil {
 		return x.Fallback
+	}
+	return nil
+}
+
+func (x *Category) GetDigest() *Digest {
+	if x != nil {
+		return x.Digest
 	}
 	return nil
 }
@@ -595,11 +611,114 @@ func (x *Fallback) GetStepTimeout() *durationpb.Duration {
 	return nil
 }
 
+// Digest turns a burst of notifications into one message: each channel target that would be
+// queued is held instead as an item of the recipient's open digest for the app, user (or raw
+// address), category and channel; the first item opens the digest, and when it closes one
+// message is sent, rendered by the digest template with the list of items. Critical
+// categories bypass digests; a digest cannot be combined with a fallback chain.
+type Digest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the digest closes, counted from its first item.
+	//
+	// Types that are valid to be assigned to Close:
+	//
+	//	*Digest_Window
+	//	*Digest_DailyAt
+	Close isDigest_Close `protobuf_oneof:"close"`
+	// The stored template (TemplateService) that renders the digest, in the recipient's locale.
+	// Its data: .count, and .items, each with .title, .body, .subject, .text, .data, .time
+	// (RFC 3339) and .notification_id: what that item would have sent on the channel.
+	Template      string `protobuf:"bytes,3,opt,name=template,proto3" json:"template,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Digest) Reset() {
+	*x = Digest{}
+	mi := &file_herald_v1_common_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Digest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Digest) ProtoMessage() {}
+
+func (x *Digest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_common_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Digest.ProtoReflect.Descriptor instead.
+func (*Digest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_common_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Digest) GetClose() isDigest_Close {
+	if x != nil {
+		return x.Close
+	}
+	return nil
+}
+
+func (x *Digest) GetWindow() *durationpb.Duration {
+	if x != nil {
+		if x, ok := x.Close.(*Digest_Window); ok {
+			return x.Window
+		}
+	}
+	return nil
+}
+
+func (x *Digest) GetDailyAt() string {
+	if x != nil {
+		if x, ok := x.Close.(*Digest_DailyAt); ok {
+			return x.DailyAt
+		}
+	}
+	return ""
+}
+
+func (x *Digest) GetTemplate() string {
+	if x != nil {
+		return x.Template
+	}
+	return ""
+}
+
+type isDigest_Close interface {
+	isDigest_Close()
+}
+
+type Digest_Window struct {
+	// A window after the first item: at least 1s, at most 7 days.
+	Window *durationpb.Duration `protobuf:"bytes,1,opt,name=window,proto3,oneof"`
+}
+
+type Digest_DailyAt struct {
+	// A daily time "HH:MM" (24-hour) in the user's time zone (UTC for a user without one and
+	// for a raw address): the digest closes at the next such time after its first item.
+	DailyAt string `protobuf:"bytes,2,opt,name=daily_at,json=dailyAt,proto3,oneof"`
+}
+
+func (*Digest_Window) isDigest_Close() {}
+
+func (*Digest_DailyAt) isDigest_Close() {}
+
 var File_herald_v1_common_proto protoreflect.FileDescriptor
 
 const file_herald_v1_common_proto_rawDesc = "" +
 	"\n" +
-	"\x16herald/v1/common.proto\x12\therald.v1\x1a\x1egoogle/protobuf/duration.proto\"\x9f\x02\n" +
+	"\x16herald/v1/common.proto\x12\therald.v1\x1a\x1egoogle/protobuf/duration.proto\"\xca\x02\n" +
 	"\bCategory\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1a\n" +
@@ -607,7 +726,8 @@ const file_herald_v1_common_proto_rawDesc = "" +
 	"\x0edefault_opt_in\x18\x04 \x01(\bR\fdefaultOptIn\x12=\n" +
 	"\x10allowed_channels\x18\x05 \x03(\x0e2\x12.herald.v1.ChannelR\x0fallowedChannels\x12+\n" +
 	"\x04caps\x18\x06 \x03(\v2\x17.herald.v1.FrequencyCapR\x04caps\x12/\n" +
-	"\bfallback\x18\a \x01(\v2\x13.herald.v1.FallbackR\bfallback\"\x85\x01\n" +
+	"\bfallback\x18\a \x01(\v2\x13.herald.v1.FallbackR\bfallback\x12)\n" +
+	"\x06digest\x18\b \x01(\v2\x11.herald.v1.DigestR\x06digest\"\x85\x01\n" +
 	"\fFrequencyCap\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\x121\n" +
 	"\x06window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06window\x12,\n" +
@@ -627,13 +747,18 @@ const file_herald_v1_common_proto_rawDesc = "" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\"x\n" +
 	"\bFallback\x12.\n" +
 	"\bchannels\x18\x01 \x03(\x0e2\x12.herald.v1.ChannelR\bchannels\x12<\n" +
-	"\fstep_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vstepTimeout*l\n" +
+	"\fstep_timeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vstepTimeout\"\x7f\n" +
+	"\x06Digest\x123\n" +
+	"\x06window\x18\x01 \x01(\v2\x19.google.protobuf.DurationH\x00R\x06window\x12\x1b\n" +
+	"\bdaily_at\x18\x02 \x01(\tH\x00R\adailyAt\x12\x1a\n" +
+	"\btemplate\x18\x03 \x01(\tR\btemplateB\a\n" +
+	"\x05close*l\n" +
 	"\aChannel\x12\x17\n" +
 	"\x13CHANNEL_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vCHANNEL_IOS\x10\x01\x12\x13\n" +
 	"\x0fCHANNEL_ANDROID\x10\x02\x12\x0f\n" +
 	"\vCHANNEL_SMS\x10\x03\x12\x11\n" +
-	"\rCHANNEL_EMAIL\x10\x04*\x99\x03\n" +
+	"\rCHANNEL_EMAIL\x10\x04*\xb6\x03\n" +
 	"\rDeliveryState\x12\x1e\n" +
 	"\x1aDELIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18DELIVERY_STATE_SCHEDULED\x10\x01\x12\x19\n" +
@@ -649,7 +774,8 @@ const file_herald_v1_common_proto_rawDesc = "" +
 	"\x12\x1a\n" +
 	"\x16DELIVERY_STATE_EXPIRED\x10\v\x12\x1b\n" +
 	"\x17DELIVERY_STATE_CANCELED\x10\f\x12\x1a\n" +
-	"\x16DELIVERY_STATE_WAITING\x10\r*^\n" +
+	"\x16DELIVERY_STATE_WAITING\x10\r\x12\x1b\n" +
+	"\x17DELIVERY_STATE_DIGESTED\x10\x0e*^\n" +
 	"\bPriority\x12\x18\n" +
 	"\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPRIORITY_LOW\x10\x01\x12\x13\n" +
@@ -669,7 +795,7 @@ func file_herald_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_herald_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_herald_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_herald_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_herald_v1_common_proto_goTypes = []any{
 	(Channel)(0),                // 0: herald.v1.Channel
 	(DeliveryState)(0),          // 1: herald.v1.DeliveryState
@@ -679,21 +805,24 @@ var file_herald_v1_common_proto_goTypes = []any{
 	(*RenderedContent)(nil),     // 5: herald.v1.RenderedContent
 	(*FieldViolation)(nil),      // 6: herald.v1.FieldViolation
 	(*Fallback)(nil),            // 7: herald.v1.Fallback
-	(*durationpb.Duration)(nil), // 8: google.protobuf.Duration
+	(*Digest)(nil),              // 8: herald.v1.Digest
+	(*durationpb.Duration)(nil), // 9: google.protobuf.Duration
 }
 var file_herald_v1_common_proto_depIdxs = []int32{
 	0, // 0: herald.v1.Category.allowed_channels:type_name -> herald.v1.Channel
 	4, // 1: herald.v1.Category.caps:type_name -> herald.v1.FrequencyCap
 	7, // 2: herald.v1.Category.fallback:type_name -> herald.v1.Fallback
-	8, // 3: herald.v1.FrequencyCap.window:type_name -> google.protobuf.Duration
-	0, // 4: herald.v1.FrequencyCap.channel:type_name -> herald.v1.Channel
-	0, // 5: herald.v1.Fallback.channels:type_name -> herald.v1.Channel
-	8, // 6: herald.v1.Fallback.step_timeout:type_name -> google.protobuf.Duration
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	8, // 3: herald.v1.Category.digest:type_name -> herald.v1.Digest
+	9, // 4: herald.v1.FrequencyCap.window:type_name -> google.protobuf.Duration
+	0, // 5: herald.v1.FrequencyCap.channel:type_name -> herald.v1.Channel
+	0, // 6: herald.v1.Fallback.channels:type_name -> herald.v1.Channel
+	9, // 7: herald.v1.Fallback.step_timeout:type_name -> google.protobuf.Duration
+	9, // 8: herald.v1.Digest.window:type_name -> google.protobuf.Duration
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_common_proto_init() }
@@ -701,13 +830,17 @@ func file_herald_v1_common_proto_init() {
 	if File_herald_v1_common_proto != nil {
 		return
 	}
+	file_herald_v1_common_proto_msgTypes[5].OneofWrappers = []any{
+		(*Digest_Window)(nil),
+		(*Digest_DailyAt)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_common_proto_rawDesc), len(file_herald_v1_common_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

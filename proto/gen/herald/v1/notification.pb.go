@@ -215,7 +215,10 @@ type SendRequest struct {
 	Ttl *durationpb.Duration `protobuf:"bytes,10,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	// Send on these channels one after another instead of all at once (see Fallback); not
 	// together with channels. Unset means the category's fallback, if it has one.
-	Fallback      *Fallback `protobuf:"bytes,11,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	Fallback *Fallback `protobuf:"bytes,11,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	// Collect this notification into the recipient's digest (see Digest) instead of sending it
+	// at once; overrides the category's digest. Not together with a fallback chain.
+	Digest        *Digest `protobuf:"bytes,12,opt,name=digest,proto3" json:"digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -334,6 +337,13 @@ func (x *SendRequest) GetTtl() *durationpb.Duration {
 func (x *SendRequest) GetFallback() *Fallback {
 	if x != nil {
 		return x.Fallback
+	}
+	return nil
+}
+
+func (x *SendRequest) GetDigest() *Digest {
+	if x != nil {
+		return x.Digest
 	}
 	return nil
 }
@@ -947,9 +957,14 @@ type Delivery struct {
 	// every channel at once. A later step is WAITING until the steps before it end; the state
 	// and reason of the step before say why the chain moved on (e.g. FAILED "rejected", or SENT
 	// "step_timeout": no delivery event within the step timeout).
-	Step          int32 `protobuf:"varint,12,opt,name=step,proto3" json:"step,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Step int32 `protobuf:"varint,12,opt,name=step,proto3" json:"step,omitempty"`
+	// For a DIGESTED delivery: the delivery that sent the digest it was collected into.
+	DigestDeliveryId string `protobuf:"bytes,13,opt,name=digest_delivery_id,json=digestDeliveryId,proto3" json:"digest_delivery_id,omitempty"`
+	// For a DIGESTED delivery, or one SCHEDULED in an open digest (reason "digest"): the
+	// notification (GetNotification) that holds, or will hold, the digest's delivery.
+	DigestNotificationId string `protobuf:"bytes,14,opt,name=digest_notification_id,json=digestNotificationId,proto3" json:"digest_notification_id,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *Delivery) Reset() {
@@ -1066,6 +1081,20 @@ func (x *Delivery) GetStep() int32 {
 	return 0
 }
 
+func (x *Delivery) GetDigestDeliveryId() string {
+	if x != nil {
+		return x.DigestDeliveryId
+	}
+	return ""
+}
+
+func (x *Delivery) GetDigestNotificationId() string {
+	if x != nil {
+		return x.DigestNotificationId
+	}
+	return ""
+}
+
 // CancelNotificationRequest names a notification.
 type CancelNotificationRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -1175,7 +1204,9 @@ type SendBatchRequest struct {
 	// At most 1,000.
 	Recipients []*BatchRecipient `protobuf:"bytes,9,rep,name=recipients,proto3" json:"recipients,omitempty"`
 	// As in SendRequest, for every recipient.
-	Fallback      *Fallback `protobuf:"bytes,10,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	Fallback *Fallback `protobuf:"bytes,10,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	// As in SendRequest: each recipient's notification goes into that recipient's digest.
+	Digest        *Digest `protobuf:"bytes,11,opt,name=digest,proto3" json:"digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1287,6 +1318,13 @@ func (x *SendBatchRequest) GetRecipients() []*BatchRecipient {
 func (x *SendBatchRequest) GetFallback() *Fallback {
 	if x != nil {
 		return x.Fallback
+	}
+	return nil
+}
+
+func (x *SendBatchRequest) GetDigest() *Digest {
+	if x != nil {
+		return x.Digest
 	}
 	return nil
 }
@@ -1622,7 +1660,8 @@ func (x *ExplainResponse) GetDeliveries() []*ExplainedDelivery {
 type ExplainedDelivery struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Channel Channel                `protobuf:"varint,1,opt,name=channel,proto3,enum=herald.v1.Channel" json:"channel,omitempty"`
-	// QUEUED, SCHEDULED or SKIPPED; WAITING for a later step of a fallback chain.
+	// QUEUED, SCHEDULED or SKIPPED; WAITING for a later step of a fallback chain; SCHEDULED
+	// with reason "digest" for an item of a digest (send_time: when the digest would go).
 	State DeliveryState `protobuf:"varint,2,opt,name=state,proto3,enum=herald.v1.DeliveryState" json:"state,omitempty"`
 	// Why it would be skipped or deferred: "opted_out", "suppressed", "rate_limited",
 	// "no_address", "quiet_hours", "channel_not_allowed", ...
@@ -1720,7 +1759,7 @@ const file_herald_v1_notification_proto_rawDesc = "" +
 	"\x04kind\x18\x02 \x01(\x0e2\x19.herald.v1.EngagementKindR\x04kind\x12.\n" +
 	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"0\n" +
 	"\x12TrackEventResponse\x12\x1a\n" +
-	"\brecorded\x18\x01 \x01(\bR\brecorded\"\x98\x04\n" +
+	"\brecorded\x18\x01 \x01(\bR\brecorded\"\xc3\x04\n" +
 	"\vSendRequest\x12'\n" +
 	"\x0fidempotency_key\x18\x01 \x01(\tR\x0eidempotencyKey\x122\n" +
 	"\trecipient\x18\x02 \x01(\v2\x14.herald.v1.RecipientR\trecipient\x12\x1a\n" +
@@ -1733,7 +1772,8 @@ const file_herald_v1_notification_proto_rawDesc = "" +
 	"\asend_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x06sendAt\x12+\n" +
 	"\x03ttl\x18\n" +
 	" \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12/\n" +
-	"\bfallback\x18\v \x01(\v2\x13.herald.v1.FallbackR\bfallbackB\t\n" +
+	"\bfallback\x18\v \x01(\v2\x13.herald.v1.FallbackR\bfallback\x12)\n" +
+	"\x06digest\x18\f \x01(\v2\x11.herald.v1.DigestR\x06digestB\t\n" +
 	"\amessage\"^\n" +
 	"\tRecipient\x12\x19\n" +
 	"\auser_id\x18\x01 \x01(\tH\x00R\x06userId\x12.\n" +
@@ -1782,7 +1822,7 @@ const file_herald_v1_notification_proto_rawDesc = "" +
 	"\n" +
 	"deliveries\x18\n" +
 	" \x03(\v2\x13.herald.v1.DeliveryR\n" +
-	"deliveries\"\xef\x03\n" +
+	"deliveries\"\xd3\x04\n" +
 	"\bDelivery\x12\x1f\n" +
 	"\vdelivery_id\x18\x01 \x01(\tR\n" +
 	"deliveryId\x12,\n" +
@@ -1800,11 +1840,13 @@ const file_herald_v1_notification_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x127\n" +
 	"\tsent_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\bsentTime\x12\x12\n" +
-	"\x04step\x18\f \x01(\x05R\x04step\"D\n" +
+	"\x04step\x18\f \x01(\x05R\x04step\x12,\n" +
+	"\x12digest_delivery_id\x18\r \x01(\tR\x10digestDeliveryId\x124\n" +
+	"\x16digest_notification_id\x18\x0e \x01(\tR\x14digestNotificationId\"D\n" +
 	"\x19CancelNotificationRequest\x12'\n" +
 	"\x0fnotification_id\x18\x01 \x01(\tR\x0enotificationId\"Y\n" +
 	"\x1aCancelNotificationResponse\x12;\n" +
-	"\fnotification\x18\x01 \x01(\v2\x17.herald.v1.NotificationR\fnotification\"\xfb\x03\n" +
+	"\fnotification\x18\x01 \x01(\v2\x17.herald.v1.NotificationR\fnotification\"\xa6\x04\n" +
 	"\x10SendBatchRequest\x12\x1a\n" +
 	"\bcategory\x18\x01 \x01(\tR\bcategory\x12.\n" +
 	"\bchannels\x18\x02 \x03(\x0e2\x12.herald.v1.ChannelR\bchannels\x124\n" +
@@ -1818,7 +1860,8 @@ const file_herald_v1_notification_proto_rawDesc = "" +
 	"recipients\x18\t \x03(\v2\x19.herald.v1.BatchRecipientR\n" +
 	"recipients\x12/\n" +
 	"\bfallback\x18\n" +
-	" \x01(\v2\x13.herald.v1.FallbackR\bfallbackB\t\n" +
+	" \x01(\v2\x13.herald.v1.FallbackR\bfallback\x12)\n" +
+	"\x06digest\x18\v \x01(\v2\x11.herald.v1.DigestR\x06digestB\t\n" +
 	"\amessage\"\x9a\x01\n" +
 	"\x0eBatchRecipient\x122\n" +
 	"\trecipient\x18\x01 \x01(\v2\x14.herald.v1.RecipientR\trecipient\x12'\n" +
@@ -1907,9 +1950,10 @@ var file_herald_v1_notification_proto_goTypes = []any{
 	(Priority)(0),                      // 26: herald.v1.Priority
 	(*durationpb.Duration)(nil),        // 27: google.protobuf.Duration
 	(*Fallback)(nil),                   // 28: herald.v1.Fallback
-	(DeliveryState)(0),                 // 29: herald.v1.DeliveryState
-	(*FieldViolation)(nil),             // 30: herald.v1.FieldViolation
-	(*RenderedContent)(nil),            // 31: herald.v1.RenderedContent
+	(*Digest)(nil),                     // 29: herald.v1.Digest
+	(DeliveryState)(0),                 // 30: herald.v1.DeliveryState
+	(*FieldViolation)(nil),             // 31: herald.v1.FieldViolation
+	(*RenderedContent)(nil),            // 32: herald.v1.RenderedContent
 }
 var file_herald_v1_notification_proto_depIdxs = []int32{
 	0,  // 0: herald.v1.TrackEventRequest.kind:type_name -> herald.v1.EngagementKind
@@ -1923,59 +1967,61 @@ var file_herald_v1_notification_proto_depIdxs = []int32{
 	23, // 8: herald.v1.SendRequest.send_at:type_name -> google.protobuf.Timestamp
 	27, // 9: herald.v1.SendRequest.ttl:type_name -> google.protobuf.Duration
 	28, // 10: herald.v1.SendRequest.fallback:type_name -> herald.v1.Fallback
-	5,  // 11: herald.v1.Recipient.address:type_name -> herald.v1.Address
-	12, // 12: herald.v1.SendResponse.deliveries:type_name -> herald.v1.Delivery
-	11, // 13: herald.v1.GetNotificationResponse.notification:type_name -> herald.v1.Notification
-	6,  // 14: herald.v1.Notification.template:type_name -> herald.v1.TemplateRef
-	26, // 15: herald.v1.Notification.priority:type_name -> herald.v1.Priority
-	23, // 16: herald.v1.Notification.create_time:type_name -> google.protobuf.Timestamp
-	23, // 17: herald.v1.Notification.send_time:type_name -> google.protobuf.Timestamp
-	23, // 18: herald.v1.Notification.expire_time:type_name -> google.protobuf.Timestamp
-	12, // 19: herald.v1.Notification.deliveries:type_name -> herald.v1.Delivery
-	24, // 20: herald.v1.Delivery.channel:type_name -> herald.v1.Channel
-	29, // 21: herald.v1.Delivery.state:type_name -> herald.v1.DeliveryState
-	23, // 22: herald.v1.Delivery.create_time:type_name -> google.protobuf.Timestamp
-	23, // 23: herald.v1.Delivery.update_time:type_name -> google.protobuf.Timestamp
-	23, // 24: herald.v1.Delivery.sent_time:type_name -> google.protobuf.Timestamp
-	11, // 25: herald.v1.CancelNotificationResponse.notification:type_name -> herald.v1.Notification
-	24, // 26: herald.v1.SendBatchRequest.channels:type_name -> herald.v1.Channel
-	6,  // 27: herald.v1.SendBatchRequest.template:type_name -> herald.v1.TemplateRef
-	7,  // 28: herald.v1.SendBatchRequest.content:type_name -> herald.v1.Content
-	25, // 29: herald.v1.SendBatchRequest.data:type_name -> google.protobuf.Struct
-	26, // 30: herald.v1.SendBatchRequest.priority:type_name -> herald.v1.Priority
-	23, // 31: herald.v1.SendBatchRequest.send_at:type_name -> google.protobuf.Timestamp
-	27, // 32: herald.v1.SendBatchRequest.ttl:type_name -> google.protobuf.Duration
-	16, // 33: herald.v1.SendBatchRequest.recipients:type_name -> herald.v1.BatchRecipient
-	28, // 34: herald.v1.SendBatchRequest.fallback:type_name -> herald.v1.Fallback
-	4,  // 35: herald.v1.BatchRecipient.recipient:type_name -> herald.v1.Recipient
-	25, // 36: herald.v1.BatchRecipient.data:type_name -> google.protobuf.Struct
-	18, // 37: herald.v1.SendBatchResponse.results:type_name -> herald.v1.BatchResult
-	8,  // 38: herald.v1.BatchResult.response:type_name -> herald.v1.SendResponse
-	19, // 39: herald.v1.BatchResult.error:type_name -> herald.v1.BatchError
-	30, // 40: herald.v1.BatchError.violations:type_name -> herald.v1.FieldViolation
-	3,  // 41: herald.v1.ExplainRequest.request:type_name -> herald.v1.SendRequest
-	22, // 42: herald.v1.ExplainResponse.deliveries:type_name -> herald.v1.ExplainedDelivery
-	24, // 43: herald.v1.ExplainedDelivery.channel:type_name -> herald.v1.Channel
-	29, // 44: herald.v1.ExplainedDelivery.state:type_name -> herald.v1.DeliveryState
-	23, // 45: herald.v1.ExplainedDelivery.send_time:type_name -> google.protobuf.Timestamp
-	31, // 46: herald.v1.ExplainedDelivery.content:type_name -> herald.v1.RenderedContent
-	3,  // 47: herald.v1.NotificationService.Send:input_type -> herald.v1.SendRequest
-	9,  // 48: herald.v1.NotificationService.GetNotification:input_type -> herald.v1.GetNotificationRequest
-	13, // 49: herald.v1.NotificationService.CancelNotification:input_type -> herald.v1.CancelNotificationRequest
-	15, // 50: herald.v1.NotificationService.SendBatch:input_type -> herald.v1.SendBatchRequest
-	20, // 51: herald.v1.NotificationService.Explain:input_type -> herald.v1.ExplainRequest
-	1,  // 52: herald.v1.NotificationService.TrackEvent:input_type -> herald.v1.TrackEventRequest
-	8,  // 53: herald.v1.NotificationService.Send:output_type -> herald.v1.SendResponse
-	10, // 54: herald.v1.NotificationService.GetNotification:output_type -> herald.v1.GetNotificationResponse
-	14, // 55: herald.v1.NotificationService.CancelNotification:output_type -> herald.v1.CancelNotificationResponse
-	17, // 56: herald.v1.NotificationService.SendBatch:output_type -> herald.v1.SendBatchResponse
-	21, // 57: herald.v1.NotificationService.Explain:output_type -> herald.v1.ExplainResponse
-	2,  // 58: herald.v1.NotificationService.TrackEvent:output_type -> herald.v1.TrackEventResponse
-	53, // [53:59] is the sub-list for method output_type
-	47, // [47:53] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	29, // 11: herald.v1.SendRequest.digest:type_name -> herald.v1.Digest
+	5,  // 12: herald.v1.Recipient.address:type_name -> herald.v1.Address
+	12, // 13: herald.v1.SendResponse.deliveries:type_name -> herald.v1.Delivery
+	11, // 14: herald.v1.GetNotificationResponse.notification:type_name -> herald.v1.Notification
+	6,  // 15: herald.v1.Notification.template:type_name -> herald.v1.TemplateRef
+	26, // 16: herald.v1.Notification.priority:type_name -> herald.v1.Priority
+	23, // 17: herald.v1.Notification.create_time:type_name -> google.protobuf.Timestamp
+	23, // 18: herald.v1.Notification.send_time:type_name -> google.protobuf.Timestamp
+	23, // 19: herald.v1.Notification.expire_time:type_name -> google.protobuf.Timestamp
+	12, // 20: herald.v1.Notification.deliveries:type_name -> herald.v1.Delivery
+	24, // 21: herald.v1.Delivery.channel:type_name -> herald.v1.Channel
+	30, // 22: herald.v1.Delivery.state:type_name -> herald.v1.DeliveryState
+	23, // 23: herald.v1.Delivery.create_time:type_name -> google.protobuf.Timestamp
+	23, // 24: herald.v1.Delivery.update_time:type_name -> google.protobuf.Timestamp
+	23, // 25: herald.v1.Delivery.sent_time:type_name -> google.protobuf.Timestamp
+	11, // 26: herald.v1.CancelNotificationResponse.notification:type_name -> herald.v1.Notification
+	24, // 27: herald.v1.SendBatchRequest.channels:type_name -> herald.v1.Channel
+	6,  // 28: herald.v1.SendBatchRequest.template:type_name -> herald.v1.TemplateRef
+	7,  // 29: herald.v1.SendBatchRequest.content:type_name -> herald.v1.Content
+	25, // 30: herald.v1.SendBatchRequest.data:type_name -> google.protobuf.Struct
+	26, // 31: herald.v1.SendBatchRequest.priority:type_name -> herald.v1.Priority
+	23, // 32: herald.v1.SendBatchRequest.send_at:type_name -> google.protobuf.Timestamp
+	27, // 33: herald.v1.SendBatchRequest.ttl:type_name -> google.protobuf.Duration
+	16, // 34: herald.v1.SendBatchRequest.recipients:type_name -> herald.v1.BatchRecipient
+	28, // 35: herald.v1.SendBatchRequest.fallback:type_name -> herald.v1.Fallback
+	29, // 36: herald.v1.SendBatchRequest.digest:type_name -> herald.v1.Digest
+	4,  // 37: herald.v1.BatchRecipient.recipient:type_name -> herald.v1.Recipient
+	25, // 38: herald.v1.BatchRecipient.data:type_name -> google.protobuf.Struct
+	18, // 39: herald.v1.SendBatchResponse.results:type_name -> herald.v1.BatchResult
+	8,  // 40: herald.v1.BatchResult.response:type_name -> herald.v1.SendResponse
+	19, // 41: herald.v1.BatchResult.error:type_name -> herald.v1.BatchError
+	31, // 42: herald.v1.BatchError.violations:type_name -> herald.v1.FieldViolation
+	3,  // 43: herald.v1.ExplainRequest.request:type_name -> herald.v1.SendRequest
+	22, // 44: herald.v1.ExplainResponse.deliveries:type_name -> herald.v1.ExplainedDelivery
+	24, // 45: herald.v1.ExplainedDelivery.channel:type_name -> herald.v1.Channel
+	30, // 46: herald.v1.ExplainedDelivery.state:type_name -> herald.v1.DeliveryState
+	23, // 47: herald.v1.ExplainedDelivery.send_time:type_name -> google.protobuf.Timestamp
+	32, // 48: herald.v1.ExplainedDelivery.content:type_name -> herald.v1.RenderedContent
+	3,  // 49: herald.v1.NotificationService.Send:input_type -> herald.v1.SendRequest
+	9,  // 50: herald.v1.NotificationService.GetNotification:input_type -> herald.v1.GetNotificationRequest
+	13, // 51: herald.v1.NotificationService.CancelNotification:input_type -> herald.v1.CancelNotificationRequest
+	15, // 52: herald.v1.NotificationService.SendBatch:input_type -> herald.v1.SendBatchRequest
+	20, // 53: herald.v1.NotificationService.Explain:input_type -> herald.v1.ExplainRequest
+	1,  // 54: herald.v1.NotificationService.TrackEvent:input_type -> herald.v1.TrackEventRequest
+	8,  // 55: herald.v1.NotificationService.Send:output_type -> herald.v1.SendResponse
+	10, // 56: herald.v1.NotificationService.GetNotification:output_type -> herald.v1.GetNotificationResponse
+	14, // 57: herald.v1.NotificationService.CancelNotification:output_type -> herald.v1.CancelNotificationResponse
+	17, // 58: herald.v1.NotificationService.SendBatch:output_type -> herald.v1.SendBatchResponse
+	21, // 59: herald.v1.NotificationService.Explain:output_type -> herald.v1.ExplainResponse
+	2,  // 60: herald.v1.NotificationService.TrackEvent:output_type -> herald.v1.TrackEventResponse
+	55, // [55:61] is the sub-list for method output_type
+	49, // [49:55] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_notification_proto_init() }
