@@ -7,6 +7,8 @@ package delivery
 import (
 	"fmt"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // Channel is a way of reaching a recipient. Its string is what the database stores and what the
@@ -54,6 +56,11 @@ const (
 	Dead      State = "dead"
 	Expired   State = "expired"
 	Canceled  State = "canceled"
+	// Digested is an item of a digest that closed: its content went out in the digest's own
+	// delivery (Delivery.DigestDeliveryID). While its digest is open an item is Scheduled with
+	// ReasonDigest, due only at its expiry: the reconciler expires it then, and never
+	// publishes it.
+	Digested State = "digested"
 )
 
 // Terminal reports whether a delivery in state s will never be sent (again). Sent, delivered
@@ -109,3 +116,81 @@ const (
 	MinStepTimeout = time.Second
 	MaxStepTimeout = 7 * 24 * time.Hour
 )
+
+// Digest collects a recipient's notifications of a category on one channel into one message:
+// the first item opens the digest, which closes Window after it, or at the next DailyAt in the
+// recipient's time zone; its delivery is rendered by the stored template Template from the
+// items. Exactly one of Window and DailyAt is set.
+type Digest struct {
+	Window   time.Duration `json:"window,omitempty"`
+	DailyAt  string        `json:"daily_at,omitempty"`
+	Template string        `json:"template"`
+}
+
+// Bounds of a digest's window: a second lets tests use a short one; a week outlives what a
+// digest is for.
+const (
+	MinDigestWindow = time.Second
+	MaxDigestWindow = 7 * 24 * time.Hour
+)
+
+// ParseDailyAt reads a daily time "HH:MM" (24-hour, two digits each).
+func ParseDailyAt(s string) (hour, minute int, err error) {
+	digit := func(i int) int { return int(s[i] - '0') }
+	if len(s) != 5 || s[2] != ':' {
+		return 0, 0, fmt.Errorf("must be HH:MM, e.g. 08:30")
+	}
+	for _, i := range []int{0, 1, 3, 4} {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, 0, fmt.Errorf("must be HH:MM, e.g. 08:30")
+		}
+	}
+	hour, minute = digit(0)*10+digit(1), digit(3)*10+digit(4)
+	if hour > 23 || minute > 59 {
+		return 0, 0, fmt.Errorf("must be between 00:00 and 23:59")
+	}
+	return hour, minute, nil
+}
+
+// CloseAt returns when a digest whose first item comes at at closes: Window later, or at the
+// next DailyAt strictly after at in loc. A daily time that a daylight saving change skips on
+// that day is taken as time.Date normalises it (an hour later).
+func (g Digest) CloseAt(at time.Time, loc *time.Location) time.Time {
+	if g.DailyAt == "" {
+		return at.Add(g.Window)
+	}
+	h, m, err := ParseDailyAt(g.DailyAt)
+	if err != nil { // checked when the digest was accepted
+		return at.Add(24 * time.Hour)
+	}
+	local := at.In(loc)
+	next := time.Date(local.Year(), local.Month(), local.Day(), h, m, 0, 0, loc)
+	for !next.After(at) {
+		local = local.AddDate(0, 0, 1)
+		next = time.Date(local.Year(), local.Month(), local.Day(), h, m, 0, 0, loc)
+	}
+	return next
+}
+
+// DigestRecord is a digest as the store keeps it: the open (or closed) collection of items for
+// one app, recipient (user, or raw address when UserID is ""), category and channel.
+type DigestRecord struct {
+	ID       uuid.UUID
+	AppID    uuid.UUID
+	UserID   string
+	Category string
+	Channel  Channel
+	// To is the address of the items, never logged.
+	To       string
+	Template string
+	Locale   string
+	// Closed is false while items may join; DeliveryID is the digest's delivery once closed
+	// (zero when every item was canceled or expired and nothing was sent).
+	Closed     bool
+	CloseAt    time.Time
+	CreatedAt  time.Time
+	DeliveryID uuid.UUID
+}
+
+// ReasonDigest marks an item waiting in an open digest.
+const ReasonDigest = "digest"

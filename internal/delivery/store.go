@@ -32,6 +32,14 @@ type Delivery struct {
 	// failed for good, or was sent StepTimeout ago with no delivery event (0: sent is enough).
 	Step        int
 	StepTimeout time.Duration
+	// Digest, when creating a delivery Scheduled with ReasonDigest, collects it as an item of
+	// its recipient's open digest for its channel (opening one that closes at CloseAt when none
+	// is open). Not stored as such: DigestID names the digest.
+	Digest *DigestItem
+	// DigestID is the digest the delivery is an item of (zero for none), and DigestDeliveryID
+	// the delivery that sent it once the digest closed (State Digested).
+	DigestID         uuid.UUID
+	DigestDeliveryID uuid.UUID
 	// Attempts counts the claims of the current drive; a re-driven dead letter starts a new
 	// drive with a fresh budget.
 	Attempts          int
@@ -47,6 +55,13 @@ type Delivery struct {
 	CreatedAt time.Time
 	UpdatedAt time.Time
 	SentAt    *time.Time
+}
+
+// DigestItem is what opens a digest for a delivery collected into one when none is open.
+type DigestItem struct {
+	Template string
+	Locale   string
+	CloseAt  time.Time
 }
 
 // SendTime returns when d would be sent: its due time when scheduled, now otherwise.

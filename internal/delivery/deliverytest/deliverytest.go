@@ -36,6 +36,10 @@ type Store interface {
 	EraseUser(ctx context.Context, userID string) error
 	Settle(ctx context.Context, events []delivery.Event) error
 	OfNotification(ctx context.Context, notificationID uuid.UUID) ([]delivery.Delivery, error)
+	DueDigests(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error)
+	Digest(ctx context.Context, id uuid.UUID) (delivery.DigestRecord, error)
+	CloseDigest(ctx context.Context, id uuid.UUID, now time.Time,
+		build func(g delivery.DigestRecord, items []delivery.Delivery) (*delivery.Delivery, error)) (*delivery.Delivery, error)
 }
 
 // Row is a delivery as a store keeps it: what its API returns, with the content, and the
@@ -131,6 +135,14 @@ func Run(t *testing.T, setup func(t *testing.T) Harness) {
 		{"ChainConcurrent", testChainConcurrent},
 		{"ChainEnds", testChainEnds},
 		{"ChainRedrive", testChainRedrive},
+		{"DigestCollectsAndClosesOnce", testDigestCloses},
+		{"DigestNotDue", testDigestNotDue},
+		{"DigestOpensAnewAfterClose", testDigestAnew},
+		{"DigestOfCanceledItems", testDigestCanceled},
+		{"DigestItemExpires", testDigestExpires},
+		{"DigestBuildFails", testDigestBuildFails},
+		{"DigestEraseUser", testDigestEraseUser},
+		{"DigestConcurrent", testDigestConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, setup) })

@@ -32,6 +32,7 @@ type Store struct {
 	mu         sync.Mutex
 	deliveries map[uuid.UUID]*row
 	attempts   map[attemptKey]Attempt
+	digests    map[uuid.UUID]*delivery.DigestRecord
 }
 
 type row struct {
@@ -60,7 +61,8 @@ type Attempt struct {
 
 // New returns an empty Store.
 func New() *Store {
-	return &Store{ReleaseGrace: time.Minute, deliveries: map[uuid.UUID]*row{}, attempts: map[attemptKey]Attempt{}}
+	return &Store{ReleaseGrace: time.Minute, deliveries: map[uuid.UUID]*row{}, attempts: map[attemptKey]Attempt{},
+		digests: map[uuid.UUID]*delivery.DigestRecord{}}
 }
 
 func (s *Store) now() time.Time {
@@ -74,6 +76,11 @@ func (s *Store) now() time.Time {
 func (s *Store) Create(_ context.Context, ds []delivery.Delivery) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.create(ds)
+}
+
+// create is Create with s.mu held.
+func (s *Store) create(ds []delivery.Delivery) error {
 	// All or nothing, as one COPY.
 	rows := make([]*row, len(ds))
 	seen := make(map[uuid.UUID]bool, len(ds))
@@ -88,9 +95,10 @@ func (s *Store) Create(_ context.Context, ds []delivery.Delivery) error {
 		}
 		d.UpdatedAt = d.CreatedAt
 		d.Attempts, d.Drive, d.LastError, d.Provider, d.ProviderMessageID, d.SentAt = 0, 0, "", "", "", nil
-		d.DueAt, d.Content = clone(d.DueAt), delivery.Content{}
+		d.DueAt, d.Content, d.DigestDeliveryID = clone(d.DueAt), delivery.Content{}, uuid.Nil
 		rows[i] = &row{Delivery: d, content: content, published: true}
 	}
+	s.collect(ds, rows)
 	for _, r := range rows {
 		s.deliveries[r.ID] = r
 	}
@@ -313,6 +321,9 @@ func (s *Store) EraseUser(_ context.Context, userID string) error {
 		}
 		r.leaseOwner = ""
 	}
+	if userID != "" {
+		s.eraseDigests(userID)
+	}
 	return nil
 }
 
@@ -430,7 +441,11 @@ func (s *Store) OfNotification(_ context.Context, notificationID uuid.UUID) ([]d
 	var out []delivery.Delivery
 	for _, r := range s.deliveries {
 		if r.NotificationID == notificationID {
-			out = append(out, r.read())
+			d := r.read()
+			if g := s.digests[d.DigestID]; g != nil {
+				d.DigestDeliveryID = g.DeliveryID
+			}
+			out = append(out, d)
 		}
 	}
 	slices.SortFunc(out, func(a, b delivery.Delivery) int { return compareIDs(a.ID, b.ID) })

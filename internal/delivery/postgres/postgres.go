@@ -48,6 +48,9 @@ type DB interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, rows pgx.CopyFromSource) (int64, error)
+	// Begin starts a transaction (a savepoint in a transaction), for the transitions that take
+	// more than one statement (CloseDigest).
+	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
 // Store makes the transitions of deliveries. Claims and records of concurrent callers (the
@@ -90,14 +93,37 @@ func (s *Store) Close() {
 // createColumns are the columns Create writes, in the order of its rows' values.
 var createColumns = []string{"id", "notification_id", "user_id", "channel", "address", "category", "priority",
 	"critical", "default_opt_in", "state", "reason", "content", "due_at", "expires_at", "created_at", "updated_at",
-	"app_id", "step", "step_timeout"}
+	"app_id", "step", "step_timeout", "digest_id"}
 
 // Create stores new deliveries with COPY: no statement to plan, and values encoded in binary by
-// their column's type, not by reflection over parameters.
+// their column's type, not by reflection over parameters. A delivery with a Digest is collected
+// into its recipient's open digest (see collect), whose id Create sets in its DigestID.
 func (s *Store) Create(ctx context.Context, ds []delivery.Delivery) error {
 	if len(ds) == 0 {
 		return nil
 	}
+	if collects(ds) {
+		// The items must commit with the lock collect takes on their digests' rows (see
+		// digest.go): in a transaction of their own, or a savepoint of the caller's.
+		tx, err := s.db.Begin(ctx)
+		if err != nil {
+			return pgdb.Err(err)
+		}
+		defer tx.Rollback(ctx)
+		in := s.In(tx)
+		if err := in.collect(ctx, ds); err != nil {
+			return err
+		}
+		if err := in.copy(ctx, ds); err != nil {
+			return err
+		}
+		return pgdb.Err(tx.Commit(ctx))
+	}
+	return s.copy(ctx, ds)
+}
+
+// copy stores ds with COPY.
+func (s *Store) copy(ctx context.Context, ds []delivery.Delivery) error {
 	rows := make([][]any, len(ds))
 	for i := range ds {
 		d := &ds[i]
@@ -108,7 +134,7 @@ func (s *Store) Create(ctx context.Context, ds []delivery.Delivery) error {
 		rows[i] = []any{pgdb.UUID(d.ID), pgdb.UUID(d.NotificationID), pgdb.Text(d.UserID), string(d.Channel), d.To,
 			d.Category, string(d.Priority), d.Critical, d.DefaultOptIn, string(d.State), d.Reason, content,
 			pgdb.Time(d.DueAt), d.ExpiresAt, d.CreatedAt, d.CreatedAt, appID(d.AppID),
-			int32(d.Step), d.StepTimeout}
+			int32(d.Step), d.StepTimeout, optUUID(d.DigestID)}
 	}
 	_, err := s.db.CopyFrom(ctx, pgx.Identifier{Schema, "deliveries"}, createColumns, pgx.CopyFromRows(rows))
 	return pgdb.Err(err)
@@ -639,6 +665,13 @@ func (s *Store) EraseUser(ctx context.Context, userID string) error {
 			due_at = CASE WHEN state IN `+unfinished+` THEN NULL ELSE due_at END,
 			lease_owner = NULL
 		WHERE user_id = $1 AND (address <> '' OR content <> '{}'::jsonb)`, userID)
+	if err != nil {
+		return pgdb.Err(err)
+	}
+	// Its open digests close with nothing to send (their items were canceled above).
+	_, err = s.db.Exec(ctx, `UPDATE delivery.digests SET address = '',
+			closed = true, closed_at = coalesce(closed_at, now())
+		WHERE user_id = $1 AND (address <> '' OR NOT closed)`, userID)
 	return pgdb.Err(err)
 }
 
@@ -684,23 +717,29 @@ func (s *Store) Settle(ctx context.Context, events []delivery.Event) error {
 
 const readColumns = `id, notification_id, coalesce(user_id, ''), channel, address, category, priority,
 	critical, default_opt_in, state, reason, attempts, drive, last_error, provider, provider_message_id,
-	due_at, expires_at, created_at, updated_at, sent_at, app_id, step, step_timeout`
+	due_at, expires_at, created_at, updated_at, sent_at, app_id, step, step_timeout, digest_id,
+	(SELECT g.delivery_id FROM delivery.digests g WHERE g.id = deliveries.digest_id)`
 
 // scanRead reads a delivery without its content, which only the workers need.
 func scanRead(r pgx.CollectableRow) (delivery.Delivery, error) {
 	var d delivery.Delivery
 	var ch, priority, state string
-	var app pgtype.UUID
+	var app, digest, digestDelivery pgtype.UUID
 	err := r.Scan(&d.ID, &d.NotificationID, &d.UserID, &ch, &d.To, &d.Category, &priority, &d.Critical,
 		&d.DefaultOptIn, &state, &d.Reason, &d.Attempts, &d.Drive, &d.LastError, &d.Provider, &d.ProviderMessageID,
-		&d.DueAt, &d.ExpiresAt, &d.CreatedAt, &d.UpdatedAt, &d.SentAt, &app, &d.Step, &d.StepTimeout)
+		&d.DueAt, &d.ExpiresAt, &d.CreatedAt, &d.UpdatedAt, &d.SentAt, &app, &d.Step, &d.StepTimeout,
+		&digest, &digestDelivery)
 	d.Channel, d.Priority, d.State = delivery.Channel(ch), delivery.Priority(priority), delivery.State(state)
 	d.AppID = uuid.UUID(app.Bytes) // zero when NULL
+	d.DigestID, d.DigestDeliveryID = uuid.UUID(digest.Bytes), uuid.UUID(digestDelivery.Bytes)
 	return d, err
 }
 
 // appID is an app id as a column value: NULL when unknown.
-func appID(id uuid.UUID) pgtype.UUID { return pgtype.UUID{Bytes: id, Valid: id != uuid.Nil} }
+func appID(id uuid.UUID) pgtype.UUID { return optUUID(id) }
+
+// optUUID is an optional id as a column value: NULL when zero.
+func optUUID(id uuid.UUID) pgtype.UUID { return pgtype.UUID{Bytes: id, Valid: id != uuid.Nil} }
 
 // OfNotification returns a notification's deliveries by id, without their content.
 func (s *Store) OfNotification(ctx context.Context, notificationID uuid.UUID) ([]delivery.Delivery, error) {

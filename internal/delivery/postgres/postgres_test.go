@@ -119,7 +119,7 @@ func harness(s *postgres.Store, pool *pgxpool.Pool) deliverytest.Harness {
 // columns are the columns of delivery.deliveries, in the order of values.
 const columns = `id, notification_id, user_id, channel, address, category, priority, critical, default_opt_in,
 	state, reason, content, attempts, drive, last_error, provider, provider_message_id, lease_owner, publishes,
-	published, due_at, expires_at, created_at, updated_at, sent_at, app_id, step, step_timeout`
+	published, due_at, expires_at, created_at, updated_at, sent_at, app_id, step, step_timeout, digest_id`
 
 func seed(ctx context.Context, db postgres.DB, r deliverytest.Row) error {
 	c, err := json.Marshal(r.Content)
@@ -127,11 +127,12 @@ func seed(ctx context.Context, db postgres.DB, r deliverytest.Row) error {
 		return err
 	}
 	_, err = db.Exec(ctx, `INSERT INTO delivery.deliveries (`+columns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)`,
 		r.ID, r.NotificationID, nullIfEmpty(r.UserID), string(r.Channel), r.To, r.Category, string(r.Priority), r.Critical,
 		r.DefaultOptIn, string(r.State), r.Reason, c, r.Attempts, r.Drive, r.LastError, r.Provider, r.ProviderMessageID,
 		nullIfEmpty(r.LeaseOwner), r.Publishes, !r.Unpublished, r.DueAt, r.ExpiresAt, r.CreatedAt, r.UpdatedAt, r.SentAt,
-		pgtype.UUID{Bytes: r.AppID, Valid: r.AppID != uuid.Nil}, r.Step, r.StepTimeout)
+		pgtype.UUID{Bytes: r.AppID, Valid: r.AppID != uuid.Nil}, r.Step, r.StepTimeout,
+		pgtype.UUID{Bytes: r.DigestID, Valid: r.DigestID != uuid.Nil})
 	return err
 }
 
@@ -141,15 +142,15 @@ func get(ctx context.Context, db postgres.DB, id uuid.UUID) (deliverytest.Row, e
 	var ch, priority, state string
 	var c []byte
 	var published bool
-	var app pgtype.UUID
+	var app, digest pgtype.UUID
 	err := db.QueryRow(ctx, `SELECT `+columns+` FROM delivery.deliveries WHERE id = $1`, id).Scan(
 		&r.ID, &r.NotificationID, &user, &ch, &r.To, &r.Category, &priority, &r.Critical, &r.DefaultOptIn,
 		&state, &r.Reason, &c, &r.Attempts, &r.Drive, &r.LastError, &r.Provider, &r.ProviderMessageID, &owner,
-		&r.Publishes, &published, &r.DueAt, &r.ExpiresAt, &r.CreatedAt, &r.UpdatedAt, &r.SentAt, &app, &r.Step, &r.StepTimeout)
+		&r.Publishes, &published, &r.DueAt, &r.ExpiresAt, &r.CreatedAt, &r.UpdatedAt, &r.SentAt, &app, &r.Step, &r.StepTimeout, &digest)
 	if err != nil {
 		return r, err
 	}
-	r.AppID = uuid.UUID(app.Bytes)
+	r.AppID, r.DigestID = uuid.UUID(app.Bytes), uuid.UUID(digest.Bytes)
 	r.Channel, r.Priority, r.State = delivery.Channel(ch), delivery.Priority(priority), delivery.State(state)
 	r.Unpublished = !published
 	if user != nil {
