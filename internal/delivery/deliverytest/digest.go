@@ -41,8 +41,8 @@ func builder(now time.Time, got *[]delivery.Delivery, gotDigest *delivery.Digest
 		return &delivery.Delivery{
 			ID: newID(), NotificationID: g.ID, UserID: g.UserID, AppID: g.AppID, Channel: g.Channel, To: g.To,
 			Category: g.Category, Priority: delivery.Normal, DefaultOptIn: true, State: delivery.Queued,
-			Content:   delivery.Content{Subject: fmt.Sprintf("%d news", len(items)), Text: "list"},
-			DueAt:     ptr(now.Add(time.Minute)), ExpiresAt: now.Add(time.Hour), CreatedAt: now, UpdatedAt: now,
+			Content: delivery.Content{Subject: fmt.Sprintf("%d news", len(items)), Text: "list"},
+			DueAt:   ptr(now.Add(time.Minute)), ExpiresAt: now.Add(time.Hour), CreatedAt: now, UpdatedAt: now,
 		}, nil
 	}
 }
