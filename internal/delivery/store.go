@@ -64,8 +64,12 @@ type DigestItem struct {
 	CloseAt  time.Time
 }
 
-// SendTime returns when d would be sent: its due time when scheduled, now otherwise.
+// SendTime returns when d would be sent: its due time when scheduled (its digest's close time
+// for a digest's item being made), now otherwise.
 func (d *Delivery) SendTime(now time.Time) time.Time {
+	if d.Digest != nil && d.State == Scheduled { // an item goes when its digest closes
+		return d.Digest.CloseAt
+	}
 	if d.DueAt != nil && d.DueAt.After(now) && d.State == Scheduled {
 		return *d.DueAt
 	}

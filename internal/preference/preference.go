@@ -40,6 +40,9 @@ type Category struct {
 	// Fallback is the chain of a Send that asks for neither channels nor a chain of its own;
 	// nil sends on every channel at once.
 	Fallback *delivery.Fallback `json:"fallback,omitempty"`
+	// Digest collects a Send of the category into the recipient's digest unless the Send asks
+	// for a digest of its own; nil sends each at once. Critical categories bypass it.
+	Digest *delivery.Digest `json:"digest,omitempty"`
 }
 
 // Cap allows at most Limit deliveries of a category per recipient within a sliding Window,

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
@@ -69,6 +70,7 @@ func CategoryProto(c preference.Category) *heraldv1.Category {
 			Channel: ChannelProto[cp.Channel]})
 	}
 	out.Fallback = FallbackProto(c.Fallback)
+	out.Digest = DigestProto(c.Digest)
 	return out
 }
 
@@ -106,6 +108,7 @@ func CategoryDomain(in *heraldv1.Category) (preference.Category, error) {
 		c.Caps = append(c.Caps, d)
 	}
 	c.Fallback = FallbackDomain(&v, "category.fallback", in.GetFallback())
+	c.Digest = DigestDomain(&v, "category.digest", in.GetDigest())
 	return c, v.Err()
 }
 
@@ -140,6 +143,56 @@ func FallbackDomain(v *errs.Violations, field string, in *heraldv1.Fallback) *de
 		}
 	}
 	return f
+}
+
+// maxDigestTemplate bounds a digest template's name, as a Send's template name is bounded.
+const maxDigestTemplate = 128
+
+// DigestDomain turns an API digest into the domain's (nil for none), recording malformed fields
+// under field: neither or a bad window or daily time, no template.
+func DigestDomain(v *errs.Violations, field string, in *heraldv1.Digest) *delivery.Digest {
+	if in == nil {
+		return nil
+	}
+	g := &delivery.Digest{Template: in.GetTemplate()}
+	switch c := in.GetClose().(type) {
+	case *heraldv1.Digest_Window:
+		w := c.Window
+		if err := w.CheckValid(); err != nil || w.AsDuration() < delivery.MinDigestWindow || w.AsDuration() > delivery.MaxDigestWindow {
+			v.Add(field+".window", fmt.Sprintf("must be between %s and %s", delivery.MinDigestWindow, delivery.MaxDigestWindow))
+		} else {
+			g.Window = w.AsDuration()
+		}
+	case *heraldv1.Digest_DailyAt:
+		if _, _, err := delivery.ParseDailyAt(c.DailyAt); err != nil {
+			v.Add(field+".daily_at", err.Error())
+		} else {
+			g.DailyAt = c.DailyAt
+		}
+	default:
+		v.Add(field, "needs a window or a daily_at time")
+	}
+	switch {
+	case g.Template == "":
+		v.Add(field+".template", "is required: the stored template that renders the digest")
+	case len(g.Template) > maxDigestTemplate || !utf8.ValidString(g.Template) || strings.IndexByte(g.Template, 0) >= 0:
+		v.Add(field+".template", fmt.Sprintf("must be UTF-8 text of at most %d bytes without NUL characters", maxDigestTemplate))
+	}
+	return g
+}
+
+// DigestProto turns a digest into its API form (nil for none).
+func DigestProto(g *delivery.Digest) *heraldv1.Digest {
+	if g == nil {
+		return nil
+	}
+	out := &heraldv1.Digest{Template: g.Template}
+	if g.DailyAt != "" {
+		out.Close = &heraldv1.Digest_DailyAt{DailyAt: g.DailyAt}
+	} else {
+		out.Close = &heraldv1.Digest_Window{Window: durationpb.New(g.Window)}
+	}
+	return out
 }
 
 // FallbackProto turns a fallback into its API form (nil for none).
@@ -218,6 +271,7 @@ var (
 		delivery.Dead:      heraldv1.DeliveryState_DELIVERY_STATE_DEAD,
 		delivery.Expired:   heraldv1.DeliveryState_DELIVERY_STATE_EXPIRED,
 		delivery.Canceled:  heraldv1.DeliveryState_DELIVERY_STATE_CANCELED,
+		delivery.Digested:  heraldv1.DeliveryState_DELIVERY_STATE_DIGESTED,
 	}
 	PriorityProto = map[delivery.Priority]heraldv1.Priority{
 		delivery.Low:    heraldv1.Priority_PRIORITY_LOW,

@@ -81,6 +81,9 @@ func (s *Categories) PutCategory(ctx context.Context, caller appkey.Caller, c pr
 			}
 		}
 	}
+	if c.Digest != nil && c.Fallback != nil {
+		v.Add("category.digest", "a digest cannot be combined with a fallback chain")
+	}
 	if err := v.Err(); err != nil {
 		return err
 	}

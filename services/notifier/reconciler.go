@@ -13,7 +13,8 @@ import (
 // Reconciler repairs what the queue cannot: it publishes scheduled deliveries when they fall
 // due and retries when their backoff is over, re-publishes queued deliveries whose message seems
 // lost (a broker that lost it, a publish that never happened after the commit), releases
-// deliveries whose worker's lease expired, and expires deliveries past their ttl. What it
+// deliveries whose worker's lease expired, expires deliveries past their ttl, and closes the digests
+// that fall due. What it
 // publishes goes out as batches, one message per channel for up to queue.MaxBatch deliveries. Several replicas may run it at once: each takes rows with
 // SKIP LOCKED.
 type Reconciler struct {
@@ -34,6 +35,8 @@ type Reconciler struct {
 	// has its message still waiting, so it is not published again. Without it, a backlog older
 	// than RepublishAfter is published a second time, and grows.
 	Queue Backlog
+	// Digests, when set, closes the digests that fall due on each pass (digest.go).
+	Digests *DigestCloser
 }
 
 // ReconcileStore finds the deliveries whose deadline passed and moves them on; internal/delivery's
@@ -96,6 +99,13 @@ func (r *Reconciler) Run(ctx context.Context) {
 // Pass reconciles every delivery that is due now and returns how many it published.
 func (r *Reconciler) Pass(ctx context.Context) (int, error) {
 	total := 0
+	if r.Digests != nil {
+		n, err := r.Digests.Close(ctx, time.Now())
+		total += n
+		if err != nil {
+			r.Log.Warn("closing digests failed", "err", err)
+		}
+	}
 	held := r.held(ctx)
 	for {
 		taken, expired, err := r.Store.Reconcile(ctx, time.Now(), r.RepublishAfter, r.Batch, held)

@@ -39,6 +39,9 @@ type SendRequest struct {
 	// Fallback sends on its channels one after another instead (not with Channels); nil means
 	// the category's, if it has one.
 	Fallback *delivery.Fallback
+	// Digest collects the notification into the recipient's digest (digest.go); nil means the
+	// category's, if it has one.
+	Digest *delivery.Digest
 	// Exactly one of Template and Content is set.
 	Template *TemplateRef
 	Content  *Content
@@ -270,6 +273,10 @@ func (s *Sender) plan(ctx context.Context, caller appkey.Caller, req *SendReques
 	if err != nil {
 		return nil, err
 	}
+	digest, err := digestFor(req, cat, chain)
+	if err != nil {
+		return nil, err
+	}
 	r, err := s.resolve(ctx, req, channels, len(requested) > 0)
 	if err != nil {
 		return nil, err
@@ -320,6 +327,9 @@ func (s *Sender) plan(ctx context.Context, caller appkey.Caller, req *SendReques
 		n.Deliveries = append(n.Deliveries, d)
 	}
 	holdLaterSteps(n, now, s.RepublishAfter)
+	if digest != nil {
+		collectInto(n, digest, r, now, ttl)
+	}
 	return &draft{n: n, cat: cat, who: r.who()}, nil
 }
 
@@ -444,7 +454,8 @@ func (s *Sender) takeCaps(ctx context.Context, d *draft, now time.Time) {
 func capChecks(d *draft, now time.Time) ([]ratelimit.Cap, [][]*Delivery) {
 	var live []*Delivery
 	for _, dl := range d.n.Deliveries {
-		if dl.State == delivery.Queued || dl.State == delivery.Scheduled {
+		// A digest's item is not a message of its own: caps count messages.
+		if (dl.State == delivery.Queued || dl.State == delivery.Scheduled) && dl.Digest == nil {
 			live = append(live, dl)
 		}
 	}

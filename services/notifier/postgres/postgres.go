@@ -230,16 +230,16 @@ func (s *Store) withDeliveries(ctx context.Context, n *notifier.Notification, er
 
 // Categories implements notifier.CategoryStore.
 func (s *Store) Categories(ctx context.Context) ([]preference.Category, error) {
-	rows, err := s.pool.Query(ctx, `SELECT name, description, critical, default_opt_in, allowed_channels, caps, fallback
-		FROM notifier.categories ORDER BY name`)
+	rows, err := s.pool.Query(ctx, `SELECT name, description, critical, default_opt_in, allowed_channels, caps, fallback,
+		digest FROM notifier.categories ORDER BY name`)
 	if err != nil {
 		return nil, pgdb.Err(err)
 	}
 	cats, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (preference.Category, error) {
 		var c preference.Category
 		var chs []string
-		var caps, fallback []byte
-		if err := r.Scan(&c.Name, &c.Description, &c.Critical, &c.DefaultOptIn, &chs, &caps, &fallback); err != nil {
+		var caps, fallback, digest []byte
+		if err := r.Scan(&c.Name, &c.Description, &c.Critical, &c.DefaultOptIn, &chs, &caps, &fallback, &digest); err != nil {
 			return c, err
 		}
 		for _, ch := range chs {
@@ -251,6 +251,11 @@ func (s *Store) Categories(ctx context.Context) ([]preference.Category, error) {
 		if fallback != nil {
 			if err := json.Unmarshal(fallback, &c.Fallback); err != nil {
 				return c, fmt.Errorf("decode fallback of category %s: %w", c.Name, err)
+			}
+		}
+		if digest != nil {
+			if err := json.Unmarshal(digest, &c.Digest); err != nil {
+				return c, fmt.Errorf("decode digest of category %s: %w", c.Name, err)
 			}
 		}
 		return c, nil
@@ -277,13 +282,20 @@ func (s *Store) PutCategory(ctx context.Context, c preference.Category) error {
 			return fmt.Errorf("encode fallback: %w", err)
 		}
 	}
+	var digest []byte // NULL: no digest
+	if c.Digest != nil {
+		if digest, err = json.Marshal(c.Digest); err != nil {
+			return fmt.Errorf("encode digest: %w", err)
+		}
+	}
 	_, err = s.pool.Exec(ctx, `
-		INSERT INTO notifier.categories (name, description, critical, default_opt_in, allowed_channels, caps, fallback)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)
+		INSERT INTO notifier.categories (name, description, critical, default_opt_in, allowed_channels, caps, fallback,
+			digest)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 		ON CONFLICT (name) DO UPDATE SET description = excluded.description, critical = excluded.critical,
 			default_opt_in = excluded.default_opt_in, allowed_channels = excluded.allowed_channels,
-			caps = excluded.caps, fallback = excluded.fallback, updated_at = now()`,
-		c.Name, c.Description, c.Critical, c.DefaultOptIn, chs, caps, fallback)
+			caps = excluded.caps, fallback = excluded.fallback, digest = excluded.digest, updated_at = now()`,
+		c.Name, c.Description, c.Critical, c.DefaultOptIn, chs, caps, fallback, digest)
 	return pgdb.Err(err)
 }
 

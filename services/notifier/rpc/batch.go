@@ -80,7 +80,7 @@ func (s *Server) SendBatch(ctx context.Context, req *heraldv1.SendBatchRequest) 
 		one := &heraldv1.SendRequest{
 			IdempotencyKey: key, Recipient: r.GetRecipient(), Category: req.GetCategory(),
 			Channels: req.GetChannels(), Data: mergeData(req.GetData(), r.GetData()), Priority: req.GetPriority(),
-			SendAt: req.GetSendAt(), Ttl: req.GetTtl(), Fallback: req.GetFallback(),
+			SendAt: req.GetSendAt(), Ttl: req.GetTtl(), Fallback: req.GetFallback(), Digest: req.GetDigest(),
 		}
 		switch m := req.GetMessage().(type) {
 		case *heraldv1.SendBatchRequest_Template:

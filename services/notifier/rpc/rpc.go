@@ -172,6 +172,7 @@ func sendRequest(req *heraldv1.SendRequest) (*notifier.SendRequest, error) {
 		}
 	}
 	out.Fallback = protoconv.FallbackDomain(&v, "fallback", req.GetFallback())
+	out.Digest = protoconv.DigestDomain(&v, "digest", req.GetDigest())
 	switch m := req.GetMessage().(type) {
 	case *heraldv1.SendRequest_Template:
 		out.Template = &notifier.TemplateRef{Name: m.Template.GetName(), Version: int(m.Template.GetVersion()),
@@ -258,6 +259,9 @@ func deliveryProto(d *notifier.Delivery) *heraldv1.Delivery {
 		ProviderMessageId: d.ProviderMessageID,
 		CreateTime:        timestamppb.New(d.CreatedAt),
 		UpdateTime:        timestamppb.New(d.UpdatedAt),
+		DigestDeliveryId:  optID(d.DigestDeliveryID),
+		// A digest's id is the id of the notification that holds its delivery.
+		DigestNotificationId: optID(d.DigestID),
 		SentTime:          optTime(d.SentAt),
 		Step:              int32(d.Step),
 	}
@@ -367,4 +371,12 @@ func (s *Server) RedriveDeadLetters(ctx context.Context, req *heraldv1.RedriveDe
 		return nil, err
 	}
 	return &heraldv1.RedriveDeadLettersResponse{Redriven: int32(n)}, nil
+}
+
+// optID is an optional id in the API: "" for none.
+func optID(id uuid.UUID) string {
+	if id == uuid.Nil {
+		return ""
+	}
+	return id.String()
 }

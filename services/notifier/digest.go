@@ -1,0 +1,270 @@
+package notifier
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/preference"
+	"github.com/heraldhq/herald/internal/templates"
+)
+
+// Digests: a Send (or its category) may ask for a digest. Each of its deliveries that would be
+// queued now is instead created as an item of the recipient's open digest for its channel
+// (internal/delivery keeps digests and makes their transitions): scheduled with reason
+// "digest", due only at its expiry, so that the reconciler never publishes it on its own. The
+// reconciler closes digests when they fall due (DigestCloser): one delivery renders the items
+// with the digest template, and goes through the queue like any other.
+
+// digestFor returns the digest a Send goes into, if any: the Send's own, else its category's,
+// never for a critical category (it goes at once). A digest and a fallback chain do not mix: a
+// chain's later steps depend on how the first one went, which a digest would hold back.
+// Errors: Invalid.
+func digestFor(req *SendRequest, cat preference.Category, chain *delivery.Fallback) (*delivery.Digest, error) {
+	g := req.Digest
+	if g == nil {
+		g = cat.Digest
+	}
+	if g == nil || cat.Critical {
+		return nil, nil
+	}
+	if chain != nil {
+		field := "digest"
+		if req.Digest == nil {
+			field = "fallback" // the category's digest, with the Send's chain
+		}
+		return nil, errs.Field(field, "a digest cannot be combined with a fallback chain")
+	}
+	return g, nil
+}
+
+// collectInto turns the deliveries of n that would be queued now into items of the
+// recipient's digest g. The digest, if none is open, closes at g.CloseAt from now in the
+// recipient's time zone (UTC for a raw address or a user without one); an item's ttl runs
+// from there, as a delivery deferred by quiet hours has its ttl from the end of them.
+func collectInto(n *Notification, g *delivery.Digest, r *recipient, now time.Time, ttl time.Duration) {
+	loc := time.UTC
+	if r.user != nil && r.user.Timezone != "" {
+		if l, err := time.LoadLocation(r.user.Timezone); err == nil {
+			loc = l
+		}
+	}
+	closeAt := g.CloseAt(now, loc)
+	for _, d := range n.Deliveries {
+		if d.State != delivery.Queued {
+			continue
+		}
+		d.State, d.Reason = delivery.Scheduled, delivery.ReasonDigest
+		d.ExpiresAt = closeAt.Add(ttl)
+		d.DueAt = ptr(d.ExpiresAt)
+		d.Digest = &delivery.DigestItem{Template: g.Template, Locale: r.locale(), CloseAt: closeAt}
+	}
+}
+
+// DigestStore finds the digests due to close and closes them; the postgres package implements
+// it on internal/delivery's digests.
+type DigestStore interface {
+	// DueDigests returns up to limit open digests whose close time is at or before now.
+	DueDigests(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error)
+	// CloseDigest closes digest id if it is still open and due, in one transaction: build is
+	// given the digest and its live items (with their content, oldest first) and returns the
+	// notification that sends them, with its one delivery, which is stored with it while the
+	// items become digested. It returns that delivery; nil when nothing was sent (no live
+	// item, or the digest was not open and due, or another closer holds it).
+	CloseDigest(ctx context.Context, id uuid.UUID, now time.Time,
+		build func(g delivery.DigestRecord, items []delivery.Delivery) (*Notification, error)) (*Delivery, error)
+}
+
+// DigestCloser closes the digests that fall due and publishes their deliveries; the
+// reconciler runs it on each pass.
+type DigestCloser struct {
+	Store     DigestStore
+	Templates *Templates
+	Publisher Publisher
+	Log       *slog.Logger
+	// RepublishAfter is the digest delivery's first re-publish deadline, as a Send's.
+	RepublishAfter time.Duration
+	// Batch bounds the digests one round takes.
+	Batch int
+}
+
+// Close closes every digest due at now and returns how many deliveries it published. A digest
+// whose close fails stays open, for the next pass.
+func (c *DigestCloser) Close(ctx context.Context, now time.Time) (int, error) {
+	published := 0
+	for {
+		ids, err := c.Store.DueDigests(ctx, now, max(c.Batch, 1))
+		if err != nil {
+			return published, err
+		}
+		byChannel := map[delivery.Channel][]uuid.UUID{}
+		closed := 0
+		for _, id := range ids {
+			d, err := c.Store.CloseDigest(ctx, id, now, func(g delivery.DigestRecord, items []delivery.Delivery) (*Notification, error) {
+				return c.build(ctx, g, items, now)
+			})
+			if err != nil {
+				c.Log.Warn("cannot close a digest; it stays open for the next pass", "digest_id", id, "err", err)
+				continue
+			}
+			closed++
+			if d != nil {
+				byChannel[d.Channel] = append(byChannel[d.Channel], d.ID)
+				published++
+			}
+		}
+		if len(byChannel) > 0 {
+			// The deliveries are queued with a re-publish deadline: a failed publish costs delay.
+			if err := c.Publisher.Publish(ctx, byChannel); err != nil {
+				c.Log.Warn("publish of digests failed", "err", err)
+			}
+		}
+		if len(ids) < max(c.Batch, 1) || closed == 0 {
+			return published, nil
+		}
+	}
+}
+
+// build makes the notification that sends digest g's items: one delivery on the digest's
+// channel, rendered by the digest template.
+func (c *DigestCloser) build(ctx context.Context, g delivery.DigestRecord, items []delivery.Delivery, now time.Time) (*Notification, error) {
+	content, ref, err := c.render(ctx, g, items, now)
+	if err != nil {
+		return nil, err
+	}
+	first := items[0]
+	n := &Notification{
+		ID: g.ID, AppID: g.AppID, Category: g.Category, UserID: g.UserID, Template: ref,
+		Priority: delivery.Low, DefaultOptIn: first.DefaultOptIn, SendAt: now, CreatedAt: now,
+	}
+	for _, it := range items {
+		n.Priority = maxPriority(n.Priority, it.Priority)
+		if it.ExpiresAt.After(n.ExpiresAt) {
+			n.ExpiresAt = it.ExpiresAt
+		}
+	}
+	n.Deliveries = []*Delivery{{
+		ID: mustV7(), NotificationID: n.ID, UserID: g.UserID, AppID: g.AppID, Channel: g.Channel, To: g.To,
+		Category: g.Category, Priority: n.Priority, DefaultOptIn: n.DefaultOptIn, State: delivery.Queued,
+		Content: content, DueAt: ptr(minTime(now.Add(c.RepublishAfter), n.ExpiresAt)), ExpiresAt: n.ExpiresAt,
+		CreatedAt: now, UpdatedAt: now,
+	}}
+	return n, nil
+}
+
+func maxPriority(a, b delivery.Priority) delivery.Priority {
+	rank := map[delivery.Priority]int{delivery.Low: 0, delivery.Normal: 1, delivery.High: 2}
+	if rank[b] > rank[a] {
+		return b
+	}
+	return a
+}
+
+// DigestData is what a digest template is given: .count and .items, each item with what it
+// would have sent on the digest's channel.
+func DigestData(items []delivery.Delivery) map[string]any {
+	list := make([]any, len(items))
+	for i, it := range items {
+		c := it.Content
+		m := map[string]any{
+			"notification_id": it.NotificationID.String(),
+			"time":            it.CreatedAt.UTC().Format(time.RFC3339),
+			"title":           c.Title,
+			"body":            c.Body,
+			"subject":         c.Subject,
+			"text":            c.Text,
+		}
+		if c.Data != nil {
+			m["data"] = c.Data
+		} else {
+			m["data"] = map[string]any{}
+		}
+		list[i] = m
+	}
+	return map[string]any{"count": len(items), "items": list}
+}
+
+// render renders the digest template for the digest's channel. A template that is gone, or
+// renders nothing (or too much) for the channel, must not hold the items back forever: the
+// digest then goes out in a plain form (the count and each item's title or subject) and the
+// failure is logged; only an unavailable template store keeps the digest open for the next
+// pass.
+func (c *DigestCloser) render(ctx context.Context, g delivery.DigestRecord, items []delivery.Delivery, now time.Time) (delivery.Content, *TemplateRef, error) {
+	data := DigestData(items)
+	t, set, err := c.Templates.template(ctx, g.Template, 0)
+	if errs.KindOf(err) == errs.Unavailable {
+		return delivery.Content{}, nil, err
+	}
+	var r templates.Rendered
+	if err == nil {
+		_, r, err = set.Render(g.Locale, data)
+	}
+	if err == nil {
+		err = templates.Check(forChannels(r, []delivery.Channel{g.Channel}), nil, c.Templates.Limits)
+	}
+	var content delivery.Content
+	if err == nil {
+		var ok bool
+		if content, ok = channelContent(r, g.Channel); !ok {
+			err = fmt.Errorf("renders nothing for %s", g.Channel)
+		}
+	}
+	if err != nil {
+		c.Log.Warn("digest template failed; the digest goes out in plain form", "digest_id", g.ID,
+			"template", g.Template, "err", err)
+		return plainDigest(items, g.Channel), nil, nil
+	}
+	if g.Channel == delivery.IOS || g.Channel == delivery.Android { // the app can tell a digest
+		content.Data = map[string]any{"digest_id": g.ID.String(), "count": len(items)}
+	}
+	return content, &TemplateRef{Name: t.Name, Version: t.Version, Locale: g.Locale}, nil
+}
+
+// channelContent picks a channel's content from a rendering, as render does for a Send.
+func channelContent(r templates.Rendered, ch delivery.Channel) (delivery.Content, bool) {
+	switch ch {
+	case delivery.IOS, delivery.Android:
+		return delivery.Content{Title: r.PushTitle, Body: r.PushBody}, r.PushBody != "" || r.PushTitle != ""
+	case delivery.SMS:
+		return delivery.Content{Body: r.SMSBody}, r.SMSBody != ""
+	case delivery.Email:
+		return delivery.Content{Subject: r.EmailSubject, HTML: r.EmailHTML, Text: r.EmailText},
+			r.EmailSubject != "" && (r.EmailHTML != "" || r.EmailText != "")
+	}
+	return delivery.Content{}, false
+}
+
+// plainDigest is a digest's content without its template: the count, and a line per item.
+func plainDigest(items []delivery.Delivery, ch delivery.Channel) delivery.Content {
+	title := fmt.Sprintf("%d new notifications", len(items))
+	var lines []string
+	for _, it := range items {
+		line := it.Content.Title
+		if line == "" {
+			line = it.Content.Subject
+		}
+		if line == "" {
+			line = it.Content.Body
+		}
+		lines = append(lines, "- "+strings.TrimSpace(strings.SplitN(line, "\n", 2)[0]))
+	}
+	const maxLines = 20 // an SMS or a push of a long digest stays readable
+	if len(lines) > maxLines {
+		lines = append(slices.Clip(lines[:maxLines]), fmt.Sprintf("and %d more", len(items)-maxLines))
+	}
+	body := strings.Join(lines, "\n")
+	switch ch {
+	case delivery.SMS:
+		return delivery.Content{Body: title}
+	case delivery.Email:
+		return delivery.Content{Subject: title, Text: body}
+	}
+	return delivery.Content{Title: title, Body: body}
+}
