@@ -262,8 +262,8 @@ func deliveryProto(d *notifier.Delivery) *heraldv1.Delivery {
 		DigestDeliveryId:  optID(d.DigestDeliveryID),
 		// A digest's id is the id of the notification that holds its delivery.
 		DigestNotificationId: optID(d.DigestID),
-		SentTime:          optTime(d.SentAt),
-		Step:              int32(d.Step),
+		SentTime:             optTime(d.SentAt),
+		Step:                 int32(d.Step),
 	}
 }
 
