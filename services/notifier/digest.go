@@ -48,8 +48,10 @@ func digestFor(req *SendRequest, cat preference.Category, chain *delivery.Fallba
 // collectInto turns the deliveries of n that would be queued now into items of the
 // recipient's digest g. The digest, if none is open, closes at g.CloseAt from now in the
 // recipient's time zone (UTC for a raw address or a user without one); an item's ttl runs
-// from there, as a delivery deferred by quiet hours has its ttl from the end of them.
-func collectInto(n *Notification, g *delivery.Digest, r *recipient, now time.Time, ttl time.Duration) {
+// from there, as a delivery deferred by quiet hours has its ttl from the end of them. Each item
+// keeps the Send's data with its content, whatever its channel, for the digest template's
+// .items[].data: an item is never sent itself.
+func collectInto(n *Notification, g *delivery.Digest, r *recipient, now time.Time, ttl time.Duration, data map[string]any) {
 	loc := time.UTC
 	if r.user != nil && r.user.Timezone != "" {
 		if l, err := time.LoadLocation(r.user.Timezone); err == nil {
@@ -65,6 +67,7 @@ func collectInto(n *Notification, g *delivery.Digest, r *recipient, now time.Tim
 		d.ExpiresAt = closeAt.Add(ttl)
 		d.DueAt = ptr(d.ExpiresAt)
 		d.Digest = &delivery.DigestItem{Template: g.Template, Locale: r.locale(), CloseAt: closeAt}
+		d.Content.Data = data
 	}
 }
 

@@ -19,6 +19,7 @@ var (
 	_ notifier.Notifications = (*fakeStore)(nil)
 	_ notifier.TemplateStore = (*fakeStore)(nil)
 	_ notifier.CategoryStore = (*fakeStore)(nil)
+	_ notifier.DigestStore   = (*fakeStore)(nil)
 	_ notifier.Publisher     = (*fakePublisher)(nil)
 	_ notifier.Directory     = (*fakeDirectory)(nil)
 )
@@ -69,10 +70,15 @@ func (s *fakeStore) CreateNotifications(ctx context.Context, ns []*notifier.Noti
 		}
 		var ds []delivery.Delivery
 		for _, d := range n.Deliveries {
-			ds = append(ds, *d)
+			dd := *d
+			dd.AppID = n.AppID // as the postgres store keeps it
+			ds = append(ds, dd)
 		}
 		if err := s.deliveries.Create(ctx, ds); err != nil {
 			return nil, nil, err
+		}
+		for j := range ds { // the digest an item went into, as the postgres store answers
+			n.Deliveries[j].DigestID = ds[j].DigestID
 		}
 		s.notifications = append(s.notifications, n)
 		created[i] = true
@@ -223,4 +229,29 @@ func (d *fakeDirectory) Resolve(_ context.Context, ids []string, targets []notif
 		}
 	}
 	return out, nil
+}
+
+func (s *fakeStore) DueDigests(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error) {
+	return s.deliveries.DueDigests(ctx, now, limit)
+}
+
+// CloseDigest closes the digest in the delivery store and keeps the notification that holds
+// its delivery, as the postgres store does in one transaction.
+func (s *fakeStore) CloseDigest(ctx context.Context, id uuid.UUID, now time.Time,
+	build func(delivery.DigestRecord, []delivery.Delivery) (*notifier.Notification, error)) (*notifier.Delivery, error) {
+	var n *notifier.Notification
+	d, err := s.deliveries.CloseDigest(ctx, id, now, func(g delivery.DigestRecord, items []delivery.Delivery) (*delivery.Delivery, error) {
+		var err error
+		if n, err = build(g, items); err != nil {
+			return nil, err
+		}
+		return n.Deliveries[0], nil
+	})
+	if err != nil || d == nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.notifications = append(s.notifications, n)
+	return d, nil
 }

@@ -328,7 +328,7 @@ func (s *Sender) plan(ctx context.Context, caller appkey.Caller, req *SendReques
 	}
 	holdLaterSteps(n, now, s.RepublishAfter)
 	if digest != nil {
-		collectInto(n, digest, r, now, ttl)
+		collectInto(n, digest, r, now, ttl, req.Data)
 	}
 	return &draft{n: n, cat: cat, who: r.who()}, nil
 }

@@ -658,20 +658,22 @@ const unfinished = "('scheduled', 'waiting', 'queued', 'sending', 'retrying')"
 // EraseUser removes the addresses and content of every delivery to a deleted user, keeping
 // only the user id in the history, and cancels those not yet sent.
 func (s *Store) EraseUser(ctx context.Context, userID string) error {
-	_, err := s.db.Exec(ctx, `
+	// The user's open digests close first, with nothing to send (their items are canceled
+	// next): a digest's row before its items, in the order CloseDigest locks them, so that the
+	// two cannot deadlock.
+	_, err := s.db.Exec(ctx, `UPDATE delivery.digests SET address = '',
+			closed = true, closed_at = coalesce(closed_at, now())
+		WHERE user_id = $1 AND (address <> '' OR NOT closed)`, userID)
+	if err != nil {
+		return pgdb.Err(err)
+	}
+	_, err = s.db.Exec(ctx, `
 		UPDATE delivery.deliveries SET address = '', content = '{}', updated_at = now(),
 			state = CASE WHEN state IN `+unfinished+` THEN 'canceled' ELSE state END,
 			reason = CASE WHEN state IN `+unfinished+` THEN 'user_deleted' ELSE reason END,
 			due_at = CASE WHEN state IN `+unfinished+` THEN NULL ELSE due_at END,
 			lease_owner = NULL
 		WHERE user_id = $1 AND (address <> '' OR content <> '{}'::jsonb)`, userID)
-	if err != nil {
-		return pgdb.Err(err)
-	}
-	// Its open digests close with nothing to send (their items were canceled above).
-	_, err = s.db.Exec(ctx, `UPDATE delivery.digests SET address = '',
-			closed = true, closed_at = coalesce(closed_at, now())
-		WHERE user_id = $1 AND (address <> '' OR NOT closed)`, userID)
 	return pgdb.Err(err)
 }
 

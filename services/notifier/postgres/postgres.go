@@ -98,6 +98,7 @@ func (s *Store) create(ctx context.Context, ns []*notifier.Notification) ([]bool
 		return nil, err
 	}
 	var ds []delivery.Delivery
+	var back []*notifier.Delivery
 	var made []*notifier.Notification
 	for i, n := range ns {
 		if !created[i] {
@@ -108,10 +109,14 @@ func (s *Store) create(ctx context.Context, ns []*notifier.Notification) ([]bool
 			dd := *d
 			dd.AppID = n.AppID // the workers choose a credential by the calling app
 			ds = append(ds, dd)
+			back = append(back, d)
 		}
 	}
 	if err := s.deliveries.In(tx).Create(ctx, ds); err != nil {
 		return nil, err
+	}
+	for i := range ds { // the digest each item went into, for the Send's answer
+		back[i].DigestID = ds[i].DigestID
 	}
 	if err := insertLinks(ctx, tx, made); err != nil {
 		return nil, err
