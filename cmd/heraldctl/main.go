@@ -38,7 +38,9 @@ Usage:
   heraldctl keygen --secret     print 32 random bytes in base64: a link key's secret
                                 (--link-keys id:secret) or the short links' key (--link-key)
   heraldctl send [flags]        send a notification (see heraldctl send -h); --fallback email,sms
-                                [--step-timeout 10m] tries the channels one after another
+                                [--step-timeout 10m] tries the channels one after another;
+                                --digest-window 10m (or --digest-daily 08:00) --digest-template
+                                t collects it into the recipient's digest
   heraldctl status <id>         show a notification and its deliveries
   heraldctl apps create <name> [--categories a,b] [--channels email,sms] [--rate N --burst N]
                 [--contacts none|read|write] [--admin]
@@ -212,6 +214,9 @@ func send(ctx context.Context, client heraldv1.NotificationServiceClient, args [
 		channels  = fs.String("channels", "", "comma-separated channels (ios,android,sms,email); empty means all reachable")
 		fallback  = fs.String("fallback", "", "comma-separated channels to try one after another (e.g. email,sms), instead of --channels")
 		stepWait  = fs.Duration("step-timeout", 0, "with --fallback: move on when a sent step was not delivered within this time (0: sent is enough)")
+		digestWin = fs.Duration("digest-window", 0, "collect into the recipient's digest, which closes this long after its first item (e.g. 10m)")
+		digestAt  = fs.String("digest-daily", "", "collect into the recipient's daily digest, closing at HH:MM in the user's time zone")
+		digestTpl = fs.String("digest-template", "", "with --digest-window or --digest-daily: the template that renders the digest")
 		title     = fs.String("title", "", "push title")
 		subject   = fs.String("subject", "", "email subject")
 		body      = fs.String("body", "", "text body (push, SMS, email text)")
@@ -256,6 +261,9 @@ func send(ctx context.Context, client heraldv1.NotificationServiceClient, args [
 	} else if *stepWait > 0 {
 		return errors.New("--step-timeout needs --fallback")
 	}
+	if req.Digest, err = digestFlags(*digestWin, *digestAt, *digestTpl); err != nil {
+		return err
+	}
 	if *template != "" {
 		req.Message = &heraldv1.SendRequest_Template{Template: &heraldv1.TemplateRef{Name: *template}}
 	} else {
@@ -290,7 +298,15 @@ func send(ctx context.Context, client heraldv1.NotificationServiceClient, args [
 		for _, d := range res.Deliveries {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", d.DeliveryId, stepName(d.Step), channelName(d.Channel), stateName(d.State), d.Reason)
 		}
-		return w.Flush()
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		for _, d := range res.Deliveries {
+			if line := digestLine(d); line != "" {
+				fmt.Fprintln(out, line)
+			}
+		}
+		return nil
 	}
 	deadline := time.Now().Add(*waitLimit)
 	for {
@@ -334,7 +350,44 @@ func printNotification(out io.Writer, n *heraldv1.Notification) error {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", d.DeliveryId, stepName(d.Step), channelName(d.Channel),
 			stateName(d.State), d.Attempts, d.Provider, d.ProviderMessageId, d.Reason, d.LastError)
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	for _, d := range n.Deliveries {
+		if line := digestLine(d); line != "" {
+			fmt.Fprintln(out, line)
+		}
+	}
+	return nil
+}
+
+// digestLine says where a digest's item went, "" for a delivery outside any digest.
+func digestLine(d *heraldv1.Delivery) string {
+	switch {
+	case d.DigestDeliveryId != "":
+		return fmt.Sprintf("delivery %s went out in digest %s, sent by delivery %s (heraldctl status %s)",
+			d.DeliveryId, d.DigestNotificationId, d.DigestDeliveryId, d.DigestNotificationId)
+	case d.DigestNotificationId != "":
+		return fmt.Sprintf("delivery %s waits in digest %s, which has not closed yet", d.DeliveryId, d.DigestNotificationId)
+	}
+	return ""
+}
+
+// digestFlags turns send's digest flags into a digest (nil for none).
+func digestFlags(window time.Duration, daily, template string) (*heraldv1.Digest, error) {
+	switch {
+	case window == 0 && daily == "" && template == "":
+		return nil, nil
+	case window != 0 && daily != "":
+		return nil, errors.New("give --digest-window or --digest-daily, not both")
+	case template == "":
+		return nil, errors.New("a digest needs --digest-template")
+	case window != 0:
+		return &heraldv1.Digest{Close: &heraldv1.Digest_Window{Window: durationpb.New(window)}, Template: template}, nil
+	case daily != "":
+		return &heraldv1.Digest{Close: &heraldv1.Digest_DailyAt{DailyAt: daily}, Template: template}, nil
+	}
+	return nil, errors.New("--digest-template needs --digest-window or --digest-daily")
 }
 
 // stepName is a delivery's step in its fallback chain, "-" outside any chain.
