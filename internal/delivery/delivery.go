@@ -154,7 +154,8 @@ func ParseDailyAt(s string) (hour, minute int, err error) {
 
 // CloseAt returns when a digest whose first item comes at at closes: Window later, or at the
 // next DailyAt strictly after at in loc. A daily time that a daylight saving change skips on
-// that day is taken as time.Date normalises it (an hour later).
+// that day is read with the offset before the change: 02:30 on the day clocks go from 02:00
+// to 03:00 is 03:30.
 func (g Digest) CloseAt(at time.Time, loc *time.Location) time.Time {
 	if g.DailyAt == "" {
 		return at.Add(g.Window)
@@ -164,12 +165,25 @@ func (g Digest) CloseAt(at time.Time, loc *time.Location) time.Time {
 		return at.Add(24 * time.Hour)
 	}
 	local := at.In(loc)
-	next := time.Date(local.Year(), local.Month(), local.Day(), h, m, 0, 0, loc)
+	day := func(y int, mo time.Month, d int) time.Time {
+		t := time.Date(y, mo, d, h, m, 0, 0, loc)
+		if t.Hour() != h || t.Minute() != m { // skipped by a daylight saving change
+			t = time.Date(y, mo, d, h, m, 0, 0, time.FixedZone("", offsetBefore(y, mo, d, loc))).In(loc)
+		}
+		return t
+	}
+	next := day(local.Year(), local.Month(), local.Day())
 	for !next.After(at) {
 		local = local.AddDate(0, 0, 1)
-		next = time.Date(local.Year(), local.Month(), local.Day(), h, m, 0, 0, loc)
+		next = day(local.Year(), local.Month(), local.Day())
 	}
 	return next
+}
+
+// offsetBefore is loc's UTC offset at the start of the day: before a change later that day.
+func offsetBefore(y int, mo time.Month, d int, loc *time.Location) int {
+	_, off := time.Date(y, mo, d, 0, 0, 0, 0, loc).Zone()
+	return off
 }
 
 // DigestRecord is a digest as the store keeps it: the open (or closed) collection of items for
