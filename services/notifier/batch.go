@@ -92,6 +92,7 @@ func (s *Sender) Explain(ctx context.Context, caller appkey.Caller, req *SendReq
 	}
 	s.peekCaps(ctx, d, now)
 	holdLaterSteps(d.n, now, s.RepublishAfter)
+	explainDigests(ctx, s.Digests, d.n) // when the open digest goes: digest.go
 	for _, dl := range d.n.Deliveries { // Explain shows links as written, without short links
 		dl.Content = unmarkContent(dl.Content)
 	}

@@ -71,6 +71,32 @@ func collectInto(n *Notification, g *delivery.Digest, r *recipient, now time.Tim
 	}
 }
 
+// OpenDigests finds a recipient's open digest, for Explain; internal/delivery's stores
+// implement it.
+type OpenDigests interface {
+	// OpenDigest returns the open digest of an app's recipient (userID, or "" and the address
+	// to), category and channel, if there is one.
+	OpenDigest(ctx context.Context, app uuid.UUID, userID, category string, ch delivery.Channel, to string) (delivery.DigestRecord, bool, error)
+}
+
+// explainDigests sets the close time of n's items to their open digest's, where one is open:
+// when they would go. An item with no open digest would open one, as planned. A lookup that
+// fails leaves the plan's time: an explanation with it beats none.
+func explainDigests(ctx context.Context, open OpenDigests, n *Notification) {
+	if open == nil {
+		return
+	}
+	for _, d := range n.Deliveries {
+		if d.Digest == nil || d.State != delivery.Scheduled {
+			continue
+		}
+		g, ok, err := open.OpenDigest(ctx, n.AppID, n.UserID, n.Category, d.Channel, d.To)
+		if err == nil && ok {
+			d.Digest.CloseAt = g.CloseAt
+		}
+	}
+}
+
 // DigestStore finds the digests due to close and closes them; the postgres package implements
 // it on internal/delivery's digests.
 type DigestStore interface {

@@ -203,6 +203,17 @@ func TestDigestCloser(t *testing.T) {
 			if len(h.pub.published()) != 0 {
 				t.Fatalf("an item was published: %v", h.pub.published())
 			}
+			// Explained later, a fourth item would go with the open digest, not a minute later.
+			h.svc.Digests = h.store.deliveries
+			h.svc.Now = func() time.Time { return now.Add(30 * time.Second) }
+			explained, err := h.svc.Explain(ctx, billing, &notifier.SendRequest{Category: "orders", Digest: g,
+				Address: &notifier.Address{Email: "buyer@example.com"}, Content: &notifier.Content{Subject: "Order 3", Body: "b"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if at := explained.Deliveries[0].SendTime(now); !at.Equal(now.Add(time.Minute)) {
+				t.Errorf("Explain: the item would go at %s, want with its open digest at %s", at, now.Add(time.Minute))
+			}
 			closer := &notifier.DigestCloser{Store: h.store, Templates: h.templates, Publisher: h.pub,
 				Log: slog.New(slog.NewTextHandler(h.logs, nil)), RepublishAfter: republishAfter, Batch: 10}
 			if n, err := closer.Close(ctx, now.Add(59*time.Second)); err != nil || n != 0 {

@@ -107,6 +107,9 @@ type Sender struct {
 	Now func() time.Time
 	// Links turns on short links (shortlinks.go); nil leaves links as they are.
 	Links *LinkConfig
+	// Digests finds open digests, for Explain to say when an item would go (digest.go); nil
+	// explains an item as if it opened its digest.
+	Digests OpenDigests
 
 	commits       *batch.Batcher[*Notification, bool]
 	commitOnce    sync.Once

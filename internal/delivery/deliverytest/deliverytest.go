@@ -38,6 +38,7 @@ type Store interface {
 	OfNotification(ctx context.Context, notificationID uuid.UUID) ([]delivery.Delivery, error)
 	DueDigests(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error)
 	Digest(ctx context.Context, id uuid.UUID) (delivery.DigestRecord, error)
+	OpenDigest(ctx context.Context, app uuid.UUID, userID, category string, ch delivery.Channel, to string) (delivery.DigestRecord, bool, error)
 	CloseDigest(ctx context.Context, id uuid.UUID, now time.Time,
 		build func(g delivery.DigestRecord, items []delivery.Delivery) (*delivery.Delivery, error)) (*delivery.Delivery, error)
 }

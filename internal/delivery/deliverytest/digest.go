@@ -113,6 +113,12 @@ func testDigestCloses(t *testing.T, setup func(t *testing.T) Harness) {
 		g.To != "ada@example.com" || g.UserID != "ada" || g.Channel != delivery.Email || g.AppID != appOfTests {
 		t.Errorf("digest %+v: want open, closing at %s, as its first item asked", g, now.Add(time.Minute))
 	}
+	if open, ok, err := h.Store.OpenDigest(t.Context(), appOfTests, "ada", "digestible", delivery.Email, "ada@example.com"); err != nil || !ok || open.ID != g.ID {
+		t.Errorf("OpenDigest: %s, %v, %v; want %s", open.ID, ok, err, g.ID)
+	}
+	if _, ok, err := h.Store.OpenDigest(t.Context(), appOfTests, "ada", "digestible", delivery.IOS, "ada@example.com"); err != nil || ok {
+		t.Errorf("OpenDigest of another channel: %v, %v; want none", ok, err)
+	}
 	if ids := dueDigests(t, h, now.Add(30*time.Second)); len(ids) != 0 {
 		t.Errorf("due before its close time: %v", ids)
 	}
@@ -154,6 +160,9 @@ func testDigestCloses(t *testing.T, setup func(t *testing.T) Harness) {
 	}
 	if g := digestOf(t, h, g.ID); !g.Closed || g.DeliveryID != made.ID {
 		t.Errorf("digest after close: closed %v, delivery %s; want closed, %s", g.Closed, g.DeliveryID, made.ID)
+	}
+	if _, ok, err := h.Store.OpenDigest(t.Context(), appOfTests, "ada", "digestible", delivery.Email, "ada@example.com"); err != nil || ok {
+		t.Errorf("OpenDigest after the close: %v, %v; want none", ok, err)
 	}
 	if again := closeDigest(t, h, g.ID, at.Add(time.Hour), builder(at, nil, nil)); again != nil {
 		t.Errorf("a second close made delivery %s", again.ID)

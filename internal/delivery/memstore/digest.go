@@ -124,3 +124,14 @@ func (s *Store) eraseDigests(userID string) {
 		}
 	}
 }
+
+// OpenDigest implements the store's OpenDigest.
+func (s *Store) OpenDigest(_ context.Context, app uuid.UUID, userID, category string, ch delivery.Channel, to string) (delivery.DigestRecord, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.openDigest(&delivery.Delivery{AppID: app, UserID: userID, Category: category, Channel: ch, To: to})
+	if g == nil {
+		return delivery.DigestRecord{}, false, nil
+	}
+	return *g, true, nil
+}

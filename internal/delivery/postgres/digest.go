@@ -224,3 +224,15 @@ func (s *Store) CloseDigest(ctx context.Context, id uuid.UUID, now time.Time,
 	}
 	return made, nil
 }
+
+// OpenDigest returns the open digest of an app's recipient (userID, "" for a raw address to),
+// category and channel, if there is one.
+func (s *Store) OpenDigest(ctx context.Context, app uuid.UUID, userID, category string, ch delivery.Channel, to string) (delivery.DigestRecord, bool, error) {
+	g, err := scanDigest(s.db.QueryRow(ctx, `SELECT `+digestColumns+` FROM delivery.digests
+		WHERE app_id = $1 AND user_id = $2 AND category = $3 AND channel = $4 AND address = $5 AND NOT closed`,
+		app, userID, category, string(ch), to))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return g, false, nil
+	}
+	return g, err == nil, pgdb.Err(err)
+}

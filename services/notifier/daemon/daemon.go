@@ -250,7 +250,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	cats := &notifier.Categories{Store: store}
 	sender := &notifier.Sender{Store: store, Templates: tmpls, Categories: cats, Handoff: handoff, Log: log,
 		RepublishAfter: cfg.RepublishAfter, Limiter: limiter, DefaultRate: cfg.AppRate, DefaultBurst: cfg.AppBurst,
-		Metrics: metrics}
+		Metrics: metrics, Digests: d.deliveries}
 	d.sender = sender
 	if cfg.ContactsAddr != "" {
 		creds, err := tlsconfig.DialOption(cfg.ContactsTLS)
