@@ -47,6 +47,20 @@ const (
 				LIMIT $4))
 			RETURNING delivery_id)
 		SELECT count(*), (SELECT delivery_id FROM gone ORDER BY delivery_id DESC LIMIT 1) FROM gone`
+	// pruneDigestsSQL deletes up to $4 closed digests opened at or after $1 and before $2, closed
+	// before $3. An open digest is never deleted: items wait in it.
+	pruneDigestsSQL = `
+		WITH gone AS (
+			DELETE FROM delivery.digests
+			WHERE id = ANY(ARRAY(
+				SELECT id FROM delivery.digests
+				WHERE id >= $1 AND id < $2 AND closed AND closed_at < $3
+				ORDER BY id
+				LIMIT $4
+				FOR UPDATE SKIP LOCKED))
+			AND closed
+			RETURNING id)
+		SELECT count(*), (SELECT id FROM gone ORDER BY id DESC LIMIT 1) FROM gone`
 )
 
 // PruneDeliveries deletes up to limit finished deliveries (of any terminal state, dead letters
@@ -64,4 +78,12 @@ func (s *Store) PruneDeliveries(ctx context.Context, from, cutoff time.Time, lim
 // it.
 func (s *Store) PruneAttempts(ctx context.Context, from, cutoff time.Time, limit int) (int, time.Time, error) {
 	return retention.ByID(ctx, s.db, pruneAttemptsSQL, from, cutoff, cutoff, limit)
+}
+
+// PruneDigests deletes up to limit closed digests that were opened and closed before cutoff,
+// oldest first from the ones opened at from, and returns how many and when the last one was
+// opened. Their items and delivery go with PruneDeliveries (an item whose digest is gone lists
+// no digest delivery).
+func (s *Store) PruneDigests(ctx context.Context, from, cutoff time.Time, limit int) (int, time.Time, error) {
+	return retention.ByID(ctx, s.db, pruneDigestsSQL, from, cutoff, cutoff, limit)
 }

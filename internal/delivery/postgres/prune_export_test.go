@@ -4,4 +4,5 @@ package postgres
 const (
 	PruneDeliveriesSQL = pruneDeliveriesSQL
 	PruneAttemptsSQL   = pruneAttemptsSQL
+	PruneDigestsSQL    = pruneDigestsSQL
 )

@@ -67,6 +67,9 @@ func retentionTables(cfg Config, deliveries *deliverypg.Store) []retention.Table
 		{Name: "delivery.deliveries", Keep: keep, Prune: func(ctx context.Context, tx pgx.Tx, from, cutoff time.Time, limit int) (int, time.Time, error) {
 			return deliveries.In(tx).PruneDeliveries(ctx, from, cutoff, limit)
 		}},
+		{Name: "delivery.digests", Keep: keep, Prune: func(ctx context.Context, tx pgx.Tx, from, cutoff time.Time, limit int) (int, time.Time, error) {
+			return deliveries.In(tx).PruneDigests(ctx, from, cutoff, limit)
+		}},
 		{Name: "notifier.provider_events", Keep: keep, Prune: postgres.PruneProviderEvents},
 		{Name: "notifier.notifications", Keep: keep, Prune: postgres.PruneNotifications},
 	}
