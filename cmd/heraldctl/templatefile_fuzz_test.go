@@ -18,7 +18,8 @@ import (
 // canonical locale tags in order, one per translation of the file. Writing that template back
 // as a file and reading it again gives the same template.
 func FuzzTemplateFile(f *testing.F) {
-	for _, p := range []string{"../../examples/templates/welcome.yaml", "../../examples/templates/order-shipped.yaml"} {
+	for _, p := range []string{"../../examples/templates/welcome.yaml", "../../examples/templates/order-shipped.yaml",
+		"../../examples/templates/activity-digest.yaml"} {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			f.Fatal(err)

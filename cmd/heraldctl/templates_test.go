@@ -110,11 +110,11 @@ func TestTemplatesApplyExamples(t *testing.T) {
 	server := apiServer(t)
 	examples := filepath.Join("..", "..", "examples", "templates")
 	out, err := heraldctl(t, server, "templates", "apply", "-f", examples)
-	if want := "order-shipped: created v1\nwelcome: created v1\n"; err != nil || out != want {
+	if want := "activity-digest: created v1\norder-shipped: created v1\nwelcome: created v1\n"; err != nil || out != want {
 		t.Fatalf("first apply = %q, %v; want %q", out, err, want)
 	}
 	out, err = heraldctl(t, server, "templates", "apply", "-f", examples)
-	if want := "order-shipped: unchanged (v1)\nwelcome: unchanged (v1)\n"; err != nil || out != want {
+	if want := "activity-digest: unchanged (v1)\norder-shipped: unchanged (v1)\nwelcome: unchanged (v1)\n"; err != nil || out != want {
 		t.Fatalf("second apply = %q, %v; want %q", out, err, want)
 	}
 
