@@ -317,7 +317,7 @@ func testDigestConcurrent(t *testing.T, setup func(t *testing.T) Harness) {
 				now := h.Now(t).Truncate(time.Microsecond).UTC()
 				ds := []delivery.Delivery{item(now, "hal", delivery.Email, 0), item(now, "hal", delivery.SMS, 0)}
 				if err := h.Store.Create(t.Context(), ds); err != nil {
-					errc <- fmt.Errorf("Create: %w", err)
+					errc <- fmt.Errorf("create: %w", err)
 					return
 				}
 				all[s] = append(all[s], ds...)
