@@ -72,6 +72,13 @@ func sendSeeds() []*heraldv1.SendRequest {
 			Channels: []heraldv1.Channel{heraldv1.Channel_CHANNEL_EMAIL, heraldv1.Channel_CHANNEL_EMAIL, 9},
 			Message:  &heraldv1.SendRequest_Template{Template: &heraldv1.TemplateRef{Name: "nope\x00"}}},
 		{Category: "News", Data: &structpb.Struct{}, Ttl: &durationpb.Duration{Seconds: -1}, SendAt: &timestamppb.Timestamp{Nanos: -1}},
+		{Recipient: &heraldv1.Recipient{Kind: &heraldv1.Recipient_Address{Address: &heraldv1.Address{Email: "d@example.com"}}},
+			Category: "news", Message: &heraldv1.SendRequest_Content{Content: &heraldv1.Content{Title: "T", Body: "B"}},
+			Digest: &heraldv1.Digest{Close: &heraldv1.Digest_Window{Window: durationpb.New(600e9)}, Template: "digest"}},
+		{Recipient: &heraldv1.Recipient{Kind: &heraldv1.Recipient_UserId{UserId: "u1"}}, Category: "news",
+			Message:  &heraldv1.SendRequest_Content{Content: &heraldv1.Content{Body: "B"}},
+			Digest:   &heraldv1.Digest{Close: &heraldv1.Digest_DailyAt{DailyAt: "24:61"}},
+			Fallback: &heraldv1.Fallback{Channels: []heraldv1.Channel{heraldv1.Channel_CHANNEL_EMAIL, heraldv1.Channel_CHANNEL_SMS}}},
 	}
 }
 
@@ -371,7 +378,8 @@ func FuzzAdmin(f *testing.F) {
 		&heraldv1.ListKeysRequest{AppId: knownApp.String()},
 		&heraldv1.PutCategoryRequest{Category: &heraldv1.Category{Name: "orders", Description: "Order updates", DefaultOptIn: true,
 			AllowedChannels: []heraldv1.Channel{heraldv1.Channel_CHANNEL_EMAIL, heraldv1.Channel_CHANNEL_SMS},
-			Caps:            []*heraldv1.FrequencyCap{{Limit: 3, Window: durationpb.New(86400e9), Channel: heraldv1.Channel_CHANNEL_SMS}}}},
+			Caps:            []*heraldv1.FrequencyCap{{Limit: 3, Window: durationpb.New(86400e9), Channel: heraldv1.Channel_CHANNEL_SMS}},
+			Digest:          &heraldv1.Digest{Close: &heraldv1.Digest_DailyAt{DailyAt: "08:00"}, Template: "orders-digest"}}},
 		&heraldv1.ListDeadLettersRequest{Channel: heraldv1.Channel_CHANNEL_EMAIL, Reason: "provider_unavailable", PageSize: 10,
 			PageToken: "AZC29AAAcACAAAAAAAAA0Q"},
 		&heraldv1.RedriveDeadLettersRequest{DeliveryIds: []string{knownDelivery.String(), "nope"}, Reason: "x\x00"},
