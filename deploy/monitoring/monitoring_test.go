@@ -44,6 +44,7 @@ var contract = map[string][]string{
 	"herald_limit_store_failures_total":   {},
 	"herald_reconciler_republished_total": {"channel"},
 	"herald_reconciler_expired_total":     {},
+	"herald_digests_sent_total":           {"channel"},
 	"herald_queue_pending":                {"channel"},
 	"herald_queue_in_flight":              {"channel"},
 	"herald_queue_scheduled":              {"channel"},

@@ -122,6 +122,8 @@ type DigestCloser struct {
 	RepublishAfter time.Duration
 	// Batch bounds the digests one round takes.
 	Batch int
+	// Metrics counts the digests sent; nil counts nothing.
+	Metrics *Metrics
 }
 
 // Close closes every digest due at now and returns how many deliveries it published. A digest
@@ -147,6 +149,9 @@ func (c *DigestCloser) Close(ctx context.Context, now time.Time) (int, error) {
 			if d != nil {
 				byChannel[d.Channel] = append(byChannel[d.Channel], d.ID)
 				published++
+				if c.Metrics != nil {
+					c.Metrics.DigestsSent.WithLabelValues(string(d.Channel)).Inc()
+				}
 			}
 		}
 		if len(byChannel) > 0 {

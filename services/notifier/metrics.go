@@ -18,6 +18,7 @@ type Metrics struct {
 	Republished           *prometheus.CounterVec
 	Expired               prometheus.Counter
 	ProviderEvents        *prometheus.CounterVec
+	DigestsSent           *prometheus.CounterVec
 }
 
 // NewMetrics creates the notifier's metrics and registers them with reg.
@@ -51,9 +52,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		ProviderEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_provider_events_total", Help: "Events received from provider webhooks, by kind.",
 		}, []string{"provider", "kind"}),
+		DigestsSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_digests_sent_total", Help: "Digests closed into one delivery each, by channel (a digest of only canceled items sends none).",
+		}, []string{"channel"}),
 	}
 	reg.MustRegister(m.NotificationsAccepted, m.DeliveriesAccepted, m.DeliveriesSkipped, m.AcceptDuration,
-		m.RateLimited, m.LimitStoreFailures, m.Republished, m.Expired, m.ProviderEvents)
+		m.RateLimited, m.LimitStoreFailures, m.Republished, m.Expired, m.ProviderEvents, m.DigestsSent)
 	return m
 }
 
