@@ -90,8 +90,8 @@ func TestDigestExactlyOnceAcrossWorkerKills(t *testing.T) {
 			t.Fatal(err)
 		}
 		d := res.GetDeliveries()[0]
-		if d.GetState() != heraldv1.DeliveryState_DELIVERY_STATE_SCHEDULED || d.GetReason() != "digest" {
-			t.Fatalf("item %d: %s (%q), want SCHEDULED (digest)", i, d.GetState(), d.GetReason())
+		if d.GetState() != heraldv1.DeliveryState_DELIVERY_STATE_SCHEDULED || d.GetReason() != "digest" || d.GetDigestNotificationId() == "" {
+			t.Fatalf("item %d: %s (%q) in digest %q, want SCHEDULED (digest) in one", i, d.GetState(), d.GetReason(), d.GetDigestNotificationId())
 		}
 		items = append(items, res.GetNotificationId())
 	}

@@ -130,14 +130,22 @@ type DigestCloser struct {
 // whose close fails stays open, for the next pass.
 func (c *DigestCloser) Close(ctx context.Context, now time.Time) (int, error) {
 	published := 0
+	// A digest another closer or a Send holds is skipped, and listed due again until it closes:
+	// each is tried once a pass, so a round of only those ends the pass.
+	tried := map[uuid.UUID]bool{}
 	for {
 		ids, err := c.Store.DueDigests(ctx, now, max(c.Batch, 1))
 		if err != nil {
 			return published, err
 		}
 		byChannel := map[delivery.Channel][]uuid.UUID{}
-		closed := 0
+		fresh := 0
 		for _, id := range ids {
+			if tried[id] {
+				continue
+			}
+			tried[id] = true
+			fresh++
 			d, err := c.Store.CloseDigest(ctx, id, now, func(g delivery.DigestRecord, items []delivery.Delivery) (*Notification, error) {
 				return c.build(ctx, g, items, now)
 			})
@@ -145,7 +153,6 @@ func (c *DigestCloser) Close(ctx context.Context, now time.Time) (int, error) {
 				c.Log.Warn("cannot close a digest; it stays open for the next pass", "digest_id", id, "err", err)
 				continue
 			}
-			closed++
 			if d != nil {
 				byChannel[d.Channel] = append(byChannel[d.Channel], d.ID)
 				published++
@@ -160,7 +167,7 @@ func (c *DigestCloser) Close(ctx context.Context, now time.Time) (int, error) {
 				c.Log.Warn("publish of digests failed", "err", err)
 			}
 		}
-		if len(ids) < max(c.Batch, 1) || closed == 0 {
+		if len(ids) < max(c.Batch, 1) || fresh == 0 {
 			return published, nil
 		}
 	}

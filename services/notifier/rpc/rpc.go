@@ -115,6 +115,8 @@ func sendResponse(res *notifier.SendResult) *heraldv1.SendResponse {
 			State:      protoconv.StateProto[d.State],
 			Reason:     d.Reason,
 			Step:       int32(d.Step),
+			// An item of a digest names it at once: GetNotification of it shows its delivery.
+			DigestNotificationId: optID(d.DigestID),
 		})
 	}
 	return out
