@@ -60,7 +60,7 @@ func collectInto(n *Notification, g *delivery.Digest, r *recipient, now time.Tim
 	}
 	closeAt := g.CloseAt(now, loc)
 	for _, d := range n.Deliveries {
-		if d.State != delivery.Queued {
+		if d.State != delivery.Queued || !digestible(d.Channel) {
 			continue
 		}
 		d.State, d.Reason = delivery.Scheduled, delivery.ReasonDigest
@@ -95,6 +95,17 @@ func explainDigests(ctx context.Context, open OpenDigests, n *Notification) {
 			d.Digest.CloseAt = g.CloseAt
 		}
 	}
+}
+
+// digestible reports whether a channel's deliveries are collected into digests: those a
+// provider sends (push, SMS, email), whose messages a digest saves. Any other channel (an
+// in-app feed is a list already) goes at once.
+func digestible(ch delivery.Channel) bool {
+	switch ch {
+	case delivery.IOS, delivery.Android, delivery.SMS, delivery.Email:
+		return true
+	}
+	return false
 }
 
 // DigestStore finds the digests due to close and closes them; the postgres package implements
