@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -131,14 +132,17 @@ type DigestCloser struct {
 	Log       *slog.Logger
 	// RepublishAfter is the digest delivery's first re-publish deadline, as a Send's.
 	RepublishAfter time.Duration
-	// Batch bounds the digests one round takes.
-	Batch int
+	// Batch bounds the digests one round takes, and Parallel how many of them close at once
+	// (0: one at a time).
+	Batch    int
+	Parallel int
 	// Metrics counts the digests sent; nil counts nothing.
 	Metrics *Metrics
 }
 
 // Close closes every digest due at now and returns how many deliveries it published. A digest
-// whose close fails stays open, for the next pass.
+// whose close fails stays open, for the next pass. Up to Parallel digests close at once: each
+// close is a transaction of its own, whose time is mostly its commit's wait for the log flush.
 func (c *DigestCloser) Close(ctx context.Context, now time.Time) (int, error) {
 	published := 0
 	// A digest another closer or a Send holds is skipped, and listed due again until it closes:
@@ -149,27 +153,18 @@ func (c *DigestCloser) Close(ctx context.Context, now time.Time) (int, error) {
 		if err != nil {
 			return published, err
 		}
-		byChannel := map[delivery.Channel][]uuid.UUID{}
-		fresh := 0
+		var fresh []uuid.UUID
 		for _, id := range ids {
-			if tried[id] {
-				continue
+			if !tried[id] {
+				tried[id] = true
+				fresh = append(fresh, id)
 			}
-			tried[id] = true
-			fresh++
-			d, err := c.Store.CloseDigest(ctx, id, now, func(g delivery.DigestRecord, items []delivery.Delivery) (*Notification, error) {
-				return c.build(ctx, g, items, now)
-			})
-			if err != nil {
-				c.Log.Warn("cannot close a digest; it stays open for the next pass", "digest_id", id, "err", err)
-				continue
-			}
-			if d != nil {
-				byChannel[d.Channel] = append(byChannel[d.Channel], d.ID)
-				published++
-				if c.Metrics != nil {
-					c.Metrics.DigestsSent.WithLabelValues(string(d.Channel)).Inc()
-				}
+		}
+		byChannel := c.closeAll(ctx, fresh, now)
+		for ch, ds := range byChannel {
+			published += len(ds)
+			if c.Metrics != nil {
+				c.Metrics.DigestsSent.WithLabelValues(string(ch)).Add(float64(len(ds)))
 			}
 		}
 		if len(byChannel) > 0 {
@@ -178,16 +173,45 @@ func (c *DigestCloser) Close(ctx context.Context, now time.Time) (int, error) {
 				c.Log.Warn("publish of digests failed", "err", err)
 			}
 		}
-		if len(ids) < max(c.Batch, 1) || fresh == 0 {
+		if len(ids) < max(c.Batch, 1) || len(fresh) == 0 {
 			return published, nil
 		}
 	}
 }
 
+// closeAll closes the digests ids, Parallel at a time, and returns the deliveries made, by
+// channel.
+func (c *DigestCloser) closeAll(ctx context.Context, ids []uuid.UUID, now time.Time) map[delivery.Channel][]uuid.UUID {
+	var mu sync.Mutex
+	byChannel := map[delivery.Channel][]uuid.UUID{}
+	slots := make(chan struct{}, max(c.Parallel, 1))
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			d, err := c.Store.CloseDigest(ctx, id, now, func(g delivery.DigestRecord, items []delivery.Delivery) (*Notification, error) {
+				return c.build(ctx, g, items, now)
+			})
+			if err != nil {
+				c.Log.Warn("cannot close a digest; it stays open for the next pass", "digest_id", id, "err", err)
+				return
+			}
+			if d != nil {
+				mu.Lock()
+				byChannel[d.Channel] = append(byChannel[d.Channel], d.ID)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return byChannel
+}
+
 // build makes the notification that sends digest g's items: one delivery on the digest's
 // channel, rendered by the digest template.
 func (c *DigestCloser) build(ctx context.Context, g delivery.DigestRecord, items []delivery.Delivery, now time.Time) (*Notification, error) {
-	content, ref, err := c.render(ctx, g, items, now)
+	content, ref, err := c.render(ctx, g, items)
 	if err != nil {
 		return nil, err
 	}
@@ -248,7 +272,7 @@ func DigestData(items []delivery.Delivery) map[string]any {
 // digest then goes out in a plain form (the count and each item's title or subject) and the
 // failure is logged; only an unavailable template store keeps the digest open for the next
 // pass.
-func (c *DigestCloser) render(ctx context.Context, g delivery.DigestRecord, items []delivery.Delivery, now time.Time) (delivery.Content, *TemplateRef, error) {
+func (c *DigestCloser) render(ctx context.Context, g delivery.DigestRecord, items []delivery.Delivery) (delivery.Content, *TemplateRef, error) {
 	data := DigestData(items)
 	t, set, err := c.Templates.template(ctx, g.Template, 0)
 	if errs.KindOf(err) == errs.Unavailable {

@@ -215,7 +215,7 @@ func TestDigestCloser(t *testing.T) {
 				t.Errorf("Explain: the item would go at %s, want with its open digest at %s", at, now.Add(time.Minute))
 			}
 			closer := &notifier.DigestCloser{Store: h.store, Templates: h.templates, Publisher: h.pub,
-				Log: slog.New(slog.NewTextHandler(h.logs, nil)), RepublishAfter: republishAfter, Batch: 10}
+				Log: slog.New(slog.NewTextHandler(h.logs, nil)), RepublishAfter: republishAfter, Batch: 10, Parallel: 4}
 			if n, err := closer.Close(ctx, now.Add(59*time.Second)); err != nil || n != 0 {
 				t.Fatalf("Close before the close time: %d, %v; want nothing", n, err)
 			}

@@ -3,7 +3,9 @@ package postgres_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -157,49 +159,57 @@ func BenchmarkClaimAndRecord(b *testing.B) {
 }
 
 // BenchmarkDigest collects 10 items of a kilobyte into each of 100 recipients' digests (one
-// Create of 1,000 items, as a group commit would), then closes the 100 digests one by one, as
-// the reconciler does: an op is the whole round, and items/s counts the items collected and
-// digested.
+// Create of 1,000 items, as a group commit would), then closes the 100 digests, one at a time
+// or 8 at once (as the notifier's reconciler does): an op is the whole round, and items/s
+// counts the items collected and digested.
 func BenchmarkDigest(b *testing.B) {
 	const users, per = 100, 10
-	s, _ := newStore(b)
-	ctx := context.Background()
-	b.ResetTimer()
-	for range b.N {
-		b.StopTimer()
-		now := time.Now()
-		var ds []delivery.Delivery
-		for range users {
-			for _, d := range benchDeliveries(per, shipped) {
-				d.UserID, d.To = "user-"+uuid.Must(uuid.NewV7()).String()[24:], ""
-				ds = append(ds, d)
+	for _, parallel := range []int{1, 8} {
+		b.Run(fmt.Sprintf("closes=%d", parallel), func(b *testing.B) {
+			s, _ := newStore(b)
+			ctx := context.Background()
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				now := time.Now()
+				var ds []delivery.Delivery
+				for range users {
+					user := "user-" + uuid.Must(uuid.NewV7()).String()[24:]
+					for _, d := range benchDeliveries(per, shipped) {
+						d.UserID, d.To, d.State, d.Reason = user, user+"@example.com", delivery.Scheduled, delivery.ReasonDigest
+						d.DueAt = &d.ExpiresAt
+						d.Digest = &delivery.DigestItem{Template: "t", CloseAt: now}
+						ds = append(ds, d)
+					}
+				}
+				b.StartTimer()
+				if err := s.Create(ctx, ds); err != nil {
+					b.Fatal(err)
+				}
+				ids, err := s.DueDigests(ctx, now, users)
+				if err != nil || len(ids) != users {
+					b.Fatalf("due digests: %d, %v", len(ids), err)
+				}
+				slots := make(chan struct{}, parallel)
+				var wg sync.WaitGroup
+				for _, id := range ids {
+					slots <- struct{}{}
+					wg.Go(func() {
+						defer func() { <-slots }()
+						made, err := s.CloseDigest(ctx, id, now, func(g delivery.DigestRecord, items []delivery.Delivery) (*delivery.Delivery, error) {
+							d := items[0]
+							d.ID, d.NotificationID, d.State, d.Reason, d.Digest, d.DigestID = uuid.Must(uuid.NewV7()), g.ID, delivery.Queued, "", nil, uuid.Nil
+							return &d, nil
+						})
+						if err != nil || made == nil {
+							b.Errorf("close: %v", err)
+						}
+					})
+				}
+				wg.Wait()
 			}
-			user, to := ds[len(ds)-per].UserID, ds[len(ds)-per].UserID+"@example.com"
-			for i := len(ds) - per; i < len(ds); i++ {
-				ds[i].UserID, ds[i].To, ds[i].State, ds[i].Reason = user, to, delivery.Scheduled, delivery.ReasonDigest
-				ds[i].DueAt = &ds[i].ExpiresAt
-				ds[i].Digest = &delivery.DigestItem{Template: "t", CloseAt: now}
-			}
-		}
-		b.StartTimer()
-		if err := s.Create(ctx, ds); err != nil {
-			b.Fatal(err)
-		}
-		ids, err := s.DueDigests(ctx, now, users)
-		if err != nil || len(ids) != users {
-			b.Fatalf("due digests: %d, %v", len(ids), err)
-		}
-		for _, id := range ids {
-			made, err := s.CloseDigest(ctx, id, now, func(g delivery.DigestRecord, items []delivery.Delivery) (*delivery.Delivery, error) {
-				d := items[0]
-				d.ID, d.NotificationID, d.State, d.Reason, d.Digest, d.DigestID = uuid.Must(uuid.NewV7()), g.ID, delivery.Queued, "", nil, uuid.Nil
-				return &d, nil
-			})
-			if err != nil || made == nil {
-				b.Fatalf("close: %v", err)
-			}
-		}
+			b.ReportMetric(float64(b.N*users*per)/b.Elapsed().Seconds(), "items/s")
+			b.ReportMetric(float64(b.N*users)/b.Elapsed().Seconds(), "digests/s")
+		})
 	}
-	b.ReportMetric(float64(b.N*users*per)/b.Elapsed().Seconds(), "items/s")
-	b.ReportMetric(float64(b.N*users)/b.Elapsed().Seconds(), "digests/s")
 }

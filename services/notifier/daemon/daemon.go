@@ -320,7 +320,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	rec := &notifier.Reconciler{Store: d.deliveries, Publisher: pub, Queue: pub, Log: log, Metrics: metrics,
 		Interval: cfg.ReconcileInterval, RepublishAfter: cfg.RepublishAfter, Batch: 1000,
 		Digests: &notifier.DigestCloser{Store: store, Templates: tmpls, Publisher: pub, Log: log, // digest.go
-			RepublishAfter: cfg.RepublishAfter, Batch: 100, Metrics: metrics}}
+			RepublishAfter: cfg.RepublishAfter, Batch: 100, Parallel: 8, Metrics: metrics}}
 	var wg sync.WaitGroup
 	wg.Go(func() { watcher.Run(rctx) })
 	wg.Go(func() { rec.Run(rctx) })
