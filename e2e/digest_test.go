@@ -252,3 +252,45 @@ func TestDigestCategory(t *testing.T) {
 		})
 	}
 }
+
+// TestDigestAcrossNotifierRestart: a digest's items live in PostgreSQL only. Its notifier stops
+// while the digest is open and its close time passes; the next notifier closes it, without the
+// item canceled meanwhile, and the provider receives one message listing the others.
+func TestDigestAcrossNotifierRestart(t *testing.T) {
+	s := startStack(t, stackOptions{})
+	ctx := context.Background()
+	createDigestTemplate(t, s, "restart-digest")
+	g := &heraldv1.Digest{Close: &heraldv1.Digest_Window{Window: durationpb.New(time.Hour)}, Template: "restart-digest"}
+	const to = "restart@example.com"
+	var ids []string
+	for i := range 3 {
+		res, err := s.notify.Send(ctx, digestRequest(to, fmt.Sprintf("Note %d", i), g))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, res.GetNotificationId())
+	}
+	if _, err := s.notify.CancelNotification(ctx, &heraldv1.CancelNotificationRequest{NotificationId: ids[1]}); err != nil {
+		t.Fatal(err)
+	}
+	digestID := getNotification(t, s, ids[0]).GetDeliveries()[0].GetDigestNotificationId()
+
+	s.notifier.Close()
+	closeNow(t, s, digestID)
+	s.notifier = s.startNotifier(t)
+	s.notify = heraldv1.NewNotificationServiceClient(dial(t, s.notifier.GRPCAddr(), s.key))
+
+	waitFinal(t, s, ids[0])
+	waitFinal(t, s, digestID)
+	msgs := messagesTo(s, to)
+	if len(msgs) != 1 {
+		t.Fatalf("the provider received %d messages, want the digest alone", len(msgs))
+	}
+	if m := msgs[0]; m.Subject != "2 updates" || !strings.Contains(m.Text, "* Note 0 at ") || !strings.Contains(m.Text, "* Note 2 at ") ||
+		strings.Contains(m.Text, "Note 1") {
+		t.Errorf("the digest %q lists:\n%s\nwant notes 0 and 2, not the canceled 1", m.Subject, m.Text)
+	}
+	if d := getNotification(t, s, ids[1]).GetDeliveries()[0]; d.GetState() != heraldv1.DeliveryState_DELIVERY_STATE_CANCELED {
+		t.Errorf("the canceled item: %s, want CANCELED", d.GetState())
+	}
+}
