@@ -1965,6 +1965,514 @@ func (x *BatchGetUsersResponse) GetUsers() []*User {
 	return nil
 }
 
+// BatchUpsertUsersRequest carries up to 1,000 users' full contact data; each user id at most
+// once.
+type BatchUpsertUsersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Users         []*User                `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchUpsertUsersRequest) Reset() {
+	*x = BatchUpsertUsersRequest{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchUpsertUsersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchUpsertUsersRequest) ProtoMessage() {}
+
+func (x *BatchUpsertUsersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchUpsertUsersRequest.ProtoReflect.Descriptor instead.
+func (*BatchUpsertUsersRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *BatchUpsertUsersRequest) GetUsers() []*User {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+// BatchUpsertUsersResponse holds how many users were stored.
+type BatchUpsertUsersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Upserted      int32                  `protobuf:"varint,1,opt,name=upserted,proto3" json:"upserted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchUpsertUsersResponse) Reset() {
+	*x = BatchUpsertUsersResponse{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchUpsertUsersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchUpsertUsersResponse) ProtoMessage() {}
+
+func (x *BatchUpsertUsersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchUpsertUsersResponse.ProtoReflect.Descriptor instead.
+func (*BatchUpsertUsersResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *BatchUpsertUsersResponse) GetUpserted() int32 {
+	if x != nil {
+		return x.Upserted
+	}
+	return 0
+}
+
+// SubscribeRequest names a topic and the users to subscribe to it. A topic name is 1-64
+// lower-case letters, digits, '_', '-' or '.', starting with a letter (as a category's).
+type SubscribeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Topic string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// At most 1,000.
+	UserIds       []string `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeRequest) Reset() {
+	*x = SubscribeRequest{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeRequest) ProtoMessage() {}
+
+func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
+func (*SubscribeRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SubscribeRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *SubscribeRequest) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+// SubscribeResponse says what the call changed.
+type SubscribeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many of the users were not subscribed before.
+	Subscribed int32 `protobuf:"varint,1,opt,name=subscribed,proto3" json:"subscribed,omitempty"`
+	// The ids that name no user: they were not subscribed.
+	UnknownUserIds []string `protobuf:"bytes,2,rep,name=unknown_user_ids,json=unknownUserIds,proto3" json:"unknown_user_ids,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SubscribeResponse) Reset() {
+	*x = SubscribeResponse{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeResponse) ProtoMessage() {}
+
+func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
+func (*SubscribeResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *SubscribeResponse) GetSubscribed() int32 {
+	if x != nil {
+		return x.Subscribed
+	}
+	return 0
+}
+
+func (x *SubscribeResponse) GetUnknownUserIds() []string {
+	if x != nil {
+		return x.UnknownUserIds
+	}
+	return nil
+}
+
+// UnsubscribeRequest names a topic and the users to unsubscribe from it.
+type UnsubscribeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Topic string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// At most 1,000.
+	UserIds       []string `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnsubscribeRequest) Reset() {
+	*x = UnsubscribeRequest{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnsubscribeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnsubscribeRequest) ProtoMessage() {}
+
+func (x *UnsubscribeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnsubscribeRequest.ProtoReflect.Descriptor instead.
+func (*UnsubscribeRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *UnsubscribeRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *UnsubscribeRequest) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+// UnsubscribeResponse says what the call changed.
+type UnsubscribeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many of the users were subscribed before.
+	Unsubscribed  int32 `protobuf:"varint,1,opt,name=unsubscribed,proto3" json:"unsubscribed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnsubscribeResponse) Reset() {
+	*x = UnsubscribeResponse{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnsubscribeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnsubscribeResponse) ProtoMessage() {}
+
+func (x *UnsubscribeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnsubscribeResponse.ProtoReflect.Descriptor instead.
+func (*UnsubscribeResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *UnsubscribeResponse) GetUnsubscribed() int32 {
+	if x != nil {
+		return x.Unsubscribed
+	}
+	return 0
+}
+
+// ListSubscribersRequest asks for one page of a topic's subscribers.
+type ListSubscribersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Topic string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// At most this many user ids (default 1,000, at most 10,000).
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Empty for the first page; then the previous page's next_page_token.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSubscribersRequest) Reset() {
+	*x = ListSubscribersRequest{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSubscribersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSubscribersRequest) ProtoMessage() {}
+
+func (x *ListSubscribersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSubscribersRequest.ProtoReflect.Descriptor instead.
+func (*ListSubscribersRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ListSubscribersRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *ListSubscribersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListSubscribersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListSubscribersResponse holds one page of subscribers.
+type ListSubscribersResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	UserIds []string               `protobuf:"bytes,1,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSubscribersResponse) Reset() {
+	*x = ListSubscribersResponse{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSubscribersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSubscribersResponse) ProtoMessage() {}
+
+func (x *ListSubscribersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSubscribersResponse.ProtoReflect.Descriptor instead.
+func (*ListSubscribersResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ListSubscribersResponse) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+func (x *ListSubscribersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// ListUserTopicsRequest names a user.
+type ListUserTopicsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUserTopicsRequest) Reset() {
+	*x = ListUserTopicsRequest{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUserTopicsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUserTopicsRequest) ProtoMessage() {}
+
+func (x *ListUserTopicsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUserTopicsRequest.ProtoReflect.Descriptor instead.
+func (*ListUserTopicsRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ListUserTopicsRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// ListUserTopicsResponse holds the user's topics by name.
+type ListUserTopicsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Topics        []string               `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUserTopicsResponse) Reset() {
+	*x = ListUserTopicsResponse{}
+	mi := &file_herald_v1_contacts_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUserTopicsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUserTopicsResponse) ProtoMessage() {}
+
+func (x *ListUserTopicsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_contacts_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUserTopicsResponse.ProtoReflect.Descriptor instead.
+func (*ListUserTopicsResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_contacts_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ListUserTopicsResponse) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
 var File_herald_v1_contacts_proto protoreflect.FileDescriptor
 
 const file_herald_v1_contacts_proto_rawDesc = "" +
@@ -2092,11 +2600,40 @@ const file_herald_v1_contacts_proto_rawDesc = "" +
 	"\x14BatchGetUsersRequest\x12\x19\n" +
 	"\buser_ids\x18\x01 \x03(\tR\auserIds\">\n" +
 	"\x15BatchGetUsersResponse\x12%\n" +
-	"\x05users\x18\x01 \x03(\v2\x0f.herald.v1.UserR\x05users*L\n" +
+	"\x05users\x18\x01 \x03(\v2\x0f.herald.v1.UserR\x05users\"@\n" +
+	"\x17BatchUpsertUsersRequest\x12%\n" +
+	"\x05users\x18\x01 \x03(\v2\x0f.herald.v1.UserR\x05users\"6\n" +
+	"\x18BatchUpsertUsersResponse\x12\x1a\n" +
+	"\bupserted\x18\x01 \x01(\x05R\bupserted\"C\n" +
+	"\x10SubscribeRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x19\n" +
+	"\buser_ids\x18\x02 \x03(\tR\auserIds\"]\n" +
+	"\x11SubscribeResponse\x12\x1e\n" +
+	"\n" +
+	"subscribed\x18\x01 \x01(\x05R\n" +
+	"subscribed\x12(\n" +
+	"\x10unknown_user_ids\x18\x02 \x03(\tR\x0eunknownUserIds\"E\n" +
+	"\x12UnsubscribeRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x19\n" +
+	"\buser_ids\x18\x02 \x03(\tR\auserIds\"9\n" +
+	"\x13UnsubscribeResponse\x12\"\n" +
+	"\funsubscribed\x18\x01 \x01(\x05R\funsubscribed\"j\n" +
+	"\x16ListSubscribersRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\\\n" +
+	"\x17ListSubscribersResponse\x12\x19\n" +
+	"\buser_ids\x18\x01 \x03(\tR\auserIds\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"0\n" +
+	"\x15ListUserTopicsRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"0\n" +
+	"\x16ListUserTopicsResponse\x12\x16\n" +
+	"\x06topics\x18\x01 \x03(\tR\x06topics*L\n" +
 	"\bPlatform\x12\x18\n" +
 	"\x14PLATFORM_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPLATFORM_IOS\x10\x01\x12\x14\n" +
-	"\x10PLATFORM_ANDROID\x10\x022\xc1\f\n" +
+	"\x10PLATFORM_ANDROID\x10\x022\xa8\x11\n" +
 	"\x0fContactsService\x12q\n" +
 	"\n" +
 	"UpsertUser\x12\x1c.herald.v1.UpsertUserRequest\x1a\x1d.herald.v1.UpsertUserResponse\"&\x82\xd3\xe4\x93\x02 :\x04user\x1a\x18/v1/users/{user.user_id}\x12]\n" +
@@ -2111,7 +2648,12 @@ const file_herald_v1_contacts_proto_rawDesc = "" +
 	"\x0eUpdateSettings\x12 .herald.v1.UpdateSettingsRequest\x1a!.herald.v1.UpdateSettingsResponse\"'\x82\xd3\xe4\x93\x02!:\x01*\x1a\x1c/v1/users/{user_id}/settings\x12\x81\x01\n" +
 	"\x11ResolveRecipients\x12#.herald.v1.ResolveRecipientsRequest\x1a$.herald.v1.ResolveRecipientsResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/recipients:resolve\x12a\n" +
 	"\vListChanges\x12\x1d.herald.v1.ListChangesRequest\x1a\x1e.herald.v1.ListChangesResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/changes\x12\x8a\x01\n" +
-	"\x17ListSuppressedAddresses\x12).herald.v1.ListSuppressedAddressesRequest\x1a*.herald.v1.ListSuppressedAddressesResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/suppressions\x12\x9c\x01\n" +
+	"\x17ListSuppressedAddresses\x12).herald.v1.ListSuppressedAddressesRequest\x1a*.herald.v1.ListSuppressedAddressesResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/suppressions\x12}\n" +
+	"\x10BatchUpsertUsers\x12\".herald.v1.BatchUpsertUsersRequest\x1a#.herald.v1.BatchUpsertUsersResponse\" \x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/v1/users:batchUpsert\x12o\n" +
+	"\tSubscribe\x12\x1b.herald.v1.SubscribeRequest\x1a\x1c.herald.v1.SubscribeResponse\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/topics/{topic}:subscribe\x12w\n" +
+	"\vUnsubscribe\x12\x1d.herald.v1.UnsubscribeRequest\x1a\x1e.herald.v1.UnsubscribeResponse\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/topics/{topic}:unsubscribe\x12\x80\x01\n" +
+	"\x0fListSubscribers\x12!.herald.v1.ListSubscribersRequest\x1a\".herald.v1.ListSubscribersResponse\"&\x82\xd3\xe4\x93\x02 \x12\x1e/v1/topics/{topic}/subscribers\x12y\n" +
+	"\x0eListUserTopics\x12 .herald.v1.ListUserTopicsRequest\x1a!.herald.v1.ListUserTopicsResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/users/{user_id}/topics\x12\x9c\x01\n" +
 	"\x14CreatePreferenceLink\x12&.herald.v1.CreatePreferenceLinkRequest\x1a'.herald.v1.CreatePreferenceLinkResponse\"3\x82\xd3\xe4\x93\x02-:\x01*\"(/v1/users/{user_id}:createPreferenceLinkB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
 
 var (
@@ -2127,7 +2669,7 @@ func file_herald_v1_contacts_proto_rawDescGZIP() []byte {
 }
 
 var file_herald_v1_contacts_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_herald_v1_contacts_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_herald_v1_contacts_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_herald_v1_contacts_proto_goTypes = []any{
 	(Platform)(0),                           // 0: herald.v1.Platform
 	(*Device)(nil),                          // 1: herald.v1.Device
@@ -2164,75 +2706,96 @@ var file_herald_v1_contacts_proto_goTypes = []any{
 	(*DeleteUserResponse)(nil),              // 32: herald.v1.DeleteUserResponse
 	(*BatchGetUsersRequest)(nil),            // 33: herald.v1.BatchGetUsersRequest
 	(*BatchGetUsersResponse)(nil),           // 34: herald.v1.BatchGetUsersResponse
-	(*timestamppb.Timestamp)(nil),           // 35: google.protobuf.Timestamp
-	(Channel)(0),                            // 36: herald.v1.Channel
-	(*Category)(nil),                        // 37: herald.v1.Category
-	(*durationpb.Duration)(nil),             // 38: google.protobuf.Duration
+	(*BatchUpsertUsersRequest)(nil),         // 35: herald.v1.BatchUpsertUsersRequest
+	(*BatchUpsertUsersResponse)(nil),        // 36: herald.v1.BatchUpsertUsersResponse
+	(*SubscribeRequest)(nil),                // 37: herald.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),               // 38: herald.v1.SubscribeResponse
+	(*UnsubscribeRequest)(nil),              // 39: herald.v1.UnsubscribeRequest
+	(*UnsubscribeResponse)(nil),             // 40: herald.v1.UnsubscribeResponse
+	(*ListSubscribersRequest)(nil),          // 41: herald.v1.ListSubscribersRequest
+	(*ListSubscribersResponse)(nil),         // 42: herald.v1.ListSubscribersResponse
+	(*ListUserTopicsRequest)(nil),           // 43: herald.v1.ListUserTopicsRequest
+	(*ListUserTopicsResponse)(nil),          // 44: herald.v1.ListUserTopicsResponse
+	(*timestamppb.Timestamp)(nil),           // 45: google.protobuf.Timestamp
+	(Channel)(0),                            // 46: herald.v1.Channel
+	(*Category)(nil),                        // 47: herald.v1.Category
+	(*durationpb.Duration)(nil),             // 48: google.protobuf.Duration
 }
 var file_herald_v1_contacts_proto_depIdxs = []int32{
 	0,  // 0: herald.v1.Device.platform:type_name -> herald.v1.Platform
-	35, // 1: herald.v1.Device.create_time:type_name -> google.protobuf.Timestamp
-	35, // 2: herald.v1.Device.update_time:type_name -> google.protobuf.Timestamp
+	45, // 1: herald.v1.Device.create_time:type_name -> google.protobuf.Timestamp
+	45, // 2: herald.v1.Device.update_time:type_name -> google.protobuf.Timestamp
 	1,  // 3: herald.v1.RegisterDeviceRequest.device:type_name -> herald.v1.Device
 	1,  // 4: herald.v1.RegisterDeviceResponse.device:type_name -> herald.v1.Device
 	0,  // 5: herald.v1.UnregisterDeviceRequest.platform:type_name -> herald.v1.Platform
 	1,  // 6: herald.v1.ListDevicesResponse.devices:type_name -> herald.v1.Device
-	36, // 7: herald.v1.Settings.opted_out_channels:type_name -> herald.v1.Channel
+	46, // 7: herald.v1.Settings.opted_out_channels:type_name -> herald.v1.Channel
 	9,  // 8: herald.v1.Settings.categories:type_name -> herald.v1.CategorySetting
 	10, // 9: herald.v1.Settings.quiet_hours:type_name -> herald.v1.QuietHours
-	36, // 10: herald.v1.CategorySetting.opted_out_channels:type_name -> herald.v1.Channel
+	46, // 10: herald.v1.CategorySetting.opted_out_channels:type_name -> herald.v1.Channel
 	8,  // 11: herald.v1.GetSettingsResponse.settings:type_name -> herald.v1.Settings
-	37, // 12: herald.v1.GetSettingsResponse.categories:type_name -> herald.v1.Category
+	47, // 12: herald.v1.GetSettingsResponse.categories:type_name -> herald.v1.Category
 	8,  // 13: herald.v1.UpdateSettingsRequest.settings:type_name -> herald.v1.Settings
 	8,  // 14: herald.v1.UpdateSettingsResponse.settings:type_name -> herald.v1.Settings
-	36, // 15: herald.v1.Target.channel:type_name -> herald.v1.Channel
+	46, // 15: herald.v1.Target.channel:type_name -> herald.v1.Channel
 	15, // 16: herald.v1.ResolveRecipientsRequest.targets:type_name -> herald.v1.Target
 	26, // 17: herald.v1.ResolvedUser.user:type_name -> herald.v1.User
 	1,  // 18: herald.v1.ResolvedUser.devices:type_name -> herald.v1.Device
 	8,  // 19: herald.v1.ResolvedUser.settings:type_name -> herald.v1.Settings
-	36, // 20: herald.v1.Suppression.channel:type_name -> herald.v1.Channel
+	46, // 20: herald.v1.Suppression.channel:type_name -> herald.v1.Channel
 	17, // 21: herald.v1.ResolveRecipientsResponse.users:type_name -> herald.v1.ResolvedUser
 	18, // 22: herald.v1.ResolveRecipientsResponse.suppressions:type_name -> herald.v1.Suppression
 	15, // 23: herald.v1.ListSuppressedAddressesResponse.addresses:type_name -> herald.v1.Target
-	38, // 24: herald.v1.CreatePreferenceLinkRequest.ttl:type_name -> google.protobuf.Duration
-	35, // 25: herald.v1.CreatePreferenceLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
-	35, // 26: herald.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	35, // 27: herald.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	48, // 24: herald.v1.CreatePreferenceLinkRequest.ttl:type_name -> google.protobuf.Duration
+	45, // 25: herald.v1.CreatePreferenceLinkResponse.expire_time:type_name -> google.protobuf.Timestamp
+	45, // 26: herald.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	45, // 27: herald.v1.User.update_time:type_name -> google.protobuf.Timestamp
 	26, // 28: herald.v1.UpsertUserRequest.user:type_name -> herald.v1.User
 	26, // 29: herald.v1.UpsertUserResponse.user:type_name -> herald.v1.User
 	26, // 30: herald.v1.GetUserResponse.user:type_name -> herald.v1.User
 	26, // 31: herald.v1.BatchGetUsersResponse.users:type_name -> herald.v1.User
-	27, // 32: herald.v1.ContactsService.UpsertUser:input_type -> herald.v1.UpsertUserRequest
-	29, // 33: herald.v1.ContactsService.GetUser:input_type -> herald.v1.GetUserRequest
-	31, // 34: herald.v1.ContactsService.DeleteUser:input_type -> herald.v1.DeleteUserRequest
-	33, // 35: herald.v1.ContactsService.BatchGetUsers:input_type -> herald.v1.BatchGetUsersRequest
-	2,  // 36: herald.v1.ContactsService.RegisterDevice:input_type -> herald.v1.RegisterDeviceRequest
-	4,  // 37: herald.v1.ContactsService.UnregisterDevice:input_type -> herald.v1.UnregisterDeviceRequest
-	6,  // 38: herald.v1.ContactsService.ListDevices:input_type -> herald.v1.ListDevicesRequest
-	11, // 39: herald.v1.ContactsService.GetSettings:input_type -> herald.v1.GetSettingsRequest
-	13, // 40: herald.v1.ContactsService.UpdateSettings:input_type -> herald.v1.UpdateSettingsRequest
-	16, // 41: herald.v1.ContactsService.ResolveRecipients:input_type -> herald.v1.ResolveRecipientsRequest
-	20, // 42: herald.v1.ContactsService.ListChanges:input_type -> herald.v1.ListChangesRequest
-	22, // 43: herald.v1.ContactsService.ListSuppressedAddresses:input_type -> herald.v1.ListSuppressedAddressesRequest
-	24, // 44: herald.v1.ContactsService.CreatePreferenceLink:input_type -> herald.v1.CreatePreferenceLinkRequest
-	28, // 45: herald.v1.ContactsService.UpsertUser:output_type -> herald.v1.UpsertUserResponse
-	30, // 46: herald.v1.ContactsService.GetUser:output_type -> herald.v1.GetUserResponse
-	32, // 47: herald.v1.ContactsService.DeleteUser:output_type -> herald.v1.DeleteUserResponse
-	34, // 48: herald.v1.ContactsService.BatchGetUsers:output_type -> herald.v1.BatchGetUsersResponse
-	3,  // 49: herald.v1.ContactsService.RegisterDevice:output_type -> herald.v1.RegisterDeviceResponse
-	5,  // 50: herald.v1.ContactsService.UnregisterDevice:output_type -> herald.v1.UnregisterDeviceResponse
-	7,  // 51: herald.v1.ContactsService.ListDevices:output_type -> herald.v1.ListDevicesResponse
-	12, // 52: herald.v1.ContactsService.GetSettings:output_type -> herald.v1.GetSettingsResponse
-	14, // 53: herald.v1.ContactsService.UpdateSettings:output_type -> herald.v1.UpdateSettingsResponse
-	19, // 54: herald.v1.ContactsService.ResolveRecipients:output_type -> herald.v1.ResolveRecipientsResponse
-	21, // 55: herald.v1.ContactsService.ListChanges:output_type -> herald.v1.ListChangesResponse
-	23, // 56: herald.v1.ContactsService.ListSuppressedAddresses:output_type -> herald.v1.ListSuppressedAddressesResponse
-	25, // 57: herald.v1.ContactsService.CreatePreferenceLink:output_type -> herald.v1.CreatePreferenceLinkResponse
-	45, // [45:58] is the sub-list for method output_type
-	32, // [32:45] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	26, // 32: herald.v1.BatchUpsertUsersRequest.users:type_name -> herald.v1.User
+	27, // 33: herald.v1.ContactsService.UpsertUser:input_type -> herald.v1.UpsertUserRequest
+	29, // 34: herald.v1.ContactsService.GetUser:input_type -> herald.v1.GetUserRequest
+	31, // 35: herald.v1.ContactsService.DeleteUser:input_type -> herald.v1.DeleteUserRequest
+	33, // 36: herald.v1.ContactsService.BatchGetUsers:input_type -> herald.v1.BatchGetUsersRequest
+	2,  // 37: herald.v1.ContactsService.RegisterDevice:input_type -> herald.v1.RegisterDeviceRequest
+	4,  // 38: herald.v1.ContactsService.UnregisterDevice:input_type -> herald.v1.UnregisterDeviceRequest
+	6,  // 39: herald.v1.ContactsService.ListDevices:input_type -> herald.v1.ListDevicesRequest
+	11, // 40: herald.v1.ContactsService.GetSettings:input_type -> herald.v1.GetSettingsRequest
+	13, // 41: herald.v1.ContactsService.UpdateSettings:input_type -> herald.v1.UpdateSettingsRequest
+	16, // 42: herald.v1.ContactsService.ResolveRecipients:input_type -> herald.v1.ResolveRecipientsRequest
+	20, // 43: herald.v1.ContactsService.ListChanges:input_type -> herald.v1.ListChangesRequest
+	22, // 44: herald.v1.ContactsService.ListSuppressedAddresses:input_type -> herald.v1.ListSuppressedAddressesRequest
+	35, // 45: herald.v1.ContactsService.BatchUpsertUsers:input_type -> herald.v1.BatchUpsertUsersRequest
+	37, // 46: herald.v1.ContactsService.Subscribe:input_type -> herald.v1.SubscribeRequest
+	39, // 47: herald.v1.ContactsService.Unsubscribe:input_type -> herald.v1.UnsubscribeRequest
+	41, // 48: herald.v1.ContactsService.ListSubscribers:input_type -> herald.v1.ListSubscribersRequest
+	43, // 49: herald.v1.ContactsService.ListUserTopics:input_type -> herald.v1.ListUserTopicsRequest
+	24, // 50: herald.v1.ContactsService.CreatePreferenceLink:input_type -> herald.v1.CreatePreferenceLinkRequest
+	28, // 51: herald.v1.ContactsService.UpsertUser:output_type -> herald.v1.UpsertUserResponse
+	30, // 52: herald.v1.ContactsService.GetUser:output_type -> herald.v1.GetUserResponse
+	32, // 53: herald.v1.ContactsService.DeleteUser:output_type -> herald.v1.DeleteUserResponse
+	34, // 54: herald.v1.ContactsService.BatchGetUsers:output_type -> herald.v1.BatchGetUsersResponse
+	3,  // 55: herald.v1.ContactsService.RegisterDevice:output_type -> herald.v1.RegisterDeviceResponse
+	5,  // 56: herald.v1.ContactsService.UnregisterDevice:output_type -> herald.v1.UnregisterDeviceResponse
+	7,  // 57: herald.v1.ContactsService.ListDevices:output_type -> herald.v1.ListDevicesResponse
+	12, // 58: herald.v1.ContactsService.GetSettings:output_type -> herald.v1.GetSettingsResponse
+	14, // 59: herald.v1.ContactsService.UpdateSettings:output_type -> herald.v1.UpdateSettingsResponse
+	19, // 60: herald.v1.ContactsService.ResolveRecipients:output_type -> herald.v1.ResolveRecipientsResponse
+	21, // 61: herald.v1.ContactsService.ListChanges:output_type -> herald.v1.ListChangesResponse
+	23, // 62: herald.v1.ContactsService.ListSuppressedAddresses:output_type -> herald.v1.ListSuppressedAddressesResponse
+	36, // 63: herald.v1.ContactsService.BatchUpsertUsers:output_type -> herald.v1.BatchUpsertUsersResponse
+	38, // 64: herald.v1.ContactsService.Subscribe:output_type -> herald.v1.SubscribeResponse
+	40, // 65: herald.v1.ContactsService.Unsubscribe:output_type -> herald.v1.UnsubscribeResponse
+	42, // 66: herald.v1.ContactsService.ListSubscribers:output_type -> herald.v1.ListSubscribersResponse
+	44, // 67: herald.v1.ContactsService.ListUserTopics:output_type -> herald.v1.ListUserTopicsResponse
+	25, // 68: herald.v1.ContactsService.CreatePreferenceLink:output_type -> herald.v1.CreatePreferenceLinkResponse
+	51, // [51:69] is the sub-list for method output_type
+	33, // [33:51] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_contacts_proto_init() }
@@ -2248,7 +2811,7 @@ func file_herald_v1_contacts_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_contacts_proto_rawDesc), len(file_herald_v1_contacts_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   34,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,11 @@ const (
 	ContactsService_ResolveRecipients_FullMethodName       = "/herald.v1.ContactsService/ResolveRecipients"
 	ContactsService_ListChanges_FullMethodName             = "/herald.v1.ContactsService/ListChanges"
 	ContactsService_ListSuppressedAddresses_FullMethodName = "/herald.v1.ContactsService/ListSuppressedAddresses"
+	ContactsService_BatchUpsertUsers_FullMethodName        = "/herald.v1.ContactsService/BatchUpsertUsers"
+	ContactsService_Subscribe_FullMethodName               = "/herald.v1.ContactsService/Subscribe"
+	ContactsService_Unsubscribe_FullMethodName             = "/herald.v1.ContactsService/Unsubscribe"
+	ContactsService_ListSubscribers_FullMethodName         = "/herald.v1.ContactsService/ListSubscribers"
+	ContactsService_ListUserTopics_FullMethodName          = "/herald.v1.ContactsService/ListUserTopics"
 	ContactsService_CreatePreferenceLink_FullMethodName    = "/herald.v1.ContactsService/CreatePreferenceLink"
 )
 
@@ -41,7 +46,8 @@ const (
 // ContactsService holds the recipients: who they are and how to reach them.
 // Every call needs an app key (`authorization: Bearer <key>`) of an app with contacts access
 // (App.contacts_access): read for GetUser, BatchGetUsers, ListDevices, GetSettings,
-// ResolveRecipients, ListChanges and ListSuppressedAddresses; write for every other call.
+// ResolveRecipients, ListChanges, ListSuppressedAddresses, ListSubscribers and ListUserTopics;
+// write for every other call.
 // Admin apps may make every call. Any other call is refused with PERMISSION_DENIED before its
 // request is looked at, with the same answer whether or not what it names exists.
 type ContactsServiceClient interface {
@@ -99,6 +105,26 @@ type ContactsServiceClient interface {
 	// Errors: INVALID_ARGUMENT (a page size over 10,000, a page token that no
 	// ListSuppressedAddresses answer gave).
 	ListSuppressedAddresses(ctx context.Context, in *ListSuppressedAddressesRequest, opts ...grpc.CallOption) (*ListSuppressedAddressesResponse, error)
+	// BatchUpsertUsers creates or replaces up to 1,000 users in one call, as UpsertUser does each:
+	// the bulk path for importing a user base. The batch is stored whole or not at all.
+	// Errors: INVALID_ARGUMENT (with field violations naming users[i]), UNAUTHENTICATED.
+	BatchUpsertUsers(ctx context.Context, in *BatchUpsertUsersRequest, opts ...grpc.CallOption) (*BatchUpsertUsersResponse, error)
+	// Subscribe subscribes up to 1,000 users to a topic, for NotificationService.SendToTopic.
+	// Subscribing a user who is already subscribed changes nothing; user ids that name no user
+	// are answered in unknown_user_ids and not subscribed. Deleting a user ends their
+	// subscriptions. Errors: INVALID_ARGUMENT (topic name, user ids).
+	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (*SubscribeResponse, error)
+	// Unsubscribe ends the subscriptions of up to 1,000 users to a topic; a user who is not
+	// subscribed is not an error. Errors: INVALID_ARGUMENT.
+	Unsubscribe(ctx context.Context, in *UnsubscribeRequest, opts ...grpc.CallOption) (*UnsubscribeResponse, error)
+	// ListSubscribers pages through a topic's subscribers in user id order. A user subscribed
+	// while the pages are read is listed if their id sorts after the page being read.
+	// Errors: INVALID_ARGUMENT (topic name, a page size over 10,000, a page token that no
+	// ListSubscribers answer for this topic gave).
+	ListSubscribers(ctx context.Context, in *ListSubscribersRequest, opts ...grpc.CallOption) (*ListSubscribersResponse, error)
+	// ListUserTopics lists the topics a user is subscribed to, by name (at most 1,000).
+	// Errors: INVALID_ARGUMENT.
+	ListUserTopics(ctx context.Context, in *ListUserTopicsRequest, opts ...grpc.CallOption) (*ListUserTopicsResponse, error)
 	// CreatePreferenceLink returns a signed, expiring link to the user's preference page, for the
 	// app to show the user.
 	// Errors: NOT_FOUND (user), FAILED_PRECONDITION (no public URL or signing key configured).
@@ -233,6 +259,56 @@ func (c *contactsServiceClient) ListSuppressedAddresses(ctx context.Context, in 
 	return out, nil
 }
 
+func (c *contactsServiceClient) BatchUpsertUsers(ctx context.Context, in *BatchUpsertUsersRequest, opts ...grpc.CallOption) (*BatchUpsertUsersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BatchUpsertUsersResponse)
+	err := c.cc.Invoke(ctx, ContactsService_BatchUpsertUsers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *contactsServiceClient) Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (*SubscribeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SubscribeResponse)
+	err := c.cc.Invoke(ctx, ContactsService_Subscribe_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *contactsServiceClient) Unsubscribe(ctx context.Context, in *UnsubscribeRequest, opts ...grpc.CallOption) (*UnsubscribeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnsubscribeResponse)
+	err := c.cc.Invoke(ctx, ContactsService_Unsubscribe_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *contactsServiceClient) ListSubscribers(ctx context.Context, in *ListSubscribersRequest, opts ...grpc.CallOption) (*ListSubscribersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSubscribersResponse)
+	err := c.cc.Invoke(ctx, ContactsService_ListSubscribers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *contactsServiceClient) ListUserTopics(ctx context.Context, in *ListUserTopicsRequest, opts ...grpc.CallOption) (*ListUserTopicsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListUserTopicsResponse)
+	err := c.cc.Invoke(ctx, ContactsService_ListUserTopics_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *contactsServiceClient) CreatePreferenceLink(ctx context.Context, in *CreatePreferenceLinkRequest, opts ...grpc.CallOption) (*CreatePreferenceLinkResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreatePreferenceLinkResponse)
@@ -250,7 +326,8 @@ func (c *contactsServiceClient) CreatePreferenceLink(ctx context.Context, in *Cr
 // ContactsService holds the recipients: who they are and how to reach them.
 // Every call needs an app key (`authorization: Bearer <key>`) of an app with contacts access
 // (App.contacts_access): read for GetUser, BatchGetUsers, ListDevices, GetSettings,
-// ResolveRecipients, ListChanges and ListSuppressedAddresses; write for every other call.
+// ResolveRecipients, ListChanges, ListSuppressedAddresses, ListSubscribers and ListUserTopics;
+// write for every other call.
 // Admin apps may make every call. Any other call is refused with PERMISSION_DENIED before its
 // request is looked at, with the same answer whether or not what it names exists.
 type ContactsServiceServer interface {
@@ -308,6 +385,26 @@ type ContactsServiceServer interface {
 	// Errors: INVALID_ARGUMENT (a page size over 10,000, a page token that no
 	// ListSuppressedAddresses answer gave).
 	ListSuppressedAddresses(context.Context, *ListSuppressedAddressesRequest) (*ListSuppressedAddressesResponse, error)
+	// BatchUpsertUsers creates or replaces up to 1,000 users in one call, as UpsertUser does each:
+	// the bulk path for importing a user base. The batch is stored whole or not at all.
+	// Errors: INVALID_ARGUMENT (with field violations naming users[i]), UNAUTHENTICATED.
+	BatchUpsertUsers(context.Context, *BatchUpsertUsersRequest) (*BatchUpsertUsersResponse, error)
+	// Subscribe subscribes up to 1,000 users to a topic, for NotificationService.SendToTopic.
+	// Subscribing a user who is already subscribed changes nothing; user ids that name no user
+	// are answered in unknown_user_ids and not subscribed. Deleting a user ends their
+	// subscriptions. Errors: INVALID_ARGUMENT (topic name, user ids).
+	Subscribe(context.Context, *SubscribeRequest) (*SubscribeResponse, error)
+	// Unsubscribe ends the subscriptions of up to 1,000 users to a topic; a user who is not
+	// subscribed is not an error. Errors: INVALID_ARGUMENT.
+	Unsubscribe(context.Context, *UnsubscribeRequest) (*UnsubscribeResponse, error)
+	// ListSubscribers pages through a topic's subscribers in user id order. A user subscribed
+	// while the pages are read is listed if their id sorts after the page being read.
+	// Errors: INVALID_ARGUMENT (topic name, a page size over 10,000, a page token that no
+	// ListSubscribers answer for this topic gave).
+	ListSubscribers(context.Context, *ListSubscribersRequest) (*ListSubscribersResponse, error)
+	// ListUserTopics lists the topics a user is subscribed to, by name (at most 1,000).
+	// Errors: INVALID_ARGUMENT.
+	ListUserTopics(context.Context, *ListUserTopicsRequest) (*ListUserTopicsResponse, error)
 	// CreatePreferenceLink returns a signed, expiring link to the user's preference page, for the
 	// app to show the user.
 	// Errors: NOT_FOUND (user), FAILED_PRECONDITION (no public URL or signing key configured).
@@ -357,6 +454,21 @@ func (UnimplementedContactsServiceServer) ListChanges(context.Context, *ListChan
 }
 func (UnimplementedContactsServiceServer) ListSuppressedAddresses(context.Context, *ListSuppressedAddressesRequest) (*ListSuppressedAddressesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListSuppressedAddresses not implemented")
+}
+func (UnimplementedContactsServiceServer) BatchUpsertUsers(context.Context, *BatchUpsertUsersRequest) (*BatchUpsertUsersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BatchUpsertUsers not implemented")
+}
+func (UnimplementedContactsServiceServer) Subscribe(context.Context, *SubscribeRequest) (*SubscribeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Subscribe not implemented")
+}
+func (UnimplementedContactsServiceServer) Unsubscribe(context.Context, *UnsubscribeRequest) (*UnsubscribeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Unsubscribe not implemented")
+}
+func (UnimplementedContactsServiceServer) ListSubscribers(context.Context, *ListSubscribersRequest) (*ListSubscribersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSubscribers not implemented")
+}
+func (UnimplementedContactsServiceServer) ListUserTopics(context.Context, *ListUserTopicsRequest) (*ListUserTopicsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListUserTopics not implemented")
 }
 func (UnimplementedContactsServiceServer) CreatePreferenceLink(context.Context, *CreatePreferenceLinkRequest) (*CreatePreferenceLinkResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreatePreferenceLink not implemented")
@@ -598,6 +710,96 @@ func _ContactsService_ListSuppressedAddresses_Handler(srv interface{}, ctx conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ContactsService_BatchUpsertUsers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BatchUpsertUsersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContactsServiceServer).BatchUpsertUsers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContactsService_BatchUpsertUsers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContactsServiceServer).BatchUpsertUsers(ctx, req.(*BatchUpsertUsersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ContactsService_Subscribe_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SubscribeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContactsServiceServer).Subscribe(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContactsService_Subscribe_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContactsServiceServer).Subscribe(ctx, req.(*SubscribeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ContactsService_Unsubscribe_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnsubscribeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContactsServiceServer).Unsubscribe(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContactsService_Unsubscribe_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContactsServiceServer).Unsubscribe(ctx, req.(*UnsubscribeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ContactsService_ListSubscribers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSubscribersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContactsServiceServer).ListSubscribers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContactsService_ListSubscribers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContactsServiceServer).ListSubscribers(ctx, req.(*ListSubscribersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ContactsService_ListUserTopics_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListUserTopicsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContactsServiceServer).ListUserTopics(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContactsService_ListUserTopics_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContactsServiceServer).ListUserTopics(ctx, req.(*ListUserTopicsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ContactsService_CreatePreferenceLink_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreatePreferenceLinkRequest)
 	if err := dec(in); err != nil {
@@ -670,6 +872,26 @@ var ContactsService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListSuppressedAddresses",
 			Handler:    _ContactsService_ListSuppressedAddresses_Handler,
+		},
+		{
+			MethodName: "BatchUpsertUsers",
+			Handler:    _ContactsService_BatchUpsertUsers_Handler,
+		},
+		{
+			MethodName: "Subscribe",
+			Handler:    _ContactsService_Subscribe_Handler,
+		},
+		{
+			MethodName: "Unsubscribe",
+			Handler:    _ContactsService_Unsubscribe_Handler,
+		},
+		{
+			MethodName: "ListSubscribers",
+			Handler:    _ContactsService_ListSubscribers_Handler,
+		},
+		{
+			MethodName: "ListUserTopics",
+			Handler:    _ContactsService_ListUserTopics_Handler,
 		},
 		{
 			MethodName: "CreatePreferenceLink",

@@ -78,6 +78,59 @@ func (EngagementKind) EnumDescriptor() ([]byte, []int) {
 	return file_herald_v1_notification_proto_rawDescGZIP(), []int{0}
 }
 
+// TopicSendState is where a topic send's fan-out is.
+type TopicSendState int32
+
+const (
+	TopicSendState_TOPIC_SEND_STATE_UNSPECIFIED TopicSendState = 0
+	// Subscribers are being paged through and their notifications created.
+	TopicSendState_TOPIC_SEND_STATE_FANNING_OUT TopicSendState = 1
+	// Every subscriber was reached: each has their notification, or was counted skipped or
+	// failed.
+	TopicSendState_TOPIC_SEND_STATE_DONE TopicSendState = 2
+)
+
+// Enum value maps for TopicSendState.
+var (
+	TopicSendState_name = map[int32]string{
+		0: "TOPIC_SEND_STATE_UNSPECIFIED",
+		1: "TOPIC_SEND_STATE_FANNING_OUT",
+		2: "TOPIC_SEND_STATE_DONE",
+	}
+	TopicSendState_value = map[string]int32{
+		"TOPIC_SEND_STATE_UNSPECIFIED": 0,
+		"TOPIC_SEND_STATE_FANNING_OUT": 1,
+		"TOPIC_SEND_STATE_DONE":        2,
+	}
+)
+
+func (x TopicSendState) Enum() *TopicSendState {
+	p := new(TopicSendState)
+	*p = x
+	return p
+}
+
+func (x TopicSendState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TopicSendState) Descriptor() protoreflect.EnumDescriptor {
+	return file_herald_v1_notification_proto_enumTypes[1].Descriptor()
+}
+
+func (TopicSendState) Type() protoreflect.EnumType {
+	return &file_herald_v1_notification_proto_enumTypes[1]
+}
+
+func (x TopicSendState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TopicSendState.Descriptor instead.
+func (TopicSendState) EnumDescriptor() ([]byte, []int) {
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{1}
+}
+
 // TrackEventRequest is one engagement event.
 type TrackEventRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -822,12 +875,15 @@ type Notification struct {
 	// Set when the recipient was a user.
 	UserId string `protobuf:"bytes,4,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// Set when the notification used a template (with the version actually used).
-	Template      *TemplateRef           `protobuf:"bytes,5,opt,name=template,proto3" json:"template,omitempty"`
-	Priority      Priority               `protobuf:"varint,6,opt,name=priority,proto3,enum=herald.v1.Priority" json:"priority,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	SendTime      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=send_time,json=sendTime,proto3" json:"send_time,omitempty"`
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
-	Deliveries    []*Delivery            `protobuf:"bytes,10,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	Template   *TemplateRef           `protobuf:"bytes,5,opt,name=template,proto3" json:"template,omitempty"`
+	Priority   Priority               `protobuf:"varint,6,opt,name=priority,proto3,enum=herald.v1.Priority" json:"priority,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	SendTime   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=send_time,json=sendTime,proto3" json:"send_time,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	Deliveries []*Delivery            `protobuf:"bytes,10,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	// Set for a topic send (SendToTopic), with its progress, and for each notification it
+	// created, naming it.
+	Topic         *TopicSend `protobuf:"bytes,11,opt,name=topic,proto3" json:"topic,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -928,6 +984,13 @@ func (x *Notification) GetExpireTime() *timestamppb.Timestamp {
 func (x *Notification) GetDeliveries() []*Delivery {
 	if x != nil {
 		return x.Deliveries
+	}
+	return nil
+}
+
+func (x *Notification) GetTopic() *TopicSend {
+	if x != nil {
+		return x.Topic
 	}
 	return nil
 }
@@ -1748,6 +1811,381 @@ func (x *ExplainedDelivery) GetStep() int32 {
 	return 0
 }
 
+// SendToTopicRequest is one message for every subscriber of a topic. The other fields mean what
+// they mean in SendRequest, for each recipient.
+type SendToTopicRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The topic whose subscribers receive it (see SubscribeRequest for the name's form).
+	Topic string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// Makes retries safe: the same key from the same app returns the first topic send.
+	IdempotencyKey string    `protobuf:"bytes,2,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	Category       string    `protobuf:"bytes,3,opt,name=category,proto3" json:"category,omitempty"`
+	Channels       []Channel `protobuf:"varint,4,rep,packed,name=channels,proto3,enum=herald.v1.Channel" json:"channels,omitempty"`
+	// Types that are valid to be assigned to Message:
+	//
+	//	*SendToTopicRequest_Template
+	//	*SendToTopicRequest_Content
+	Message       isSendToTopicRequest_Message `protobuf_oneof:"message"`
+	Data          *structpb.Struct             `protobuf:"bytes,7,opt,name=data,proto3" json:"data,omitempty"`
+	Priority      Priority                     `protobuf:"varint,8,opt,name=priority,proto3,enum=herald.v1.Priority" json:"priority,omitempty"`
+	SendAt        *timestamppb.Timestamp       `protobuf:"bytes,9,opt,name=send_at,json=sendAt,proto3" json:"send_at,omitempty"`
+	Ttl           *durationpb.Duration         `protobuf:"bytes,10,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Fallback      *Fallback                    `protobuf:"bytes,11,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendToTopicRequest) Reset() {
+	*x = SendToTopicRequest{}
+	mi := &file_herald_v1_notification_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendToTopicRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendToTopicRequest) ProtoMessage() {}
+
+func (x *SendToTopicRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_notification_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendToTopicRequest.ProtoReflect.Descriptor instead.
+func (*SendToTopicRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SendToTopicRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *SendToTopicRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *SendToTopicRequest) GetCategory() string {
+	if x != nil {
+		return x.Category
+	}
+	return ""
+}
+
+func (x *SendToTopicRequest) GetChannels() []Channel {
+	if x != nil {
+		return x.Channels
+	}
+	return nil
+}
+
+func (x *SendToTopicRequest) GetMessage() isSendToTopicRequest_Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *SendToTopicRequest) GetTemplate() *TemplateRef {
+	if x != nil {
+		if x, ok := x.Message.(*SendToTopicRequest_Template); ok {
+			return x.Template
+		}
+	}
+	return nil
+}
+
+func (x *SendToTopicRequest) GetContent() *Content {
+	if x != nil {
+		if x, ok := x.Message.(*SendToTopicRequest_Content); ok {
+			return x.Content
+		}
+	}
+	return nil
+}
+
+func (x *SendToTopicRequest) GetData() *structpb.Struct {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *SendToTopicRequest) GetPriority() Priority {
+	if x != nil {
+		return x.Priority
+	}
+	return Priority_PRIORITY_UNSPECIFIED
+}
+
+func (x *SendToTopicRequest) GetSendAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SendAt
+	}
+	return nil
+}
+
+func (x *SendToTopicRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *SendToTopicRequest) GetFallback() *Fallback {
+	if x != nil {
+		return x.Fallback
+	}
+	return nil
+}
+
+type isSendToTopicRequest_Message interface {
+	isSendToTopicRequest_Message()
+}
+
+type SendToTopicRequest_Template struct {
+	Template *TemplateRef `protobuf:"bytes,5,opt,name=template,proto3,oneof"`
+}
+
+type SendToTopicRequest_Content struct {
+	Content *Content `protobuf:"bytes,6,opt,name=content,proto3,oneof"`
+}
+
+func (*SendToTopicRequest_Template) isSendToTopicRequest_Message() {}
+
+func (*SendToTopicRequest_Content) isSendToTopicRequest_Message() {}
+
+// SendToTopicResponse names the topic send.
+type SendToTopicResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The topic send's id: GetNotification of it shows the progress.
+	NotificationId string `protobuf:"bytes,1,opt,name=notification_id,json=notificationId,proto3" json:"notification_id,omitempty"`
+	// True when the idempotency key was seen before: nothing new was created.
+	Duplicate     bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendToTopicResponse) Reset() {
+	*x = SendToTopicResponse{}
+	mi := &file_herald_v1_notification_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendToTopicResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendToTopicResponse) ProtoMessage() {}
+
+func (x *SendToTopicResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_notification_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendToTopicResponse.ProtoReflect.Descriptor instead.
+func (*SendToTopicResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *SendToTopicResponse) GetNotificationId() string {
+	if x != nil {
+		return x.NotificationId
+	}
+	return ""
+}
+
+func (x *SendToTopicResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+// TopicSend is a topic send: on the topic send's own notification, its progress; on a
+// notification it created, only topic_send_id and topic.
+type TopicSend struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The topic send's notification id.
+	TopicSendId string         `protobuf:"bytes,1,opt,name=topic_send_id,json=topicSendId,proto3" json:"topic_send_id,omitempty"`
+	Topic       string         `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	State       TopicSendState `protobuf:"varint,3,opt,name=state,proto3,enum=herald.v1.TopicSendState" json:"state,omitempty"`
+	// Subscribers whose notification has been created so far.
+	Recipients int64 `protobuf:"varint,4,opt,name=recipients,proto3" json:"recipients,omitempty"`
+	// Subscribers who got no notification by decision: no longer a user, or no address on any
+	// channel the send may use.
+	Skipped int64 `protobuf:"varint,5,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	// Subscribers whose notification could not be created (e.g. the template failed to render
+	// for them).
+	Failed int64 `protobuf:"varint,6,opt,name=failed,proto3" json:"failed,omitempty"`
+	// The recipients' deliveries by state, counted when GetNotification asks.
+	Deliveries    []*TopicDeliveryCount  `protobuf:"bytes,7,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	DoneTime      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=done_time,json=doneTime,proto3" json:"done_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicSend) Reset() {
+	*x = TopicSend{}
+	mi := &file_herald_v1_notification_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicSend) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicSend) ProtoMessage() {}
+
+func (x *TopicSend) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_notification_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicSend.ProtoReflect.Descriptor instead.
+func (*TopicSend) Descriptor() ([]byte, []int) {
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *TopicSend) GetTopicSendId() string {
+	if x != nil {
+		return x.TopicSendId
+	}
+	return ""
+}
+
+func (x *TopicSend) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *TopicSend) GetState() TopicSendState {
+	if x != nil {
+		return x.State
+	}
+	return TopicSendState_TOPIC_SEND_STATE_UNSPECIFIED
+}
+
+func (x *TopicSend) GetRecipients() int64 {
+	if x != nil {
+		return x.Recipients
+	}
+	return 0
+}
+
+func (x *TopicSend) GetSkipped() int64 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+func (x *TopicSend) GetFailed() int64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *TopicSend) GetDeliveries() []*TopicDeliveryCount {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+func (x *TopicSend) GetDoneTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DoneTime
+	}
+	return nil
+}
+
+// TopicDeliveryCount is how many of a topic send's deliveries are in one state.
+type TopicDeliveryCount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         DeliveryState          `protobuf:"varint,1,opt,name=state,proto3,enum=herald.v1.DeliveryState" json:"state,omitempty"`
+	Count         int64                  `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicDeliveryCount) Reset() {
+	*x = TopicDeliveryCount{}
+	mi := &file_herald_v1_notification_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicDeliveryCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicDeliveryCount) ProtoMessage() {}
+
+func (x *TopicDeliveryCount) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_notification_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicDeliveryCount.ProtoReflect.Descriptor instead.
+func (*TopicDeliveryCount) Descriptor() ([]byte, []int) {
+	return file_herald_v1_notification_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *TopicDeliveryCount) GetState() DeliveryState {
+	if x != nil {
+		return x.State
+	}
+	return DeliveryState_DELIVERY_STATE_UNSPECIFIED
+}
+
+func (x *TopicDeliveryCount) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 var File_herald_v1_notification_proto protoreflect.FileDescriptor
 
 const file_herald_v1_notification_proto_rawDesc = "" +
@@ -1806,7 +2244,7 @@ const file_herald_v1_notification_proto_rawDesc = "" +
 	"\x16GetNotificationRequest\x12'\n" +
 	"\x0fnotification_id\x18\x01 \x01(\tR\x0enotificationId\"V\n" +
 	"\x17GetNotificationResponse\x12;\n" +
-	"\fnotification\x18\x01 \x01(\v2\x17.herald.v1.NotificationR\fnotification\"\xe2\x03\n" +
+	"\fnotification\x18\x01 \x01(\v2\x17.herald.v1.NotificationR\fnotification\"\x8e\x04\n" +
 	"\fNotification\x12'\n" +
 	"\x0fnotification_id\x18\x01 \x01(\tR\x0enotificationId\x12'\n" +
 	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\x12\x1a\n" +
@@ -1822,7 +2260,8 @@ const file_herald_v1_notification_proto_rawDesc = "" +
 	"\n" +
 	"deliveries\x18\n" +
 	" \x03(\v2\x13.herald.v1.DeliveryR\n" +
-	"deliveries\"\xd3\x04\n" +
+	"deliveries\x12*\n" +
+	"\x05topic\x18\v \x01(\v2\x14.herald.v1.TopicSendR\x05topic\"\xd3\x04\n" +
 	"\bDelivery\x12\x1f\n" +
 	"\vdelivery_id\x18\x01 \x01(\tR\n" +
 	"deliveryId\x12,\n" +
@@ -1891,17 +2330,55 @@ const file_herald_v1_notification_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x127\n" +
 	"\tsend_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bsendTime\x124\n" +
 	"\acontent\x18\x05 \x01(\v2\x1a.herald.v1.RenderedContentR\acontent\x12\x12\n" +
-	"\x04step\x18\x06 \x01(\x05R\x04step*\x89\x01\n" +
+	"\x04step\x18\x06 \x01(\x05R\x04step\"\x81\x04\n" +
+	"\x12SendToTopicRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12'\n" +
+	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\x12\x1a\n" +
+	"\bcategory\x18\x03 \x01(\tR\bcategory\x12.\n" +
+	"\bchannels\x18\x04 \x03(\x0e2\x12.herald.v1.ChannelR\bchannels\x124\n" +
+	"\btemplate\x18\x05 \x01(\v2\x16.herald.v1.TemplateRefH\x00R\btemplate\x12.\n" +
+	"\acontent\x18\x06 \x01(\v2\x12.herald.v1.ContentH\x00R\acontent\x12+\n" +
+	"\x04data\x18\a \x01(\v2\x17.google.protobuf.StructR\x04data\x12/\n" +
+	"\bpriority\x18\b \x01(\x0e2\x13.herald.v1.PriorityR\bpriority\x123\n" +
+	"\asend_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x06sendAt\x12+\n" +
+	"\x03ttl\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12/\n" +
+	"\bfallback\x18\v \x01(\v2\x13.herald.v1.FallbackR\bfallbackB\t\n" +
+	"\amessage\"\\\n" +
+	"\x13SendToTopicResponse\x12'\n" +
+	"\x0fnotification_id\x18\x01 \x01(\tR\x0enotificationId\x12\x1c\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\xc0\x02\n" +
+	"\tTopicSend\x12\"\n" +
+	"\rtopic_send_id\x18\x01 \x01(\tR\vtopicSendId\x12\x14\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\x12/\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x19.herald.v1.TopicSendStateR\x05state\x12\x1e\n" +
+	"\n" +
+	"recipients\x18\x04 \x01(\x03R\n" +
+	"recipients\x12\x18\n" +
+	"\askipped\x18\x05 \x01(\x03R\askipped\x12\x16\n" +
+	"\x06failed\x18\x06 \x01(\x03R\x06failed\x12=\n" +
+	"\n" +
+	"deliveries\x18\a \x03(\v2\x1d.herald.v1.TopicDeliveryCountR\n" +
+	"deliveries\x127\n" +
+	"\tdone_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\bdoneTime\"Z\n" +
+	"\x12TopicDeliveryCount\x12.\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x18.herald.v1.DeliveryStateR\x05state\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x03R\x05count*\x89\x01\n" +
 	"\x0eEngagementKind\x12\x1f\n" +
 	"\x1bENGAGEMENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ENGAGEMENT_KIND_OPENED\x10\x01\x12\x1d\n" +
 	"\x19ENGAGEMENT_KIND_DISMISSED\x10\x02\x12\x1b\n" +
-	"\x17ENGAGEMENT_KIND_CLICKED\x10\x032\xed\x05\n" +
+	"\x17ENGAGEMENT_KIND_CLICKED\x10\x03*o\n" +
+	"\x0eTopicSendState\x12 \n" +
+	"\x1cTOPIC_SEND_STATE_UNSPECIFIED\x10\x00\x12 \n" +
+	"\x1cTOPIC_SEND_STATE_FANNING_OUT\x10\x01\x12\x19\n" +
+	"\x15TOPIC_SEND_STATE_DONE\x10\x022\xdf\x06\n" +
 	"\x13NotificationService\x12Z\n" +
 	"\x04Send\x12\x16.herald.v1.SendRequest\x1a\x17.herald.v1.SendResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/notifications:send\x12\x85\x01\n" +
 	"\x0fGetNotification\x12!.herald.v1.GetNotificationRequest\x1a\".herald.v1.GetNotificationResponse\"+\x82\xd3\xe4\x93\x02%\x12#/v1/notifications/{notification_id}\x12\x98\x01\n" +
 	"\x12CancelNotification\x12$.herald.v1.CancelNotificationRequest\x1a%.herald.v1.CancelNotificationResponse\"5\x82\xd3\xe4\x93\x02/:\x01*\"*/v1/notifications/{notification_id}:cancel\x12n\n" +
-	"\tSendBatch\x12\x1b.herald.v1.SendBatchRequest\x1a\x1c.herald.v1.SendBatchResponse\"&\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/notifications:sendBatch\x12l\n" +
+	"\tSendBatch\x12\x1b.herald.v1.SendBatchRequest\x1a\x1c.herald.v1.SendBatchResponse\"&\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/notifications:sendBatch\x12p\n" +
+	"\vSendToTopic\x12\x1d.herald.v1.SendToTopicRequest\x1a\x1e.herald.v1.SendToTopicResponse\"\"\x82\xd3\xe4\x93\x02\x1c:\x01*\"\x17/v1/topics/{topic}:send\x12l\n" +
 	"\aExplain\x12\x19.herald.v1.ExplainRequest\x1a\x1a.herald.v1.ExplainResponse\"*\x82\xd3\xe4\x93\x02$:\arequest\"\x19/v1/notifications:explain\x12y\n" +
 	"\n" +
 	"TrackEvent\x12\x1c.herald.v1.TrackEventRequest\x1a\x1d.herald.v1.TrackEventResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/v1/deliveries/{delivery_id}/eventsB9Z7github.com/heraldhq/herald/proto/gen/herald/v1;heraldv1b\x06proto3"
@@ -1918,110 +2395,130 @@ func file_herald_v1_notification_proto_rawDescGZIP() []byte {
 	return file_herald_v1_notification_proto_rawDescData
 }
 
-var file_herald_v1_notification_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_herald_v1_notification_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_herald_v1_notification_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_herald_v1_notification_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_herald_v1_notification_proto_goTypes = []any{
 	(EngagementKind)(0),                // 0: herald.v1.EngagementKind
-	(*TrackEventRequest)(nil),          // 1: herald.v1.TrackEventRequest
-	(*TrackEventResponse)(nil),         // 2: herald.v1.TrackEventResponse
-	(*SendRequest)(nil),                // 3: herald.v1.SendRequest
-	(*Recipient)(nil),                  // 4: herald.v1.Recipient
-	(*Address)(nil),                    // 5: herald.v1.Address
-	(*TemplateRef)(nil),                // 6: herald.v1.TemplateRef
-	(*Content)(nil),                    // 7: herald.v1.Content
-	(*SendResponse)(nil),               // 8: herald.v1.SendResponse
-	(*GetNotificationRequest)(nil),     // 9: herald.v1.GetNotificationRequest
-	(*GetNotificationResponse)(nil),    // 10: herald.v1.GetNotificationResponse
-	(*Notification)(nil),               // 11: herald.v1.Notification
-	(*Delivery)(nil),                   // 12: herald.v1.Delivery
-	(*CancelNotificationRequest)(nil),  // 13: herald.v1.CancelNotificationRequest
-	(*CancelNotificationResponse)(nil), // 14: herald.v1.CancelNotificationResponse
-	(*SendBatchRequest)(nil),           // 15: herald.v1.SendBatchRequest
-	(*BatchRecipient)(nil),             // 16: herald.v1.BatchRecipient
-	(*SendBatchResponse)(nil),          // 17: herald.v1.SendBatchResponse
-	(*BatchResult)(nil),                // 18: herald.v1.BatchResult
-	(*BatchError)(nil),                 // 19: herald.v1.BatchError
-	(*ExplainRequest)(nil),             // 20: herald.v1.ExplainRequest
-	(*ExplainResponse)(nil),            // 21: herald.v1.ExplainResponse
-	(*ExplainedDelivery)(nil),          // 22: herald.v1.ExplainedDelivery
-	(*timestamppb.Timestamp)(nil),      // 23: google.protobuf.Timestamp
-	(Channel)(0),                       // 24: herald.v1.Channel
-	(*structpb.Struct)(nil),            // 25: google.protobuf.Struct
-	(Priority)(0),                      // 26: herald.v1.Priority
-	(*durationpb.Duration)(nil),        // 27: google.protobuf.Duration
-	(*Fallback)(nil),                   // 28: herald.v1.Fallback
-	(*Digest)(nil),                     // 29: herald.v1.Digest
-	(DeliveryState)(0),                 // 30: herald.v1.DeliveryState
-	(*FieldViolation)(nil),             // 31: herald.v1.FieldViolation
-	(*RenderedContent)(nil),            // 32: herald.v1.RenderedContent
+	(TopicSendState)(0),                // 1: herald.v1.TopicSendState
+	(*TrackEventRequest)(nil),          // 2: herald.v1.TrackEventRequest
+	(*TrackEventResponse)(nil),         // 3: herald.v1.TrackEventResponse
+	(*SendRequest)(nil),                // 4: herald.v1.SendRequest
+	(*Recipient)(nil),                  // 5: herald.v1.Recipient
+	(*Address)(nil),                    // 6: herald.v1.Address
+	(*TemplateRef)(nil),                // 7: herald.v1.TemplateRef
+	(*Content)(nil),                    // 8: herald.v1.Content
+	(*SendResponse)(nil),               // 9: herald.v1.SendResponse
+	(*GetNotificationRequest)(nil),     // 10: herald.v1.GetNotificationRequest
+	(*GetNotificationResponse)(nil),    // 11: herald.v1.GetNotificationResponse
+	(*Notification)(nil),               // 12: herald.v1.Notification
+	(*Delivery)(nil),                   // 13: herald.v1.Delivery
+	(*CancelNotificationRequest)(nil),  // 14: herald.v1.CancelNotificationRequest
+	(*CancelNotificationResponse)(nil), // 15: herald.v1.CancelNotificationResponse
+	(*SendBatchRequest)(nil),           // 16: herald.v1.SendBatchRequest
+	(*BatchRecipient)(nil),             // 17: herald.v1.BatchRecipient
+	(*SendBatchResponse)(nil),          // 18: herald.v1.SendBatchResponse
+	(*BatchResult)(nil),                // 19: herald.v1.BatchResult
+	(*BatchError)(nil),                 // 20: herald.v1.BatchError
+	(*ExplainRequest)(nil),             // 21: herald.v1.ExplainRequest
+	(*ExplainResponse)(nil),            // 22: herald.v1.ExplainResponse
+	(*ExplainedDelivery)(nil),          // 23: herald.v1.ExplainedDelivery
+	(*SendToTopicRequest)(nil),         // 24: herald.v1.SendToTopicRequest
+	(*SendToTopicResponse)(nil),        // 25: herald.v1.SendToTopicResponse
+	(*TopicSend)(nil),                  // 26: herald.v1.TopicSend
+	(*TopicDeliveryCount)(nil),         // 27: herald.v1.TopicDeliveryCount
+	(*timestamppb.Timestamp)(nil),      // 28: google.protobuf.Timestamp
+	(Channel)(0),                       // 29: herald.v1.Channel
+	(*structpb.Struct)(nil),            // 30: google.protobuf.Struct
+	(Priority)(0),                      // 31: herald.v1.Priority
+	(*durationpb.Duration)(nil),        // 32: google.protobuf.Duration
+	(*Fallback)(nil),                   // 33: herald.v1.Fallback
+	(*Digest)(nil),                     // 34: herald.v1.Digest
+	(DeliveryState)(0),                 // 35: herald.v1.DeliveryState
+	(*FieldViolation)(nil),             // 36: herald.v1.FieldViolation
+	(*RenderedContent)(nil),            // 37: herald.v1.RenderedContent
 }
 var file_herald_v1_notification_proto_depIdxs = []int32{
 	0,  // 0: herald.v1.TrackEventRequest.kind:type_name -> herald.v1.EngagementKind
-	23, // 1: herald.v1.TrackEventRequest.time:type_name -> google.protobuf.Timestamp
-	4,  // 2: herald.v1.SendRequest.recipient:type_name -> herald.v1.Recipient
-	24, // 3: herald.v1.SendRequest.channels:type_name -> herald.v1.Channel
-	6,  // 4: herald.v1.SendRequest.template:type_name -> herald.v1.TemplateRef
-	7,  // 5: herald.v1.SendRequest.content:type_name -> herald.v1.Content
-	25, // 6: herald.v1.SendRequest.data:type_name -> google.protobuf.Struct
-	26, // 7: herald.v1.SendRequest.priority:type_name -> herald.v1.Priority
-	23, // 8: herald.v1.SendRequest.send_at:type_name -> google.protobuf.Timestamp
-	27, // 9: herald.v1.SendRequest.ttl:type_name -> google.protobuf.Duration
-	28, // 10: herald.v1.SendRequest.fallback:type_name -> herald.v1.Fallback
-	29, // 11: herald.v1.SendRequest.digest:type_name -> herald.v1.Digest
-	5,  // 12: herald.v1.Recipient.address:type_name -> herald.v1.Address
-	12, // 13: herald.v1.SendResponse.deliveries:type_name -> herald.v1.Delivery
-	11, // 14: herald.v1.GetNotificationResponse.notification:type_name -> herald.v1.Notification
-	6,  // 15: herald.v1.Notification.template:type_name -> herald.v1.TemplateRef
-	26, // 16: herald.v1.Notification.priority:type_name -> herald.v1.Priority
-	23, // 17: herald.v1.Notification.create_time:type_name -> google.protobuf.Timestamp
-	23, // 18: herald.v1.Notification.send_time:type_name -> google.protobuf.Timestamp
-	23, // 19: herald.v1.Notification.expire_time:type_name -> google.protobuf.Timestamp
-	12, // 20: herald.v1.Notification.deliveries:type_name -> herald.v1.Delivery
-	24, // 21: herald.v1.Delivery.channel:type_name -> herald.v1.Channel
-	30, // 22: herald.v1.Delivery.state:type_name -> herald.v1.DeliveryState
-	23, // 23: herald.v1.Delivery.create_time:type_name -> google.protobuf.Timestamp
-	23, // 24: herald.v1.Delivery.update_time:type_name -> google.protobuf.Timestamp
-	23, // 25: herald.v1.Delivery.sent_time:type_name -> google.protobuf.Timestamp
-	11, // 26: herald.v1.CancelNotificationResponse.notification:type_name -> herald.v1.Notification
-	24, // 27: herald.v1.SendBatchRequest.channels:type_name -> herald.v1.Channel
-	6,  // 28: herald.v1.SendBatchRequest.template:type_name -> herald.v1.TemplateRef
-	7,  // 29: herald.v1.SendBatchRequest.content:type_name -> herald.v1.Content
-	25, // 30: herald.v1.SendBatchRequest.data:type_name -> google.protobuf.Struct
-	26, // 31: herald.v1.SendBatchRequest.priority:type_name -> herald.v1.Priority
-	23, // 32: herald.v1.SendBatchRequest.send_at:type_name -> google.protobuf.Timestamp
-	27, // 33: herald.v1.SendBatchRequest.ttl:type_name -> google.protobuf.Duration
-	16, // 34: herald.v1.SendBatchRequest.recipients:type_name -> herald.v1.BatchRecipient
-	28, // 35: herald.v1.SendBatchRequest.fallback:type_name -> herald.v1.Fallback
-	29, // 36: herald.v1.SendBatchRequest.digest:type_name -> herald.v1.Digest
-	4,  // 37: herald.v1.BatchRecipient.recipient:type_name -> herald.v1.Recipient
-	25, // 38: herald.v1.BatchRecipient.data:type_name -> google.protobuf.Struct
-	18, // 39: herald.v1.SendBatchResponse.results:type_name -> herald.v1.BatchResult
-	8,  // 40: herald.v1.BatchResult.response:type_name -> herald.v1.SendResponse
-	19, // 41: herald.v1.BatchResult.error:type_name -> herald.v1.BatchError
-	31, // 42: herald.v1.BatchError.violations:type_name -> herald.v1.FieldViolation
-	3,  // 43: herald.v1.ExplainRequest.request:type_name -> herald.v1.SendRequest
-	22, // 44: herald.v1.ExplainResponse.deliveries:type_name -> herald.v1.ExplainedDelivery
-	24, // 45: herald.v1.ExplainedDelivery.channel:type_name -> herald.v1.Channel
-	30, // 46: herald.v1.ExplainedDelivery.state:type_name -> herald.v1.DeliveryState
-	23, // 47: herald.v1.ExplainedDelivery.send_time:type_name -> google.protobuf.Timestamp
-	32, // 48: herald.v1.ExplainedDelivery.content:type_name -> herald.v1.RenderedContent
-	3,  // 49: herald.v1.NotificationService.Send:input_type -> herald.v1.SendRequest
-	9,  // 50: herald.v1.NotificationService.GetNotification:input_type -> herald.v1.GetNotificationRequest
-	13, // 51: herald.v1.NotificationService.CancelNotification:input_type -> herald.v1.CancelNotificationRequest
-	15, // 52: herald.v1.NotificationService.SendBatch:input_type -> herald.v1.SendBatchRequest
-	20, // 53: herald.v1.NotificationService.Explain:input_type -> herald.v1.ExplainRequest
-	1,  // 54: herald.v1.NotificationService.TrackEvent:input_type -> herald.v1.TrackEventRequest
-	8,  // 55: herald.v1.NotificationService.Send:output_type -> herald.v1.SendResponse
-	10, // 56: herald.v1.NotificationService.GetNotification:output_type -> herald.v1.GetNotificationResponse
-	14, // 57: herald.v1.NotificationService.CancelNotification:output_type -> herald.v1.CancelNotificationResponse
-	17, // 58: herald.v1.NotificationService.SendBatch:output_type -> herald.v1.SendBatchResponse
-	21, // 59: herald.v1.NotificationService.Explain:output_type -> herald.v1.ExplainResponse
-	2,  // 60: herald.v1.NotificationService.TrackEvent:output_type -> herald.v1.TrackEventResponse
-	55, // [55:61] is the sub-list for method output_type
-	49, // [49:55] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	28, // 1: herald.v1.TrackEventRequest.time:type_name -> google.protobuf.Timestamp
+	5,  // 2: herald.v1.SendRequest.recipient:type_name -> herald.v1.Recipient
+	29, // 3: herald.v1.SendRequest.channels:type_name -> herald.v1.Channel
+	7,  // 4: herald.v1.SendRequest.template:type_name -> herald.v1.TemplateRef
+	8,  // 5: herald.v1.SendRequest.content:type_name -> herald.v1.Content
+	30, // 6: herald.v1.SendRequest.data:type_name -> google.protobuf.Struct
+	31, // 7: herald.v1.SendRequest.priority:type_name -> herald.v1.Priority
+	28, // 8: herald.v1.SendRequest.send_at:type_name -> google.protobuf.Timestamp
+	32, // 9: herald.v1.SendRequest.ttl:type_name -> google.protobuf.Duration
+	33, // 10: herald.v1.SendRequest.fallback:type_name -> herald.v1.Fallback
+	34, // 11: herald.v1.SendRequest.digest:type_name -> herald.v1.Digest
+	6,  // 12: herald.v1.Recipient.address:type_name -> herald.v1.Address
+	13, // 13: herald.v1.SendResponse.deliveries:type_name -> herald.v1.Delivery
+	12, // 14: herald.v1.GetNotificationResponse.notification:type_name -> herald.v1.Notification
+	7,  // 15: herald.v1.Notification.template:type_name -> herald.v1.TemplateRef
+	31, // 16: herald.v1.Notification.priority:type_name -> herald.v1.Priority
+	28, // 17: herald.v1.Notification.create_time:type_name -> google.protobuf.Timestamp
+	28, // 18: herald.v1.Notification.send_time:type_name -> google.protobuf.Timestamp
+	28, // 19: herald.v1.Notification.expire_time:type_name -> google.protobuf.Timestamp
+	13, // 20: herald.v1.Notification.deliveries:type_name -> herald.v1.Delivery
+	26, // 21: herald.v1.Notification.topic:type_name -> herald.v1.TopicSend
+	29, // 22: herald.v1.Delivery.channel:type_name -> herald.v1.Channel
+	35, // 23: herald.v1.Delivery.state:type_name -> herald.v1.DeliveryState
+	28, // 24: herald.v1.Delivery.create_time:type_name -> google.protobuf.Timestamp
+	28, // 25: herald.v1.Delivery.update_time:type_name -> google.protobuf.Timestamp
+	28, // 26: herald.v1.Delivery.sent_time:type_name -> google.protobuf.Timestamp
+	12, // 27: herald.v1.CancelNotificationResponse.notification:type_name -> herald.v1.Notification
+	29, // 28: herald.v1.SendBatchRequest.channels:type_name -> herald.v1.Channel
+	7,  // 29: herald.v1.SendBatchRequest.template:type_name -> herald.v1.TemplateRef
+	8,  // 30: herald.v1.SendBatchRequest.content:type_name -> herald.v1.Content
+	30, // 31: herald.v1.SendBatchRequest.data:type_name -> google.protobuf.Struct
+	31, // 32: herald.v1.SendBatchRequest.priority:type_name -> herald.v1.Priority
+	28, // 33: herald.v1.SendBatchRequest.send_at:type_name -> google.protobuf.Timestamp
+	32, // 34: herald.v1.SendBatchRequest.ttl:type_name -> google.protobuf.Duration
+	17, // 35: herald.v1.SendBatchRequest.recipients:type_name -> herald.v1.BatchRecipient
+	33, // 36: herald.v1.SendBatchRequest.fallback:type_name -> herald.v1.Fallback
+	34, // 37: herald.v1.SendBatchRequest.digest:type_name -> herald.v1.Digest
+	5,  // 38: herald.v1.BatchRecipient.recipient:type_name -> herald.v1.Recipient
+	30, // 39: herald.v1.BatchRecipient.data:type_name -> google.protobuf.Struct
+	19, // 40: herald.v1.SendBatchResponse.results:type_name -> herald.v1.BatchResult
+	9,  // 41: herald.v1.BatchResult.response:type_name -> herald.v1.SendResponse
+	20, // 42: herald.v1.BatchResult.error:type_name -> herald.v1.BatchError
+	36, // 43: herald.v1.BatchError.violations:type_name -> herald.v1.FieldViolation
+	4,  // 44: herald.v1.ExplainRequest.request:type_name -> herald.v1.SendRequest
+	23, // 45: herald.v1.ExplainResponse.deliveries:type_name -> herald.v1.ExplainedDelivery
+	29, // 46: herald.v1.ExplainedDelivery.channel:type_name -> herald.v1.Channel
+	35, // 47: herald.v1.ExplainedDelivery.state:type_name -> herald.v1.DeliveryState
+	28, // 48: herald.v1.ExplainedDelivery.send_time:type_name -> google.protobuf.Timestamp
+	37, // 49: herald.v1.ExplainedDelivery.content:type_name -> herald.v1.RenderedContent
+	29, // 50: herald.v1.SendToTopicRequest.channels:type_name -> herald.v1.Channel
+	7,  // 51: herald.v1.SendToTopicRequest.template:type_name -> herald.v1.TemplateRef
+	8,  // 52: herald.v1.SendToTopicRequest.content:type_name -> herald.v1.Content
+	30, // 53: herald.v1.SendToTopicRequest.data:type_name -> google.protobuf.Struct
+	31, // 54: herald.v1.SendToTopicRequest.priority:type_name -> herald.v1.Priority
+	28, // 55: herald.v1.SendToTopicRequest.send_at:type_name -> google.protobuf.Timestamp
+	32, // 56: herald.v1.SendToTopicRequest.ttl:type_name -> google.protobuf.Duration
+	33, // 57: herald.v1.SendToTopicRequest.fallback:type_name -> herald.v1.Fallback
+	1,  // 58: herald.v1.TopicSend.state:type_name -> herald.v1.TopicSendState
+	27, // 59: herald.v1.TopicSend.deliveries:type_name -> herald.v1.TopicDeliveryCount
+	28, // 60: herald.v1.TopicSend.done_time:type_name -> google.protobuf.Timestamp
+	35, // 61: herald.v1.TopicDeliveryCount.state:type_name -> herald.v1.DeliveryState
+	4,  // 62: herald.v1.NotificationService.Send:input_type -> herald.v1.SendRequest
+	10, // 63: herald.v1.NotificationService.GetNotification:input_type -> herald.v1.GetNotificationRequest
+	14, // 64: herald.v1.NotificationService.CancelNotification:input_type -> herald.v1.CancelNotificationRequest
+	16, // 65: herald.v1.NotificationService.SendBatch:input_type -> herald.v1.SendBatchRequest
+	24, // 66: herald.v1.NotificationService.SendToTopic:input_type -> herald.v1.SendToTopicRequest
+	21, // 67: herald.v1.NotificationService.Explain:input_type -> herald.v1.ExplainRequest
+	2,  // 68: herald.v1.NotificationService.TrackEvent:input_type -> herald.v1.TrackEventRequest
+	9,  // 69: herald.v1.NotificationService.Send:output_type -> herald.v1.SendResponse
+	11, // 70: herald.v1.NotificationService.GetNotification:output_type -> herald.v1.GetNotificationResponse
+	15, // 71: herald.v1.NotificationService.CancelNotification:output_type -> herald.v1.CancelNotificationResponse
+	18, // 72: herald.v1.NotificationService.SendBatch:output_type -> herald.v1.SendBatchResponse
+	25, // 73: herald.v1.NotificationService.SendToTopic:output_type -> herald.v1.SendToTopicResponse
+	22, // 74: herald.v1.NotificationService.Explain:output_type -> herald.v1.ExplainResponse
+	3,  // 75: herald.v1.NotificationService.TrackEvent:output_type -> herald.v1.TrackEventResponse
+	69, // [69:76] is the sub-list for method output_type
+	62, // [62:69] is the sub-list for method input_type
+	62, // [62:62] is the sub-list for extension type_name
+	62, // [62:62] is the sub-list for extension extendee
+	0,  // [0:62] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_notification_proto_init() }
@@ -2043,13 +2540,17 @@ func file_herald_v1_notification_proto_init() {
 		(*SendBatchRequest_Template)(nil),
 		(*SendBatchRequest_Content)(nil),
 	}
+	file_herald_v1_notification_proto_msgTypes[22].OneofWrappers = []any{
+		(*SendToTopicRequest_Template)(nil),
+		(*SendToTopicRequest_Content)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_notification_proto_rawDesc), len(file_herald_v1_notification_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   22,
+			NumEnums:      2,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

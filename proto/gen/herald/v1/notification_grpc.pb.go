@@ -23,6 +23,7 @@ const (
 	NotificationService_GetNotification_FullMethodName    = "/herald.v1.NotificationService/GetNotification"
 	NotificationService_CancelNotification_FullMethodName = "/herald.v1.NotificationService/CancelNotification"
 	NotificationService_SendBatch_FullMethodName          = "/herald.v1.NotificationService/SendBatch"
+	NotificationService_SendToTopic_FullMethodName        = "/herald.v1.NotificationService/SendToTopic"
 	NotificationService_Explain_FullMethodName            = "/herald.v1.NotificationService/Explain"
 	NotificationService_TrackEvent_FullMethodName         = "/herald.v1.NotificationService/TrackEvent"
 )
@@ -51,6 +52,17 @@ type NotificationServiceClient interface {
 	// Errors (for the whole batch): INVALID_ARGUMENT (shared fields, too many recipients),
 	// UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED.
 	SendBatch(ctx context.Context, in *SendBatchRequest, opts ...grpc.CallOption) (*SendBatchResponse, error)
+	// SendToTopic sends one message to every user subscribed to a topic (ContactsService.Subscribe).
+	// It answers once the topic send is durably recorded, with its notification id; the
+	// notifier then fans it out in pages of subscribers, each recipient decided as a Send to
+	// them would be (settings, suppressions, caps, quiet hours), each at most once even across
+	// restarts. GetNotification of the id shows the fan-out's progress (Notification.topic); each
+	// recipient's notification names the topic send too. A repeated idempotency key answers the
+	// first topic send with duplicate set.
+	// Errors: INVALID_ARGUMENT (with field violations), ALREADY_EXISTS (idempotency key reused
+	// with a different request), NOT_FOUND (unknown template or category), PERMISSION_DENIED,
+	// RESOURCE_EXHAUSTED, UNAUTHENTICATED.
+	SendToTopic(ctx context.Context, in *SendToTopicRequest, opts ...grpc.CallOption) (*SendToTopicResponse, error)
 	// Explain answers what a Send would do for one recipient - which channels would be used or
 	// skipped and why, when, and the rendered content - and sends nothing. For a user recipient
 	// the answer shows the user's settings and suppressions, so the app needs contacts access
@@ -111,6 +123,16 @@ func (c *notificationServiceClient) SendBatch(ctx context.Context, in *SendBatch
 	return out, nil
 }
 
+func (c *notificationServiceClient) SendToTopic(ctx context.Context, in *SendToTopicRequest, opts ...grpc.CallOption) (*SendToTopicResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SendToTopicResponse)
+	err := c.cc.Invoke(ctx, NotificationService_SendToTopic_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *notificationServiceClient) Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ExplainResponse)
@@ -155,6 +177,17 @@ type NotificationServiceServer interface {
 	// Errors (for the whole batch): INVALID_ARGUMENT (shared fields, too many recipients),
 	// UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED.
 	SendBatch(context.Context, *SendBatchRequest) (*SendBatchResponse, error)
+	// SendToTopic sends one message to every user subscribed to a topic (ContactsService.Subscribe).
+	// It answers once the topic send is durably recorded, with its notification id; the
+	// notifier then fans it out in pages of subscribers, each recipient decided as a Send to
+	// them would be (settings, suppressions, caps, quiet hours), each at most once even across
+	// restarts. GetNotification of the id shows the fan-out's progress (Notification.topic); each
+	// recipient's notification names the topic send too. A repeated idempotency key answers the
+	// first topic send with duplicate set.
+	// Errors: INVALID_ARGUMENT (with field violations), ALREADY_EXISTS (idempotency key reused
+	// with a different request), NOT_FOUND (unknown template or category), PERMISSION_DENIED,
+	// RESOURCE_EXHAUSTED, UNAUTHENTICATED.
+	SendToTopic(context.Context, *SendToTopicRequest) (*SendToTopicResponse, error)
 	// Explain answers what a Send would do for one recipient - which channels would be used or
 	// skipped and why, when, and the rendered content - and sends nothing. For a user recipient
 	// the answer shows the user's settings and suppressions, so the app needs contacts access
@@ -186,6 +219,9 @@ func (UnimplementedNotificationServiceServer) CancelNotification(context.Context
 }
 func (UnimplementedNotificationServiceServer) SendBatch(context.Context, *SendBatchRequest) (*SendBatchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SendBatch not implemented")
+}
+func (UnimplementedNotificationServiceServer) SendToTopic(context.Context, *SendToTopicRequest) (*SendToTopicResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SendToTopic not implemented")
 }
 func (UnimplementedNotificationServiceServer) Explain(context.Context, *ExplainRequest) (*ExplainResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Explain not implemented")
@@ -286,6 +322,24 @@ func _NotificationService_SendBatch_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NotificationService_SendToTopic_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SendToTopicRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).SendToTopic(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_SendToTopic_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).SendToTopic(ctx, req.(*SendToTopicRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _NotificationService_Explain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ExplainRequest)
 	if err := dec(in); err != nil {
@@ -344,6 +398,10 @@ var NotificationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SendBatch",
 			Handler:    _NotificationService_SendBatch_Handler,
+		},
+		{
+			MethodName: "SendToTopic",
+			Handler:    _NotificationService_SendToTopic_Handler,
 		},
 		{
 			MethodName: "Explain",
