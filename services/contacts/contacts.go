@@ -209,38 +209,43 @@ func AddressKey(ch delivery.Channel, address string) string { return "a:" + stri
 // Errors: Invalid (with field violations).
 func (s *Service) UpsertUser(ctx context.Context, u *User) (*User, error) {
 	var v errs.Violations
-	checkID(&v, "user.user_id", u.ID)
+	checkUser(&v, "user", u)
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	return s.Store.UpsertUser(ctx, u)
+}
+
+// checkUser validates u, naming its fields under field, and normalises its addresses.
+func checkUser(v *errs.Violations, field string, u *User) {
+	checkID(v, field+".user_id", u.ID)
 	if u.Email != "" {
 		e, err := address.Email(u.Email)
 		if err != nil {
-			v.Add("user.email", err.Error())
+			v.Add(field+".email", err.Error())
 		}
 		u.Email = e
 	}
 	if u.Phone != "" {
 		p, err := address.Phone(u.Phone)
 		if err != nil {
-			v.Add("user.phone", err.Error())
+			v.Add(field+".phone", err.Error())
 		}
 		u.Phone = p
 	}
-	if u.Timezone != "" && v.Bytes("user.timezone", u.Timezone, maxTimezone) {
+	if u.Timezone != "" && v.Bytes(field+".timezone", u.Timezone, maxTimezone) {
 		if _, err := time.LoadLocation(u.Timezone); err != nil || u.Timezone == "Local" {
-			v.Add("user.timezone", "must be an IANA time zone such as Europe/Lisbon")
+			v.Add(field+".timezone", "must be an IANA time zone such as Europe/Lisbon")
 		}
 	}
-	if u.Locale != "" && v.Bytes("user.locale", u.Locale, templates.MaxLocaleLen) {
+	if u.Locale != "" && v.Bytes(field+".locale", u.Locale, templates.MaxLocaleLen) {
 		tag, err := language.Parse(u.Locale)
 		if err != nil {
-			v.Add("user.locale", "must be a BCP 47 language tag such as pt-BR")
+			v.Add(field+".locale", "must be a BCP 47 language tag such as pt-BR")
 		} else {
 			u.Locale = tag.String()
 		}
 	}
-	if err := v.Err(); err != nil {
-		return nil, err
-	}
-	return s.Store.UpsertUser(ctx, u)
 }
 
 // GetUser returns a user. Errors: Invalid, NotFound.

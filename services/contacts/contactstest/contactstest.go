@@ -49,7 +49,8 @@ type Store struct {
 	versions map[string]contacts.Version // by user; one sequence for every user, as in PostgreSQL
 	version  contacts.Version
 	sups     []preference.Suppression
-	sids     map[string]bool // SMS keywords applied, by message SID
+	sids     map[string]bool            // SMS keywords applied, by message SID
+	subs     map[string]map[string]bool // topic -> subscribed user ids (topics.go)
 }
 
 // New returns a Store that holds User.
@@ -159,6 +160,9 @@ func (s *Store) DeleteUser(_ context.Context, id string) error {
 	delete(s.users, id)
 	delete(s.settings, id)
 	delete(s.versions, id)
+	for _, users := range s.subs {
+		delete(users, id)
+	}
 	return nil
 }
 

@@ -57,6 +57,11 @@ var methodAccess = map[string]appkey.ContactsAccess{
 	"ResolveRecipients":       appkey.ContactsRead,
 	"ListChanges":             appkey.ContactsRead,
 	"ListSuppressedAddresses": appkey.ContactsRead,
+	"ListSubscribers":         appkey.ContactsRead,
+	"ListUserTopics":          appkey.ContactsRead,
+	"BatchUpsertUsers":        appkey.ContactsWrite,
+	"Subscribe":               appkey.ContactsWrite,
+	"Unsubscribe":             appkey.ContactsWrite,
 	"UpsertUser":              appkey.ContactsWrite,
 	"DeleteUser":              appkey.ContactsWrite,
 	"RegisterDevice":          appkey.ContactsWrite,
@@ -110,6 +115,16 @@ func accessRequest(method string, existing bool) proto.Message {
 		return &heraldv1.UpdateSettingsRequest{UserId: user, Settings: &heraldv1.Settings{GlobalOptOut: true}}
 	case "CreatePreferenceLink":
 		return &heraldv1.CreatePreferenceLinkRequest{UserId: user}
+	case "ListSubscribers":
+		return &heraldv1.ListSubscribersRequest{Topic: "news"}
+	case "ListUserTopics":
+		return &heraldv1.ListUserTopicsRequest{UserId: user}
+	case "BatchUpsertUsers":
+		return &heraldv1.BatchUpsertUsersRequest{Users: []*heraldv1.User{{UserId: user, Email: "new@example.com"}}}
+	case "Subscribe":
+		return &heraldv1.SubscribeRequest{Topic: "news", UserIds: []string{user}}
+	case "Unsubscribe":
+		return &heraldv1.UnsubscribeRequest{Topic: "news", UserIds: []string{user}}
 	}
 	return nil
 }
