@@ -36,6 +36,12 @@ func (s *Sender) SendBatch(ctx context.Context, caller appkey.Caller, reqs []*Se
 	if err := s.admit(ctx, caller); err != nil {
 		return nil, err
 	}
+	return s.sendAll(ctx, caller, reqs), nil
+}
+
+// sendAll decides and commits reqs together, and answers for each, in order. SendBatch and
+// the fan-out of a topic send (topic.go) both send through it.
+func (s *Sender) sendAll(ctx context.Context, caller appkey.Caller, reqs []*SendRequest) []BatchResult {
 	// Each recipient is decided on its own (their lookups in the contacts service share calls),
 	// then all are committed together: one transaction and one message per channel for the
 	// batch, not one per recipient.
@@ -66,7 +72,7 @@ func (s *Sender) SendBatch(ctx context.Context, caller appkey.Caller, reqs []*Se
 		res, err := s.finish(ctx, caller, reqs[i], drafts[i], created[j], failed[j])
 		out[i] = BatchResult{Result: res, Err: err}
 	}
-	return out, nil
+	return out
 }
 
 // Explain decides a Send without storing or sending anything, and returns the notification it

@@ -49,6 +49,12 @@ type Notification struct {
 	Deliveries   []*Delivery
 	// Links are the short links in the deliveries' content, stored with them (see shorten).
 	Links []Link
+	// TopicSendID names the topic send that created the notification, or, on a topic send's
+	// own notification, itself (topic.go); uuid.Nil otherwise.
+	TopicSendID uuid.UUID
+	// Topic is the topic send, with its progress on its own notification; GetNotification
+	// fills it in.
+	Topic *TopicSend
 }
 
 // Delivery is one channel target of a notification; internal/delivery keeps it and makes its

@@ -49,6 +49,8 @@ type SendRequest struct {
 	Priority delivery.Priority
 	SendAt   time.Time
 	TTL      time.Duration
+	// TopicSendID names the topic send this Send fans out (topic.go); uuid.Nil for a Send.
+	TopicSendID uuid.UUID
 }
 
 // Address lists the targets of a recipient who is not a known user.
@@ -243,6 +245,7 @@ func (s *Sender) plan(ctx context.Context, caller appkey.Caller, req *SendReques
 		Priority:       req.Priority,
 		SendAt:         now,
 		CreatedAt:      now,
+		TopicSendID:    req.TopicSendID,
 	}
 	if n.Priority == "" {
 		n.Priority = delivery.Normal

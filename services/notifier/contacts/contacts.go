@@ -12,6 +12,8 @@ import (
 
 	"github.com/heraldhq/herald/internal/coherent"
 	"github.com/heraldhq/herald/internal/contactscache"
+	"github.com/heraldhq/herald/internal/errs"
+	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 	"github.com/heraldhq/herald/services/notifier"
 )
 
@@ -54,4 +56,27 @@ func (d *Directory) Resolve(ctx context.Context, userIDs []string, targets []not
 		r.Users[userIDs[i]] = *u
 	}
 	return r, nil
+}
+
+// Subscribers implements notifier.SubscriberLister with ContactsService.ListSubscribers, with
+// the key the connection carries (the notifier's own).
+type Subscribers struct {
+	client heraldv1.ContactsServiceClient
+}
+
+var _ notifier.SubscriberLister = (*Subscribers)(nil)
+
+// NewSubscribers returns a SubscriberLister on conn, which must carry the notifier's own app
+// key (appkey.Credentials), of an app with contacts read access.
+func NewSubscribers(conn grpc.ClientConnInterface) *Subscribers {
+	return &Subscribers{client: heraldv1.NewContactsServiceClient(conn)}
+}
+
+// Subscribers implements notifier.SubscriberLister.
+func (s *Subscribers) Subscribers(ctx context.Context, topic, page string, max int) ([]string, string, error) {
+	res, err := s.client.ListSubscribers(ctx, &heraldv1.ListSubscribersRequest{Topic: topic, PageSize: int32(max), PageToken: page})
+	if err != nil {
+		return nil, "", errs.Wrap(errs.Unavailable, err, "list the topic's subscribers")
+	}
+	return res.GetUserIds(), res.GetNextPageToken(), nil
 }

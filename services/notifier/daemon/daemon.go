@@ -90,6 +90,8 @@ type Config struct {
 	Links LinksConfig
 	// Retention says how long the delivery history is kept (retention.go).
 	Retention RetentionConfig
+	// Topics configures the fan-out of topic sends (topics.go).
+	Topics TopicsConfig
 	Log       *slog.Logger
 }
 
@@ -119,6 +121,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TwilioAuthToken, "twilio-auth-token", "", "Twilio auth token, to verify status callbacks; empty: webhook off")
 	c.Links.RegisterFlags(fs)
 	c.Retention.RegisterFlags(fs)
+	c.Topics.RegisterFlags(fs)
 }
 
 // Daemon is a running notifier.
@@ -286,6 +289,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		Operations: &notifier.Operations{Deliveries: d.deliveries, Store: store, Handoff: handoff, Log: log,
 			RepublishAfter: cfg.RepublishAfter},
 		QueueStats: watcher,
+		Topics:     d.startTopics(cfg, store, sender, log), // topics.go
 	}
 	heraldv1.RegisterNotificationServiceServer(d.srv, api)
 	heraldv1.RegisterTemplateServiceServer(d.srv, api)
@@ -324,6 +328,9 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	var wg sync.WaitGroup
 	wg.Go(func() { watcher.Run(rctx) })
 	wg.Go(func() { rec.Run(rctx) })
+	if api.Topics != nil && !cfg.Topics.NoFanout {
+		wg.Go(func() { api.Topics.Run(rctx) })
+	}
 	pruner := &retention.Pruner{DB: d.pool, Tables: retentionTables(cfg, d.deliveries), // retention.go
 		Metrics: retention.NewMetrics(d.srv.Metrics), Log: log}
 	wg.Go(func() { pruner.Run(rctx) })

@@ -138,7 +138,9 @@ func insertNotifications(ctx context.Context, tx pgx.Tx, ns []*notifier.Notifica
 	cats, prios := make([]string, n), make([]string, n)
 	tvers := make(pgtype.FlatArray[pgtype.Int4], n)
 	sends, exps, createdAt := make([]time.Time, n), make([]time.Time, n), make([]time.Time, n)
+	topicSends := make(pgtype.FlatArray[pgtype.UUID], n)
 	for i, x := range ns {
+		topicSends[i] = pgtype.UUID{Bytes: x.TopicSendID, Valid: x.TopicSendID != uuid.Nil}
 		if t := x.Template; t != nil {
 			tnames[i] = pgtype.Text{String: t.Name, Valid: true}
 			tvers[i] = pgtype.Int4{Int32: int32(t.Version), Valid: true}
@@ -150,13 +152,14 @@ func insertNotifications(ctx context.Context, tx pgx.Tx, ns []*notifier.Notifica
 	}
 	rows, err := tx.Query(ctx, `
 		INSERT INTO notifier.notifications (id, app_id, idempotency_key, request_hash, category, user_id,
-			template_name, template_version, template_locale, priority, send_at, expires_at, created_at)
+			template_name, template_version, template_locale, priority, send_at, expires_at, created_at,
+			topic_send_id)
 		SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bytea[], $5::text[], $6::text[],
 			$7::text[], $8::int[], $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[],
-			$13::timestamptz[])
+			$13::timestamptz[], $14::uuid[])
 		ON CONFLICT (app_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 		RETURNING id`,
-		ids, apps, keys, hashes, cats, users, tnames, tvers, tlocs, prios, sends, exps, createdAt)
+		ids, apps, keys, hashes, cats, users, tnames, tvers, tlocs, prios, sends, exps, createdAt, topicSends)
 	if err != nil {
 		return nil, pgdb.Err(err)
 	}
@@ -174,17 +177,21 @@ func insertNotifications(ctx context.Context, tx pgx.Tx, ns []*notifier.Notifica
 
 const notificationColumns = `id, app_id, coalesce(idempotency_key, ''), request_hash, category,
 	coalesce(user_id, ''), template_name, template_version, template_locale, priority, send_at,
-	expires_at, created_at`
+	expires_at, created_at, topic_send_id`
 
 func scanNotification(row pgx.Row) (*notifier.Notification, error) {
 	var n notifier.Notification
 	var tname, tlocale *string
 	var tversion *int
 	var priority string
+	var topicSend pgtype.UUID
 	err := row.Scan(&n.ID, &n.AppID, &n.IdempotencyKey, &n.RequestHash, &n.Category, &n.UserID,
-		&tname, &tversion, &tlocale, &priority, &n.SendAt, &n.ExpiresAt, &n.CreatedAt)
+		&tname, &tversion, &tlocale, &priority, &n.SendAt, &n.ExpiresAt, &n.CreatedAt, &topicSend)
 	if err != nil {
 		return nil, err
+	}
+	if topicSend.Valid {
+		n.TopicSendID = topicSend.Bytes
 	}
 	n.Priority = delivery.Priority(priority)
 	if tname != nil {

@@ -31,8 +31,10 @@ type Server struct {
 	heraldv1.UnimplementedTemplateServiceServer
 	heraldv1.UnimplementedAdminServiceServer
 
-	// Sender serves NotificationService, but for TrackEvent.
+	// Sender serves NotificationService, but for TrackEvent and SendToTopic.
 	Sender *notifier.Sender
+	// Topics serves SendToTopic and adds topic sends to GetNotification; nil: no topics.
+	Topics *notifier.Topics
 	// Templates serves TemplateService.
 	Templates *notifier.Templates
 	// Categories, Apps and Operations serve AdminService; Operations serves TrackEvent too.
@@ -217,7 +219,11 @@ func (s *Server) GetNotification(ctx context.Context, req *heraldv1.GetNotificat
 	if err != nil {
 		return nil, errs.Field("notification_id", "must be a notification id (a UUID)")
 	}
-	n, err := s.Sender.GetNotification(ctx, c, id)
+	get := s.Sender.GetNotification
+	if s.Topics != nil {
+		get = s.Topics.GetNotification
+	}
+	n, err := get(ctx, c, id)
 	if err != nil {
 		return nil, err
 	}
@@ -246,6 +252,7 @@ func notificationProto(n *notifier.Notification) *heraldv1.Notification {
 	for _, d := range n.Deliveries {
 		out.Deliveries = append(out.Deliveries, deliveryProto(d))
 	}
+	out.Topic = topicProto(n.Topic) // topics.go
 	return out
 }
 
