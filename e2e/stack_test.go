@@ -86,6 +86,8 @@ type stackOptions struct {
 	providers func(*workersd.Config)
 	// links, when set, turns short links on in the notifier (links_test.go).
 	links *notifierd.LinksConfig
+	// noTopicFanout leaves the fan-out of topic sends to other notifiers (topic_test.go).
+	noTopicFanout bool
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -211,6 +213,7 @@ func (s *stack) startNotifier(t testing.TB) *notifierd.Daemon {
 		RepublishAfter: cmp.Or(s.opts.republishAfter, 2*time.Second), ReconcileInterval: 200 * time.Millisecond,
 		OpsInterval: 500 * time.Millisecond,
 		Links:       ptrOr(s.opts.links),
+		Topics:      notifierd.TopicsConfig{NoFanout: s.opts.noTopicFanout},
 		Log:         s.log.With("service", "notifier"),
 	})
 	if err != nil {
