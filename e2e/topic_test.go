@@ -287,6 +287,48 @@ func TestTopicSend(t *testing.T) {
 		tp.GetState() != heraldv1.TopicSendState_TOPIC_SEND_STATE_UNSPECIFIED || len(got.Notification.Deliveries) != 2 {
 		t.Errorf("a recipient's notification: %v", got.Notification)
 	}
+
+	// heraldctl: the progress, the subscriptions, and a topic send of its own.
+	var all strings.Builder
+	for i := range n {
+		all.WriteString(topicUser(i) + "\n")
+	}
+	allSubscribers := all.String()
+	for _, tc := range []struct {
+		args []string
+		want *regexp.Regexp
+	}{
+		{[]string{"status", res.NotificationId}, regexp.MustCompile(`topic releases  done  recipients 2500  skipped 0  failed 0\n(.|\n)*sent +4975\n`)},
+		{[]string{"status", recipient}, regexp.MustCompile(`from topic send ` + res.NotificationId + ` \(topic releases\)`)},
+		{[]string{"topics", "of", topicUser(7)}, regexp.MustCompile(`^releases\n$`)},
+		{[]string{"topics", "subscribers", "releases"}, regexp.MustCompile(`^` + regexp.QuoteMeta(allSubscribers) + `$`)},
+		{[]string{"topics", "subscribe", "beta", topicUser(1), topicUser(2), "ghost"},
+			regexp.MustCompile(`subscribed 2 users to beta \(0 were already\)\nno such users \(not subscribed\): ghost\n`)},
+		{[]string{"topics", "unsubscribe", "beta", topicUser(2)}, regexp.MustCompile(`unsubscribed 1 users from beta`)},
+		{[]string{"topics", "send", "beta", "--subject", "Beta", "--body", "You are in the beta.", "--channels", "email", "--wait"},
+			regexp.MustCompile(`topic beta  done  recipients 1  skipped 0  failed 0\n`)},
+	} {
+		out := s.heraldctl(t, tc.args...)
+		if !tc.want.MatchString(out) {
+			t.Errorf("heraldctl %s:\n%s\nwant it to match %s", strings.Join(tc.args, " "), out, tc.want)
+		}
+	}
+}
+
+// heraldctl runs heraldctl against the stack with its admin key and returns what it printed.
+func (s *stack) heraldctl(t *testing.T, args ...string) string {
+	t.Helper()
+	bin, err := buildHeraldctl()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args = append([]string{"--addr", s.notifier.GRPCAddr(), "--contacts-addr", s.contacts.GRPCAddr(), "--key", s.key,
+		"--env-file", "/nonexistent"}, args...)
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("heraldctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
 }
 
 // TestTopicSendRefused: what would refuse every recipient alike is refused at once, naming the
@@ -305,6 +347,10 @@ func TestTopicSendRefused(t *testing.T) {
 		{"no message", func(r *heraldv1.SendToTopicRequest) { r.Message = nil }, codes.InvalidArgument, "message"},
 		{"bad category", func(r *heraldv1.SendToTopicRequest) { r.Category = "Account" }, codes.InvalidArgument, "category"},
 		{"unknown category", func(r *heraldv1.SendToTopicRequest) { r.Category = "nope" }, codes.InvalidArgument, "category"},
+		{"content with nothing for a requested channel", func(r *heraldv1.SendToTopicRequest) {
+			r.Channels = []heraldv1.Channel{heraldv1.Channel_CHANNEL_EMAIL}
+			r.Message = &heraldv1.SendToTopicRequest_Content{Content: &heraldv1.Content{Body: "no subject"}}
+		}, codes.InvalidArgument, "content"},
 		{"unknown template", func(r *heraldv1.SendToTopicRequest) {
 			r.Message = &heraldv1.SendToTopicRequest_Template{Template: &heraldv1.TemplateRef{Name: "nope"}}
 		}, codes.NotFound, ""},

@@ -41,7 +41,13 @@ Usage:
                                 [--step-timeout 10m] tries the channels one after another;
                                 --digest-window 10m (or --digest-daily 08:00) --digest-template
                                 t collects it into the recipient's digest
-  heraldctl status <id>         show a notification and its deliveries
+  heraldctl status <id>         show a notification and its deliveries (a topic send: its
+                                progress)
+  heraldctl topics send <topic> [send flags] [--wait]
+                                send to every subscriber of a topic
+  heraldctl topics subscribe|unsubscribe <topic> [user id...] [-f FILE]
+  heraldctl topics subscribers <topic>
+  heraldctl topics of <user id> manage and list topic subscriptions (contacts service)
   heraldctl apps create <name> [--categories a,b] [--channels email,sms] [--rate N --burst N]
                 [--contacts none|read|write] [--admin]
                                 create an app and print its first key; --contacts is what it
@@ -70,8 +76,8 @@ Usage:
 apps, queues, stats and dlq need an admin app's key (the dev stack's key is one). keygen needs
 nothing: it works offline.
 
-Common flags (before the command): --addr, --key, --env-file; or HERALD_NOTIFIER_ADDR,
-HERALD_API_KEY. Defaults come from ./.herald/dev.env, written by make run.
+Common flags (before the command): --addr, --key, --contacts-addr, --env-file; or
+HERALD_NOTIFIER_ADDR, HERALD_API_KEY, HERALD_CONTACTS_ADDR. Defaults come from ./.herald/dev.env, written by make run.
 `
 
 func main() {
@@ -91,6 +97,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	envFile := fs.String("env-file", ".herald/dev.env", "file of HERALD_* settings written by make run")
 	addr := fs.String("addr", "", "notifier gRPC address (default $HERALD_NOTIFIER_ADDR, then the env file)")
 	key := fs.String("key", "", "app key (default $HERALD_API_KEY, then the env file)")
+	contactsAddr := fs.String("contacts-addr", "", "contacts service gRPC address, for topics (default $HERALD_CONTACTS_ADDR, then the env file)")
 	var tlsFiles tlsconfig.Files
 	tlsconfig.RegisterClientFlags(fs, &tlsFiles, "", "notifier")
 	if err := fs.Parse(args); err != nil {
@@ -149,6 +156,19 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return dlq(ctx, heraldv1.NewAdminServiceClient(conn), rest, out)
 	case "templates":
 		return templatesCmd(ctx, heraldv1.NewTemplateServiceClient(conn), rest, out)
+	case "topics":
+		contacts := func() (*grpc.ClientConn, error) {
+			target := pick(*contactsAddr, "HERALD_CONTACTS_ADDR")
+			if target == "" {
+				target = "127.0.0.1:7401"
+			}
+			c, err := grpc.NewClient(target, creds, server.DialOption(), appkey.Credentials(apiKey))
+			if err == nil {
+				context.AfterFunc(ctx, func() { c.Close() })
+			}
+			return c, err
+		}
+		return topicsCmd(ctx, heraldv1.NewNotificationServiceClient(conn), contacts, rest, out)
 	}
 	fs.Usage()
 	return fmt.Errorf("unknown command %q", cmd)
@@ -269,16 +289,8 @@ func send(ctx context.Context, client heraldv1.NotificationServiceClient, args [
 	} else {
 		req.Message = &heraldv1.SendRequest_Content{Content: &heraldv1.Content{Title: *title, Subject: *subject, Body: *body, Html: *html}}
 	}
-	if *data != "" {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(*data), &m); err != nil {
-			return fmt.Errorf("--data: %w", err)
-		}
-		s, err := structpb.NewStruct(m)
-		if err != nil {
-			return fmt.Errorf("--data: %w", err)
-		}
-		req.Data = s
+	if req.Data, err = parseData(*data); err != nil {
+		return err
 	}
 	if *ttl > 0 {
 		req.Ttl = durationpb.New(*ttl)
@@ -344,6 +356,14 @@ func showStatus(ctx context.Context, client heraldv1.NotificationServiceClient, 
 func printNotification(out io.Writer, n *heraldv1.Notification) error {
 	fmt.Fprintf(out, "notification %s  category %s  created %s\n", n.NotificationId, n.Category,
 		n.CreateTime.AsTime().Local().Format(time.DateTime))
+	if n.Topic != nil {
+		if err := printTopic(out, n.Topic); err != nil { // topics.go
+			return err
+		}
+		if len(n.Deliveries) == 0 {
+			return nil
+		}
+	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "DELIVERY\tSTEP\tCHANNEL\tSTATE\tATTEMPTS\tPROVIDER\tPROVIDER ID\tREASON\tLAST ERROR")
 	for _, d := range n.Deliveries {
@@ -404,4 +424,20 @@ func channelName(c heraldv1.Channel) string {
 
 func stateName(s heraldv1.DeliveryState) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "DELIVERY_STATE_"))
+}
+
+// parseData reads --data: a JSON object, or nothing.
+func parseData(data string) (*structpb.Struct, error) {
+	if data == "" {
+		return nil, nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(data), &m); err != nil {
+		return nil, fmt.Errorf("--data: %w", err)
+	}
+	s, err := structpb.NewStruct(m)
+	if err != nil {
+		return nil, fmt.Errorf("--data: %w", err)
+	}
+	return s, nil
 }

@@ -178,6 +178,8 @@ func (t *Topics) SendToTopic(ctx context.Context, caller appkey.Caller, topic st
 		if _, _, err := s.Templates.template(ctx, req.Template.Name, req.Template.Version); err != nil {
 			return nil, err
 		}
+	} else if _, err := s.render(ctx, &probe, "", &Notification{}); err != nil { // inline: the same for all
+		return nil, err
 	}
 	if req.IdempotencyKey != "" {
 		if res, err, done := t.replay(ctx, caller, req, now); done {
@@ -363,8 +365,10 @@ func (t *Topics) sendPage(ctx context.Context, ts *TopicSend, ids []string, last
 	// One lookup of the whole page fills the contacts cache, so that the recipients' own
 	// lookups are answered from memory instead of in shared misses, a wave at a time: it makes
 	// a page about five times faster.
-	if _, err := t.Sender.Directory.Resolve(ctx, ids, nil); err != nil {
-		return TopicCounts{}, err
+	if dir := t.Sender.Directory; dir != nil {
+		if _, err := dir.Resolve(ctx, ids, nil); err != nil {
+			return TopicCounts{}, err
+		}
 	}
 	for i, res := range t.Sender.sendAll(ctx, ts.Caller, reqs) {
 		switch kind := errs.KindOf(res.Err); {
