@@ -1,0 +1,125 @@
+package postgres_test
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/heraldhq/herald/internal/appkey"
+	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/services/notifier"
+)
+
+// topicSend returns a topic send of app with its own notification, as SendToTopic makes them.
+func topicSend(t *testing.T, app uuid.UUID, key string) (*notifier.Notification, *notifier.TopicSend) {
+	t.Helper()
+	n := notification(t, app, key)
+	n.TopicSendID = n.ID
+	ts := &notifier.TopicSend{ID: n.ID, AppID: app, Topic: "releases", State: notifier.TopicFanningOut, CreatedAt: t0,
+		Request: &notifier.SendRequest{IdempotencyKey: key, RequestHash: []byte{1, 2, 3}, Category: "account",
+			Channels: []delivery.Channel{delivery.Email, delivery.SMS}, Content: &notifier.Content{Subject: "Hi", Body: "There"},
+			Data: map[string]any{"n": 1.5, "s": "x"}, Priority: delivery.High, TTL: time.Hour},
+		Caller: appkey.Caller{AppID: app, AppName: "crm", AllowedCategories: []string{"account"}}}
+	return n, ts
+}
+
+// TestTopicSendStore: a topic send is stored with its notification, once per idempotency key,
+// and comes back as it was given; one owner at a time holds its lease, and only the holder,
+// from the cursor it read, advances it; an expired lease is taken over with the cursor where
+// the last committed page left it; a done topic send is claimed no more; its recipients'
+// deliveries are counted by state.
+func TestTopicSendStore(t *testing.T) {
+	s, pool := open(t)
+	ctx := t.Context()
+	app := newID(t)
+	n, ts := topicSend(t, app, "k1")
+	if created, err := s.CreateTopicSend(ctx, n, ts); err != nil || !created {
+		t.Fatalf("CreateTopicSend = %v, %v", created, err)
+	}
+	n2, ts2 := topicSend(t, app, "k1")
+	if created, err := s.CreateTopicSend(ctx, n2, ts2); err != nil || created {
+		t.Fatalf("CreateTopicSend with a used key = %v, %v; want not created", created, err)
+	}
+	if got := count(t, pool, `SELECT count(*) FROM notifier.topic_sends`); got != 1 {
+		t.Fatalf("%d topic sends stored, want 1", got)
+	}
+	got, err := s.Notification(ctx, app, n.ID)
+	if err != nil || got.TopicSendID != n.ID {
+		t.Fatalf("the topic send's notification: %+v, %v", got, err)
+	}
+	back, err := s.TopicSend(ctx, n.ID, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back.Request, ts.Request) || !reflect.DeepEqual(back.Caller, ts.Caller) || back.Topic != "releases" ||
+		back.State != notifier.TopicFanningOut || back.Cursor != "" {
+		t.Fatalf("stored %+v %+v\nread %+v %+v", ts.Request, ts.Caller, back.Request, back.Caller)
+	}
+
+	const lease = time.Minute
+	a, err := s.ClaimTopicSend(ctx, "a", lease)
+	if err != nil || a == nil || a.ID != n.ID {
+		t.Fatalf("a's claim = %+v, %v", a, err)
+	}
+	if b, err := s.ClaimTopicSend(ctx, "b", lease); err != nil || b != nil {
+		t.Fatalf("b's claim while a holds the lease = %+v, %v; want none", b, err)
+	}
+	page := notifier.TopicCounts{Recipients: 998, Skipped: 1, Failed: 1}
+	for _, tc := range []struct {
+		name, owner, from string
+		ok                bool
+	}{
+		{"another owner", "b", "", false},
+		{"from another cursor", "a", "elsewhere", false},
+		{"the holder from its cursor", "a", "", true},
+		{"the same page again", "a", "", false},
+	} {
+		from := *a
+		from.Cursor = tc.from
+		ok, err := s.AdvanceTopicSend(ctx, &from, tc.owner, "page2", page, false, lease)
+		if err != nil || ok != tc.ok {
+			t.Fatalf("%s: AdvanceTopicSend = %v, %v; want %v", tc.name, ok, err, tc.ok)
+		}
+	}
+	a.Cursor = "page2"
+
+	// a dies: its lease runs out (moved back in time here, rather than waited for).
+	if _, err := pool.Exec(ctx, `UPDATE notifier.topic_sends SET lease_until = now() - interval '1 second'`); err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.ClaimTopicSend(ctx, "b", lease)
+	if err != nil || b == nil || b.Cursor != "page2" || b.Recipients != 998 || b.Skipped != 1 || b.Failed != 1 {
+		t.Fatalf("b's claim of the expired lease = %+v, %v", b, err)
+	}
+	if ok, err := s.AdvanceTopicSend(ctx, a, "a", "page3", page, false, lease); err != nil || ok {
+		t.Fatalf("a advanced after b took over: %v, %v", ok, err)
+	}
+	if ok, err := s.AdvanceTopicSend(ctx, b, "b", "", notifier.TopicCounts{Recipients: 2}, true, lease); err != nil || !ok {
+		t.Fatalf("b's last page: %v, %v", ok, err)
+	}
+	if c, err := s.ClaimTopicSend(ctx, "c", lease); err != nil || c != nil {
+		t.Fatalf("claim of a done topic send = %+v, %v", c, err)
+	}
+
+	// Two recipients' notifications: the deliveries of the topic send are counted by state.
+	r1 := own(notification(t, app, notifier.RecipientKey(n.ID, "u1"), delivery.Queued, delivery.Skipped))
+	r2 := own(notification(t, app, notifier.RecipientKey(n.ID, "u2"), delivery.Queued))
+	other := own(notification(t, app, "", delivery.Queued))
+	r1.TopicSendID, r2.TopicSendID = n.ID, n.ID
+	if _, err := createAll(t, s, r1, r2, other); err != nil {
+		t.Fatal(err)
+	}
+	done, err := s.TopicSend(ctx, n.ID, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[delivery.State]int64{delivery.Queued: 2, delivery.Skipped: 1}
+	if done.State != notifier.TopicDone || done.DoneAt == nil || done.Recipients != 1000 || !reflect.DeepEqual(done.Deliveries, want) {
+		t.Fatalf("the done topic send: %+v, deliveries %v; want 1000 recipients and %v", done, done.Deliveries, want)
+	}
+	if got, err := s.Notification(ctx, app, r1.ID); err != nil || got.TopicSendID != n.ID {
+		t.Fatalf("a recipient's notification: %+v, %v", got, err)
+	}
+}
