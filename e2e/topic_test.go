@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
@@ -312,6 +314,54 @@ func TestTopicSend(t *testing.T) {
 		if !tc.want.MatchString(out) {
 			t.Errorf("heraldctl %s:\n%s\nwant it to match %s", strings.Join(tc.args, " "), out, tc.want)
 		}
+	}
+}
+
+// TestTopicHTTP: the JSON routes of the README's example: subscribe, send with an
+// Idempotency-Key header (twice: the second is a duplicate), and the progress.
+func TestTopicHTTP(t *testing.T) {
+	s := startStack(t, stackOptions{noWorkers: true})
+	seedTopic(t, s, "unused", 2, 0)
+	call := func(method, path, body string, header ...string) map[string]any {
+		t.Helper()
+		req, err := http.NewRequest(method, "http://"+s.notifier.HTTPAddr()+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+s.key)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var out map[string]any
+		if err := json.NewDecoder(res.Body).Decode(&out); err != nil || res.StatusCode != http.StatusOK {
+			t.Fatalf("%s %s: HTTP %d %v %v", method, path, res.StatusCode, out, err)
+		}
+		return out
+	}
+	sub := call("POST", "/v1/topics/releases:subscribe", `{"userIds": ["`+topicUser(0)+`", "`+topicUser(1)+`", "ghost"]}`)
+	if sub["subscribed"] != 2.0 || fmt.Sprint(sub["unknownUserIds"]) != "[ghost]" {
+		t.Fatalf("subscribe: %v", sub)
+	}
+	body := `{"category": "account", "content": {"title": "Release 2.0", "subject": "Release 2.0 is out", "body": "It is faster."}}`
+	first := call("POST", "/v1/topics/releases:send", body, "Idempotency-Key", "release-2.0")
+	again := call("POST", "/v1/topics/releases:send", body, "Idempotency-Key", "release-2.0")
+	if first["notificationId"] == nil || again["notificationId"] != first["notificationId"] || again["duplicate"] != true {
+		t.Fatalf("send: %v, then %v", first, again)
+	}
+	id := first["notificationId"].(string)
+	waitFor(t, "the topic send to be done", time.Minute, func() (bool, error) {
+		n := call("GET", "/v1/notifications/"+id, "")["notification"].(map[string]any)
+		topic, _ := n["topic"].(map[string]any)
+		return topic["state"] == "TOPIC_SEND_STATE_DONE" && topic["recipients"] == "2", nil
+	})
+	list := call("GET", "/v1/topics/releases/subscribers?pageSize=1", "")
+	if fmt.Sprint(list["userIds"]) != "["+topicUser(0)+"]" || list["nextPageToken"] == nil {
+		t.Fatalf("subscribers: %v", list)
 	}
 }
 
