@@ -28,7 +28,7 @@ const topicsUsage = `usage:
                                    list a topic's subscribers
   heraldctl topics of <user id>    list the topics a user is subscribed to
 subscribe, unsubscribe, subscribers and of talk to the contacts service (--contacts-addr,
-HERALD_CONTACTS_ADDR or the env file) with a key that has contacts access.`
+HERALD_CONTACTS_ADDR or the env file) with a key that has contacts access`
 
 // topicsCmd runs heraldctl topics. contacts dials the contacts service, only for the commands
 // that need it.

@@ -90,9 +90,10 @@ type Config struct {
 	Links LinksConfig
 	// Retention says how long the delivery history is kept (retention.go).
 	Retention RetentionConfig
+	Log       *slog.Logger
+
 	// Topics configures the fan-out of topic sends (topics.go).
 	Topics TopicsConfig
-	Log       *slog.Logger
 }
 
 // RegisterFlags binds c's fields to flags with their defaults.
