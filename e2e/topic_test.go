@@ -237,6 +237,13 @@ func TestTopicSend(t *testing.T) {
 	s := startStack(t, stackOptions{})
 	ctx := context.Background()
 	optedOut := seedTopic(t, s, "releases", n, 100)
+	// A subscriber with no address on any channel gets no notification: skipped.
+	if _, err := s.people.UpsertUser(ctx, &heraldv1.UpsertUserRequest{User: &heraldv1.User{UserId: "zz-no-address"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.people.Subscribe(ctx, &heraldv1.SubscribeRequest{Topic: "releases", UserIds: []string{"zz-no-address"}}); err != nil {
+		t.Fatal(err)
+	}
 
 	res, err := s.notify.SendToTopic(ctx, topicRequest("releases", "release-2.0"))
 	if err != nil {
@@ -256,9 +263,9 @@ func TestTopicSend(t *testing.T) {
 	}
 
 	done := waitTopicDone(t, s.notify, res.NotificationId, 2*time.Minute)
-	if tp := done.GetTopic(); tp.Recipients != n || tp.Skipped != 0 || tp.Failed != 0 || tp.Topic != "releases" ||
+	if tp := done.GetTopic(); tp.Recipients != n || tp.Skipped != 1 || tp.Failed != 0 || tp.Topic != "releases" ||
 		tp.TopicSendId != res.NotificationId || tp.DoneTime == nil {
-		t.Errorf("progress %v, want %d recipients", tp, n)
+		t.Errorf("progress %v, want %d recipients and 1 skipped", tp, n)
 	}
 	checkTopicCounts(t, countTopic(t, s, res.NotificationId), n, optedOut)
 
@@ -295,12 +302,12 @@ func TestTopicSend(t *testing.T) {
 	for i := range n {
 		all.WriteString(topicUser(i) + "\n")
 	}
-	allSubscribers := all.String()
+	allSubscribers := all.String() + "zz-no-address\n"
 	for _, tc := range []struct {
 		args []string
 		want *regexp.Regexp
 	}{
-		{[]string{"status", res.NotificationId}, regexp.MustCompile(`topic releases  done  recipients 2500  skipped 0  failed 0\n(.|\n)*sent +4975\n`)},
+		{[]string{"status", res.NotificationId}, regexp.MustCompile(`topic releases  done  recipients 2500  skipped 1  failed 0\n(.|\n)*sent +4975\n`)},
 		{[]string{"status", recipient}, regexp.MustCompile(`from topic send ` + res.NotificationId + ` \(topic releases\)`)},
 		{[]string{"topics", "of", topicUser(7)}, regexp.MustCompile(`^releases\n$`)},
 		{[]string{"topics", "subscribers", "releases"}, regexp.MustCompile(`^` + regexp.QuoteMeta(allSubscribers) + `$`)},
