@@ -489,6 +489,10 @@ func TestHTTPAPI(t *testing.T) {
 		}
 	})
 
+	run("topics", func(t *testing.T) {
+		httpTopics(t, s, notifier, contacts) // topic_test.go
+	})
+
 	run("trackEvent", func(t *testing.T) {
 		if sent.DeliveryID == "" {
 			t.Skip("needs the delivery of 'send reaches SENT', which failed")
@@ -693,6 +697,9 @@ func TestHTTPAPI(t *testing.T) {
 // contactsRoute reports whether an API path is ContactsService's, which the contacts service
 // serves too.
 func contactsRoute(path string) bool {
+	if strings.HasPrefix(path, "/v1/topics/") {
+		return !strings.HasSuffix(path, ":send") // SendToTopic is NotificationService's
+	}
 	for _, prefix := range []string{"/v1/users", "/v1/devices", "/v1/recipients", "/v1/changes", "/v1/suppressions"} {
 		if strings.HasPrefix(path, prefix) {
 			return true

@@ -4,13 +4,12 @@ import (
 	"bufio"
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -324,51 +323,81 @@ func TestTopicSend(t *testing.T) {
 	}
 }
 
-// TestTopicHTTP: the JSON routes of the README's example: subscribe, send with an
-// Idempotency-Key header (twice: the second is a duplicate), and the progress.
-func TestTopicHTTP(t *testing.T) {
-	s := startStack(t, stackOptions{noWorkers: true})
-	seedTopic(t, s, "unused", 2, 0)
-	call := func(method, path, body string, header ...string) map[string]any {
-		t.Helper()
-		req, err := http.NewRequest(method, "http://"+s.notifier.HTTPAddr()+path, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+s.key)
-		for i := 0; i+1 < len(header); i += 2 {
-			req.Header.Set(header[i], header[i+1])
-		}
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		var out map[string]any
-		if err := json.NewDecoder(res.Body).Decode(&out); err != nil || res.StatusCode != http.StatusOK {
-			t.Fatalf("%s %s: HTTP %d %v %v", method, path, res.StatusCode, out, err)
-		}
-		return out
+// httpTopics exercises the topic routes of TestHTTPAPI, the README's example among them:
+// users in bulk, subscribe, the subscribers and a user's topics (through both ports), a send
+// with an Idempotency-Key header (twice: the second is a duplicate), its progress, unsubscribe.
+func httpTopics(t *testing.T, s *stack, notifier, contacts jsonAPI) {
+	type progress struct {
+		Notification struct {
+			Topic struct {
+				State      string `json:"state"`
+				Recipients string `json:"recipients"`
+			} `json:"topic"`
+		} `json:"notification"`
 	}
-	sub := call("POST", "/v1/topics/releases:subscribe", `{"userIds": ["`+topicUser(0)+`", "`+topicUser(1)+`", "ghost"]}`)
-	if sub["subscribed"] != 2.0 || fmt.Sprint(sub["unknownUserIds"]) != "[ghost]" {
-		t.Fatalf("subscribe: %v", sub)
+	type subscribers struct {
+		UserIDs       []string `json:"userIds"`
+		NextPageToken string   `json:"nextPageToken"`
 	}
-	body := `{"category": "account", "content": {"title": "Release 2.0", "subject": "Release 2.0 is out", "body": "It is faster."}}`
-	first := call("POST", "/v1/topics/releases:send", body, "Idempotency-Key", "release-2.0")
-	again := call("POST", "/v1/topics/releases:send", body, "Idempotency-Key", "release-2.0")
-	if first["notificationId"] == nil || again["notificationId"] != first["notificationId"] || again["duplicate"] != true {
-		t.Fatalf("send: %v, then %v", first, again)
+	for i, api := range []jsonAPI{notifier, contacts} {
+		a, b := fmt.Sprintf("http-topic-%d-a", i), fmt.Sprintf("http-topic-%d-b", i)
+		topic := fmt.Sprintf("http-releases-%d", i)
+		up := ok[struct {
+			Upserted int `json:"upserted"`
+		}](t, api.call(t, "POST", "/v1/users:batchUpsert",
+			`{"users": [{"userId": "`+a+`", "email": "`+a+`@example.com"}, {"userId": "`+b+`", "email": "`+b+`@example.com"}]}`))
+		if up.Upserted != 2 {
+			t.Fatalf("%s: batchUpsert answered %+v", api.name, up)
+		}
+		sub := ok[struct {
+			Subscribed     int      `json:"subscribed"`
+			UnknownUserIDs []string `json:"unknownUserIds"`
+		}](t, api.call(t, "POST", "/v1/topics/"+topic+":subscribe", `{"userIds": ["`+a+`", "`+b+`", "ghost"]}`))
+		if sub.Subscribed != 2 || !slices.Equal(sub.UnknownUserIDs, []string{"ghost"}) {
+			t.Fatalf("%s: subscribe answered %+v", api.name, sub)
+		}
+		page := ok[subscribers](t, api.call(t, "GET", "/v1/topics/"+topic+"/subscribers?pageSize=1", ""))
+		if !slices.Equal(page.UserIDs, []string{a}) || page.NextPageToken == "" {
+			t.Fatalf("%s: the first page of subscribers: %+v", api.name, page)
+		}
+		page = ok[subscribers](t, api.call(t, "GET", "/v1/topics/"+topic+"/subscribers?pageSize=1&pageToken="+page.NextPageToken, ""))
+		if !slices.Equal(page.UserIDs, []string{b}) || page.NextPageToken != "" {
+			t.Fatalf("%s: the last page of subscribers: %+v", api.name, page)
+		}
+		topics := ok[struct {
+			Topics []string `json:"topics"`
+		}](t, api.call(t, "GET", "/v1/users/"+a+"/topics", ""))
+		if !slices.Equal(topics.Topics, []string{topic}) {
+			t.Fatalf("%s: %s's topics: %+v", api.name, a, topics)
+		}
+		if api.name != "notifier" { // SendToTopic is the notifier's
+			continue
+		}
+		body := `{"category": "account", "content": {"title": "Release 2.0", "subject": "Release 2.0 is out", "body": "It is faster."}}`
+		type sent struct {
+			NotificationID string `json:"notificationId"`
+			Duplicate      bool   `json:"duplicate"`
+		}
+		first := ok[sent](t, api.call(t, "POST", "/v1/topics/"+topic+":send", body, "Idempotency-Key", topic))
+		again := ok[sent](t, api.call(t, "POST", "/v1/topics/"+topic+":send", body, "Idempotency-Key", topic))
+		if first.NotificationID == "" || first.Duplicate || again.NotificationID != first.NotificationID || !again.Duplicate {
+			t.Fatalf("send: %+v, then %+v", first, again)
+		}
+		waitFor(t, "the topic send to be done", time.Minute, func() (bool, error) {
+			p := ok[progress](t, api.call(t, "GET", "/v1/notifications/"+first.NotificationID, "")).Notification.Topic
+			return p.State == "TOPIC_SEND_STATE_DONE" && p.Recipients == "2", nil
+		})
+		if n := countTopic(t, s, first.NotificationID); n.notifications != 2 || n.perChannel["email"] != 2 {
+			t.Errorf("the topic send made %+v, want two emails", n)
+		}
 	}
-	id := first["notificationId"].(string)
-	waitFor(t, "the topic send to be done", time.Minute, func() (bool, error) {
-		n := call("GET", "/v1/notifications/"+id, "")["notification"].(map[string]any)
-		topic, _ := n["topic"].(map[string]any)
-		return topic["state"] == "TOPIC_SEND_STATE_DONE" && topic["recipients"] == "2", nil
-	})
-	list := call("GET", "/v1/topics/releases/subscribers?pageSize=1", "")
-	if fmt.Sprint(list["userIds"]) != "["+topicUser(0)+"]" || list["nextPageToken"] == nil {
-		t.Fatalf("subscribers: %v", list)
+	for _, api := range []jsonAPI{notifier, contacts} {
+		un := ok[struct {
+			Unsubscribed int `json:"unsubscribed"`
+		}](t, api.call(t, "POST", "/v1/topics/http-releases-0:unsubscribe", `{"userIds": ["http-topic-0-a"]}`))
+		if want := map[string]int{"notifier": 1, "contacts": 0}[api.name]; un.Unsubscribed != want {
+			t.Errorf("%s: unsubscribe answered %+v, want %d", api.name, un, want)
+		}
 	}
 }
 
