@@ -431,6 +431,7 @@ func TestTopicSendRefused(t *testing.T) {
 		{"bad topic", func(r *heraldv1.SendToTopicRequest) { r.Topic = "Releases!" }, codes.InvalidArgument, "topic"},
 		{"no topic", func(r *heraldv1.SendToTopicRequest) { r.Topic = "" }, codes.InvalidArgument, "topic"},
 		{"no message", func(r *heraldv1.SendToTopicRequest) { r.Message = nil }, codes.InvalidArgument, "message"},
+		{"bad topic and no message", func(r *heraldv1.SendToTopicRequest) { r.Topic, r.Message = "a b", nil }, codes.InvalidArgument, "topic"},
 		{"bad category", func(r *heraldv1.SendToTopicRequest) { r.Category = "Account" }, codes.InvalidArgument, "category"},
 		{"unknown category", func(r *heraldv1.SendToTopicRequest) { r.Category = "nope" }, codes.InvalidArgument, "category"},
 		{"content with nothing for a requested channel", func(r *heraldv1.SendToTopicRequest) {

@@ -155,7 +155,12 @@ func (t *Topics) SendToTopic(ctx context.Context, caller appkey.Caller, topic st
 	}
 	probe := *req
 	probe.UserID = "topic"
-	if err := validate(&probe, now, s.Templates.Limits); err != nil {
+	err := validate(&probe, now, s.Templates.Limits)
+	if e, ok := err.(*errs.Error); ok && e.Kind == errs.Invalid {
+		for _, f := range e.Fields {
+			v.Add(f.Field, f.Reason)
+		}
+	} else if err != nil {
 		return nil, err
 	}
 	if err := v.Err(); err != nil {
