@@ -601,6 +601,11 @@ func TestTopicFanOut100k(t *testing.T) {
 	done := waitTopicDone(t, client, res.NotificationId, timeout)
 	elapsed := time.Since(start)
 	secondRSS := second.peakRSS(t)
+	began := time.Now()
+	if _, err := client.GetNotification(ctx, &heraldv1.GetNotificationRequest{NotificationId: res.NotificationId}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("GetNotification of the topic send, its %d deliveries counted by state: %s", 2*n, time.Since(began).Round(time.Millisecond))
 
 	if tp := done.GetTopic(); tp.Recipients != n || tp.Skipped != 0 || tp.Failed != 0 {
 		t.Errorf("progress %v, want %d recipients", tp, n)

@@ -2040,7 +2040,8 @@ type TopicSend struct {
 	// Subscribers whose notification could not be created (e.g. the template failed to render
 	// for them).
 	Failed int64 `protobuf:"varint,6,opt,name=failed,proto3" json:"failed,omitempty"`
-	// The recipients' deliveries by state, counted when GetNotification asks.
+	// The recipients' deliveries by state, counted by GetNotification once the state is DONE
+	// (it reads every delivery: about half a second for 200,000).
 	Deliveries    []*TopicDeliveryCount  `protobuf:"bytes,7,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
 	DoneTime      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=done_time,json=doneTime,proto3" json:"done_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
