@@ -267,6 +267,12 @@ func TestTopicSend(t *testing.T) {
 		t.Errorf("progress %v, want %d recipients and 1 skipped", tp, n)
 	}
 	checkTopicCounts(t, countTopic(t, s, res.NotificationId), n, optedOut)
+	metrics := get(t, "http://"+s.notifier.HTTPAddr()+"/metrics")
+	for _, want := range []string{`herald_topic_subscribers_total{outcome="recipient"} 2500`, `herald_topic_subscribers_total{outcome="skipped"} 1`} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("the notifier's metrics lack %s", want)
+		}
+	}
 
 	// Every delivery not skipped reaches the providers.
 	waitFor(t, "every delivery to be sent", 2*time.Minute, func() (bool, error) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/delivery"
@@ -111,8 +112,12 @@ type Topics struct {
 	Interval time.Duration
 	// PageSize is how many subscribers a page holds; at most MaxBatch. Default 1,000.
 	PageSize int
+	// Metrics registers the fan-out's metrics (nil: none).
+	Metrics prometheus.Registerer
 
-	wake chan struct{} // SendToTopic wakes Run; nil unless made by NewTopics
+	wake        chan struct{} // SendToTopic wakes Run; nil unless made by NewTopics
+	subscribers *prometheus.CounterVec
+	retries     prometheus.Counter
 }
 
 // topicPattern is the form of a topic name, as the contacts service checks it.
@@ -130,6 +135,17 @@ func NewTopics(t Topics) *Topics {
 	}
 	if t.Owner == "" {
 		t.Owner = uuid.NewString()
+	}
+	t.subscribers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_topic_subscribers_total",
+		Help: "Subscribers of topic sends reached by the fan-out, by outcome: recipient (their notification was made), skipped (no longer a user, or no address), failed.",
+	}, []string{"outcome"})
+	t.retries = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "herald_topic_page_retries_total",
+		Help: "Pages of topic sends sent again after a failure (the contacts service or the database unavailable); their recipients are made once.",
+	})
+	if t.Metrics != nil {
+		t.Metrics.MustRegister(t.subscribers, t.retries)
 	}
 	return &t
 }
@@ -322,6 +338,7 @@ func (t *Topics) fanOut(ctx context.Context, ts *TopicSend) {
 		}
 		log.Debug("topic send page", "subscribers", len(ids), "list", listed, "send", time.Since(began)-listed, "err", err)
 		if err != nil { // transient: the page is sent again; its recipients are made once
+			t.retries.Inc()
 			log.Warn("topic send page failed; retrying", "err", err, "retry_in", backoff)
 			select {
 			case <-ctx.Done():
@@ -347,6 +364,9 @@ func (t *Topics) fanOut(ctx context.Context, ts *TopicSend) {
 			return
 		}
 		ts.Cursor = cursor
+		t.subscribers.WithLabelValues("recipient").Add(float64(add.Recipients))
+		t.subscribers.WithLabelValues("skipped").Add(float64(add.Skipped))
+		t.subscribers.WithLabelValues("failed").Add(float64(add.Failed))
 		ts.Recipients, ts.Skipped, ts.Failed = ts.Recipients+add.Recipients, ts.Skipped+add.Skipped, ts.Failed+add.Failed
 		if next == "" {
 			log.Info("topic send done", "recipients", ts.Recipients, "skipped", ts.Skipped, "failed", ts.Failed)

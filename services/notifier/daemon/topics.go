@@ -40,5 +40,6 @@ func (d *Daemon) startTopics(cfg Config, store *postgres.Store, sender *notifier
 	return notifier.NewTopics(notifier.Topics{
 		Sender: sender, Store: store, Subscribers: contacts.NewSubscribers(d.contacts), Log: log,
 		Owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), uuid.NewString()), Lease: cfg.Topics.Lease,
+		Metrics: d.srv.Metrics,
 	})
 }
