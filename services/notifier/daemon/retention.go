@@ -72,5 +72,6 @@ func retentionTables(cfg Config, deliveries *deliverypg.Store) []retention.Table
 		}},
 		{Name: "notifier.provider_events", Keep: keep, Prune: postgres.PruneProviderEvents},
 		{Name: "notifier.notifications", Keep: keep, Prune: postgres.PruneNotifications},
+		{Name: "notifier.topic_sends", Keep: keep, Prune: postgres.PruneTopicSends}, // after their notifications
 	}
 }

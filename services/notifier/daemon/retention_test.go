@@ -49,6 +49,7 @@ func TestRetentionTables(t *testing.T) {
 		"delivery.attempts": 30 * 24 * time.Hour, "delivery.deliveries": 30 * 24 * time.Hour,
 		"delivery.digests":         30 * 24 * time.Hour,
 		"notifier.provider_events": 30 * 24 * time.Hour, "notifier.notifications": 30 * 24 * time.Hour,
+		"notifier.topic_sends": 30 * 24 * time.Hour,
 	}
 	for name, w := range want {
 		if got[name] != w {
@@ -59,7 +60,7 @@ func TestRetentionTables(t *testing.T) {
 		t.Errorf("tables %v, want %v", got, want)
 	}
 	got = keep(Config{})
-	for _, name := range []string{"delivery.attempts", "delivery.deliveries", "delivery.digests", "notifier.provider_events", "notifier.notifications"} {
+	for _, name := range []string{"delivery.attempts", "delivery.deliveries", "delivery.digests", "notifier.provider_events", "notifier.notifications", "notifier.topic_sends"} {
 		if got[name] != 0 {
 			t.Errorf("with no retention: %s kept %s, want for ever (0)", name, got[name])
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/pgdb"
+	"github.com/heraldhq/herald/internal/retention"
 	"github.com/heraldhq/herald/services/notifier"
 )
 
@@ -146,4 +147,30 @@ func (s *Store) AdvanceTopicSend(ctx context.Context, ts *notifier.TopicSend, ow
 		return false, pgdb.Err(err)
 	}
 	return tag.RowsAffected() == 1, nil
+}
+
+// pruneTopicSendsSQL deletes a batch of done topic sends whose own notification retention
+// pruned (it has no deliveries, so it goes once it is older than the cutoff); a topic send
+// still fanning out stays, whatever its age. As in retention.go, whether the notification is
+// gone is asked of each row in a LATERAL subquery with a LIMIT, so that the batch is read
+// through the primary keys and no table is scanned.
+const pruneTopicSendsSQL = `
+	WITH gone AS (
+		DELETE FROM notifier.topic_sends WHERE id = ANY(ARRAY(
+			SELECT t.id FROM notifier.topic_sends t
+			LEFT JOIN LATERAL (
+				SELECT true AS kept FROM notifier.notifications n WHERE n.id = t.id LIMIT 1
+			) n ON true
+			WHERE t.id >= $1 AND t.id < $2 AND t.state = 'done' AND n.kept IS NULL
+			ORDER BY t.id
+			LIMIT $3))
+		RETURNING id)
+	SELECT count(*), (SELECT id FROM gone ORDER BY id DESC LIMIT 1) FROM gone`
+
+// PruneTopicSends deletes up to limit done topic sends accepted before cutoff, from the ones
+// accepted at from, whose own notification is gone (see PruneNotifications), and returns how
+// many and when the last one was accepted. A recipient's notification kept longer answers
+// GetNotification without its topic send.
+func PruneTopicSends(ctx context.Context, tx pgx.Tx, from, cutoff time.Time, limit int) (int, time.Time, error) {
+	return retention.ByID(ctx, tx, pruneTopicSendsSQL, from, cutoff, limit)
 }

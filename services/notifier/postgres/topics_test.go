@@ -2,14 +2,18 @@ package postgres_test
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/delivery"
+	"github.com/heraldhq/herald/internal/ids"
 	"github.com/heraldhq/herald/services/notifier"
+	"github.com/heraldhq/herald/services/notifier/postgres"
 )
 
 // topicSend returns a topic send of app with its own notification, as SendToTopic makes them.
@@ -121,5 +125,111 @@ func TestTopicSendStore(t *testing.T) {
 	}
 	if got, err := s.Notification(ctx, app, r1.ID); err != nil || got.TopicSendID != n.ID {
 		t.Fatalf("a recipient's notification: %+v, %v", got, err)
+	}
+}
+
+// TestPruneTopicSends: retention deletes the done topic sends older than the cutoff whose own
+// notification is gone, and no other; its statement reads the batch through the primary keys
+// whatever the plan cache does, scanning no table.
+func TestPruneTopicSends(t *testing.T) {
+	_, pool := open(t)
+	ctx := t.Context()
+	const day = 24 * time.Hour
+	now := time.Now()
+	// n topic sends, one every ten minutes from 200 days ago: every tenth fanning out, every
+	// seventh with its notification kept.
+	const n = 3000
+	tids := make([]uuid.UUID, n)
+	states := make([]string, n)
+	var kept []uuid.UUID
+	for i := range n {
+		tids[i] = ids.NewV7At(now.Add(-200*day + time.Duration(i)*10*time.Minute))
+		states[i] = "done"
+		if i%10 == 0 {
+			states[i] = "fanning_out"
+		}
+		if i%7 == 0 {
+			kept = append(kept, tids[i])
+		}
+	}
+	if _, err := pool.Exec(ctx, `
+		INSERT INTO notifier.topic_sends (id, app_id, topic, request, state, created_at)
+		SELECT u.id, u.id, 'releases', '{}', u.state, now() FROM unnest($1::uuid[], $2::text[]) u(id, state)`, tids, states); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `
+		INSERT INTO notifier.notifications (id, app_id, category, priority, send_at, expires_at, created_at, topic_send_id)
+		SELECT u.id, u.id, 'account', 'normal', now(), now(), now(), u.id FROM unnest($1::uuid[]) u(id)`, kept); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE`); err != nil {
+		t.Fatal(err)
+	}
+
+	cutoff := now.Add(-90 * day)
+	for _, mode := range []string{"force_generic_plan", "force_custom_plan"} {
+		t.Run(mode, func(t *testing.T) {
+			conn, err := pool.Acquire(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Release()
+			if _, err := conn.Exec(ctx, `SET plan_cache_mode = `+mode); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := conn.Exec(ctx, `PREPARE prune_`+mode+`(uuid, uuid, int) AS `+postgres.PruneTopicSendsSQL); err != nil {
+				t.Fatal(err)
+			}
+			rows, err := conn.Query(ctx, `EXPLAIN EXECUTE prune_`+mode+`('`+ids.FirstV7(now.Add(-150*day)).String()+`', '`+
+				ids.FirstV7(cutoff).String()+`', 5000)`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				t.Fatal(err)
+			}
+			text := strings.Join(plan, "\n")
+			if !strings.Contains(text, "Index Scan using topic_sends_pkey on topic_sends") ||
+				strings.Contains(text, "Seq Scan") || strings.Contains(text, "Hash") || strings.Contains(text, "Merge") {
+				t.Errorf("plan:\n%s\nwant topic_sends read through its primary key, and no table scanned", text)
+			}
+		})
+	}
+
+	var pruned int
+	from := time.Time{}
+	for {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, last, err := postgres.PruneTopicSends(ctx, tx, from, cutoff, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		pruned += n
+		if n < 100 {
+			break
+		}
+		from = last
+	}
+	want := 0
+	for i, id := range tids {
+		old := ids.V7Time(id).Before(cutoff)
+		if old && states[i] == "done" && i%7 != 0 {
+			want++
+		}
+	}
+	left := count(t, pool, `SELECT count(*) FROM notifier.topic_sends`)
+	if pruned != want || left != n-want {
+		t.Errorf("pruned %d topic sends, %d left; want %d pruned", pruned, left, want)
+	}
+	if got := count(t, pool, `SELECT count(*) FROM notifier.topic_sends WHERE id < $1 AND state = 'done'
+		AND id NOT IN (SELECT id FROM notifier.notifications)`, ids.FirstV7(cutoff)); got != 0 {
+		t.Errorf("%d prunable topic sends left", got)
 	}
 }
