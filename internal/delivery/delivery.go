@@ -21,15 +21,18 @@ const (
 	Android Channel = "android"
 	SMS     Channel = "sms"
 	Email   Channel = "email"
+	// Inbox is the user's in-app inbox: stored for the user and served by InboxService, not
+	// sent to a provider. Its address is the user id.
+	Inbox Channel = "inbox"
 )
 
 // Channels lists every channel, in the order the API enumerates them.
-var Channels = []Channel{IOS, Android, SMS, Email}
+var Channels = []Channel{IOS, Android, SMS, Email, Inbox}
 
 // ParseChannel returns the channel named s, or an error naming s.
 func ParseChannel(s string) (Channel, error) {
 	switch c := Channel(s); c {
-	case IOS, Android, SMS, Email:
+	case IOS, Android, SMS, Email, Inbox:
 		return c, nil
 	}
 	return "", fmt.Errorf("unknown channel %q", s)

@@ -1,5 +1,5 @@
 // Package linktoken signs and verifies the tokens in the links Herald puts in front of end users:
-// the preference page link and the one-click unsubscribe link. A token is
+// the preference page link, the one-click unsubscribe link, and the in-app inbox's user token. A token is
 // "<key id>.<payload>.<mac>": the payload is base64url JSON claims, the mac an HMAC-SHA256 over
 // the key id and payload. Several keys can verify at once, so a key can be rotated without
 // breaking the links already sent; the first key signs.
@@ -20,10 +20,13 @@ import (
 	"time"
 )
 
-// Purposes of a token; a token signed for one is refused for the other.
+// Purposes of a token; a token signed for one is refused for the others.
 const (
 	Preferences = "prefs"
 	Unsubscribe = "unsub"
+	// Inbox is a user's short-lived token for their in-app inbox and its live feed, which the
+	// app's backend asks the notifier for and hands to the user's browser.
+	Inbox = "inbox"
 )
 
 // Claims are what a token vouches for.

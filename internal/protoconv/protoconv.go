@@ -127,7 +127,7 @@ func FallbackDomain(v *errs.Violations, field string, in *heraldv1.Fallback) *de
 			d, ok := ChannelDomain[ch]
 			switch {
 			case !ok:
-				v.Add(fmt.Sprintf("%s.channels[%d]", field, i), "must be CHANNEL_IOS, CHANNEL_ANDROID, CHANNEL_SMS or CHANNEL_EMAIL")
+				v.Add(fmt.Sprintf("%s.channels[%d]", field, i), "must be CHANNEL_IOS, CHANNEL_ANDROID, CHANNEL_SMS, CHANNEL_EMAIL or CHANNEL_INBOX")
 			case slices.Contains(f.Channels, d):
 				v.Add(fmt.Sprintf("%s.channels[%d]", field, i), "is repeated")
 			default:
@@ -238,12 +238,14 @@ var (
 		delivery.Android: heraldv1.Channel_CHANNEL_ANDROID,
 		delivery.SMS:     heraldv1.Channel_CHANNEL_SMS,
 		delivery.Email:   heraldv1.Channel_CHANNEL_EMAIL,
+		delivery.Inbox:   heraldv1.Channel_CHANNEL_INBOX,
 	}
 	ChannelDomain = map[heraldv1.Channel]delivery.Channel{
 		heraldv1.Channel_CHANNEL_IOS:     delivery.IOS,
 		heraldv1.Channel_CHANNEL_ANDROID: delivery.Android,
 		heraldv1.Channel_CHANNEL_SMS:     delivery.SMS,
 		heraldv1.Channel_CHANNEL_EMAIL:   delivery.Email,
+		heraldv1.Channel_CHANNEL_INBOX:   delivery.Inbox,
 	}
 	PlatformProto = map[delivery.Channel]heraldv1.Platform{
 		delivery.IOS:     heraldv1.Platform_PLATFORM_IOS,

@@ -35,6 +35,9 @@ const (
 	Channel_CHANNEL_SMS Channel = 3
 	// Email through SendGrid or SMTP.
 	Channel_CHANNEL_EMAIL Channel = 4
+	// The user's in-app inbox (InboxService), for user recipients only. A Send reaches it only
+	// when it names it: in channels or fallback, or in its category's allowed_channels.
+	Channel_CHANNEL_INBOX Channel = 5
 )
 
 // Enum value maps for Channel.
@@ -45,6 +48,7 @@ var (
 		2: "CHANNEL_ANDROID",
 		3: "CHANNEL_SMS",
 		4: "CHANNEL_EMAIL",
+		5: "CHANNEL_INBOX",
 	}
 	Channel_value = map[string]int32{
 		"CHANNEL_UNSPECIFIED": 0,
@@ -52,6 +56,7 @@ var (
 		"CHANNEL_ANDROID":     2,
 		"CHANNEL_SMS":         3,
 		"CHANNEL_EMAIL":       4,
+		"CHANNEL_INBOX":       5,
 	}
 )
 
@@ -752,13 +757,14 @@ const file_herald_v1_common_proto_rawDesc = "" +
 	"\x06window\x18\x01 \x01(\v2\x19.google.protobuf.DurationH\x00R\x06window\x12\x1b\n" +
 	"\bdaily_at\x18\x02 \x01(\tH\x00R\adailyAt\x12\x1a\n" +
 	"\btemplate\x18\x03 \x01(\tR\btemplateB\a\n" +
-	"\x05close*l\n" +
+	"\x05close*\x7f\n" +
 	"\aChannel\x12\x17\n" +
 	"\x13CHANNEL_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vCHANNEL_IOS\x10\x01\x12\x13\n" +
 	"\x0fCHANNEL_ANDROID\x10\x02\x12\x0f\n" +
 	"\vCHANNEL_SMS\x10\x03\x12\x11\n" +
-	"\rCHANNEL_EMAIL\x10\x04*\xb6\x03\n" +
+	"\rCHANNEL_EMAIL\x10\x04\x12\x11\n" +
+	"\rCHANNEL_INBOX\x10\x05*\xb6\x03\n" +
 	"\rDeliveryState\x12\x1e\n" +
 	"\x1aDELIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18DELIVERY_STATE_SCHEDULED\x10\x01\x12\x19\n" +
