@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/heraldhq/herald/internal/delivery"
 	deliverypg "github.com/heraldhq/herald/internal/delivery/postgres"
 	"github.com/heraldhq/herald/internal/events"
+	inboxpg "github.com/heraldhq/herald/internal/inbox/postgres"
 	"github.com/heraldhq/herald/internal/linktoken"
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/internal/queue"
@@ -35,6 +37,7 @@ import (
 	"github.com/heraldhq/herald/services/workers/contacts"
 	wevents "github.com/heraldhq/herald/services/workers/events"
 	"github.com/heraldhq/herald/services/workers/fcm"
+	"github.com/heraldhq/herald/services/workers/inbox"
 	"github.com/heraldhq/herald/services/workers/route"
 	"github.com/heraldhq/herald/services/workers/sendgrid"
 	"github.com/heraldhq/herald/services/workers/sim"
@@ -47,7 +50,7 @@ type Config struct {
 	HTTPAddr    string
 	DatabaseURL string
 	NATSURL     string
-	// Channels this process serves, comma-separated ("ios,android,sms,email").
+	// Channels this process serves, comma-separated ("ios,android,sms,email,inbox").
 	Channels string
 	WorkerID string
 
@@ -113,7 +116,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:7482", "HTTP listen address (health, readiness)")
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL (required)")
 	fs.StringVar(&c.NATSURL, "nats-url", nats.DefaultURL, "NATS URL(s), comma-separated")
-	fs.StringVar(&c.Channels, "channels", "ios,android,sms,email", "channels this process delivers")
+	fs.StringVar(&c.Channels, "channels", "ios,android,sms,email,inbox", "channels this process delivers")
 	fs.StringVar(&c.WorkerID, "worker-id", "", "this worker's id in leases and the attempt log (default: host-pid-random)")
 	fs.StringVar(&c.IOSProvider, "ios-provider", "sim", "iOS provider: apns or sim")
 	fs.StringVar(&c.AndroidProvider, "android-provider", "sim", "Android provider: fcm or sim")
@@ -219,6 +222,9 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	senders := map[delivery.Channel]workers.Sender{}
 	for _, ch := range channels {
+		if ch == delivery.Inbox {
+			continue // stored in the database: built below, once there is a pool
+		}
 		if file != nil && file.Channels[ch] != nil {
 			continue // built from the file below, once there is a registry for its metrics
 		}
@@ -243,6 +249,12 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	if err = deliverypg.Migrate(openCtx, d.pool, log); err != nil {
 		return nil, err
+	}
+	if slices.Contains(channels, delivery.Inbox) {
+		if err = inboxpg.Migrate(openCtx, d.pool, log); err != nil {
+			return nil, err
+		}
+		senders[delivery.Inbox] = &inbox.Sender{Store: inboxpg.New(d.pool)}
 	}
 	if d.nc, err = nats.Connect(cfg.NATSURL, nats.Name("herald-workers"), nats.MaxReconnects(-1)); err != nil {
 		return nil, fmt.Errorf("connect nats: %w", err)

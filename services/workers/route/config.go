@@ -149,6 +149,9 @@ func Parse(data []byte) (*File, error) {
 		if err != nil {
 			return nil, fmt.Errorf("providers file: %w", err)
 		}
+		if ch == delivery.Inbox {
+			return nil, errors.New("providers file: channel inbox has no providers (messages are stored in the database)")
+		}
 		if len(entries) == 0 {
 			return nil, fmt.Errorf("providers file: channel %s lists no provider", ch)
 		}
