@@ -23,6 +23,7 @@ import (
 	"github.com/heraldhq/herald/internal/appkey"
 	deliverypg "github.com/heraldhq/herald/internal/delivery/postgres"
 	"github.com/heraldhq/herald/internal/fakes/sendgridfake"
+	inboxpg "github.com/heraldhq/herald/internal/inbox/postgres"
 	"github.com/heraldhq/herald/internal/natstest"
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/internal/pgtest"
@@ -146,7 +147,7 @@ func migrateAll(ctx context.Context, url string) error {
 	defer pool.Close()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for _, m := range []func(context.Context, *pgxpool.Pool, *slog.Logger) error{
-		notifierpg.Migrate, deliverypg.Migrate, contactspg.Migrate,
+		notifierpg.Migrate, deliverypg.Migrate, contactspg.Migrate, inboxpg.Migrate,
 	} {
 		if err := m(ctx, pool, log); err != nil {
 			return err
@@ -214,6 +215,7 @@ func (s *stack) startNotifier(t testing.TB) *notifierd.Daemon {
 		OpsInterval: 500 * time.Millisecond,
 		Links:       ptrOr(s.opts.links),
 		Topics:      notifierd.TopicsConfig{NoFanout: s.opts.noTopicFanout},
+		Inbox:       notifierd.InboxConfig{LinkKeys: s.linkKeys, Origins: "*", Heartbeat: time.Second, MaxStreams: 5},
 		Log:         s.log.With("service", "notifier"),
 	})
 	if err != nil {
@@ -238,7 +240,7 @@ func dial(t testing.TB, addr, key string) *grpc.ClientConn {
 // these tests: short leases and backoffs so that recovery paths finish quickly.
 func (s *stack) workersConfig() workersd.Config {
 	return workersd.Config{
-		HTTPAddr: "127.0.0.1:0", DatabaseURL: s.dbURL, NATSURL: s.natsURL, Channels: "ios,android,sms,email",
+		HTTPAddr: "127.0.0.1:0", DatabaseURL: s.dbURL, NATSURL: s.natsURL, Channels: "ios,android,sms,email,inbox",
 		EmailProvider: "sendgrid", IOSProvider: "sim", AndroidProvider: "sim", SMSProvider: "sim", SimURL: s.simURL,
 		ContactsAddr: s.contacts.GRPCAddr(), ContactsKey: s.key, LinkKeys: s.linkKeys,
 		UnsubscribeURL: "http://contacts.test",

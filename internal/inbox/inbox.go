@@ -91,6 +91,9 @@ type Reader interface {
 	// After answers up to limit of the user's messages with a Seq above seq, oldest first,
 	// archived ones included (a feed shows what arrived).
 	After(ctx context.Context, userID string, seq int64, limit int) ([]Message, error)
+	// Unread answers up to limit of the user's unread, unarchived messages: those of ids, or
+	// when ids is nil every one (of category, when it is set).
+	Unread(ctx context.Context, userID string, ids []uuid.UUID, category string, limit int) ([]Message, error)
 }
 
 // Marker changes the read and archived state of a user's messages. Each change reaches the

@@ -83,7 +83,8 @@ func (s *Server) Local() (*grpc.ClientConn, error) {
 func (s *Server) ServeJSON(conn *grpc.ClientConn, gateways ...Gateway) error {
 	if s.gateway == nil {
 		s.gateway = newGatewayMux()
-		s.HTTP.Handle("/v1/", countHTTP(s.Metrics, apiHandler(s.gateway, MaxMessageSize)))
+		s.api = countHTTP(s.Metrics, apiHandler(s.gateway, MaxMessageSize))
+		s.HTTP.Handle("/v1/", s.api)
 		s.HTTP.Handle("GET /openapi.json", openapi.Handler())
 	}
 	for _, register := range gateways {
@@ -93,6 +94,10 @@ func (s *Server) ServeJSON(conn *grpc.ClientConn, gateways ...Gateway) error {
 	}
 	return nil
 }
+
+// API is the HTTP/JSON API's handler (nil before ServeJSON), for a service that serves some of
+// its routes through a wrapper of its own (the inbox's CORS).
+func (s *Server) API() http.Handler { return s.api }
 
 // countHTTP counts the API's HTTP requests by method and status,
 // herald_http_api_requests_total{method,code}: the calls they make are counted with every gRPC

@@ -67,6 +67,7 @@ type Server struct {
 	localConn *grpc.ClientConn
 	localErr  error
 	gateway   *runtime.ServeMux
+	api       http.Handler
 
 	httpLis  net.Listener
 	httpSrv  *http.Server

@@ -52,6 +52,9 @@ func (s *Sender) render(ctx context.Context, req *SendRequest, locale string, n 
 	if r.EmailSubject != "" && (r.EmailHTML != "" || r.EmailText != "") {
 		out[delivery.Email] = delivery.Content{Subject: r.EmailSubject, HTML: r.EmailHTML, Text: r.EmailText}
 	}
+	if c, ok := inboxContent(r, req.Data); ok { // inbox.go
+		out[delivery.Inbox] = c
+	}
 	if len(req.Channels) > 0 {
 		for _, ch := range req.Channels {
 			if _, ok := out[ch]; !ok {

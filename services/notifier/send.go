@@ -387,6 +387,9 @@ func scope(caller appkey.Caller, cat preference.Category, requested []delivery.C
 	if len(requested) == 0 {
 		var out []delivery.Channel
 		for _, ch := range delivery.Channels {
+			if ch == delivery.Inbox && !slices.Contains(cat.AllowedChannels, ch) {
+				continue // the inbox only when asked for: inbox.go
+			}
 			if appAllows(ch) && cat.Allowed(ch) {
 				out = append(out, ch)
 			}
@@ -658,6 +661,9 @@ func (s *Sender) resolve(ctx context.Context, req *SendRequest, channels []deliv
 	}
 	if addr.Phone != "" {
 		byChannel[delivery.SMS] = []string{addr.Phone}
+	}
+	if r.user != nil {
+		byChannel[delivery.Inbox] = []string{r.user.ID} // inbox.go
 	}
 	for _, ch := range channels {
 		tos := byChannel[ch]

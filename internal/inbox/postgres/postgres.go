@@ -170,6 +170,19 @@ func (s *Store) After(ctx context.Context, userID string, seq int64, limit int) 
 	return out, pgdb.Err(err)
 }
 
+// Unread implements inbox.Reader.
+func (s *Store) Unread(ctx context.Context, userID string, ids []uuid.UUID, category string, limit int) ([]inbox.Message, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+columns+` FROM inbox.messages
+		WHERE user_id = $1 AND read_at IS NULL AND archived_at IS NULL
+		  AND ($2::uuid[] IS NULL OR id = ANY($2)) AND ($3 = '' OR category = $3)
+		ORDER BY seq LIMIT $4`, userID, ids, category, limit)
+	if err != nil {
+		return nil, pgdb.Err(fmt.Errorf("inbox unread: %w", err))
+	}
+	out, err := scan(rows)
+	return out, pgdb.Err(err)
+}
+
 // Head answers the user's last seq, 0 when nothing was ever stored for them.
 func (s *Store) Head(ctx context.Context, userID string) (int64, error) {
 	var n int64

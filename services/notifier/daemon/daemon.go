@@ -24,6 +24,7 @@ import (
 	deliverypg "github.com/heraldhq/herald/internal/delivery/postgres"
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/internal/events"
+	inboxpg "github.com/heraldhq/herald/internal/inbox/postgres"
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/internal/queue"
 	"github.com/heraldhq/herald/internal/ratelimit"
@@ -36,6 +37,7 @@ import (
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 	"github.com/heraldhq/herald/services/notifier"
 	"github.com/heraldhq/herald/services/notifier/contacts"
+	"github.com/heraldhq/herald/services/notifier/inboxfeed"
 	"github.com/heraldhq/herald/services/notifier/links"
 	"github.com/heraldhq/herald/services/notifier/ops"
 	"github.com/heraldhq/herald/services/notifier/postgres"
@@ -90,7 +92,9 @@ type Config struct {
 	Links LinksConfig
 	// Retention says how long the delivery history is kept (retention.go).
 	Retention RetentionConfig
-	Log       *slog.Logger
+	// Inbox configures the in-app inbox (inbox.go).
+	Inbox InboxConfig
+	Log   *slog.Logger
 
 	// Topics configures the fan-out of topic sends (topics.go).
 	Topics TopicsConfig
@@ -123,6 +127,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Links.RegisterFlags(fs)
 	c.Retention.RegisterFlags(fs)
 	c.Topics.RegisterFlags(fs)
+	c.Inbox.RegisterFlags(fs)
 }
 
 // Daemon is a running notifier.
@@ -136,6 +141,8 @@ type Daemon struct {
 	dir         *contacts.Directory
 	sender      *notifier.Sender
 	clicks      *links.Recorder
+	feed        *inboxfeed.Feed
+	inbox       *inboxpg.Store
 	erasures    jetstream.ConsumeContext
 	srv         *server.Server
 	cancel      context.CancelFunc
@@ -173,6 +180,9 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		return nil, err
 	}
 	if err = deliverypg.Migrate(openCtx, d.pool, log); err != nil {
+		return nil, err
+	}
+	if err = d.openInbox(openCtx, log); err != nil { // inbox.go
 		return nil, err
 	}
 	d.deliveries = deliverypg.New(d.pool)
@@ -226,6 +236,10 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 				log.Warn("erase deleted user's deliveries", "err", err)
 				return err
 			}
+			if err := d.inbox.EraseUser(ctx, e.UserID); err != nil {
+				log.Warn("erase deleted user's inbox", "err", err)
+				return err
+			}
 			log.Info("erased deleted user's deliveries", "user_id", e.UserID)
 			return nil
 		}); err != nil {
@@ -238,9 +252,13 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	keys := appkey.PostgresStore{Pool: d.pool}
 	feed := coherent.NewPoller(keys, appkey.FeedStale)
 	auth := appkey.NewAuthenticatorWith(keys, feed)
+	tokens, err := cfg.Inbox.tokens(log) // inbox.go
+	if err != nil {
+		return nil, err
+	}
 	d.srv, err = server.New(log, cfg.GRPCAddr, cfg.HTTPAddr, cfg.TLS,
 		errs.UnaryServerInterceptor(log),
-		appkey.UnaryServerInterceptor(auth, "/herald.v1."))
+		rpc.AuthInterceptor(appkey.UnaryServerInterceptor(auth, "/herald.v1."), tokens))
 	if err != nil {
 		return nil, err
 	}
@@ -295,6 +313,9 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	heraldv1.RegisterNotificationServiceServer(d.srv, api)
 	heraldv1.RegisterTemplateServiceServer(d.srv, api)
 	heraldv1.RegisterAdminServiceServer(d.srv, api)
+	if err := d.startInbox(openCtx, cfg, store, tokens); err != nil { // inbox.go
+		return nil, err
+	}
 	if !cfg.DisableHTTPAPI {
 		if err := d.serveJSON(cfg); err != nil {
 			return nil, err
@@ -335,6 +356,9 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	pruner := &retention.Pruner{DB: d.pool, Tables: retentionTables(cfg, d.deliveries), // retention.go
 		Metrics: retention.NewMetrics(d.srv.Metrics), Log: log}
 	wg.Go(func() { pruner.Run(rctx) })
+	if d.feed != nil {
+		wg.Go(func() { d.feed.Hub.Run(rctx) })
+	}
 	go func() {
 		wg.Wait()
 		close(d.done)
@@ -360,6 +384,9 @@ func (d *Daemon) Err() <-chan error { return d.srv.Err() }
 func (d *Daemon) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if d.feed != nil {
+		d.feed.Close() // its streams never end by themselves, and the HTTP shutdown waits for them
+	}
 	d.srv.Close(ctx)
 	d.cancel()
 	<-d.done
@@ -406,6 +433,9 @@ func (d *Daemon) serveJSON(cfg Config) error {
 		return err
 	}
 	if err := d.srv.ServeJSON(local, heraldv1.RegisterNotificationServiceHandler, heraldv1.RegisterTemplateServiceHandler); err != nil {
+		return err
+	}
+	if err := d.serveInboxJSON(cfg, local); err != nil { // inbox.go
 		return err
 	}
 	if cfg.ContactsAddr == "" {

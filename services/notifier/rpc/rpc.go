@@ -169,7 +169,7 @@ func sendRequest(req *heraldv1.SendRequest) (*notifier.SendRequest, error) {
 		for i, ch := range req.GetChannels() {
 			d, ok := protoconv.ChannelDomain[ch]
 			if !ok {
-				v.Add(fmt.Sprintf("channels[%d]", i), "must be CHANNEL_IOS, CHANNEL_ANDROID, CHANNEL_SMS or CHANNEL_EMAIL")
+				v.Add(fmt.Sprintf("channels[%d]", i), "must be CHANNEL_IOS, CHANNEL_ANDROID, CHANNEL_SMS, CHANNEL_EMAIL or CHANNEL_INBOX")
 				continue
 			}
 			out.Channels = append(out.Channels, d)

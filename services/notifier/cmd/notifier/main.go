@@ -21,6 +21,7 @@ func main() {
 			{Flag: "contacts-key-file", Value: &cfg.ContactsKey},
 			{Flag: "sendgrid-webhook-public-key-file", Value: &cfg.SendGridWebhookKey},
 			{Flag: "twilio-auth-token-file", Value: &cfg.TwilioAuthToken},
+			{Flag: "link-keys-file", Value: &cfg.Inbox.LinkKeys},
 		},
 		Start: func(ctx context.Context, log *slog.Logger) (cli.Daemon, error) {
 			cfg.Log = log
