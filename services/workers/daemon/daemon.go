@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -182,6 +183,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 type Daemon struct {
 	cfg       Config
 	log       *slog.Logger
+	closeOnce sync.Once
 	routers   map[delivery.Channel]*route.Router
 	reloading chan struct{} // closed when the SIGHUP handler is done
 	senders   []workers.Sender
@@ -471,8 +473,10 @@ func (d *Daemon) HTTPAddr() string { return d.srv.HTTPAddr() }
 func (d *Daemon) Err() <-chan error { return d.srv.Err() }
 
 // Close stops the consumers (finishing and recording the sends in flight), then the listener
-// and the connections.
-func (d *Daemon) Close() {
+// and the connections. Calls after the first do nothing.
+func (d *Daemon) Close() { d.closeOnce.Do(d.close) }
+
+func (d *Daemon) close() {
 	if d.cancel != nil {
 		d.cancel()
 		<-d.done
