@@ -20,7 +20,7 @@ import (
 )
 
 // channels are the delivery channels; each has its own workers Deployment and stream.
-var channels = []string{"ios", "android", "sms", "email"}
+var channels = []string{"ios", "android", "sms", "email", "inbox"}
 
 // imagePrefix starts every Herald image: the rest is the service, whose Dockerfile is
 // services/<service>/Dockerfile.

@@ -78,6 +78,8 @@ var contract = map[string][]string{
 	"herald_grpc_server_handled_total":    {"grpc_type", "grpc_service", "grpc_method", "grpc_code"},
 	"herald_grpc_server_handling_seconds": {"grpc_type", "grpc_service", "grpc_method"}, // histogram
 	"herald_build_info":                   {"version", "revision", "go_version"},
+	// notifier: the in-app inbox's live feed (services/notifier/inboxfeed)
+	"herald_inbox_streams": {},
 	// the services that serve the HTTP/JSON API (internal/server)
 	"herald_http_api_requests_total": {"method", "code"},
 }
