@@ -189,11 +189,14 @@ func start(ctx context.Context, c config) (_ *stack, err error) {
 	var links notifierd.LinksConfig
 	links.RegisterFlags(nfs) // the notifier's own defaults
 	links.Key, links.BaseURL = s.shortLinkKey, "http://"+c.notifierHTTP
+	var inbox notifierd.InboxConfig
+	inbox.RegisterFlags(nfs) // the notifier's own defaults; user tokens signed with the link keys
+	inbox.LinkKeys = s.linkKeys
 	if s.notifier, err = notifierd.Start(ctx, notifierd.Config{
 		GRPCAddr: c.notifierGRPC, HTTPAddr: c.notifierHTTP, DatabaseURL: s.dbURL, NATSURL: natsURL,
 		ContactsAddr: c.contactsGRPC, ContactsKey: s.contactsKey, BootstrapKey: s.apiKey, BootstrapApp: "dev",
 		StreamReplicas: 1, RepublishAfter: time.Minute, ReconcileInterval: time.Second,
-		Links: links, Log: log.With("service", "notifier"),
+		Links: links, Inbox: inbox, Log: log.With("service", "notifier"),
 	}); err != nil {
 		return nil, fmt.Errorf("notifier: %w", err)
 	}

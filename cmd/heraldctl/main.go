@@ -179,7 +179,7 @@ func dlq(ctx context.Context, admin heraldv1.AdminServiceClient, args []string, 
 		return errors.New("usage: heraldctl dlq list|redrive [flags]")
 	}
 	fs := flag.NewFlagSet("dlq "+args[0], flag.ContinueOnError)
-	channel := fs.String("channel", "", "only this channel (ios, android, sms, email)")
+	channel := fs.String("channel", "", "only this channel (ios, android, sms, email, inbox)")
 	reason := fs.String("reason", "", "only this reason")
 	all := fs.Bool("all", false, "redrive: every dead letter")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -231,7 +231,7 @@ func send(ctx context.Context, client heraldv1.NotificationServiceClient, args [
 		fcmToken  = fs.String("android-token", "", "recipient FCM registration token")
 		user      = fs.String("user", "", "recipient user id (instead of addresses)")
 		category  = fs.String("category", "account", "notification category")
-		channels  = fs.String("channels", "", "comma-separated channels (ios,android,sms,email); empty means all reachable")
+		channels  = fs.String("channels", "", "comma-separated channels (ios,android,sms,email,inbox); empty means all reachable (the inbox only where the category names it)")
 		fallback  = fs.String("fallback", "", "comma-separated channels to try one after another (e.g. email,sms), instead of --channels")
 		stepWait  = fs.Duration("step-timeout", 0, "with --fallback: move on when a sent step was not delivered within this time (0: sent is enough)")
 		digestWin = fs.Duration("digest-window", 0, "collect into the recipient's digest, which closes this long after its first item (e.g. 10m)")

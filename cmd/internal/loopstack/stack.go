@@ -338,6 +338,7 @@ func (s *Stack) StartNotifier(ctx context.Context, failed <-chan error) (err err
 	}, s.streamArgs()...)
 	if s.Notifier, err = StartProc("notifier", filepath.Join(s.bin, "notifier"), append(args, s.cfg.Args["notifier"]...), []string{
 		"HERALD_DATABASE_URL=" + s.DBURL, "HERALD_BOOTSTRAP_KEY=" + s.AdminKey, "HERALD_CONTACTS_KEY=" + s.contactsKey,
+		"HERALD_LINK_KEYS=" + s.linkKeys,
 	}, filepath.Join(s.Logs, "notifier.log"), s.Failed); err != nil {
 		return err
 	}
@@ -371,7 +372,7 @@ func (s *Stack) streamArgs() []string {
 // another goroutine watches s.Failed and ends ctx).
 func (s *Stack) StartWorkers(ctx context.Context, failed <-chan error) (err error) {
 	args := append([]string{
-		"--http-addr", s.WorkersHTTP, "--nats-url", s.NATSURL, "--channels", "ios,android,sms,email",
+		"--http-addr", s.WorkersHTTP, "--nats-url", s.NATSURL, "--channels", "ios,android,sms,email,inbox",
 		"--contacts-addr", s.ContactsGRPC, "--unsubscribe-url", "http://" + s.ContactsHTTP,
 		"--log-level", s.cfg.ServiceLogLevel,
 	}, s.streamArgs()...)

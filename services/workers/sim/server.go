@@ -250,6 +250,18 @@ Addresses with "+fail" or starting with "fail" are rejected; "+flaky" fails twic
 // Content-Security-Policy for the page: nothing but its own inline style and form.
 const pageCSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 
+// providerChannels are the channels a provider sends: all but the inbox, which the workers store
+// themselves and never simulate.
+func providerChannels() []delivery.Channel {
+	var out []delivery.Channel
+	for _, ch := range delivery.Channels {
+		if ch != delivery.Inbox {
+			out = append(out, ch)
+		}
+	}
+	return out
+}
+
 func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 	channel, deliveryID, ok := filters(w, r)
 	if !ok {
@@ -258,7 +270,7 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
 	msgs := s.Messages(channel, deliveryID)
 	data := pageData{
 		Rows:       make([]pageRow, len(msgs)),
-		Channels:   delivery.Channels,
+		Channels:   providerChannels(),
 		Channel:    channel,
 		DeliveryID: deliveryID,
 		Capacity:   Capacity,
