@@ -34,7 +34,7 @@ func TestFallbackDomain(t *testing.T) {
 		{"repeated", &heraldv1.Fallback{Channels: []heraldv1.Channel{email, sms, email}}, nil, []string{"f.channels[2]"}},
 		{"unknown", &heraldv1.Fallback{Channels: []heraldv1.Channel{email, 42}}, nil, []string{"f.channels[1]"}},
 		{"unspecified", &heraldv1.Fallback{Channels: []heraldv1.Channel{0, email}}, nil, []string{"f.channels[0]"}},
-		{"longer than the channels", &heraldv1.Fallback{Channels: []heraldv1.Channel{email, sms, ios, 2, email}}, nil,
+		{"longer than the channels", &heraldv1.Fallback{Channels: []heraldv1.Channel{email, sms, ios, 2, 5, email}}, nil,
 			[]string{"f.channels"}},
 		{"timeout too short", &heraldv1.Fallback{Channels: []heraldv1.Channel{email, sms}, StepTimeout: durationpb.New(time.Millisecond)},
 			nil, []string{"f.step_timeout"}},

@@ -51,7 +51,7 @@ func repeat[T any](v T, n int) []T {
 }
 
 var allChannels = []heraldv1.Channel{heraldv1.Channel_CHANNEL_IOS, heraldv1.Channel_CHANNEL_ANDROID,
-	heraldv1.Channel_CHANNEL_SMS, heraldv1.Channel_CHANNEL_EMAIL}
+	heraldv1.Channel_CHANNEL_SMS, heraldv1.Channel_CHANNEL_EMAIL, heraldv1.Channel_CHANNEL_INBOX}
 
 func channels(n int) []heraldv1.Channel {
 	out := make([]heraldv1.Channel, n)
@@ -163,7 +163,7 @@ func TestLimits(t *testing.T) {
 				_, err := s.UpdateSettings(ctx, &heraldv1.UpdateSettingsRequest{UserId: sized(n), Settings: &heraldv1.Settings{}})
 				return err
 			}},
-		{"settings channels", "settings.opted_out_channels", 4, "at most 4, got 5",
+		{"settings channels", "settings.opted_out_channels", 5, "at most 5, got 6",
 			func(ctx context.Context, s *Server, n int) error {
 				_, err := s.UpdateSettings(ctx, &heraldv1.UpdateSettingsRequest{UserId: u1,
 					Settings: &heraldv1.Settings{OptedOutChannels: channels(n)}})
@@ -184,7 +184,7 @@ func TestLimits(t *testing.T) {
 					Categories: []*heraldv1.CategorySetting{{Category: sized(n)}}}})
 				return err
 			}},
-		{"settings category channels", "settings.categories[0].opted_out_channels", 4, "at most 4, got 5",
+		{"settings category channels", "settings.categories[0].opted_out_channels", 5, "at most 5, got 6",
 			func(ctx context.Context, s *Server, n int) error {
 				_, err := s.UpdateSettings(ctx, &heraldv1.UpdateSettingsRequest{UserId: u1, Settings: &heraldv1.Settings{
 					Categories: []*heraldv1.CategorySetting{{Category: "marketing", OptedOutChannels: channels(n)}}}})

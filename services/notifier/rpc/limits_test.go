@@ -83,7 +83,7 @@ func ids(n int) []string {
 }
 
 var allChannels = []heraldv1.Channel{heraldv1.Channel_CHANNEL_IOS, heraldv1.Channel_CHANNEL_ANDROID,
-	heraldv1.Channel_CHANNEL_SMS, heraldv1.Channel_CHANNEL_EMAIL}
+	heraldv1.Channel_CHANNEL_SMS, heraldv1.Channel_CHANNEL_EMAIL, heraldv1.Channel_CHANNEL_INBOX}
 
 // channels returns n channels: every channel once, then repeats.
 func channels(n int) []heraldv1.Channel {
@@ -128,7 +128,7 @@ func TestLimits(t *testing.T) {
 					Category: "news", Message: content()})
 				return err
 			}},
-		{"send channels", "channels", 4, "at most 4, got 5",
+		{"send channels", "channels", 5, "at most 5, got 6",
 			func(ctx context.Context, s *Server, n int) error {
 				_, err := s.Send(ctx, &heraldv1.SendRequest{Recipient: toEmail(), Category: "news", Channels: channels(n), Message: content()})
 				return err
@@ -195,7 +195,7 @@ func TestLimits(t *testing.T) {
 					Recipients: []*heraldv1.BatchRecipient{{Recipient: toEmail()}}})
 				return err
 			}},
-		{"batch channels", "channels", 4, "at most 4, got 5",
+		{"batch channels", "channels", 5, "at most 5, got 6",
 			func(ctx context.Context, s *Server, n int) error {
 				_, err := s.SendBatch(ctx, &heraldv1.SendBatchRequest{Category: "news", Channels: channels(n),
 					Message:    &heraldv1.SendBatchRequest_Content{Content: &heraldv1.Content{Body: "b"}},
@@ -254,7 +254,7 @@ func TestLimits(t *testing.T) {
 				_, err := s.CreateApp(ctx, &heraldv1.CreateAppRequest{Name: "x", AllowedCategories: repeat("news", n)})
 				return err
 			}},
-		{"create app channels", "allowed_channels", 4, "at most 4, got 5",
+		{"create app channels", "allowed_channels", 5, "at most 5, got 6",
 			func(ctx context.Context, s *Server, n int) error {
 				_, err := s.CreateApp(ctx, &heraldv1.CreateAppRequest{Name: "x", AllowedChannels: channels(n)})
 				return err
@@ -264,7 +264,7 @@ func TestLimits(t *testing.T) {
 				_, err := s.UpdateApp(ctx, &heraldv1.UpdateAppRequest{App: &heraldv1.App{AppId: knownApp.String(), AllowedCategories: repeat("news", n)}})
 				return err
 			}},
-		{"update app channels", "allowed_channels", 4, "at most 4, got 5",
+		{"update app channels", "allowed_channels", 5, "at most 5, got 6",
 			func(ctx context.Context, s *Server, n int) error {
 				_, err := s.UpdateApp(ctx, &heraldv1.UpdateAppRequest{App: &heraldv1.App{AppId: knownApp.String(), AllowedChannels: channels(n)}})
 				return err
@@ -284,7 +284,7 @@ func TestLimits(t *testing.T) {
 				_, err := s.PutCategory(ctx, &heraldv1.PutCategoryRequest{Category: &heraldv1.Category{Name: "c", Description: sized(n)}})
 				return err
 			}},
-		{"category channels", "category.allowed_channels", 4, "at most 4, got 5",
+		{"category channels", "category.allowed_channels", 5, "at most 5, got 6",
 			func(ctx context.Context, s *Server, n int) error {
 				_, err := s.PutCategory(ctx, &heraldv1.PutCategoryRequest{Category: &heraldv1.Category{Name: "c", AllowedChannels: channels(n)}})
 				return err
