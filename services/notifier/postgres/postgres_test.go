@@ -215,7 +215,7 @@ func TestCreateNotification(t *testing.T) {
 		n    func() *notifier.Notification
 	}{
 		{"inline content on every channel", func() *notifier.Notification {
-			n := notification(t, app, "", delivery.Queued, delivery.Queued, delivery.Queued, delivery.Queued)
+			n := notification(t, app, "", delivery.Queued, delivery.Queued, delivery.Queued, delivery.Queued, delivery.Queued)
 			for i, ch := range delivery.Channels {
 				n.Deliveries[i].Channel = ch
 			}
@@ -224,6 +224,7 @@ func TestCreateNotification(t *testing.T) {
 					"obj": map[string]any{"deep": nil}}}
 			n.Deliveries[2].Content = delivery.Content{Body: "sms"}
 			n.Deliveries[3].Content = delivery.Content{Subject: "S", HTML: "<p>h</p>", Text: "t"}
+			n.Deliveries[4].Content = delivery.Content{Title: "In the inbox", Body: "b"}
 			n.RequestHash = []byte{1, 2, 3}
 			return n
 		}},
