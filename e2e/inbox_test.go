@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -16,12 +17,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/heraldhq/herald/examples/inbox/app"
+	"github.com/heraldhq/herald/internal/browsertest"
 	"github.com/heraldhq/herald/internal/linktoken"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 	contactsd "github.com/heraldhq/herald/services/contacts/daemon"
@@ -610,4 +614,47 @@ func mustStruct(m map[string]any) *structpb.Struct {
 		panic(err)
 	}
 	return s
+}
+
+// TestInboxExamplePage drives examples/inbox in headless Chromium, its page on another origin
+// than Herald (CORS): a Send makes the bell's count go up and the message appear, live; a click
+// on the message marks it read and the count goes down.
+func TestInboxExamplePage(t *testing.T) {
+	s := startStack(t, stackOptions{})
+	ctx := context.Background()
+	upsertUser(t, s, &heraldv1.User{UserId: "fay"})
+	backend := httptest.NewServer(app.New(app.Config{HeraldURL: "http://" + s.notifier.HTTPAddr(), AppKey: s.key, User: "fay"}))
+	t.Cleanup(backend.Close)
+
+	page := browsertest.New(t, 0)
+	countIs := func(n string) chromedp.Action[chromedp.Void] {
+		return chromedp.Poll[chromedp.Void](`document.getElementById("count").textContent === "`+n+`"`,
+			chromedp.WithPollingTimeout(30*time.Second))
+	}
+	if err := chromedp.Do(page,
+		chromedp.Navigate(backend.URL),
+		chromedp.Poll[chromedp.Void](`document.getElementById("status").textContent === "live"`, chromedp.WithPollingTimeout(30*time.Second)),
+		countIs("0"),
+	); err != nil {
+		t.Fatalf("open the page: %v", err)
+	}
+	if _, err := s.notify.Send(ctx, inboxRequest("fay", "Your order shipped")); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(page, countIs("1"), chromedp.WaitVisible(chromedp.CSS(`#list li.unread`))); err != nil {
+		t.Fatalf("the bell after a Send: %v", err)
+	}
+	title, err := chromedp.Run(page, chromedp.Text(chromedp.CSS(`#list li.unread span`)))
+	if err != nil || title != "Your order shipped" {
+		t.Fatalf("the list shows %q, %v", title, err)
+	}
+	if err := chromedp.Do(page, chromedp.Click(chromedp.CSS(`#list li.unread`)), countIs("0"),
+		chromedp.Poll[chromedp.Void](`document.querySelectorAll("#list li.unread").length === 0`, chromedp.WithPollingTimeout(30*time.Second)),
+	); err != nil {
+		t.Fatalf("the bell after a click: %v", err)
+	}
+	var readAt *time.Time
+	if err := s.pool.QueryRow(ctx, `SELECT read_at FROM inbox.messages WHERE user_id = 'fay'`).Scan(&readAt); err != nil || readAt == nil {
+		t.Fatalf("the message's read time: %v, %v", readAt, err)
+	}
 }
