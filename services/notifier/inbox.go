@@ -131,7 +131,10 @@ func (c InboxCaller) user(requested string) (string, error) {
 	}
 	var v errs.Violations
 	checkUser(&v, requested)
-	return requested, v.Err()
+	if err := v.Err(); err != nil {
+		return "", err
+	}
+	return requested, nil
 }
 
 // InboxStore is the inbox as the notifier uses it.

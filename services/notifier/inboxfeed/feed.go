@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/heraldhq/herald/internal/inbox"
+	"github.com/heraldhq/herald/services/notifier"
 	"github.com/heraldhq/herald/services/notifier/rpc"
 )
 
@@ -104,9 +105,6 @@ func TokenFrom(r *http.Request) string {
 	return strings.TrimSpace(t)
 }
 
-// IsAppKey tells an app key (which never goes in a URL, nor to a browser) from a user token.
-var IsAppKey = func(t string) bool { return strings.HasPrefix(t, "hk_") }
-
 func (f *Feed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.init()
 	tok := TokenFrom(r)
@@ -114,7 +112,7 @@ func (f *Feed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case tok == "":
 		httpError(w, http.StatusUnauthorized, "a user token is required: ?token=<token from CreateUserToken>")
 		return
-	case IsAppKey(tok):
+	case notifier.IsAppKey(tok):
 		// Refused even when valid: an app key in a URL ends up in logs and browser history.
 		httpError(w, http.StatusUnauthorized, "the live feed takes a user token (CreateUserToken), never an app key")
 		return
