@@ -549,7 +549,8 @@ func TestInboxTokens(t *testing.T) {
 
 // TestInboxOptOut: settings apply to the inbox as to every channel: a user who opted out of it
 // gets a skipped delivery and nothing in the inbox. A Send that does not name the inbox does not
-// reach it, unless its category names the inbox in allowed_channels.
+// reach it, unless its category names the inbox in allowed_channels. A deleted user's inbox is
+// erased.
 func TestInboxOptOut(t *testing.T) {
 	s := startStack(t, stackOptions{})
 	ctx := context.Background()
@@ -603,6 +604,15 @@ func TestInboxOptOut(t *testing.T) {
 	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM inbox.messages WHERE user_id IN ('dee', 'eli')`).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("inbox messages = %d, %v; want 1 (eli's social)", n, err)
 	}
+
+	// A deleted user's inbox goes with them.
+	if _, err := s.people.DeleteUser(ctx, &heraldv1.DeleteUserRequest{UserId: "eli"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the deleted user's inbox to be erased", 30*time.Second, func() (bool, error) {
+		err := s.pool.QueryRow(ctx, `SELECT count(*) FROM inbox.messages WHERE user_id = 'eli'`).Scan(&n)
+		return n == 0, err
+	})
 }
 
 // dialToken connects to a gRPC address with a bearer token (a user token, or a key).
@@ -656,5 +666,49 @@ func TestInboxExamplePage(t *testing.T) {
 	var readAt *time.Time
 	if err := s.pool.QueryRow(ctx, `SELECT read_at FROM inbox.messages WHERE user_id = 'fay'`).Scan(&readAt); err != nil || readAt == nil {
 		t.Fatalf("the message's read time: %v, %v", readAt, err)
+	}
+}
+
+// TestInboxFallback: the inbox in a fallback chain with a step timeout. A message read in the
+// inbox in time counts as reaching the user (its open makes the delivery DELIVERED), so the
+// email is not needed; one left unread goes out by email when the step timeout runs out.
+func TestInboxFallback(t *testing.T) {
+	s := startStack(t, stackOptions{})
+	ctx := context.Background()
+	upsertUser(t, s, &heraldv1.User{UserId: "gus", Email: "gus@example.com"})
+	chain := func(title string) *heraldv1.SendRequest {
+		req := inboxRequest("gus", title)
+		req.Channels = nil
+		req.Message = &heraldv1.SendRequest_Content{Content: &heraldv1.Content{Title: title, Subject: title, Body: "b"}}
+		req.Fallback = &heraldv1.Fallback{Channels: []heraldv1.Channel{heraldv1.Channel_CHANNEL_INBOX, heraldv1.Channel_CHANNEL_EMAIL},
+			StepTimeout: durationpb.New(3 * time.Second)}
+		return req
+	}
+	user := heraldv1.NewInboxServiceClient(dialToken(t, s.notifier.GRPCAddr(), userToken(t, s, "gus")))
+
+	read, err := s.notify.Send(ctx, chain("read in time"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unread, err := s.notify.Send(ctx, chain("left unread"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inboxID := read.Deliveries[0].DeliveryId
+	waitFor(t, "the first message in the inbox", 30*time.Second, func() (bool, error) {
+		res, err := user.MarkRead(ctx, &heraldv1.MarkReadRequest{Ids: []string{inboxID}})
+		return err == nil && res.Marked == 1, err
+	})
+	for _, tc := range []struct {
+		id   string
+		want []string
+	}{
+		{read.NotificationId, []string{"1 INBOX DELIVERED ", "2 EMAIL SKIPPED fallback_not_needed"}},
+		{unread.NotificationId, []string{"1 INBOX SENT step_timeout", "2 EMAIL SENT "}},
+	} {
+		n := waitFinal(t, s, tc.id)
+		if got := steps(n); !slices.Equal(got, tc.want) {
+			t.Errorf("steps %q, want %q", got, tc.want)
+		}
 	}
 }
