@@ -293,6 +293,13 @@ func TestInboxLiveFeed(t *testing.T) {
 	if got := list.Messages[0].Title; got != "after restart" {
 		t.Errorf("newest message %q, want after restart", got)
 	}
+	all, err := s.inbox(t).MarkAllRead(ctx, &heraldv1.MarkAllReadRequest{UserId: "ada"})
+	if err != nil || all.Marked != 8 || all.Unread != 0 {
+		t.Fatalf("MarkAllRead = %v, %v; want 8 marked, 0 unread", all, err)
+	}
+	if n := unreadOf(t, again.next(t, "unread", 10*time.Second)); n != 0 {
+		t.Fatalf("the feed's unread count after MarkAllRead: %d", n)
+	}
 }
 
 // TestInboxUnreadExact: 50 senders and 50 readers on one user's inbox at once. The unread

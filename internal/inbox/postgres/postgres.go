@@ -19,6 +19,7 @@ import (
 
 	"github.com/heraldhq/herald/internal/inbox"
 	"github.com/heraldhq/herald/internal/pgdb"
+	"github.com/heraldhq/herald/internal/retention"
 )
 
 //go:embed migrations/*.sql
@@ -242,4 +243,19 @@ func (s *Store) Archive(ctx context.Context, userID string, ids []uuid.UUID, at 
 func (s *Store) EraseUser(ctx context.Context, userID string) error {
 	_, err := s.pool.Exec(ctx, `DELETE FROM inbox.messages WHERE user_id = $1`, userID)
 	return pgdb.Err(err)
+}
+
+const pruneMessagesSQL = `
+	WITH gone AS (
+		DELETE FROM inbox.messages WHERE id = ANY(ARRAY(
+			SELECT id FROM inbox.messages WHERE id >= $1 AND id < $2 ORDER BY id LIMIT $3))
+		RETURNING id)
+	SELECT count(*), (SELECT id FROM gone ORDER BY id DESC LIMIT 1) FROM gone`
+
+// PruneMessages deletes up to limit messages whose deliveries were accepted before cutoff
+// (their ids are the deliveries' UUIDv7s), from the ones accepted at from, and returns how many
+// and when the last one was accepted: a retention.PruneFunc. The users' feed positions stay,
+// so feeds go on numbering after the messages that are gone.
+func PruneMessages(ctx context.Context, tx pgx.Tx, from, cutoff time.Time, limit int) (int, time.Time, error) {
+	return retention.ByID(ctx, tx, pruneMessagesSQL, from, cutoff, limit)
 }

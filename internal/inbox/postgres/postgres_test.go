@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/heraldhq/herald/internal/ids"
 	"github.com/heraldhq/herald/internal/inbox"
 	"github.com/heraldhq/herald/internal/inbox/postgres"
 	"github.com/heraldhq/herald/internal/pgdb"
@@ -167,6 +168,18 @@ func TestListAndMarks(t *testing.T) {
 		}
 	}
 
+	unread, err := s.Unread(ctx, "u1", nil, "", 10)
+	if err != nil || !slices.Equal(titles(unread), []string{"m2", "m3"}) {
+		t.Fatalf("Unread(every one) = %v, %v", titles(unread), err)
+	}
+	unread, err = s.Unread(ctx, "u1", []uuid.UUID{ms[0].ID, ms[2].ID}, "", 10)
+	if err != nil || !slices.Equal(titles(unread), []string{"m2"}) {
+		t.Fatalf("Unread(ids) = %v, %v", titles(unread), err)
+	}
+	unread, err = s.Unread(ctx, "u1", nil, "billing", 10)
+	if err != nil || !slices.Equal(titles(unread), []string{"m3"}) {
+		t.Fatalf("Unread(billing) = %v, %v", titles(unread), err)
+	}
 	c, err = s.MarkAllRead(ctx, "u1", "billing", now)
 	if err != nil || len(c.Marked) != 1 || c.Unread != 1 {
 		t.Fatalf("MarkAllRead(billing) = %+v, %v", c, err)
@@ -249,5 +262,46 @@ func TestConcurrentExact(t *testing.T) {
 	}
 	if n, err := s.UnreadCount(ctx, "u"); err != nil || n != unread {
 		t.Fatalf("UnreadCount = %d, %v; the rows say %d", n, err, unread)
+	}
+}
+
+// TestPruneMessages: messages whose Sends were accepted before the cutoff go, in batches; the
+// others, and the users' feed positions, stay.
+func TestPruneMessages(t *testing.T) {
+	s, pool, _ := open(t)
+	ctx := t.Context()
+	now := time.Now()
+	for i, age := range []time.Duration{100 * 24 * time.Hour, 95 * 24 * time.Hour, 91 * 24 * time.Hour, time.Hour} {
+		m := message("u", "news", fmt.Sprint("m", i))
+		m.ID = ids.NewV7At(now.Add(-age))
+		deliver(t, s, m)
+	}
+	cutoff := now.Add(-90 * 24 * time.Hour)
+	var total int
+	from := time.Unix(0, 0)
+	for {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, last, err := postgres.PruneMessages(ctx, tx, from, cutoff, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		total += n
+		if n < 2 {
+			break
+		}
+		from = last
+	}
+	left, err := s.List(ctx, inbox.Query{UserID: "u"})
+	if err != nil || total != 3 || !slices.Equal(titles(left), []string{"m3"}) {
+		t.Fatalf("pruned %d, left %v, %v; want 3 pruned, m3 left", total, titles(left), err)
+	}
+	if head, err := s.Head(ctx, "u"); err != nil || head != 4 {
+		t.Fatalf("Head = %d, %v; the feed position must stay at 4", head, err)
 	}
 }

@@ -33,7 +33,13 @@ type InboxConfig struct {
 	Heartbeat time.Duration
 	// MaxStreams bounds one user's open feed streams per notifier.
 	MaxStreams int
+	// Retention is how long a message is kept after its Send was accepted; 0 keeps it for ever.
+	Retention time.Duration
 }
+
+// DefaultInboxRetention is how long inbox messages are kept when --inbox-retention does not
+// say: as long as the delivery history.
+const DefaultInboxRetention = DefaultDeliveryRetention
 
 // RegisterFlags binds c's fields to flags with their defaults.
 func (c *InboxConfig) RegisterFlags(fs *flag.FlagSet) {
@@ -41,6 +47,7 @@ func (c *InboxConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Origins, "inbox-origins", "*", "origins whose pages may call the inbox routes and its live feed with a user token (CORS), comma-separated; * for any")
 	fs.DurationVar(&c.Heartbeat, "inbox-heartbeat", inboxfeed.DefaultHeartbeat, "time between keep-alive comments on the inbox live feed")
 	fs.IntVar(&c.MaxStreams, "inbox-max-streams", inboxfeed.DefaultMaxStreams, "open inbox live feed streams allowed per user on each notifier")
+	fs.DurationVar(&c.Retention, "inbox-retention", DefaultInboxRetention, "how long an inbox message is kept after its Send was accepted, read or not (0: for ever)")
 }
 
 func (c *InboxConfig) tokens(log *slog.Logger) (*notifier.UserTokens, error) {

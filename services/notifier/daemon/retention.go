@@ -10,6 +10,7 @@ import (
 
 	"github.com/heraldhq/herald/internal/appkey"
 	deliverypg "github.com/heraldhq/herald/internal/delivery/postgres"
+	inboxpg "github.com/heraldhq/herald/internal/inbox/postgres"
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/internal/retention"
 	"github.com/heraldhq/herald/services/notifier"
@@ -73,5 +74,6 @@ func retentionTables(cfg Config, deliveries *deliverypg.Store) []retention.Table
 		{Name: "notifier.provider_events", Keep: keep, Prune: postgres.PruneProviderEvents},
 		{Name: "notifier.notifications", Keep: keep, Prune: postgres.PruneNotifications},
 		{Name: "notifier.topic_sends", Keep: keep, Prune: postgres.PruneTopicSends}, // after their notifications
+		{Name: "inbox.messages", Keep: cfg.Inbox.Retention, Prune: inboxpg.PruneMessages}, // inbox.go
 	}
 }
