@@ -34,7 +34,8 @@ func TestRetentionConfig(t *testing.T) {
 }
 
 // TestRetentionTables: the delivery history follows --delivery-retention (0: kept for ever), the
-// short links --link-retention, and the key change feed its own hour, whatever the flags say.
+// short links --link-retention, the inbox --inbox-retention, and the key change feed its own
+// hour, whatever the flags say.
 func TestRetentionTables(t *testing.T) {
 	keep := func(cfg Config) map[string]time.Duration {
 		out := map[string]time.Duration{}
@@ -43,13 +44,15 @@ func TestRetentionTables(t *testing.T) {
 		}
 		return out
 	}
-	got := keep(Config{Retention: RetentionConfig{Deliveries: 30 * 24 * time.Hour}, Links: LinksConfig{Retention: 7 * 24 * time.Hour}})
+	got := keep(Config{Retention: RetentionConfig{Deliveries: 30 * 24 * time.Hour}, Links: LinksConfig{Retention: 7 * 24 * time.Hour},
+		Inbox: InboxConfig{Retention: 60 * 24 * time.Hour}})
 	want := map[string]time.Duration{
 		"notifier.key_changes": time.Hour, "notifier.links": 7 * 24 * time.Hour, "notifier.link_clicks": 7 * 24 * time.Hour,
 		"delivery.attempts": 30 * 24 * time.Hour, "delivery.deliveries": 30 * 24 * time.Hour,
 		"delivery.digests":         30 * 24 * time.Hour,
 		"notifier.provider_events": 30 * 24 * time.Hour, "notifier.notifications": 30 * 24 * time.Hour,
 		"notifier.topic_sends": 30 * 24 * time.Hour,
+		"inbox.messages":       60 * 24 * time.Hour,
 	}
 	for name, w := range want {
 		if got[name] != w {
@@ -60,7 +63,7 @@ func TestRetentionTables(t *testing.T) {
 		t.Errorf("tables %v, want %v", got, want)
 	}
 	got = keep(Config{})
-	for _, name := range []string{"delivery.attempts", "delivery.deliveries", "delivery.digests", "notifier.provider_events", "notifier.notifications", "notifier.topic_sends"} {
+	for _, name := range []string{"delivery.attempts", "delivery.deliveries", "delivery.digests", "notifier.provider_events", "notifier.notifications", "notifier.topic_sends", "inbox.messages"} {
 		if got[name] != 0 {
 			t.Errorf("with no retention: %s kept %s, want for ever (0)", name, got[name])
 		}
