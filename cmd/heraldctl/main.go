@@ -72,6 +72,9 @@ Usage:
                                 list dead letters (needs an admin key)
   heraldctl dlq redrive [--channel C] [--reason R] [--all] [delivery id...]
                                 queue dead letters again (needs an admin key)
+  heraldctl inbox token|list|unread|read <user> [flags]
+                                a user's in-app inbox: a user token for the live feed, the
+                                messages, the unread count, mark read (heraldctl inbox)
 
 apps, queues, stats and dlq need an admin app's key (the dev stack's key is one). keygen needs
 nothing: it works offline.
@@ -169,6 +172,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return c, err
 		}
 		return topicsCmd(ctx, heraldv1.NewNotificationServiceClient(conn), contacts, rest, out)
+	case "inbox":
+		return inboxCmd(ctx, heraldv1.NewInboxServiceClient(conn), rest, out)
 	}
 	fs.Usage()
 	return fmt.Errorf("unknown command %q", cmd)
