@@ -524,6 +524,15 @@ func TestInboxTokens(t *testing.T) {
 			c.close()
 		}
 	})
+	t.Run("no token in the logs", func(t *testing.T) {
+		for _, line := range s.logs.lines() {
+			for _, secret := range []string{tok, expired, forged, prefs} {
+				if strings.Contains(line, secret) {
+					t.Fatalf("a log line holds a user token: %s", line)
+				}
+			}
+		}
+	})
 	t.Run("CORS with a bearer user token", func(t *testing.T) {
 		base := "http://" + s.notifier.HTTPAddr()
 		pre, _ := http.NewRequest(http.MethodOptions, base+"/v1/inbox/messages:markAllRead", nil)

@@ -75,7 +75,7 @@ func TestSavePreferencesChangedElsewhere(t *testing.T) {
 	// keeping SMS off.
 	form = allOn(tok)
 	form.Set("etag", etagOf(t, body))
-	form["channel"] = []string{"email", "push"}
+	form["channel"] = []string{"email", "push", "inbox"}
 	form["receive"] = []string{"account", "product"}
 	if rec := e.postForm("/preferences", form); rec.Code != http.StatusSeeOther {
 		t.Fatalf("status %d, want 303; body:\n%s", rec.Code, rec.Body)

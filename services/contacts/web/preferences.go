@@ -28,6 +28,7 @@ var channelGroups = []channelGroup{
 	{"email", "Email", []delivery.Channel{delivery.Email}},
 	{"push", "Push notifications", []delivery.Channel{delivery.IOS, delivery.Android}},
 	{"sms", "Text messages (SMS)", []delivery.Channel{delivery.SMS}},
+	{"inbox", "In-app inbox", []delivery.Channel{delivery.Inbox}},
 }
 
 // groupOn reports whether the page shows a group on: none of its channels is opted out.

@@ -153,10 +153,10 @@ func TestPreferencesPage(t *testing.T) {
 
 // allOn is the form of a page with every switch on and no quiet hours.
 func allOn(token string) url.Values {
-	f := url.Values{"token": {token}, "channel": {"email", "push", "sms"}}
+	f := url.Values{"token": {token}, "channel": {"email", "push", "sms", "inbox"}}
 	for _, c := range []string{"account", "marketing", "product"} {
 		f.Add("receive", c)
-		f["cat:"+c] = []string{"email", "push", "sms"}
+		f["cat:"+c] = []string{"email", "push", "sms", "inbox"}
 	}
 	return f
 }
@@ -168,9 +168,9 @@ func TestSavePreferences(t *testing.T) {
 
 	// Push off everywhere, marketing off, marketing email off too, quiet hours at night.
 	form := allOn(tok)
-	form["channel"] = []string{"email", "sms"}
+	form["channel"] = []string{"email", "sms", "inbox"}
 	form["receive"] = []string{"account", "product"}
-	form["cat:marketing"] = []string{"push", "sms"}
+	form["cat:marketing"] = []string{"push", "sms", "inbox"}
 	form.Set("quiet_start", "22:00")
 	form.Set("quiet_end", "07:00:00") // as a browser may send it
 	rec := e.postForm("/preferences", form)
@@ -252,8 +252,8 @@ func TestSavePreferencesKeepsWhatThePageCannotShow(t *testing.T) {
 		t.Fatal("push shown on while iOS or Android is off")
 	}
 	form := allOn(tok)
-	form["channel"] = []string{"email", "sms"}
-	form["cat:product"] = []string{"email", "sms"}
+	form["channel"] = []string{"email", "sms", "inbox"}
+	form["cat:product"] = []string{"email", "sms", "inbox"}
 	if rec := e.postForm("/preferences", form); rec.Code != http.StatusSeeOther {
 		t.Fatalf("status %d; body:\n%s", rec.Code, rec.Body)
 	}
