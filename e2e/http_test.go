@@ -675,6 +675,56 @@ func TestHTTPAPI(t *testing.T) {
 		}
 	})
 
+	run("in-app inbox", func(t *testing.T) { // inbox_test.go has the rest
+		if _, err := s.people.UpsertUser(ctx, &heraldv1.UpsertUserRequest{User: &heraldv1.User{UserId: "hal"}}); err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, title := range []string{"First", "Second"} {
+			res := ok[jsonSent](t, notifier.call(t, "POST", "/v1/notifications:send", `{"recipient": {"userId": "hal"},
+				"category": "account", "channels": ["CHANNEL_INBOX"], "content": {"title": "`+title+`", "body": "b"}}`))
+			ids = append(ids, res.Deliveries[0].DeliveryID)
+		}
+		type page struct {
+			Messages []struct {
+				ID, Title, ReadTime, ArchiveTime string
+			}
+			NextPageToken string
+		}
+		waitFor(t, "both messages in the inbox", 30*time.Second, func() (bool, error) {
+			return len(ok[page](t, notifier.call(t, "GET", "/v1/inbox/messages?user_id=hal", "")).Messages) == 2, nil
+		})
+		tok := ok[struct{ Token, ExpireTime string }](t, notifier.call(t, "POST", "/v1/inbox/tokens", `{"user_id": "hal", "ttl": "600s"}`))
+		if tok.Token == "" || tok.ExpireTime == "" {
+			t.Fatalf("CreateUserToken answered %+v", tok)
+		}
+		user := notifier.as(tok.Token)
+		first := ok[page](t, user.call(t, "GET", "/v1/inbox/messages?page_size=1", ""))
+		if len(first.Messages) != 1 || first.Messages[0].Title != "Second" || first.NextPageToken == "" {
+			t.Fatalf("first page %+v, want the newest and a next page", first)
+		}
+		next := ok[page](t, user.call(t, "GET", "/v1/inbox/messages?page_size=1&page_token="+first.NextPageToken, ""))
+		if len(next.Messages) != 1 || next.Messages[0].Title != "First" {
+			t.Fatalf("second page %+v", next)
+		}
+		type counts struct{ Marked, Archived, Unread string }
+		if c := ok[counts](t, user.call(t, "GET", "/v1/inbox/unread-count", "")); c.Unread != "2" {
+			t.Fatalf("unread %+v, want 2", c)
+		}
+		if c := ok[counts](t, user.call(t, "POST", "/v1/inbox/messages:markRead", `{"ids": ["`+ids[0]+`"]}`)); c.Marked != "1" || c.Unread != "1" {
+			t.Fatalf("markRead %+v", c)
+		}
+		if c := ok[counts](t, user.call(t, "POST", "/v1/inbox/messages:archive", `{"ids": ["`+ids[1]+`"]}`)); c.Archived != "1" || c.Unread != "" {
+			t.Fatalf("archive %+v, want 1 archived, none unread", c)
+		}
+		if c := ok[counts](t, notifier.call(t, "POST", "/v1/inbox/messages:markAllRead", `{"user_id": "hal"}`)); c.Marked != "" {
+			t.Fatalf("markAllRead %+v, want nothing left to mark", c)
+		}
+		if r := user.call(t, "GET", "/v1/inbox/unread-count?user_id=ada", ""); refused(t, r, http.StatusForbidden, codes.PermissionDenied).Message == "" {
+			t.Errorf("another user's inbox: %v", r)
+		}
+	})
+
 	// Every route was exercised above with an effect checked, through the notifier's port;
 	// ContactsService's through the contacts service's port as well. A route added to the
 	// protos fails this until a subtest calls it.
