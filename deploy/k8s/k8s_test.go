@@ -628,10 +628,12 @@ func checkIngresses(t *testing.T, o *objects) {
 				continue
 			}
 			for _, p := range r.HTTP.Paths {
-				// The one prefix: short links, under which the notifier serves only GET /l/{code}.
-				shortLinks := p.Path == "/l" && b2s(p.Backend.Service) == "herald-notifier" &&
+				// The prefixes: short links, under which the notifier serves only GET /l/{code}, and
+				// the in-app inbox, under which it serves only InboxService (a user token or an app
+				// key on every call) and the live feed.
+				prefix := (p.Path == "/l" || p.Path == "/v1/inbox") && b2s(p.Backend.Service) == "herald-notifier" &&
 					p.PathType != nil && *p.PathType == networkingv1.PathTypePrefix
-				if !shortLinks && (p.PathType == nil || *p.PathType != networkingv1.PathTypeExact) {
+				if !prefix && (p.PathType == nil || *p.PathType != networkingv1.PathTypeExact) {
 					t.Errorf("Ingress %s: path %s is not Exact, so it could expose more than it names", ing.Name, p.Path)
 				}
 				if slices.Contains(private, p.Path) {
