@@ -222,8 +222,9 @@ func TestInboxLiveFeed(t *testing.T) {
 		t.Fatalf("unread on connect = %d, want 0", n)
 	}
 
-	var worst time.Duration
-	for i := range 5 {
+	const live = 20
+	var took []time.Duration
+	for i := range live {
 		title := fmt.Sprint("live ", i)
 		start := time.Now()
 		res, err := s.notify.Send(ctx, inboxRequest("ada", title))
@@ -234,8 +235,7 @@ func TestInboxLiveFeed(t *testing.T) {
 			t.Fatalf("inbox delivery %s", st)
 		}
 		ev := feed.next(t, "message", 10*time.Second)
-		took := ev.at.Sub(start)
-		worst = max(worst, took)
+		took = append(took, ev.at.Sub(start))
 		if got := messageTitle(t, ev); got != title {
 			t.Fatalf("feed message %q, want %q", got, title)
 		}
@@ -243,9 +243,12 @@ func TestInboxLiveFeed(t *testing.T) {
 			t.Fatalf("unread = %d, want %d", n, i+1)
 		}
 	}
-	t.Logf("Send to feed event: worst of 5 %s", worst)
-	// The issue's requirement. Typical is a few milliseconds here; a second leaves room for
-	// a loaded CI machine without hiding a feed that polls instead of listening.
+	slices.Sort(took)
+	worst := took[len(took)-1]
+	t.Logf("Send to feed event, %d messages: median %s, worst %s", live, took[len(took)/2], worst)
+	// The issue's requirement, for every message. Typical is tens of milliseconds here; a
+	// second leaves room for a loaded CI machine without hiding a feed that polls instead of
+	// listening (the stack's heartbeat, when streams also re-read, is 5 s).
 	if worst > time.Second {
 		t.Errorf("a message took %s from Send to the feed, over the 1 s bound", worst)
 	}
@@ -269,6 +272,13 @@ func TestInboxLiveFeed(t *testing.T) {
 	if _, err := s.notify.Send(ctx, inboxRequest("ada", "after restart")); err != nil {
 		t.Fatal(err)
 	}
+	// Every message is stored before the client comes back: only resuming from its
+	// Last-Event-ID can bring it the ones it missed.
+	waitFor(t, "every message to be stored", 30*time.Second, func() (bool, error) {
+		var n int
+		err := s.pool.QueryRow(ctx, `SELECT count(*) FROM inbox.messages WHERE user_id = 'ada'`).Scan(&n)
+		return n == live+3, err
+	})
 	tok = userToken(t, s, "ada")
 	again := followFeed(t, s.notifier.HTTPAddr(), tok, feed.last())
 	for len(seen) < 3 {
@@ -287,15 +297,15 @@ func TestInboxLiveFeed(t *testing.T) {
 	}
 
 	list, err := s.inbox(t).ListInboxMessages(ctx, &heraldv1.ListInboxMessagesRequest{UserId: "ada", PageSize: 100})
-	if err != nil || len(list.Messages) != 8 {
-		t.Fatalf("List = %d messages, %v; want 8", len(list.GetMessages()), err)
+	if err != nil || len(list.Messages) != live+3 {
+		t.Fatalf("List = %d messages, %v; want %d", len(list.GetMessages()), err, live+3)
 	}
 	if got := list.Messages[0].Title; got != "after restart" {
 		t.Errorf("newest message %q, want after restart", got)
 	}
 	all, err := s.inbox(t).MarkAllRead(ctx, &heraldv1.MarkAllReadRequest{UserId: "ada"})
-	if err != nil || all.Marked != 8 || all.Unread != 0 {
-		t.Fatalf("MarkAllRead = %v, %v; want 8 marked, 0 unread", all, err)
+	if err != nil || all.Marked != live+3 || all.Unread != 0 {
+		t.Fatalf("MarkAllRead = %v, %v; want %d marked, 0 unread", all, err, live+3)
 	}
 	if n := unreadOf(t, again.next(t, "unread", 10*time.Second)); n != 0 {
 		t.Fatalf("the feed's unread count after MarkAllRead: %d", n)

@@ -215,7 +215,7 @@ func (s *stack) startNotifier(t testing.TB) *notifierd.Daemon {
 		OpsInterval: 500 * time.Millisecond,
 		Links:       ptrOr(s.opts.links),
 		Topics:      notifierd.TopicsConfig{NoFanout: s.opts.noTopicFanout},
-		Inbox:       notifierd.InboxConfig{LinkKeys: s.linkKeys, Origins: "*", Heartbeat: time.Second, MaxStreams: 5},
+		Inbox:       notifierd.InboxConfig{LinkKeys: s.linkKeys, Origins: "*", Heartbeat: 5 * time.Second, MaxStreams: 5},
 		Log:         s.log.With("service", "notifier"),
 	})
 	if err != nil {
