@@ -60,7 +60,7 @@ func TestInbox(t *testing.T) {
 			return h(appkey.WithCaller(ctx, operator), req)
 		}))
 	heraldv1.RegisterInboxServiceServer(srv, &rpc.InboxServer{Tokens: tokens,
-		Inbox: &notifier.Inbox{Store: store, Opens: postgres.New(pool, deliveries), Log: slog.New(slog.DiscardHandler)}})
+		Inbox: &notifier.Inbox{Store: store, Opens: postgres.New(pool, deliveries)}})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

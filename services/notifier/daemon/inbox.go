@@ -87,8 +87,8 @@ func (d *Daemon) openInbox(ctx context.Context, log *slog.Logger) error {
 
 // startInbox serves InboxService and, with user tokens, the live feed at GET /v1/inbox/feed.
 // The feed is served even with --disable-http-api: it takes user tokens only, never app keys.
-func (d *Daemon) startInbox(ctx context.Context, cfg Config, store *postgres.Store, tokens *notifier.UserTokens) error {
-	in := &notifier.Inbox{Store: d.inbox, Opens: store, Log: cfg.Log}
+func (d *Daemon) startInbox(cfg Config, store *postgres.Store, tokens *notifier.UserTokens) error {
+	in := &notifier.Inbox{Store: d.inbox, Opens: store}
 	heraldv1.RegisterInboxServiceServer(d.srv, &rpc.InboxServer{Inbox: in, Tokens: tokens})
 	if tokens == nil {
 		return nil

@@ -163,13 +163,10 @@ func (s *InboxServer) CreateUserToken(ctx context.Context, req *heraldv1.CreateU
 	if c.App == nil {
 		return nil, errs.E(errs.PermissionDenied, "a user token cannot create tokens: call with the app key, from the app's backend")
 	}
-	var ttl = req.GetTtl().AsDuration()
-	if req.Ttl != nil {
-		if err := req.Ttl.CheckValid(); err != nil {
-			return nil, errs.Field("ttl", "is not a valid duration")
-		}
+	if req.Ttl != nil && req.Ttl.CheckValid() != nil {
+		return nil, errs.Field("ttl", "is not a valid duration")
 	}
-	tok, exp, err := s.Tokens.Create(*c.App, req.GetUserId(), ttl)
+	tok, exp, err := s.Tokens.Create(*c.App, req.GetUserId(), req.GetTtl().AsDuration())
 	if err != nil {
 		return nil, err
 	}
