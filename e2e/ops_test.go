@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/tracing"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 	"github.com/heraldhq/herald/services/notifier/ops"
@@ -92,7 +93,7 @@ func TestMetricsQueuesAndStatus(t *testing.T) {
 		qs, err = admin.GetQueueStats(ctx, &heraldv1.GetQueueStatsRequest{})
 		return err == nil && len(qs.Circuits) > 0, err
 	})
-	if len(qs.Channels) != 4 {
+	if len(qs.Channels) != len(delivery.Channels) {
 		t.Fatalf("GetQueueStats has %d channels", len(qs.Channels))
 	}
 	for _, c := range qs.Channels {
@@ -104,7 +105,7 @@ func TestMetricsQueuesAndStatus(t *testing.T) {
 	if err := json.Unmarshal([]byte(get(t, "http://"+s.notifier.HTTPAddr()+"/status/data")), &data); err != nil {
 		t.Fatal(err)
 	}
-	if len(data.Latest.Channels) != 4 || len(data.History) == 0 {
+	if len(data.Latest.Channels) != len(delivery.Channels) || len(data.History) == 0 {
 		t.Fatalf("status data = %+v", data)
 	}
 	if !strings.Contains(get(t, "http://"+s.notifier.HTTPAddr()+"/status"), "email") {
