@@ -74,6 +74,7 @@ func retentionTables(cfg Config, deliveries *deliverypg.Store) []retention.Table
 		{Name: "notifier.provider_events", Keep: keep, Prune: postgres.PruneProviderEvents},
 		{Name: "notifier.notifications", Keep: keep, Prune: postgres.PruneNotifications},
 		{Name: "notifier.topic_sends", Keep: keep, Prune: postgres.PruneTopicSends}, // after their notifications
-		{Name: "inbox.messages", Keep: cfg.Inbox.Retention, Prune: inboxpg.PruneMessages}, // inbox.go
+		// The in-app inbox (inbox.go): its own retention, the messages users read.
+		{Name: "inbox.messages", Keep: cfg.Inbox.Retention, Prune: inboxpg.PruneMessages},
 	}
 }
