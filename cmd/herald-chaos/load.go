@@ -9,10 +9,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/heraldhq/herald/cmd/internal/loopstack"
 	"github.com/heraldhq/herald/internal/appkey"
@@ -34,10 +36,15 @@ type history struct {
 	ids    map[loopstack.Key]string // delivery key -> delivery id, for acknowledged sends
 	errors map[string]int64         // code -> count, for unknown and failed sends
 	chains []string                 // notification ids of acknowledged fallback chains
+	inbox  map[string]string        // delivery id -> user id, of acknowledged inbox sends
+	// digestItems are the delivery ids of acknowledged sends into a digest (SCHEDULED, reason
+	// digest): the fakes never receive them, their digest's delivery instead.
+	digestItems []string
+	topicSends  []string // ids of the acknowledged topic sends
 }
 
 func newHistory(t *loopstack.Tracker) *history {
-	return &history{t: t, ids: map[loopstack.Key]string{}, errors: map[string]int64{}}
+	return &history{t: t, ids: map[loopstack.Key]string{}, errors: map[string]int64{}, inbox: map[string]string{}}
 }
 
 // load sends notifications at a steady rate from several callers until stop is closed; send i
@@ -51,6 +58,9 @@ type load struct {
 	// refuse, when set, makes the email provider refuse an address for good: half the fallback
 	// chains start with one, so that their SMS step goes.
 	refuse func(email string)
+	// features is set once the users that the inbox and digest sends go to exist (prepare):
+	// until then those sends are ordinary ones.
+	features bool
 }
 
 func newLoad(addr, key string, h *history, offset int64) (*load, error) {
@@ -181,8 +191,17 @@ const (
 func (l *load) send(ctx context.Context, client heraldv1.NotificationServiceClient) {
 	i := l.offset + l.next.Add(1) - 1
 	req, _, number := request(i)
-	if i%chainEvery == chainEvery-1 {
+	accept := func(res *heraldv1.SendResponse, at time.Time) { l.accept(res, number, at) }
+	switch {
+	case i%chainEvery == chainEvery-1:
 		req, number = l.chainRequest(i)
+	case l.features && i%chainEvery == inboxAt:
+		user := inboxUser(i)
+		req = inboxRequest(i, user)
+		accept = func(res *heraldv1.SendResponse, _ time.Time) { l.acceptInbox(res, user) }
+	case l.features && i%chainEvery == digestAt:
+		req = digestRequest(i)
+		accept = func(res *heraldv1.SendResponse, _ time.Time) { l.acceptDigest(res) }
 	}
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	res, err := client.Send(cctx, req)
@@ -193,7 +212,7 @@ func (l *load) send(ctx context.Context, client heraldv1.NotificationServiceClie
 		return
 	}
 	l.h.acked.Add(1)
-	l.accept(res, number, at)
+	accept(res, at)
 }
 
 // sendBatch sends batchSize notifications in one SendBatch; each recipient's answer counts as a
@@ -296,4 +315,157 @@ func (l *load) accept(res *heraldv1.SendResponse, number string, at time.Time) {
 		h.chains = append(h.chains, res.GetNotificationId())
 		h.mu.Unlock()
 	}
+}
+
+// The inbox and digest sends: single Send i with i%chainEvery == inboxAt goes to the inbox of
+// one of inboxUsers users, with i%chainEvery == digestAt into the email digest of one of
+// digestUsers users. Both indexes are SMS sends' (i%4 == 1), whose numbers no other send uses.
+const (
+	inboxAt     = 9
+	digestAt    = 13
+	inboxUsers  = 50
+	digestUsers = 4
+	// digestWindow is short, so that the notifier's reconciler closes a digest every few
+	// seconds per user, at every fault.
+	digestWindow   = 3 * time.Second
+	digestTemplate = "chaos-digest"
+)
+
+func inboxUser(i int64) string { return fmt.Sprintf("chaos-inbox-%d", (i/chainEvery)%inboxUsers) }
+
+func digestUser(k int64) string { return fmt.Sprintf("chaos-digest-%d", k) }
+
+// inboxRequest returns send i to user's inbox.
+func inboxRequest(i int64, user string) *heraldv1.SendRequest {
+	req, _, _ := request(i)
+	req.Recipient = &heraldv1.Recipient{Kind: &heraldv1.Recipient_UserId{UserId: user}}
+	req.Channels = []heraldv1.Channel{heraldv1.Channel_CHANNEL_INBOX}
+	return req
+}
+
+// digestRequest returns send i into its user's email digest.
+func digestRequest(i int64) *heraldv1.SendRequest {
+	req, _, _ := request(i)
+	req.Recipient = &heraldv1.Recipient{Kind: &heraldv1.Recipient_UserId{UserId: digestUser((i / chainEvery) % digestUsers)}}
+	req.Channels = []heraldv1.Channel{heraldv1.Channel_CHANNEL_EMAIL}
+	req.Digest = &heraldv1.Digest{Close: &heraldv1.Digest_Window{Window: durationpb.New(digestWindow)}, Template: digestTemplate}
+	return req
+}
+
+// prepare creates the users the inbox and digest sends go to, the topic's subscribers, and the
+// digest template, then turns the inbox and digest sends on.
+func (l *load) prepare(ctx context.Context, contactsAddr, key string) error {
+	conn, err := grpc.NewClient(contactsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()), appkey.Credentials(key))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var users []*heraldv1.User
+	for k := range int64(inboxUsers) {
+		users = append(users, &heraldv1.User{UserId: inboxUser(k * chainEvery)})
+	}
+	for k := range int64(digestUsers) {
+		users = append(users, &heraldv1.User{UserId: digestUser(k), Email: digestUser(k) + "@example.com"})
+	}
+	contacts := heraldv1.NewContactsServiceClient(conn)
+	if _, err := contacts.BatchUpsertUsers(ctx, &heraldv1.BatchUpsertUsersRequest{Users: users}); err != nil {
+		return fmt.Errorf("create the inbox and digest users: %w", err)
+	}
+	if err := prepareTopic(ctx, contacts); err != nil {
+		return err
+	}
+	_, err = heraldv1.NewTemplateServiceClient(l.conns[0]).CreateTemplate(ctx, &heraldv1.CreateTemplateRequest{Template: &heraldv1.Template{
+		Name: digestTemplate, Parts: &heraldv1.TemplateParts{
+			EmailSubject: "{{.count}} orders shipped",
+			EmailText:    "{{range .items}}- {{.subject}} ({{.time}})\n{{end}}",
+		},
+	}})
+	if err != nil {
+		return fmt.Errorf("create the digest template: %w", err)
+	}
+	l.features = true
+	return nil
+}
+
+// acceptInbox records the inbox delivery of an acknowledged send. The fakes never receive it:
+// the check finds it in the inbox.
+func (l *load) acceptInbox(res *heraldv1.SendResponse, user string) {
+	h := l.h
+	for _, d := range res.GetDeliveries() {
+		if d.GetState() != heraldv1.DeliveryState_DELIVERY_STATE_QUEUED || d.GetChannel() != heraldv1.Channel_CHANNEL_INBOX {
+			h.notQueue.Add(1)
+			continue
+		}
+		h.mu.Lock()
+		h.inbox[d.GetDeliveryId()] = user
+		h.mu.Unlock()
+	}
+}
+
+// acceptDigest records the digest item of an acknowledged send.
+func (l *load) acceptDigest(res *heraldv1.SendResponse) {
+	h := l.h
+	for _, d := range res.GetDeliveries() {
+		if d.GetState() != heraldv1.DeliveryState_DELIVERY_STATE_SCHEDULED || d.GetReason() != "digest" || d.GetDigestNotificationId() == "" {
+			h.notQueue.Add(1)
+			continue
+		}
+		h.mu.Lock()
+		h.digestItems = append(h.digestItems, d.GetDeliveryId())
+		h.mu.Unlock()
+	}
+}
+
+// The topic: topicSubscribers users with an email address are subscribed to it before the
+// load, and one SendToTopic (email and inbox) goes to them while the faults run.
+const (
+	topicName        = "chaos-news"
+	topicSubscribers = 300
+)
+
+func topicUser(k int) string { return fmt.Sprintf("chaos-topic-%d", k) }
+
+// prepareTopic creates the topic's subscribers and subscribes them.
+func prepareTopic(ctx context.Context, contacts heraldv1.ContactsServiceClient) error {
+	var users []*heraldv1.User
+	var ids []string
+	for k := range topicSubscribers {
+		users = append(users, &heraldv1.User{UserId: topicUser(k), Email: topicUser(k) + "@example.com"})
+		ids = append(ids, topicUser(k))
+	}
+	if _, err := contacts.BatchUpsertUsers(ctx, &heraldv1.BatchUpsertUsersRequest{Users: users}); err != nil {
+		return fmt.Errorf("create the topic's subscribers: %w", err)
+	}
+	res, err := contacts.Subscribe(ctx, &heraldv1.SubscribeRequest{Topic: topicName, UserIds: ids})
+	if err != nil {
+		return fmt.Errorf("subscribe to the topic: %w", err)
+	}
+	if n := len(res.GetUnknownUserIds()); n > 0 {
+		return fmt.Errorf("subscribe to the topic: %d users unknown", n)
+	}
+	return nil
+}
+
+// sendToTopic sends once to the topic, asking again with the same idempotency key until it is
+// answered: a repeat answers the first topic send. It returns the topic send's id.
+func (l *load) sendToTopic(ctx context.Context) (string, error) {
+	req := &heraldv1.SendToTopicRequest{
+		Topic: topicName, IdempotencyKey: "chaos-topic-" + uuid.NewString(), Category: "account",
+		Channels: []heraldv1.Channel{heraldv1.Channel_CHANNEL_EMAIL, heraldv1.Channel_CHANNEL_INBOX},
+		Message: &heraldv1.SendToTopicRequest_Content{Content: &heraldv1.Content{
+			Title: "Release 2.0", Body: "It is faster.", Subject: "Release 2.0 is out", Html: "<p>It is faster.</p>",
+		}},
+	}
+	var res *heraldv1.SendToTopicResponse
+	err := retry(ctx, func(ctx context.Context) (err error) {
+		res, err = l.clients[0].SendToTopic(ctx, req)
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("send to the topic: %w", err)
+	}
+	l.h.mu.Lock()
+	l.h.topicSends = append(l.h.topicSends, res.GetNotificationId())
+	l.h.mu.Unlock()
+	return res.GetNotificationId(), nil
 }
