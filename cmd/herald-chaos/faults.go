@@ -20,12 +20,16 @@ import (
 // phase is one stack under faults: the fault injector, and what it learnt about the duplicates
 // the faults may cause.
 type phase struct {
-	name  string
-	s     *loopstack.Stack
-	db    *pgxpool.Pool
-	h     *history
-	log   func(format string, args ...any)
-	start time.Time
+	name string
+	s    *loopstack.Stack
+	db   *pgxpool.Pool
+	h    *history
+	// sendTopic sends to the chaos topic once, and returns the topic send's id.
+	sendTopic func(ctx context.Context) (string, error)
+	// unread is InboxService's unread count of a user.
+	unread func(ctx context.Context, user string) (int64, error)
+	log    func(format string, args ...any)
+	start  time.Time
 
 	mu sync.Mutex
 	// bound is how many duplicates the faults so far may cause: the deliveries claimed but not
@@ -179,6 +183,18 @@ func (p *phase) killWorkers(ctx context.Context) error {
 	p.count("kill-workers")
 	p.log("SIGKILL workers: %d deliveries in flight; restarting", len(ids))
 	return p.startRetrying(ctx, "workers")
+}
+
+// topicThenKillNotifier sends to the topic and kills the notifier right after the answer,
+// while it fans the send out to the subscribers and publishes their deliveries.
+func (p *phase) topicThenKillNotifier(ctx context.Context) error {
+	id, err := p.sendTopic(ctx)
+	if err != nil {
+		return err
+	}
+	p.count("topic-send")
+	p.log("sent to topic %s (%d subscribers): topic send %s", topicName, topicSubscribers, id)
+	return p.killNotifier(ctx)
 }
 
 func (p *phase) killNotifier(ctx context.Context) error {

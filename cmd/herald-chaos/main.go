@@ -141,6 +141,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "emails sent by provider: %s\n", counts(total.emailVia))
 	fmt.Fprintf(out, "fallback chains: %d, one step sent %d, every step failed %d, more than one step sent %d\n",
 		total.chains, total.chainsSent, total.chainsFailed, total.chainsDoubled)
+	fmt.Fprintf(out, "inbox: deliveries %d, stored once %d, stored unasked %d; messages %d, unread by InboxService %d\n",
+		total.inboxSent, total.inboxStored, total.inboxExtra, total.inboxRows, total.inboxUnread)
+	fmt.Fprintf(out, "digests: items %d, digested %d; digests sent %d, received %d, received again %d, with more than one delivery %d, open %d\n",
+		total.digestItems, total.digestItemsDone, total.digests, total.digestsReceived, total.digestDuplicates, total.digestsMulti, total.digestsOpen)
+	fmt.Fprintf(out, "topics: sends %d, done %d; subscribers %d, deliveries one per channel %d, missing %d, more than one %d\n",
+		total.topicSends, total.topicDone, total.topicSubscribers, total.topicOnce, total.topicMissing, total.topicDoubled)
 	fmt.Fprintf(out, "chaos-detail: unknown=%d failed=%d deliveries=%d duplicate_bound=%d strays=%d wall=%.0fs\n",
 		total.unknown, total.failed, total.deliveries, total.bound, total.strays, time.Since(began).Seconds())
 	bad := total.violations()
@@ -205,6 +211,10 @@ func runPhase(ctx context.Context, cfg config, out io.Writer, name string, nodes
 		return nil, nil, err
 	}
 	defer l.close()
+	p.unread, p.sendTopic = unreadCounter(l.conns[0]), l.sendToTopic
+	if err := l.prepare(ctx, s.ContactsGRPC, s.AdminKey); err != nil {
+		return nil, nil, err
+	}
 	if s.Prov != nil && s.Prov.SendGrid != nil {
 		// Both of email's providers refuse the address, as both would an invalid one, so that
 		// the chain moves on to SMS whichever provider the email went to.
@@ -277,12 +287,13 @@ func runPhase(ctx context.Context, cfg config, out io.Writer, name string, nodes
 // errDone ends a list of faults.
 var errDone = errors.New("no more faults")
 
-// singleFaults is the list of faults on one NATS server: every process killed, NATS and
-// PostgreSQL restarted, every kind of provider misbehaviour, then the kills again.
+// singleFaults is the list of faults on one NATS server: every process killed (the notifier
+// the first time right after a send to the topic), NATS and PostgreSQL restarted, every kind of
+// provider misbehaviour, then the kills again.
 func singleFaults(ctx context.Context, p *phase) func(int) error {
 	list := []func() error{
 		func() error { return p.killWorkers(ctx) },
-		func() error { return p.killNotifier(ctx) },
+		func() error { return p.topicThenKillNotifier(ctx) },
 		func() error { return p.killContacts(ctx) },
 		func() error { return p.restartNATS(ctx, 0, 3*time.Second, "nats-restart") },
 		func() error { return p.restartPostgres(ctx, 3*time.Second) },
