@@ -192,7 +192,6 @@ func (p *phase) topicThenKillNotifier(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p.count("topic-send")
 	p.log("sent to topic %s (%d subscribers): topic send %s", topicName, topicSubscribers, id)
 	return p.killNotifier(ctx)
 }

@@ -13,13 +13,18 @@
 //   - then, on a second stack, a three-node JetStream cluster with R3 streams, one node killed
 //     every few seconds and restarted.
 //
+// Part of the load goes to users' inboxes and into short email digests, and one SendToTopic
+// to a few hundred subscribers goes right before a notifier kill.
+//
 // After the load it lets the system settle and checks the history against what the fakes
 // received and what PostgreSQL holds. It passes when every acknowledged delivery reached a
 // terminal state; none is lost (acknowledged, never received by a provider, and not failed for
 // a reason of its own); the duplicates at the providers are at most the sends in flight at the
 // kills (the deliveries claimed and unrecorded in PostgreSQL when the workers or PostgreSQL
 // died, plus the messages a fake accepted and dropped the answer of); and no delivery is left
-// non-terminal past its deadline. Its last line is
+// non-terminal past its deadline. Inbox deliveries are stored once each; digest items end
+// DIGESTED in a closed digest with one delivery; the topic send is DONE with one delivery per
+// subscriber and channel. Its last line is
 //
 //	chaos: acknowledged=N lost=0 duplicates=D stuck=0
 //
