@@ -88,6 +88,10 @@ const (
 	// Every subscriber was reached: each has their notification, or was counted skipped or
 	// failed.
 	TopicSendState_TOPIC_SEND_STATE_DONE TopicSendState = 2
+	// CancelNotification of the topic send stopped its fan-out (or came after it was done): no
+	// more subscribers are reached, and the deliveries of the recipients it made that were not
+	// yet being sent are canceled.
+	TopicSendState_TOPIC_SEND_STATE_CANCELED TopicSendState = 3
 )
 
 // Enum value maps for TopicSendState.
@@ -96,11 +100,13 @@ var (
 		0: "TOPIC_SEND_STATE_UNSPECIFIED",
 		1: "TOPIC_SEND_STATE_FANNING_OUT",
 		2: "TOPIC_SEND_STATE_DONE",
+		3: "TOPIC_SEND_STATE_CANCELED",
 	}
 	TopicSendState_value = map[string]int32{
 		"TOPIC_SEND_STATE_UNSPECIFIED": 0,
 		"TOPIC_SEND_STATE_FANNING_OUT": 1,
 		"TOPIC_SEND_STATE_DONE":        2,
+		"TOPIC_SEND_STATE_CANCELED":    3,
 	}
 )
 
@@ -2040,9 +2046,10 @@ type TopicSend struct {
 	// Subscribers whose notification could not be created (e.g. the template failed to render
 	// for them).
 	Failed int64 `protobuf:"varint,6,opt,name=failed,proto3" json:"failed,omitempty"`
-	// The recipients' deliveries by state, counted by GetNotification once the state is DONE
-	// (it reads every delivery: about half a second for 200,000).
-	Deliveries    []*TopicDeliveryCount  `protobuf:"bytes,7,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	// The recipients' deliveries by state, counted by GetNotification once the state is DONE or
+	// CANCELED (it reads every delivery: about half a second for 200,000).
+	Deliveries []*TopicDeliveryCount `protobuf:"bytes,7,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	// When the fan-out ended: done, or stopped by a cancel.
 	DoneTime      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=done_time,json=doneTime,proto3" json:"done_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2369,11 +2376,12 @@ const file_herald_v1_notification_proto_rawDesc = "" +
 	"\x1bENGAGEMENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ENGAGEMENT_KIND_OPENED\x10\x01\x12\x1d\n" +
 	"\x19ENGAGEMENT_KIND_DISMISSED\x10\x02\x12\x1b\n" +
-	"\x17ENGAGEMENT_KIND_CLICKED\x10\x03*o\n" +
+	"\x17ENGAGEMENT_KIND_CLICKED\x10\x03*\x8e\x01\n" +
 	"\x0eTopicSendState\x12 \n" +
 	"\x1cTOPIC_SEND_STATE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cTOPIC_SEND_STATE_FANNING_OUT\x10\x01\x12\x19\n" +
-	"\x15TOPIC_SEND_STATE_DONE\x10\x022\xdf\x06\n" +
+	"\x15TOPIC_SEND_STATE_DONE\x10\x02\x12\x1d\n" +
+	"\x19TOPIC_SEND_STATE_CANCELED\x10\x032\xdf\x06\n" +
 	"\x13NotificationService\x12Z\n" +
 	"\x04Send\x12\x16.herald.v1.SendRequest\x1a\x17.herald.v1.SendResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/notifications:send\x12\x85\x01\n" +
 	"\x0fGetNotification\x12!.herald.v1.GetNotificationRequest\x1a\".herald.v1.GetNotificationResponse\"+\x82\xd3\xe4\x93\x02%\x12#/v1/notifications/{notification_id}\x12\x98\x01\n" +

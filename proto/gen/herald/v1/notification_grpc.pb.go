@@ -44,7 +44,9 @@ type NotificationServiceClient interface {
 	// Errors: NOT_FOUND, INVALID_ARGUMENT (malformed id), UNAUTHENTICATED.
 	GetNotification(ctx context.Context, in *GetNotificationRequest, opts ...grpc.CallOption) (*GetNotificationResponse, error)
 	// CancelNotification cancels the deliveries of a notification that are not yet being sent.
-	// Deliveries already sent (or being sent) are unaffected.
+	// Deliveries already sent (or being sent) are unaffected. Canceling a topic send (its
+	// notification id, as SendToTopic answers) stops its fan-out and cancels the recipients'
+	// deliveries likewise.
 	// Errors: NOT_FOUND, INVALID_ARGUMENT, UNAUTHENTICATED.
 	CancelNotification(ctx context.Context, in *CancelNotificationRequest, opts ...grpc.CallOption) (*CancelNotificationResponse, error)
 	// SendBatch sends one message to up to 1,000 recipients and answers for each: the result a
@@ -169,7 +171,9 @@ type NotificationServiceServer interface {
 	// Errors: NOT_FOUND, INVALID_ARGUMENT (malformed id), UNAUTHENTICATED.
 	GetNotification(context.Context, *GetNotificationRequest) (*GetNotificationResponse, error)
 	// CancelNotification cancels the deliveries of a notification that are not yet being sent.
-	// Deliveries already sent (or being sent) are unaffected.
+	// Deliveries already sent (or being sent) are unaffected. Canceling a topic send (its
+	// notification id, as SendToTopic answers) stops its fan-out and cancels the recipients'
+	// deliveries likewise.
 	// Errors: NOT_FOUND, INVALID_ARGUMENT, UNAUTHENTICATED.
 	CancelNotification(context.Context, *CancelNotificationRequest) (*CancelNotificationResponse, error)
 	// SendBatch sends one message to up to 1,000 recipients and answers for each: the result a
