@@ -306,10 +306,10 @@ const (
 			FROM (SELECT DISTINCT notification_id, step FROM moved WHERE step > 0 AND state <> 'retrying') m
 			WHERE w.notification_id = m.notification_id
 				AND CASE WHEN w.state = 'waiting' AND w.step > m.step AND w.due_at > now() THEN true ELSE false END`
-	// cancelSQL cancels a notification's ($1) deliveries not yet being sent, at $2.
+	// cancelSQL cancels the deliveries of notifications ($1) not yet being sent, at $2.
 	cancelSQL = `
 		UPDATE delivery.deliveries SET state = 'canceled', reason = 'canceled', due_at = NULL, updated_at = $2
-		WHERE notification_id = $1 AND CASE WHEN state IN ('scheduled', 'waiting', 'queued', 'retrying') THEN true ELSE false END`
+		WHERE notification_id = ANY($1) AND CASE WHEN state IN ('scheduled', 'waiting', 'queued', 'retrying') THEN true ELSE false END`
 )
 
 const claimedColumns = `d.id, d.notification_id, coalesce(d.user_id, ''), d.channel, d.address, d.category,
@@ -590,7 +590,13 @@ func (s *Store) decideSteps(ctx context.Context, now time.Time, republishAfter t
 // many. A delivery a worker holds ('sending') is past cancelling: the provider call may already
 // be made.
 func (s *Store) Cancel(ctx context.Context, notificationID uuid.UUID, at time.Time) (int, error) {
-	tag, err := s.db.Exec(ctx, cancelSQL, notificationID, at)
+	return s.CancelAll(ctx, []uuid.UUID{notificationID}, at)
+}
+
+// CancelAll cancels the deliveries of notifications as Cancel does, in one statement, and
+// returns how many: a topic send's cancel goes through its recipients a page at a time.
+func (s *Store) CancelAll(ctx context.Context, notificationIDs []uuid.UUID, at time.Time) (int, error) {
+	tag, err := s.db.Exec(ctx, cancelSQL, pgdb.UUIDs(notificationIDs), at)
 	return int(tag.RowsAffected()), pgdb.Err(err)
 }
 
