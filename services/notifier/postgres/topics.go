@@ -149,7 +149,36 @@ func (s *Store) AdvanceTopicSend(ctx context.Context, ts *notifier.TopicSend, ow
 	return tag.RowsAffected() == 1, nil
 }
 
-// pruneTopicSendsSQL deletes a batch of done topic sends whose own notification retention
+// CancelTopicSend implements notifier.TopicStore. The update takes the topic send's row lock, as
+// AdvanceTopicSend's does: an advance that comes after it finds the state changed and fails,
+// and one that came before has its page committed before the cancel commits, so the cancel's
+// paging through the recipients, which starts after, sees that page.
+func (s *Store) CancelTopicSend(ctx context.Context, id uuid.UUID, at time.Time) error {
+	_, err := s.pool.Exec(ctx, `
+		UPDATE notifier.topic_sends SET state = 'canceled', lease_owner = NULL, lease_until = NULL,
+			done_at = CASE WHEN state = 'fanning_out' THEN $2 ELSE done_at END
+		WHERE id = $1 AND state <> 'canceled'`, id, at)
+	return pgdb.Err(err)
+}
+
+// TopicRecipients implements notifier.TopicStore, through the index of notifications by topic
+// send and id: one index range per page.
+func (s *Store) TopicRecipients(ctx context.Context, id, after uuid.UUID, limit int) ([]uuid.UUID, error) {
+	rows, _ := s.pool.Query(ctx, `
+		SELECT id FROM notifier.notifications
+		WHERE topic_send_id = $1 AND id > $2 AND id <> $1
+		ORDER BY id LIMIT $3`, id, after, limit)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	return ids, pgdb.Err(err)
+}
+
+// CancelNotifications implements notifier.TopicStore with the statement Cancel uses for one
+// notification.
+func (s *Store) CancelNotifications(ctx context.Context, ids []uuid.UUID, at time.Time) (int, error) {
+	return s.deliveries.CancelAll(ctx, ids, at)
+}
+
+// pruneTopicSendsSQL deletes a batch of done (or canceled) topic sends whose own notification retention
 // pruned (it has no deliveries, so it goes once it is older than the cutoff); a topic send
 // still fanning out stays, whatever its age. As in retention.go, whether the notification is
 // gone is asked of each row in a LATERAL subquery with a LIMIT, so that the batch is read
@@ -161,13 +190,13 @@ const pruneTopicSendsSQL = `
 			LEFT JOIN LATERAL (
 				SELECT true AS kept FROM notifier.notifications n WHERE n.id = t.id LIMIT 1
 			) n ON true
-			WHERE t.id >= $1 AND t.id < $2 AND t.state = 'done' AND n.kept IS NULL
+			WHERE t.id >= $1 AND t.id < $2 AND t.state IN ('done', 'canceled') AND n.kept IS NULL
 			ORDER BY t.id
 			LIMIT $3))
 		RETURNING id)
 	SELECT count(*), (SELECT id FROM gone ORDER BY id DESC LIMIT 1) FROM gone`
 
-// PruneTopicSends deletes up to limit done topic sends accepted before cutoff, from the ones
+// PruneTopicSends deletes up to limit done or canceled topic sends accepted before cutoff, from the ones
 // accepted at from, whose own notification is gone (see PruneNotifications), and returns how
 // many and when the last one was accepted. A recipient's notification kept longer answers
 // GetNotification without its topic send.
