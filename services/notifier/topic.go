@@ -26,6 +26,11 @@ import (
 // again after a crash (or by a replica that took over an expired lease) finds its
 // notifications already there and creates nothing twice. Memory is bounded by one page,
 // whatever the number of subscribers.
+//
+// CancelNotification of a topic send marks it canceled, which stops its fan-out, and then pages
+// through the notifications it created, canceling their deliveries as for one notification.
+// A page the fan-out commits while the cancel runs may come too late for the cancel's paging;
+// its advance then fails, as the state changed, and the fan-out cancels that page itself.
 
 // TopicState is where a topic send's fan-out is.
 type TopicState string
@@ -34,6 +39,9 @@ type TopicState string
 const (
 	TopicFanningOut TopicState = "fanning_out"
 	TopicDone       TopicState = "done"
+	// TopicCanceled: CancelNotification of the topic send stopped its fan-out, or came after it
+	// was done.
+	TopicCanceled TopicState = "canceled"
 )
 
 // TopicCounts are what a topic send's fan-out did with its subscribers so far.
@@ -86,6 +94,16 @@ type TopicStore interface {
 	// still ts.Cursor; it reports whether it did. With next == ts.Cursor and nothing to add it
 	// only renews the lease.
 	AdvanceTopicSend(ctx context.Context, ts *TopicSend, owner, next string, add TopicCounts, done bool, lease time.Duration) (bool, error)
+	// CancelTopicSend marks a topic send canceled at at, whatever its state, and ends its lease:
+	// from then on no claim takes it and no advance moves it. Canceling it again changes
+	// nothing.
+	CancelTopicSend(ctx context.Context, id uuid.UUID, at time.Time) error
+	// TopicRecipients returns the ids of up to limit notifications the topic send created
+	// (not its own), in id order, after the id after (uuid.Nil: from the first).
+	TopicRecipients(ctx context.Context, id, after uuid.UUID, limit int) ([]uuid.UUID, error)
+	// CancelNotifications cancels the deliveries of notifications that are not yet being
+	// sent, as Notifications.Cancel does for one, and returns how many.
+	CancelNotifications(ctx context.Context, ids []uuid.UUID, at time.Time) (int, error)
 }
 
 // SubscriberLister pages through a topic's subscribers; the contacts package implements it
@@ -273,10 +291,10 @@ func (t *Topics) GetNotification(ctx context.Context, caller appkey.Caller, id u
 	if err != nil {
 		return nil, err
 	}
-	// The deliveries are counted once the fan-out is done: counting reads every one of them
+	// The deliveries are counted once the fan-out is over (done or canceled): counting reads every one of them
 	// (about half a second for 200,000), which callers polling the progress must not pay for
 	// each poll while the pages go by.
-	if n.TopicSendID == n.ID && ts.State == TopicDone {
+	if n.TopicSendID == n.ID && ts.State != TopicFanningOut {
 		if ts, err = t.Store.TopicSend(ctx, n.TopicSendID, true); err != nil {
 			return nil, err
 		}
@@ -286,6 +304,58 @@ func (t *Topics) GetNotification(ctx context.Context, caller appkey.Caller, id u
 	}
 	n.Topic = ts
 	return n, nil
+}
+
+// cancelPage is how many recipients' notifications a topic send's cancel takes at a time.
+const cancelPage = 1000
+
+// CancelNotification cancels a notification the calling app sent, as Sender.CancelNotification
+// does, and returns it as GetNotification does. A topic send's own notification also stops its
+// fan-out (no more subscribers are reached, even after it was done) and cancels the deliveries
+// not yet being sent of every notification it created. Canceling again does it all again,
+// changing nothing more. Errors: NotFound.
+func (t *Topics) CancelNotification(ctx context.Context, caller appkey.Caller, id uuid.UUID) (*Notification, error) {
+	n, err := t.Sender.CancelNotification(ctx, caller, id)
+	if err != nil {
+		return nil, err
+	}
+	if n.TopicSendID == n.ID {
+		// A client that hangs up must not leave the recipients half canceled.
+		ctx := context.WithoutCancel(ctx)
+		at := t.Sender.now()
+		if err := t.Store.CancelTopicSend(ctx, id, at); err != nil {
+			return nil, err
+		}
+		canceled, err := t.cancelRecipients(ctx, id, at)
+		if err != nil {
+			return nil, err
+		}
+		t.Log.Info("canceled topic send", "notification_id", id, "app", caller.AppName, "deliveries", canceled)
+	}
+	return t.GetNotification(ctx, caller, id)
+}
+
+// cancelRecipients cancels the deliveries of the notifications topic send id created, a page
+// at a time by id, and returns how many.
+func (t *Topics) cancelRecipients(ctx context.Context, id uuid.UUID, at time.Time) (int, error) {
+	total, after := 0, uuid.Nil
+	for {
+		ids, err := t.Store.TopicRecipients(ctx, id, after, cancelPage)
+		if err != nil {
+			return total, err
+		}
+		if len(ids) > 0 {
+			n, err := t.Store.CancelNotifications(ctx, ids, at)
+			if err != nil {
+				return total, err
+			}
+			total += n
+		}
+		if len(ids) < cancelPage {
+			return total, nil
+		}
+		after = ids[len(ids)-1]
+	}
 }
 
 // RecipientKey is the idempotency key of the notification a topic send creates for a
@@ -332,9 +402,10 @@ func (t *Topics) fanOut(ctx context.Context, ts *TopicSend) {
 		ids, next, err := t.Subscribers.Subscribers(ctx, ts.Topic, ts.Cursor, t.pageSize())
 		listed := time.Since(began)
 		var add TopicCounts
+		var made []uuid.UUID
 		if err == nil {
 			attempt++
-			add, err = t.sendPage(ctx, ts, ids, attempt >= maxPageAttempts)
+			add, made, err = t.sendPage(ctx, ts, ids, attempt >= maxPageAttempts)
 		}
 		log.Debug("topic send page", "subscribers", len(ids), "list", listed, "send", time.Since(began)-listed, "err", err)
 		if err != nil { // transient: the page is sent again; its recipients are made once
@@ -347,7 +418,7 @@ func (t *Topics) fanOut(ctx context.Context, ts *TopicSend) {
 			}
 			backoff = min(2*backoff, 5*time.Second)
 			if ok, err := t.Store.AdvanceTopicSend(ctx, ts, t.Owner, ts.Cursor, TopicCounts{}, false, t.lease()); err == nil && !ok {
-				log.Info("lost the topic send's lease")
+				t.stopped(ctx, ts, made)
 				return
 			}
 			continue
@@ -360,7 +431,7 @@ func (t *Topics) fanOut(ctx context.Context, ts *TopicSend) {
 			continue // the page is sent again: nothing twice
 		}
 		if !ok {
-			log.Info("lost the topic send's lease")
+			t.stopped(ctx, ts, made)
 			return
 		}
 		ts.Cursor = cursor
@@ -375,18 +446,64 @@ func (t *Topics) fanOut(ctx context.Context, ts *TopicSend) {
 	}
 }
 
+// stopped ends a fan-out whose advance failed: another replica took the lease over, or the
+// topic send was canceled. A cancel's paging may have gone by before the page just sent was
+// committed, so the page's notifications (made) are canceled here; the state it read is
+// final, as a canceled topic send never changes again. Failures are retried until they pass or
+// ctx ends: the page would otherwise be sent.
+func (t *Topics) stopped(ctx context.Context, ts *TopicSend, made []uuid.UUID) {
+	log := t.Log.With("notification_id", ts.ID, "topic", ts.Topic)
+	backoff := 100 * time.Millisecond
+	for {
+		err := t.cancelPage(ctx, ts, made)
+		if err == nil {
+			return
+		}
+		log.Warn("cancel the page of a canceled topic send; retrying", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// cancelPage cancels the deliveries of made if ts was canceled.
+func (t *Topics) cancelPage(ctx context.Context, ts *TopicSend, made []uuid.UUID) error {
+	now, err := t.Store.TopicSend(ctx, ts.ID, false)
+	if err != nil {
+		return err
+	}
+	if now.State != TopicCanceled {
+		t.Log.Info("lost the topic send's lease", "notification_id", ts.ID, "topic", ts.Topic)
+		return nil
+	}
+	n := 0
+	if len(made) > 0 {
+		if n, err = t.Store.CancelNotifications(ctx, made, t.Sender.now()); err != nil {
+			return err
+		}
+	}
+	t.Log.Info("topic send canceled; fan-out stopped", "notification_id", ts.ID, "topic", ts.Topic,
+		"page_deliveries_canceled", n)
+	return nil
+}
+
 // maxPageAttempts is how many times a page is sent before its recipients' unexpected errors
 // count as failed instead of holding the fan-out back; unavailable services are waited out
 // however long it takes.
 const maxPageAttempts = 8
 
-// sendPage sends ts to one page of subscribers and counts what became of them. An error means
-// the page must be sent again: a recipient's answer that may change on a retry (the database
-// or the contacts service unavailable; until last, an unexpected error) fails the whole page.
-func (t *Topics) sendPage(ctx context.Context, ts *TopicSend, ids []string, last bool) (TopicCounts, error) {
+// sendPage sends ts to one page of subscribers, counts what became of them, and returns the
+// ids of the notifications they have, even when the page failed (a cancel must reach them).
+// An error means the page must be sent again: a recipient's answer that may change on a retry
+// (the database or the contacts service unavailable; until last, an unexpected error) fails
+// the whole page.
+func (t *Topics) sendPage(ctx context.Context, ts *TopicSend, ids []string, last bool) (TopicCounts, []uuid.UUID, error) {
 	var c TopicCounts
 	if len(ids) == 0 {
-		return c, nil
+		return c, nil, nil
 	}
 	reqs := make([]*SendRequest, len(ids))
 	for i, id := range ids {
@@ -403,15 +520,22 @@ func (t *Topics) sendPage(ctx context.Context, ts *TopicSend, ids []string, last
 	// a page about five times faster.
 	if dir := t.Sender.Directory; dir != nil {
 		if _, err := dir.Resolve(ctx, ids, nil); err != nil {
-			return TopicCounts{}, err
+			return TopicCounts{}, nil, err
 		}
 	}
-	for i, res := range t.Sender.sendAll(ctx, ts.Caller, reqs) {
+	results := t.Sender.sendAll(ctx, ts.Caller, reqs)
+	made := make([]uuid.UUID, 0, len(results))
+	for _, res := range results {
+		if res.Err == nil && res.Result != nil {
+			made = append(made, res.Result.Notification.ID)
+		}
+	}
+	for i, res := range results {
 		switch kind := errs.KindOf(res.Err); {
 		case res.Err == nil:
 			c.Recipients++
 		case kind == errs.Unavailable || (!last && (kind == errs.Internal || kind == errs.Exhausted)):
-			return TopicCounts{}, fmt.Errorf("subscriber %d of the page: %w", i, res.Err)
+			return TopicCounts{}, made, fmt.Errorf("subscriber %d of the page: %w", i, res.Err)
 		case kind == errs.NotFound, // the user was deleted (the template was checked at accept)
 			kind == errs.Invalid && onlyRecipient(res.Err):
 			c.Skipped++
@@ -420,7 +544,7 @@ func (t *Topics) sendPage(ctx context.Context, ts *TopicSend, ids []string, last
 			t.Log.Warn("topic send recipient failed", "notification_id", ts.ID, "err", res.Err)
 		}
 	}
-	return c, nil
+	return c, made, nil
 }
 
 // onlyRecipient reports whether an Invalid error is about the recipient alone (no address on

@@ -86,6 +86,25 @@ func (f *fakeTopics) AdvanceTopicSend(_ context.Context, ts *notifier.TopicSend,
 	return true, nil
 }
 
+func (f *fakeTopics) CancelTopicSend(_ context.Context, id uuid.UUID, _ time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ts, ok := f.sends[id]; ok {
+		ts.State, f.owner[id] = notifier.TopicCanceled, ""
+	}
+	return nil
+}
+
+// TopicRecipients and CancelNotifications find nothing: the recipients' notifications are the
+// harness's, and the cancel of a topic send is tested on the real store.
+func (f *fakeTopics) TopicRecipients(context.Context, uuid.UUID, uuid.UUID, int) ([]uuid.UUID, error) {
+	return nil, nil
+}
+
+func (f *fakeTopics) CancelNotifications(context.Context, []uuid.UUID, time.Time) (int, error) {
+	return 0, nil
+}
+
 // expire ends every lease, as the passing of time does for a replica that died.
 func (f *fakeTopics) expire() {
 	f.mu.Lock()

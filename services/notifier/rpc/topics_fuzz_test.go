@@ -58,6 +58,16 @@ func (s *strictStore) AdvanceTopicSend(context.Context, *notifier.TopicSend, str
 	return false, nil
 }
 
+func (s *strictStore) CancelTopicSend(context.Context, uuid.UUID, time.Time) error { return nil }
+
+func (s *strictStore) TopicRecipients(context.Context, uuid.UUID, uuid.UUID, int) ([]uuid.UUID, error) {
+	return nil, nil
+}
+
+func (s *strictStore) CancelNotifications(context.Context, []uuid.UUID, time.Time) (int, error) {
+	return 0, nil
+}
+
 // FuzzSendToTopic feeds SendToTopic arbitrary requests, as FuzzSend does Send: no panic, only
 // the documented answers, field violations named, nothing stored that PostgreSQL would refuse.
 // Whatever Send refuses as invalid for a recipient, SendToTopic refuses before it fans out.
