@@ -189,7 +189,9 @@ func topicSend(ctx context.Context, client heraldv1.NotificationServiceClient, t
 		if err != nil {
 			return err
 		}
-		if n.Notification.GetTopic().GetState() == heraldv1.TopicSendState_TOPIC_SEND_STATE_DONE || time.Now().After(deadline) {
+		// A cancel (from another client) ends the fan-out as surely as its last page.
+		if st := n.Notification.GetTopic().GetState(); st == heraldv1.TopicSendState_TOPIC_SEND_STATE_DONE ||
+			st == heraldv1.TopicSendState_TOPIC_SEND_STATE_CANCELED || time.Now().After(deadline) {
 			return printNotification(out, n.Notification)
 		}
 		time.Sleep(500 * time.Millisecond)

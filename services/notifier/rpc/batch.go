@@ -31,7 +31,11 @@ func (s *Server) CancelNotification(ctx context.Context, req *heraldv1.CancelNot
 	if err != nil {
 		return nil, errs.Field("notification_id", "must be a notification id (a UUID)")
 	}
-	n, err := s.Sender.CancelNotification(ctx, c, id)
+	cancel := s.Sender.CancelNotification
+	if s.Topics != nil {
+		cancel = s.Topics.CancelNotification
+	}
+	n, err := cancel(ctx, c, id)
 	if err != nil {
 		return nil, err
 	}

@@ -33,7 +33,8 @@ type Server struct {
 
 	// Sender serves NotificationService, but for TrackEvent and SendToTopic.
 	Sender *notifier.Sender
-	// Topics serves SendToTopic and adds topic sends to GetNotification; nil: no topics.
+	// Topics serves SendToTopic, adds topic sends to GetNotification and stops them in
+	// CancelNotification; nil: no topics.
 	Topics *notifier.Topics
 	// Templates serves TemplateService.
 	Templates *notifier.Templates

@@ -69,6 +69,8 @@ func topicProto(ts *notifier.TopicSend) *heraldv1.TopicSend {
 		out.State = heraldv1.TopicSendState_TOPIC_SEND_STATE_FANNING_OUT
 	case notifier.TopicDone:
 		out.State = heraldv1.TopicSendState_TOPIC_SEND_STATE_DONE
+	case notifier.TopicCanceled:
+		out.State = heraldv1.TopicSendState_TOPIC_SEND_STATE_CANCELED
 	default:
 		return out // a recipient's notification: only which topic send
 	}
