@@ -1,8 +1,11 @@
 package postgres_test
 
 import (
+	"fmt"
 	"reflect"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -232,4 +235,196 @@ func TestPruneTopicSends(t *testing.T) {
 		AND id NOT IN (SELECT id FROM notifier.notifications)`, ids.FirstV7(cutoff)); got != 0 {
 		t.Errorf("%d prunable topic sends left", got)
 	}
+}
+
+// TestTopicCancelStore: a canceled topic send, whether it was fanning out or done, is claimed
+// and advanced no more; it ended when it was canceled, or still when it was done, and a second
+// cancel changes nothing. Its recipients' notifications are paged through by id, its own left
+// out, and their deliveries not yet being sent are canceled.
+func TestTopicCancelStore(t *testing.T) {
+	const lease = time.Minute
+	canceledAt := t0.Add(time.Hour)
+	for _, tc := range []struct {
+		name string
+		// before brings the claimed topic send to the state the cancel finds.
+		before     func(t *testing.T, s *postgres.Store, ts *notifier.TopicSend)
+		doneAt     func(before *notifier.TopicSend) *time.Time
+		recipients int
+	}{
+		{name: "fanning out", before: func(*testing.T, *postgres.Store, *notifier.TopicSend) {},
+			doneAt: func(*notifier.TopicSend) *time.Time { return &canceledAt }, recipients: 5},
+		{name: "done", before: func(t *testing.T, s *postgres.Store, ts *notifier.TopicSend) {
+			if ok, err := s.AdvanceTopicSend(t.Context(), ts, "a", "", notifier.TopicCounts{Recipients: 5}, true, lease); err != nil || !ok {
+				t.Fatalf("the last page: %v, %v", ok, err)
+			}
+		}, doneAt: func(b *notifier.TopicSend) *time.Time { return b.DoneAt }, recipients: 5},
+		{name: "canceled already", before: func(t *testing.T, s *postgres.Store, ts *notifier.TopicSend) {
+			if err := s.CancelTopicSend(t.Context(), ts.ID, canceledAt); err != nil {
+				t.Fatal(err)
+			}
+		}, doneAt: func(*notifier.TopicSend) *time.Time { return &canceledAt }, recipients: 5},
+		{name: "no recipients", before: func(*testing.T, *postgres.Store, *notifier.TopicSend) {},
+			doneAt: func(*notifier.TopicSend) *time.Time { return &canceledAt }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, pool := open(t)
+			ctx := t.Context()
+			app := newID(t)
+			n, ts := topicSend(t, app, "k1")
+			if _, err := s.CreateTopicSend(ctx, n, ts); err != nil {
+				t.Fatal(err)
+			}
+			claimed, err := s.ClaimTopicSend(ctx, "a", lease)
+			if err != nil || claimed == nil {
+				t.Fatalf("claim = %+v, %v", claimed, err)
+			}
+			// Each recipient has one delivery queued and one a worker holds; another
+			// notification of the app stands for the rest of the table.
+			var recipients []uuid.UUID
+			for i := range tc.recipients {
+				r := notification(t, app, notifier.RecipientKey(n.ID, fmt.Sprint("u", i)), delivery.Queued, delivery.Sending)
+				r.TopicSendID = n.ID
+				if _, err := createAll(t, s, r); err != nil {
+					t.Fatal(err)
+				}
+				recipients = append(recipients, r.ID)
+			}
+			other := notification(t, app, "", delivery.Queued)
+			if _, err := createAll(t, s, other); err != nil {
+				t.Fatal(err)
+			}
+			tc.before(t, s, claimed)
+			before, err := s.TopicSend(ctx, n.ID, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			for i := range 2 { // the second cancel, a minute later, changes nothing
+				if err := s.CancelTopicSend(ctx, n.ID, canceledAt.Add(time.Duration(i)*time.Minute)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := s.TopicSend(ctx, n.ID, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.State != notifier.TopicCanceled || !sameTime(got.DoneAt, tc.doneAt(before)) {
+				t.Errorf("after the cancel: state %s, ended %v; want canceled, ended %v", got.State, got.DoneAt, tc.doneAt(before))
+			}
+			if c, err := s.ClaimTopicSend(ctx, "b", lease); err != nil || c != nil {
+				t.Errorf("claim of a canceled topic send = %+v, %v", c, err)
+			}
+			if ok, err := s.AdvanceTopicSend(ctx, got, "a", "next", notifier.TopicCounts{Recipients: 1}, false, lease); err != nil || ok {
+				t.Errorf("advance of a canceled topic send = %v, %v", ok, err)
+			}
+
+			// Paged two at a time: every recipient once, in id order, and nothing else.
+			var listed []uuid.UUID
+			after := uuid.Nil
+			for {
+				page, err := s.TopicRecipients(ctx, n.ID, after, 2)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(page) > 0 {
+					if _, err := s.CancelNotifications(ctx, page, canceledAt); err != nil {
+						t.Fatal(err)
+					}
+				}
+				listed = append(listed, page...)
+				if len(page) < 2 {
+					break
+				}
+				after = page[len(page)-1]
+			}
+			slices.SortFunc(recipients, func(a, b uuid.UUID) int { return strings.Compare(a.String(), b.String()) })
+			if !slices.Equal(listed, recipients) {
+				t.Errorf("recipients paged %v, want %v", listed, recipients)
+			}
+			for _, tc := range []struct {
+				state string
+				want  int
+			}{{"canceled", tc.recipients}, {"sending", tc.recipients}, {"queued", 1}} {
+				if got := count(t, pool, `SELECT count(*) FROM delivery.deliveries WHERE state = $1`, tc.state); got != tc.want {
+					t.Errorf("%d deliveries %s, want %d", got, tc.state, tc.want)
+				}
+			}
+		})
+	}
+}
+
+// TestTopicCancelRacesAdvance: a cancel and the advance of a page committed meanwhile, let go
+// at once on the topic send's row: whichever wins, a page whose advance succeeded is among the
+// recipients the cancel pages through afterwards, and one whose advance failed finds the topic
+// send canceled (so that its fan-out cancels the page itself).
+func TestTopicCancelRacesAdvance(t *testing.T) {
+	const lease = time.Minute
+	s, pool := open(t)
+	ctx := t.Context()
+	app := newID(t)
+	outcomes := map[bool]int{}
+	for round := range 10 {
+		n, ts := topicSend(t, app, fmt.Sprint("k", round))
+		if _, err := s.CreateTopicSend(ctx, n, ts); err != nil {
+			t.Fatal(err)
+		}
+		claimed, err := s.ClaimTopicSend(ctx, "a", lease)
+		if err != nil || claimed == nil || claimed.ID != n.ID {
+			t.Fatalf("round %d: claim = %+v, %v", round, claimed, err)
+		}
+		page := notification(t, app, notifier.RecipientKey(n.ID, "u"), delivery.Queued)
+		page.TopicSendID = n.ID
+		if _, err := createAll(t, s, page); err != nil {
+			t.Fatal(err)
+		}
+
+		// The row is held while both start, so that both wait on its lock.
+		hold, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := hold.Exec(ctx, `SELECT 1 FROM notifier.topic_sends WHERE id = $1 FOR UPDATE`, n.ID); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var advanced bool
+		var advanceErr, cancelErr error
+		var listed []uuid.UUID
+		wg.Go(func() {
+			advanced, advanceErr = s.AdvanceTopicSend(ctx, claimed, "a", "", notifier.TopicCounts{Recipients: 1}, true, lease)
+		})
+		wg.Go(func() {
+			if cancelErr = s.CancelTopicSend(ctx, n.ID, t0); cancelErr == nil {
+				listed, cancelErr = s.TopicRecipients(ctx, n.ID, uuid.Nil, 10)
+			}
+		})
+		for deadline := time.Now().Add(time.Minute); ; { // bounds a broken run; not a timing assertion
+			if count(t, pool, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`) == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the advance and the cancel never both waited on the row")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if err := hold.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		if advanceErr != nil || cancelErr != nil {
+			t.Fatalf("round %d: advance %v, cancel %v", round, advanceErr, cancelErr)
+		}
+		outcomes[advanced]++
+		got, err := s.TopicSend(ctx, n.ID, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.State != notifier.TopicCanceled {
+			t.Errorf("round %d: state %s after the cancel, want canceled", round, got.State)
+		}
+		if advanced && !slices.Equal(listed, []uuid.UUID{page.ID}) {
+			t.Errorf("round %d: the advance won but the cancel paged %v, want the page's %v", round, listed, page.ID)
+		}
+	}
+	t.Logf("advance won %d rounds, the cancel %d", outcomes[true], outcomes[false])
 }
