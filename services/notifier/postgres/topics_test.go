@@ -1,11 +1,14 @@
 package postgres_test
 
 import (
+	"context"
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -427,4 +430,172 @@ func TestTopicCancelRacesAdvance(t *testing.T) {
 		}
 	}
 	t.Logf("advance won %d rounds, the cancel %d", outcomes[true], outcomes[false])
+}
+
+// hookPublisher takes every message, and calls on (if set) with the number of each call.
+type hookPublisher struct {
+	calls atomic.Int32
+	on    func(call int)
+}
+
+var _ notifier.Publisher = (*hookPublisher)(nil)
+
+func (p *hookPublisher) Publish(context.Context, map[delivery.Channel][]uuid.UUID) error {
+	call := p.calls.Add(1)
+	if p.on != nil {
+		p.on(int(call))
+	}
+	return nil
+}
+
+// everyone knows every user, each with an email address.
+type everyone struct{}
+
+func (everyone) Resolve(_ context.Context, ids []string, _ []notifier.Target) (*notifier.Recipients, error) {
+	out := &notifier.Recipients{Users: map[string]notifier.User{}}
+	for _, id := range ids {
+		out.Users[id] = notifier.User{ID: id, Email: id + "@example.com"}
+	}
+	return out, nil
+}
+
+// pagedSubscribers is a topic's subscribers, a page token the index of the page's first one;
+// on (if set) is called with each page's token before it is answered.
+type pagedSubscribers struct {
+	ids []string
+	on  func(page string)
+}
+
+func (p *pagedSubscribers) Subscribers(_ context.Context, _, page string, max int) ([]string, string, error) {
+	if p.on != nil {
+		p.on(page)
+	}
+	from := 0
+	if page != "" {
+		from, _ = strconv.Atoi(page)
+	}
+	to := min(len(p.ids), from+max)
+	if to == len(p.ids) {
+		return p.ids[from:to], "", nil
+	}
+	return p.ids[from:to], strconv.Itoa(to), nil
+}
+
+// TestTopicCancelFanOut runs the fan-out on the real store and cancels the topic send in the
+// middle of it: before a page is committed (the cancel's paging misses it; the page's failed
+// advance cancels it), after a page is committed and before its advance (the cancel's paging
+// cancels it), and once it is done (twice). In each, the fan-out stops at the cancel's page,
+// every recipient's deliveries end canceled (no worker took any), none stays queued, and
+// GetNotification shows the topic send canceled with its deliveries counted.
+func TestTopicCancelFanOut(t *testing.T) {
+	const subscribers, pageSize = 50, 10
+	for _, tc := range []struct {
+		name string
+		// When to cancel: at a subscriber page (its token), at a publish (its number), or, with
+		// neither, once the fan-out is done.
+		page    string
+		publish int
+		// recipients is how many subscribers got their notification before the fan-out stopped.
+		recipients int
+	}{
+		{name: "before the third page is committed", page: "20", recipients: 30},
+		{name: "after the second page is committed, before its advance", publish: 2, recipients: 20},
+		{name: "once done", recipients: subscribers},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, pool := open(t)
+			ctx := t.Context()
+			pub := &hookPublisher{}
+			svc := newSender(t, s, deliveryStore(t, pool), pub, func() time.Time { return t0 })
+			svc.Directory = everyone{}
+			subs := &pagedSubscribers{}
+			for i := range subscribers {
+				subs.ids = append(subs.ids, fmt.Sprintf("u%02d", i))
+			}
+			topics := notifier.NewTopics(notifier.Topics{Sender: svc, Store: s, Subscribers: subs, Log: svc.Log,
+				Owner: "a", PageSize: pageSize, Interval: time.Millisecond})
+			caller := appkey.Caller{AppID: newID(t), AppName: "crm"}
+			res, err := topics.SendToTopic(ctx, caller, "releases", &notifier.SendRequest{IdempotencyKey: "release-2.0",
+				RequestHash: []byte("h"), Category: "account", Content: &notifier.Content{Subject: "Hi", Body: "2.0 is out"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := res.Notification.ID
+			// The hooks run in the fan-out's goroutines, the last case's cancels in the test's.
+			var cancels, returned atomic.Int32
+			cancel := func() {
+				cancels.Add(1)
+				if _, err := topics.CancelNotification(ctx, caller, id); err != nil {
+					t.Errorf("CancelNotification: %v", err)
+				}
+				returned.Add(1)
+			}
+			// The hooks run in the fan-out, so the cancel comes exactly where the case puts it.
+			subs.on = func(page string) {
+				if tc.page != "" && page == tc.page && cancels.Load() == 0 {
+					cancel()
+				}
+			}
+			pub.on = func(call int) {
+				if call == tc.publish && cancels.Load() == 0 {
+					cancel()
+				}
+			}
+
+			runCtx, stop := context.WithCancel(ctx)
+			ran := make(chan struct{})
+			go func() {
+				topics.Run(runCtx)
+				close(ran)
+			}()
+			recipientsSQL := `SELECT count(*) FROM notifier.notifications WHERE topic_send_id = $1 AND id <> $1`
+			unsentSQL := `SELECT count(*) FROM delivery.deliveries d JOIN notifier.notifications n ON n.id = d.notification_id
+				WHERE n.topic_send_id = $1 AND d.state <> 'canceled'`
+			for deadline := time.Now().Add(time.Minute); ; { // bounds a broken run; not a timing assertion
+				ts, err := s.TopicSend(ctx, id, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ts.State == notifier.TopicDone && tc.page == "" && tc.publish == 0 {
+					cancel()
+					cancel()
+					continue
+				}
+				if ts.State == notifier.TopicCanceled && returned.Load() == cancels.Load() &&
+					count(t, pool, recipientsSQL, id) == tc.recipients &&
+					count(t, pool, unsentSQL, id) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("not stopped after a minute: %+v, %d recipients, %d deliveries not canceled", ts,
+						count(t, pool, recipientsSQL, id), count(t, pool, unsentSQL, id))
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			stop()
+			<-ran
+
+			// Once the fan-out is gone: nothing more was made, nothing left queued.
+			if got := count(t, pool, recipientsSQL, id); got != tc.recipients {
+				t.Errorf("%d recipients, want %d", got, tc.recipients)
+			}
+			if got := count(t, pool, unsentSQL, id); got != 0 {
+				t.Errorf("%d recipients' deliveries not canceled", got)
+			}
+			if got := count(t, pool, `SELECT count(*) FROM delivery.deliveries WHERE state = 'queued'`); got != 0 {
+				t.Errorf("%d deliveries queued", got)
+			}
+			if c, err := s.ClaimTopicSend(ctx, "b", time.Minute); err != nil || c != nil {
+				t.Errorf("claim after the cancel = %+v, %v", c, err)
+			}
+			n, err := topics.GetNotification(ctx, caller, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[delivery.State]int64{delivery.Canceled: int64(tc.recipients)}
+			if n.Topic == nil || n.Topic.State != notifier.TopicCanceled || !reflect.DeepEqual(n.Topic.Deliveries, want) {
+				t.Errorf("GetNotification's topic send %+v, want canceled with deliveries %v", n.Topic, want)
+			}
+		})
+	}
 }
