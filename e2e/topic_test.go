@@ -327,6 +327,49 @@ func TestTopicSend(t *testing.T) {
 			t.Errorf("heraldctl %s:\n%s\nwant it to match %s", strings.Join(tc.args, " "), out, tc.want)
 		}
 	}
+
+	// A topic send canceled at once stops wherever its fan-out was: once the deliveries the
+	// workers held are settled, none of its recipients' deliveries is left to be sent, and
+	// none appears later. A second cancel answers the same.
+	second, err := s.notify.SendToTopic(ctx, topicRequest("releases", "release-2.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		c, err := s.notify.CancelNotification(ctx, &heraldv1.CancelNotificationRequest{NotificationId: second.NotificationId})
+		if err != nil || c.Notification.GetTopic().GetState() != heraldv1.TopicSendState_TOPIC_SEND_STATE_CANCELED {
+			t.Fatalf("CancelNotification of the topic send = %v, %v; want it canceled", c, err)
+		}
+	}
+	unsent := func() (held, pending, recipients int) {
+		t.Helper()
+		if err := s.pool.QueryRow(ctx, `
+			SELECT count(*) FILTER (WHERE d.state = 'sending'),
+				count(*) FILTER (WHERE d.state IN ('scheduled', 'waiting', 'queued', 'retrying')),
+				count(DISTINCT n.id)
+			FROM notifier.notifications n JOIN delivery.deliveries d ON d.notification_id = n.id
+			WHERE n.topic_send_id = $1 AND n.id <> $1`, second.NotificationId).Scan(&held, &pending, &recipients); err != nil {
+			t.Fatal(err)
+		}
+		return held, pending, recipients
+	}
+	waitFor(t, "the deliveries the workers held to be sent", time.Minute, func() (bool, error) {
+		held, _, _ := unsent()
+		return held == 0, nil
+	})
+	_, pending, recipients := unsent()
+	t.Logf("the cancel stopped the fan-out at %d of %d recipients", recipients, n)
+	if pending != 0 || recipients > n {
+		t.Errorf("after the cancel: %d deliveries left to send, %d recipients; want none left, at most %d", pending, recipients, n)
+	}
+	out := s.heraldctl(t, "status", second.NotificationId)
+	if want := regexp.MustCompile(`topic releases  canceled  recipients \d+`); !want.MatchString(out) {
+		t.Errorf("heraldctl status of the canceled topic send:\n%s\nwant it to match %s", out, want)
+	}
+	// No replica took the fan-out up again meanwhile.
+	if _, pending, later := unsent(); pending != 0 || later != recipients {
+		t.Errorf("later: %d deliveries left to send, %d recipients; want none, and still %d", pending, later, recipients)
+	}
 }
 
 // httpTopics exercises the topic routes of TestHTTPAPI, the README's example among them:
@@ -395,6 +438,13 @@ func httpTopics(t *testing.T, s *stack, notifier, contacts jsonAPI) {
 		})
 		if n := countTopic(t, s, first.NotificationID); n.notifications != 2 || n.perChannel["email"] != 2 {
 			t.Errorf("the topic send made %+v, want two emails", n)
+		}
+		// Its cancel, once done, marks it canceled (twice: the same answer).
+		for range 2 {
+			p := ok[progress](t, api.call(t, "POST", "/v1/notifications/"+first.NotificationID+":cancel", `{}`)).Notification.Topic
+			if p.State != "TOPIC_SEND_STATE_CANCELED" || p.Recipients != "2" {
+				t.Errorf("cancel of the done topic send answered %+v", p)
+			}
 		}
 	}
 	for _, api := range []jsonAPI{notifier, contacts} {
