@@ -71,7 +71,7 @@ func TestPlans(t *testing.T) {
 			`'w', ` + some + `, '{sent}', '{""}', '{""}', '{p}', '{m}', '{NULL}', '{1}', '{sent}', '{2030-01-01}', '{5}', ` +
 				`'{0}', '{t}'`, "deliveries_pkey"},
 		{"decide_steps", postgres.DecideStepsSQL, "timestamptz, interval, int", `now(), '1 minute', 100`, "deliveries_steps_due"},
-		{"cancel", postgres.CancelSQL, "uuid, timestamptz", `'` + ids[0].String() + `', now()`, "deliveries_notification"},
+		{"cancel", postgres.CancelSQL, "uuid[], timestamptz", some + `, now()`, "deliveries_notification"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := conn.Exec(ctx, `PREPARE `+tc.name+`(`+tc.types+`) AS `+tc.sql); err != nil {
