@@ -291,9 +291,9 @@ func (t *Topics) GetNotification(ctx context.Context, caller appkey.Caller, id u
 	if err != nil {
 		return nil, err
 	}
-	// The deliveries are counted once the fan-out is over (done or canceled): counting reads every one of them
-	// (about half a second for 200,000), which callers polling the progress must not pay for
-	// each poll while the pages go by.
+	// The deliveries are counted once the fan-out is over (done or canceled): counting reads
+	// every one of them (about half a second for 200,000), which callers polling the progress
+	// must not pay for each poll while the pages go by.
 	if n.TopicSendID == n.ID && ts.State != TopicFanningOut {
 		if ts, err = t.Store.TopicSend(ctx, n.TopicSendID, true); err != nil {
 			return nil, err
@@ -459,7 +459,7 @@ func (t *Topics) stopped(ctx context.Context, ts *TopicSend, made []uuid.UUID) {
 		if err == nil {
 			return
 		}
-		log.Warn("cancel the page of a canceled topic send; retrying", "err", err, "retry_in", backoff)
+		log.Warn("stop the fan-out (a canceled topic send's page is canceled); retrying", "err", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
 			return
@@ -471,11 +471,11 @@ func (t *Topics) stopped(ctx context.Context, ts *TopicSend, made []uuid.UUID) {
 
 // cancelPage cancels the deliveries of made if ts was canceled.
 func (t *Topics) cancelPage(ctx context.Context, ts *TopicSend, made []uuid.UUID) error {
-	now, err := t.Store.TopicSend(ctx, ts.ID, false)
+	cur, err := t.Store.TopicSend(ctx, ts.ID, false)
 	if err != nil {
 		return err
 	}
-	if now.State != TopicCanceled {
+	if cur.State != TopicCanceled {
 		t.Log.Info("lost the topic send's lease", "notification_id", ts.ID, "topic", ts.Topic)
 		return nil
 	}
