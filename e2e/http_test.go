@@ -679,21 +679,23 @@ func TestHTTPAPI(t *testing.T) {
 		if _, err := s.people.UpsertUser(ctx, &heraldv1.UpsertUserRequest{User: &heraldv1.User{UserId: "hal"}}); err != nil {
 			t.Fatal(err)
 		}
-		var ids []string
-		for _, title := range []string{"First", "Second"} {
-			res := ok[jsonSent](t, notifier.call(t, "POST", "/v1/notifications:send", `{"recipient": {"userId": "hal"},
-				"category": "account", "channels": ["CHANNEL_INBOX"], "content": {"title": "`+title+`", "body": "b"}}`))
-			ids = append(ids, res.Deliveries[0].DeliveryID)
-		}
 		type page struct {
 			Messages []struct {
 				ID, Title, ReadTime, ArchiveTime string
 			}
 			NextPageToken string
 		}
-		waitFor(t, "both messages in the inbox", 30*time.Second, func() (bool, error) {
-			return len(ok[page](t, notifier.call(t, "GET", "/v1/inbox/messages?user_id=hal", "")).Messages) == 2, nil
-		})
+		// The inbox lists messages in the order they were stored, newest first: the second Send
+		// goes once the first is stored, or a worker could store them the other way round.
+		var ids []string
+		for i, title := range []string{"First", "Second"} {
+			res := ok[jsonSent](t, notifier.call(t, "POST", "/v1/notifications:send", `{"recipient": {"userId": "hal"},
+				"category": "account", "channels": ["CHANNEL_INBOX"], "content": {"title": "`+title+`", "body": "b"}}`))
+			ids = append(ids, res.Deliveries[0].DeliveryID)
+			waitFor(t, title+" in the inbox", 30*time.Second, func() (bool, error) {
+				return len(ok[page](t, notifier.call(t, "GET", "/v1/inbox/messages?user_id=hal", "")).Messages) == i+1, nil
+			})
+		}
 		tok := ok[struct{ Token, ExpireTime string }](t, notifier.call(t, "POST", "/v1/inbox/tokens", `{"user_id": "hal", "ttl": "600s"}`))
 		if tok.Token == "" || tok.ExpireTime == "" {
 			t.Fatalf("CreateUserToken answered %+v", tok)
