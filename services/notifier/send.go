@@ -264,16 +264,12 @@ func (s *Sender) plan(ctx context.Context, caller appkey.Caller, req *SendReques
 		return nil, err
 	}
 	n.Critical, n.DefaultOptIn = cat.Critical, cat.DefaultOptIn
-	requested, chain := req.Channels, req.Fallback
+	requested, chain, field := req.Channels, req.Fallback, "channels"
 	if chain == nil && len(requested) == 0 && cat.Fallback != nil {
 		chain = cat.Fallback
 	}
 	if chain != nil {
-		requested = chain.Channels
-	}
-	field := "channels"
-	if chain != nil {
-		field = "fallback.channels"
+		requested, field = chain.Channels, "fallback.channels"
 	}
 	channels, err := scope(caller, cat, requested, field)
 	if err != nil {
@@ -373,8 +369,9 @@ func holdLaterSteps(n *Notification, now time.Time, republishAfter time.Duration
 	}
 }
 
-// scope returns the channels a Send may use: the requested ones (field names them in errors), each of which the app's scope
-// and the category must allow, or, when none are requested, every channel both allow.
+// scope returns the channels a Send may use: the requested ones (field names them in
+// errors), each of which the app's scope and the category must allow, or, when none are
+// requested, every channel both allow.
 // Errors: PermissionDenied (outside the app's scope), Invalid (a channel the category is not
 // sent on).
 func scope(caller appkey.Caller, cat preference.Category, requested []delivery.Channel, field string) ([]delivery.Channel, error) {
