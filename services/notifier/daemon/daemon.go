@@ -94,10 +94,9 @@ type Config struct {
 	Retention RetentionConfig
 	// Inbox configures the in-app inbox (inbox.go).
 	Inbox InboxConfig
-	Log   *slog.Logger
-
 	// Topics configures the fan-out of topic sends (topics.go).
 	Topics TopicsConfig
+	Log    *slog.Logger
 }
 
 // RegisterFlags binds c's fields to flags with their defaults.
