@@ -8,10 +8,10 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/errs"
+	"github.com/heraldhq/herald/internal/pgtext"
 	"github.com/heraldhq/herald/internal/preference"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -127,7 +127,7 @@ func FallbackDomain(v *errs.Violations, field string, in *heraldv1.Fallback) *de
 			d, ok := ChannelDomain[ch]
 			switch {
 			case !ok:
-				v.Add(fmt.Sprintf("%s.channels[%d]", field, i), "must be CHANNEL_IOS, CHANNEL_ANDROID, CHANNEL_SMS, CHANNEL_EMAIL or CHANNEL_INBOX")
+				v.Add(fmt.Sprintf("%s.channels[%d]", field, i), MustBeChannel)
 			case slices.Contains(f.Channels, d):
 				v.Add(fmt.Sprintf("%s.channels[%d]", field, i), "is repeated")
 			default:
@@ -175,7 +175,7 @@ func DigestDomain(v *errs.Violations, field string, in *heraldv1.Digest) *delive
 	switch {
 	case g.Template == "":
 		v.Add(field+".template", "is required: the stored template that renders the digest")
-	case len(g.Template) > maxDigestTemplate || !utf8.ValidString(g.Template) || strings.IndexByte(g.Template, 0) >= 0:
+	case len(g.Template) > maxDigestTemplate || !pgtext.Valid(g.Template):
 		v.Add(field+".template", fmt.Sprintf("must be UTF-8 text of at most %d bytes without NUL characters", maxDigestTemplate))
 	}
 	return g
@@ -230,6 +230,16 @@ func channelsDomain(v *errs.Violations, field string, chs []heraldv1.Channel) []
 	}
 	return out
 }
+
+// MustBeChannel is the reason a request's channel that is none of the API's channels is
+// refused with: it names them all.
+var MustBeChannel = func() string {
+	names := make([]string, len(delivery.Channels))
+	for i, ch := range delivery.Channels {
+		names[i] = ChannelProto[ch].String()
+	}
+	return "must be " + strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}()
 
 // The API's channel and platform enums and the domain's channels.
 var (

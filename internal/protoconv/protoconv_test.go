@@ -125,3 +125,10 @@ func TestDigestDomain(t *testing.T) {
 		})
 	}
 }
+
+func TestMustBeChannel(t *testing.T) {
+	const want = "must be CHANNEL_IOS, CHANNEL_ANDROID, CHANNEL_SMS, CHANNEL_EMAIL or CHANNEL_INBOX"
+	if got := protoconv.MustBeChannel; got != want {
+		t.Errorf("MustBeChannel = %q, want %q", got, want)
+	}
+}

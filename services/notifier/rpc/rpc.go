@@ -170,7 +170,7 @@ func sendRequest(req *heraldv1.SendRequest) (*notifier.SendRequest, error) {
 		for i, ch := range req.GetChannels() {
 			d, ok := protoconv.ChannelDomain[ch]
 			if !ok {
-				v.Add(fmt.Sprintf("channels[%d]", i), "must be CHANNEL_IOS, CHANNEL_ANDROID, CHANNEL_SMS, CHANNEL_EMAIL or CHANNEL_INBOX")
+				v.Add(fmt.Sprintf("channels[%d]", i), protoconv.MustBeChannel)
 				continue
 			}
 			out.Channels = append(out.Channels, d)
