@@ -82,6 +82,16 @@ func ParseKeys(s string) ([]Key, error) {
 	return keys, nil
 }
 
+// ParseSigner returns a Signer of the keys written as ParseKeys reads them: what the services
+// make of their --link-keys flag.
+func ParseSigner(s string) (*Signer, error) {
+	keys, err := ParseKeys(s)
+	if err != nil {
+		return nil, err
+	}
+	return New(keys...)
+}
+
 // New returns a Signer. Key ids must be short and URL-safe, secrets at least 32 bytes.
 func New(keys ...Key) (*Signer, error) {
 	if len(keys) == 0 {

@@ -97,3 +97,19 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+func TestParseSigner(t *testing.T) {
+	s, err := ParseSigner("a:" + strings.Repeat("QUFB", 11))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := s.Sign(Claims{Purpose: Inbox, UserID: "ada"})
+	if c, err := s.Verify(tok, Inbox, time.Now()); err != nil || c.UserID != "ada" {
+		t.Errorf("Verify = %+v, %v", c, err)
+	}
+	for _, bad := range []string{"", "nocolon", "a:short"} {
+		if _, err := ParseSigner(bad); err == nil {
+			t.Errorf("ParseSigner(%q) took it", bad)
+		}
+	}
+}

@@ -135,11 +135,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	api := &rpc.Server{Service: svc}
 	if cfg.LinkKeys != "" {
-		keys, err := linktoken.ParseKeys(cfg.LinkKeys)
-		if err != nil {
-			return nil, fmt.Errorf("--link-keys: %w", err)
-		}
-		signer, err := linktoken.New(keys...)
+		signer, err := linktoken.ParseSigner(cfg.LinkKeys)
 		if err != nil {
 			return nil, fmt.Errorf("--link-keys: %w", err)
 		}

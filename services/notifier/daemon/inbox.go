@@ -55,11 +55,7 @@ func (c *InboxConfig) tokens(log *slog.Logger) (*notifier.UserTokens, error) {
 		log.Warn("no --link-keys: inbox user tokens and the live feed are off")
 		return nil, nil
 	}
-	keys, err := linktoken.ParseKeys(c.LinkKeys)
-	if err != nil {
-		return nil, fmt.Errorf("--link-keys: %w", err)
-	}
-	signer, err := linktoken.New(keys...)
+	signer, err := linktoken.ParseSigner(c.LinkKeys)
 	if err != nil {
 		return nil, fmt.Errorf("--link-keys: %w", err)
 	}
