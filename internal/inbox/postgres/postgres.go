@@ -151,12 +151,16 @@ func (s *Store) List(ctx context.Context, q inbox.Query) ([]inbox.Message, error
 	return out, pgdb.Err(err)
 }
 
+// unreadCountSQL counts user $1's unread, unarchived messages: what UnreadCount answers and
+// what a change reports left.
+const unreadCountSQL = `SELECT count(*) FROM inbox.messages
+	WHERE user_id = $1 AND read_at IS NULL AND archived_at IS NULL`
+
 // UnreadCount implements inbox.Reader. It counts rows, not a counter kept beside them, so it is
 // exact under any concurrency: one snapshot's count of the partial index.
 func (s *Store) UnreadCount(ctx context.Context, userID string) (int64, error) {
 	var n int64
-	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM inbox.messages
-		WHERE user_id = $1 AND read_at IS NULL AND archived_at IS NULL`, userID).Scan(&n)
+	err := s.pool.QueryRow(ctx, unreadCountSQL, userID).Scan(&n)
 	return n, pgdb.Err(err)
 }
 
@@ -203,8 +207,7 @@ func (s *Store) change(ctx context.Context, what, userID, sql string, args ...an
 		if c.Marked, err = scan(rows); err != nil {
 			return err
 		}
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM inbox.messages
-			WHERE user_id = $1 AND read_at IS NULL AND archived_at IS NULL`, userID).Scan(&c.Unread); err != nil {
+		if err := tx.QueryRow(ctx, unreadCountSQL, userID).Scan(&c.Unread); err != nil {
 			return err
 		}
 		if len(c.Marked) == 0 {
