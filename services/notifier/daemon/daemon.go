@@ -312,9 +312,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	heraldv1.RegisterNotificationServiceServer(d.srv, api)
 	heraldv1.RegisterTemplateServiceServer(d.srv, api)
 	heraldv1.RegisterAdminServiceServer(d.srv, api)
-	if err := d.startInbox(cfg, store, tokens); err != nil { // inbox.go
-		return nil, err
-	}
+	d.startInbox(cfg, store, tokens) // inbox.go
 	if !cfg.DisableHTTPAPI {
 		if err := d.serveJSON(cfg); err != nil {
 			return nil, err

@@ -83,11 +83,11 @@ func (d *Daemon) openInbox(ctx context.Context, log *slog.Logger) error {
 
 // startInbox serves InboxService and, with user tokens, the live feed at GET /v1/inbox/feed.
 // The feed is served even with --disable-http-api: it takes user tokens only, never app keys.
-func (d *Daemon) startInbox(cfg Config, store *postgres.Store, tokens *notifier.UserTokens) error {
+func (d *Daemon) startInbox(cfg Config, store *postgres.Store, tokens *notifier.UserTokens) {
 	in := &notifier.Inbox{Store: d.inbox, Opens: store}
 	heraldv1.RegisterInboxServiceServer(d.srv, &rpc.InboxServer{Inbox: in, Tokens: tokens})
 	if tokens == nil {
-		return nil
+		return
 	}
 	// One connection per notifier listens; it is not the pool's, because a LISTEN holds its
 	// connection for good.
@@ -99,7 +99,6 @@ func (d *Daemon) startInbox(cfg Config, store *postgres.Store, tokens *notifier.
 		Heartbeat: cfg.Inbox.Heartbeat, MaxStreams: cfg.Inbox.MaxStreams, Origins: cfg.Inbox.origins()}
 	d.feed.Register(d.srv.Metrics)
 	d.srv.HTTP.Handle("GET /v1/inbox/feed", inboxfeed.CORS(d.feed.Origins, d.feed))
-	return nil
 }
 
 // serveInboxJSON serves InboxService's HTTP/JSON routes, with CORS for the pages of the
