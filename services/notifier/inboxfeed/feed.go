@@ -146,9 +146,9 @@ func (f *Feed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	wake, n, cancel := f.Hub.Subscribe(user)
 	defer cancel()
-	if n > maxOr(f.MaxStreams, DefaultMaxStreams) {
+	if most := orDefault(f.MaxStreams, DefaultMaxStreams); n > most {
 		w.Header().Set("Retry-After", "10")
-		httpError(w, http.StatusTooManyRequests, fmt.Sprintf("at most %d live streams per user", maxOr(f.MaxStreams, DefaultMaxStreams)))
+		httpError(w, http.StatusTooManyRequests, fmt.Sprintf("at most %d live streams per user", most))
 		return
 	}
 	if f.streams != nil {
@@ -175,7 +175,7 @@ func (f *Feed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	flusher.Flush()
 
 	s := &stream{w: w, flush: flusher, store: f.Store, user: user, pos: pos, unread: -1}
-	beat := time.NewTicker(maxDur(f.Heartbeat, DefaultHeartbeat))
+	beat := time.NewTicker(orDefault(f.Heartbeat, DefaultHeartbeat))
 	defer beat.Stop()
 	end := time.NewTimer(time.Until(expires))
 	defer end.Stop()
@@ -205,18 +205,12 @@ func (f *Feed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func maxOr(n, def int) int {
-	if n <= 0 {
+// orDefault is v, or def when v is not positive (an unset or nonsensical setting).
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
 		return def
 	}
-	return n
-}
-
-func maxDur(d, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return d
+	return v
 }
 
 // Position reads where a client resumes: the Last-Event-ID header, else ?after=; -1 when
