@@ -232,8 +232,6 @@ type stream struct {
 	unread int64
 }
 
-var jsonOpts = protojson.MarshalOptions{}
-
 // catchUp sends the messages after the stream's position, then the unread count if it changed.
 func (s *stream) catchUp(ctx context.Context) error {
 	for {
@@ -242,7 +240,7 @@ func (s *stream) catchUp(ctx context.Context) error {
 			return err
 		}
 		for i := range ms {
-			b, err := jsonOpts.Marshal(rpc.InboxMessageProto(&ms[i]))
+			b, err := protojson.Marshal(rpc.InboxMessageProto(&ms[i]))
 			if err != nil {
 				return err
 			}
