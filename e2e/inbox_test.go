@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -320,7 +319,7 @@ func TestInboxUnreadExact(t *testing.T) {
 	ctx := context.Background()
 	upsertUser(t, s, &heraldv1.User{UserId: "bo"})
 	tok := userToken(t, s, "bo")
-	user := heraldv1.NewInboxServiceClient(dialToken(t, s.notifier.GRPCAddr(), tok))
+	user := heraldv1.NewInboxServiceClient(dial(t, s.notifier.GRPCAddr(), tok))
 	feed := followFeed(t, s.notifier.HTTPAddr(), tok, "")
 
 	const senders, each = 50, 4
@@ -458,7 +457,7 @@ func TestInboxTokens(t *testing.T) {
 		{"app key", s.key, "cy", codes.OK},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := heraldv1.NewInboxServiceClient(dialToken(t, s.notifier.GRPCAddr(), tc.token))
+			c := heraldv1.NewInboxServiceClient(dial(t, s.notifier.GRPCAddr(), tc.token))
 			_, err := c.GetUnreadCount(ctx, &heraldv1.GetUnreadCountRequest{UserId: tc.user})
 			if status.Code(err) != tc.code {
 				t.Fatalf("GetUnreadCount = %v, want %s", err, tc.code)
@@ -466,7 +465,7 @@ func TestInboxTokens(t *testing.T) {
 		})
 	}
 	t.Run("a user token cannot make tokens", func(t *testing.T) {
-		c := heraldv1.NewInboxServiceClient(dialToken(t, s.notifier.GRPCAddr(), tok))
+		c := heraldv1.NewInboxServiceClient(dial(t, s.notifier.GRPCAddr(), tok))
 		_, err := c.CreateUserToken(ctx, &heraldv1.CreateUserTokenRequest{UserId: "cy"})
 		if status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("CreateUserToken with a user token = %v", err)
@@ -479,7 +478,7 @@ func TestInboxTokens(t *testing.T) {
 		}
 	})
 	t.Run("the token is refused elsewhere", func(t *testing.T) {
-		c := heraldv1.NewNotificationServiceClient(dialToken(t, s.notifier.GRPCAddr(), tok))
+		c := heraldv1.NewNotificationServiceClient(dial(t, s.notifier.GRPCAddr(), tok))
 		_, err := c.Send(ctx, inboxRequest("cy", "x"))
 		if status.Code(err) != codes.Unauthenticated {
 			t.Fatalf("Send with a user token = %v", err)
@@ -641,9 +640,6 @@ func TestInboxOptOut(t *testing.T) {
 	})
 }
 
-// dialToken connects to a gRPC address with a bearer token (a user token, or a key).
-func dialToken(t testing.TB, addr, token string) *grpc.ClientConn { return dial(t, addr, token) }
-
 func mustStruct(m map[string]any) *structpb.Struct {
 	s, err := structpb.NewStruct(m)
 	if err != nil {
@@ -710,7 +706,7 @@ func TestInboxFallback(t *testing.T) {
 			StepTimeout: durationpb.New(3 * time.Second)}
 		return req
 	}
-	user := heraldv1.NewInboxServiceClient(dialToken(t, s.notifier.GRPCAddr(), userToken(t, s, "gus")))
+	user := heraldv1.NewInboxServiceClient(dial(t, s.notifier.GRPCAddr(), userToken(t, s, "gus")))
 
 	read, err := s.notify.Send(ctx, chain("read in time"))
 	if err != nil {
