@@ -235,28 +235,20 @@ func send(ctx context.Context, client heraldv1.NotificationServiceClient, args [
 		iosToken  = fs.String("ios-token", "", "recipient APNs device token")
 		fcmToken  = fs.String("android-token", "", "recipient FCM registration token")
 		user      = fs.String("user", "", "recipient user id (instead of addresses)")
-		category  = fs.String("category", "account", "notification category")
 		channels  = fs.String("channels", "", "comma-separated channels (ios,android,sms,email,inbox); empty means all reachable (the inbox only where the category names it)")
 		fallback  = fs.String("fallback", "", "comma-separated channels to try one after another (e.g. email,sms), instead of --channels")
 		stepWait  = fs.Duration("step-timeout", 0, "with --fallback: move on when a sent step was not delivered within this time (0: sent is enough)")
 		digestWin = fs.Duration("digest-window", 0, "collect into the recipient's digest, which closes this long after its first item (e.g. 10m)")
 		digestAt  = fs.String("digest-daily", "", "collect into the recipient's daily digest, closing at HH:MM in the user's time zone")
 		digestTpl = fs.String("digest-template", "", "with --digest-window or --digest-daily: the template that renders the digest")
-		title     = fs.String("title", "", "push title")
-		subject   = fs.String("subject", "", "email subject")
-		body      = fs.String("body", "", "text body (push, SMS, email text)")
-		html      = fs.String("html", "", "email HTML")
-		template  = fs.String("template", "", "template name (instead of inline content)")
-		data      = fs.String("data", "", "template data as a JSON object")
-		idem      = fs.String("idempotency-key", "", "idempotency key")
-		ttl       = fs.Duration("ttl", 0, "how long the notification may wait to be sent")
 		wait      = fs.Bool("wait", false, "wait until every delivery is final, then show them")
 		waitLimit = fs.Duration("wait-timeout", 30*time.Second, "how long --wait waits")
 	)
+	msg := addMessageFlags(fs, "how long the notification may wait to be sent")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	req := &heraldv1.SendRequest{IdempotencyKey: *idem, Category: *category}
+	req := &heraldv1.SendRequest{IdempotencyKey: *msg.idem, Category: *msg.category}
 	if *user != "" {
 		req.Recipient = &heraldv1.Recipient{Kind: &heraldv1.Recipient_UserId{UserId: *user}}
 	} else {
@@ -289,26 +281,20 @@ func send(ctx context.Context, client heraldv1.NotificationServiceClient, args [
 	if req.Digest, err = digestFlags(*digestWin, *digestAt, *digestTpl); err != nil {
 		return err
 	}
-	if *template != "" {
-		req.Message = &heraldv1.SendRequest_Template{Template: &heraldv1.TemplateRef{Name: *template}}
+	if tpl := msg.templateRef(); tpl != nil {
+		req.Message = &heraldv1.SendRequest_Template{Template: tpl}
 	} else {
-		req.Message = &heraldv1.SendRequest_Content{Content: &heraldv1.Content{Title: *title, Subject: *subject, Body: *body, Html: *html}}
+		req.Message = &heraldv1.SendRequest_Content{Content: msg.content()}
 	}
-	if req.Data, err = parseData(*data); err != nil {
+	if req.Data, err = parseData(*msg.data); err != nil {
 		return err
 	}
-	if *ttl > 0 {
-		req.Ttl = durationpb.New(*ttl)
-	}
+	req.Ttl = msg.ttlProto()
 	res, err := client.Send(ctx, req)
 	if err != nil {
 		return err
 	}
-	dup := ""
-	if res.Duplicate {
-		dup = " (duplicate: the idempotency key was seen before)"
-	}
-	fmt.Fprintf(out, "notification %s%s\n", res.NotificationId, dup)
+	printAccepted(out, "notification", res.NotificationId, res.Duplicate)
 	if !*wait {
 		w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(w, "DELIVERY\tSTEP\tCHANNEL\tSTATE\tREASON")
@@ -429,6 +415,58 @@ func channelName(c heraldv1.Channel) string {
 
 func stateName(s heraldv1.DeliveryState) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "DELIVERY_STATE_"))
+}
+
+// messageFlags are the flags send and topics send share: the category, what the message says,
+// its idempotency key and how long it may wait.
+type messageFlags struct {
+	category, title, subject, body, html, template, data, idem *string
+	ttl                                                        *time.Duration
+}
+
+// addMessageFlags defines the shared flags on fs; ttlUsage says what --ttl bounds.
+func addMessageFlags(fs *flag.FlagSet, ttlUsage string) *messageFlags {
+	return &messageFlags{
+		category: fs.String("category", "account", "notification category"),
+		title:    fs.String("title", "", "push title"),
+		subject:  fs.String("subject", "", "email subject"),
+		body:     fs.String("body", "", "text body (push, SMS, email text)"),
+		html:     fs.String("html", "", "email HTML"),
+		template: fs.String("template", "", "template name (instead of inline content)"),
+		data:     fs.String("data", "", "template data as a JSON object"),
+		idem:     fs.String("idempotency-key", "", "idempotency key"),
+		ttl:      fs.Duration("ttl", 0, ttlUsage),
+	}
+}
+
+// templateRef is the --template reference, or nil when the message is inline content.
+func (m *messageFlags) templateRef() *heraldv1.TemplateRef {
+	if *m.template == "" {
+		return nil
+	}
+	return &heraldv1.TemplateRef{Name: *m.template}
+}
+
+// content is the inline message, used when there is no --template.
+func (m *messageFlags) content() *heraldv1.Content {
+	return &heraldv1.Content{Title: *m.title, Subject: *m.subject, Body: *m.body, Html: *m.html}
+}
+
+// ttlProto is --ttl for the request, or nil when unset.
+func (m *messageFlags) ttlProto() *durationpb.Duration {
+	if *m.ttl <= 0 {
+		return nil
+	}
+	return durationpb.New(*m.ttl)
+}
+
+// printAccepted prints the id of an accepted send, and says so when the idempotency key made it a duplicate.
+func printAccepted(out io.Writer, what, id string, duplicate bool) {
+	dup := ""
+	if duplicate {
+		dup = " (duplicate: the idempotency key was seen before)"
+	}
+	fmt.Fprintf(out, "%s %s%s\n", what, id, dup)
 }
 
 // parseData reads --data: a JSON object, or nothing.

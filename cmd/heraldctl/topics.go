@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 )
@@ -138,48 +137,34 @@ func subscribe(ctx context.Context, people heraldv1.ContactsServiceClient, sub b
 func topicSend(ctx context.Context, client heraldv1.NotificationServiceClient, topic string, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("topics send", flag.ContinueOnError)
 	var (
-		category  = fs.String("category", "account", "notification category")
 		channels  = fs.String("channels", "", "comma-separated channels (ios,android,sms,email); empty means all reachable")
-		title     = fs.String("title", "", "push title")
-		subject   = fs.String("subject", "", "email subject")
-		body      = fs.String("body", "", "text body (push, SMS, email text)")
-		html      = fs.String("html", "", "email HTML")
-		template  = fs.String("template", "", "template name (instead of inline content)")
-		data      = fs.String("data", "", "template data as a JSON object")
-		idem      = fs.String("idempotency-key", "", "idempotency key")
-		ttl       = fs.Duration("ttl", 0, "how long each notification may wait to be sent")
 		wait      = fs.Bool("wait", false, "show the progress until the fan-out is done")
 		waitLimit = fs.Duration("wait-timeout", 10*time.Minute, "how long --wait waits")
 	)
+	msg := addMessageFlags(fs, "how long each notification may wait to be sent")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	req := &heraldv1.SendToTopicRequest{Topic: topic, IdempotencyKey: *idem, Category: *category}
+	req := &heraldv1.SendToTopicRequest{Topic: topic, IdempotencyKey: *msg.idem, Category: *msg.category}
 	chs, err := parseChannels(*channels)
 	if err != nil {
 		return err
 	}
 	req.Channels = chs
-	if *template != "" {
-		req.Message = &heraldv1.SendToTopicRequest_Template{Template: &heraldv1.TemplateRef{Name: *template}}
+	if tpl := msg.templateRef(); tpl != nil {
+		req.Message = &heraldv1.SendToTopicRequest_Template{Template: tpl}
 	} else {
-		req.Message = &heraldv1.SendToTopicRequest_Content{Content: &heraldv1.Content{Title: *title, Subject: *subject, Body: *body, Html: *html}}
+		req.Message = &heraldv1.SendToTopicRequest_Content{Content: msg.content()}
 	}
-	if req.Data, err = parseData(*data); err != nil {
+	if req.Data, err = parseData(*msg.data); err != nil {
 		return err
 	}
-	if *ttl > 0 {
-		req.Ttl = durationpb.New(*ttl)
-	}
+	req.Ttl = msg.ttlProto()
 	res, err := client.SendToTopic(ctx, req)
 	if err != nil {
 		return err
 	}
-	dup := ""
-	if res.Duplicate {
-		dup = " (duplicate: the idempotency key was seen before)"
-	}
-	fmt.Fprintf(out, "topic send %s%s\n", res.NotificationId, dup)
+	printAccepted(out, "topic send", res.NotificationId, res.Duplicate)
 	if !*wait {
 		return nil
 	}
