@@ -71,20 +71,20 @@ func parseAddressToken(token string) (*contacts.Target, bool) {
 	return &contacts.Target{Channel: delivery.Channel(ch), Address: addr}, true
 }
 
-// SubscribersToken is the ListSubscribers page token that starts after the subscriber last of
+// subscribersToken is the ListSubscribers page token that starts after the subscriber last of
 // topic; "" (no more pages) when last is "". It names the topic, so that a token is refused for
 // another topic's list.
-func SubscribersToken(topic, last string) string {
+func subscribersToken(topic, last string) string {
 	if last == "" {
 		return ""
 	}
 	return base64.RawURLEncoding.EncodeToString([]byte("s:" + topic + ":" + last))
 }
 
-// ParseSubscribersToken reads a ListSubscribers page token given for topic, and returns the
+// parseSubscribersToken reads a ListSubscribers page token given for topic, and returns the
 // user id the page starts after; "" is the first page. The user id is whatever text the token
 // holds: the service checks it.
-func ParseSubscribersToken(token, topic string) (string, bool) {
+func parseSubscribersToken(token, topic string) (string, bool) {
 	if token == "" {
 		return "", true
 	}

@@ -58,7 +58,7 @@ func (s *Server) ListSubscribers(ctx context.Context, req *heraldv1.ListSubscrib
 	if err := allow(ctx, appkey.ContactsRead); err != nil {
 		return nil, err
 	}
-	after, ok := ParseSubscribersToken(req.GetPageToken(), req.GetTopic())
+	after, ok := parseSubscribersToken(req.GetPageToken(), req.GetTopic())
 	if !ok {
 		return nil, errs.Field("page_token", "is not a page token that ListSubscribers gave for this topic")
 	}
@@ -66,7 +66,7 @@ func (s *Server) ListSubscribers(ctx context.Context, req *heraldv1.ListSubscrib
 	if err != nil {
 		return nil, err
 	}
-	return &heraldv1.ListSubscribersResponse{UserIds: ids, NextPageToken: SubscribersToken(req.GetTopic(), last)}, nil
+	return &heraldv1.ListSubscribersResponse{UserIds: ids, NextPageToken: subscribersToken(req.GetTopic(), last)}, nil
 }
 
 // ListUserTopics implements ContactsService.ListUserTopics.

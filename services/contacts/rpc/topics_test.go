@@ -185,14 +185,14 @@ func TestTopicRequestsRefused(t *testing.T) {
 // FuzzSubscribersToken: a page token is either refused or names, for its own topic only, a user
 // id that the token made for it gives back.
 func FuzzSubscribersToken(f *testing.F) {
-	f.Add(SubscribersToken("news", "u00042"), "news")
-	f.Add(SubscribersToken("news", "a:b:c"), "news")
-	f.Add(SubscribersToken("news", "u1"), "sports")
+	f.Add(subscribersToken("news", "u00042"), "news")
+	f.Add(subscribersToken("news", "a:b:c"), "news")
+	f.Add(subscribersToken("news", "u1"), "sports")
 	f.Add("", "news")
 	f.Add("czpuZXdzOg", "news")
 	f.Add("!!!", "news")
 	f.Fuzz(func(t *testing.T, token, topic string) {
-		after, ok := ParseSubscribersToken(token, topic)
+		after, ok := parseSubscribersToken(token, topic)
 		if !ok {
 			return
 		}
@@ -205,10 +205,10 @@ func FuzzSubscribersToken(f *testing.F) {
 		if after == "" {
 			t.Fatal("a token accepted with no user id")
 		}
-		if again, ok := ParseSubscribersToken(SubscribersToken(topic, after), topic); !ok || again != after {
+		if again, ok := parseSubscribersToken(subscribersToken(topic, after), topic); !ok || again != after {
 			t.Fatalf("round trip of %q: %q, %v", after, again, ok)
 		}
-		if _, ok := ParseSubscribersToken(token, topic+"x"); ok {
+		if _, ok := parseSubscribersToken(token, topic+"x"); ok {
 			t.Fatalf("token %q accepted for topic %q and %q", token, topic, topic+"x")
 		}
 	})
