@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -13,12 +12,10 @@ import (
 
 	"github.com/heraldhq/herald/internal/errs"
 	"github.com/heraldhq/herald/services/notifier"
+	"github.com/heraldhq/herald/services/notifier/notifiertest"
 )
 
-var (
-	_ notifier.TopicStore       = (*fakeTopics)(nil)
-	_ notifier.SubscriberLister = (*fakeSubscribers)(nil)
-)
+var _ notifier.TopicStore = (*fakeTopics)(nil)
 
 // fakeTopics keeps topic sends in memory with the postgres store's lease rules: a claim takes
 // a topic send that is fanning out and not leased; an advance needs the lease and the cursor
@@ -112,29 +109,6 @@ func (f *fakeTopics) expire() {
 	clear(f.owner)
 }
 
-// fakeSubscribers is a topic's subscribers, in order; a page token is the index of the page's
-// first one.
-type fakeSubscribers struct {
-	ids []string
-	// fail, when set, is asked before each page: true answers Unavailable.
-	fail func(page string) bool
-}
-
-func (f *fakeSubscribers) Subscribers(_ context.Context, _, page string, max int) ([]string, string, error) {
-	if f.fail != nil && f.fail(page) {
-		return nil, "", errs.E(errs.Unavailable, "contacts service unavailable")
-	}
-	from := 0
-	if page != "" {
-		from, _ = strconv.Atoi(page)
-	}
-	to := min(len(f.ids), from+max)
-	if to == len(f.ids) {
-		return f.ids[from:to], "", nil
-	}
-	return f.ids[from:to], strconv.Itoa(to), nil
-}
-
 // once returns a function that answers true the first time it is asked about each key.
 func once() func(string) bool {
 	var mu sync.Mutex
@@ -157,13 +131,21 @@ func TestTopicFanOut(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// configure sets up the failures; takeover says the first owner dies mid-way.
-		configure func(*fakeTopics, *fakeSubscribers)
+		configure func(*fakeTopics, *notifiertest.Subscribers)
 		takeover  bool
 	}{
-		{name: "every page once", configure: func(*fakeTopics, *fakeSubscribers) {}},
-		{name: "every page committed twice", configure: func(f *fakeTopics, _ *fakeSubscribers) { f.failAdvance = once() }},
-		{name: "subscriber pages unavailable once", configure: func(_ *fakeTopics, s *fakeSubscribers) { s.fail = once() }},
-		{name: "a replica takes over", configure: func(*fakeTopics, *fakeSubscribers) {}, takeover: true},
+		{name: "every page once", configure: func(*fakeTopics, *notifiertest.Subscribers) {}},
+		{name: "every page committed twice", configure: func(f *fakeTopics, _ *notifiertest.Subscribers) { f.failAdvance = once() }},
+		{name: "subscriber pages unavailable once", configure: func(_ *fakeTopics, s *notifiertest.Subscribers) {
+			first := once()
+			s.Before = func(page string) error {
+				if first(page) {
+					return errs.E(errs.Unavailable, "contacts service unavailable")
+				}
+				return nil
+			}
+		}},
+		{name: "a replica takes over", configure: func(*fakeTopics, *notifiertest.Subscribers) {}, takeover: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness()
@@ -180,7 +162,7 @@ func TestTopicFanOut(t *testing.T) {
 					h.dir.users[id] = notifier.User{ID: id, Email: id + "@example.com"}
 				}
 			}
-			store, subs := &fakeTopics{}, &fakeSubscribers{ids: ids}
+			store, subs := &fakeTopics{}, &notifiertest.Subscribers{IDs: ids}
 			tc.configure(store, subs)
 			topics := notifier.NewTopics(notifier.Topics{Sender: h.svc, Store: store, Subscribers: subs, Log: h.svc.Log,
 				Owner: "first", Interval: time.Millisecond})

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +18,7 @@ import (
 	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/ids"
 	"github.com/heraldhq/herald/services/notifier"
+	"github.com/heraldhq/herald/services/notifier/notifiertest"
 	"github.com/heraldhq/herald/services/notifier/postgres"
 )
 
@@ -459,28 +459,6 @@ func (everyone) Resolve(_ context.Context, ids []string, _ []notifier.Target) (*
 	return out, nil
 }
 
-// pagedSubscribers is a topic's subscribers, a page token the index of the page's first one;
-// on (if set) is called with each page's token before it is answered.
-type pagedSubscribers struct {
-	ids []string
-	on  func(page string)
-}
-
-func (p *pagedSubscribers) Subscribers(_ context.Context, _, page string, max int) ([]string, string, error) {
-	if p.on != nil {
-		p.on(page)
-	}
-	from := 0
-	if page != "" {
-		from, _ = strconv.Atoi(page)
-	}
-	to := min(len(p.ids), from+max)
-	if to == len(p.ids) {
-		return p.ids[from:to], "", nil
-	}
-	return p.ids[from:to], strconv.Itoa(to), nil
-}
-
 // TestTopicCancelFanOut runs the fan-out on the real store and cancels the topic send in the
 // middle of it: before a page is committed (the cancel's paging misses it; the page's failed
 // advance cancels it), after a page is committed and before its advance (the cancel's paging
@@ -508,9 +486,9 @@ func TestTopicCancelFanOut(t *testing.T) {
 			pub := &hookPublisher{}
 			svc := newSender(t, s, deliveryStore(t, pool), pub, func() time.Time { return t0 })
 			svc.Directory = everyone{}
-			subs := &pagedSubscribers{}
+			subs := &notifiertest.Subscribers{}
 			for i := range subscribers {
-				subs.ids = append(subs.ids, fmt.Sprintf("u%02d", i))
+				subs.IDs = append(subs.IDs, fmt.Sprintf("u%02d", i))
 			}
 			topics := notifier.NewTopics(notifier.Topics{Sender: svc, Store: s, Subscribers: subs, Log: svc.Log,
 				Owner: "a", PageSize: pageSize, Interval: time.Millisecond})
@@ -531,10 +509,11 @@ func TestTopicCancelFanOut(t *testing.T) {
 				returned.Add(1)
 			}
 			// The hooks run in the fan-out, so the cancel comes exactly where the case puts it.
-			subs.on = func(page string) {
+			subs.Before = func(page string) error {
 				if tc.page != "" && page == tc.page && cancels.Load() == 0 {
 					cancel()
 				}
+				return nil
 			}
 			pub.on = func(call int) {
 				if call == tc.publish && cancels.Load() == 0 {
