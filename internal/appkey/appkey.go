@@ -30,6 +30,10 @@ import (
 
 const prefix = "hk_"
 
+// LooksLikeKey reports whether token has an app key's form ("hk_" first), as opposed to
+// another bearer token (an inbox user token): which check it goes to, not whether it is valid.
+func LooksLikeKey(token string) bool { return strings.HasPrefix(token, prefix) }
+
 // Key is a parsed app key.
 type Key struct {
 	ID     string

@@ -236,3 +236,15 @@ func BenchmarkAuthenticate(b *testing.B) {
 		}
 	})
 }
+
+func TestLooksLikeKey(t *testing.T) {
+	for tok, want := range map[string]bool{
+		"hk_0123456789abcdef_secret": true,
+		"dev.eyJwIjoiaW5ib3gifQ.mac": false, // an inbox user token
+		"":                           false,
+	} {
+		if got := LooksLikeKey(tok); got != want {
+			t.Errorf("LooksLikeKey(%q) = %v, want %v", tok, got, want)
+		}
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -52,10 +51,6 @@ type UserTokens struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
-
-// IsAppKey tells an app key from a user token in an authorization header: app keys have their
-// own prefix (appkey.Parse), user tokens never start with it.
-func IsAppKey(token string) bool { return strings.HasPrefix(token, "hk_") }
 
 // Create signs a token for userID, valid for ttl (0: DefaultUserTokenTTL). Only apps that may
 // use the inbox channel may create them. Errors: Invalid, PermissionDenied, FailedPrecondition

@@ -14,8 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/inbox"
-	"github.com/heraldhq/herald/services/notifier"
 	"github.com/heraldhq/herald/services/notifier/rpc"
 )
 
@@ -112,7 +112,7 @@ func (f *Feed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case tok == "":
 		httpError(w, http.StatusUnauthorized, "a user token is required: ?token=<token from CreateUserToken>")
 		return
-	case notifier.IsAppKey(tok):
+	case appkey.LooksLikeKey(tok):
 		// Refused even when valid: an app key in a URL ends up in logs and browser history.
 		httpError(w, http.StatusUnauthorized, "the live feed takes a user token (CreateUserToken), never an app key")
 		return

@@ -33,7 +33,7 @@ type userKey struct{}
 func AuthInterceptor(appKeys grpc.UnaryServerInterceptor, tokens *notifier.UserTokens) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		if strings.HasPrefix(info.FullMethod, inboxPrefix) {
-			if tok := appkey.Token(ctx); tok != "" && !notifier.IsAppKey(tok) {
+			if tok := appkey.Token(ctx); tok != "" && !appkey.LooksLikeKey(tok) {
 				user, _, err := tokens.Verify(tok)
 				if err != nil {
 					return nil, errs.Status(err).Err()
