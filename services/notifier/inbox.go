@@ -242,8 +242,7 @@ func (i *Inbox) read(ctx context.Context, user string, ids []uuid.UUID, category
 		if len(unread) > 0 && i.Opens != nil {
 			evs := make([]ProviderEvent, len(unread))
 			for j, m := range unread {
-				evs[j] = ProviderEvent{Provider: "app", ID: m.ID.String() + ":" + string(Opened), Kind: EventOpened,
-					DeliveryID: m.ID, OccurredAt: now, Details: []byte(`{"engagement":"opened","via":"inbox"}`)}
+				evs[j] = engagementEvent(m.ID, Opened, now, `{"engagement":"opened","via":"inbox"}`)
 			}
 			if _, err := i.Opens.RecordProviderEvents(ctx, evs); err != nil {
 				return inbox.Change{}, err

@@ -60,16 +60,22 @@ func (s *Operations) TrackEvent(ctx context.Context, caller appkey.Caller, deliv
 	if at.IsZero() || at.After(time.Now()) {
 		at = time.Now()
 	}
-	k := ProviderEventKind(kind)
-	if kind == Dismissed {
-		k = EventOther
-	}
-	recorded, err := s.Store.RecordProviderEvents(ctx, []ProviderEvent{{
-		Provider: "app", ID: deliveryID.String() + ":" + string(kind), Kind: k, DeliveryID: deliveryID,
-		OccurredAt: at, Details: []byte(`{"engagement":"` + string(kind) + `"}`),
-	}})
+	recorded, err := s.Store.RecordProviderEvents(ctx, []ProviderEvent{
+		engagementEvent(deliveryID, kind, at, `{"engagement":"`+string(kind)+`"}`)})
 	if err != nil {
 		return false, err
 	}
 	return len(recorded) > 0, nil
+}
+
+// engagementEvent is the event that records an engagement with a delivery, with details. Its
+// id is the delivery's and the kind's, so each kind counts once per delivery whoever reports it:
+// TrackEvent, or a read in the inbox (inbox.go).
+func engagementEvent(deliveryID uuid.UUID, kind Engagement, at time.Time, details string) ProviderEvent {
+	k := ProviderEventKind(kind)
+	if kind == Dismissed {
+		k = EventOther
+	}
+	return ProviderEvent{Provider: "app", ID: deliveryID.String() + ":" + string(kind), Kind: k,
+		DeliveryID: deliveryID, OccurredAt: at, Details: []byte(details)}
 }
