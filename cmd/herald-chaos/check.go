@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
 
 	"github.com/heraldhq/herald/cmd/internal/loopstack"
@@ -276,16 +277,13 @@ func (p *phase) checkInbox(ctx context.Context, v *verdict) error {
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var id uuid.UUID
-			var r row
-			if err := rows.Scan(&id, &r.state, &r.user); err != nil {
-				return err
-			}
+		var id uuid.UUID
+		var r row
+		_, err = pgx.ForEachRow(rows, []any{&id, &r.state, &r.user}, func() error {
 			got[id] = r
-		}
-		return rows.Err()
+			return nil
+		})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("check the inbox deliveries: %w", err)
@@ -386,16 +384,13 @@ func (p *phase) checkTopics(ctx context.Context, v *verdict) error {
 			if err != nil {
 				return err
 			}
-			defer rows.Close()
-			for rows.Next() {
-				var pr pair
-				var id uuid.UUID
-				if err := rows.Scan(&pr.user, &pr.channel, &id); err != nil {
-					return err
-				}
+			var pr pair
+			var id uuid.UUID
+			_, err = pgx.ForEachRow(rows, []any{&pr.user, &pr.channel, &id}, func() error {
 				got[pr] = append(got[pr], id)
-			}
-			return rows.Err()
+				return nil
+			})
+			return err
 		})
 		if err != nil {
 			return fmt.Errorf("check topic send %s: %w", send, err)
@@ -463,16 +458,13 @@ func (p *phase) checkDigests(ctx context.Context, v *verdict) error {
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var id uuid.UUID
-			var r row
-			if err := rows.Scan(&id, &r.state, &r.closed, &r.deliveryState); err != nil {
-				return err
-			}
+		var id uuid.UUID
+		var r row
+		_, err = pgx.ForEachRow(rows, []any{&id, &r.state, &r.closed, &r.deliveryState}, func() error {
 			got[id] = r
-		}
-		return rows.Err()
+			return nil
+		})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("check the digest items: %w", err)
@@ -503,7 +495,6 @@ func (p *phase) checkDigests(ctx context.Context, v *verdict) error {
 	}
 	var deliveries []uuid.UUID
 	err = retry(ctx, func(ctx context.Context) error {
-		deliveries = deliveries[:0]
 		if err := p.db.QueryRow(ctx, `SELECT count(*) FILTER (WHERE NOT closed),
 				count(*) FILTER (WHERE (SELECT count(*) FROM delivery.deliveries d WHERE d.notification_id = g.id) > 1)
 			FROM delivery.digests g WHERE user_id = ANY($1)`, users).Scan(&v.digestsOpen, &v.digestsMulti); err != nil {
@@ -514,15 +505,8 @@ func (p *phase) checkDigests(ctx context.Context, v *verdict) error {
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var id uuid.UUID
-			if err := rows.Scan(&id); err != nil {
-				return err
-			}
-			deliveries = append(deliveries, id)
-		}
-		return rows.Err()
+		deliveries, err = pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("check the digests: %w", err)
