@@ -64,10 +64,14 @@ type DigestItem struct {
 	CloseAt  time.Time
 }
 
+// InDigest reports whether d, being created, goes into its recipient's open digest: it carries
+// a Digest and is scheduled (a digest's item the plan held back for another reason is not).
+func (d *Delivery) InDigest() bool { return d.Digest != nil && d.State == Scheduled }
+
 // SendTime returns when d would be sent: its due time when scheduled (its digest's close time
 // for a digest's item being made), now otherwise.
 func (d *Delivery) SendTime(now time.Time) time.Time {
-	if d.Digest != nil && d.State == Scheduled { // an item goes when its digest closes
+	if d.InDigest() { // an item goes when its digest closes
 		return d.Digest.CloseAt
 	}
 	if d.DueAt != nil && d.DueAt.After(now) && d.State == Scheduled {

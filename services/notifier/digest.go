@@ -88,7 +88,7 @@ func explainDigests(ctx context.Context, open OpenDigests, n *Notification) {
 		return
 	}
 	for _, d := range n.Deliveries {
-		if d.Digest == nil || d.State != delivery.Scheduled {
+		if !d.InDigest() {
 			continue
 		}
 		g, ok, err := open.OpenDigest(ctx, n.AppID, n.UserID, n.Category, d.Channel, d.To)

@@ -18,7 +18,7 @@ import (
 func (s *Store) collect(ds []delivery.Delivery, rows []*row) {
 	for i := range ds {
 		d := &ds[i]
-		if d.Digest == nil || d.State != delivery.Scheduled {
+		if !d.InDigest() {
 			continue
 		}
 		g := s.openDigest(d)

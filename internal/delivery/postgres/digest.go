@@ -48,16 +48,6 @@ const collectSQL = `
 		DO UPDATE SET closed = g.closed
 	RETURNING g.id, g.app_id, g.user_id, g.category, g.channel, g.address`
 
-// collects reports whether any of ds goes into a digest.
-func collects(ds []delivery.Delivery) bool {
-	for i := range ds {
-		if ds[i].Digest != nil && ds[i].State == delivery.Scheduled {
-			return true
-		}
-	}
-	return false
-}
-
 // collect sets the DigestID of the deliveries of ds that go into a digest: the open digest of
 // their key, or a new one that closes at the first such delivery's CloseAt.
 func (s *Store) collect(ctx context.Context, ds []delivery.Delivery) error {
@@ -65,7 +55,7 @@ func (s *Store) collect(ctx context.Context, ds []delivery.Delivery) error {
 	var keys []digestKey
 	for i := range ds {
 		d := &ds[i]
-		if d.Digest == nil || d.State != delivery.Scheduled {
+		if !d.InDigest() {
 			continue
 		}
 		k := keyOf(d)
@@ -108,7 +98,7 @@ func (s *Store) collect(ctx context.Context, ds []delivery.Delivery) error {
 	}
 	for i := range ds {
 		d := &ds[i]
-		if d.Digest == nil || d.State != delivery.Scheduled {
+		if !d.InDigest() {
 			continue
 		}
 		if d.DigestID = got[keyOf(d)]; d.DigestID == uuid.Nil {

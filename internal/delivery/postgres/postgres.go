@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -102,7 +103,7 @@ func (s *Store) Create(ctx context.Context, ds []delivery.Delivery) error {
 	if len(ds) == 0 {
 		return nil
 	}
-	if collects(ds) {
+	if slices.ContainsFunc(ds, func(d delivery.Delivery) bool { return d.InDigest() }) {
 		// The items must commit with the lock collect takes on their digests' rows (see
 		// digest.go): in a transaction of their own, or a savepoint of the caller's.
 		tx, err := s.db.Begin(ctx)
