@@ -304,11 +304,7 @@ func send(ctx context.Context, client heraldv1.NotificationServiceClient, args [
 		if err := w.Flush(); err != nil {
 			return err
 		}
-		for _, d := range res.Deliveries {
-			if line := digestLine(d); line != "" {
-				fmt.Fprintln(out, line)
-			}
-		}
+		printDigests(out, res.Deliveries)
 		return nil
 	}
 	deadline := time.Now().Add(*waitLimit)
@@ -364,24 +360,21 @@ func printNotification(out io.Writer, n *heraldv1.Notification) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	for _, d := range n.Deliveries {
-		if line := digestLine(d); line != "" {
-			fmt.Fprintln(out, line)
-		}
-	}
+	printDigests(out, n.Deliveries)
 	return nil
 }
 
-// digestLine says where a digest's item went, "" for a delivery outside any digest.
-func digestLine(d *heraldv1.Delivery) string {
-	switch {
-	case d.DigestDeliveryId != "":
-		return fmt.Sprintf("delivery %s went out in digest %s, sent by delivery %s (heraldctl status %s)",
-			d.DeliveryId, d.DigestNotificationId, d.DigestDeliveryId, d.DigestNotificationId)
-	case d.DigestNotificationId != "":
-		return fmt.Sprintf("delivery %s waits in digest %s, which has not closed yet", d.DeliveryId, d.DigestNotificationId)
+// printDigests says, under a deliveries table, where each digest's item among ds went.
+func printDigests(out io.Writer, ds []*heraldv1.Delivery) {
+	for _, d := range ds {
+		switch {
+		case d.DigestDeliveryId != "":
+			fmt.Fprintf(out, "delivery %s went out in digest %s, sent by delivery %s (heraldctl status %s)\n",
+				d.DeliveryId, d.DigestNotificationId, d.DigestDeliveryId, d.DigestNotificationId)
+		case d.DigestNotificationId != "":
+			fmt.Fprintf(out, "delivery %s waits in digest %s, which has not closed yet\n", d.DeliveryId, d.DigestNotificationId)
+		}
 	}
-	return ""
 }
 
 // digestFlags turns send's digest flags into a digest (nil for none).
