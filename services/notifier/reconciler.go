@@ -13,10 +13,10 @@ import (
 // Reconciler repairs what the queue cannot: it publishes scheduled deliveries when they fall
 // due and retries when their backoff is over, re-publishes queued deliveries whose message seems
 // lost (a broker that lost it, a publish that never happened after the commit), releases
-// deliveries whose worker's lease expired, expires deliveries past their ttl, and closes the digests
-// that fall due. What it
-// publishes goes out as batches, one message per channel for up to queue.MaxBatch deliveries. Several replicas may run it at once: each takes rows with
-// SKIP LOCKED.
+// deliveries whose worker's lease expired, expires deliveries past their ttl, and closes the
+// digests that fall due. What it publishes goes out as batches, one message per channel for up
+// to queue.MaxBatch deliveries. Several replicas may run it at once: each takes rows with SKIP
+// LOCKED.
 type Reconciler struct {
 	Store     ReconcileStore
 	Publisher Publisher
