@@ -18,7 +18,7 @@ import (
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
 )
 
-// digestTemplate lists a digest's items, one subject per line.
+// createDigestTemplate creates a digest template that lists the items, one subject per line.
 func createDigestTemplate(t *testing.T, s *stack, name string) {
 	t.Helper()
 	if _, err := s.tmpl.CreateTemplate(context.Background(), &heraldv1.CreateTemplateRequest{Template: &heraldv1.Template{
@@ -59,15 +59,6 @@ func closeNow(t *testing.T, s *stack, digestID string) {
 	}
 }
 
-func getNotification(t *testing.T, s *stack, id string) *heraldv1.Notification {
-	t.Helper()
-	res, err := s.notify.GetNotification(context.Background(), &heraldv1.GetNotificationRequest{NotificationId: id})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res.GetNotification()
-}
-
 // TestDigestExactlyOnceAcrossWorkerKills collects N notifications into one digest while the
 // workers process runs and is killed with SIGKILL; lets the digest close with no workers, then
 // starts them and kills them again at once, right after the close; and checks, once workers
@@ -103,7 +94,7 @@ func TestDigestExactlyOnceAcrossWorkerKills(t *testing.T) {
 		JOIN notifier.notifications n ON n.id = d.notification_id WHERE n.id = ANY($1)`, items).Scan(&digestID); err != nil {
 		t.Fatalf("the items are not in one digest: %v", err)
 	}
-	item := getNotification(t, s, items[0]).GetDeliveries()[0]
+	item := notification(t, s, items[0]).GetDeliveries()[0]
 	if item.GetDigestNotificationId() != digestID.String() || item.GetDigestDeliveryId() != "" {
 		t.Errorf("an item while its digest is open links %q / %q, want the digest %s and no delivery yet",
 			item.GetDigestNotificationId(), item.GetDigestDeliveryId(), digestID)
@@ -152,7 +143,7 @@ func TestDigestExactlyOnceAcrossWorkerKills(t *testing.T) {
 		t.Errorf("the digest lists %d lines, want %d:\n%s", lines, n, m.Text)
 	}
 	for _, id := range items {
-		d := getNotification(t, s, id).GetDeliveries()[0]
+		d := notification(t, s, id).GetDeliveries()[0]
 		if d.GetState() != heraldv1.DeliveryState_DELIVERY_STATE_DIGESTED || d.GetDigestDeliveryId() != dl.GetDeliveryId() ||
 			d.GetDigestNotificationId() != digestID.String() {
 			t.Errorf("item %s: %s linked to %q / %q, want DIGESTED in %s / %s", id, d.GetState(),
@@ -211,9 +202,9 @@ func TestDigestCategory(t *testing.T) {
 		t.Errorf("the critical notification reached the provider as %d messages", len(got))
 	}
 
-	digestID := getNotification(t, s, items[0]).GetDeliveries()[0].GetDigestNotificationId()
+	digestID := notification(t, s, items[0]).GetDeliveries()[0].GetDigestNotificationId()
 	for _, id := range items[1:] {
-		if other := getNotification(t, s, id).GetDeliveries()[0].GetDigestNotificationId(); other != digestID || other == "" {
+		if other := notification(t, s, id).GetDeliveries()[0].GetDigestNotificationId(); other != digestID || other == "" {
 			t.Fatalf("items in digests %q and %q, want one", digestID, other)
 		}
 	}
@@ -273,7 +264,7 @@ func TestDigestAcrossNotifierRestart(t *testing.T) {
 	if _, err := s.notify.CancelNotification(ctx, &heraldv1.CancelNotificationRequest{NotificationId: ids[1]}); err != nil {
 		t.Fatal(err)
 	}
-	digestID := getNotification(t, s, ids[0]).GetDeliveries()[0].GetDigestNotificationId()
+	digestID := notification(t, s, ids[0]).GetDeliveries()[0].GetDigestNotificationId()
 
 	s.notifier.Close()
 	closeNow(t, s, digestID)
@@ -290,7 +281,7 @@ func TestDigestAcrossNotifierRestart(t *testing.T) {
 		strings.Contains(m.Text, "Note 1") {
 		t.Errorf("the digest %q lists:\n%s\nwant notes 0 and 2, not the canceled 1", m.Subject, m.Text)
 	}
-	if d := getNotification(t, s, ids[1]).GetDeliveries()[0]; d.GetState() != heraldv1.DeliveryState_DELIVERY_STATE_CANCELED {
+	if d := notification(t, s, ids[1]).GetDeliveries()[0]; d.GetState() != heraldv1.DeliveryState_DELIVERY_STATE_CANCELED {
 		t.Errorf("the canceled item: %s, want CANCELED", d.GetState())
 	}
 }
