@@ -53,13 +53,7 @@ func digestFor(req *SendRequest, cat preference.Category, chain *delivery.Fallba
 // keeps the Send's data with its content, whatever its channel, for the digest template's
 // .items[].data: an item is never sent itself.
 func collectInto(n *Notification, g *delivery.Digest, r *recipient, now time.Time, ttl time.Duration, data map[string]any) {
-	loc := time.UTC
-	if r.user != nil && r.user.Timezone != "" {
-		if l, err := time.LoadLocation(r.user.Timezone); err == nil {
-			loc = l
-		}
-	}
-	closeAt := g.CloseAt(now, loc)
+	closeAt := g.CloseAt(now, r.location())
 	for _, d := range n.Deliveries {
 		if d.State != delivery.Queued || !digestible(d.Channel) {
 			continue

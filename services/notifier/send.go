@@ -567,6 +567,7 @@ type recipient struct {
 	user    *User // nil for a raw address
 	targets []target
 	sups    []preference.Suppression
+	loc     *time.Location // location()
 }
 
 // who identifies the recipient for frequency caps: the user id, or the addresses of a
@@ -609,11 +610,22 @@ func (r *recipient) quietUntil(cat preference.Category, ch delivery.Channel, at 
 		cat.Critical || !preference.Interrupts(ch) {
 		return time.Time{}, false
 	}
-	loc, err := time.LoadLocation(r.user.Timezone)
-	if err != nil || r.user.Timezone == "" {
-		loc = time.UTC
+	return r.user.Settings.QuietHours.Until(at, r.location())
+}
+
+// location is the recipient's time zone: the user's, UTC for a raw address, a user without one
+// or with one the system does not know. It is loaded once per Send (LoadLocation reads the
+// zone's file each time).
+func (r *recipient) location() *time.Location {
+	if r.loc == nil {
+		r.loc = time.UTC
+		if r.user != nil && r.user.Timezone != "" {
+			if l, err := time.LoadLocation(r.user.Timezone); err == nil {
+				r.loc = l
+			}
+		}
 	}
-	return r.user.Settings.QuietHours.Until(at, loc)
+	return r.loc
 }
 
 // resolve finds the recipient's channel targets, restricted to the requested channels, with
