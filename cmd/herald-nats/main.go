@@ -74,10 +74,11 @@ func run(args []string) error {
 		// holds a replica of. Before that, creating a stream fails, and killing another node
 		// may leave a stream without a quorum.
 		deadline := time.Now().Add(2 * time.Minute)
-		// The meta leader also waits until it sees every node online: until then, placing an
-		// R3 stream fails with "no suitable peers".
+		// The meta leader also waits until it sees every node online and current: until then,
+		// placing an R3 stream or bucket fails with "no suitable peers for placement" (a node
+		// it knows of but has not heard from yet is "offline").
 		for s.Healthz(&server.HealthzOptions{}).StatusCode != 200 ||
-			(s.JetStreamIsLeader() && len(s.JetStreamClusterPeers()) < len(cfg.Routes)) {
+			(s.JetStreamIsLeader() && (len(s.JetStreamClusterPeers()) < len(cfg.Routes) || !peersOnline(s))) {
 			if time.Now().After(deadline) || ctx.Err() != nil {
 				s.Shutdown()
 				return errors.New("jetstream cluster node not healthy after 2 minutes")
@@ -90,4 +91,19 @@ func run(args []string) error {
 	s.Shutdown()
 	s.WaitForShutdown()
 	return nil
+}
+
+// peersOnline reports whether the JetStream meta group's leader sees every other node as online
+// and caught up.
+func peersOnline(s *server.Server) bool {
+	jsz, err := s.Jsz(&server.JSzOptions{})
+	if err != nil || jsz.Meta == nil {
+		return false
+	}
+	for _, p := range jsz.Meta.Replicas {
+		if p.Offline || !p.Current {
+			return false
+		}
+	}
+	return true
 }
