@@ -28,11 +28,16 @@ const NoTrackAttr = "data-herald-notrack"
 // html/template escapes it inside an attribute.
 var marks = []string{templates.NoTrackMark, "%ee%80%80", "%EE%80%80"}
 
-// Unmark removes every opt-out mark from s.
+// Unmark removes every opt-out mark from s. Removing one mark can join the bytes around it
+// into another ("\xee%ee%80%80\x80\x80" holds a mark once the escaped one is gone), so it
+// removes until none is left; each pass shortens s, so it ends.
 func Unmark(s string) string {
-	for _, m := range marks {
-		if strings.Contains(s, m) {
-			s = strings.ReplaceAll(s, m, "")
+	for again := true; again; {
+		again = false
+		for _, m := range marks {
+			if strings.Contains(s, m) {
+				s, again = strings.ReplaceAll(s, m, ""), true
+			}
 		}
 	}
 	return s
