@@ -709,17 +709,18 @@ func TestHTTPAPI(t *testing.T) {
 		if len(next.Messages) != 1 || next.Messages[0].Title != "First" {
 			t.Fatalf("second page %+v", next)
 		}
-		type counts struct{ Marked, Archived, Unread string }
-		if c := ok[counts](t, user.call(t, "GET", "/v1/inbox/unread-count", "")); c.Unread != "2" {
+		// Counts are JSON numbers (an int64 would be a string), and zero is left out.
+		type counts struct{ Marked, Archived, Unread int }
+		if c := ok[counts](t, user.call(t, "GET", "/v1/inbox/unread-count", "")); c.Unread != 2 {
 			t.Fatalf("unread %+v, want 2", c)
 		}
-		if c := ok[counts](t, user.call(t, "POST", "/v1/inbox/messages:markRead", `{"ids": ["`+ids[0]+`"]}`)); c.Marked != "1" || c.Unread != "1" {
+		if c := ok[counts](t, user.call(t, "POST", "/v1/inbox/messages:markRead", `{"ids": ["`+ids[0]+`"]}`)); c.Marked != 1 || c.Unread != 1 {
 			t.Fatalf("markRead %+v", c)
 		}
-		if c := ok[counts](t, user.call(t, "POST", "/v1/inbox/messages:archive", `{"ids": ["`+ids[1]+`"]}`)); c.Archived != "1" || c.Unread != "" {
+		if c := ok[counts](t, user.call(t, "POST", "/v1/inbox/messages:archive", `{"ids": ["`+ids[1]+`"]}`)); c.Archived != 1 || c.Unread != 0 {
 			t.Fatalf("archive %+v, want 1 archived, none unread", c)
 		}
-		if c := ok[counts](t, notifier.call(t, "POST", "/v1/inbox/messages:markAllRead", `{"user_id": "hal"}`)); c.Marked != "" {
+		if c := ok[counts](t, notifier.call(t, "POST", "/v1/inbox/messages:markAllRead", `{"user_id": "hal"}`)); c.Marked != 0 {
 			t.Fatalf("markAllRead %+v, want nothing left to mark", c)
 		}
 		if r := user.call(t, "GET", "/v1/inbox/unread-count?user_id=ada", ""); refused(t, r, http.StatusForbidden, codes.PermissionDenied).Message == "" {

@@ -388,7 +388,7 @@ func TestInboxUnreadExact(t *testing.T) {
 	}
 	t.Logf("%d messages from %d senders; %d read by 50 readers meanwhile, %d unread", senders*each, senders, read, unread)
 	got, err := user.GetUnreadCount(ctx, &heraldv1.GetUnreadCountRequest{})
-	if err != nil || got.Unread != unread {
+	if err != nil || int64(got.Unread) != unread {
 		t.Fatalf("GetUnreadCount = %v, %v; the rows say %d", got, err, unread)
 	}
 	// The feed settles on the same count (its events come after each change commits).

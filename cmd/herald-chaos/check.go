@@ -348,7 +348,7 @@ func unreadCounter(conn grpc.ClientConnInterface) func(context.Context, string) 
 	inbox := heraldv1.NewInboxServiceClient(conn)
 	return func(ctx context.Context, user string) (int64, error) {
 		res, err := inbox.GetUnreadCount(ctx, &heraldv1.GetUnreadCountRequest{UserId: user})
-		return res.GetUnread(), err
+		return int64(res.GetUnread()), err
 	}
 }
 

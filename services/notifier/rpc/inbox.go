@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"math"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -112,7 +113,7 @@ func (s *InboxServer) GetUnreadCount(ctx context.Context, req *heraldv1.GetUnrea
 	if err != nil {
 		return nil, err
 	}
-	return &heraldv1.GetUnreadCountResponse{Unread: n}, nil
+	return &heraldv1.GetUnreadCountResponse{Unread: count32(n)}, nil
 }
 
 // MarkRead implements InboxService.MarkRead.
@@ -125,7 +126,7 @@ func (s *InboxServer) MarkRead(ctx context.Context, req *heraldv1.MarkReadReques
 	if err != nil {
 		return nil, err
 	}
-	return &heraldv1.MarkReadResponse{Marked: int64(len(ch.Marked)), Unread: ch.Unread}, nil
+	return &heraldv1.MarkReadResponse{Marked: count32(int64(len(ch.Marked))), Unread: count32(ch.Unread)}, nil
 }
 
 // MarkAllRead implements InboxService.MarkAllRead.
@@ -138,7 +139,7 @@ func (s *InboxServer) MarkAllRead(ctx context.Context, req *heraldv1.MarkAllRead
 	if err != nil {
 		return nil, err
 	}
-	return &heraldv1.MarkAllReadResponse{Marked: int64(len(ch.Marked)), Unread: ch.Unread}, nil
+	return &heraldv1.MarkAllReadResponse{Marked: count32(int64(len(ch.Marked))), Unread: count32(ch.Unread)}, nil
 }
 
 // ArchiveMessages implements InboxService.ArchiveMessages.
@@ -151,7 +152,13 @@ func (s *InboxServer) ArchiveMessages(ctx context.Context, req *heraldv1.Archive
 	if err != nil {
 		return nil, err
 	}
-	return &heraldv1.ArchiveMessagesResponse{Archived: int64(len(ch.Marked)), Unread: ch.Unread}, nil
+	return &heraldv1.ArchiveMessagesResponse{Archived: count32(int64(len(ch.Marked))), Unread: count32(ch.Unread)}, nil
+}
+
+// count32 fits a count to the API's int32, which JSON carries as a number a browser can add to
+// (an int64 would be a string). No inbox holds more than 2^31 messages within its retention.
+func count32(n int64) int32 {
+	return int32(min(n, math.MaxInt32))
 }
 
 // CreateUserToken implements InboxService.CreateUserToken: app keys only.

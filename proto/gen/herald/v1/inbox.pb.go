@@ -381,7 +381,7 @@ func (x *GetUnreadCountRequest) GetUserId() string {
 // GetUnreadCountResponse is the user's count of unread, unarchived messages.
 type GetUnreadCountResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Unread        int64                  `protobuf:"varint,1,opt,name=unread,proto3" json:"unread,omitempty"`
+	Unread        int32                  `protobuf:"varint,1,opt,name=unread,proto3" json:"unread,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -416,7 +416,7 @@ func (*GetUnreadCountResponse) Descriptor() ([]byte, []int) {
 	return file_herald_v1_inbox_proto_rawDescGZIP(), []int{4}
 }
 
-func (x *GetUnreadCountResponse) GetUnread() int64 {
+func (x *GetUnreadCountResponse) GetUnread() int32 {
 	if x != nil {
 		return x.Unread
 	}
@@ -480,9 +480,9 @@ func (x *MarkReadRequest) GetIds() []string {
 // MarkReadResponse counts the messages that were unread and are now read.
 type MarkReadResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
-	Marked int64                  `protobuf:"varint,1,opt,name=marked,proto3" json:"marked,omitempty"`
+	Marked int32                  `protobuf:"varint,1,opt,name=marked,proto3" json:"marked,omitempty"`
 	// The user's unread count after the change.
-	Unread        int64 `protobuf:"varint,2,opt,name=unread,proto3" json:"unread,omitempty"`
+	Unread        int32 `protobuf:"varint,2,opt,name=unread,proto3" json:"unread,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -517,14 +517,14 @@ func (*MarkReadResponse) Descriptor() ([]byte, []int) {
 	return file_herald_v1_inbox_proto_rawDescGZIP(), []int{6}
 }
 
-func (x *MarkReadResponse) GetMarked() int64 {
+func (x *MarkReadResponse) GetMarked() int32 {
 	if x != nil {
 		return x.Marked
 	}
 	return 0
 }
 
-func (x *MarkReadResponse) GetUnread() int64 {
+func (x *MarkReadResponse) GetUnread() int32 {
 	if x != nil {
 		return x.Unread
 	}
@@ -588,8 +588,8 @@ func (x *MarkAllReadRequest) GetCategory() string {
 // MarkAllReadResponse counts the messages that were unread and are now read.
 type MarkAllReadResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Marked        int64                  `protobuf:"varint,1,opt,name=marked,proto3" json:"marked,omitempty"`
-	Unread        int64                  `protobuf:"varint,2,opt,name=unread,proto3" json:"unread,omitempty"`
+	Marked        int32                  `protobuf:"varint,1,opt,name=marked,proto3" json:"marked,omitempty"`
+	Unread        int32                  `protobuf:"varint,2,opt,name=unread,proto3" json:"unread,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -624,14 +624,14 @@ func (*MarkAllReadResponse) Descriptor() ([]byte, []int) {
 	return file_herald_v1_inbox_proto_rawDescGZIP(), []int{8}
 }
 
-func (x *MarkAllReadResponse) GetMarked() int64 {
+func (x *MarkAllReadResponse) GetMarked() int32 {
 	if x != nil {
 		return x.Marked
 	}
 	return 0
 }
 
-func (x *MarkAllReadResponse) GetUnread() int64 {
+func (x *MarkAllReadResponse) GetUnread() int32 {
 	if x != nil {
 		return x.Unread
 	}
@@ -695,8 +695,8 @@ func (x *ArchiveMessagesRequest) GetIds() []string {
 // ArchiveMessagesResponse counts the messages newly archived.
 type ArchiveMessagesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Archived      int64                  `protobuf:"varint,1,opt,name=archived,proto3" json:"archived,omitempty"`
-	Unread        int64                  `protobuf:"varint,2,opt,name=unread,proto3" json:"unread,omitempty"`
+	Archived      int32                  `protobuf:"varint,1,opt,name=archived,proto3" json:"archived,omitempty"`
+	Unread        int32                  `protobuf:"varint,2,opt,name=unread,proto3" json:"unread,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -731,14 +731,14 @@ func (*ArchiveMessagesResponse) Descriptor() ([]byte, []int) {
 	return file_herald_v1_inbox_proto_rawDescGZIP(), []int{10}
 }
 
-func (x *ArchiveMessagesResponse) GetArchived() int64 {
+func (x *ArchiveMessagesResponse) GetArchived() int32 {
 	if x != nil {
 		return x.Archived
 	}
 	return 0
 }
 
-func (x *ArchiveMessagesResponse) GetUnread() int64 {
+func (x *ArchiveMessagesResponse) GetUnread() int32 {
 	if x != nil {
 		return x.Unread
 	}
@@ -883,25 +883,25 @@ const file_herald_v1_inbox_proto_rawDesc = "" +
 	"\x15GetUnreadCountRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"0\n" +
 	"\x16GetUnreadCountResponse\x12\x16\n" +
-	"\x06unread\x18\x01 \x01(\x03R\x06unread\"<\n" +
+	"\x06unread\x18\x01 \x01(\x05R\x06unread\"<\n" +
 	"\x0fMarkReadRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x10\n" +
 	"\x03ids\x18\x02 \x03(\tR\x03ids\"B\n" +
 	"\x10MarkReadResponse\x12\x16\n" +
-	"\x06marked\x18\x01 \x01(\x03R\x06marked\x12\x16\n" +
-	"\x06unread\x18\x02 \x01(\x03R\x06unread\"I\n" +
+	"\x06marked\x18\x01 \x01(\x05R\x06marked\x12\x16\n" +
+	"\x06unread\x18\x02 \x01(\x05R\x06unread\"I\n" +
 	"\x12MarkAllReadRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
 	"\bcategory\x18\x02 \x01(\tR\bcategory\"E\n" +
 	"\x13MarkAllReadResponse\x12\x16\n" +
-	"\x06marked\x18\x01 \x01(\x03R\x06marked\x12\x16\n" +
-	"\x06unread\x18\x02 \x01(\x03R\x06unread\"C\n" +
+	"\x06marked\x18\x01 \x01(\x05R\x06marked\x12\x16\n" +
+	"\x06unread\x18\x02 \x01(\x05R\x06unread\"C\n" +
 	"\x16ArchiveMessagesRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x10\n" +
 	"\x03ids\x18\x02 \x03(\tR\x03ids\"M\n" +
 	"\x17ArchiveMessagesResponse\x12\x1a\n" +
-	"\barchived\x18\x01 \x01(\x03R\barchived\x12\x16\n" +
-	"\x06unread\x18\x02 \x01(\x03R\x06unread\"^\n" +
+	"\barchived\x18\x01 \x01(\x05R\barchived\x12\x16\n" +
+	"\x06unread\x18\x02 \x01(\x05R\x06unread\"^\n" +
 	"\x16CreateUserTokenRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12+\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"l\n" +
