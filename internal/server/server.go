@@ -139,8 +139,20 @@ func New(log *slog.Logger, grpcAddr, httpAddr string, tls tlsconfig.Files, inter
 		w.Write([]byte("ok\n"))
 	})
 	s.HTTP.HandleFunc("GET /readyz", s.ready)
-	s.httpSrv = &http.Server{Handler: s.HTTP, ReadHeaderTimeout: 10 * time.Second}
+	s.httpSrv = httpServer(s.HTTP, BodyTimeout)
 	return s, nil
+}
+
+// BodyTimeout bounds how long a request, headers and body, may take to arrive.
+const BodyTimeout = 30 * time.Second
+
+// httpServer serves h with a bound on how long a request may take to arrive: without one, a
+// client that sends its headers and then a byte a minute holds a connection and a goroutine
+// for as long as it likes. net/http lifts the deadline once the body has been read to its end
+// (at once for a request without one), so it never cuts short a long call or a live feed.
+func httpServer(h http.Handler, timeout time.Duration) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: min(timeout, 10*time.Second), ReadTimeout: timeout,
+		IdleTimeout: 2 * time.Minute}
 }
 
 // AddCheck makes readiness depend on check.

@@ -72,8 +72,6 @@ const (
 	maxSendGridBody = 8 << 20
 	// maxTwilioBody bounds one status callback, a short form.
 	maxTwilioBody = 64 << 10
-	// readTimeout bounds reading a request's body, which the server's own timeouts do not.
-	readTimeout = 30 * time.Second
 	// handleTimeout bounds recording the events and publishing their facts.
 	handleTimeout = 20 * time.Second
 )
@@ -168,9 +166,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 
 // readBody reads r's body up to limit bytes, answering the request itself when it cannot.
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
-	// Not every ResponseWriter supports deadlines (httptest's recorder does not); the limit
-	// on size still holds.
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(readTimeout))
+	// The server bounds the time the body takes to arrive (server.BodyTimeout).
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	var tooBig *http.MaxBytesError
 	switch {
