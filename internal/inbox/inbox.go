@@ -102,8 +102,6 @@ type Marker interface {
 	// MarkRead marks the user's listed messages read at at; ids of other users' messages, or
 	// of messages already read, change nothing.
 	MarkRead(ctx context.Context, userID string, ids []uuid.UUID, at time.Time) (Change, error)
-	// MarkAllRead marks every unread message of the user read, only of category if it is set.
-	MarkAllRead(ctx context.Context, userID, category string, at time.Time) (Change, error)
 	// Archive archives the user's listed messages.
 	Archive(ctx context.Context, userID string, ids []uuid.UUID, at time.Time) (Change, error)
 }

@@ -227,13 +227,6 @@ func (s *Store) MarkRead(ctx context.Context, userID string, ids []uuid.UUID, at
 		WHERE user_id = $1 AND id = ANY($2) AND read_at IS NULL RETURNING `+columns, pgdb.UUIDs(ids), at)
 }
 
-// MarkAllRead implements inbox.Marker.
-func (s *Store) MarkAllRead(ctx context.Context, userID, category string, at time.Time) (inbox.Change, error) {
-	return s.change(ctx, "mark inbox read", userID, `UPDATE inbox.messages SET read_at = $3
-		WHERE user_id = $1 AND read_at IS NULL AND archived_at IS NULL AND ($2 = '' OR category = $2)
-		RETURNING `+columns, category, at)
-}
-
 // Archive implements inbox.Marker.
 func (s *Store) Archive(ctx context.Context, userID string, ids []uuid.UUID, at time.Time) (inbox.Change, error) {
 	return s.change(ctx, "archive inbox messages", userID, `UPDATE inbox.messages SET archived_at = $3
