@@ -282,7 +282,7 @@ func (c *DigestCloser) render(ctx context.Context, g delivery.DigestRecord, item
 	var content delivery.Content
 	if err == nil {
 		var ok bool
-		if content, ok = channelContent(r, g.Channel); !ok {
+		if content, ok = contents(r, nil)[g.Channel]; !ok {
 			err = fmt.Errorf("renders nothing for %s", g.Channel)
 		}
 	}
@@ -295,20 +295,6 @@ func (c *DigestCloser) render(ctx context.Context, g delivery.DigestRecord, item
 		content.Data = map[string]any{"digest_id": g.ID.String(), "count": len(items)}
 	}
 	return content, &TemplateRef{Name: t.Name, Version: t.Version, Locale: g.Locale}, nil
-}
-
-// channelContent picks a channel's content from a rendering, as render does for a Send.
-func channelContent(r templates.Rendered, ch delivery.Channel) (delivery.Content, bool) {
-	switch ch {
-	case delivery.IOS, delivery.Android:
-		return delivery.Content{Title: r.PushTitle, Body: r.PushBody}, r.PushBody != "" || r.PushTitle != ""
-	case delivery.SMS:
-		return delivery.Content{Body: r.SMSBody}, r.SMSBody != ""
-	case delivery.Email:
-		return delivery.Content{Subject: r.EmailSubject, HTML: r.EmailHTML, Text: r.EmailText},
-			r.EmailSubject != "" && (r.EmailHTML != "" || r.EmailText != "")
-	}
-	return delivery.Content{}, false
 }
 
 // plainDigest is a digest's content without its template: the count, and a line per item.

@@ -41,20 +41,7 @@ func (s *Sender) render(ctx context.Context, req *SendRequest, locale string, n 
 		}
 	}
 
-	out := map[delivery.Channel]delivery.Content{}
-	if r.PushBody != "" || r.PushTitle != "" {
-		push := delivery.Content{Title: r.PushTitle, Body: r.PushBody, Data: req.Data}
-		out[delivery.IOS], out[delivery.Android] = push, push
-	}
-	if r.SMSBody != "" {
-		out[delivery.SMS] = delivery.Content{Body: r.SMSBody}
-	}
-	if r.EmailSubject != "" && (r.EmailHTML != "" || r.EmailText != "") {
-		out[delivery.Email] = delivery.Content{Subject: r.EmailSubject, HTML: r.EmailHTML, Text: r.EmailText}
-	}
-	if c, ok := inboxContent(r, req.Data); ok { // inbox.go
-		out[delivery.Inbox] = c
-	}
+	out := contents(r, req.Data)
 	if len(req.Channels) > 0 {
 		for _, ch := range req.Channels {
 			if _, ok := out[ch]; !ok {
@@ -67,6 +54,26 @@ func (s *Sender) render(ctx context.Context, req *SendRequest, locale string, n 
 		}
 	}
 	return out, nil
+}
+
+// contents is each channel's content in a rendering, data going to push and the inbox; a
+// channel the rendering has nothing for is left out.
+func contents(r templates.Rendered, data map[string]any) map[delivery.Channel]delivery.Content {
+	out := map[delivery.Channel]delivery.Content{}
+	if r.PushBody != "" || r.PushTitle != "" {
+		push := delivery.Content{Title: r.PushTitle, Body: r.PushBody, Data: data}
+		out[delivery.IOS], out[delivery.Android] = push, push
+	}
+	if r.SMSBody != "" {
+		out[delivery.SMS] = delivery.Content{Body: r.SMSBody}
+	}
+	if r.EmailSubject != "" && (r.EmailHTML != "" || r.EmailText != "") {
+		out[delivery.Email] = delivery.Content{Subject: r.EmailSubject, HTML: r.EmailHTML, Text: r.EmailText}
+	}
+	if c, ok := inboxContent(r, data); ok { // inbox.go
+		out[delivery.Inbox] = c
+	}
+	return out
 }
 
 // inlineRendered maps inline content to the parts a template renders: the body serves push,
