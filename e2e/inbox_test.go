@@ -27,7 +27,6 @@ import (
 	"github.com/heraldhq/herald/internal/browsertest"
 	"github.com/heraldhq/herald/internal/linktoken"
 	heraldv1 "github.com/heraldhq/herald/proto/gen/herald/v1"
-	contactsd "github.com/heraldhq/herald/services/contacts/daemon"
 )
 
 // inboxRequest is a Send to user's inbox only.
@@ -191,16 +190,7 @@ func (s *stack) restartAll(t *testing.T) {
 	s.notifier.Close()
 	grpcAddr, httpAddr := s.contacts.GRPCAddr(), s.contacts.HTTPAddr()
 	s.contacts.Close()
-	var err error
-	s.contacts, err = contactsd.Start(context.Background(), contactsd.Config{
-		GRPCAddr: grpcAddr, HTTPAddr: httpAddr, DatabaseURL: s.dbURL, NATSURL: s.natsURL,
-		PublicURL: "http://contacts.test", LinkKeys: s.linkKeys, TwilioAuthToken: "twilio-token",
-		Log: s.log.With("service", "contacts"),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.contacts.Close)
+	s.startContacts(t, grpcAddr, httpAddr)
 	s.startWorkers(t)
 	s.notifier = s.startNotifier(t)
 	s.conn = dial(t, s.notifier.GRPCAddr(), s.key)

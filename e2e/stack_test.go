@@ -179,17 +179,8 @@ func startStack(t testing.TB, opts stackOptions) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.pool.Close)
-	log := s.log
 
-	s.contacts, err = contactsd.Start(ctx, contactsd.Config{
-		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DatabaseURL: s.dbURL, NATSURL: s.natsURL,
-		PublicURL: "http://contacts.test", LinkKeys: s.linkKeys, TwilioAuthToken: "twilio-token",
-		Log: log.With("service", "contacts"),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.contacts.Close)
+	s.startContacts(t, "127.0.0.1:0", "127.0.0.1:0")
 	s.notifier = s.startNotifier(t)
 	s.providers = opts.providers
 	if !opts.noWorkers {
@@ -206,6 +197,21 @@ func startStack(t testing.TB, opts stackOptions) *stack {
 
 // startNotifier starts a notifier on the stack's database and NATS (a second one is another
 // replica), stopped when the test ends.
+// startContacts starts the stack's contacts service on the addresses (port 0 for new ones).
+func (s *stack) startContacts(t testing.TB, grpcAddr, httpAddr string) {
+	t.Helper()
+	c, err := contactsd.Start(context.Background(), contactsd.Config{
+		GRPCAddr: grpcAddr, HTTPAddr: httpAddr, DatabaseURL: s.dbURL, NATSURL: s.natsURL,
+		PublicURL: "http://contacts.test", LinkKeys: s.linkKeys, TwilioAuthToken: "twilio-token",
+		Log: s.log.With("service", "contacts"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	s.contacts = c
+}
+
 func (s *stack) startNotifier(t testing.TB) *notifierd.Daemon {
 	t.Helper()
 	d, err := notifierd.Start(context.Background(), notifierd.Config{
