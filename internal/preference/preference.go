@@ -79,6 +79,8 @@ const (
 	ReasonOptedOut    = "opted_out"
 	ReasonSuppressed  = "suppressed"
 	ReasonInvalid     = "invalid_address"
+	// ReasonQuietHours marks a delivery held until the user's quiet hours end.
+	ReasonQuietHours = "quiet_hours"
 )
 
 // Allows reports whether a user with these settings receives category c on channel ch.

@@ -46,17 +46,24 @@ func digestFor(req *SendRequest, cat preference.Category, chain *delivery.Fallba
 	return g, nil
 }
 
-// collectInto turns the deliveries of n that would be queued now into items of the
-// recipient's digest g. The digest, if none is open, closes at g.CloseAt from now in the
-// recipient's time zone (UTC for a raw address or a user without one); an item's ttl runs
-// from there, as a delivery deferred by quiet hours has its ttl from the end of them. Each item
-// keeps the Send's data with its content, whatever its channel, for the digest template's
+// collectInto turns the deliveries of n that would go now, or when the recipient's quiet hours
+// end, into items of the recipient's digest g; a future send time is kept, out of any digest.
+// The digest, if none is open, closes at g.CloseAt from now in the recipient's time zone (UTC
+// for a raw address or a user without one), or, if that falls in the quiet hours of the
+// channel, when they end: the quiet hours as they are when the digest opens. An item's ttl runs
+// from the close, as a delivery deferred by quiet hours has its ttl from the end of them. Each
+// item keeps the Send's data with its content, whatever its channel, for the digest template's
 // .items[].data: an item is never sent itself.
-func collectInto(n *Notification, g *delivery.Digest, r *recipient, now time.Time, ttl time.Duration, data map[string]any) {
-	closeAt := g.CloseAt(now, r.location())
+func collectInto(n *Notification, g *delivery.Digest, r *recipient, cat preference.Category, now time.Time, ttl time.Duration, data map[string]any) {
+	closes := g.CloseAt(now, r.location())
 	for _, d := range n.Deliveries {
-		if d.State != delivery.Queued || !digestible(d.Channel) {
+		held := d.State == delivery.Scheduled && d.Reason == preference.ReasonQuietHours && !n.SendAt.After(now)
+		if !digestible(d.Channel) || d.State != delivery.Queued && !held {
 			continue
+		}
+		closeAt := closes
+		if until, quiet := r.quietUntil(cat, d.Channel, closeAt); quiet {
+			closeAt = until
 		}
 		d.State, d.Reason = delivery.Scheduled, delivery.ReasonDigest
 		d.ExpiresAt = closeAt.Add(ttl)

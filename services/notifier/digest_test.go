@@ -93,6 +93,59 @@ func TestSendDailyDigest(t *testing.T) {
 	}
 }
 
+// TestDigestQuietHours: a digest that would close in the recipient's quiet hours closes when
+// they end, on the channels they hold (not email); a delivery that quiet hours would defer
+// joins the digest; a future send time keeps its delivery out of any digest.
+func TestDigestQuietHours(t *testing.T) {
+	day := func(d, h, m int) time.Time { return time.Date(2026, 3, d, h, m, 0, 0, time.UTC) }
+	morning := day(8, 7, 0) // the end of the quiet hours (22:00-07:00 UTC) that start on the 7th
+	tests := []struct {
+		name   string
+		now    time.Time
+		ch     delivery.Channel
+		sendAt time.Time
+		want   string    // the delivery's state and reason
+		close  time.Time // its digest's close, when it is in one
+	}{
+		{"closes before the quiet hours", day(7, 20, 0), delivery.SMS, time.Time{}, "scheduled digest", day(7, 21, 0)},
+		{"would close in them: closes when they end", day(7, 21, 30), delivery.SMS, time.Time{}, "scheduled digest", morning},
+		{"sent in them: joins a digest closing when they end", day(7, 23, 0), delivery.SMS, time.Time{}, "scheduled digest", morning},
+		{"email is not held by quiet hours", day(7, 21, 30), delivery.Email, time.Time{}, "scheduled digest", day(7, 22, 30)},
+		{"a future send time stays out of digests", day(7, 20, 0), delivery.SMS, day(7, 23, 0), "scheduled quiet_hours", time.Time{}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness()
+			h.svc.Now = func() time.Time { return tt.now }
+			h.dir.users = map[string]notifier.User{"u1": {ID: "u1", Email: "u1@example.com", Phone: "+14155550100",
+				Settings: &preference.Settings{QuietHours: &preference.QuietHours{Start: "22:00", End: "07:00"}}}}
+			res := send(t, h, billing, &notifier.SendRequest{RequestHash: []byte(fmt.Sprint(i)), UserID: "u1",
+				Category: "news", Channels: []delivery.Channel{tt.ch}, SendAt: tt.sendAt,
+				Content: &notifier.Content{Subject: "S", Body: "B"}, Digest: &delivery.Digest{Window: time.Hour, Template: "t"}})
+			d := res.Notification.Deliveries[0]
+			if got := fmt.Sprintf("%s %s", d.State, d.Reason); got != tt.want {
+				t.Fatalf("delivery %s, want %s", got, tt.want)
+			}
+			if tt.close.IsZero() {
+				if d.DigestID != uuid.Nil {
+					t.Errorf("in digest %s, want none", d.DigestID)
+				}
+				return
+			}
+			g, err := h.store.deliveries.Digest(t.Context(), d.DigestID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !g.CloseAt.Equal(tt.close) {
+				t.Errorf("digest closes at %s, want %s", g.CloseAt.UTC(), tt.close)
+			}
+			if want := tt.close.Add(delivery.DefaultTTL); !d.ExpiresAt.Equal(want) {
+				t.Errorf("item expires %s, want %s (the close plus the ttl)", d.ExpiresAt, want)
+			}
+		})
+	}
+}
+
 // TestSendDigestRules: a Send's digest overrides its category's; a critical category bypasses
 // both; a digest with a fallback chain is refused, naming the field at fault; a delivery
 // skipped at accept stays skipped; caps do not count a digest's items.

@@ -316,7 +316,7 @@ func (s *Sender) plan(ctx context.Context, caller appkey.Caller, req *SendReques
 			d.Content = c
 			at := n.SendAt
 			if until, quiet := r.quietUntil(cat, t.channel, at); quiet {
-				at, d.ExpiresAt, d.Reason = until, until.Add(ttl), "quiet_hours"
+				at, d.ExpiresAt, d.Reason = until, until.Add(ttl), preference.ReasonQuietHours
 			}
 			d.State, d.DueAt = delivery.Queued, ptr(minTime(now.Add(s.RepublishAfter), d.ExpiresAt))
 			if at.After(now) {
@@ -330,7 +330,7 @@ func (s *Sender) plan(ctx context.Context, caller appkey.Caller, req *SendReques
 	}
 	holdLaterSteps(n, now, s.RepublishAfter)
 	if digest != nil {
-		collectInto(n, digest, r, now, ttl, req.Data)
+		collectInto(n, digest, r, cat, now, ttl, req.Data)
 	}
 	return &draft{n: n, cat: cat, who: r.who()}, nil
 }

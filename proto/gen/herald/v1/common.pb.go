@@ -617,10 +617,11 @@ func (x *Fallback) GetStepTimeout() *durationpb.Duration {
 }
 
 // Digest turns a burst of notifications into one message: each channel target that would be
-// queued is held instead as an item of the recipient's open digest for the app, user (or raw
-// address), category and channel; the first item opens the digest, and when it closes one
-// message is sent, rendered by the digest template with the list of items. Critical
-// categories bypass digests; a digest cannot be combined with a fallback chain.
+// queued, or held by the user's quiet hours, is held instead as an item of the recipient's
+// open digest for the app, user (or raw address), category and channel; the first item opens
+// the digest, and when it closes one message is sent, rendered by the digest template with the
+// list of items. A digest that would close in the user's quiet hours closes when they end.
+// Critical categories bypass digests; a digest cannot be combined with a fallback chain.
 type Digest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// When the digest closes, counted from its first item.
