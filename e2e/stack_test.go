@@ -195,8 +195,6 @@ func startStack(t testing.TB, opts stackOptions) *stack {
 	return s
 }
 
-// startNotifier starts a notifier on the stack's database and NATS (a second one is another
-// replica), stopped when the test ends.
 // startContacts starts the stack's contacts service on the addresses (port 0 for new ones).
 func (s *stack) startContacts(t testing.TB, grpcAddr, httpAddr string) {
 	t.Helper()
@@ -212,6 +210,8 @@ func (s *stack) startContacts(t testing.TB, grpcAddr, httpAddr string) {
 	s.contacts = c
 }
 
+// startNotifier starts a notifier on the stack's database and NATS (a second one is another
+// replica), stopped when the test ends.
 func (s *stack) startNotifier(t testing.TB) *notifierd.Daemon {
 	t.Helper()
 	d, err := notifierd.Start(context.Background(), notifierd.Config{
