@@ -44,15 +44,20 @@ func TestBodyDeadline(t *testing.T) {
 			return errors.New("the handler is still waiting 10 s later")
 		}
 	}
-
-	t.Run("stalled body", func(t *testing.T) {
+	// raw writes req as it is on a connection of its own, closed when the subtest ends.
+	raw := func(t *testing.T, req string) net.Conn {
 		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer conn.Close()
+		t.Cleanup(func() { conn.Close() })
+		fmt.Fprint(conn, req)
+		return conn
+	}
+
+	t.Run("stalled body", func(t *testing.T) {
 		// Ten bytes promised, two sent, and then nothing.
-		fmt.Fprint(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+		raw(t, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
 		if err := result(); err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("a body that never arrived: %v", err)
 		}
@@ -72,12 +77,7 @@ func TestBodyDeadline(t *testing.T) {
 	})
 	t.Run("no body", func(t *testing.T) {
 		// A GET (a live feed) gets no deadline at all: its context outlives the timeout.
-		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		fmt.Fprint(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		conn := raw(t, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 		if err := result(); err != nil {
 			t.Fatal(err)
 		}
