@@ -114,10 +114,11 @@ func digestible(ch delivery.Channel) bool {
 // it on internal/delivery's digests.
 type DigestStore interface {
 	// DueDigests returns up to limit open digests whose close time is at or before now.
-	DueDigests(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error)
+	DueDigests(ctx context.Context, now time.Time, limit int) ([]delivery.DigestRecord, error)
 	// CloseDigest closes digest id if it is still open and due, in one transaction: build is
 	// given the digest and its live items (with their content, oldest first) and returns the
-	// notification that sends them, with its one delivery, which is stored with it while the
+	// notification that sends them (build runs inside the transaction, so it must not wait on
+	// the database itself), with its one delivery, which is stored with it while the
 	// items become digested. It returns that delivery; nil when nothing was sent (no live
 	// item, or the digest was not open and due, or another closer holds it).
 	CloseDigest(ctx context.Context, id uuid.UUID, now time.Time,
@@ -150,15 +151,15 @@ func (c *DigestCloser) Close(ctx context.Context, now time.Time) (int, error) {
 	// each is tried once a pass, so a round of only those ends the pass.
 	tried := map[uuid.UUID]bool{}
 	for {
-		ids, err := c.Store.DueDigests(ctx, now, max(c.Batch, 1))
+		due, err := c.Store.DueDigests(ctx, now, max(c.Batch, 1))
 		if err != nil {
 			return published, err
 		}
-		var fresh []uuid.UUID
-		for _, id := range ids {
-			if !tried[id] {
-				tried[id] = true
-				fresh = append(fresh, id)
+		var fresh []delivery.DigestRecord
+		for _, g := range due {
+			if !tried[g.ID] {
+				tried[g.ID] = true
+				fresh = append(fresh, g)
 			}
 		}
 		byChannel := c.closeAll(ctx, fresh, now)
@@ -174,28 +175,26 @@ func (c *DigestCloser) Close(ctx context.Context, now time.Time) (int, error) {
 				c.Log.Warn("publish of digests failed", "err", err)
 			}
 		}
-		if len(ids) < max(c.Batch, 1) || len(fresh) == 0 {
+		if len(due) < max(c.Batch, 1) || len(fresh) == 0 {
 			return published, nil
 		}
 	}
 }
 
-// closeAll closes the digests ids, Parallel at a time, and returns the deliveries made, by
+// closeAll closes the digests gs, Parallel at a time, and returns the deliveries made, by
 // channel.
-func (c *DigestCloser) closeAll(ctx context.Context, ids []uuid.UUID, now time.Time) map[delivery.Channel][]uuid.UUID {
+func (c *DigestCloser) closeAll(ctx context.Context, gs []delivery.DigestRecord, now time.Time) map[delivery.Channel][]uuid.UUID {
 	var mu sync.Mutex
 	byChannel := map[delivery.Channel][]uuid.UUID{}
 	slots := make(chan struct{}, max(c.Parallel, 1))
 	var wg sync.WaitGroup
-	for _, id := range ids {
+	for _, g := range gs {
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			d, err := c.Store.CloseDigest(ctx, id, now, func(g delivery.DigestRecord, items []delivery.Delivery) (*Notification, error) {
-				return c.build(ctx, g, items, now)
-			})
+			d, err := c.close(ctx, g, now)
 			if err != nil {
-				c.Log.Warn("cannot close a digest; it stays open for the next pass", "digest_id", id, "err", err)
+				c.Log.Warn("cannot close a digest; it stays open for the next pass", "digest_id", g.ID, "err", err)
 				return
 			}
 			if d != nil {
@@ -209,13 +208,32 @@ func (c *DigestCloser) closeAll(ctx context.Context, ids []uuid.UUID, now time.T
 	return byChannel
 }
 
+// close closes digest g. Its template is read first, outside the close's transaction: reading
+// it inside would hold one of the pool's connections while waiting for another, and closes in
+// parallel would take every connection and wait on each other for good. A template store that
+// is unavailable keeps the digest open for the next pass.
+func (c *DigestCloser) close(ctx context.Context, g delivery.DigestRecord, now time.Time) (*Delivery, error) {
+	t, set, terr := c.Templates.template(ctx, g.Template, 0)
+	if errs.KindOf(terr) == errs.Unavailable {
+		return nil, terr
+	}
+	return c.Store.CloseDigest(ctx, g.ID, now, func(g delivery.DigestRecord, items []delivery.Delivery) (*Notification, error) {
+		return c.build(g, items, now, digestTemplate{t, set, terr}), nil
+	})
+}
+
+// digestTemplate is a digest's template as read before its close: the stored version and its
+// parsed form, or why there is none.
+type digestTemplate struct {
+	t   *Template
+	set *templates.Set
+	err error
+}
+
 // build makes the notification that sends digest g's items: one delivery on the digest's
 // channel, rendered by the digest template.
-func (c *DigestCloser) build(ctx context.Context, g delivery.DigestRecord, items []delivery.Delivery, now time.Time) (*Notification, error) {
-	content, ref, err := c.render(ctx, g, items)
-	if err != nil {
-		return nil, err
-	}
+func (c *DigestCloser) build(g delivery.DigestRecord, items []delivery.Delivery, now time.Time, tmpl digestTemplate) *Notification {
+	content, ref := c.render(g, items, tmpl)
 	first := items[0]
 	n := &Notification{
 		ID: g.ID, AppID: g.AppID, Category: g.Category, UserID: g.UserID, Template: ref,
@@ -233,7 +251,7 @@ func (c *DigestCloser) build(ctx context.Context, g delivery.DigestRecord, items
 		Content: content, DueAt: ptr(minTime(now.Add(c.RepublishAfter), n.ExpiresAt)), ExpiresAt: n.ExpiresAt,
 		CreatedAt: now, UpdatedAt: now,
 	}}
-	return n, nil
+	return n
 }
 
 func maxPriority(a, b delivery.Priority) delivery.Priority {
@@ -271,17 +289,13 @@ func DigestData(items []delivery.Delivery) map[string]any {
 // render renders the digest template for the digest's channel. A template that is gone, or
 // renders nothing (or too much) for the channel, must not hold the items back forever: the
 // digest then goes out in a plain form (the count and each item's title or subject) and the
-// failure is logged; only an unavailable template store keeps the digest open for the next
-// pass.
-func (c *DigestCloser) render(ctx context.Context, g delivery.DigestRecord, items []delivery.Delivery) (delivery.Content, *TemplateRef, error) {
+// failure is logged.
+func (c *DigestCloser) render(g delivery.DigestRecord, items []delivery.Delivery, tmpl digestTemplate) (delivery.Content, *TemplateRef) {
 	data := DigestData(items)
-	t, set, err := c.Templates.template(ctx, g.Template, 0)
-	if errs.KindOf(err) == errs.Unavailable {
-		return delivery.Content{}, nil, err
-	}
+	err := tmpl.err
 	var r templates.Rendered
 	if err == nil {
-		_, r, err = set.Render(g.Locale, data)
+		_, r, err = tmpl.set.Render(g.Locale, data)
 	}
 	if err == nil {
 		err = templates.Check(forChannels(r, []delivery.Channel{g.Channel}), nil, c.Templates.Limits)
@@ -296,12 +310,12 @@ func (c *DigestCloser) render(ctx context.Context, g delivery.DigestRecord, item
 	if err != nil {
 		c.Log.Warn("digest template failed; the digest goes out in plain form", "digest_id", g.ID,
 			"template", g.Template, "err", err)
-		return plainDigest(items, g.Channel), nil, nil
+		return plainDigest(items, g.Channel), nil
 	}
 	if g.Channel == delivery.IOS || g.Channel == delivery.Android { // the app can tell a digest
 		content.Data = map[string]any{"digest_id": g.ID.String(), "count": len(items)}
 	}
-	return content, &TemplateRef{Name: t.Name, Version: t.Version, Locale: g.Locale}, nil
+	return content, &TemplateRef{Name: tmpl.t.Name, Version: tmpl.t.Version, Locale: g.Locale}
 }
 
 // plainDigest is a digest's content without its template: the count, and a line per item.

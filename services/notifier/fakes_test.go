@@ -231,7 +231,7 @@ func (d *fakeDirectory) Resolve(_ context.Context, ids []string, targets []notif
 	return out, nil
 }
 
-func (s *fakeStore) DueDigests(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error) {
+func (s *fakeStore) DueDigests(ctx context.Context, now time.Time, limit int) ([]delivery.DigestRecord, error) {
 	return s.deliveries.DueDigests(ctx, now, limit)
 }
 

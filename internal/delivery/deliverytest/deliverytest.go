@@ -36,7 +36,7 @@ type Store interface {
 	EraseUser(ctx context.Context, userID string) error
 	Settle(ctx context.Context, events []delivery.Event) error
 	OfNotification(ctx context.Context, notificationID uuid.UUID) ([]delivery.Delivery, error)
-	DueDigests(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error)
+	DueDigests(ctx context.Context, now time.Time, limit int) ([]delivery.DigestRecord, error)
 	Digest(ctx context.Context, id uuid.UUID) (delivery.DigestRecord, error)
 	OpenDigest(ctx context.Context, app uuid.UUID, userID, category string, ch delivery.Channel, to string) (delivery.DigestRecord, bool, error)
 	CloseDigest(ctx context.Context, id uuid.UUID, now time.Time,

@@ -76,9 +76,13 @@ func closeDigest(t *testing.T, h Harness, id uuid.UUID, now time.Time, build fun
 
 func dueDigests(t *testing.T, h Harness, now time.Time) []uuid.UUID {
 	t.Helper()
-	ids, err := h.Store.DueDigests(t.Context(), now, 100)
+	gs, err := h.Store.DueDigests(t.Context(), now, 100)
 	if err != nil {
 		t.Fatalf("DueDigests: %v", err)
+	}
+	ids := make([]uuid.UUID, len(gs))
+	for i, g := range gs {
+		ids[i] = g.ID
 	}
 	return ids
 }
@@ -326,11 +330,12 @@ func testDigestConcurrent(t *testing.T, setup func(t *testing.T) Harness) {
 	}
 	closeAll := func() error {
 		now := h.Now(t).Add(time.Second).Truncate(time.Microsecond).UTC()
-		ids, err := h.Store.DueDigests(t.Context(), now, 100)
+		gs, err := h.Store.DueDigests(t.Context(), now, 100)
 		if err != nil {
 			return err
 		}
-		for _, id := range ids {
+		for _, g := range gs {
+			id := g.ID
 			d, err := h.Store.CloseDigest(t.Context(), id, now, builder(now, nil, nil))
 			if err != nil {
 				return err

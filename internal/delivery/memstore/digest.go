@@ -49,7 +49,7 @@ func (s *Store) openDigest(d *delivery.Delivery) *delivery.DigestRecord {
 }
 
 // DueDigests implements the store's DueDigests.
-func (s *Store) DueDigests(_ context.Context, now time.Time, limit int) ([]uuid.UUID, error) {
+func (s *Store) DueDigests(_ context.Context, now time.Time, limit int) ([]delivery.DigestRecord, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var due []*delivery.DigestRecord
@@ -59,9 +59,9 @@ func (s *Store) DueDigests(_ context.Context, now time.Time, limit int) ([]uuid.
 		}
 	}
 	slices.SortFunc(due, func(a, b *delivery.DigestRecord) int { return a.CloseAt.Compare(b.CloseAt) })
-	var out []uuid.UUID
+	var out []delivery.DigestRecord
 	for _, g := range due[:min(limit, len(due))] {
-		out = append(out, g.ID)
+		out = append(out, *g)
 	}
 	return out, nil
 }

@@ -186,17 +186,17 @@ func BenchmarkDigest(b *testing.B) {
 				if err := s.Create(ctx, ds); err != nil {
 					b.Fatal(err)
 				}
-				ids, err := s.DueDigests(ctx, now, users)
-				if err != nil || len(ids) != users {
-					b.Fatalf("due digests: %d, %v", len(ids), err)
+				due, err := s.DueDigests(ctx, now, users)
+				if err != nil || len(due) != users {
+					b.Fatalf("due digests: %d, %v", len(due), err)
 				}
 				slots := make(chan struct{}, parallel)
 				var wg sync.WaitGroup
-				for _, id := range ids {
+				for _, g := range due {
 					slots <- struct{}{}
 					wg.Go(func() {
 						defer func() { <-slots }()
-						made, err := s.CloseDigest(ctx, id, now, func(g delivery.DigestRecord, items []delivery.Delivery) (*delivery.Delivery, error) {
+						made, err := s.CloseDigest(ctx, g.ID, now, func(g delivery.DigestRecord, items []delivery.Delivery) (*delivery.Delivery, error) {
 							d := items[0]
 							d.ID, d.NotificationID, d.State, d.Reason, d.Digest, d.DigestID = uuid.Must(uuid.NewV7()), g.ID, delivery.Queued, "", nil, uuid.Nil
 							return &d, nil

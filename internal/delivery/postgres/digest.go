@@ -110,14 +110,14 @@ func (s *Store) collect(ctx context.Context, ds []delivery.Delivery) error {
 
 // DueDigests returns up to limit open digests whose close time is at or before now, earliest
 // first.
-func (s *Store) DueDigests(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error) {
-	rows, err := s.db.Query(ctx, `SELECT id FROM delivery.digests WHERE NOT closed AND close_at <= $1
+func (s *Store) DueDigests(ctx context.Context, now time.Time, limit int) ([]delivery.DigestRecord, error) {
+	rows, err := s.db.Query(ctx, `SELECT `+digestColumns+` FROM delivery.digests WHERE NOT closed AND close_at <= $1
 		ORDER BY close_at LIMIT $2`, now, limit)
 	if err != nil {
 		return nil, pgdb.Err(err)
 	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
-	return ids, pgdb.Err(err)
+	gs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (delivery.DigestRecord, error) { return scanDigest(r) })
+	return gs, pgdb.Err(err)
 }
 
 const digestColumns = `id, app_id, user_id, category, channel, address, template, locale, closed, close_at,

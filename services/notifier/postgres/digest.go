@@ -15,7 +15,7 @@ import (
 var _ notifier.DigestStore = (*Store)(nil)
 
 // DueDigests implements notifier.DigestStore.
-func (s *Store) DueDigests(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error) {
+func (s *Store) DueDigests(ctx context.Context, now time.Time, limit int) ([]delivery.DigestRecord, error) {
 	return s.deliveries.DueDigests(ctx, now, limit)
 }
 

@@ -1,7 +1,9 @@
 package postgres_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -85,5 +87,33 @@ func TestCloseDigest(t *testing.T) {
 	}
 	if n, err := closer.Close(t.Context(), closeAt.Add(time.Hour)); err != nil || n != 0 {
 		t.Errorf("a second Close: %d, %v; want nothing", n, err)
+	}
+}
+
+// TestDigestsCloseInParallelOnASmallPool: more digests fall due at once than the pool has
+// connections, and the closer closes them all at once. Each close reads its template before its
+// transaction begins; read inside it, every connection ended up in a close's transaction
+// waiting for another connection, for good.
+func TestDigestsCloseInParallelOnASmallPool(t *testing.T) {
+	const conns, digests = 2, 8
+	s, pool := openWith(t, conns)
+	pub := &lostPublisher{}
+	svc := newSender(t, s, deliveryStore(t, pool), pub, func() time.Time { return t0 })
+	caller := appkey.Caller{AppID: newID(t), AppName: "billing"}
+	g := &delivery.Digest{Window: time.Minute, Template: "nightly"}
+	for i := range digests {
+		if _, err := svc.Send(t.Context(), caller, &notifier.SendRequest{RequestHash: []byte{byte(i)}, Category: "account",
+			Address: &notifier.Address{Email: fmt.Sprintf("user%d@example.com", i)},
+			Content: &notifier.Content{Subject: "S", Body: "B"}, Digest: g}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closer := &notifier.DigestCloser{Store: s, Templates: &notifier.Templates{Store: s}, Publisher: pub,
+		Log: slog.New(slog.DiscardHandler), RepublishAfter: time.Minute, Batch: 100, Parallel: digests}
+	// Closes waiting on each other would wait for ever: the deadline makes that a failure.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if n, err := closer.Close(ctx, t0.Add(time.Minute)); err != nil || n != digests {
+		t.Fatalf("Close: %d digests sent, %v; want %d", n, err, digests)
 	}
 }

@@ -43,10 +43,16 @@ func migrate(ctx context.Context, url string) error {
 // open returns a Store on a fresh, migrated database, and a pool on it for checks in SQL.
 func open(t *testing.T) (*postgres.Store, *pgxpool.Pool) {
 	t.Helper()
+	return openWith(t, 16)
+}
+
+// openWith is open with a pool of at most conns connections.
+func openWith(t *testing.T, conns int32) (*postgres.Store, *pgxpool.Pool) {
+	t.Helper()
 	url := pgtest.DB(t, "notifier", migrate)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	pool, err := pgdb.Open(ctx, url, 16)
+	pool, err := pgdb.Open(ctx, url, conns)
 	if err != nil {
 		t.Fatal(err)
 	}
