@@ -47,7 +47,11 @@ func opsServer(t *testing.T) *opsHarness {
 	}
 	log := slog.New(slog.DiscardHandler)
 	store := postgres.New(pool, deliveries)
-	handoff := &notifier.Handoff{Publisher: nqueue.NewPublisher(js), Deliveries: deliveries, Log: log}
+	pub, err := nqueue.NewPublisher(js.Conn(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	handoff := &notifier.Handoff{Publisher: pub, Deliveries: deliveries, Log: log}
 	tmpls := &notifier.Templates{Store: store}
 	cats := &notifier.Categories{Store: store}
 	sender := &notifier.Sender{Store: store, Templates: tmpls, Categories: cats, Handoff: handoff, Log: log,

@@ -244,7 +244,10 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		}); err != nil {
 		return nil, err
 	}
-	pub := nqueue.NewPublisher(js)
+	pub, err := nqueue.NewPublisher(d.nc, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
 
 	// One poller of the change feed keeps both the key cache and the templates' exact: a Send
 	// waits for one poll, which serves both.

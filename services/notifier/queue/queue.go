@@ -20,8 +20,8 @@ import (
 // one round of acknowledgements, however many messages it puts on the queues.
 type Publisher struct {
 	js jetstream.JetStream
-	// Timeout bounds the wait for the broker's acknowledgements.
-	Timeout time.Duration
+	// timeout bounds the wait for the broker's acknowledgements.
+	timeout time.Duration
 }
 
 var (
@@ -29,9 +29,17 @@ var (
 	_ notifier.Backlog   = (*Publisher)(nil)
 )
 
-// NewPublisher returns a Publisher on js.
-func NewPublisher(js jetstream.JetStream) *Publisher {
-	return &Publisher{js: js, Timeout: 5 * time.Second}
+// NewPublisher returns a Publisher on nc that waits up to timeout for the broker's
+// acknowledgements. It makes a JetStream handle of its own, whose asynchronous publishes give an
+// acknowledgement up after timeout too: without that, an acknowledgement that never comes (a
+// stream leader that died with the message) holds its place among the client's pending
+// publishes for good, and once those places are all held, every publish stalls and fails.
+func NewPublisher(nc *nats.Conn, timeout time.Duration) (*Publisher, error) {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(timeout))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return &Publisher{js: js, timeout: timeout}, nil
 }
 
 // Publish implements notifier.Publisher: each channel's deliveries go out as messages of up to
@@ -41,7 +49,7 @@ func NewPublisher(js jetstream.JetStream) *Publisher {
 func (p *Publisher) Publish(ctx context.Context, byChannel map[delivery.Channel][]uuid.UUID) error {
 	// The deliveries are committed: finish publishing even if the caller has gone away.
 	// ctx keeps the caller's values, its trace among them.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.Timeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
 	defer cancel()
 	var futures []jetstream.PubAckFuture
 	var first error
@@ -51,7 +59,7 @@ publish:
 			msg := &nats.Msg{Subject: queue.Subject(ch), Data: queue.EncodeBatch(ids[start:min(start+queue.MaxBatch, len(ids))])}
 			tracing.Inject(ctx, msg) // the workers' spans join the trace of the commit
 			f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(uuid.Must(uuid.NewV7()).String()),
-				jetstream.WithStallWait(p.Timeout))
+				jetstream.WithStallWait(p.timeout))
 			if err != nil {
 				first = fmt.Errorf("publish %d %s deliveries: %w", len(ids), ch, err)
 				break publish

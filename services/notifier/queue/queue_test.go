@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -29,7 +30,10 @@ func TestPublish(t *testing.T) {
 	if err := queue.EnsureStreams(ctx, js, queue.StreamConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	p := NewPublisher(js)
+	p, err := NewPublisher(js.Conn(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
 	email, sms := newIDs(queue.MaxBatch+1), newIDs(2)
 	if err := p.Publish(ctx, map[delivery.Channel][]uuid.UUID{delivery.Email: email, delivery.SMS: sms}); err != nil {
 		t.Fatal(err)
@@ -62,5 +66,33 @@ func TestPublish(t *testing.T) {
 	// No stream takes this subject: the broker never acknowledges.
 	if err := p.Publish(ctx, map[delivery.Channel][]uuid.UUID{delivery.Channel("pigeon"): newIDs(1)}); err == nil {
 		t.Fatal("Publish to a subject no stream takes: no error")
+	}
+}
+
+// TestPublishGivesUpLostAcknowledgements: a message whose acknowledgement never comes (here a
+// subscriber takes the subject and never answers, as a stream leader that dies with the message
+// does not) fails the Publish, and leaves no pending publish behind: those that stayed would
+// fill the client's limit of pending publishes, and every later publish would stall and fail.
+func TestPublishGivesUpLostAcknowledgements(t *testing.T) {
+	js := natstest.JetStream(t)
+	nc := js.Conn()
+	sub, err := nc.SubscribeSync(queue.Subject(delivery.Email))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	p, err := NewPublisher(nc, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Publish(t.Context(), map[delivery.Channel][]uuid.UUID{delivery.Email: newIDs(1)}); err == nil {
+		t.Fatal("Publish with no acknowledgement: no error")
+	}
+	// The publish is given up once its own timer fires, which may be just after Publish returns.
+	for i := 0; p.js.PublishAsyncPending() > 0; i++ {
+		if i == 100 {
+			t.Fatalf("%d publishes still pending after their acknowledgements were given up", p.js.PublishAsyncPending())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
