@@ -141,6 +141,17 @@ herald_reconciler_republished_total{job="herald-notifier",instance="n1",channel=
 		},
 	},
 	{
+		name: "a reconciler whose pass hangs, beside one that keeps passing",
+		series: `
+herald_reconciler_last_pass_timestamp_seconds{job="herald-notifier",instance="n1"} 0+60x10 600x30
+herald_reconciler_last_pass_timestamp_seconds{job="herald-notifier",instance="n2"} 0+60x40
+`,
+		expect: []expect{
+			{at: 18 * time.Minute, alert: "HeraldReconcilerStalled"},
+			{at: 21 * time.Minute, alert: "HeraldReconcilerStalled", firing: []map[string]string{{"job": "herald-notifier", "instance": "n1"}}},
+		},
+	},
+	{
 		name: "provider configuration errors and limit store failures",
 		series: `
 herald_provider_config_errors_total{job="herald-workers",instance="w1",channel="ios",provider="apns"} 0x5 0+1x10
@@ -206,6 +217,7 @@ herald_deliveries_retried_total{job="herald-workers",instance="w1",channel="emai
 herald_circuit_state{job="herald-workers",instance="w1",channel="email",provider="sendgrid"} 0x40
 herald_deliveries_dead_total{job="herald-workers",instance="w1",channel="email",provider="sendgrid"} 0x40
 herald_reconciler_republished_total{job="herald-notifier",instance="n1",channel="email"} 0x40
+herald_reconciler_last_pass_timestamp_seconds{job="herald-notifier",instance="n1"} 0+60x40
 herald_provider_config_errors_total{job="herald-workers",instance="w1",channel="email",provider="sendgrid"} 0x40
 herald_limit_store_failures_total{job="herald-notifier",instance="n1"} 0x40
 herald_grpc_server_handled_total{job="herald-notifier",instance="n1",grpc_type="unary",grpc_service="herald.v1.NotificationService",grpc_method="Send",grpc_code="OK"} 0+600x40

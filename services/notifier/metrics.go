@@ -17,6 +17,7 @@ type Metrics struct {
 	LimitStoreFailures    prometheus.Counter
 	Republished           *prometheus.CounterVec
 	Expired               prometheus.Counter
+	ReconcilerPassed      prometheus.Gauge
 	ProviderEvents        *prometheus.CounterVec
 	DigestsSent           *prometheus.CounterVec
 }
@@ -49,6 +50,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Expired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_reconciler_expired_total", Help: "Deliveries the reconciler expired.",
 		}),
+		ReconcilerPassed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "herald_reconciler_last_pass_timestamp_seconds",
+			Help: "When the reconciler last finished a pass, failed or not (or started), in Unix seconds: a pass that hangs leaves it behind.",
+		}),
 		ProviderEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_provider_events_total", Help: "Events received from provider webhooks, by kind.",
 		}, []string{"provider", "kind"}),
@@ -57,7 +62,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"channel"}),
 	}
 	reg.MustRegister(m.NotificationsAccepted, m.DeliveriesAccepted, m.DeliveriesSkipped, m.AcceptDuration,
-		m.RateLimited, m.LimitStoreFailures, m.Republished, m.Expired, m.ProviderEvents, m.DigestsSent)
+		m.RateLimited, m.LimitStoreFailures, m.Republished, m.Expired, m.ReconcilerPassed, m.ProviderEvents, m.DigestsSent)
 	return m
 }
 

@@ -28,7 +28,8 @@ type Reconciler struct {
 	RepublishAfter time.Duration
 	// Batch bounds the rows one pass takes at a time.
 	Batch int
-	// Metrics counts re-publishes and expiries; nil counts nothing.
+	// Metrics counts re-publishes and expiries, and tells when the last pass ended; nil counts
+	// nothing.
 	Metrics *Metrics
 	// Queue, when set, tells how far the workers have read each channel's queue: a queued
 	// delivery published after the oldest message they have not received yet most likely
@@ -84,6 +85,7 @@ func (r *Reconciler) held(ctx context.Context) map[delivery.Channel]time.Time {
 func (r *Reconciler) Run(ctx context.Context) {
 	t := time.NewTicker(r.Interval)
 	defer t.Stop()
+	r.passed() // the clock of a first pass that hangs starts here
 	for {
 		if _, err := r.Pass(ctx); err != nil && ctx.Err() == nil {
 			r.Log.Warn("reconcile pass failed", "err", err)
@@ -98,6 +100,7 @@ func (r *Reconciler) Run(ctx context.Context) {
 
 // Pass reconciles every delivery that is due now and returns how many it published.
 func (r *Reconciler) Pass(ctx context.Context) (int, error) {
+	defer r.passed()
 	total := 0
 	if r.Digests != nil {
 		n, err := r.Digests.Close(ctx, time.Now())
@@ -139,5 +142,13 @@ func (r *Reconciler) Pass(ctx context.Context) (int, error) {
 		if len(taken) < r.Batch {
 			return total, nil
 		}
+	}
+}
+
+// passed records that a pass ended now: a pass that hangs (on a lock, or a pool with no
+// connection to give) would otherwise stop digests, re-publishes and expiries unseen.
+func (r *Reconciler) passed() {
+	if r.Metrics != nil {
+		r.Metrics.ReconcilerPassed.SetToCurrentTime()
 	}
 }

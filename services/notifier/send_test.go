@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/heraldhq/herald/internal/appkey"
 	"github.com/heraldhq/herald/internal/delivery"
@@ -708,11 +710,17 @@ func TestReconcilerPass(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			pub := &fakePublisher{err: tt.publishErr}
+			metrics := notifier.NewMetrics(prometheus.NewRegistry())
 			r := &notifier.Reconciler{Store: &scriptedReconcile{answers: tt.answers}, Publisher: pub,
-				Log: slog.New(slog.DiscardHandler), Interval: time.Hour, RepublishAfter: time.Minute, Batch: 3}
+				Log: slog.New(slog.DiscardHandler), Interval: time.Hour, RepublishAfter: time.Minute, Batch: 3,
+				Metrics: metrics}
+			began := float64(time.Now().Unix())
 			got, err := r.Pass(t.Context())
 			if got != tt.want || (err != nil) != tt.wantErr {
 				t.Errorf("Pass = %d, %v; want %d, error %v", got, err, tt.want, tt.wantErr)
+			}
+			if at := testutil.ToFloat64(metrics.ReconcilerPassed); at < began {
+				t.Errorf("the last pass ended at %v by the metric, before the pass began (%v)", at, began)
 			}
 			if calls := pub.published(); !reflect.DeepEqual(calls, tt.wantCalls) {
 				t.Errorf("published %v, want %v", calls, tt.wantCalls)
