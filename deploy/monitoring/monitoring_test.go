@@ -36,23 +36,24 @@ const (
 // metric with its labels (besides the job and instance labels every target gets).
 var contract = map[string][]string{
 	// notifier
-	"herald_notifications_accepted_total":           {"category"},
-	"herald_deliveries_accepted_total":              {"channel", "category"},
-	"herald_deliveries_skipped_total":               {"channel", "reason"},
-	"herald_accept_duration_seconds":                {}, // histogram
-	"herald_rate_limited_total":                     {"kind"},
-	"herald_limit_store_failures_total":             {},
-	"herald_reconciler_republished_total":           {"channel"},
-	"herald_reconciler_expired_total":               {},
+	"herald_notifications_accepted_total": {"category"},
+	"herald_deliveries_accepted_total":    {"channel", "category"},
+	"herald_deliveries_skipped_total":     {"channel", "reason"},
+	"herald_accept_duration_seconds":      {}, // histogram
+	"herald_rate_limited_total":           {"kind"},
+	"herald_limit_store_failures_total":   {},
+	"herald_reconciler_republished_total": {"channel"},
+	"herald_reconciler_expired_total":     {},
+	"herald_digests_sent_total":           {"channel"},
+	"herald_queue_pending":                {"channel"},
+	"herald_queue_in_flight":              {"channel"},
+	"herald_queue_scheduled":              {"channel"},
+	"herald_queue_retrying":               {"channel"},
+	"herald_dead_letters":                 {"channel"},
+	"herald_queue_oldest_age_seconds":     {"channel"},
+	"herald_provider_events_total":        {"provider", "kind"},
+	// notifier: the reconciler's liveness (a pass that hangs leaves it behind)
 	"herald_reconciler_last_pass_timestamp_seconds": {},
-	"herald_digests_sent_total":                     {"channel"},
-	"herald_queue_pending":                          {"channel"},
-	"herald_queue_in_flight":                        {"channel"},
-	"herald_queue_scheduled":                        {"channel"},
-	"herald_queue_retrying":                         {"channel"},
-	"herald_dead_letters":                           {"channel"},
-	"herald_queue_oldest_age_seconds":               {"channel"},
-	"herald_provider_events_total":                  {"provider", "kind"},
 	// notifier: short links
 	"herald_link_redirects_total": {"result"},
 	"herald_link_lookups_total":   {"cached"},
