@@ -217,8 +217,8 @@ func (c *DigestCloser) close(ctx context.Context, g delivery.DigestRecord, now t
 	if errs.KindOf(terr) == errs.Unavailable {
 		return nil, terr
 	}
-	return c.Store.CloseDigest(ctx, g.ID, now, func(g delivery.DigestRecord, items []delivery.Delivery) (*Notification, error) {
-		return c.build(g, items, now, digestTemplate{t, set, terr}), nil
+	return c.Store.CloseDigest(ctx, g.ID, now, func(locked delivery.DigestRecord, items []delivery.Delivery) (*Notification, error) {
+		return c.build(locked, items, now, digestTemplate{t, set, terr}), nil
 	})
 }
 
