@@ -38,7 +38,16 @@ type Reconciler struct {
 	Queue Backlog
 	// Digests, when set, closes the digests that fall due on each pass (digest.go).
 	Digests *DigestCloser
+	// PassTimeout bounds each pass Run makes (0: DefaultPassTimeout). A pass still waiting
+	// when it runs out, on a lock or on a pool with no connection to give, is cut: its open
+	// transaction rolls back, and the next pass takes up what it left, since every batch it
+	// took already carries its next deadline.
+	PassTimeout time.Duration
 }
+
+// DefaultPassTimeout is how long a pass may run when PassTimeout is 0: a thousand batches of a
+// long backlog fit in it many times over.
+const DefaultPassTimeout = time.Minute
 
 // ReconcileStore finds the deliveries whose deadline passed and moves them on; internal/delivery's
 // stores implement it (see their Reconcile).
@@ -86,10 +95,21 @@ func (r *Reconciler) Run(ctx context.Context) {
 	t := time.NewTicker(r.Interval)
 	defer t.Stop()
 	r.passed() // the clock of a first pass that hangs starts here
+	timeout := r.PassTimeout
+	if timeout <= 0 {
+		timeout = DefaultPassTimeout
+	}
 	for {
-		if _, err := r.Pass(ctx); err != nil && ctx.Err() == nil {
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		_, err := r.Pass(pctx)
+		switch {
+		case ctx.Err() != nil:
+		case pctx.Err() != nil:
+			r.Log.Warn("a reconcile pass ran out of time; the next one carries on", "timeout", timeout)
+		case err != nil:
 			r.Log.Warn("reconcile pass failed", "err", err)
 		}
+		cancel()
 		select {
 		case <-ctx.Done():
 			return
@@ -145,8 +165,8 @@ func (r *Reconciler) Pass(ctx context.Context) (int, error) {
 	}
 }
 
-// passed records that a pass ended now: a pass that hangs (on a lock, or a pool with no
-// connection to give) would otherwise stop digests, re-publishes and expiries unseen.
+// passed records that a pass ended now: a pass that hangs where its deadline cannot reach
+// would otherwise stop digests, re-publishes and expiries unseen.
 func (r *Reconciler) passed() {
 	if r.Metrics != nil {
 		r.Metrics.ReconcilerPassed.SetToCurrentTime()

@@ -728,3 +728,47 @@ func TestReconcilerPass(t *testing.T) {
 		})
 	}
 }
+
+// stuckReconcile is a store whose every Reconcile waits until its context ends, as one stuck
+// on a lock or on a pool with no connection to give; each call is reported on calls.
+type stuckReconcile struct {
+	calls chan struct{}
+}
+
+func (s stuckReconcile) Reconcile(ctx context.Context, _ time.Time, _ time.Duration, _ int, _ map[delivery.Channel]time.Time) ([]delivery.Due, int, error) {
+	s.calls <- struct{}{}
+	<-ctx.Done()
+	return nil, 0, ctx.Err()
+}
+
+// TestReconcilerCutsAStuckPass checks that a pass that cannot finish is cut at its deadline,
+// so the reconciler goes on to the next pass rather than wait for good.
+func TestReconcilerCutsAStuckPass(t *testing.T) {
+	store := stuckReconcile{calls: make(chan struct{})}
+	r := &notifier.Reconciler{Store: store, Publisher: &fakePublisher{}, Log: slog.New(slog.DiscardHandler),
+		Interval: time.Millisecond, PassTimeout: time.Millisecond, RepublishAfter: time.Minute, Batch: 10}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Run(ctx)
+	}()
+	// The bound only ends a failing test: a stuck pass never reaches a second call.
+	bound := time.After(30 * time.Second)
+	for pass := 1; pass <= 3; pass++ {
+		select {
+		case <-store.calls:
+		case <-bound:
+			t.Fatalf("pass %d never began: the one before it was never cut", pass)
+		}
+	}
+	cancel()
+	// Run may be in a pass that is about to report its call: take it, so Run can end.
+	for {
+		select {
+		case <-store.calls:
+		case <-done:
+			return
+		}
+	}
+}

@@ -71,6 +71,8 @@ type Config struct {
 	StreamReplicas    int
 	RepublishAfter    time.Duration
 	ReconcileInterval time.Duration
+	// ReconcileTimeout bounds one reconciler pass (0: notifier.DefaultPassTimeout).
+	ReconcileTimeout time.Duration
 	// AppRate and AppBurst are the request rate of apps that have none of their own (0: none).
 	AppRate  float64
 	AppBurst int
@@ -114,6 +116,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.StreamReplicas, "stream-replicas", 1, "JetStream stream replicas")
 	fs.DurationVar(&c.RepublishAfter, "republish-after", 5*time.Minute, "re-publish a queued delivery not picked up after this long")
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", time.Second, "time between reconciler passes")
+	fs.DurationVar(&c.ReconcileTimeout, "reconcile-timeout", notifier.DefaultPassTimeout, "longest a reconciler pass may run before it is cut (the next pass carries on)")
 	fs.Float64Var(&c.AppRate, "app-rate", 2000, "Send calls per second per app, for apps without their own rate (0: unlimited)")
 	fs.IntVar(&c.AppBurst, "app-burst", 4000, "Send calls allowed at once above --app-rate")
 	fs.DurationVar(&c.OpsInterval, "ops-interval", 5*time.Second, "how often queue depth is sampled for metrics and the status page")
@@ -344,7 +347,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	rctx, rcancel := context.WithCancel(context.Background())
 	d.cancel = rcancel
 	rec := &notifier.Reconciler{Store: d.deliveries, Publisher: pub, Queue: pub, Log: log, Metrics: metrics,
-		Interval: cfg.ReconcileInterval, RepublishAfter: cfg.RepublishAfter, Batch: 1000,
+		Interval: cfg.ReconcileInterval, PassTimeout: cfg.ReconcileTimeout, RepublishAfter: cfg.RepublishAfter, Batch: 1000,
 		Digests: &notifier.DigestCloser{Store: store, Templates: tmpls, Publisher: pub, Log: log, // digest.go
 			RepublishAfter: cfg.RepublishAfter, Batch: 100, Parallel: 8, Metrics: metrics}}
 	var wg sync.WaitGroup
