@@ -3,6 +3,7 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := $(CURDIR)/bin
+STAMPS := $(BIN)/.versions
 export PATH := $(BIN):$(PATH)
 
 # Pinned tool versions: `make tools` installs exactly these with `go install`, so generated code
@@ -100,20 +101,25 @@ fmt: ## gofmt every Go file.
 
 tools: $(BIN)/buf $(PROTO_PLUGINS) $(BUF_PLUGIN) $(BIN)/staticcheck $(BIN)/grpcurl ## Install the pinned tools into ./bin.
 
-$(BIN)/buf:
+$(BIN)/buf: $(STAMPS)/buf@$(BUF_VERSION)
 	GOBIN=$(BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
-$(BIN)/protoc-gen-go:
+$(BIN)/protoc-gen-go: $(STAMPS)/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
-$(BIN)/protoc-gen-go-grpc:
+$(BIN)/protoc-gen-go-grpc: $(STAMPS)/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 	GOBIN=$(BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
-$(BIN)/protoc-gen-grpc-gateway:
+$(BIN)/protoc-gen-grpc-gateway: $(STAMPS)/protoc-gen-grpc-gateway@$(GRPC_GATEWAY_VERSION)
 	GOBIN=$(BIN) $(GO) install github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-grpc-gateway@$(GRPC_GATEWAY_VERSION)
-$(BIN)/protoc-gen-openapiv2:
+$(BIN)/protoc-gen-openapiv2: $(STAMPS)/protoc-gen-openapiv2@$(GRPC_GATEWAY_VERSION)
 	GOBIN=$(BIN) $(GO) install github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2@$(GRPC_GATEWAY_VERSION)
-$(BIN)/staticcheck:
+$(BIN)/staticcheck: $(STAMPS)/staticcheck@$(STATICCHECK_VERSION)
 	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
-$(BIN)/grpcurl:
+$(BIN)/grpcurl: $(STAMPS)/grpcurl@$(GRPCURL_VERSION)
 	GOBIN=$(BIN) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+# Each tool depends on a stamp named after its pinned version, so a changed pin installs that
+# tool again. Making a stamp removes the tool's other stamps, so going back to a version installs
+# it again too.
+$(STAMPS)/%:
+	@mkdir -p $(@D) && rm -f $(@D)/$(firstword $(subst @, ,$*))@* && touch $@
 # Built from this checkout, not installed at a version, and rebuilt when its source changes, so a
 # rule edited on a branch is the rule that branch checks with.
 $(BUF_PLUGIN): $(shell find proto/bufcheck -name '*.go' -not -name '*_test.go') proto/bufcheck/go.mod proto/bufcheck/go.sum
