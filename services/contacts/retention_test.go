@@ -2,12 +2,15 @@ package contacts_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/heraldhq/herald/internal/delivery"
 	"github.com/heraldhq/herald/internal/pgtest"
 	"github.com/heraldhq/herald/internal/retention"
 	"github.com/heraldhq/herald/services/contacts"
@@ -88,5 +91,71 @@ func TestPruneChanges(t *testing.T) {
 	var left int
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM contacts.changes`).Scan(&left); err != nil || left != 1 {
 		t.Errorf("%d changes left (%v), want the recent one", left, err)
+	}
+}
+
+// TestPruneDevices: devices declared dead longer ago than the retention go, and their owners'
+// cache entries with them; active devices, and dead ones declared since, stay. So does a dead
+// token's suppression.
+func TestPruneDevices(t *testing.T) {
+	svc, pool := openPool(t)
+	ctx := t.Context()
+	const user = "u-devices"
+	if _, err := svc.UpsertUser(ctx, &contacts.User{ID: user}); err != nil {
+		t.Fatal(err)
+	}
+	token := func(i int) string { return fmt.Sprintf("%064x", i) }
+	for i := range 5 {
+		if _, err := svc.RegisterDevice(ctx, &contacts.Device{UserID: user, Platform: delivery.IOS, Token: token(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 0-2 died long ago, 3 died lately, 4 lives (registered long ago).
+	for i := range 4 {
+		if err := svc.DeactivateToken(ctx, delivery.IOS, token(i), "Unregistered", time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := pool.Exec(ctx, `UPDATE contacts.devices SET deactivated_at = now() - interval '100 days'
+		WHERE token = ANY($1)`, []string{token(0), token(1), token(2)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE contacts.devices SET created_at = now() - interval '1 year',
+		updated_at = now() - interval '1 year' WHERE token = $1`, token(4)); err != nil {
+		t.Fatal(err)
+	}
+	changes := func() int {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM contacts.changes WHERE key = $1`, contacts.UserKey(user)).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := changes()
+
+	if n := prune(t, pool, "contacts.devices", postgres.PruneDevices, 0); n != 0 {
+		t.Errorf("with no retention, %d devices pruned", n)
+	}
+	if n := prune(t, pool, "contacts.devices", postgres.PruneDevices, 90*24*time.Hour); n != 3 {
+		t.Errorf("pruned %d devices, want 3", n)
+	}
+	devices, err := svc.Store.Devices(ctx, user, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, d := range devices {
+		left = append(left, d.Token)
+	}
+	if want := []string{token(4), token(3)}; !slices.Equal(left, want) { // listed by registration
+		t.Errorf("devices left: %v, want %v", left, want)
+	}
+	if after := changes(); after <= before {
+		t.Errorf("the user's cache entry was not evicted: %d changes of theirs before the prune, %d after", before, after)
+	}
+	var suppressed int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM contacts.suppressions WHERE address = ANY($1) AND invalid`,
+		[]string{token(0), token(1), token(2)}).Scan(&suppressed); err != nil || suppressed != 3 {
+		t.Errorf("%d of the pruned tokens still suppressed (%v), want 3", suppressed, err)
 	}
 }

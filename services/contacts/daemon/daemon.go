@@ -54,6 +54,9 @@ type Config struct {
 	// for ever. A request older than that, posted again, is applied again (see
 	// postgres.PruneSMSKeywords).
 	SMSKeywordRetention time.Duration
+	// DeviceRetention is how long a device a provider declared dead is kept (listed as
+	// inactive, with the provider's reason) before it is deleted; 0 keeps it for ever.
+	DeviceRetention time.Duration
 	// TLS secures the gRPC listener; with a client CA, callers need certificates (mutual TLS).
 	TLS tlsconfig.Files
 	Log *slog.Logger
@@ -75,6 +78,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.SMSKeywordRetention, "sms-keyword-retention", 0,
 		"how long the record of an SMS STOP or START is kept, which refuses its request replayed; 0: kept for ever "+
 			"(set it no shorter than the time between rotations of the Twilio auth token)")
+	fs.DurationVar(&c.DeviceRetention, "device-retention", 90*24*time.Hour,
+		"how long a device a provider declared dead is kept (listed as inactive) before it is deleted; 0: kept for ever")
 }
 
 // Daemon is a running contacts service.
@@ -186,6 +191,7 @@ func retentionTables(cfg Config) []retention.Table {
 	return []retention.Table{
 		{Name: postgres.ChangesTable, Keep: feedRetention, Prune: postgres.PruneChanges},
 		{Name: "contacts.sms_keywords", Keep: cfg.SMSKeywordRetention, Prune: postgres.PruneSMSKeywords},
+		{Name: "contacts.devices", Keep: cfg.DeviceRetention, Prune: postgres.PruneDevices},
 	}
 }
 

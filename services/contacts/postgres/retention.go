@@ -8,6 +8,7 @@ import (
 
 	"github.com/heraldhq/herald/internal/pgdb"
 	"github.com/heraldhq/herald/internal/retention"
+	"github.com/heraldhq/herald/services/contacts"
 )
 
 // ChangesTable is the contacts service's change feed.
@@ -33,4 +34,43 @@ func PruneSMSKeywords(ctx context.Context, tx pgx.Tx, from, cutoff time.Time, li
 				LIMIT $3))
 			RETURNING received_at)
 		SELECT count(*), coalesce(max(received_at), $1) FROM gone`, from, cutoff, limit)
+}
+
+// PruneDevices deletes up to limit devices deactivated before cutoff (tokens a provider called
+// dead), from the ones deactivated at from, and returns how many and when the last one was
+// deactivated; the shape is retention.PruneFunc. Their owners' cache entries are evicted in the
+// same transaction. A token registered again meanwhile is active and stays. The token's
+// suppression stays too: a send to the raw token is still refused.
+func PruneDevices(ctx context.Context, tx pgx.Tx, from, cutoff time.Time, limit int) (int, time.Time, error) {
+	rows, err := tx.Query(ctx, `
+		DELETE FROM contacts.devices WHERE (platform, token) IN (
+			SELECT platform, token FROM contacts.devices
+			WHERE NOT active AND deactivated_at >= $1 AND deactivated_at < $2
+			ORDER BY deactivated_at
+			LIMIT $3)
+		AND NOT active AND deactivated_at < $2 -- checked again on a row registered again meanwhile
+		RETURNING user_id, deactivated_at`, from, cutoff, limit)
+	if err != nil {
+		return 0, from, pgdb.Err(err)
+	}
+	owners := map[string]bool{}
+	var keys []string
+	n, last := 0, from
+	var owner string
+	var at time.Time
+	_, err = pgx.ForEachRow(rows, []any{&owner, &at}, func() error {
+		n++
+		if at.After(last) { // the RETURNING rows come in no set order
+			last = at
+		}
+		if !owners[owner] {
+			owners[owner] = true
+			keys = append(keys, contacts.UserKey(owner))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, from, pgdb.Err(err)
+	}
+	return n, last, pgdb.Touch(ctx, tx, ChangesTable, keys...)
 }

@@ -365,7 +365,8 @@ func (*UnregisterDeviceResponse) Descriptor() ([]byte, []int) {
 type ListDevicesRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	// Also list tokens that providers deactivated.
+	// Also list tokens that providers deactivated, for as long as the contacts service keeps them
+	// (its --device-retention, 90 days by default).
 	IncludeInactive bool `protobuf:"varint,2,opt,name=include_inactive,json=includeInactive,proto3" json:"include_inactive,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
