@@ -70,6 +70,9 @@ type Backlog interface {
 // and the broker's clocks may differ a little.
 const publishSlack = 30 * time.Second
 
+// backlogReadTimeout bounds the reading of one channel's backlog in held.
+const backlogReadTimeout = 5 * time.Second
+
 // held returns, for each channel whose queue holds messages no worker has received yet, when
 // the oldest of them was published, less publishSlack. A channel whose queue cannot be read is
 // left out: its deliveries are published again, as without a Queue.
@@ -79,7 +82,12 @@ func (r *Reconciler) held(ctx context.Context) map[delivery.Channel]time.Time {
 	}
 	held := map[delivery.Channel]time.Time{}
 	for _, ch := range delivery.Channels {
-		since, ok, err := r.Queue.OldestWaiting(ctx, ch)
+		// A JetStream request takes its deadline from its context when that has one: without a
+		// bound of its own, a request the broker never answers (one lost in a leader election)
+		// would hold the pass until the pass's deadline.
+		qctx, cancel := context.WithTimeout(ctx, backlogReadTimeout)
+		since, ok, err := r.Queue.OldestWaiting(qctx, ch)
+		cancel()
 		switch {
 		case err != nil:
 			r.Log.Warn("cannot read the queue's backlog; its stale deliveries are published again", "channel", ch, "err", err)

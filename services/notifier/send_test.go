@@ -772,3 +772,37 @@ func TestReconcilerCutsAStuckPass(t *testing.T) {
 		}
 	}
 }
+
+// deadlineBacklog is a queue with nothing waiting that records the deadline of each read (the
+// reconciler reads one channel at a time).
+type deadlineBacklog struct {
+	deadlines []time.Time
+}
+
+func (b *deadlineBacklog) OldestWaiting(ctx context.Context, _ delivery.Channel) (time.Time, bool, error) {
+	dl, _ := ctx.Deadline()
+	b.deadlines = append(b.deadlines, dl)
+	return time.Time{}, false, nil
+}
+
+// TestReconcilerBoundsQueueReads checks that each read of a queue's backlog has a deadline of
+// its own, well inside the pass's: a JetStream request takes its context's deadline when there
+// is one, so a request never answered would otherwise hold the pass to its end.
+func TestReconcilerBoundsQueueReads(t *testing.T) {
+	queue := &deadlineBacklog{}
+	r := &notifier.Reconciler{Store: &scriptedReconcile{}, Publisher: &fakePublisher{}, Queue: queue,
+		Log: slog.New(slog.DiscardHandler), Interval: time.Hour, RepublishAfter: time.Minute, Batch: 10}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Hour)
+	defer cancel()
+	if _, err := r.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(queue.deadlines) != len(delivery.Channels) {
+		t.Fatalf("%d backlog reads, want one per channel (%d)", len(queue.deadlines), len(delivery.Channels))
+	}
+	for i, dl := range queue.deadlines {
+		if dl.IsZero() || time.Until(dl) > time.Minute {
+			t.Errorf("read %d had the deadline %v, want one of its own within a minute", i, dl)
+		}
+	}
+}
