@@ -21,6 +21,7 @@ import (
 	"github.com/heraldhq/herald/internal/events"
 	"github.com/heraldhq/herald/internal/linktoken"
 	"github.com/heraldhq/herald/internal/pgdb"
+	"github.com/heraldhq/herald/internal/queue"
 	"github.com/heraldhq/herald/internal/retention"
 	"github.com/heraldhq/herald/internal/server"
 	"github.com/heraldhq/herald/internal/tlsconfig"
@@ -123,12 +124,19 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if err = events.Ensure(openCtx, js, cfg.StreamReplicas); err != nil {
+	// Each JetStream set-up step is tried again until openCtx ends (see queue.Setup).
+	setup := func(what string, step func(context.Context) error) error {
+		return queue.Setup(openCtx, queue.SetupTry, log, what, step)
+	}
+	if err = setup("events stream", func(ctx context.Context) error { return events.Ensure(ctx, js, cfg.StreamReplicas) }); err != nil {
 		return nil, err
 	}
 	store := postgres.New(d.pool)
 	svc := contacts.New(store, &cevents.Publisher{JS: js})
-	if d.applier, err = cevents.Apply(openCtx, js, svc); err != nil {
+	if err = setup("provider facts consumer", func(ctx context.Context) (err error) {
+		d.applier, err = cevents.Apply(ctx, js, svc)
+		return err
+	}); err != nil {
 		return nil, err
 	}
 

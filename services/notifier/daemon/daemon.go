@@ -222,29 +222,38 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if err = queue.EnsureStreams(openCtx, js, queue.StreamConfig{Replicas: cfg.StreamReplicas}); err != nil {
+	// Each JetStream set-up step is tried again until openCtx ends (see queue.Setup).
+	setup := func(what string, step func(context.Context) error) error {
+		return queue.Setup(openCtx, queue.SetupTry, log, what, step)
+	}
+	if err = setup("streams", func(ctx context.Context) error {
+		return queue.EnsureStreams(ctx, js, queue.StreamConfig{Replicas: cfg.StreamReplicas})
+	}); err != nil {
 		return nil, err
 	}
-	if err = events.Ensure(openCtx, js, cfg.StreamReplicas); err != nil {
+	if err = setup("events stream", func(ctx context.Context) error { return events.Ensure(ctx, js, cfg.StreamReplicas) }); err != nil {
 		return nil, err
 	}
 	// A deleted user's delivery history keeps only their id.
-	if d.erasures, err = events.Consume(openCtx, js, "notifier", []string{events.UserDeleted},
-		func(ctx context.Context, _ string, e events.Event) error {
-			if e.UserID == "" {
-				return nil
-			}
-			if err := store.EraseUser(ctx, e.UserID); err != nil {
-				log.Warn("erase deleted user's deliveries", "err", err)
-				return err
-			}
-			if err := d.inbox.EraseUser(ctx, e.UserID); err != nil {
-				log.Warn("erase deleted user's inbox", "err", err)
-				return err
-			}
-			log.Info("erased deleted user's deliveries", "user_id", e.UserID)
+	erase := func(ctx context.Context, _ string, e events.Event) error {
+		if e.UserID == "" {
 			return nil
-		}); err != nil {
+		}
+		if err := store.EraseUser(ctx, e.UserID); err != nil {
+			log.Warn("erase deleted user's deliveries", "err", err)
+			return err
+		}
+		if err := d.inbox.EraseUser(ctx, e.UserID); err != nil {
+			log.Warn("erase deleted user's inbox", "err", err)
+			return err
+		}
+		log.Info("erased deleted user's deliveries", "user_id", e.UserID)
+		return nil
+	}
+	if err = setup("user deletions consumer", func(ctx context.Context) (err error) {
+		d.erasures, err = events.Consume(ctx, js, "notifier", []string{events.UserDeleted}, erase)
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	pub, err := nqueue.NewPublisher(d.nc, 5*time.Second)
@@ -268,8 +277,11 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		return nil, err
 	}
 	metrics := notifier.NewMetrics(d.srv.Metrics)
-	limiter, err := ratelimit.New(openCtx, js, ratelimit.Config{Replicas: cfg.StreamReplicas})
-	if err != nil {
+	var limiter *ratelimit.Limiter
+	if err = setup("rate-limit bucket", func(ctx context.Context) (err error) {
+		limiter, err = ratelimit.New(ctx, js, ratelimit.Config{Replicas: cfg.StreamReplicas})
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	handoff := &notifier.Handoff{Publisher: pub, Deliveries: d.deliveries, Log: log}
@@ -293,8 +305,11 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		sender.Directory = d.dir
 	}
 
-	status, err := workerstatus.Open(openCtx, js, cfg.StreamReplicas)
-	if err != nil {
+	var status jetstream.KeyValue
+	if err = setup("worker status bucket", func(ctx context.Context) (err error) {
+		status, err = workerstatus.Open(ctx, js, cfg.StreamReplicas)
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	watcher := ops.NewWatcher(js, d.pool, status, d.srv.Metrics, log)

@@ -265,10 +265,16 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if err = queue.EnsureStreams(openCtx, js, queue.StreamConfig{Replicas: cfg.StreamReplicas}); err != nil {
+	// Each JetStream set-up step is tried again until openCtx ends (see queue.Setup).
+	setup := func(what string, step func(context.Context) error) error {
+		return queue.Setup(openCtx, queue.SetupTry, log, what, step)
+	}
+	if err = setup("streams", func(ctx context.Context) error {
+		return queue.EnsureStreams(ctx, js, queue.StreamConfig{Replicas: cfg.StreamReplicas})
+	}); err != nil {
 		return nil, err
 	}
-	if err = events.Ensure(openCtx, js, cfg.StreamReplicas); err != nil {
+	if err = setup("events stream", func(ctx context.Context) error { return events.Ensure(ctx, js, cfg.StreamReplicas) }); err != nil {
 		return nil, err
 	}
 	if d.srv, err = server.New(log, "", cfg.HTTPAddr, tlsconfig.Files{}); err != nil {
@@ -314,22 +320,29 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 			d.senders = append(d.senders, r)
 		}
 	}
-	if d.status, err = workerstatus.Open(openCtx, js, cfg.StreamReplicas); err != nil {
+	if err = setup("worker status bucket", func(ctx context.Context) (err error) {
+		d.status, err = workerstatus.Open(ctx, js, cfg.StreamReplicas)
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	store := deliverypg.New(d.pool)
 	d.store = store
 	policy := workers.Policy{MaxAttempts: cfg.MaxAttempts, BaseBackoff: cfg.BaseBackoff, MaxBackoff: cfg.MaxBackoff}
 	for _, ch := range channels {
-		c, err := consumer.Start(openCtx, js, consumer.Config{
+		ccfg := consumer.Config{
 			Channel: ch, Sender: senders[ch], Store: store, Policy: policy, WorkerID: cfg.WorkerID,
 			Concurrency: cfg.Concurrency, BatchSize: cfg.BatchSize, Lease: cfg.Lease,
 			SendTimeout: cfg.SendTimeout, AckWait: cfg.AckWait, Gate: gate,
 			Announcer: &wevents.Announcer{JS: js}, Unsubscribe: links, Log: log,
 			BreakerFailures: cfg.BreakerFailures, BreakerCooldown: cfg.BreakerCooldown,
 			RatePerSecond: cfg.RatePerSecond, Burst: cfg.Burst, Metrics: metrics,
-		})
-		if err != nil {
+		}
+		var c *consumer.Consumer
+		if err = setup(string(ch)+" consumer", func(ctx context.Context) (err error) {
+			c, err = consumer.Start(ctx, js, ccfg)
+			return err
+		}); err != nil {
 			return nil, err
 		}
 		d.consumers = append(d.consumers, c)
