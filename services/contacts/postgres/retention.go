@@ -42,35 +42,26 @@ func PruneSMSKeywords(ctx context.Context, tx pgx.Tx, from, cutoff time.Time, li
 // same transaction. A token registered again meanwhile is active and stays. The token's
 // suppression stays too: a send to the raw token is still refused.
 func PruneDevices(ctx context.Context, tx pgx.Tx, from, cutoff time.Time, limit int) (int, time.Time, error) {
-	rows, err := tx.Query(ctx, `
-		DELETE FROM contacts.devices WHERE (platform, token) IN (
-			SELECT platform, token FROM contacts.devices
-			WHERE NOT active AND deactivated_at >= $1 AND deactivated_at < $2
-			ORDER BY deactivated_at
-			LIMIT $3)
-		AND NOT active AND deactivated_at < $2 -- checked again on a row registered again meanwhile
-		RETURNING user_id, deactivated_at`, from, cutoff, limit)
+	var n int
+	var last time.Time
+	var owners []string
+	err := tx.QueryRow(ctx, `
+		WITH gone AS (
+			DELETE FROM contacts.devices WHERE (platform, token) IN (
+				SELECT platform, token FROM contacts.devices
+				WHERE NOT active AND deactivated_at >= $1 AND deactivated_at < $2
+				ORDER BY deactivated_at
+				LIMIT $3)
+			AND NOT active AND deactivated_at < $2 -- checked again on a row registered again meanwhile
+			RETURNING user_id, deactivated_at)
+		SELECT count(*), coalesce(max(deactivated_at), $1), coalesce(array_agg(DISTINCT user_id), '{}') FROM gone`,
+		from, cutoff, limit).Scan(&n, &last, &owners)
 	if err != nil {
 		return 0, from, pgdb.Err(err)
 	}
-	owners := map[string]bool{}
-	var keys []string
-	n, last := 0, from
-	var owner string
-	var at time.Time
-	_, err = pgx.ForEachRow(rows, []any{&owner, &at}, func() error {
-		n++
-		if at.After(last) { // the RETURNING rows come in no set order
-			last = at
-		}
-		if !owners[owner] {
-			owners[owner] = true
-			keys = append(keys, contacts.UserKey(owner))
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, from, pgdb.Err(err)
+	keys := make([]string, len(owners))
+	for i, id := range owners {
+		keys[i] = contacts.UserKey(id)
 	}
 	return n, last, pgdb.Touch(ctx, tx, ChangesTable, keys...)
 }
