@@ -18,7 +18,7 @@ func TestSetupBoundsEachTry(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	tries := 0
-	err := queue.Setup(ctx, 10*time.Millisecond, slog.New(slog.DiscardHandler), "test", func(ctx context.Context) error {
+	err := queue.Setup{Log: slog.New(slog.DiscardHandler), Try: 10 * time.Millisecond}.Run(ctx, "test", func(ctx context.Context) error {
 		tries++
 		if tries == 1 {
 			<-ctx.Done() // never answered
@@ -38,7 +38,7 @@ func TestSetupReturnsTheStepsError(t *testing.T) {
 	defer cancel()
 	refused := errors.New("insufficient resources")
 	tries := 0
-	err := queue.Setup(ctx, time.Second, slog.New(slog.DiscardHandler), "test", func(context.Context) error {
+	err := queue.Setup{Log: slog.New(slog.DiscardHandler), Try: time.Second}.Run(ctx, "test", func(context.Context) error {
 		if tries++; tries == 3 {
 			cancel() // the start-up gives up
 		}

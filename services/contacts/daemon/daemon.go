@@ -124,16 +124,13 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	// Each JetStream set-up step is tried again until openCtx ends (see queue.Setup).
-	setup := func(what string, step func(context.Context) error) error {
-		return queue.Setup(openCtx, queue.SetupTry, log, what, step)
-	}
-	if err = setup("events stream", func(ctx context.Context) error { return events.Ensure(ctx, js, cfg.StreamReplicas) }); err != nil {
+	setup := queue.Setup{Log: log} // each step tried again until openCtx ends
+	if err = setup.Run(openCtx, "events stream", func(ctx context.Context) error { return events.Ensure(ctx, js, cfg.StreamReplicas) }); err != nil {
 		return nil, err
 	}
 	store := postgres.New(d.pool)
 	svc := contacts.New(store, &cevents.Publisher{JS: js})
-	if err = setup("provider facts consumer", func(ctx context.Context) (err error) {
+	if err = setup.Run(openCtx, "provider facts consumer", func(ctx context.Context) (err error) {
 		d.applier, err = cevents.Apply(ctx, js, svc)
 		return err
 	}); err != nil {

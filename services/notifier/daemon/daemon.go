@@ -222,16 +222,13 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	// Each JetStream set-up step is tried again until openCtx ends (see queue.Setup).
-	setup := func(what string, step func(context.Context) error) error {
-		return queue.Setup(openCtx, queue.SetupTry, log, what, step)
-	}
-	if err = setup("streams", func(ctx context.Context) error {
+	setup := queue.Setup{Log: log} // each step tried again until openCtx ends
+	if err = setup.Run(openCtx, "streams", func(ctx context.Context) error {
 		return queue.EnsureStreams(ctx, js, queue.StreamConfig{Replicas: cfg.StreamReplicas})
 	}); err != nil {
 		return nil, err
 	}
-	if err = setup("events stream", func(ctx context.Context) error { return events.Ensure(ctx, js, cfg.StreamReplicas) }); err != nil {
+	if err = setup.Run(openCtx, "events stream", func(ctx context.Context) error { return events.Ensure(ctx, js, cfg.StreamReplicas) }); err != nil {
 		return nil, err
 	}
 	// A deleted user's delivery history keeps only their id.
@@ -250,7 +247,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		log.Info("erased deleted user's deliveries", "user_id", e.UserID)
 		return nil
 	}
-	if err = setup("user deletions consumer", func(ctx context.Context) (err error) {
+	if err = setup.Run(openCtx, "user deletions consumer", func(ctx context.Context) (err error) {
 		d.erasures, err = events.Consume(ctx, js, "notifier", []string{events.UserDeleted}, erase)
 		return err
 	}); err != nil {
@@ -278,7 +275,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	metrics := notifier.NewMetrics(d.srv.Metrics)
 	var limiter *ratelimit.Limiter
-	if err = setup("rate-limit bucket", func(ctx context.Context) (err error) {
+	if err = setup.Run(openCtx, "rate-limit bucket", func(ctx context.Context) (err error) {
 		limiter, err = ratelimit.New(ctx, js, ratelimit.Config{Replicas: cfg.StreamReplicas})
 		return err
 	}); err != nil {
@@ -306,7 +303,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 
 	var status jetstream.KeyValue
-	if err = setup("worker status bucket", func(ctx context.Context) (err error) {
+	if err = setup.Run(openCtx, "worker status bucket", func(ctx context.Context) (err error) {
 		status, err = workerstatus.Open(ctx, js, cfg.StreamReplicas)
 		return err
 	}); err != nil {

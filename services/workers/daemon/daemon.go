@@ -265,16 +265,13 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	// Each JetStream set-up step is tried again until openCtx ends (see queue.Setup).
-	setup := func(what string, step func(context.Context) error) error {
-		return queue.Setup(openCtx, queue.SetupTry, log, what, step)
-	}
-	if err = setup("streams", func(ctx context.Context) error {
+	setup := queue.Setup{Log: log} // each step tried again until openCtx ends
+	if err = setup.Run(openCtx, "streams", func(ctx context.Context) error {
 		return queue.EnsureStreams(ctx, js, queue.StreamConfig{Replicas: cfg.StreamReplicas})
 	}); err != nil {
 		return nil, err
 	}
-	if err = setup("events stream", func(ctx context.Context) error { return events.Ensure(ctx, js, cfg.StreamReplicas) }); err != nil {
+	if err = setup.Run(openCtx, "events stream", func(ctx context.Context) error { return events.Ensure(ctx, js, cfg.StreamReplicas) }); err != nil {
 		return nil, err
 	}
 	if d.srv, err = server.New(log, "", cfg.HTTPAddr, tlsconfig.Files{}); err != nil {
@@ -320,7 +317,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 			d.senders = append(d.senders, r)
 		}
 	}
-	if err = setup("worker status bucket", func(ctx context.Context) (err error) {
+	if err = setup.Run(openCtx, "worker status bucket", func(ctx context.Context) (err error) {
 		d.status, err = workerstatus.Open(ctx, js, cfg.StreamReplicas)
 		return err
 	}); err != nil {
@@ -339,7 +336,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 			RatePerSecond: cfg.RatePerSecond, Burst: cfg.Burst, Metrics: metrics,
 		}
 		var c *consumer.Consumer
-		if err = setup(string(ch)+" consumer", func(ctx context.Context) (err error) {
+		if err = setup.Run(openCtx, string(ch)+" consumer", func(ctx context.Context) (err error) {
 			c, err = consumer.Start(ctx, js, ccfg)
 			return err
 		}); err != nil {
