@@ -335,13 +335,12 @@ func testDigestConcurrent(t *testing.T, setup func(t *testing.T) Harness) {
 			return err
 		}
 		for _, g := range gs {
-			id := g.ID
-			d, err := h.Store.CloseDigest(t.Context(), id, now, builder(now, nil, nil))
+			d, err := h.Store.CloseDigest(t.Context(), g.ID, now, builder(now, nil, nil))
 			if err != nil {
 				return err
 			}
 			if d != nil {
-				if prev, dup := made.LoadOrStore(d.ID, id); dup {
+				if prev, dup := made.LoadOrStore(d.ID, g.ID); dup {
 					return fmt.Errorf("delivery %s made twice (digest %s)", d.ID, prev)
 				}
 			}
